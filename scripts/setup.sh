@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# One-time setup on a fresh Debian 12 machine: system packages, then header-only packages from
+# pinned Python-registry wheels unpacked into .deps/. Safe to run again (it skips what is there).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Pinned header packages (see README "Dependencies" for why these versions).
+CUTLASS_WHEEL_VERSION=4.2.0.0        # nvidia-cutlass: CUTLASS 4.2.0 headers, compile with CUDA 13.0
+FLASHINFER_WHEEL_VERSION=0.7.2.post1 # flashinfer-python: header-only paged attention (+ CUTLASS 4.5)
+
+APT_PACKAGES=(build-essential cmake ninja-build pkg-config git python3 python3-pip python3-venv unzip
+  clang libclang-rt-14-dev
+  libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libcpp-httplib-dev libpcre2-dev zlib1g-dev
+  libgtest-dev libgmock-dev libbenchmark-dev curl)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Header packages: pip download --no-deps, then unpack only the include trees.
+mkdir -p .deps/wheels
+fetch_wheel() {  # name version -> path of the wheel
+  local name=$1 version=$2 norm
+  norm=$(echo "$name" | tr '-' '_')
+  local whl
+  whl=$(ls .deps/wheels/${norm}-${version}-*.whl 2>/dev/null | head -n1 || true)
+  if [ -z "$whl" ]; then
+    python3 -m pip download -q --no-deps --only-binary=:all: -d .deps/wheels "${name}==${version}" >&2
+    whl=$(ls .deps/wheels/${norm}-${version}-*.whl | head -n1)
+  fi
+  echo "$whl"
+}
+unpack() {  # wheel, path inside wheel, destination
+  local whl=$1 inner=$2 dest=$3 tmp
+  tmp=$(mktemp -d)
+  python3 - "$whl" "$inner" "$tmp" <<'PY'
+import sys, zipfile
+whl, inner, out = sys.argv[1], sys.argv[2].rstrip('/') + '/', sys.argv[3]
+with zipfile.ZipFile(whl) as z:
+    names = [n for n in z.namelist() if n.startswith(inner)]
+    if not names:
+        sys.exit(f"setup: {whl} has no {inner}")
+    z.extractall(out, names)
+PY
+  rm -rf "$dest"; mkdir -p "$(dirname "$dest")"; mv "$tmp/$inner" "$dest"; rm -rf "$tmp"
+}
+
+stamp=".deps/.stamp-cutlass-${CUTLASS_WHEEL_VERSION}-flashinfer-${FLASHINFER_WHEEL_VERSION}"
+if [ ! -f "$stamp" ]; then
+  echo "setup: fetching nvidia-cutlass==${CUTLASS_WHEEL_VERSION} and flashinfer-python==${FLASHINFER_WHEEL_VERSION} (headers only)"
+  w=$(fetch_wheel nvidia-cutlass "$CUTLASS_WHEEL_VERSION")
+  unpack "$w" cutlass_library/source/include .deps/cutlass/include
+  w=$(fetch_wheel flashinfer-python "$FLASHINFER_WHEEL_VERSION")
+  unpack "$w" flashinfer/data/include .deps/flashinfer/include
+  rm -f .deps/.stamp-*; touch "$stamp"
+fi
+echo "setup: done (CUTLASS $(grep -m1 'define CUTLASS_MINOR' .deps/cutlass/include/cutlass/version.h | awk '{print "4."$3}'), FlashInfer ${FLASHINFER_WHEEL_VERSION})"

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The test command (README, .ci/run): CPU build + all CPU tests, bounded fuzzing, and a compile of
+# the CUDA preset wherever nvcc exists (no GPU needed to compile). Run scripts/setup.sh first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+JOBS=${JOBS:-$(nproc)}
+FUZZ_SECONDS=${FUZZ_SECONDS:-60}
+t0=$(date +%s)
+step() { echo; echo "==> $* (+$(( $(date +%s) - t0 ))s)"; }
+
+step "build: cpu preset"
+cmake --preset cpu >/dev/null
+cmake --build --preset cpu -j "$JOBS"
+
+step "tests: ctest (cpu)"
+ctest --preset cpu -j "$JOBS"
+
+step "fuzz: ${FUZZ_SECONDS}s per target"
+cmake --preset fuzz >/dev/null
+fuzzers=$(cd tests/fuzz && ls fuzz_*.cpp 2>/dev/null | sed 's/\.cpp$//' || true)
+if [ -n "$fuzzers" ]; then
+  cmake --build --preset fuzz -j "$JOBS" --target $fuzzers
+  for f in $fuzzers; do
+    corpus=build/fuzz/corpus-$f; mkdir -p "$corpus"
+    seeds=tests/fuzz/seeds/$f; [ -d "$seeds" ] || seeds=""
+    echo "fuzz: $f"
+    build/fuzz/$f -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 \
+      "$corpus" $seeds 2>&1 | tail -n 12
+  done
+fi
+
+NVCC=$(command -v nvcc || true); [ -n "$NVCC" ] || { [ -x /usr/local/cuda/bin/nvcc ] && NVCC=/usr/local/cuda/bin/nvcc; }
+if [ -n "$NVCC" ]; then
+  step "build: cuda preset (compile only, with $NVCC)"
+  export PATH="$(dirname "$NVCC"):$PATH"
+  cmake --preset cuda >/dev/null
+  cmake --build --preset cuda -j "$JOBS"
+else
+  step "build: cuda preset skipped (no nvcc on this machine)"
+fi
+step "all tests passed"

@@ -1,0 +1,1 @@
+// Removed once src/io has real sources.
