@@ -1,0 +1,46 @@
+#pragma once
+// The contract between the engine (scheduler, KV block manager, policy) and a model executor
+// (cpu or cuda backend). The engine owns block *ids*; the executor owns the KV memory.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace nestedfp {
+
+inline constexpr int kKvBlockSize = 16;  // tokens per paged-KV block
+
+enum class Precision { FP16, FP8 };
+inline const char* to_string(Precision p) { return p == Precision::FP16 ? "fp16" : "fp8"; }
+
+// One sequence's share of a step: a prefill chunk or a single decode token.
+struct SeqChunk {
+  int64_t seq_id = 0;
+  std::vector<int32_t> tokens;       // tokens processed this step
+  int32_t start_pos = 0;             // position of tokens[0]; KV of [0, start_pos) is cached
+  std::vector<int32_t> block_table;  // physical block ids covering [0, start_pos + tokens.size())
+  bool need_logits = true;           // logits of the last token
+  bool need_all_logits = false;      // logits of every token (prompt logprobs, perplexity)
+};
+
+struct StepInput {
+  std::vector<SeqChunk> seqs;
+  Precision precision = Precision::FP16;
+};
+
+struct StepOutput {
+  // Per sequence, row-major [rows, vocab] float logits: rows = tokens.size() if need_all_logits,
+  // 1 if need_logits, 0 otherwise.
+  std::vector<std::vector<float>> logits;
+};
+
+// Implemented by each backend's model runner.
+class ModelExecutor {
+ public:
+  virtual ~ModelExecutor() = default;
+  virtual StepOutput execute(const StepInput& in) = 0;
+  virtual int num_kv_blocks() const = 0;  // blocks the executor allocated
+  virtual int vocab_size() const = 0;
+  virtual int max_model_len() const = 0;
+};
+
+}  // namespace nestedfp
