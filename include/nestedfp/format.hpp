@@ -14,9 +14,11 @@ uint8_t e4m3_encode(float x);
 float e4m3_decode(uint8_t b);
 
 // ---- scalar codec on FP16 bit patterns -------------------------------------------------------
-// Finite and |w| < 1.875 (exponent bit e4 == 0).
-inline bool representable(uint16_t h) { return (h & 0x4000) == 0; }
-uint8_t split_upper(uint16_t h);  // precondition: representable(h)
+// Finite and |w| < 1.875 (this implies e4 == 0). Values in [1.875, 2) also have e4 == 0 but
+// do not survive the 0x7F -> 0x7E clamp, so the test is on the magnitude, not on e4 alone.
+inline bool representable(uint16_t h) { return (h & 0x7FFF) < 0x3F80; }
+// Defined for every input (same formula as the AVX2 kernel), meaningful when representable(h).
+uint8_t split_upper(uint16_t h);
 inline uint8_t split_lower(uint16_t h) { return uint8_t(h & 0xFF); }
 inline uint16_t merge(uint8_t upper, uint8_t lower) {
   const uint8_t m7 = lower >> 7;
@@ -38,7 +40,9 @@ struct Eligibility {
 };
 
 // Per-row exponent k_r: the largest integer with max|w_r| * 2^k <= 1.75 (0 for an all-zero row).
-// A negative k is only allowed when no value loses a bit; returns false (and a reason) otherwise.
+// A negative k is only allowed when no value loses a bit (FP16 subnormals). If it would, a row
+// with max|w| < 1.875 keeps k = 0 (as in ScaleMode::None); otherwise returns false and a reason.
+// Throws Error on NaN/Inf (naming the column).
 bool row_scale_exponent(std::span<const uint16_t> row, int8_t& k, std::string* reason = nullptr);
 
 Eligibility check(const uint16_t* w, int64_t rows, int64_t cols, ScaleMode mode);
@@ -63,5 +67,13 @@ void merge_planes(const uint8_t* upper, const uint8_t* lower, uint16_t* dst, siz
 void split_planes_scalar(const uint16_t* src, uint8_t* upper, uint8_t* lower, size_t n);
 void merge_planes_scalar(const uint8_t* upper, const uint8_t* lower, uint16_t* dst, size_t n);
 bool have_avx2();
+// The AVX2 kernels themselves (bit-identical to the scalar ones); call only when have_avx2().
+void split_planes_avx2(const uint16_t* src, uint8_t* upper, uint8_t* lower, size_t n);
+void merge_planes_avx2(const uint8_t* upper, const uint8_t* lower, uint16_t* dst, size_t n);
+
+// Exact power-of-two scaling on FP16 bits: out = h * 2^k. Returns false (out unspecified) when
+// the result is not exactly representable (a subnormal would lose bits, or it overflows), or h is
+// NaN/Inf. Signed zeros stay signed zeros.
+bool scale_pow2(uint16_t h, int k, uint16_t& out);
 
 }  // namespace nestedfp::format
