@@ -23,7 +23,12 @@ struct TensorView {
   int64_t numel() const;
 };
 
-// One .safetensors file, memory-mapped. Every header problem throws Error naming the file.
+// One .safetensors file, memory-mapped. Every header problem throws Error naming the file:
+// truncation, a header length past the end (or above 100 MB), invalid or deeply nested JSON,
+// malformed entries, unknown dtypes, negative or overflowing shapes, offsets out of range or
+// with begin > end, byte sizes that disagree with shape x dtype, overlapping tensors.
+// Policy: unused bytes between or after tensors (gaps) are allowed, since some writers align
+// tensor data; tensor data may therefore be unaligned, so read it with memcpy or check alignment.
 class SafetensorsFile {
  public:
   static std::unique_ptr<SafetensorsFile> open(const std::string& path);
@@ -47,6 +52,8 @@ class SafetensorsFile {
 };
 
 // All weights of a model directory: model.safetensors, or the shards an index names.
+// With model.safetensors.index.json, exactly the tensors of its weight_map are visible; a missing
+// shard or a tensor absent from its shard is an Error naming it. Copies share the memory maps.
 class WeightStore {
  public:
   static WeightStore open_dir(const std::string& dir);
@@ -61,8 +68,9 @@ class WeightStore {
 };
 
 // FP16 copy of a floating tensor (F16 copied, BF16/F32 rounded to nearest even).
+// Counts are added to the report passed in; NaN and +-inf inputs are not counted.
 struct ConversionReport {
-  int64_t overflow = 0;    // became +-inf
+  int64_t overflow = 0;    // finite values that became +-inf (not counted as inexact)
   int64_t inexact = 0;     // lost bits (includes underflow to zero/subnormal)
   int64_t underflow = 0;   // nonzero values that became zero
 };

@@ -1,1 +1,0 @@
-// Removed once src/io has real sources.
