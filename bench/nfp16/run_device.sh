@@ -29,7 +29,7 @@ fmtobjs=$(ls $B/*.cpp.o | grep -v "test\|bench\|nested_fp16_gemm_host")
 nvcc -o $B/test $B/nested_fp16_gemm_test.cpp.o $common $fmtobjs -lgtest -lgtest_main $LIBS 2>&1 | tail -5
 nvcc -o $B/bench $B/nested_fp16_bench.cpp.o $common $fmtobjs $LIBS 2>&1 | tail -5
 for o in $B/nested_fp16_gemm_cfg*.cu.o; do
-  echo "== $(basename $o): $(cuobjdump -sass $o | grep -o 'HGMMA\.[^ ]*\|LDS\.[A-Z0-9.]*\|LDS \|LDSM[^ ]*\|PRMT\|WARPGROUP.DEPBAR[^ ]*' | sort | uniq -c | tr '\n' ' ')"
+  echo "== $(basename $o): $(cuobjdump -sass $o | grep -o 'HGMMA\.[^ ]*\|LDS\.[A-Z0-9.]*\|LDS \|LDSM[^ ]*\|LD\.E[^ ]*\|SHFL\.[A-Z]*\|PRMT\|WARPGROUP.DEPBAR[^ ]*' | sort | uniq -c | tr '\n' ' ')"
 done > $OUT/sass_summary.txt 2>&1
 cuobjdump -sass $B/nested_fp16_gemm_cfg3.cu.o > $OUT/sass_cfg3.txt 2>&1
 ${TEST_PREFIX:-} $B/test --gtest_color=no ${GTEST_ARGS:-} > $OUT/test.log 2>&1; echo "test exit $?"

@@ -25,6 +25,8 @@ NFP16_DECLARE(5)
 NFP16_DECLARE(6)
 NFP16_DECLARE(7)
 NFP16_DECLARE(8)
+NFP16_DECLARE(9)
+NFP16_DECLARE(10)
 #undef NFP16_DECLARE
 }  // namespace nfp16
 
@@ -51,6 +53,8 @@ bool nested_fp16_config_available(int config) {
     case 6: return nfp16::built_cfg6();
     case 7: return nfp16::built_cfg7();
     case 8: return nfp16::built_cfg8();
+    case 9: return nfp16::built_cfg9();
+    case 10: return nfp16::built_cfg10();
     default: return false;
   }
 }
@@ -68,17 +72,20 @@ const char* nested_fp16_config_name(int config) {
     case kNfp16_T256x128_Coop_Cluster2x1: return "T256x128x64_coop_cluster2x1_streamk";
     case kNfp16_T256x128_Coop_StreamK: return "T256x128x64_coop_streamk";
     case kNfp16_T128x256_Coop_Cluster1x2: return "T128x256x64_coop_cluster1x2_streamk";
+    case kNfp16_T128x64x128_Coop_StreamK: return "T128x64x128_coop_streamk";
+    case kNfp16_T128x128x128_Coop_StreamK: return "T128x128x128_coop_streamk";
     default: return "unknown";
   }
 }
 
-// Measured on an H200 (bench/nfp16/NOTES.md): the smallest token tile that covers M, except that
-// for 64 < M <= 128 on wide layers (N >= 16384) the 256-row tile wins (fewer, fuller waves).
+// Measured on an H200 (bench/nfp16/NOTES.md): the smallest token tile that covers M (with a K tile
+// of 128 up to M = 64), except that for 64 < M <= 128 on wide layers (N >= 16384) the 256-row
+// tile wins (fewer, fuller waves).
 int nested_fp16_pick_config(int M, int N, int K) {
   (void)K;
   if (M <= 16) return kNfp16_T128x16_Coop_StreamK;
   if (M <= 32) return kNfp16_T128x32_Coop_StreamK;
-  if (M <= 64) return kNfp16_T128x64_Coop_StreamK;
+  if (M <= 64) return kNfp16_T128x64x128_Coop_StreamK;
   if (M <= 128) return N >= 16384 ? kNfp16_T256x128_Coop_StreamK : kNfp16_T128x128_Coop_StreamK;
   return kNfp16_T128x256_Coop_StreamK;
 }
@@ -105,6 +112,8 @@ void nested_fp16_gemm(const uint8_t* upper, const uint8_t* lower, const int8_t* 
     case kNfp16_T256x128_Coop_Cluster2x1: return nfp16::run_cfg6(upper, lower, k, X, Y, M, N, K, stream);
     case kNfp16_T256x128_Coop_StreamK: return nfp16::run_cfg7(upper, lower, k, X, Y, M, N, K, stream);
     case kNfp16_T128x256_Coop_Cluster1x2: return nfp16::run_cfg8(upper, lower, k, X, Y, M, N, K, stream);
+    case kNfp16_T128x64x128_Coop_StreamK: return nfp16::run_cfg9(upper, lower, k, X, Y, M, N, K, stream);
+    case kNfp16_T128x128x128_Coop_StreamK: return nfp16::run_cfg10(upper, lower, k, X, Y, M, N, K, stream);
     default: raise("unknown config " + std::to_string(config) + " (0.." + std::to_string(kNfp16_NumConfigs - 1) + ")");
   }
 }

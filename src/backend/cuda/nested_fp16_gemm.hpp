@@ -29,14 +29,16 @@ enum NestedFp16Config : int {
   kNfp16_T256x128_Coop_Cluster2x1 = 6,
   kNfp16_T256x128_Coop_StreamK = 7,
   kNfp16_T128x256_Coop_Cluster1x2 = 8,
-  kNfp16_NumConfigs = 9,
+  kNfp16_T128x64x128_Coop_StreamK = 9,
+  kNfp16_T128x128x128_Coop_StreamK = 10,
+  kNfp16_NumConfigs = 11,
 };
 
 const char* nested_fp16_config_name(int config);
 // The same names as a table, and the heuristic, in the shape kernels.hpp uses for the FP8 GEMM.
 const std::vector<std::string>& nested_fp16_gemm_variant_names();
 int nested_fp16_gemm_heuristic(int M, int N, int K);
-// Configurations 5, 6 and 8 (ping-pong and clusters; never the heuristic's pick) are compiled only
+// Configurations 2, 5, 6, 8 and 10 (never the heuristic's pick) are compiled only
 // with -DNFP16_EXTRA_CONFIGS; calling one that is not built throws.
 bool nested_fp16_config_available(int config);
 

@@ -53,6 +53,8 @@ SchedChoice sched_choice(int tile_m, int tile_n, int tile_k, int M, int N, int K
     c.splits = int(std::min<long>(std::min<long>(8, sms / tiles), k_tiles / 4));
   }
   if (const char* env = std::getenv("NFP16_SCHED")) {
+    const int default_splits = c.splits;
+    c.splits = -1;
     std::string s(env);
     size_t pos = 0;
     while (pos < s.size()) {
@@ -70,6 +72,8 @@ SchedChoice sched_choice(int tile_m, int tile_n, int tile_k, int M, int N, int K
       }
       pos = end + 1;
     }
+    // Splits belong to split-K only: data-parallel and stream-K reject splits > 1.
+    if (c.splits < 0) c.splits = c.decomposition == 2 || c.decomposition == 0 ? default_splits : 1;
   }
   return c;
 }

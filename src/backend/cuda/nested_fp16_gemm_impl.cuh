@@ -133,6 +133,10 @@ using Cfg5 = NestedConfig<Shape<_128, _128, _64>, Shape<_1, _1, _1>, Ping, PingE
 using Cfg6 = NestedConfig<Shape<_256, _128, _64>, Shape<_2, _1, _1>, Coop, CoopEpi, StreamK, 2, 6>;
 using Cfg7 = NestedConfig<Shape<_256, _128, _64>, Shape<_1, _1, _1>, Coop, CoopEpi, StreamK, 2, 6>;
 using Cfg8 = NestedConfig<Shape<_128, _256, _64>, Shape<_1, _2, _1>, Coop, CoopEpi, StreamK, 2, 6>;
+// K tile of 128: 128-byte rows of each byte plane per TMA box (64-byte rows at K tile 64), for
+// the memory-bound small-M shapes.
+using Cfg9 = NestedConfig<Shape<_128, _64, _128>, Shape<_1, _1, _1>, Coop, CoopEpi, StreamK, 2, 8>;
+using Cfg10 = NestedConfig<Shape<_128, _128, _128>, Shape<_1, _1, _1>, Coop, CoopEpi, StreamK, 2, 8>;
 
 template <class Cfg>
 inline void run(const uint8_t* upper, const uint8_t* lower, const int8_t* k, const __half* X, __half* Y, int M, int N,

@@ -4,8 +4,9 @@
 // Operand A is the weight, held as two byte planes (upper, lower) of shape [M', K] (K-major);
 // operand B is the FP16 activation [N', K] (K-major). A producer warp loads the upper, lower
 // and activation tiles with TMA into a multi-stage shared-memory ring (PipelineTmaAsync).
-// Consumer warpgroups copy the byte fragments to registers in the wgmma A-operand layout,
-// merge them to FP16 in registers (DESIGN §1 merge, 4 bytes at a time), and issue
+// Consumer warpgroups load the byte fragments with 32-bit shared-memory loads, merge them to
+// FP16 in registers (DESIGN §1 merge, 4 bytes at a time), exchange half of each merged word
+// with the neighbouring lane to obtain the wgmma A-operand layout, and issue
 // register-sourced wgmma (RS) with FP32 accumulators that start from zero on the first MMA.
 //
 // The structure follows the contract of CUTLASS's sm90 warp-specialized kernels
@@ -40,15 +41,13 @@ struct MainloopNestedFp16Rs {
 };
 
 // DESIGN §1 merge on 4 packed weights: u = 4 upper bytes, l = 4 lower bytes (byte i of each
-// belongs to weight i). Writes the FP16 pairs (w0,w1) to lo and (w2,w3) to hi.
-//   hi_byte = sign(u) | (((u - m7) >> 1) & 0x3F), m7 = l >> 7; fp16 = hi_byte << 8 | l.
+// belongs to weight i). Returns the 4 high bytes of the FP16 values (fp16_i = hb_i << 8 | l_i):
+//   hb = sign(u) | (((u - m7) >> 1) & 0x3F), m7 = l >> 7.
 // u - m7 never borrows across bytes: m7 = 1 implies |u| >= 1 (DESIGN §1).
-CUTLASS_DEVICE void merge4_planes(uint32_t u, uint32_t l, uint32_t& lo, uint32_t& hi) {
+CUTLASS_DEVICE uint32_t merge4_high_bytes(uint32_t u, uint32_t l) {
   const uint32_t m7 = (l >> 7) & 0x01010101u;
   const uint32_t v = u - m7;
-  const uint32_t h = (v & 0x80808080u) | ((v >> 1) & 0x3F3F3F3Fu);
-  lo = __byte_perm(l, h, 0x5140);  // [h1 l1 h0 l0]
-  hi = __byte_perm(l, h, 0x7362);  // [h3 l3 h2 l2]
+  return (v & 0x80808080u) | ((v >> 1) & 0x3F3F3F3Fu);
 }
 
 template <class DispatchPolicy_, class TileShape_, class TiledMma_, class SmemLayoutAtomA_,
@@ -258,24 +257,16 @@ struct NestedFp16MmaRs {
     constexpr int MmaWarpGroups = size(TiledMma{}) / cutlass::NumThreadsPerWarpGroup;
     Layout warp_group_thread_layout = make_layout(Int<MmaWarpGroups>{}, Int<cutlass::NumThreadsPerWarpGroup>{});
     const int warp_group_idx = __shfl_sync(0xFFFFFFFF, thread_idx / cutlass::NumThreadsPerWarpGroup, 0);
-    const int warp_group_thread_idx = thread_idx % cutlass::NumThreadsPerWarpGroup;
 
     TiledMma tiled_mma;
     auto thr_mma = tiled_mma.get_thread_slice(thread_idx);
     Tensor tCsU = thr_mma.partition_A(sU);  // (MMA,MMA_M,MMA_K,PIPE) uint8
     Tensor tCsL = thr_mma.partition_A(sL);
     Tensor tCrA = thr_mma.partition_fragment_A(sU(_, _, Int<0>{}));  // (MMA,MMA_M,MMA_K) half
-    Tensor tCrU = make_fragment_like<uint8_t>(tCrA);
-    Tensor tCrL = make_fragment_like<uint8_t>(tCrA);
 
     auto wg_mma = tiled_mma.get_slice(warp_group_thread_layout(warp_group_idx));
     Tensor tCsB = wg_mma.partition_B(sB);          // (MMA,MMA_N,MMA_K,PIPE)
     Tensor tCrB = wg_mma.make_fragment_B(tCsB);    // descriptors
-
-    auto smem_tiled_copy = make_tiled_copy_A(Copy_Atom<AutoVectorizingCopy, uint8_t>{}, tiled_mma);
-    auto smem_thr_copy = smem_tiled_copy.get_thread_slice(warp_group_thread_idx);
-    Tensor tCrU_view = smem_thr_copy.retile_D(tCrU);  // (CPY,CPY_M,CPY_K)
-    Tensor tCrL_view = smem_thr_copy.retile_D(tCrL);
 
     CUTE_STATIC_ASSERT_V(size<1>(tCrA) == size<1>(accum));  // MMA_M
     CUTE_STATIC_ASSERT_V(size<1>(tCsB) == size<2>(accum));  // MMA_N
@@ -287,22 +278,54 @@ struct NestedFp16MmaRs {
     constexpr int K_WAIT_MAX = cute::min(K_BLOCK_MAX - 1, 7);
     static_assert(K_BLOCK_MAX >= 2, "the K tile must hold at least two k16 blocks");
 
-    auto load_kblock = [&](int k_block, int stage) {
-      copy(smem_tiled_copy, tCsU(_, _, k_block, stage), tCrU_view(_, _, k_block));
-      copy(smem_tiled_copy, tCsL(_, _, k_block, stage), tCrL_view(_, _, k_block));
+    // Byte fragments with 32-bit loads and one quad-pair shuffle (halves the shared-memory
+    // wavefronts of 2-byte loads). In an m64k16 A fragment, lane q = t%4 of a row needs the
+    // weight pairs q and q+4 (k = 2q,2q+1 and 2q+8,2q+9) of rows r and r+8. Pair p sits in 32-bit
+    // word p/2 of the row's 16 bytes, so lanes q and q^1 need the two halves of the same two
+    // words. Each lane loads one word (q even: word q/2, holding its pair q; q odd: word
+    // q/2+2, holding its pair q+4), merges all four weights, keeps its pair and hands the other
+    // to its partner: even lanes send pair q+1, odd lanes pair q+3, which is exactly what the
+    // partner lacks. Offset of that word from the fragment's first byte (r, 2q): 6 for odd q.
+    const bool odd = (thread_idx & 1) != 0;
+    const int word_off = odd ? 6 : 0;
+    const uint32_t sel_keep = odd ? 0x7362u : 0x5140u;  // odd keeps weights 2,3; even 0,1
+    const uint32_t sel_send = odd ? 0x5140u : 0x7362u;
+    const uint32_t sel_lo = odd ? 0x7654u : 0x3210u;    // A word k-lo: even own, odd received
+    const uint32_t sel_hi = odd ? 0x3210u : 0x7654u;    // A word k-hi: even received, odd own
+    uint32_t ru[K_BLOCK_MAX][MMA_M][2];
+    uint32_t rl[K_BLOCK_MAX][MMA_M][2];
+
+    // A row's 16 bytes of one k16 block stay contiguous and 16-byte aligned in shared memory: the
+    // GMMA K-major swizzles permute whole 16-byte units.
+    auto word_at = [&](auto const& ref) {
+      return *reinterpret_cast<uint32_t const*>(reinterpret_cast<uint8_t const*>(&ref) + word_off);
     };
-    // Fragment values (v, m, k) are stored compactly with v fastest: 8 bytes per (m, k) for the
-    // planes, 8 halves per (m, k) for A, so 4-byte word j of the planes feeds A words 2j, 2j+1.
+    auto load_kblock = [&](int k_block, int stage) {
+      CUTLASS_PRAGMA_UNROLL
+      for (int m = 0; m < MMA_M; ++m) {
+        CUTLASS_PRAGMA_UNROLL
+        for (int h = 0; h < 2; ++h) {  // fragment value 2*h is byte (r + 8h, 2q)
+          ru[k_block][m][h] = word_at(tCsU(2 * h, m, k_block, stage));
+          rl[k_block][m][h] = word_at(tCsL(2 * h, m, k_block, stage));
+        }
+      }
+    };
+    // A fragment words per (m, k): [r k-lo, r+8 k-lo, r k-hi, r+8 k-hi] (CuTe's m64k16 order).
     auto merge_kblock = [&](int k_block) {
-      uint32_t const* u = reinterpret_cast<uint32_t const*>(raw_pointer_cast(tCrU.data()));
-      uint32_t const* l = reinterpret_cast<uint32_t const*>(raw_pointer_cast(tCrL.data()));
       uint32_t* a = reinterpret_cast<uint32_t*>(raw_pointer_cast(tCrA.data()));
       CUTLASS_PRAGMA_UNROLL
       for (int m = 0; m < MMA_M; ++m) {
         CUTLASS_PRAGMA_UNROLL
-        for (int j = 0; j < 2; ++j) {
-          const int w = (k_block * MMA_M + m) * 2 + j;
-          merge4_planes(u[w], l[w], a[2 * w], a[2 * w + 1]);
+        for (int h = 0; h < 2; ++h) {
+          const uint32_t u = ru[k_block][m][h], l = rl[k_block][m][h];
+          const uint32_t hb = merge4_high_bytes(u, l);
+          // [h1 l1 h0 l0] is weights 0,1 as FP16; [h3 l3 h2 l2] weights 2,3.
+          const uint32_t keep = __byte_perm(l, hb, sel_keep);
+          const uint32_t send = __byte_perm(l, hb, sel_send);
+          const uint32_t recv = __shfl_xor_sync(0xFFFFFFFFu, send, 1);
+          const int w = (k_block * MMA_M + m) * 4 + h;
+          a[w] = __byte_perm(keep, recv, sel_lo);
+          a[w + 2] = __byte_perm(keep, recv, sel_hi);
         }
       }
     };
