@@ -1,0 +1,51 @@
+#pragma once
+// Token sampling. Each request owns a RequestSampler whose RNG is seeded from the request's seed
+// (or, without one, from a seed the engine draws), and draws exactly one random number per
+// sampled token: the same seed gives the same tokens however requests are batched, as long as
+// the logits are the same (the cpu backend's logits do not depend on the batch).
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <vector>
+
+namespace nestedfp {
+
+struct SamplingParams {
+  float temperature = 1.0f;  // 0: greedy (argmax, lowest id on ties)
+  float top_p = 1.0f;        // (0, 1]: nucleus
+  int top_k = 0;             // <= 0: all tokens
+  std::optional<uint64_t> seed;
+  // Throws Error with a message naming the bad field (negative temperature, top_p outside (0, 1]).
+  void validate() const;
+};
+
+class RequestSampler {
+ public:
+  // `fallback_seed` is used when params.seed is empty.
+  explicit RequestSampler(const SamplingParams& params, uint64_t fallback_seed = 0);
+  int32_t sample(std::span<const float> logits);
+  const SamplingParams& params() const { return params_; }
+
+ private:
+  double next_uniform();  // [0, 1)
+  SamplingParams params_;
+  uint64_t s_[4];  // xoshiro256** state (portable: same stream on every platform)
+  std::vector<std::pair<float, int32_t>> cand_;
+};
+
+struct TokenLogprob {
+  int32_t token = -1;
+  float logprob = 0.f;
+};
+struct LogprobInfo {
+  TokenLogprob chosen;
+  std::vector<TokenLogprob> top;  // the top_n most likely tokens, most likely first
+};
+// Log-probabilities under the model's distribution (log_softmax of the raw logits, before
+// temperature / top-k / top-p), of `chosen` and of the top_n alternatives.
+LogprobInfo logprobs(std::span<const float> logits, int32_t chosen, int top_n);
+// log_softmax(logits)[target], computed in double.
+double token_logprob(std::span<const float> logits, int32_t target);
+int32_t argmax(std::span<const float> logits);
+
+}  // namespace nestedfp

@@ -1,0 +1,391 @@
+// The cpu reference backend: plain host memory, a small thread pool, and the kernels of
+// kernels.hpp. Rounding to fp16 follows Hugging Face's fp16 Llama op by op (see backend.hpp).
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <numbers>
+
+#include "backend/cpu/kernels.hpp"
+#include "backend/cpu/thread_pool.hpp"
+#include "nestedfp/backend.hpp"
+#include "nestedfp/error.hpp"
+#include "nestedfp/format.hpp"
+#include "nestedfp/half.hpp"
+
+namespace nestedfp::backend {
+namespace {
+
+using cpu::ThreadPool;
+
+class CpuBuffer final : public Buffer {
+ public:
+  explicit CpuBuffer(size_t n) : n_(n), p_(static_cast<uint8_t*>(std::aligned_alloc(64, round(n)))) {
+    if (!p_) fail("cpu backend: out of memory allocating {} bytes", n);
+  }
+  ~CpuBuffer() override { std::free(p_); }
+  size_t bytes() const override { return n_; }
+  uint8_t* data() { return p_; }
+  const uint8_t* data() const { return p_; }
+
+ private:
+  static size_t round(size_t n) { return std::max<size_t>(64, (n + 63) / 64 * 64); }
+  size_t n_;
+  uint8_t* p_;
+};
+
+template <typename T>
+T* ptr(Buffer& b, size_t elems, const char* what) {
+  if (b.bytes() < elems * sizeof(T)) fail("cpu backend: buffer for {} too small ({} < {} bytes)", what, b.bytes(), elems * sizeof(T));
+  return reinterpret_cast<T*>(static_cast<CpuBuffer&>(b).data());
+}
+template <typename T>
+const T* ptr(const Buffer& b, size_t elems, const char* what) {
+  if (b.bytes() < elems * sizeof(T)) fail("cpu backend: buffer for {} too small ({} < {} bytes)", what, b.bytes(), elems * sizeof(T));
+  return reinterpret_cast<const T*>(static_cast<const CpuBuffer&>(b).data());
+}
+
+class CpuLinear final : public LinearWeight {
+ public:
+  cpu::PackedWeight packed;
+};
+
+class CpuRope final : public Rope {
+ public:
+  std::vector<float> inv_freq;  // head_dim / 2
+  int head_dim = 0;
+};
+
+class CpuKvCache final : public KvCache {
+ public:
+  // Per layer: [num_blocks][nkv][kKvBlockSize][head_dim] fp16, keys and values.
+  std::vector<std::vector<uint16_t>> k, v;
+  size_t offset(int32_t block, int h, int off) const {
+    return ((size_t(block) * spec.num_kv_heads + h) * kKvBlockSize + off) * spec.head_dim;
+  }
+};
+
+inline float silu(float x) { return x / (1.f + std::exp(-x)); }
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(int threads) : pool_(threads) {}
+  std::string name() const override {
+    return fmt::format("cpu ({} threads, {})", pool_.size(), cpu::to_string(cpu::active_isa()));
+  }
+
+  BufferPtr alloc(size_t bytes) override { return std::make_unique<CpuBuffer>(bytes); }
+  void upload(Buffer& dst, const void* src, size_t bytes, size_t off) override {
+    std::memcpy(ptr<uint8_t>(dst, off + bytes, "upload") + off, src, bytes);
+  }
+  void download(void* dst, const Buffer& src, size_t bytes, size_t off) override {
+    std::memcpy(dst, ptr<uint8_t>(src, off + bytes, "download") + off, bytes);
+  }
+
+  std::unique_ptr<LinearWeight> create_linear(const LinearSpec& s) override {
+    auto w = std::make_unique<CpuLinear>();
+    w->out_features = s.out_features, w->in_features = s.in_features;
+    if (s.nested) {
+      const auto& t = *s.nested;
+      if (t.rows != s.out_features || t.cols != s.in_features)
+        fail("create_linear: nested tensor is {}x{}, expected {}x{}", t.rows, t.cols, s.out_features, s.in_features);
+      w->packed = cpu::pack_nested(t.upper.data(), t.lower.data(), t.k.empty() ? nullptr : t.k.data(), t.rows, t.cols);
+      w->nested = true;
+    } else if (s.fp16) {
+      w->packed = cpu::pack_plain(s.fp16, s.out_features, s.in_features);
+    } else {
+      fail("create_linear: neither nested nor fp16 weights given");
+    }
+    if (s.bias) {
+      w->has_bias = true;
+      w->packed.bias.resize(size_t(s.out_features));
+      for (int64_t i = 0; i < s.out_features; ++i) w->packed.bias[i] = fp16_to_float(s.bias[i]);
+    }
+    return w;
+  }
+
+  std::unique_ptr<Rope> create_rope(const RopeSpec& s) override {
+    if (s.head_dim <= 0 || s.head_dim % 2) fail("rope: head_dim {} must be positive and even", s.head_dim);
+    auto r = std::make_unique<CpuRope>();
+    r->head_dim = s.head_dim;
+    const int half = s.head_dim / 2;
+    r->inv_freq.resize(size_t(half));
+    // As transformers computes it in fp32: 1 / base^(2i / dim).
+    for (int i = 0; i < half; ++i)
+      r->inv_freq[i] = 1.f / std::pow(float(s.theta), float(2 * i) / float(s.head_dim));
+    if (s.scaling == "linear") {
+      for (auto& f : r->inv_freq) f = float(f / s.factor);
+    } else if (s.scaling == "llama3") {
+      const double old_len = s.original_max_position_embeddings;
+      const double low_wl = old_len / s.low_freq_factor, high_wl = old_len / s.high_freq_factor;
+      for (auto& f : r->inv_freq) {
+        const double wl = 2 * std::numbers::pi / f;
+        if (wl > low_wl) {
+          f = float(f / s.factor);
+        } else if (wl >= high_wl) {  // medium band: interpolate
+          const double smooth = (old_len / wl - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+          f = float((1 - smooth) * f / s.factor + smooth * f);
+        }
+      }
+    } else if (s.scaling != "default") {
+      fail("rope: unsupported scaling type '{}' (supported: default, llama3, linear)", s.scaling);
+    }
+    return r;
+  }
+
+  std::unique_ptr<KvCache> create_kv_cache(const KvCacheSpec& s) override {
+    auto c = std::make_unique<CpuKvCache>();
+    c->spec = s;
+    const size_t per_layer = size_t(s.num_blocks) * s.num_kv_heads * kKvBlockSize * s.head_dim;
+    c->k.assign(size_t(s.num_layers), std::vector<uint16_t>(per_layer));
+    c->v.assign(size_t(s.num_layers), std::vector<uint16_t>(per_layer));
+    return c;
+  }
+
+  void embedding(const Buffer& table, int64_t vocab, int64_t hidden, std::span<const int32_t> ids,
+                 Buffer& out) override {
+    const uint16_t* t = ptr<uint16_t>(table, size_t(vocab * hidden), "embedding table");
+    uint16_t* o = ptr<uint16_t>(out, ids.size() * hidden, "embedding out");
+    for (size_t i = 0; i < ids.size(); ++i) {
+      if (ids[i] < 0 || ids[i] >= vocab) fail("token id {} out of range [0, {})", ids[i], vocab);
+      std::memcpy(o + i * hidden, t + int64_t(ids[i]) * hidden, size_t(hidden) * 2);
+    }
+  }
+
+  // HF LlamaRMSNorm in fp16: fp32 statistics, cast the normalised value, multiply by the weight.
+  static void rmsnorm_row(const uint16_t* x, const uint16_t* w, int64_t n, float eps, uint16_t* out) {
+    double ss = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const double v = fp16_to_float(x[i]);
+      ss += v * v;
+    }
+    const float r = 1.f / std::sqrt(float(ss / double(n)) + eps);
+    for (int64_t i = 0; i < n; ++i)
+      out[i] = float_to_fp16(fp16_to_float(w[i]) * fp16_to_float(float_to_fp16(fp16_to_float(x[i]) * r)));
+  }
+
+  void rmsnorm(const Buffer& x, const Buffer& w, int64_t rows, int64_t cols, float eps, Buffer& out) override {
+    const uint16_t* xp = ptr<uint16_t>(x, size_t(rows * cols), "rmsnorm x");
+    const uint16_t* wp = ptr<uint16_t>(w, size_t(cols), "rmsnorm weight");
+    uint16_t* op = ptr<uint16_t>(out, size_t(rows * cols), "rmsnorm out");
+    pool_.parallel_for(rows, [&](int64_t r, int) { rmsnorm_row(xp + r * cols, wp, cols, eps, op + r * cols); });
+  }
+
+  void rmsnorm_quant(const Buffer& x, const Buffer& w, int64_t rows, int64_t cols, float eps, Buffer& q8,
+                     Buffer& scale) override {
+    const uint16_t* xp = ptr<uint16_t>(x, size_t(rows * cols), "rmsnorm x");
+    const uint16_t* wp = ptr<uint16_t>(w, size_t(cols), "rmsnorm weight");
+    uint8_t* qp = ptr<uint8_t>(q8, size_t(rows * cols), "q8");
+    float* sp = ptr<float>(scale, size_t(rows), "scale");
+    pool_.parallel_for(rows, [&](int64_t r, int) {
+      thread_local std::vector<uint16_t> tmp;
+      tmp.resize(size_t(cols));
+      rmsnorm_row(xp + r * cols, wp, cols, eps, tmp.data());
+      cpu::quantize_row_fp16(tmp.data(), cols, qp + r * cols, sp + r);
+    });
+  }
+
+  void quantize(const Buffer& x, int64_t rows, int64_t cols, Buffer& q8, Buffer& scale) override {
+    const uint16_t* xp = ptr<uint16_t>(x, size_t(rows * cols), "quantize x");
+    uint8_t* qp = ptr<uint8_t>(q8, size_t(rows * cols), "q8");
+    float* sp = ptr<float>(scale, size_t(rows), "scale");
+    pool_.parallel_for(rows, [&](int64_t r, int) { cpu::quantize_row_fp16(xp + r * cols, cols, qp + r * cols, sp + r); });
+  }
+
+  void linear(Precision precision, const LinearWeight& lw, const Activation& x, int64_t M, Buffer& out) override {
+    const auto& w = static_cast<const CpuLinear&>(lw).packed;
+    const int64_t K = w.K;
+    uint16_t* y = ptr<uint16_t>(out, size_t(M * w.N), "linear out");
+    act_.resize(size_t(M * K));
+    const bool fp8 = precision == Precision::FP8 && lw.nested;
+    if (fp8 && !x.q8 && x.f16) {  // weights-only FP8 (accuracy studies)
+      const uint16_t* a = ptr<uint16_t>(*x.f16, size_t(M * K), "linear x");
+      pool_.parallel_for(M, [&](int64_t m, int) { cpu::fp16_to_f32(a + m * K, act_.data() + m * K, K); });
+      cpu::gemm(pool_, act_.data(), M, w, true, nullptr, y);
+    } else if (fp8) {
+      if (!x.q8 || !x.scale) fail("linear: FP8 on a nested weight needs quantized activations");
+      const uint8_t* q = ptr<uint8_t>(*x.q8, size_t(M * K), "linear q8");
+      const float* lut = cpu::e4m3_values();
+      for (int64_t i = 0; i < M * K; ++i) act_[i] = lut[q[i]];
+      cpu::gemm(pool_, act_.data(), M, w, true, ptr<float>(*x.scale, size_t(M), "linear scale"), y);
+    } else {
+      if (!x.f16) fail("linear: an FP16 linear needs fp16 activations");
+      const uint16_t* a = ptr<uint16_t>(*x.f16, size_t(M * K), "linear x");
+      pool_.parallel_for(M, [&](int64_t m, int) { cpu::fp16_to_f32(a + m * K, act_.data() + m * K, K); });
+      cpu::gemm(pool_, act_.data(), M, w, false, nullptr, y);
+    }
+  }
+
+  void rope(const Rope& r, Buffer& q, Buffer& k, std::span<const int32_t> positions, int nq, int nkv,
+            int hd) override {
+    const auto& rp = static_cast<const CpuRope&>(r);
+    if (hd != rp.head_dim) fail("rope: head_dim {} != {}", hd, rp.head_dim);
+    const int64_t M = int64_t(positions.size());
+    uint16_t* qp = ptr<uint16_t>(q, size_t(M * nq * hd), "rope q");
+    uint16_t* kp = ptr<uint16_t>(k, size_t(M * nkv * hd), "rope k");
+    const int half = hd / 2;
+    pool_.parallel_for(M, [&](int64_t m, int) {
+      thread_local std::vector<float> cs;
+      cs.resize(size_t(hd));
+      for (int i = 0; i < half; ++i) {
+        const float f = rp.inv_freq[i] * float(positions[m]);  // fp32 product, as in HF
+        cs[i] = fp16_to_float(float_to_fp16(float(std::cos(double(f)))));
+        cs[half + i] = fp16_to_float(float_to_fp16(float(std::sin(double(f)))));
+      }
+      auto rot = [&](uint16_t* x) {
+        for (int i = 0; i < half; ++i) {
+          const float x1 = fp16_to_float(x[i]), x2 = fp16_to_float(x[i + half]);
+          const float c = cs[i], s = cs[half + i];
+          const auto r16 = [](float v) { return fp16_to_float(float_to_fp16(v)); };
+          x[i] = float_to_fp16(r16(x1 * c) + r16(-x2 * s));
+          x[i + half] = float_to_fp16(r16(x2 * c) + r16(x1 * s));
+        }
+      };
+      for (int h = 0; h < nq; ++h) rot(qp + (m * nq + h) * hd);
+      for (int h = 0; h < nkv; ++h) rot(kp + (m * nkv + h) * hd);
+    });
+  }
+
+  void write_kv(KvCache& cache, int layer, const Buffer& k, const Buffer& v, std::span<const int32_t> slots) override {
+    auto& c = static_cast<CpuKvCache&>(cache);
+    const auto& s = c.spec;
+    if (layer < 0 || layer >= s.num_layers) fail("write_kv: layer {} out of range", layer);
+    const size_t row = size_t(s.num_kv_heads) * s.head_dim;
+    const uint16_t* kp = ptr<uint16_t>(k, slots.size() * row, "write_kv k");
+    const uint16_t* vp = ptr<uint16_t>(v, slots.size() * row, "write_kv v");
+    for (size_t m = 0; m < slots.size(); ++m) {
+      const int32_t block = slots[m] / kKvBlockSize, off = slots[m] % kKvBlockSize;
+      if (slots[m] < 0 || block >= s.num_blocks) fail("write_kv: slot {} outside the cache", slots[m]);
+      for (int h = 0; h < s.num_kv_heads; ++h) {
+        std::memcpy(&c.k[layer][c.offset(block, h, off)], kp + m * row + size_t(h) * s.head_dim, size_t(s.head_dim) * 2);
+        std::memcpy(&c.v[layer][c.offset(block, h, off)], vp + m * row + size_t(h) * s.head_dim, size_t(s.head_dim) * 2);
+      }
+    }
+  }
+
+  void attention(const KvCache& cache, int layer, const Buffer& q, std::span<const AttentionSeq> seqs, int nq,
+                 float softmax_scale, Buffer& out) override {
+    const auto& c = static_cast<const CpuKvCache&>(cache);
+    const auto& s = c.spec;
+    const int hd = s.head_dim, nkv = s.num_kv_heads;
+    if (nq % nkv) fail("attention: {} query heads not a multiple of {} kv heads", nq, nkv);
+    const int group = nq / nkv;
+    int64_t M = 0;
+    for (const auto& sq : seqs) {
+      M = std::max<int64_t>(M, sq.q_begin + sq.q_len);
+      const int64_t ctx = int64_t(sq.start_pos) + sq.q_len;
+      if (int64_t(sq.block_table.size()) * kKvBlockSize < ctx)
+        fail("attention: block table of {} blocks cannot hold {} tokens", sq.block_table.size(), ctx);
+      for (int64_t b = 0; b < (ctx + kKvBlockSize - 1) / kKvBlockSize; ++b)
+        if (sq.block_table[b] < 0 || sq.block_table[b] >= s.num_blocks)
+          fail("attention: block id {} outside the cache ({} blocks)", sq.block_table[b], s.num_blocks);
+    }
+    const uint16_t* qp = ptr<uint16_t>(q, size_t(M * nq * hd), "attention q");
+    uint16_t* op = ptr<uint16_t>(out, size_t(M * nq * hd), "attention out");
+    const auto& kc = c.k[layer];
+    const auto& vc = c.v[layer];
+
+    // Tasks: (sequence, kv head, block of 64 queries). Each gathers its keys/values to fp32.
+    constexpr int kQb = 64;
+    struct Task { int seq, kvh, q0; };
+    std::vector<Task> tasks;
+    for (int i = 0; i < int(seqs.size()); ++i)
+      for (int h = 0; h < nkv; ++h)
+        for (int q0 = 0; q0 < seqs[i].q_len; q0 += kQb) tasks.push_back({i, h, q0});
+    pool_.parallel_for(int64_t(tasks.size()), [&](int64_t ti, int) {
+      const Task t = tasks[size_t(ti)];
+      const AttentionSeq& sq = seqs[size_t(t.seq)];
+      const int q1 = std::min(sq.q_len, t.q0 + kQb);
+      const int64_t ctx = int64_t(sq.start_pos) + q1;  // causal: later keys are never needed
+      thread_local std::vector<float> K, V, qf, sc, acc;
+      K.resize(size_t(ctx * hd)), V.resize(size_t(ctx * hd)), qf.resize(size_t(hd)), sc.resize(size_t(ctx)), acc.resize(size_t(hd));
+      for (int64_t j = 0; j < ctx; ++j) {
+        const size_t o = c.offset(sq.block_table[j / kKvBlockSize], t.kvh, int(j % kKvBlockSize));
+        cpu::fp16_to_f32(&kc[o], &K[size_t(j * hd)], hd);
+        cpu::fp16_to_f32(&vc[o], &V[size_t(j * hd)], hd);
+      }
+      for (int i = t.q0; i < q1; ++i) {
+        const int64_t n = int64_t(sq.start_pos) + i + 1;
+        const int64_t row = sq.q_begin + i;
+        for (int g = 0; g < group; ++g) {
+          const int h = t.kvh * group + g;
+          cpu::fp16_to_f32(qp + (row * nq + h) * hd, qf.data(), hd);
+          float mx = -INFINITY;
+          for (int64_t j = 0; j < n; ++j) {
+            sc[j] = cpu::dot_f32(qf.data(), &K[size_t(j * hd)], hd) * softmax_scale;
+            mx = std::max(mx, sc[j]);
+          }
+          float sum = 0.f;
+          for (int64_t j = 0; j < n; ++j) sum += (sc[j] = std::exp(sc[j] - mx));
+          std::fill(acc.begin(), acc.end(), 0.f);
+          for (int64_t j = 0; j < n; ++j) cpu::axpy_f32(sc[j], &V[size_t(j * hd)], acc.data(), hd);
+          const float inv = 1.f / sum;
+          uint16_t* o = op + (row * nq + h) * hd;
+          for (int d = 0; d < hd; ++d) o[d] = float_to_fp16(acc[d] * inv);
+        }
+      }
+    });
+  }
+
+  void silu_mul(const Buffer& gate, const Buffer& up, int64_t rows, int64_t cols, Buffer& out) override {
+    const size_t n = size_t(rows * cols);
+    const uint16_t* g = ptr<uint16_t>(gate, n, "silu gate");
+    const uint16_t* u = ptr<uint16_t>(up, n, "silu up");
+    uint16_t* o = ptr<uint16_t>(out, n, "silu out");
+    pool_.parallel_for(rows, [&](int64_t r, int) { silu_mul_row(g + r * cols, u + r * cols, cols, o + r * cols); });
+  }
+
+  static void silu_mul_row(const uint16_t* g, const uint16_t* u, int64_t n, uint16_t* o) {
+    for (int64_t i = 0; i < n; ++i)
+      o[i] = float_to_fp16(fp16_to_float(float_to_fp16(silu(fp16_to_float(g[i])))) * fp16_to_float(u[i]));
+  }
+
+  void silu_mul_quant(const Buffer& gate, const Buffer& up, int64_t rows, int64_t cols, Buffer& q8, Buffer& scale) override {
+    const size_t n = size_t(rows * cols);
+    const uint16_t* g = ptr<uint16_t>(gate, n, "silu gate");
+    const uint16_t* u = ptr<uint16_t>(up, n, "silu up");
+    uint8_t* qp = ptr<uint8_t>(q8, n, "q8");
+    float* sp = ptr<float>(scale, size_t(rows), "scale");
+    pool_.parallel_for(rows, [&](int64_t r, int) {
+      thread_local std::vector<uint16_t> tmp;
+      tmp.resize(size_t(cols));
+      silu_mul_row(g + r * cols, u + r * cols, cols, tmp.data());
+      cpu::quantize_row_fp16(tmp.data(), cols, qp + r * cols, sp + r);
+    });
+  }
+
+  void add(Buffer& x, const Buffer& y, int64_t n) override {
+    uint16_t* xp = ptr<uint16_t>(x, size_t(n), "add x");
+    const uint16_t* yp = ptr<uint16_t>(y, size_t(n), "add y");
+    for (int64_t i = 0; i < n; ++i) xp[i] = float_to_fp16(fp16_to_float(xp[i]) + fp16_to_float(yp[i]));
+  }
+
+  void gather_rows(const Buffer& src, int64_t cols, std::span<const int32_t> rows, Buffer& dst) override {
+    const size_t src_rows = src.bytes() / (size_t(cols) * 2);
+    const uint16_t* s = ptr<uint16_t>(src, 0, "gather src");
+    uint16_t* d = ptr<uint16_t>(dst, rows.size() * cols, "gather dst");
+    for (size_t i = 0; i < rows.size(); ++i) {
+      if (rows[i] < 0 || size_t(rows[i]) >= src_rows) fail("gather_rows: row {} out of range", rows[i]);
+      std::memmove(d + i * cols, s + int64_t(rows[i]) * cols, size_t(cols) * 2);
+    }
+  }
+
+  void logits(const LinearWeight& lm_head, const Buffer& x, int64_t M, float* out) override {
+    const int64_t N = lm_head.out_features;
+    if (!out_buf_ || out_buf_->bytes() < size_t(M * N) * 2) out_buf_ = alloc(size_t(M * N) * 2);
+    linear(Precision::FP16, lm_head, Activation{&x}, M, *out_buf_);
+    const uint16_t* y = ptr<uint16_t>(*out_buf_, size_t(M * N), "logits");
+    pool_.parallel_for(M, [&](int64_t m, int) { cpu::fp16_to_f32(y + m * N, out + m * N, N); });
+  }
+
+ private:
+  ThreadPool pool_;
+  std::vector<float> act_;
+  BufferPtr out_buf_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend(int threads) { return std::make_unique<CpuBackend>(threads); }
+
+}  // namespace nestedfp::backend

@@ -1,0 +1,76 @@
+#pragma once
+// Low-level kernels of the cpu backend: E4M3 quantization, the blocked GEMM (one fp32 FMA
+// micro-kernel serves FP16 and FP8, see gemm.cpp), attention helpers. Each has a scalar version
+// and an AVX2+FMA+F16C version chosen at run time; the GEMM's two versions are bit-identical
+// (same per-output FMA order), so results never depend on the ISA, thread count or batch shape.
+#include <cstdint>
+#include <vector>
+
+namespace nestedfp::cpu {
+
+class ThreadPool;
+
+// ---- ISA selection ---------------------------------------------------------------------------
+enum class Isa { Scalar, Avx2 };
+Isa detected_isa();       // what the CPU supports
+Isa active_isa();         // what runs (NESTEDFP_CPU_ISA=scalar forces the fallback)
+void set_active_isa(Isa);  // tests; clamps to detected_isa()
+const char* to_string(Isa);
+
+// ---- E4M3 ------------------------------------------------------------------------------------
+// Round-to-nearest-even, saturating to +-448; NaN -> 0x7F.
+uint8_t e4m3_rne(float x);
+const float* e4m3_values();  // 256 exact decoded values (0x7F/0xFF, NaN, decode to 0)
+
+// Per-token quantization of one fp16 row: scale = rowmax / 448, q = e4m3_rne(x / scale).
+// An all-zero row gets scale 0 and q = 0.
+void quantize_row_fp16(const uint16_t* x, int64_t n, uint8_t* q, float* scale);
+void quantize_row_f32(const float* x, int64_t n, uint8_t* q, float* scale);
+
+// ---- GEMM ------------------------------------------------------------------------------------
+inline constexpr int kPanel = 16;  // output columns per packed panel
+
+// A weight [N, K] tiled in panels of 16 rows: element (n, k) at ((n/16)*K + k)*16 + n%16.
+// Nested weights keep both byte planes (one copy; FP16 merges them, FP8 reads `upper`);
+// plain weights keep fp16 bits. Rows past N are zero.
+struct PackedWeight {
+  int64_t N = 0, K = 0, panels = 0;
+  bool nested = false;
+  std::vector<uint8_t> upper, lower;
+  std::vector<uint16_t> f16;
+  std::vector<float> col_scale;  // 2^-k_r per row (1 for plain), padded to panels*16
+  std::vector<float> bias;       // empty or N values (fp16 bias as float)
+};
+PackedWeight pack_nested(const uint8_t* upper, const uint8_t* lower, const int8_t* k, int64_t N,
+                         int64_t K);
+PackedWeight pack_plain(const uint16_t* w, int64_t N, int64_t K);
+
+// Y[M, N] (fp16 bits) = fp16((A · Bᵀ) * row_scale[m] * col_scale[n] + bias[n]), with
+// A fp32 [M, K] and B the packed weight decoded exactly to fp32: merged fp16 (fp8 = false) or
+// e4m3(upper) * 2^-8 (fp8 = true, nested only). row_scale may be null (1).
+void gemm(ThreadPool& pool, const float* A, int64_t M, const PackedWeight& w, bool fp8,
+          const float* row_scale, uint16_t* Y);
+
+// ---- vector helpers (attention) ----------------------------------------------------------------
+float dot_f32(const float* a, const float* b, int64_t n);
+void axpy_f32(float alpha, const float* x, float* y, int64_t n);  // y += alpha * x
+void fp16_to_f32(const uint16_t* src, float* dst, int64_t n);
+
+// ---- ISA-specific pieces (kernels_avx2.cpp / kernels.cpp) --------------------------------------
+namespace detail {
+// Decodes panel rows [k0, k0 + kc) to fp32 [kc][16].
+void decode_panel_scalar(const PackedWeight& w, int64_t panel, int64_t k0, int64_t kc, bool fp8,
+                         float* out);
+void decode_panel_avx2(const PackedWeight& w, int64_t panel, int64_t k0, int64_t kc, bool fp8,
+                       float* out);
+// C[rows][16] (ldc) = (zero ? 0 : C) + A[rows][kc] (lda) · B[kc][16], FMA in k order.
+void micro_scalar(const float* A, int64_t lda, const float* B, int64_t kc, float* C, int64_t ldc,
+                  int rows, bool zero);
+void micro_avx2(const float* A, int64_t lda, const float* B, int64_t kc, float* C, int64_t ldc,
+                int rows, bool zero);
+float dot_avx2(const float* a, const float* b, int64_t n);
+void axpy_avx2(float alpha, const float* x, float* y, int64_t n);
+void fp16_to_f32_avx2(const uint16_t* src, float* dst, int64_t n);
+}  // namespace detail
+
+}  // namespace nestedfp::cpu

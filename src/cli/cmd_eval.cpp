@@ -1,0 +1,103 @@
+// `nestedfp eval`: accuracy evaluations. `eval ppl` implements the perplexity protocol of
+// models/pystd-16m/REFERENCE.json: chunks of 512 tokenizer ids (no special tokens), each fed
+// alone, 511 scored targets per chunk; chunk i = ids[512 i, 512 i + 512).
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "cli/eval_group.hpp"
+#include "cli/model_cli.hpp"
+#include "engine/offline.hpp"
+#include "nestedfp/tokenizer.hpp"
+
+namespace nestedfp::cli {
+
+std::vector<Command>& eval_registry() {
+  static std::vector<Command> commands;
+  return commands;
+}
+
+namespace {
+
+Registration reg{
+    "eval", "accuracy evaluations (ppl: perplexity on a text file)",
+    [](CLI::App& sub) -> std::function<int()> {
+      sub.require_subcommand(1);
+      auto& cmds = eval_registry();
+      std::stable_sort(cmds.begin(), cmds.end(), [](auto& a, auto& b) { return a.order < b.order; });
+      auto chosen = std::make_shared<std::function<int()>>();
+      for (auto& c : cmds) {
+        CLI::App* s = sub.add_subcommand(c.name, c.description);
+        auto run = c.setup(*s);
+        s->callback([chosen, run] { *chosen = run; });
+      }
+      return [chosen] { return *chosen ? (*chosen)() : 0; };
+    },
+    40};
+
+EvalRegistration ppl{
+    "ppl", "perplexity of a model on a text file (.gz allowed), chunk by chunk",
+    [](CLI::App& sub) -> std::function<int()> {
+      auto model = std::make_shared<std::string>();
+      auto text = std::make_shared<std::string>();
+      auto precision = std::make_shared<std::string>("fp16");
+      auto scale = std::make_shared<std::string>("none");
+      auto chunks = std::make_shared<int>(0);
+      auto chunk_len = std::make_shared<int>(512);
+      auto as_json = std::make_shared<bool>(false);
+      sub.add_option("MODEL", *model, "Hugging Face model directory")->required();
+      sub.add_option("--text", *text, "UTF-8 text file, gzip-compressed when it ends in .gz")->required();
+      sub.add_option("--chunks", *chunks, "evaluate only the first N chunks (default: all)")->check(CLI::NonNegativeNumber);
+      sub.add_option("--chunk-len", *chunk_len, "tokens per chunk (the protocol uses 512)")->check(CLI::Range(2, 1 << 20));
+      sub.add_option("--precision", *precision, "fp16|fp8")->check(CLI::IsMember({"fp16", "fp8"}));
+      sub.add_option("--nested-scale", *scale, "per-row power-of-two scales: none|channel")
+          ->check(CLI::IsMember({"none", "channel"}));
+      sub.add_flag("--json", *as_json, "print one JSON object");
+      return [=] {
+        log_to_stderr();
+        const Precision prec = parse_precision(*precision);
+        const std::string content = engine::read_text_file(*text);
+        const Tokenizer tok = Tokenizer::load(*model);
+        auto runner = load_cpu_runner(*model, *scale, *chunk_len);
+        if (*chunk_len > runner->max_model_len())
+          fail("--chunk-len {} exceeds the model's max_position_embeddings {}", *chunk_len, runner->max_model_len());
+        const std::vector<int32_t> ids = tok.encode(content, false);
+        const int available = int(ids.size() / size_t(*chunk_len));
+        const int n = *chunks > 0 ? std::min(*chunks, available) : available;
+        if (*chunks > available)
+          spdlog::warn("{} has {} tokens: {} chunks of {}, not {}", *text, ids.size(), available, *chunk_len, *chunks);
+        const bool tty = ::isatty(STDERR_FILENO) != 0;
+        const auto r = engine::perplexity(*runner, ids, prec, n, *chunk_len, [&](int d, int total) {
+          if (tty || d == total || d % 10 == 0)
+            std::fprintf(stderr, "%seval ppl: chunk %d/%d%s", tty ? "\r" : "", d, total, tty && d < total ? "" : "\n");
+        });
+        if (*as_json) {
+          nlohmann::json j = {{"model", *model},
+                              {"text", *text},
+                              {"precision", *precision},
+                              {"nested_scale", *scale},
+                              {"ppl", r.ppl},
+                              {"mean_nll", r.mean_nll},
+                              {"tokens", r.tokens},
+                              {"chunks", r.chunks},
+                              {"chunk_len", *chunk_len},
+                              {"chunk_nll", r.chunk_nll},
+                              {"seconds", r.seconds},
+                              {"backend", runner->backend().name()}};
+          std::printf("%s\n", j.dump().c_str());
+        } else {
+          std::printf("ppl %.4f  (mean NLL %.5f over %lld tokens in %d chunks of %d; %s, nested-scale %s; %.1f s)\n",
+                      r.ppl, r.mean_nll, static_cast<long long>(r.tokens), r.chunks, *chunk_len, precision->c_str(),
+                      scale->c_str(), r.seconds);
+        }
+        return 0;
+      };
+    },
+    10};
+
+}  // namespace
+}  // namespace nestedfp::cli

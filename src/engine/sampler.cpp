@@ -1,0 +1,102 @@
+#include "nestedfp/sampler.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+#include "nestedfp/error.hpp"
+
+namespace nestedfp {
+
+void SamplingParams::validate() const {
+  if (!(temperature >= 0.f) || !std::isfinite(temperature))
+    fail("temperature must be a finite number >= 0, got {}", temperature);
+  if (!(top_p > 0.f && top_p <= 1.f)) fail("top_p must be in (0, 1], got {}", top_p);
+}
+
+static uint64_t splitmix64(uint64_t& x) {
+  uint64_t z = (x += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+RequestSampler::RequestSampler(const SamplingParams& p, uint64_t fallback_seed) : params_(p) {
+  params_.validate();
+  uint64_t x = p.seed ? *p.seed : fallback_seed;
+  for (auto& s : s_) s = splitmix64(x);
+}
+
+double RequestSampler::next_uniform() {
+  const auto rotl = [](uint64_t v, int k) { return (v << k) | (v >> (64 - k)); };
+  const uint64_t r = rotl(s_[1] * 5, 7) * 9, t = s_[1] << 17;
+  s_[2] ^= s_[0], s_[3] ^= s_[1], s_[1] ^= s_[2], s_[0] ^= s_[3], s_[2] ^= t;
+  s_[3] = rotl(s_[3], 45);
+  return double(r >> 11) * 0x1.0p-53;
+}
+
+int32_t argmax(std::span<const float> logits) {
+  if (logits.empty()) fail("sampling from empty logits");
+  return int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
+}
+
+int32_t RequestSampler::sample(std::span<const float> logits) {
+  if (params_.temperature == 0.f) return argmax(logits);
+  const double u = next_uniform();  // drawn first: one number per token whatever the filters
+  cand_.clear();
+  for (size_t i = 0; i < logits.size(); ++i) cand_.emplace_back(logits[i], int32_t(i));
+  const size_t k = params_.top_k > 0 ? std::min(cand_.size(), size_t(params_.top_k)) : cand_.size();
+  // Descending logit, ascending id on ties: a total order, so the result is deterministic.
+  auto better = [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); };
+  std::partial_sort(cand_.begin(), cand_.begin() + ptrdiff_t(k), cand_.end(), better);
+  cand_.resize(k);
+  const double inv_t = 1.0 / params_.temperature, mx = cand_[0].first;
+  std::vector<double> p(k);
+  double sum = 0;
+  for (size_t i = 0; i < k; ++i) sum += (p[i] = std::exp((cand_[i].first - mx) * inv_t));
+  size_t keep = k;
+  if (params_.top_p < 1.f) {  // smallest prefix whose mass reaches top_p
+    double acc = 0;
+    for (size_t i = 0; i < k; ++i) {
+      acc += p[i] / sum;
+      if (acc >= params_.top_p) { keep = i + 1; break; }
+    }
+  }
+  double mass = 0;
+  for (size_t i = 0; i < keep; ++i) mass += p[i];
+  double target = u * mass, acc = 0;
+  for (size_t i = 0; i < keep; ++i) {
+    acc += p[i];
+    if (target < acc) return cand_[i].second;
+  }
+  return cand_[keep - 1].second;
+}
+
+static double log_sum_exp(std::span<const float> logits) {
+  const double mx = *std::max_element(logits.begin(), logits.end());
+  double s = 0;
+  for (float l : logits) s += std::exp(double(l) - mx);
+  return mx + std::log(s);
+}
+
+double token_logprob(std::span<const float> logits, int32_t target) {
+  if (target < 0 || size_t(target) >= logits.size()) fail("token {} outside the vocabulary", target);
+  return double(logits[size_t(target)]) - log_sum_exp(logits);
+}
+
+LogprobInfo logprobs(std::span<const float> logits, int32_t chosen, int top_n) {
+  if (logits.empty()) fail("logprobs of empty logits");
+  LogprobInfo r;
+  const double lse = log_sum_exp(logits);
+  if (chosen < 0 || size_t(chosen) >= logits.size()) fail("token {} outside the vocabulary", chosen);
+  r.chosen = {chosen, float(double(logits[size_t(chosen)]) - lse)};
+  const size_t n = std::min(logits.size(), size_t(std::max(top_n, 0)));
+  std::vector<int32_t> idx(logits.size());
+  for (size_t i = 0; i < idx.size(); ++i) idx[i] = int32_t(i);
+  std::partial_sort(idx.begin(), idx.begin() + ptrdiff_t(n), idx.end(), [&](int32_t a, int32_t b) {
+    return logits[size_t(a)] > logits[size_t(b)] || (logits[size_t(a)] == logits[size_t(b)] && a < b);
+  });
+  for (size_t i = 0; i < n; ++i) r.top.push_back({idx[i], float(double(logits[size_t(idx[i])]) - lse)});
+  return r;
+}
+
+}  // namespace nestedfp
