@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <array>
 #include <bit>
+#include <cpuid.h>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -19,8 +20,10 @@ namespace nestedfp::cpu {
 Isa detected_isa() {
   static const Isa isa = [] {
     __builtin_cpu_init();
-    return (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-            __builtin_cpu_supports("f16c"))
+    // F16C through cpuid: clang 14's __builtin_cpu_supports does not know "f16c".
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    const bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+    return (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c)
                ? Isa::Avx2
                : Isa::Scalar;
   }();
