@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# The one GPU command (DESIGN §2, issue 5): on a Hopper machine, from the repository root, with
+# .carry/ made by scripts/pack-device.sh beside it. Unpacks the carried headers and sysroot, builds
+# the `cuda` preset, runs tests/gpu and `nestedfp bench kernels`, writes every log under $OUT
+# (default: build/gpu-check) and prints the benchmark table last.
+#   BENCH_ARGS="--shapes 4096x4096 --m 1,128"  extra arguments for the benchmark
+#   GTEST_ARGS="--gtest_filter=Split*"         extra arguments for test_gpu
+#   SKIP_BENCH=1 / SKIP_TESTS=1                 skip a stage
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-build/gpu-check}
+mkdir -p "$OUT"
+status=0
+note() { echo "gpu-check: $*" >&2; }
+
+{
+  echo "== nvidia-smi"; nvidia-smi
+  echo "== nvcc"; nvcc --version
+  echo "== cmake"; cmake --version; ninja --version
+  echo "== headers"; ls /usr/include | grep -i -E "gtest|nlohmann|CLI|spdlog|fmt|zlib|openssl|brotli|pcre2|httplib"
+  echo "== pkg-config"; pkg-config --list-all | sort
+  echo "== runtime libraries"; ldconfig -p | grep -E "libssl\.so|libcrypto\.so|libbrotli|libz\.so|libpcre2-8"
+  echo "== cpus"; nproc
+} > "$OUT/env.txt" 2>&1
+
+# ---- carried dependencies ----------------------------------------------------------------------
+if [ -f .carry/deps-headers.tar.xz ]; then
+  mkdir -p .deps && tar -C .deps -xJf .carry/deps-headers.tar.xz || { note "cannot unpack headers"; exit 1; }
+fi
+[ -f .deps/cutlass/include/cutlass/cutlass.h ] || { note "no CUTLASS headers: run scripts/pack-device.sh and carry .carry"; exit 1; }
+sysroot_parent=$(mktemp -d /tmp/nfp-sysroot.XXXX)
+if [ -f .carry/sysroot.tar.xz ]; then
+  tar -C "$sysroot_parent" -xJf .carry/sysroot.tar.xz || { note "cannot unpack sysroot"; exit 1; }
+  sysroot=$sysroot_parent/sysroot
+  sed -i "s|@SYSROOT@|$sysroot|" "$sysroot"/lib/pkgconfig/*.pc
+  export PKG_CONFIG_PATH=$sysroot/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
+  export LD_LIBRARY_PATH=$sysroot/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  export CMAKE_PREFIX_PATH=$sysroot${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}
+fi
+
+[ -f .carry/git-commit ] && export NESTEDFP_GIT_COMMIT=$(cat .carry/git-commit)
+
+# ---- build -------------------------------------------------------------------------------------
+t0=$(date +%s)
+if ! cmake --preset cuda > "$OUT/build.log" 2>&1; then
+  tail -40 "$OUT/build.log"; note "configure failed (log: build.log)"; exit 1
+fi
+jobs=$(nproc); [ "$jobs" -gt 16 ] && jobs=16
+# test_gpu needs only the CUDA library and src/format; the executable needs the whole core library,
+# so a broken unrelated source can stop the benchmark but not the tests.
+have_tests=1; have_bench=1
+if ! cmake --build build/cuda -j "$jobs" --target test_gpu >> "$OUT/build.log" 2>&1; then
+  grep -E "error|FAILED" "$OUT/build.log" | head -30; note "test_gpu failed to build (log: build.log)"; have_tests=0; status=1
+fi
+if ! cmake --build build/cuda -j "$jobs" --target nestedfp >> "$OUT/build.log" 2>&1; then
+  grep -E "error|FAILED" "$OUT/build.log" | head -30; note "nestedfp failed to build (log: build.log)"; have_bench=0; status=1
+fi
+grep -E "C7510|warning.*wgmma" "$OUT/build.log" | head -5
+note "built in $(( $(date +%s) - t0 )) s"
+
+# ---- tests -------------------------------------------------------------------------------------
+if [ -z "${SKIP_TESTS:-}" ] && [ $have_tests = 1 ]; then
+  t0=$(date +%s)
+  build/cuda/test_gpu --gtest_color=no ${GTEST_ARGS:-} > "$OUT/test_gpu.log" 2>&1
+  rc=$?
+  grep -E "^\[  (PASSED|FAILED) |^\[==========\]|FAILED" "$OUT/test_gpu.log" | tail -20
+  note "test_gpu exit $rc in $(( $(date +%s) - t0 )) s"
+  [ $rc -eq 0 ] || status=1
+fi
+
+# ---- benchmark ---------------------------------------------------------------------------------
+if [ -z "${SKIP_BENCH:-}" ] && [ $have_bench = 1 ]; then
+  t0=$(date +%s)
+  # shellcheck disable=SC2086
+  build/cuda/nestedfp bench kernels --out "$OUT" ${BENCH_ARGS:-} > "$OUT/bench-stdout.txt" 2> "$OUT/bench.log"
+  rc=$?
+  note "bench exit $rc in $(( $(date +%s) - t0 )) s"
+  [ $rc -eq 0 ] || { tail -20 "$OUT/bench.log"; status=1; }
+  cat "$OUT/bench-stdout.txt"
+fi
+exit $status

@@ -1,0 +1,431 @@
+// `nestedfp bench kernels` (issue 5): NestedFP16, cuBLAS FP16, NestedFP8 with and without its
+// activation quantization and cuBLASLt FP8 (per-tensor and, where supported, per-row scales), for
+// the shapes and token counts of DESIGN §4. Each measurement is a CUDA graph that cycles over
+// enough weight copies to exceed L2 several times (cold weights, as in serving), replayed many
+// times; the median replay time divided by the launches per graph is reported.
+#include "backend/cuda/bench_kernels.hpp"
+
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <optional>
+#include <random>
+
+#include "backend/cuda/kernels.hpp"
+#include "nestedfp/error.hpp"
+#include "nestedfp/half.hpp"
+
+namespace nestedfp::cuda {
+namespace {
+
+struct Shape {
+  int N, K;
+  std::string label;
+};
+
+const std::vector<Shape> kDefaultShapes = {
+    {6144, 4096, "Llama-3.1-8B qkv_proj"},      {4096, 4096, "Llama-3.1-8B o_proj"},
+    {28672, 4096, "Llama-3.1-8B gate_up_proj"}, {4096, 14336, "Llama-3.1-8B down_proj"},
+    {6144, 5120, "Mistral-Small-24B qkv_proj"}, {5120, 4096, "Mistral-Small-24B o_proj"},
+    {65536, 5120, "Mistral-Small-24B gate_up_proj"}, {5120, 32768, "Mistral-Small-24B down_proj"},
+};
+const std::vector<int> kDefaultMs = {1, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192};
+
+template <typename T>
+struct Dev {
+  T* p = nullptr;
+  explicit Dev(size_t n) { NFP_CUDA_CHECK(cudaMalloc(&p, std::max<size_t>(n, 1) * sizeof(T))); }
+  ~Dev() { if (p) cudaFree(p); }
+  Dev(const Dev&) = delete;
+  Dev& operator=(const Dev&) = delete;
+};
+
+std::string run_text(const char* cmd) {
+  std::string out;
+  if (FILE* f = popen(cmd, "r")) {
+    char buf[256];
+    while (fgets(buf, sizeof buf, f)) out += buf;
+    pclose(f);
+  }
+  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
+  return out;
+}
+
+std::string slug(std::string s) {
+  for (const char* drop : {"NVIDIA ", "nvidia "})
+    if (s.rfind(drop, 0) == 0) s = s.substr(std::strlen(drop));
+  std::string o;
+  for (char c : s) o += std::isalnum(static_cast<unsigned char>(c)) ? char(std::tolower(c)) : '-';
+  while (o.find("--") != std::string::npos) o.erase(o.find("--"), 1);
+  return o;
+}
+
+// Times kernels, each captured in a CUDA graph of `per_graph` launches cycling over `copies`
+// weight copies. The kernels of one point are measured interleaved, in rounds (each round replays
+// every graph once untimed, then times a few replays), so that clock and temperature drift during
+// the run affects them alike; the result is the median over all timed replays / per_graph.
+class Timer {
+ public:
+  Timer(cudaStream_t s, double target_ms) : s_(s), target_ms_(target_ms) {
+    ev_.resize(2 * kMaxReps);
+    for (auto& e : ev_) NFP_CUDA_CHECK(cudaEventCreate(&e));
+  }
+  ~Timer() {
+    for (auto& e : ev_) cudaEventDestroy(e);
+  }
+
+  std::vector<double> median_us(const std::vector<std::function<void(int)>>& fs, int copies) {
+    const int per_graph = copies * std::max(1, (8 + copies - 1) / copies);
+    std::vector<cudaGraphExec_t> execs;
+    struct Cleanup {
+      std::vector<cudaGraphExec_t>& e;
+      ~Cleanup() {
+        for (auto x : e) cudaGraphExecDestroy(x);
+      }
+    } cleanup{execs};
+    for (const auto& f : fs) {
+      for (int i = 0; i < copies; ++i) f(i);  // warm-up: handles, workspaces, attributes
+      NFP_CUDA_CHECK(cudaStreamSynchronize(s_));
+      cudaGraph_t graph = nullptr;
+      NFP_CUDA_CHECK(cudaStreamBeginCapture(s_, cudaStreamCaptureModeThreadLocal));
+      try {
+        for (int i = 0; i < per_graph; ++i) f(i % copies);
+      } catch (...) {
+        cudaStreamEndCapture(s_, &graph);
+        if (graph) cudaGraphDestroy(graph);
+        throw;
+      }
+      NFP_CUDA_CHECK(cudaStreamEndCapture(s_, &graph));
+      cudaGraphExec_t exec = nullptr;
+      NFP_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+      NFP_CUDA_CHECK(cudaGraphDestroy(graph));
+      execs.push_back(exec);
+    }
+    std::vector<float> est(fs.size());
+    for (size_t i = 0; i < fs.size(); ++i) est[i] = replay(execs[i], 1).front();
+    constexpr int kRounds = 5;
+    std::vector<std::vector<float>> t(fs.size());
+    // A new order every round: a kernel that runs right after a power-hungry one (an FP16 GEMM
+    // at large M) was measured up to 30% slower on the H200, so no kernel may keep one position.
+    std::vector<size_t> order(fs.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::mt19937 rng(uint32_t(fs.size() * 7919 + copies));
+    for (int r = 0; r < kRounds; ++r) {
+      std::shuffle(order.begin(), order.end(), rng);
+      for (size_t i : order) {
+        const int reps = std::clamp(int(target_ms_ / kRounds / std::max(est[i], 1e-3f)), 2, kMaxReps);
+        NFP_CUDA_CHECK(cudaGraphLaunch(execs[i], s_));  // untimed: the same state for every kernel
+        const auto v = replay(execs[i], reps);
+        t[i].insert(t[i].end(), v.begin(), v.end());
+      }
+    }
+    std::vector<double> out;
+    for (auto& v : t) {
+      std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+      out.push_back(double(v[v.size() / 2]) * 1000.0 / per_graph);
+    }
+    return out;
+  }
+
+ private:
+  static constexpr int kMaxReps = 40;
+  std::vector<float> replay(cudaGraphExec_t exec, int reps) {
+    for (int r = 0; r < reps; ++r) {
+      NFP_CUDA_CHECK(cudaEventRecord(ev_[2 * r], s_));
+      NFP_CUDA_CHECK(cudaGraphLaunch(exec, s_));
+      NFP_CUDA_CHECK(cudaEventRecord(ev_[2 * r + 1], s_));
+    }
+    NFP_CUDA_CHECK(cudaStreamSynchronize(s_));
+    std::vector<float> t(reps);
+    for (int r = 0; r < reps; ++r) NFP_CUDA_CHECK(cudaEventElapsedTime(&t[r], ev_[2 * r], ev_[2 * r + 1]));
+    return t;
+  }
+  cudaStream_t s_;
+  double target_ms_;
+  std::vector<cudaEvent_t> ev_;
+};
+
+struct Record {
+  std::string kernel, shape;
+  int N, K, M;
+  double us;  // NaN: not supported
+  double bytes;
+};
+
+double geomean(const std::vector<double>& v) {
+  if (v.empty()) return NAN;
+  double s = 0;
+  for (double x : v) s += std::log(x);
+  return std::exp(s / double(v.size()));
+}
+
+}  // namespace
+
+int bench_kernels(const BenchKernelsOptions& opts) {
+  const auto dev = device_info();
+  if (dev.cc_major != 9)
+    fail("bench kernels: needs a Hopper GPU (compute capability 9.x); this is {} ({}.{})", dev.name, dev.cc_major,
+         dev.cc_minor);
+  std::vector<Shape> shapes;
+  if (opts.shapes.empty()) {
+    shapes = kDefaultShapes;
+  } else {
+    for (auto [n, k] : opts.shapes) shapes.push_back({n, k, fmt::format("{}x{}", n, k)});
+  }
+  const std::vector<int> ms = opts.ms.empty() ? kDefaultMs : opts.ms;
+  for (auto& s : shapes)
+    if (s.N % 8 || s.K % 16) fail("bench kernels: shape {}x{}: N must be a multiple of 8 and K of 16", s.N, s.K);
+  const int max_m = *std::max_element(ms.begin(), ms.end());
+  if (*std::min_element(ms.begin(), ms.end()) < 1) fail("bench kernels: token counts must be >= 1");
+
+  const std::string driver = run_text("nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null");
+  std::string commit = std::getenv("NESTEDFP_GIT_COMMIT") ? std::getenv("NESTEDFP_GIT_COMMIT") : "";
+  if (commit.empty()) commit = run_text("git rev-parse --short HEAD 2>/dev/null");
+  if (commit.empty()) commit = "unknown";
+  const auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  char date[16];
+  std::strftime(date, sizeof date, "%Y-%m-%d", std::gmtime(&now));
+  fmt::print(stderr, "bench kernels: {} ({} SMs, L2 {} MB), driver {}, CUDA runtime {}, cuBLASLt {}\n", dev.name,
+             dev.sms, dev.l2_bytes >> 20, driver, dev.runtime, cublasLtGetVersion());
+
+#if NESTEDFP_HAVE_NESTED_FP16
+  const bool have_nfp16 = true;
+#else
+  const bool have_nfp16 = false;
+  fmt::print(stderr, "bench kernels: NestedFP16 GEMM not built (src/backend/cuda/nested_fp16_gemm.cu missing)\n");
+#endif
+
+  cudaStream_t stream;
+  NFP_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  Timer timer(stream, opts.target_ms);
+  std::vector<Record> recs;
+  std::map<std::tuple<int, int, int>, std::string> best_variant;
+  const auto& variants = nested_fp8_gemm_variant_names();
+
+  for (const auto& sh : shapes) {
+    const int N = sh.N, K = sh.K;
+    const size_t nk = size_t(N) * K;
+    // Enough copies that the FP8 plane set is >= 3x L2 (and at least 4 copies).
+    const int copies = std::max<int>(4, int((3 * dev.l2_bytes + nk - 1) / nk));
+    fmt::print(stderr, "bench kernels: {} [{} x {}], {} weight copies ({:.0f} MB of FP8 planes)\n", sh.label, N, K,
+               copies, double(copies * nk) / 1e6);
+    Dev<__half> w16(copies * nk);
+    Dev<uint8_t> upper(copies * nk), lower(copies * nk);
+    Dev<int8_t> kk(size_t(copies) * N);
+    Dev<float> row_scale(size_t(copies) * N), tensor_scale(1);
+    fill_random_half(w16.p, nk, 0x5eed0000ull + N * 131 + K, 0.02f, stream);
+    const auto st = split_weight(w16.p, N, K, true, upper.p, lower.p, kk.p, stream);
+    if (!st.ok) fail("bench kernels: random weight row {} not nestable", st.bad_row);
+    std::vector<int8_t> hk(N);
+    NFP_CUDA_CHECK(cudaMemcpy(hk.data(), kk.p, N, cudaMemcpyDeviceToHost));
+    std::vector<float> hrs(N);
+    for (int n = 0; n < N; ++n) hrs[n] = std::ldexp(1.f, -(hk[n] + 8));
+    const float ts = std::ldexp(1.f, -8);
+    NFP_CUDA_CHECK(cudaMemcpy(tensor_scale.p, &ts, sizeof ts, cudaMemcpyHostToDevice));
+    for (int c = 0; c < copies; ++c) {
+      NFP_CUDA_CHECK(cudaMemcpyAsync(w16.p + c * nk, w16.p, nk * 2, cudaMemcpyDeviceToDevice, stream));
+      NFP_CUDA_CHECK(cudaMemcpyAsync(upper.p + c * nk, upper.p, nk, cudaMemcpyDeviceToDevice, stream));
+      NFP_CUDA_CHECK(cudaMemcpyAsync(lower.p + c * nk, lower.p, nk, cudaMemcpyDeviceToDevice, stream));
+      NFP_CUDA_CHECK(cudaMemcpyAsync(kk.p + size_t(c) * N, kk.p, N, cudaMemcpyDeviceToDevice, stream));
+      NFP_CUDA_CHECK(cudaMemcpy(row_scale.p + size_t(c) * N, hrs.data(), N * sizeof(float), cudaMemcpyHostToDevice));
+    }
+    Dev<__half> x(size_t(max_m) * K), y(size_t(max_m) * N);
+    Dev<uint8_t> xq(size_t(max_m) * K);
+    Dev<float> xs(max_m);
+    fill_random_half(x.p, size_t(max_m) * K, 0xacdc0000ull + K, 1.f, stream);
+    quantize_e4m3_per_token(x.p, K, max_m, K, xq.p, xs.p, stream);
+    NFP_CUDA_CHECK(cudaStreamSynchronize(stream));
+    auto weight = [&](int c) { return NestedWeight{upper.p + c * nk, lower.p + c * nk, kk.p + size_t(c) * N, N, K}; };
+
+    for (int M : ms) {
+      const double mk = double(M) * K, mn = double(M) * N, dnk = double(nk);
+      // Everything measured at this point, timed together (interleaved).
+      std::vector<std::string> names;
+      std::vector<std::function<void(int)>> fns;
+      std::vector<double> bytes;
+      auto add = [&](const std::string& kernel, std::function<void(int)> f, double b) {
+        names.push_back(kernel);
+        fns.push_back(std::move(f));
+        bytes.push_back(b);
+      };
+      add("cublas_fp16", [&](int c) { cublas_fp16_gemm(w16.p + c * nk, N, K, x.p, y.p, M, stream); },
+          2 * dnk + 2 * mk + 2 * mn);
+#if NESTEDFP_HAVE_NESTED_FP16
+      add("nestedfp16", [&](int c) { nested_fp16_gemm(weight(c), x.p, y.p, M, stream); }, 2 * dnk + N + 2 * mk + 2 * mn);
+#endif
+      const double fp8_bytes = dnk + N + mk + 4.0 * M + 2 * mn;
+      add("nestedfp8", [&](int c) { nested_fp8_gemm(weight(c), xq.p, xs.p, y.p, M, stream); }, fp8_bytes);
+      add("nestedfp8+quant", [&](int c) {
+            quantize_e4m3_per_token(x.p, K, M, K, xq.p, xs.p, stream);
+            nested_fp8_gemm(weight(c), xq.p, xs.p, y.p, M, stream);
+          },
+          fp8_bytes + 3 * mk + 4.0 * M);
+      add("cublaslt_fp8_tensor", [&](int c) {
+            cublaslt_fp8_gemm(upper.p + c * nk, N, K, xq.p, y.p, M, tensor_scale.p, xs.p, LtScaling::PerTensor, stream);
+          },
+          dnk + mk + 2 * mn);
+      const bool lt_row = cublaslt_fp8_per_row_supported(N, K, M);
+      if (lt_row)
+        add("cublaslt_fp8_row", [&](int c) {
+              cublaslt_fp8_gemm(upper.p + c * nk, N, K, xq.p, y.p, M, row_scale.p + size_t(c) * N, xs.p,
+                                LtScaling::PerRow, stream);
+            },
+            dnk + mk + 2 * mn + 4.0 * (N + M));
+      if (opts.all_variants) {
+        for (int v = 0; v < int(variants.size()); ++v) {
+          // Skip configurations with token tiles far too small for M (64+ tiles per weight row
+          // block): they are many times slower and only cost time.
+          const auto& name = variants[v];
+          const int tile_tokens = std::atoi(name.c_str() + name.find('x') + 1);
+          if (tile_tokens * 64 < M) continue;
+          add("nestedfp8[" + name + "]", [&, v](int c) {
+                const GemmConfig cfg{v};
+                nested_fp8_gemm(weight(c), xq.p, xs.p, y.p, M, stream, &cfg);
+              },
+              fp8_bytes);
+        }
+      }
+      const auto us = timer.median_us(fns, copies);
+      double best = INFINITY;
+      for (size_t i = 0; i < names.size(); ++i) {
+        recs.push_back({names[i], sh.label, N, K, M, us[i], bytes[i]});
+        // The oracle column considers only variants within the accuracy bound (not "fa"/"fac2").
+        const bool fast_accum = names[i].find("fa]") != std::string::npos || names[i].find("fac2]") != std::string::npos;
+        if (names[i].rfind("nestedfp8[", 0) == 0 && !fast_accum && us[i] < best) {
+          best = us[i];
+          best_variant[{N, K, M}] = names[i].substr(10, names[i].size() - 11);
+        }
+      }
+      if (!lt_row) recs.push_back({"cublaslt_fp8_row", sh.label, N, K, M, NAN, 0});
+      const auto& r = recs;
+      auto find = [&](const std::string& k) {
+        for (auto it = r.rbegin(); it != r.rend(); ++it)
+          if (it->kernel == k && it->M == M && it->N == N && it->K == K) return it->us;
+        return double(NAN);
+      };
+      fmt::print(stderr, "  M={:5d}: cuBLAS16 {:8.1f}  NFP8 {:8.1f} ({})  NFP8+q {:8.1f}  LtFP8 {:8.1f}  LtFP8row {:8.1f} us\n",
+                 M, find("cublas_fp16"), find("nestedfp8"), variants[nested_fp8_gemm_heuristic(M, N, K)],
+                 find("nestedfp8+quant"), find("cublaslt_fp8_tensor"), find("cublaslt_fp8_row"));
+    }
+  }
+  NFP_CUDA_CHECK(cudaStreamDestroy(stream));
+
+  // ---- report -------------------------------------------------------------------------------
+  auto get = [&](const std::string& k, int N, int K, int M) {
+    for (auto& r : recs)
+      if (r.kernel == k && r.N == N && r.K == K && r.M == M) return r.us;
+    return double(NAN);
+  };
+  auto best_of = [&](int N, int K, int M) {
+    auto it = best_variant.find({N, K, M});
+    return it == best_variant.end() ? double(NAN) : get("nestedfp8[" + it->second + "]", N, K, M);
+  };
+  std::vector<double> g_q_lt, g_fp8_lt, g_speed, g_speed_q, g_nfp16, g_q_ltrow, g_best_lt;
+  std::string md;
+  md += fmt::format("# Kernel benchmark: {}\n\n", dev.name);
+  md += fmt::format("- GPU: {} ({} SMs, L2 {} MB), driver {}, CUDA runtime {}, cuBLASLt {}\n", dev.name, dev.sms,
+                    dev.l2_bytes >> 20, driver, dev.runtime, cublasLtGetVersion());
+  md += fmt::format("- commit: {}; date: {}\n- command: `{}`\n", commit, date, opts.command);
+  md += "- method: per kernel a CUDA graph of >= 8 launches cycling over >= 4 weight copies (FP8 planes >= 3x "
+        "L2); the kernels of one (shape, M) point are replayed interleaved in 5 rounds, in a new random order each round; median replay time / "
+        "launches per graph. Times in microseconds.\n";
+  md += "- NFP8 = NestedFP8 GEMM alone (heuristic variant); NFP8+q = per-token quantization kernel + NFP8 "
+        "(the unfused worst case); Lt8 = cuBLASLt FP8 per-tensor scales, Lt8row = per-row (outer vector) scales; "
+        "speedup = cuBLAS FP16 time / NFP8 time.\n\n";
+  for (const auto& sh : shapes) {
+    md += fmt::format("## {} (N={}, K={})\n\n", sh.label, sh.N, sh.K);
+    md += "| M | cuBLAS16 | NFP16 | NFP8 | NFP8+q | Lt8 | Lt8row | NFP8+q/Lt8 | NFP8/Lt8 | speedup vs FP16 | NFP16/FP16 | NFP8 TFLOP/s | NFP8 TB/s | best variant |\n";
+    md += "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    for (int M : ms) {
+      const double c16 = get("cublas_fp16", sh.N, sh.K, M), n16 = get("nestedfp16", sh.N, sh.K, M),
+                   n8 = get("nestedfp8", sh.N, sh.K, M), n8q = get("nestedfp8+quant", sh.N, sh.K, M),
+                   lt = get("cublaslt_fp8_tensor", sh.N, sh.K, M), ltr = get("cublaslt_fp8_row", sh.N, sh.K, M);
+      double bytes8 = 0;
+      for (auto& r : recs)
+        if (r.kernel == "nestedfp8" && r.N == sh.N && r.K == sh.K && r.M == M) bytes8 = r.bytes;
+      const double flops = 2.0 * M * double(sh.N) * sh.K;
+      g_q_lt.push_back(n8q / lt);
+      g_fp8_lt.push_back(n8 / lt);
+      g_speed.push_back(c16 / n8);
+      g_speed_q.push_back(c16 / n8q);
+      if (!std::isnan(ltr)) g_q_ltrow.push_back(n8q / ltr);
+      if (have_nfp16) g_nfp16.push_back(n16 / c16);
+      const double b = best_of(sh.N, sh.K, M);
+      if (!std::isnan(b)) g_best_lt.push_back(b / lt);
+      auto f1 = [](double v) { return std::isnan(v) ? std::string("n/a") : fmt::format("{:.1f}", v); };
+      auto f2 = [](double v) { return std::isnan(v) ? std::string("n/a") : fmt::format("{:.2f}", v); };
+      auto bv = best_variant.find({sh.N, sh.K, M});
+      md += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n", M, f1(c16),
+                        f1(n16), f1(n8), f1(n8q), f1(lt), f1(ltr), f2(n8q / lt), f2(n8 / lt), f2(c16 / n8),
+                        f2(n16 / c16), f1(flops / n8 * 1e-6), f2(bytes8 / n8 * 1e-6),
+                        bv == best_variant.end() ? std::string("-") : fmt::format("{} {:.1f}", bv->second, b));
+    }
+    md += "\n";
+  }
+  auto gm = [](const std::vector<double>& v) {
+    return v.empty() ? std::string("n/a") : fmt::format("{:.3f} (over {} points)", geomean(v), v.size());
+  };
+  std::string summary;
+  summary += "## Summary (geometric means over all shapes and M)\n\n";
+  summary += fmt::format("- NestedFP8 incl. quantization / cuBLASLt FP8 (per-tensor): {}  (goal <= 1.05)\n", gm(g_q_lt));
+  summary += fmt::format("- NestedFP8 GEMM alone / cuBLASLt FP8 (per-tensor): {}\n", gm(g_fp8_lt));
+  summary += fmt::format("- NestedFP8 incl. quantization / cuBLASLt FP8 (per-row): {}\n", gm(g_q_ltrow));
+  summary += fmt::format("- speedup cuBLAS FP16 / NestedFP8: {}  (goal >= 1.7)\n", gm(g_speed));
+  summary += fmt::format("- speedup cuBLAS FP16 / NestedFP8 incl. quantization: {}\n", gm(g_speed_q));
+  summary += fmt::format("- NestedFP16 / cuBLAS FP16: {}  (goal <= 1.05)\n", have_nfp16 ? gm(g_nfp16) : "not built");
+  if (opts.all_variants)
+    summary += fmt::format("- best NestedFP8 variant per point / cuBLASLt FP8 (per-tensor), an oracle heuristic over the "
+                           "variants that meet the 1e-3 accuracy bound (no 'fa'): {}\n",
+                           gm(g_best_lt));
+  md += summary;
+
+  nlohmann::json j;
+  j["header"] = {{"gpu", dev.name},       {"sms", dev.sms},         {"l2_bytes", dev.l2_bytes},
+                 {"driver", driver},      {"cuda_runtime", dev.runtime}, {"cublaslt", cublasLtGetVersion()},
+                 {"git_commit", commit},  {"command", opts.command}, {"date", date},
+                 {"method", "CUDA graph replays over >= 4 weight copies (FP8 planes >= 3x L2), kernels of a point interleaved in 5 rounds; median replay / launches"}};
+  j["records"] = nlohmann::json::array();
+  for (auto& r : recs) {
+    nlohmann::json o = {{"kernel", r.kernel}, {"shape", r.shape}, {"N", r.N}, {"K", r.K}, {"M", r.M}};
+    if (std::isnan(r.us)) {
+      o["median_us"] = nullptr;
+      o["note"] = "not supported by this library version";
+    } else {
+      o["median_us"] = r.us;
+      o["tflops"] = 2.0 * r.M * double(r.N) * r.K / r.us * 1e-6;
+      o["tbps"] = r.bytes / r.us * 1e-6;
+    }
+    j["records"].push_back(o);
+  }
+  j["summary"] = {{"nestedfp8_quant_over_cublaslt_fp8", geomean(g_q_lt)},
+                  {"nestedfp8_over_cublaslt_fp8", geomean(g_fp8_lt)},
+                  {"nestedfp8_quant_over_cublaslt_fp8_row", g_q_ltrow.empty() ? NAN : geomean(g_q_ltrow)},
+                  {"cublas_fp16_over_nestedfp8", geomean(g_speed)},
+                  {"cublas_fp16_over_nestedfp8_quant", geomean(g_speed_q)}};
+  if (have_nfp16) j["summary"]["nestedfp16_over_cublas_fp16"] = geomean(g_nfp16);
+  if (opts.all_variants) j["summary"]["best_variant_over_cublaslt_fp8"] = geomean(g_best_lt);
+
+  std::filesystem::create_directories(opts.out_dir);
+  const std::string base = fmt::format("{}/{}-{}-kernels", opts.out_dir, date, slug(dev.name));
+  std::ofstream(base + ".md") << md;
+  std::ofstream(base + ".json") << j.dump(1) << "\n";
+  fmt::print("{}", md);
+  fmt::print(stderr, "bench kernels: wrote {}.md and {}.json\n", base, base);
+  return 0;
+}
+
+}  // namespace nestedfp::cuda

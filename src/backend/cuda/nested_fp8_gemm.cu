@@ -1,0 +1,151 @@
+// NestedFP8 GEMM: argument checks, the variant table and the M-bucket heuristic. The kernels
+// themselves live in nested_fp8_gemm_v_*.cu (one CUTLASS instantiation each).
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "backend/cuda/kernels.hpp"
+#include "backend/cuda/nested_fp8_gemm_impl.hpp"
+
+namespace nestedfp::cuda {
+namespace fp8gemm {
+namespace {
+
+struct Variant {
+  const char* name;
+  void (*run)(const Problem&);
+  int tile_rows, tile_tokens;
+  bool split_k;   // a stream-K kernel run as split-K (K slices chosen from the SM count)
+  int promotion;  // k-blocks of 32 between FP32 promotions; 0 = CUTLASS default (4 = one K tile)
+};
+
+// "p8": the same kernel promoting every 8 k-blocks (256 K) instead of 4: fewer pipeline stalls
+// for the FP32 promotion, accumulation still exact to ~1e-4 (tests/gpu holds every variant to 1e-3).
+const Variant kVariants[] = {
+    {"pp64x16", run_pp64x16, 64, 16, false, 0},
+    {"pp64x32", run_pp64x32, 64, 32, false, 0},
+    {"pp64x64", run_pp64x64, 64, 64, false, 0},
+    {"pp64x128", run_pp64x128, 64, 128, false, 0},
+    {"sk128x16", run_sk128x16, 128, 16, false, 0},
+    {"sk128x32", run_sk128x32, 128, 32, false, 0},
+    {"sk128x64", run_sk128x64, 128, 64, false, 0},
+    {"spk128x16", run_sk128x16, 128, 16, true, 0},
+    {"spk128x32", run_sk128x32, 128, 32, true, 0},
+    {"spk128x64", run_sk128x64, 128, 64, true, 0},
+    {"coop128x128", run_coop128x128, 128, 128, false, 0},
+    {"coop128x128c2", run_coop128x128c2, 128, 128, false, 0},
+    {"pp64x16p8", run_pp64x16, 64, 16, false, 8},
+    {"pp64x64p8", run_pp64x64, 64, 64, false, 8},
+    {"sk128x64p8", run_sk128x64, 128, 64, false, 8},
+    {"coop128x128p8", run_coop128x128, 128, 128, false, 8},
+    {"coop128x128p16", run_coop128x128, 128, 128, false, 16},
+    {"coop128x128fa", run_coop128x128fa, 128, 128, false, 0},
+    {"coop128x256fa", run_coop128x256fa, 128, 256, false, 0},
+    {"coop128x256fac2", run_coop128x256fac2, 128, 256, false, 0},
+};
+constexpr int kNumVariants = int(sizeof(kVariants) / sizeof(kVariants[0]));
+
+// K slices for split-K: enough output tiles x slices to give every SM work, each slice >= 2 K tiles.
+int split_count(const Variant& v, int M, int N, int K, int sms) {
+  const int tiles = ((N + v.tile_rows - 1) / v.tile_rows) * ((M + v.tile_tokens - 1) / v.tile_tokens);
+  const int k_tiles = (K + 127) / 128;
+  return std::max(1, std::min(sms / std::max(tiles, 1), k_tiles / 2));
+}
+
+int index_of(const char* name) {
+  for (int i = 0; i < kNumVariants; ++i)
+    if (std::string(kVariants[i].name) == name) return i;
+  cuda_fail("nested_fp8_gemm: no variant named ", name);
+}
+
+struct DeviceCache {
+  int device = -1, sms = 0;
+};
+
+DeviceCache& device_cache() {
+  thread_local DeviceCache c;
+  int dev = 0;
+  NFP_CUDA_CHECK(cudaGetDevice(&dev));
+  if (c.device != dev) {
+    NFP_CUDA_CHECK(cudaDeviceGetAttribute(&c.sms, cudaDevAttrMultiProcessorCount, dev));
+    c.device = dev;
+  }
+  return c;
+}
+
+}  // namespace
+
+void* workspace_for(size_t bytes, cudaStream_t stream) {
+  static std::mutex mu;
+  static void* ptr = nullptr;
+  static size_t size = 0;
+  std::lock_guard<std::mutex> lock(mu);
+  if (bytes <= size) return ptr;
+  cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
+  NFP_CUDA_CHECK(cudaStreamIsCapturing(stream, &cap));
+  if (cap != cudaStreamCaptureStatusNone)
+    cuda_fail("nested_fp8_gemm: needs ", bytes, " bytes of workspace during graph capture; run the same "
+              "shape once before capturing");
+  if (ptr) NFP_CUDA_CHECK(cudaFree(ptr));
+  ptr = nullptr;
+  size = 0;
+  NFP_CUDA_CHECK(cudaMalloc(&ptr, bytes));
+  size = bytes;
+  return ptr;
+}
+
+}  // namespace fp8gemm
+
+const std::vector<std::string>& nested_fp8_gemm_variant_names() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> v;
+    for (const auto& x : fp8gemm::kVariants) v.emplace_back(x.name);
+    return v;
+  }();
+  return names;
+}
+
+int nested_fp8_gemm_heuristic(int M, int N, int K) {
+  using fp8gemm::index_of;
+  // Fitted to the H200 sweep of 2026-11-22 (bench kernels --all-variants over the DESIGN §4
+  // shapes, bench/results/2026-11-22-h200-kernels.*), among the variants that meet the 1e-3
+  // accuracy bound. Few tokens: the time is streaming the weight; 64-row ping-pong tiles do that
+  // best unless the weight has so many rows that 128-row stream-K tiles balance better. Long K
+  // with few rows: stream-K keeps every SM busy. Otherwise 128x128 cooperative tiles. Promoting
+  // every 8 k-blocks (p8) instead of 4 is 5-15% faster at the same accuracy class.
+  const int sms = fp8gemm::device_cache().sms;
+  const bool many_rows = (N + 63) / 64 >= 2 * sms;
+  if (M <= 16) return index_of(many_rows ? "sk128x16" : "pp64x16p8");
+  if (M <= 32) {
+    if (many_rows) return index_of("sk128x32");
+    return index_of(N <= 4096 ? "pp64x16p8" : K >= 24576 ? "pp64x32" : "sk128x16");
+  }
+  if (M <= 64) return index_of("pp64x64p8");
+  if (M <= 128) return index_of(many_rows ? "coop128x128p8" : N <= 4096 ? "pp64x64p8" : "sk128x64p8");
+  if (M <= 256) return index_of(!many_rows && N <= 4096 ? "sk128x64p8" : "coop128x128p8");
+  if (M <= 512 && !many_rows && K >= 24576) return index_of("sk128x64p8");
+  return index_of("coop128x128p8");
+}
+
+void nested_fp8_gemm(const NestedWeight& w, const uint8_t* xq, const float* x_scale, __half* Y, int M,
+                     cudaStream_t stream, const GemmConfig* cfg) {
+  if (M < 1) cuda_fail("nested_fp8_gemm: M = ", M, " (need M >= 1)");
+  if (w.N < 8 || w.K < 16 || w.N % 8 != 0 || w.K % 16 != 0)
+    cuda_fail("nested_fp8_gemm: weight [", w.N, ", ", w.K, "] unsupported: TMA needs K % 16 == 0 "
+              "(16-byte FP8 rows) and N % 8 == 0 (16-byte FP16 output rows)");
+  auto misaligned = [](const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) != 0; };
+  if (!w.upper || !w.k || !xq || !x_scale || !Y || misaligned(w.upper) || misaligned(xq) || misaligned(Y))
+    cuda_fail("nested_fp8_gemm: null or not 16-byte aligned operand pointer");
+  const int v = cfg && cfg->variant >= 0 ? cfg->variant : nested_fp8_gemm_heuristic(M, w.N, w.K);
+  if (v >= fp8gemm::kNumVariants) cuda_fail("nested_fp8_gemm: variant ", v, " out of range");
+  const auto& dc = fp8gemm::device_cache();
+  const auto& var = fp8gemm::kVariants[v];
+  const int splits = var.split_k ? fp8gemm::split_count(var, M, w.N, w.K, dc.sms) : 0;
+  fp8gemm::Problem p{&w, xq, x_scale, Y, M, stream, dc.device, dc.sms, var.name, splits, var.promotion};
+  fp8gemm::kVariants[v].run(p);
+}
+
+}  // namespace nestedfp::cuda

@@ -1,0 +1,9 @@
+// NestedFP8 GEMM variant pp64x16 (see nested_fp8_gemm.cuh): tile 64x16x128 (weight rows x tokens x K),
+// cluster 1x1, KernelTmaWarpSpecializedPingpong.
+#include "backend/cuda/nested_fp8_gemm.cuh"
+
+namespace nestedfp::cuda::fp8gemm {
+using Cfg_pp64x16 = Config<cute::Shape<cute::_64, cute::_16, cute::_128>, cute::Shape<cute::_1, cute::_1, cute::_1>,
+                      cutlass::gemm::KernelTmaWarpSpecializedPingpong, cutlass::epilogue::TmaWarpSpecialized>;
+void run_pp64x16(const Problem& p) { run<Cfg_pp64x16>(p); }
+}  // namespace nestedfp::cuda::fp8gemm

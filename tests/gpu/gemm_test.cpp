@@ -1,0 +1,218 @@
+// GEMMs against CPU references on fresh random data: NestedFP8 (every variant and the heuristic)
+// against an exact FP8 emulation (E4M3-decoded operands, fp64 sums), cuBLAS FP16 and cuBLASLt FP8
+// against fp64 references, NestedFP16 (when built) against fp64 and between scale modes.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+
+#include "gpu_util.hpp"
+#include "nestedfp/error.hpp"
+#include "nestedfp/format.hpp"
+
+namespace nestedfp::gputest {
+namespace {
+
+struct Case {
+  int M, N, K;
+};
+// M = 1, 7, 64, 300, 4096 with N and K tails against every tile (64/128 rows, 16..128 tokens,
+// K tile 128): N % 64 != 0, K % 128 != 0.
+const Case kCases[] = {{1, 1000, 1040}, {7, 1000, 1040}, {64, 264, 4112}, {300, 520, 784}, {4096, 136, 272},
+                       {17, 8, 16},   {40, 256, 14336}};
+
+// A nested weight on the device, made by the GPU split kernel from random FP16 rows whose
+// magnitudes differ per row (so k differs per row in channel mode).
+struct Weight {
+  int N, K;
+  std::vector<uint16_t> w;  // original FP16
+  std::vector<uint8_t> upper;
+  std::vector<int8_t> k;
+  DeviceBuffer<uint16_t> dw;
+  DeviceBuffer<uint8_t> du, dl;
+  DeviceBuffer<int8_t> dk;
+  Weight(std::mt19937_64& rng, int N_, int K_, bool channel)
+      : N(N_), K(K_), w(random_rows(rng, N_, K_, -9.f, -3.f)), dw(w), du(size_t(N_) * K_), dl(size_t(N_) * K_),
+        dk(N_) {
+    auto st = cuda::split_weight(as_half(dw.get()), N, K, channel, du.get(), dl.get(), dk.get(), nullptr);
+    if (!st.ok) throw Error("test weight not nestable");
+    upper = du.download();
+    k = dk.download();
+  }
+  cuda::NestedWeight view() const { return {du.get(), dl.get(), dk.get(), N, K}; }
+};
+
+struct Activations {
+  int M, K;
+  std::vector<uint16_t> x;
+  std::vector<uint8_t> q;
+  std::vector<float> s;
+  DeviceBuffer<uint16_t> dx;
+  DeviceBuffer<uint8_t> dq;
+  DeviceBuffer<float> ds;
+  Activations(std::mt19937_64& rng, int M_, int K_)
+      : M(M_), K(K_), x(random_rows(rng, M_, K_, -4.f, 4.f)), dx(x), dq(size_t(M_) * K_), ds(M_) {
+    cuda::quantize_e4m3_per_token(as_half(dx.get()), K, M, K, dq.get(), ds.get(), nullptr);
+    q = dq.download();
+    s = ds.download();
+  }
+};
+
+// Exact emulation of the NestedFP8 GEMM: Σ e4m3(x)·e4m3(u) in fp64, times 2^-(k+8) · scale_m.
+std::vector<double> fp8_reference(const Activations& a, const Weight& w) {
+  std::vector<double> xd(a.q.size()), ud(w.upper.size());
+  for (size_t i = 0; i < xd.size(); ++i) xd[i] = format::e4m3_decode(a.q[i]);
+  for (size_t i = 0; i < ud.size(); ++i) ud[i] = format::e4m3_decode(w.upper[i]);
+  std::vector<double> ref(size_t(a.M) * w.N);
+  for (int m = 0; m < a.M; ++m)
+    for (int n = 0; n < w.N; ++n) {
+      const double* xr = &xd[size_t(m) * a.K];
+      const double* ur = &ud[size_t(n) * w.K];
+      double acc = 0;
+      for (int c = 0; c < a.K; ++c) acc += xr[c] * ur[c];
+      ref[size_t(m) * w.N + n] = acc * std::ldexp(1.0, -(w.k[n] + 8)) * a.s[m];
+    }
+  return ref;
+}
+
+// fp64 reference of X · Wᵀ on the original FP16 values.
+std::vector<double> fp16_reference(const Activations& a, const Weight& w) {
+  std::vector<double> xd(a.x.size()), wd(w.w.size());
+  for (size_t i = 0; i < xd.size(); ++i) xd[i] = h2f(a.x[i]);
+  for (size_t i = 0; i < wd.size(); ++i) wd[i] = h2f(w.w[i]);
+  std::vector<double> ref(size_t(a.M) * w.N);
+  for (int m = 0; m < a.M; ++m)
+    for (int n = 0; n < w.N; ++n) {
+      double acc = 0;
+      for (int c = 0; c < a.K; ++c) acc += xd[size_t(m) * a.K + c] * wd[size_t(n) * w.K + c];
+      ref[size_t(m) * w.N + n] = acc;
+    }
+  return ref;
+}
+
+void expect_close(const std::vector<uint16_t>& out, const std::vector<double>& ref, double tol, const std::string& what) {
+  const double rel = rel_error(out, ref), mx = max_error_over_max(out, ref);
+  EXPECT_LE(rel, tol) << what << ": ‖out − ref‖/‖ref‖ (NaN = unwritten or non-finite output)";
+  EXPECT_LE(mx, 10 * tol) << what << ": max |out − ref| / max |ref|";
+}
+
+TEST(NestedFp8Gemm, AllVariantsMatchExactFp8Emulation) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE(testing::Message() << "seed " << seed);
+  std::mt19937_64 rng(seed);
+  const auto& names = cuda::nested_fp8_gemm_variant_names();
+  for (const auto& c : kCases) {
+    SCOPED_TRACE(testing::Message() << "M=" << c.M << " N=" << c.N << " K=" << c.K);
+    Weight w(rng, c.N, c.K, true);
+    Activations a(rng, c.M, c.K);
+    const auto ref = fp8_reference(a, w);
+    DeviceBuffer<uint16_t> y(size_t(c.M) * c.N);
+    for (int v = -1; v < int(names.size()); ++v) {
+      y.poison();
+      cuda::GemmConfig cfg{v};
+      cuda::nested_fp8_gemm(w.view(), a.dq.get(), a.ds.get(), as_half(y.get()), c.M, nullptr, &cfg);
+      const std::string name = v < 0 ? "heuristic" : names[v];
+      const auto out = y.download();
+      // Fast-accumulation variants ("fa": FP8 wgmma accumulators never promoted to FP32) are
+      // opt-in only; they are held to a looser bound and their error is printed.
+      const bool fast = name.size() > 2 && name.find("fa") != std::string::npos;
+      std::printf("  fp8 %-16s M=%-5d N=%-5d K=%-6d rel err %.3g\n", name.c_str(), c.M, c.N, c.K,
+                  rel_error(out, ref));
+      expect_close(out, ref, fast ? 5e-3 : 1e-3, name);
+    }
+  }
+}
+
+TEST(NestedFp8Gemm, RejectsUnalignedShapes) {
+  std::mt19937_64 rng(fresh_seed());
+  Weight w(rng, 16, 48, true);
+  Activations a(rng, 4, 48);
+  DeviceBuffer<uint16_t> y(64);
+  auto v = w.view();
+  v.K = 40;  // K % 16 != 0
+  EXPECT_THROW(cuda::nested_fp8_gemm(v, a.dq.get(), a.ds.get(), as_half(y.get()), 4, nullptr), Error);
+  v = w.view();
+  v.N = 12;  // N % 8 != 0
+  EXPECT_THROW(cuda::nested_fp8_gemm(v, a.dq.get(), a.ds.get(), as_half(y.get()), 4, nullptr), Error);
+  EXPECT_THROW(cuda::nested_fp8_gemm(w.view(), a.dq.get(), a.ds.get(), as_half(y.get()), 0, nullptr), Error);
+}
+
+TEST(CublasGemm, Fp16MatchesFp64Reference) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE(testing::Message() << "seed " << seed);
+  std::mt19937_64 rng(seed);
+  for (const auto& c : kCases) {
+    SCOPED_TRACE(testing::Message() << "M=" << c.M << " N=" << c.N << " K=" << c.K);
+    Weight w(rng, c.N, c.K, false);
+    Activations a(rng, c.M, c.K);
+    DeviceBuffer<uint16_t> y(size_t(c.M) * c.N);
+    y.poison();
+    cuda::cublas_fp16_gemm(as_half(w.dw.get()), c.N, c.K, as_half(a.dx.get()), as_half(y.get()), c.M, nullptr);
+    expect_close(y.download(), fp16_reference(a, w), 1e-3, "cuBLAS FP16");
+  }
+}
+
+TEST(CublasGemm, LtFp8MatchesExactEmulation) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE(testing::Message() << "seed " << seed);
+  std::mt19937_64 rng(seed);
+  for (const auto& c : kCases) {
+    SCOPED_TRACE(testing::Message() << "M=" << c.M << " N=" << c.N << " K=" << c.K);
+    Weight w(rng, c.N, c.K, true);
+    Activations a(rng, c.M, c.K);
+    DeviceBuffer<uint16_t> y(size_t(c.M) * c.N);
+    // Per-row scales reproduce the NestedFP8 result exactly (same reference).
+    std::vector<float> row_scale(c.N);
+    for (int n = 0; n < c.N; ++n) row_scale[n] = std::ldexp(1.f, -(w.k[n] + 8));
+    DeviceBuffer<float> dsa(row_scale);
+    if (cuda::cublaslt_fp8_per_row_supported(c.N, c.K, c.M)) {
+      y.poison();
+      cuda::cublaslt_fp8_gemm(w.du.get(), c.N, c.K, a.dq.get(), as_half(y.get()), c.M, dsa.get(), a.ds.get(),
+                              cuda::LtScaling::PerRow, nullptr);
+      expect_close(y.download(), fp8_reference(a, w), 1e-3, "cuBLASLt FP8 per-row");
+    } else {
+      std::printf("cuBLASLt: no outer-vector (per-row) FP8 kernel for M=%d N=%d K=%d\n", c.M, c.N, c.K);
+    }
+    // Per-tensor: one weight scale and one activation scale, as the baseline uses them.
+    Weight w0(rng, c.N, c.K, false);  // k = 0 everywhere
+    std::vector<float> sa{std::ldexp(1.f, -8)}, sb{a.s[0]};
+    DeviceBuffer<float> dsa0(sa), dsb0(sb);
+    Activations a1 = Activations(rng, c.M, c.K);
+    y.poison();
+    cuda::cublaslt_fp8_gemm(w0.du.get(), c.N, c.K, a1.dq.get(), as_half(y.get()), c.M, dsa0.get(), dsb0.get(),
+                            cuda::LtScaling::PerTensor, nullptr);
+    auto ref = fp8_reference(a1, w0);
+    for (int m = 0; m < c.M; ++m)
+      for (int n = 0; n < c.N; ++n) ref[size_t(m) * c.N + n] *= double(sb[0]) / a1.s[m];
+    expect_close(y.download(), ref, 1e-3, "cuBLASLt FP8 per-tensor");
+  }
+}
+
+#if NESTEDFP_HAVE_NESTED_FP16
+TEST(NestedFp16Gemm, MatchesFp64AndIsIdenticalAcrossScaleModes) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE(testing::Message() << "seed " << seed);
+  std::mt19937_64 rng(seed);
+  for (const auto& c : kCases) {
+    SCOPED_TRACE(testing::Message() << "M=" << c.M << " N=" << c.N << " K=" << c.K);
+    Weight wc(rng, c.N, c.K, true);
+    Activations a(rng, c.M, c.K);
+    // The same FP16 values split without scales.
+    DeviceBuffer<uint8_t> du(size_t(c.N) * c.K), dl(size_t(c.N) * c.K);
+    DeviceBuffer<int8_t> dk(c.N);
+    ASSERT_TRUE(cuda::split_weight(as_half(wc.dw.get()), c.N, c.K, false, du.get(), dl.get(), dk.get(), nullptr).ok);
+    cuda::NestedWeight wn{du.get(), dl.get(), dk.get(), c.N, c.K};
+    DeviceBuffer<uint16_t> y1(size_t(c.M) * c.N), y2(size_t(c.M) * c.N);
+    y1.poison();
+    y2.poison();
+    cuda::nested_fp16_gemm(wc.view(), as_half(a.dx.get()), as_half(y1.get()), c.M, nullptr);
+    cuda::nested_fp16_gemm(wn, as_half(a.dx.get()), as_half(y2.get()), c.M, nullptr);
+    const auto o1 = y1.download();
+    expect_close(o1, fp16_reference(a, wc), 1e-3, "NestedFP16 (channel)");
+    EXPECT_EQ(o1, y2.download()) << "NestedFP16 differs between --nested-scale channel and none";
+  }
+}
+#endif
+
+}  // namespace
+}  // namespace nestedfp::gputest
