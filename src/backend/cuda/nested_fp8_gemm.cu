@@ -20,7 +20,13 @@ struct Variant {
   int tile_rows, tile_tokens;
   bool split_k;   // a stream-K kernel run as split-K (K slices chosen from the SM count)
   int promotion;  // k-blocks of 32 between FP32 promotions; 0 = CUTLASS default (4 = one K tile)
+  bool extra = false;  // compiled only with NESTEDFP_CUDA_EXTRA_KERNELS=ON (see its .cu file)
 };
+#ifdef NFP8_EXTRA_VARIANTS
+constexpr bool kExtraBuilt = true;
+#else
+constexpr bool kExtraBuilt = false;
+#endif
 
 // "p8": the same kernel promoting every 8 k-blocks (256 K) instead of 4: fewer pipeline stalls
 // for the FP32 promotion, accumulation still exact to ~1e-4 (tests/gpu holds every variant to 1e-3).
@@ -28,7 +34,7 @@ const Variant kVariants[] = {
     {"pp64x16", run_pp64x16, 64, 16, false, 0},
     {"pp64x32", run_pp64x32, 64, 32, false, 0},
     {"pp64x64", run_pp64x64, 64, 64, false, 0},
-    {"pp64x128", run_pp64x128, 64, 128, false, 0},
+    {"pp64x128", run_pp64x128, 64, 128, false, 0, true},
     {"sk128x16", run_sk128x16, 128, 16, false, 0},
     {"sk128x32", run_sk128x32, 128, 32, false, 0},
     {"sk128x64", run_sk128x64, 128, 64, false, 0},
@@ -36,15 +42,15 @@ const Variant kVariants[] = {
     {"spk128x32", run_sk128x32, 128, 32, true, 0},
     {"spk128x64", run_sk128x64, 128, 64, true, 0},
     {"coop128x128", run_coop128x128, 128, 128, false, 0},
-    {"coop128x128c2", run_coop128x128c2, 128, 128, false, 0},
+    {"coop128x128c2", run_coop128x128c2, 128, 128, false, 0, true},
     {"pp64x16p8", run_pp64x16, 64, 16, false, 8},
     {"pp64x64p8", run_pp64x64, 64, 64, false, 8},
     {"sk128x64p8", run_sk128x64, 128, 64, false, 8},
     {"coop128x128p8", run_coop128x128, 128, 128, false, 8},
     {"coop128x128p16", run_coop128x128, 128, 128, false, 16},
-    {"coop128x128fa", run_coop128x128fa, 128, 128, false, 0},
-    {"coop128x256fa", run_coop128x256fa, 128, 256, false, 0},
-    {"coop128x256fac2", run_coop128x256fac2, 128, 256, false, 0},
+    {"coop128x128fa", run_coop128x128fa, 128, 128, false, 0, true},
+    {"coop128x256fa", run_coop128x256fa, 128, 256, false, 0, true},
+    {"coop128x256fac2", run_coop128x256fac2, 128, 256, false, 0, true},
 };
 constexpr int kNumVariants = int(sizeof(kVariants) / sizeof(kVariants[0]));
 
@@ -54,6 +60,12 @@ int split_count(const Variant& v, int M, int N, int K, int sms) {
   const int k_tiles = (K + 127) / 128;
   return std::max(1, std::min(sms / std::max(tiles, 1), k_tiles / 2));
 }
+
+}  // namespace
+
+bool variant_built(int v) { return v >= 0 && v < kNumVariants && (!kVariants[v].extra || kExtraBuilt); }
+
+namespace {
 
 int index_of(const char* name) {
   for (int i = 0; i < kNumVariants; ++i)
@@ -98,6 +110,8 @@ void* workspace_for(size_t bytes, cudaStream_t stream) {
 }
 
 }  // namespace fp8gemm
+
+bool nested_fp8_gemm_variant_built(int variant) { return fp8gemm::variant_built(variant); }
 
 const std::vector<std::string>& nested_fp8_gemm_variant_names() {
   static const std::vector<std::string> names = [] {
