@@ -8,10 +8,13 @@
 //  - activations are FP16 where an FP16 Hugging Face model holds them (linear outputs, norm
 //    outputs, residual stream, q/k/v after RoPE, attention output, SiLU*mul);
 //  - FP16 linear: FP16 operands, FP32 accumulation, FP16 output;
-//  - FP8 linear (nested weights only): activations quantized per token to E4M3 with
-//    scale_m = rowmax_m / 448 (q = RNE_e4m3(x / scale_m), saturating), weights = the upper plane
-//    read as E4M3, FP32 accumulation, epilogue * scale_m * 2^-k_r * 2^-8, FP16 output;
-//    plain FP16 weights run the FP16 linear in both precisions.
+//  - FP8 linear (weights with E4M3 bytes: nested or FP8): activations quantized per token to
+//    E4M3 with scale_m = rowmax_m / 448 (q = RNE_e4m3(x / scale_m), saturating), weights = E4M3
+//    bytes, FP32 accumulation, epilogue * scale_m * s_r with one fp32 factor per output row:
+//    s_r = 2^-k_r * 2^-8 for the nested upper plane, max-abs scale for the FP8 baselines;
+//    plain FP16 weights run the FP16 linear in both precisions;
+//  - FP8 baseline weights (WeightFormat::FP8) have no FP16 copy: FP16 steps run them with fp16
+//    activations x dequantized weights (weights-only FP8).
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -22,6 +25,7 @@
 
 namespace nestedfp::format {
 struct NestedTensor;
+struct Fp8Tensor;
 }
 
 namespace nestedfp::backend {
@@ -34,26 +38,37 @@ class Buffer {
 };
 using BufferPtr = std::unique_ptr<Buffer>;
 
+// How a linear weight is held on the device.
+enum class WeightFormat {
+  FP16,    // plain FP16: runs FP16 in both precisions
+  Nested,  // upper + lower planes: exact FP16, or FP8 from the upper plane
+  FP8,     // E4M3 bytes + per-row fp32 scale only (the FP8 baselines)
+};
+const char* to_string(WeightFormat f);
+
 // A linear layer's weight, prepared for the device (planes tiled, fp16 copied, ...).
 class LinearWeight {
  public:
   virtual ~LinearWeight() = default;
   int64_t out_features = 0, in_features = 0;
-  bool nested = false;    // false: plain FP16, runs FP16 in both precisions
+  WeightFormat format = WeightFormat::FP16;
   bool has_bias = false;
+  // FP8 steps run this weight as an FP8 GEMM (so its input is quantized per token).
+  bool runs_fp8() const { return format != WeightFormat::FP16; }
 };
 
-// Host description of a linear weight [out, in] (HF layout). Exactly one of nested / fp16.
+// Host description of a linear weight [out, in] (HF layout). Exactly one of nested / fp8 / fp16.
 struct LinearSpec {
   int64_t out_features = 0, in_features = 0;
   const format::NestedTensor* nested = nullptr;
+  const format::Fp8Tensor* fp8 = nullptr;
   const uint16_t* fp16 = nullptr;  // plain fp16 bits [out, in]
   const uint16_t* bias = nullptr;  // optional fp16 bits [out]
 };
 
 // Input of a linear: fp16 activations and/or their per-token E4M3 quantization.
-// FP16 (and plain weights) read `f16`; FP8 on nested weights reads `q8` + `scale`, or, when only
-// `f16` is given, runs weights-only FP8 (fp16 activations x E4M3 upper plane; an accuracy mode).
+// FP16 (and plain weights) read `f16`; FP8 on nested/FP8 weights reads `q8` + `scale`, or, when
+// only `f16` is given, runs weights-only FP8 (fp16 activations x E4M3 weights; an accuracy mode).
 struct Activation {
   const Buffer* f16 = nullptr;    // fp16 [M, K]
   const Buffer* q8 = nullptr;     // e4m3 bytes [M, K]

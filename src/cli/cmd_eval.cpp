@@ -1,6 +1,9 @@
 // `nestedfp eval`: accuracy evaluations. `eval ppl` implements the perplexity protocol of
 // models/pystd-16m/REFERENCE.json: chunks of 512 tokenizer ids (no special tokens), each fed
-// alone, 511 scored targets per chunk; chunk i = ids[512 i, 512 i + 512).
+// alone, 511 scored targets per chunk; chunk i = ids[512 i, 512 i + 512). Besides fp16 and
+// NestedFP8 (fp8) it runs the FP8 baselines of REFERENCE.json on the same engine: weights stored
+// as E4M3 with their own max-abs scales (fp8-per-tensor, fp8-per-channel) and activations
+// quantized per token exactly as in NestedFP8.
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
@@ -53,16 +56,23 @@ EvalRegistration ppl{
       sub.add_option("--text", *text, "UTF-8 text file, gzip-compressed when it ends in .gz")->required();
       sub.add_option("--chunks", *chunks, "evaluate only the first N chunks (default: all)")->check(CLI::NonNegativeNumber);
       sub.add_option("--chunk-len", *chunk_len, "tokens per chunk (the protocol uses 512)")->check(CLI::Range(2, 1 << 20));
-      sub.add_option("--precision", *precision, "fp16|fp8")->check(CLI::IsMember({"fp16", "fp8"}));
-      sub.add_option("--nested-scale", *scale, "per-row power-of-two scales: none|channel")
+      sub.add_option("--precision", *precision,
+                     "fp16|fp8 (NestedFP8)|fp8-per-tensor|fp8-per-channel (FP8 baselines: weights quantized "
+                     "to E4M3 with max-abs scales, activations per token)")
+          ->check(CLI::IsMember({"fp16", "fp8", "fp8-per-tensor", "fp8-per-channel"}));
+      sub.add_option("--nested-scale", *scale, "per-row power-of-two scales of the nested format: none|channel")
           ->check(CLI::IsMember({"none", "channel"}));
       sub.add_flag("--json", *as_json, "print one JSON object");
       return [=] {
         log_to_stderr();
-        const Precision prec = parse_precision(*precision);
+        const bool baseline = precision->starts_with("fp8-per-");
+        const auto storage = *precision == "fp8-per-tensor"    ? engine::LinearStorage::Fp8PerTensor
+                             : *precision == "fp8-per-channel" ? engine::LinearStorage::Fp8PerChannel
+                                                               : engine::LinearStorage::Nested;
+        const Precision prec = baseline ? Precision::FP8 : parse_precision(*precision);
         const std::string content = engine::read_text_file(*text);
         const Tokenizer tok = Tokenizer::load(*model);
-        auto runner = load_cpu_runner(*model, *scale, *chunk_len);
+        auto runner = load_cpu_runner(*model, *scale, *chunk_len, storage);
         if (*chunk_len > runner->max_model_len())
           fail("--chunk-len {} exceeds the model's max_position_embeddings {}", *chunk_len, runner->max_model_len());
         const std::vector<int32_t> ids = tok.encode(content, false);
@@ -79,7 +89,8 @@ EvalRegistration ppl{
           nlohmann::json j = {{"model", *model},
                               {"text", *text},
                               {"precision", *precision},
-                              {"nested_scale", *scale},
+                              {"nested_scale", baseline ? nlohmann::json() : nlohmann::json(*scale)},
+                              {"weights", engine::to_string(storage)},
                               {"ppl", r.ppl},
                               {"mean_nll", r.mean_nll},
                               {"tokens", r.tokens},
@@ -90,9 +101,9 @@ EvalRegistration ppl{
                               {"backend", runner->backend().name()}};
           std::printf("%s\n", j.dump().c_str());
         } else {
-          std::printf("ppl %.4f  (mean NLL %.5f over %lld tokens in %d chunks of %d; %s, nested-scale %s; %.1f s)\n",
-                      r.ppl, r.mean_nll, static_cast<long long>(r.tokens), r.chunks, *chunk_len, precision->c_str(),
-                      scale->c_str(), r.seconds);
+          const std::string what = baseline ? *precision : fmt::format("{}, nested-scale {}", *precision, *scale);
+          std::printf("ppl %.4f  (mean NLL %.5f over %lld tokens in %d chunks of %d; %s; %.1f s)\n", r.ppl,
+                      r.mean_nll, static_cast<long long>(r.tokens), r.chunks, *chunk_len, what.c_str(), r.seconds);
         }
         return 0;
       };

@@ -27,11 +27,12 @@ inline Precision parse_precision(const std::string& s) {
   fail("unknown precision '{}' (use fp16 or fp8)", s);
 }
 
-// Loads MODEL_DIR (config, weights nested with `scale`) onto the cpu backend with enough KV
-// blocks for `max_tokens` tokens of one sequence.
-inline std::unique_ptr<engine::ModelRunner> load_cpu_runner(const std::string& dir, const std::string& scale,
-                                                            int max_tokens) {
-  auto weights = engine::ModelWeights::load(dir, format::parse_scale_mode(scale));
+// Loads MODEL_DIR (config, weights nested with `scale`, or stored as an FP8 baseline) onto the
+// cpu backend with enough KV blocks for `max_tokens` tokens of one sequence.
+inline std::unique_ptr<engine::ModelRunner> load_cpu_runner(
+    const std::string& dir, const std::string& scale, int max_tokens,
+    engine::LinearStorage storage = engine::LinearStorage::Nested) {
+  auto weights = engine::ModelWeights::load(dir, format::parse_scale_mode(scale), storage);
   engine::RunnerOptions o;
   const int len = std::min(max_tokens, weights.config.max_position_embeddings);
   o.num_kv_blocks = std::max(1, (len + kKvBlockSize - 1) / kKvBlockSize);

@@ -29,10 +29,11 @@ static BufferPtr upload_vec(backend::Backend& be, const std::vector<uint16_t>& v
   return b;
 }
 
-static std::unique_ptr<LinearWeight> upload_linear(backend::Backend& be, const HostLinear& l) {
+std::unique_ptr<LinearWeight> upload_linear(backend::Backend& be, const HostLinear& l) {
   backend::LinearSpec s;
   s.out_features = l.rows, s.in_features = l.cols;
   if (l.nested) s.nested = &*l.nested;
+  else if (l.fp8) s.fp8 = &*l.fp8;
   else s.fp16 = l.fp16.data();
   if (!l.bias.empty()) s.bias = l.bias.data();
   return be.create_linear(s);
@@ -145,7 +146,7 @@ StepOutput ModelRunner::execute(const StepInput& in) {
   auto prepare = [&](const backend::Buffer* norm_w, backend::Buffer& src, int64_t cols,
                      std::initializer_list<const LinearWeight*> consumers) -> Activation {
     bool need16 = !fp8, need8 = false;
-    for (const LinearWeight* w : consumers) (fp8 && fp8_acts_ && w->nested ? need8 : need16) = true;
+    for (const LinearWeight* w : consumers) (fp8 && fp8_acts_ && w->runs_fp8() ? need8 : need16) = true;
     Activation a;
     backend::Buffer* x16 = &src;
     if (norm_w && !need16) {
@@ -162,10 +163,14 @@ StepOutput ModelRunner::execute(const StepInput& in) {
   be.embedding(*embed_, c.vocab_size, H, ids, *s.h);
   for (size_t li = 0; li < layers_.size(); ++li) {
     const Layer& L = layers_[li];
+    auto linear = [&](const char* name, const LinearWeight& w, const Activation& a, backend::Buffer& y) {
+      if (tap_) tap_(int(li), name, a, T);
+      be.linear(in.precision, w, a, T, y);
+    };
     Activation a = prepare(L.input_norm.get(), *s.h, H, {L.q.get(), L.k.get(), L.v.get()});
-    be.linear(in.precision, *L.q, a, T, *s.q);
-    be.linear(in.precision, *L.k, a, T, *s.k);
-    be.linear(in.precision, *L.v, a, T, *s.v);
+    linear("q", *L.q, a, *s.q);
+    linear("k", *L.k, a, *s.k);
+    linear("v", *L.v, a, *s.v);
     if (c.qk_norm) {
       be.rmsnorm(*s.q, *L.q_norm, T * nq, hd, eps, *s.q);
       be.rmsnorm(*s.k, *L.k_norm, T * nkv, hd, eps, *s.k);
@@ -174,20 +179,20 @@ StepOutput ModelRunner::execute(const StepInput& in) {
     be.write_kv(*kv_, int(li), *s.k, *s.v, slots);
     be.attention(*kv_, int(li), *s.q, aseqs, nq, 1.f / std::sqrt(float(hd)), *s.attn);
     a = prepare(nullptr, *s.attn, int64_t(nq) * hd, {L.o.get()});
-    be.linear(in.precision, *L.o, a, T, *s.o);
+    linear("o", *L.o, a, *s.o);
     be.add(*s.h, *s.o, T * H);
 
     a = prepare(L.post_norm.get(), *s.h, H, {L.gate.get(), L.up.get()});
-    be.linear(in.precision, *L.gate, a, T, *s.gate);
-    be.linear(in.precision, *L.up, a, T, *s.up);
-    if (fp8 && fp8_acts_ && L.down->nested) {
+    linear("gate", *L.gate, a, *s.gate);
+    linear("up", *L.up, a, *s.up);
+    if (fp8 && fp8_acts_ && L.down->runs_fp8()) {
       be.silu_mul_quant(*s.gate, *s.up, T, I, *s.q8, *s.scale);
       a = Activation{nullptr, s.q8.get(), s.scale.get()};
     } else {
       be.silu_mul(*s.gate, *s.up, T, I, *s.act);
       a = Activation{s.act.get()};
     }
-    be.linear(in.precision, *L.down, a, T, *s.o);
+    linear("down", *L.down, a, *s.o);
     be.add(*s.h, *s.o, T * H);
   }
 

@@ -2,6 +2,7 @@
 // The Llama-family graph over a Backend, as a ModelExecutor (step.hpp): one execute() runs any
 // mix of prefill chunks and decode tokens of many sequences, in the step's precision. The runner
 // owns the paged KV cache (through the backend); the engine owns the block ids.
+#include <functional>
 #include <memory>
 
 #include "engine/model_weights.hpp"
@@ -19,6 +20,10 @@ struct RunnerOptions {
   bool fp8_activations = true;
 };
 
+// Called before each decoder linear with its input (accuracy tools capture activations).
+// `linear` is one of q, k, v, o, gate, up, down; x.f16 is set in FP16 steps.
+using LinearTap = std::function<void(int layer, const char* linear, const backend::Activation& x, int64_t M)>;
+
 class ModelRunner final : public ModelExecutor {
  public:
   // Uploads the weights (the host copy may be dropped afterwards).
@@ -34,6 +39,7 @@ class ModelRunner final : public ModelExecutor {
   const io::ModelConfig& config() const { return config_; }
   backend::Backend& backend() { return *be_; }
   static size_t kv_bytes_per_block(const io::ModelConfig& c);
+  void set_linear_tap(LinearTap tap) { tap_ = std::move(tap); }
 
  private:
   struct Layer;
@@ -51,6 +57,10 @@ class ModelRunner final : public ModelExecutor {
   std::unique_ptr<backend::Rope> rope_;
   std::unique_ptr<backend::KvCache> kv_;
   std::unique_ptr<Scratch> s_;
+  LinearTap tap_;
 };
+
+// Hands a host linear weight (nested, fp8 or plain) to the backend.
+std::unique_ptr<backend::LinearWeight> upload_linear(backend::Backend& be, const HostLinear& l);
 
 }  // namespace nestedfp::engine

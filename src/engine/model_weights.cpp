@@ -12,13 +12,28 @@
 
 namespace nestedfp::engine {
 
+const char* to_string(LinearStorage s) {
+  switch (s) {
+    case LinearStorage::Fp8PerTensor: return "fp8-per-tensor";
+    case LinearStorage::Fp8PerChannel: return "fp8-per-channel";
+    case LinearStorage::Nested: break;
+  }
+  return "nested";
+}
+
 HostLinear make_linear(std::string name, std::vector<uint16_t> w, int64_t rows, int64_t cols,
-                       format::ScaleMode mode, bool allow_nesting) {
+                       format::ScaleMode mode, bool allow_nesting, LinearStorage storage) {
   HostLinear l;
   l.name = std::move(name), l.rows = rows, l.cols = cols;
   if (!allow_nesting) {
     l.plain_reason = "never nested";
     l.fp16 = std::move(w);
+    return l;
+  }
+  if (storage != LinearStorage::Nested) {
+    l.fp8 = format::quantize_fp8(w.data(), rows, cols,
+                                 storage == LinearStorage::Fp8PerTensor ? format::Fp8Granularity::PerTensor
+                                                                        : format::Fp8Granularity::PerChannel);
     return l;
   }
   const format::Eligibility e = format::check(w.data(), rows, cols, mode);
@@ -67,6 +82,8 @@ std::vector<uint16_t> rows_of(const std::vector<uint16_t>& w, int64_t cols, int6
 void count(ModelWeights& m, const HostLinear& l) {
   if (l.nested) {
     ++m.report.nested;
+  } else if (l.fp8) {
+    ++m.report.fp8;
   } else {
     ++m.report.plain;
     m.report.plain_tensors.push_back(l.name + ": " + l.plain_reason);
@@ -75,10 +92,11 @@ void count(ModelWeights& m, const HostLinear& l) {
 
 }  // namespace
 
-ModelWeights ModelWeights::load(const std::string& dir, format::ScaleMode mode) {
+ModelWeights ModelWeights::load(const std::string& dir, format::ScaleMode mode, LinearStorage storage) {
   ModelWeights m;
   m.config = io::load_config(dir);
   m.scale_mode = mode;
+  m.storage = storage;
   const auto& c = m.config;
   Loader ld(dir, m);
   const int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
@@ -89,7 +107,7 @@ ModelWeights ModelWeights::load(const std::string& dir, format::ScaleMode mode) 
     const std::string p = fmt::format("model.layers.{}.", i);
     HostLayer L;
     auto lin = [&](const std::string& name, std::vector<uint16_t> w, int64_t rows, int64_t cols) {
-      HostLinear l = make_linear(name, std::move(w), rows, cols, mode);
+      HostLinear l = make_linear(name, std::move(w), rows, cols, mode, true, storage);
       count(m, l);
       return l;
     };
@@ -133,8 +151,13 @@ ModelWeights ModelWeights::load(const std::string& dir, format::ScaleMode mode) 
                             c.vocab_size, H, mode, false);
   }
   for (const auto& t : m.report.plain_tensors) spdlog::info("kept plain FP16: {}", t);
-  spdlog::info("loaded {}: {} layers, {} linear weights nested ({}), {} plain FP16; lm_head and embedding plain",
-               dir, c.num_layers, m.report.nested, format::to_string(mode), m.report.plain);
+  if (storage != LinearStorage::Nested) {
+    spdlog::info("loaded {}: {} layers, {} linear weights quantized to {} (baseline, no FP16 copy); lm_head and embedding FP16",
+                 dir, c.num_layers, m.report.fp8, to_string(storage));
+  } else {
+    spdlog::info("loaded {}: {} layers, {} linear weights nested ({}), {} plain FP16; lm_head and embedding plain",
+                 dir, c.num_layers, m.report.nested, format::to_string(mode), m.report.plain);
+  }
   if (m.report.bf16_overflow || m.report.bf16_inexact)
     spdlog::warn("BF16 -> FP16 conversion: {} values overflowed, {} lost bits ({} became zero)",
                  m.report.bf16_overflow, m.report.bf16_inexact, m.report.bf16_underflow);

@@ -11,6 +11,7 @@
 #include "nestedfp/backend.hpp"
 #include "nestedfp/error.hpp"
 #include "nestedfp/format.hpp"
+#include "nestedfp/fp8_weight.hpp"
 #include "nestedfp/half.hpp"
 
 namespace nestedfp::backend {
@@ -90,12 +91,17 @@ class CpuBackend final : public Backend {
       if (t.rows != s.out_features || t.cols != s.in_features)
         fail("create_linear: nested tensor is {}x{}, expected {}x{}", t.rows, t.cols, s.out_features, s.in_features);
       w->packed = cpu::pack_nested(t.upper.data(), t.lower.data(), t.k.empty() ? nullptr : t.k.data(), t.rows, t.cols);
-      w->nested = true;
+    } else if (s.fp8) {
+      const auto& t = *s.fp8;
+      if (t.rows != s.out_features || t.cols != s.in_features)
+        fail("create_linear: fp8 tensor is {}x{}, expected {}x{}", t.rows, t.cols, s.out_features, s.in_features);
+      w->packed = cpu::pack_fp8(t.q.data(), t.scale.data(), t.rows, t.cols);
     } else if (s.fp16) {
       w->packed = cpu::pack_plain(s.fp16, s.out_features, s.in_features);
     } else {
-      fail("create_linear: neither nested nor fp16 weights given");
+      fail("create_linear: no weights given (nested, fp8 or fp16)");
     }
+    w->format = w->packed.format;
     if (s.bias) {
       w->has_bias = true;
       w->packed.bias.resize(size_t(s.out_features));
@@ -197,18 +203,18 @@ class CpuBackend final : public Backend {
     const int64_t K = w.K;
     uint16_t* y = ptr<uint16_t>(out, size_t(M * w.N), "linear out");
     act_.resize(size_t(M * K));
-    const bool fp8 = precision == Precision::FP8 && lw.nested;
+    const bool fp8 = precision == Precision::FP8 && lw.runs_fp8();
     if (fp8 && !x.q8 && x.f16) {  // weights-only FP8 (accuracy studies)
       const uint16_t* a = ptr<uint16_t>(*x.f16, size_t(M * K), "linear x");
       pool_.parallel_for(M, [&](int64_t m, int) { cpu::fp16_to_f32(a + m * K, act_.data() + m * K, K); });
       cpu::gemm(pool_, act_.data(), M, w, true, nullptr, y);
     } else if (fp8) {
-      if (!x.q8 || !x.scale) fail("linear: FP8 on a nested weight needs quantized activations");
+      if (!x.q8 || !x.scale) fail("linear: FP8 on a {} weight needs quantized activations", to_string(lw.format));
       const uint8_t* q = ptr<uint8_t>(*x.q8, size_t(M * K), "linear q8");
       const float* lut = cpu::e4m3_values();
       for (int64_t i = 0; i < M * K; ++i) act_[i] = lut[q[i]];
       cpu::gemm(pool_, act_.data(), M, w, true, ptr<float>(*x.scale, size_t(M), "linear scale"), y);
-    } else {
+    } else {  // FP16 (FP8 baseline weights: weights-only, gemm decodes their E4M3 bytes)
       if (!x.f16) fail("linear: an FP16 linear needs fp16 activations");
       const uint16_t* a = ptr<uint16_t>(*x.f16, size_t(M * K), "linear x");
       pool_.parallel_for(M, [&](int64_t m, int) { cpu::fp16_to_f32(a + m * K, act_.data() + m * K, K); });

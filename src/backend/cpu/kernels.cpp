@@ -104,7 +104,7 @@ static void tile(const T* src, int64_t N, int64_t K, std::vector<T>& dst) {
 PackedWeight pack_nested(const uint8_t* upper, const uint8_t* lower, const int8_t* k, int64_t N,
                          int64_t K) {
   PackedWeight w;
-  w.N = N, w.K = K, w.panels = (N + kPanel - 1) / kPanel, w.nested = true;
+  w.N = N, w.K = K, w.panels = (N + kPanel - 1) / kPanel, w.format = backend::WeightFormat::Nested;
   tile(upper, N, K, w.upper);
   tile(lower, N, K, w.lower);
   w.col_scale.assign(size_t(w.panels * kPanel), 1.f);
@@ -112,9 +112,18 @@ PackedWeight pack_nested(const uint8_t* upper, const uint8_t* lower, const int8_
   return w;
 }
 
+PackedWeight pack_fp8(const uint8_t* q, const float* scale, int64_t N, int64_t K) {
+  PackedWeight w;
+  w.N = N, w.K = K, w.panels = (N + kPanel - 1) / kPanel, w.format = backend::WeightFormat::FP8;
+  tile(q, N, K, w.upper);
+  w.col_scale.assign(size_t(w.panels * kPanel), 1.f);
+  for (int64_t n = 0; n < N; ++n) w.col_scale[n] = scale[n] * 256.f;  // decode gives e4m3 * 2^-8
+  return w;
+}
+
 PackedWeight pack_plain(const uint16_t* src, int64_t N, int64_t K) {
   PackedWeight w;
-  w.N = N, w.K = K, w.panels = (N + kPanel - 1) / kPanel, w.nested = false;
+  w.N = N, w.K = K, w.panels = (N + kPanel - 1) / kPanel, w.format = backend::WeightFormat::FP16;
   tile(src, N, K, w.f16);
   w.col_scale.assign(size_t(w.panels * kPanel), 1.f);
   return w;
@@ -126,7 +135,7 @@ namespace detail {
 void decode_panel_scalar(const PackedWeight& w, int64_t panel, int64_t k0, int64_t kc, bool fp8,
                          float* out) {
   const size_t base = size_t((panel * w.K + k0) * kPanel), n = size_t(kc * kPanel);
-  if (!w.nested) {
+  if (!w.has_e4m3()) {
     for (size_t i = 0; i < n; ++i) out[i] = fp16_to_float(w.f16[base + i]);
   } else if (fp8) {
     const float* lut = e4m3_values();
@@ -157,7 +166,7 @@ void gemm(ThreadPool& pool, const float* A, int64_t M, const PackedWeight& w, bo
   constexpr int64_t kKc = 256, kMb = 96, kMr = 6;
   const int64_t K = w.K, N = w.N;
   if (M <= 0 || N <= 0) return;
-  fp8 = fp8 && w.nested;
+  fp8 = w.has_e4m3() && (fp8 || !w.has_fp16());
   const bool avx2 = active_isa() == Isa::Avx2;
   const auto decode = avx2 ? detail::decode_panel_avx2 : detail::decode_panel_scalar;
   const auto micro = avx2 ? detail::micro_avx2 : detail::micro_scalar;

@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "nestedfp/backend.hpp"
+
 namespace nestedfp::cpu {
 
 class ThreadPool;
@@ -31,23 +33,31 @@ void quantize_row_f32(const float* x, int64_t n, uint8_t* q, float* scale);
 inline constexpr int kPanel = 16;  // output columns per packed panel
 
 // A weight [N, K] tiled in panels of 16 rows: element (n, k) at ((n/16)*K + k)*16 + n%16.
-// Nested weights keep both byte planes (one copy; FP16 merges them, FP8 reads `upper`);
-// plain weights keep fp16 bits. Rows past N are zero.
+// Nested weights keep both byte planes (one copy; FP16 merges them, FP8 reads `upper`); FP8
+// baseline weights keep only their E4M3 bytes in `upper`; plain weights keep fp16 bits.
+// E4M3 bytes always decode to e4m3 * 2^-8 (the nested convention), and `col_scale` is the
+// per-row fp32 factor of the epilogue: 2^-k_r (nested), s_r * 2^8 (FP8: the 2^8 cancels the
+// decode's 2^-8 exactly), 1 (plain). Rows past N are zero.
 struct PackedWeight {
   int64_t N = 0, K = 0, panels = 0;
-  bool nested = false;
+  backend::WeightFormat format = backend::WeightFormat::FP16;
   std::vector<uint8_t> upper, lower;
   std::vector<uint16_t> f16;
-  std::vector<float> col_scale;  // 2^-k_r per row (1 for plain), padded to panels*16
+  std::vector<float> col_scale;  // per-row epilogue factor, padded to panels*16
   std::vector<float> bias;       // empty or N values (fp16 bias as float)
+  bool has_e4m3() const { return format != backend::WeightFormat::FP16; }
+  bool has_fp16() const { return format != backend::WeightFormat::FP8; }
 };
 PackedWeight pack_nested(const uint8_t* upper, const uint8_t* lower, const int8_t* k, int64_t N,
                          int64_t K);
+// E4M3 bytes q [N, K] with weight ≈ e4m3(q) * scale[n].
+PackedWeight pack_fp8(const uint8_t* q, const float* scale, int64_t N, int64_t K);
 PackedWeight pack_plain(const uint16_t* w, int64_t N, int64_t K);
 
 // Y[M, N] (fp16 bits) = fp16((A · Bᵀ) * row_scale[m] * col_scale[n] + bias[n]), with
 // A fp32 [M, K] and B the packed weight decoded exactly to fp32: merged fp16 (fp8 = false) or
-// e4m3(upper) * 2^-8 (fp8 = true, nested only). row_scale may be null (1).
+// e4m3(upper) * 2^-8 (fp8 = true on nested weights, always on FP8 weights; plain weights always
+// decode fp16). row_scale may be null (1).
 void gemm(ThreadPool& pool, const float* A, int64_t M, const PackedWeight& w, bool fp8,
           const float* row_scale, uint16_t* Y);
 

@@ -11,7 +11,7 @@ namespace nestedfp::cpu::detail {
 NFP_AVX2 void decode_panel_avx2(const PackedWeight& w, int64_t panel, int64_t k0, int64_t kc,
                                 bool fp8, float* out) {
   const size_t base = size_t((panel * w.K + k0) * kPanel);
-  if (!w.nested) {
+  if (!w.has_e4m3()) {
     const uint16_t* src = w.f16.data() + base;
     for (int64_t k = 0; k < kc; ++k) {
       const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + k * kPanel));
