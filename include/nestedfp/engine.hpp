@@ -1,0 +1,179 @@
+#pragma once
+// The serving engine (DESIGN §3): a request queue, a step loop on its own thread, continuous
+// batching over a paged KV cache, a precision policy per step, and one event stream per request.
+//
+// Threads: any thread may call add_request / abort / set_precision_policy / metrics_text / stats;
+// one step thread (start()) runs the model. Tests may instead call step() themselves (without
+// start()).
+//
+// What a seed guarantees. A request's sampler draws from its own random generator, seeded from
+// `seed` (or from a random seed when absent) and advanced once per generated token, so its draws
+// do not depend on other requests. With the same seed, prompt and sampling parameters, a request
+// produces the same tokens whether it runs alone or batched with any other requests, and whatever
+// the arrival order, chunking or preemptions (a preempted request recomputes its KV and continues
+// with its generator where it stopped), PROVIDED the backend computes a sequence's logits
+// independently of the other sequences in the step and of how its prompt was chunked (the cpu
+// backend does; tests/server checks it) AND every step that touched the request ran at the same
+// precision as in the run compared against. Precision is a per-step, engine-wide choice: under
+// `fp16` or `fp8` the guarantee holds; under `dynamic` a request's steps switch precision with the
+// total load, its logits change from the first step that switched (FP8 changes both the logits of
+// that step and the KV it writes, which every later token attends to), and the tokens may then
+// differ. An admin change of the policy mid-request has the same effect. The guarantee is per
+// backend and build: the cpu and cuda backends do not give bit-identical logits.
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "nestedfp/error.hpp"
+#include "nestedfp/sampler.hpp"
+#include "nestedfp/step.hpp"
+
+namespace nestedfp {
+
+class Tokenizer;
+
+// A request the engine cannot take: the message says what to change (HTTP 400).
+class RequestError : public Error {
+ public:
+  using Error::Error;
+};
+// The waiting queue is full (HTTP 429): retry later.
+class QueueFullError : public Error {
+ public:
+  using Error::Error;
+};
+
+inline constexpr int kMaxLogprobs = 20;  // most alternatives per token (OpenAI's limit)
+
+struct GenerationRequest {
+  std::vector<int32_t> prompt;
+  int max_tokens = 16;                 // 0 allowed: prompt only (with prompt_logprobs)
+  SamplingParams sampling;             // seed absent: the engine draws a random one
+  std::vector<std::string> stop;       // stop strings; the text ends before the first match
+  bool include_stop_str = false;
+  std::vector<int32_t> stop_token_ids; // like EOS: finish "stop", not part of the text
+  bool ignore_eos = false;
+  int logprobs = -1;                   // <0: none; k>=0: chosen token's logprob and top k alternatives
+  bool prompt_logprobs = false;        // logprobs of prompt tokens 1.. (with `logprobs` alternatives)
+};
+
+enum class FinishReason { None, Stop, Length, Abort, Error };
+const char* to_string(FinishReason r);  // "", "stop", "length", "abort", "error"
+
+// What happened to a request since the previous event (events may be merged when the reader is
+// slower than the engine).
+struct RequestEvent {
+  std::vector<int32_t> token_ids;        // newly generated ids (EOS / stop ids included)
+  // Parallel to token_ids when logprobs >= 0: log-softmax of the raw logits (before temperature,
+  // top-k, top-p) of the chosen token and of the `logprobs` most likely ones (sampler.hpp).
+  std::vector<LogprobInfo> logprobs;
+  std::string text;                      // newly released text (UTF-8; held back near stop strings)
+  // Once, with or before the first token, when prompt_logprobs was asked: one entry per prompt
+  // token, the first empty (nothing predicts it).
+  std::vector<std::optional<LogprobInfo>> prompt_logprobs;
+  FinishReason finish = FinishReason::None;
+  std::string error;                     // when finish == Error
+  int prompt_tokens = 0;
+  int completion_tokens = 0;             // generated so far
+};
+
+// The per-request event stream (one reader).
+class RequestStream {
+ public:
+  explicit RequestStream(int64_t id) : id_(id) {}
+  int64_t id() const { return id_; }
+  // Waits up to `timeout` for events and returns them merged; nullopt on timeout or after the
+  // final event (finish != None) was returned.
+  std::optional<RequestEvent> next(std::chrono::milliseconds timeout);
+  bool done() const;  // the final event was returned by next()
+
+  void push(RequestEvent ev);  // engine side
+
+ private:
+  const int64_t id_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<RequestEvent> pending_;
+  bool final_pushed_ = false, final_taken_ = false;
+};
+
+// Turns generated ids into text incrementally, holding back incomplete UTF-8 characters.
+class TextDecoder {
+ public:
+  virtual ~TextDecoder() = default;
+  virtual std::string push(int32_t id) = 0;
+  virtual std::string finish() = 0;
+};
+using TextDecoderFactory = std::function<std::unique_ptr<TextDecoder>()>;
+// Adapter over the tokenizer's IncrementalDecoder (special tokens skipped).
+TextDecoderFactory text_decoder_factory(const Tokenizer& tokenizer);
+
+struct EngineConfig {
+  int max_num_batched_tokens = 512;  // tokens per step
+  int max_num_seqs = 32;             // sequences per step and running at once
+  int max_model_len = 0;             // 0: the executor's; capped by the KV pool
+  int num_kv_blocks = 0;             // 0: all the executor allocated; else at most that many
+  // Requests waiting for admission (not yet running) beyond which add_request throws
+  // QueueFullError. Running requests do not count.
+  size_t max_queue = 256;
+  std::string precision = "fp16";    // policy spec, see precision_policy.hpp
+  std::vector<int32_t> eos_token_ids;
+  TextDecoderFactory text_decoder;   // null: events carry token ids only
+};
+
+struct EngineStats {
+  int kv_blocks_total = 0, kv_blocks_used = 0, kv_blocks_free = 0;
+  int waiting = 0, running = 0;
+  uint64_t preemptions = 0;
+  uint64_t steps_fp16 = 0, steps_fp8 = 0, tokens_fp16 = 0, tokens_fp8 = 0;
+  uint64_t requests_added = 0, requests_finished = 0, requests_aborted = 0;
+  std::string precision_policy;
+};
+
+class Engine {
+ public:
+  // `executor` must outlive the engine. Throws Error for an invalid configuration.
+  Engine(ModelExecutor& executor, EngineConfig cfg);
+  ~Engine();  // stops the step thread; unfinished requests end with finish "abort"
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  void start();  // the step thread
+  void stop();
+
+  // Validates and queues a request; throws RequestError (fix the request) or QueueFullError.
+  std::shared_ptr<RequestStream> add_request(GenerationRequest req);
+  // Ends a request now: its blocks are freed at once and its stream gets a final "abort" event.
+  // False when the id is unknown or already finished.
+  bool abort(int64_t request_id);
+  // Runs one step on the calling thread; false when there was nothing to run.
+  bool step();
+
+  // Replaces the policy (takes effect from the next step); throws Error for a bad spec.
+  void set_precision_policy(std::string_view spec);
+  std::string precision_policy() const;
+
+  std::string metrics_text() const;  // Prometheus text exposition format
+  EngineStats stats() const;
+  // Blocks until no request is waiting or running (tests, shutdown); false on timeout.
+  bool wait_idle(std::chrono::milliseconds timeout) const;
+
+  int max_model_len() const;
+  int vocab_size() const;
+  const EngineConfig& config() const;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace nestedfp

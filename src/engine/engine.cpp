@@ -1,0 +1,519 @@
+#include "nestedfp/engine.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <random>
+#include <span>
+#include <thread>
+#include <unordered_map>
+
+#include "engine/block_manager.hpp"
+#include "engine/metrics.hpp"
+#include "engine/scheduler.hpp"
+#include "engine/stop_checker.hpp"
+#include "nestedfp/precision_policy.hpp"
+#include "nestedfp/sampler.hpp"
+
+namespace nestedfp {
+
+using Clock = std::chrono::steady_clock;
+
+const char* to_string(FinishReason r) {
+  switch (r) {
+    case FinishReason::Stop: return "stop";
+    case FinishReason::Length: return "length";
+    case FinishReason::Abort: return "abort";
+    case FinishReason::Error: return "error";
+    default: return "";
+  }
+}
+
+// ---- RequestStream ------------------------------------------------------------------------
+
+void RequestStream::push(RequestEvent ev) {
+  {
+    std::lock_guard lk(mu_);
+    if (final_pushed_) return;
+    final_pushed_ = ev.finish != FinishReason::None;
+    pending_.push_back(std::move(ev));
+  }
+  cv_.notify_all();
+}
+
+std::optional<RequestEvent> RequestStream::next(std::chrono::milliseconds timeout) {
+  std::unique_lock lk(mu_);
+  if (final_taken_) return std::nullopt;
+  if (!cv_.wait_for(lk, timeout, [&] { return !pending_.empty(); })) return std::nullopt;
+  RequestEvent out = std::move(pending_.front());
+  for (size_t i = 1; i < pending_.size(); ++i) {
+    auto& e = pending_[i];
+    out.token_ids.insert(out.token_ids.end(), e.token_ids.begin(), e.token_ids.end());
+    for (auto& l : e.logprobs) out.logprobs.push_back(std::move(l));
+    out.text += e.text;
+    if (!e.prompt_logprobs.empty()) out.prompt_logprobs = std::move(e.prompt_logprobs);
+    out.finish = e.finish;
+    out.error = std::move(e.error);
+    out.prompt_tokens = e.prompt_tokens;
+    out.completion_tokens = e.completion_tokens;
+  }
+  pending_.clear();
+  final_taken_ = out.finish != FinishReason::None;
+  return out;
+}
+
+bool RequestStream::done() const {
+  std::lock_guard lk(mu_);
+  return final_taken_;
+}
+
+// ---- Engine -------------------------------------------------------------------------------
+
+namespace {
+
+struct Record {
+  engine::Sequence seq;
+  GenerationRequest req;
+  std::unique_ptr<RequestSampler> sampler;
+  std::unique_ptr<TextDecoder> decoder;
+  engine::StopChecker stops;
+  std::shared_ptr<RequestStream> stream;
+  Clock::time_point arrival, first_token, last_token;
+  int generated = 0;
+  std::atomic<bool> done{false};  // set under the engine lock; read without it while sampling
+  bool in_flight = false;         // in the step the executor is running (record must stay alive)
+  std::vector<std::optional<LogprobInfo>> prompt_lp;
+  bool prompt_lp_sent = false;
+};
+
+double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+}  // namespace
+
+struct Engine::Impl {
+  Impl(ModelExecutor& e, EngineConfig c);
+
+  ModelExecutor& exec;
+  EngineConfig cfg;
+  int vocab = 0;
+  int max_len = 0;
+  mutable std::mutex mu;
+  std::condition_variable work_cv;
+  mutable std::condition_variable idle_cv;
+  std::mutex step_mu;  // one step at a time
+  std::unique_ptr<engine::BlockManager> bm;
+  std::unique_ptr<engine::Scheduler> sched;
+  std::unique_ptr<PrecisionPolicy> policy;
+  std::unordered_map<int64_t, std::unique_ptr<Record>> recs;
+  int64_t next_id = 1;
+  uint64_t next_arrival = 0;
+  std::mt19937_64 seed_rng{std::random_device{}()};
+  engine::Metrics metrics;
+  std::thread thread;
+  bool stopping = false;
+  uint64_t aborted = 0;
+
+  bool has_work() const { return sched->num_waiting() + sched->num_running() > 0; }
+  void finish(Record& r, FinishReason why, RequestEvent ev);
+  void commit_token(Record& r, int32_t token, LogprobInfo lp, RequestEvent& ev);
+  void loop();
+  bool step();
+};
+
+Engine::Impl::Impl(ModelExecutor& e, EngineConfig c) : exec(e), cfg(std::move(c)) {
+  vocab = exec.vocab_size();
+  if (vocab <= 0) fail("model executor reports vocab size {}", vocab);
+  int blocks = exec.num_kv_blocks();
+  if (cfg.num_kv_blocks > 0) {
+    if (cfg.num_kv_blocks > blocks)
+      fail("--kv-blocks {} exceeds the {} KV blocks the executor allocated", cfg.num_kv_blocks, blocks);
+    blocks = cfg.num_kv_blocks;
+  }
+  if (cfg.max_queue < 1) fail("--max-queue must be at least 1");
+  bm = std::make_unique<engine::BlockManager>(blocks);
+  sched = std::make_unique<engine::Scheduler>(*bm, engine::SchedulerConfig{cfg.max_num_batched_tokens, cfg.max_num_seqs});
+  max_len = exec.max_model_len();
+  if (cfg.max_model_len > 0) {
+    if (cfg.max_model_len > max_len)
+      fail("--max-model-len {} exceeds the model's context of {} tokens", cfg.max_model_len, max_len);
+    max_len = cfg.max_model_len;
+  }
+  // One sequence must always fit in the pool alone, or preemption could not make progress.
+  if (max_len > blocks * kKvBlockSize) {
+    spdlog::warn("max model length {} capped to {} tokens: the KV cache holds {} blocks of {}", max_len,
+                 blocks * kKvBlockSize, blocks, kKvBlockSize);
+    max_len = blocks * kKvBlockSize;
+  }
+  policy = make_precision_policy(cfg.precision, cfg.max_num_batched_tokens);
+  cfg.precision = policy->spec();
+}
+
+void Engine::Impl::finish(Record& r, FinishReason why, RequestEvent ev) {
+  ev.finish = why;
+  ev.prompt_tokens = r.seq.prompt_len;
+  ev.completion_tokens = r.generated;
+  r.stream->push(std::move(ev));
+  sched->remove(&r.seq);
+  metrics.request_finished(to_string(why));
+  auto now = Clock::now();
+  if (why != FinishReason::Abort && why != FinishReason::Error) {
+    metrics.request_latency(seconds(now - r.arrival));
+    if (r.generated > 1) metrics.request_tpot(seconds(r.last_token - r.first_token) / (r.generated - 1));
+  }
+  if (why == FinishReason::Abort) ++aborted;
+  r.done = true;
+  if (!r.in_flight) recs.erase(r.seq.id);  // r is gone after this line
+}
+
+void Engine::Impl::commit_token(Record& r, int32_t token, LogprobInfo lp, RequestEvent& ev) {
+  r.seq.tokens.push_back(token);
+  ++r.generated;
+  metrics.generation_tokens(1);
+  auto now = Clock::now();
+  if (r.generated == 1) {
+    r.first_token = now;
+    metrics.first_token(seconds(now - r.arrival));
+  } else {
+    metrics.inter_token(seconds(now - r.last_token));
+  }
+  r.last_token = now;
+  ev.token_ids.push_back(token);
+  if (r.req.logprobs >= 0) ev.logprobs.push_back(std::move(lp));
+
+  auto has = [](const std::vector<int32_t>& v, int32_t t) { return std::find(v.begin(), v.end(), t) != v.end(); };
+  FinishReason why = FinishReason::None;
+  if ((!r.req.ignore_eos && has(cfg.eos_token_ids, token)) || has(r.req.stop_token_ids, token)) {
+    why = FinishReason::Stop;  // the stop token's text is not part of the output
+  } else if (r.decoder) {
+    std::string piece;
+    try {
+      piece = r.decoder->push(token);
+    } catch (const std::exception& e) {
+      spdlog::debug("request {}: token {} has no text: {}", r.seq.id, token, e.what());
+    }
+    if (r.stops.append(piece)) why = FinishReason::Stop;
+  }
+  if (why == FinishReason::None &&
+      (r.generated >= r.req.max_tokens || static_cast<int>(r.seq.tokens.size()) >= max_len))
+    why = FinishReason::Length;
+  if (why == FinishReason::None) {
+    ev.text += r.stops.take_ready();
+    return;
+  }
+  if (r.decoder && !r.stops.stopped() && r.stops.append(r.decoder->finish())) why = FinishReason::Stop;
+  ev.text += r.stops.take_all();
+  finish(r, why, std::move(ev));
+  ev = RequestEvent{};
+  ev.finish = why;  // tells the caller the record may be gone
+}
+
+bool Engine::Impl::step() {
+  std::lock_guard step_lk(step_mu);
+  struct Work {
+    Record* rec;
+    engine::ScheduledChunk chunk;
+    std::optional<int32_t> token;
+    LogprobInfo token_lp;
+    std::vector<std::pair<int, LogprobInfo>> prompt_lps;  // (position of the scored token, lp)
+  };
+  std::vector<Work> work;
+  StepInput in;
+  {
+    std::lock_guard lk(mu);
+    auto chunks = sched->schedule();
+    if (chunks.empty()) return false;
+    StepLoad load;
+    for (auto& c : chunks) {
+      Record* r = recs.at(c.seq->id).get();
+      r->in_flight = true;
+      SeqChunk sc;
+      sc.seq_id = c.seq->id;
+      sc.tokens.assign(c.seq->tokens.begin() + c.start, c.seq->tokens.begin() + c.start + c.num_tokens);
+      sc.start_pos = c.start;
+      sc.block_table = c.seq->blocks;
+      sc.need_logits = c.need_logits;
+      sc.need_all_logits = c.need_all_logits;
+      in.seqs.push_back(std::move(sc));
+      load.num_tokens += c.num_tokens;
+      load.num_seqs += 1;
+      load.num_decode_seqs += c.decode ? 1 : 0;
+      work.push_back({r, c, std::nullopt, {}, {}});
+    }
+    in.precision = policy->choose(load);
+  }
+
+  int total_tokens = 0;
+  for (auto& s : in.seqs) total_tokens += static_cast<int>(s.tokens.size());
+  auto t0 = Clock::now();
+  StepOutput out;
+  std::string error;
+  try {
+    out = exec.execute(in);
+    if (out.logits.size() != in.seqs.size())
+      fail("executor returned logits for {} sequences, expected {}", out.logits.size(), in.seqs.size());
+    for (size_t i = 0; i < in.seqs.size(); ++i) {
+      const auto& s = in.seqs[i];
+      size_t rows = s.need_all_logits ? s.tokens.size() : s.need_logits ? 1 : 0;
+      if (out.logits[i].size() != rows * static_cast<size_t>(vocab))
+        fail("executor returned {} logits for sequence {}, expected {} rows of {}", out.logits[i].size(), s.seq_id,
+             rows, vocab);
+    }
+  } catch (const std::exception& e) {
+    error = e.what();
+    spdlog::error("engine step failed: {}", error);
+  }
+  double dt = seconds(Clock::now() - t0);
+
+  // Sampling and log-probs outside the lock: only this thread touches samplers and token lists.
+  if (error.empty()) {
+    for (size_t i = 0; i < work.size(); ++i) {
+      auto& w = work[i];
+      if (w.rec->done) continue;
+      const auto& c = w.chunk;
+      const engine::Sequence& s = w.rec->seq;
+      const float* rows = out.logits[i].data();
+      const int top = std::max(0, w.rec->req.logprobs);
+      if (c.need_all_logits) {
+        for (int r = 0; r < c.num_tokens; ++r) {
+          int p = c.start + r;
+          if (p < s.prompt_logit_rows || p >= s.prompt_len - 1) continue;
+          std::span<const float> row(rows + static_cast<size_t>(r) * static_cast<size_t>(vocab), static_cast<size_t>(vocab));
+          w.prompt_lps.emplace_back(p + 1, logprobs(row, s.tokens[static_cast<size_t>(p) + 1], top));
+        }
+      }
+      if (c.need_logits) {
+        std::span<const float> last(rows + (out.logits[i].size() - static_cast<size_t>(vocab)), static_cast<size_t>(vocab));
+        int32_t t = w.rec->sampler->sample(last);
+        w.token = t;
+        if (w.rec->req.logprobs >= 0) w.token_lp = logprobs(last, t, top);
+      }
+    }
+  }
+
+  {
+    std::lock_guard lk(mu);
+    metrics.step(in.precision, total_tokens, dt);
+    for (auto& w : work) {
+      Record& r = *w.rec;
+      r.in_flight = false;
+      if (r.done) {  // aborted while the executor ran; its blocks were freed then
+        recs.erase(r.seq.id);
+        continue;
+      }
+      if (!error.empty()) {
+        RequestEvent ev;
+        ev.error = "model step failed: " + error;
+        finish(r, FinishReason::Error, std::move(ev));
+        continue;
+      }
+      sched->complete(w.chunk);
+      RequestEvent ev;
+      engine::Sequence& s = r.seq;
+      for (auto& [pos, lp] : w.prompt_lps) r.prompt_lp[static_cast<size_t>(pos)] = std::move(lp);
+      if (w.chunk.need_all_logits)
+        s.prompt_logit_rows = std::max(s.prompt_logit_rows, std::min(w.chunk.start + w.chunk.num_tokens, s.prompt_len - 1));
+      if (s.want_prompt_logits && !r.prompt_lp_sent && s.prompt_logit_rows >= s.prompt_len - 1) {
+        ev.prompt_logprobs = std::move(r.prompt_lp);
+        r.prompt_lp_sent = true;
+      }
+      if (w.token) {
+        commit_token(r, *w.token, std::move(w.token_lp), ev);
+        if (ev.finish != FinishReason::None) continue;  // finished (record may be gone)
+      } else if (!s.samples && s.num_computed == static_cast<int>(s.tokens.size())) {
+        finish(r, FinishReason::Length, std::move(ev));  // max_tokens 0: prompt only
+        continue;
+      }
+      if (!ev.token_ids.empty() || !ev.text.empty() || !ev.prompt_logprobs.empty()) {
+        ev.prompt_tokens = s.prompt_len;
+        ev.completion_tokens = r.generated;
+        r.stream->push(std::move(ev));
+      }
+    }
+    if (!has_work()) idle_cv.notify_all();
+  }
+  return true;
+}
+
+void Engine::Impl::loop() {
+  while (true) {
+    {
+      std::unique_lock lk(mu);
+      work_cv.wait(lk, [&] { return stopping || has_work(); });
+      if (stopping) return;
+    }
+    bool ran = false;
+    try {
+      ran = step();
+    } catch (const std::exception& e) {
+      spdlog::error("engine step thread: {}", e.what());
+    }
+    if (!ran) {  // work exists but none could be scheduled: do not spin
+      std::unique_lock lk(mu);
+      work_cv.wait_for(lk, std::chrono::milliseconds(5));
+    }
+  }
+}
+
+Engine::Engine(ModelExecutor& executor, EngineConfig cfg) : impl_(std::make_unique<Impl>(executor, std::move(cfg))) {}
+
+Engine::~Engine() {
+  stop();
+  std::lock_guard lk(impl_->mu);
+  std::vector<int64_t> ids;
+  for (auto& [id, r] : impl_->recs) ids.push_back(id);
+  for (int64_t id : ids) {
+    auto it = impl_->recs.find(id);
+    if (it != impl_->recs.end() && !it->second->done) {
+      it->second->in_flight = false;
+      impl_->finish(*it->second, FinishReason::Abort, {});
+    }
+  }
+}
+
+void Engine::start() {
+  std::lock_guard lk(impl_->mu);
+  if (impl_->thread.joinable()) return;
+  impl_->stopping = false;
+  impl_->thread = std::thread([this] { impl_->loop(); });
+}
+
+void Engine::stop() {
+  {
+    std::lock_guard lk(impl_->mu);
+    impl_->stopping = true;
+  }
+  impl_->work_cv.notify_all();
+  if (impl_->thread.joinable()) impl_->thread.join();
+}
+
+std::shared_ptr<RequestStream> Engine::add_request(GenerationRequest req) {
+  auto& I = *impl_;
+  const int n = static_cast<int>(req.prompt.size());
+  if (n == 0) throw RequestError("the prompt is empty: send at least one token");
+  for (int32_t t : req.prompt)
+    if (t < 0 || t >= I.vocab) throw RequestError(fmt::format("prompt token id {} is outside the vocabulary [0, {})", t, I.vocab));
+  if (req.max_tokens < 0) throw RequestError(fmt::format("max_tokens must be >= 0 (got {})", req.max_tokens));
+  if (static_cast<int64_t>(n) + req.max_tokens > I.max_len)
+    throw RequestError(fmt::format(
+        "this model's maximum context length is {} tokens, but the request needs {} ({} in the prompt + {} max_tokens): "
+        "shorten the prompt or lower max_tokens",
+        I.max_len, static_cast<int64_t>(n) + req.max_tokens, n, req.max_tokens));
+  const auto& sp = req.sampling;
+  if (!(sp.temperature >= 0.0f) || !std::isfinite(sp.temperature))
+    throw RequestError(fmt::format("temperature must be a finite number >= 0 (got {})", sp.temperature));
+  if (!(sp.top_p > 0.0f && sp.top_p <= 1.0f))
+    throw RequestError(fmt::format("top_p must be in (0, 1] (got {})", sp.top_p));
+  if (sp.top_k < -1) throw RequestError(fmt::format("top_k must be -1, 0 (off) or positive (got {})", sp.top_k));
+  if (req.logprobs > kMaxLogprobs)
+    throw RequestError(fmt::format("logprobs must be at most {} (got {})", kMaxLogprobs, req.logprobs));
+
+  std::shared_ptr<RequestStream> stream;
+  {
+    std::lock_guard lk(I.mu);
+    if (static_cast<size_t>(I.sched->num_waiting()) >= I.cfg.max_queue)
+      throw QueueFullError(fmt::format("the request queue is full ({} waiting): retry later", I.cfg.max_queue));
+    auto rec = std::make_unique<Record>();
+    Record& r = *rec;
+    const int64_t id = I.next_id++;
+    r.seq.id = id;
+    r.seq.arrival = I.next_arrival++;
+    r.seq.tokens = req.prompt;
+    r.seq.prompt_len = n;
+    r.seq.samples = req.max_tokens > 0;
+    r.seq.want_prompt_logits = req.prompt_logprobs;
+    if (req.prompt_logprobs) r.prompt_lp.resize(static_cast<size_t>(n));
+    uint64_t seed = sp.seed ? *sp.seed : I.seed_rng();
+    r.sampler = std::make_unique<RequestSampler>(sp, seed);
+    if (I.cfg.text_decoder) r.decoder = I.cfg.text_decoder();
+    r.stops = engine::StopChecker(req.stop, req.include_stop_str);
+    r.stream = stream = std::make_shared<RequestStream>(id);
+    r.arrival = Clock::now();
+    r.req = std::move(req);
+    I.metrics.request_added(n);
+    I.recs.emplace(id, std::move(rec));
+    if (!r.seq.samples && !r.seq.want_prompt_logits) {
+      I.finish(r, FinishReason::Length, {});  // nothing to compute
+      return stream;
+    }
+    I.sched->add(&r.seq);
+  }
+  I.work_cv.notify_all();
+  return stream;
+}
+
+bool Engine::abort(int64_t request_id) {
+  auto& I = *impl_;
+  std::lock_guard lk(I.mu);
+  auto it = I.recs.find(request_id);
+  if (it == I.recs.end() || it->second->done) return false;
+  I.finish(*it->second, FinishReason::Abort, {});
+  if (!I.has_work()) I.idle_cv.notify_all();
+  return true;
+}
+
+bool Engine::step() { return impl_->step(); }
+
+void Engine::set_precision_policy(std::string_view spec) {
+  auto p = make_precision_policy(spec, impl_->cfg.max_num_batched_tokens);
+  std::lock_guard lk(impl_->mu);
+  impl_->policy = std::move(p);
+  spdlog::info("precision policy is now {}", impl_->policy->spec());
+}
+
+std::string Engine::precision_policy() const {
+  std::lock_guard lk(impl_->mu);
+  return impl_->policy->spec();
+}
+
+EngineStats Engine::stats() const {
+  auto& I = *impl_;
+  EngineStats s;
+  {
+    std::lock_guard lk(I.mu);
+    s.kv_blocks_total = I.bm->num_blocks();
+    s.kv_blocks_used = I.bm->num_used();
+    s.kv_blocks_free = I.bm->num_free();
+    s.waiting = I.sched->num_waiting();
+    s.running = I.sched->num_running();
+    s.preemptions = I.sched->num_preemptions();
+    s.requests_aborted = I.aborted;
+    s.precision_policy = I.policy->spec();
+  }
+  s.steps_fp16 = I.metrics.steps(Precision::FP16);
+  s.steps_fp8 = I.metrics.steps(Precision::FP8);
+  s.tokens_fp16 = I.metrics.step_tokens(Precision::FP16);
+  s.tokens_fp8 = I.metrics.step_tokens(Precision::FP8);
+  s.requests_added = I.metrics.requests_added();
+  s.requests_finished = I.metrics.requests_finished("stop") + I.metrics.requests_finished("length") +
+                        I.metrics.requests_finished("abort") + I.metrics.requests_finished("error");
+  return s;
+}
+
+std::string Engine::metrics_text() const {
+  auto& I = *impl_;
+  engine::Gauges g;
+  {
+    std::lock_guard lk(I.mu);
+    g.kv_blocks_total = I.bm->num_blocks();
+    g.kv_blocks_used = I.bm->num_used();
+    g.kv_blocks_free = I.bm->num_free();
+    g.waiting = I.sched->num_waiting();
+    g.running = I.sched->num_running();
+    g.preemptions = I.sched->num_preemptions();
+    g.policy = I.policy->spec();
+  }
+  return I.metrics.render(g);
+}
+
+bool Engine::wait_idle(std::chrono::milliseconds timeout) const {
+  std::unique_lock lk(impl_->mu);
+  return impl_->idle_cv.wait_for(lk, timeout, [&] { return !impl_->has_work(); });
+}
+
+int Engine::max_model_len() const { return impl_->max_len; }
+int Engine::vocab_size() const { return impl_->vocab; }
+const EngineConfig& Engine::config() const { return impl_->cfg; }
+
+}  // namespace nestedfp

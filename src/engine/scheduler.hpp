@@ -1,0 +1,87 @@
+#pragma once
+// Continuous-batching scheduler (DESIGN §3). Each step:
+//   1. running sequences that decode (one token each), oldest first;
+//   2. prefill chunks: sequences admitted earlier whose prompt is not fully computed, then the
+//      waiting queue in order (new admissions), each chunk as large as the token budget left and
+//      the free KV blocks allow (chunked prefill);
+// within `max_num_batched_tokens` tokens and `max_num_seqs` sequences per step (and running).
+//
+// Preemption by recompute: when a running sequence needs a block and none is free, the
+// lowest-priority (newest) running sequence not yet scheduled this step is preempted: its blocks are
+// freed and it goes back to the front of the waiting queue with num_computed = 0. Its tokens already
+// hold the prompt plus everything generated, so re-prefilling them recomputes exactly the lost KV.
+// If the sequence needing the block is itself the newest, it preempts itself.
+//
+// Not thread-safe: the engine calls it under its lock.
+#include <cstdint>
+#include <deque>
+#include <vector>
+
+#include "engine/block_manager.hpp"
+
+namespace nestedfp::engine {
+
+struct Sequence {
+  int64_t id = 0;
+  uint64_t arrival = 0;          // priority: smaller = older = served first
+  std::vector<int32_t> tokens;   // prompt, then generated tokens
+  int prompt_len = 0;
+  int num_computed = 0;          // tokens [0, num_computed) have KV in `blocks`
+  std::vector<int32_t> blocks;   // block table
+  bool samples = true;           // a completed chunk is followed by sampling a token
+  bool want_prompt_logits = false;
+  int prompt_logit_rows = 0;     // rows collected: logits of positions [0, prompt_logit_rows)
+  int num_preemptions = 0;
+  bool running = false;          // admitted (holds blocks or is about to)
+  bool scheduled = false;        // part of the step being built
+
+  int remaining() const { return static_cast<int>(tokens.size()) - num_computed; }
+  bool is_decode() const { return running && num_computed > 0 && remaining() == 1; }
+};
+
+struct ScheduledChunk {
+  Sequence* seq = nullptr;
+  int start = 0;                 // == seq->num_computed when scheduled
+  int num_tokens = 0;
+  bool decode = false;
+  bool need_logits = false;      // last row: the chunk completes the known tokens and seq samples
+  bool need_all_logits = false;  // every row: prompt logprobs still missing for these positions
+};
+
+struct SchedulerConfig {
+  int max_num_batched_tokens = 512;
+  int max_num_seqs = 32;
+};
+
+class Scheduler {
+ public:
+  Scheduler(BlockManager& blocks, SchedulerConfig cfg);
+
+  void add(Sequence* seq);     // to the back of the waiting queue
+  void remove(Sequence* seq);  // finished or aborted: frees its blocks, leaves the queues
+  std::vector<ScheduledChunk> schedule();
+  // After the executor ran `chunk`: its tokens' KV is cached now.
+  void complete(const ScheduledChunk& chunk);
+
+  int num_waiting() const { return static_cast<int>(waiting_.size()); }
+  int num_running() const { return static_cast<int>(running_.size()); }
+  uint64_t num_preemptions() const { return preemptions_; }
+  const SchedulerConfig& config() const { return cfg_; }
+
+ private:
+  bool ensure_capacity(Sequence* s, int tokens);
+  int free_token_capacity(const Sequence* s, int reserve_blocks) const;
+  void allocate_for(Sequence* s, int tokens);
+  void preempt(Sequence* s);
+  void insert_running(Sequence* s);
+  void insert_waiting_front(Sequence* s);
+  ScheduledChunk make_chunk(Sequence* s, int n) const;
+
+  BlockManager& bm_;
+  SchedulerConfig cfg_;
+  std::deque<Sequence*> waiting_;
+  std::vector<Sequence*> running_;  // sorted by arrival (priority)
+  uint64_t preemptions_ = 0;
+};
+
+}  // namespace nestedfp::engine

@@ -1,0 +1,75 @@
+#pragma once
+// OpenAI request bodies -> validated requests, as pure functions (no engine, no tokenizer), so the
+// fuzz target tests/fuzz/fuzz_request_parser.cpp can drive them. Checks here are the ones that need
+// only the JSON: types, ranges, unsupported options. What needs the model (prompt length against
+// the context, token ids against the vocabulary, the model name) is checked by the server.
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "nestedfp/sampler.hpp"
+
+namespace nestedfp::server {
+
+// {"error": {"message", "type", "param", "code"}} with an HTTP status.
+struct ApiError {
+  int status = 400;
+  std::string message;
+  std::string type = "invalid_request_error";
+  std::string param;  // empty: null
+  std::string code;   // empty: null
+  nlohmann::json to_json() const;
+};
+
+inline constexpr int64_t kMaxTokensLimit = 1 << 20;  // larger max_tokens is rejected outright
+inline constexpr size_t kMaxPrompts = 64;            // prompts in one /v1/completions request
+inline constexpr size_t kMaxStops = 16;
+
+struct PromptInput {
+  bool is_text = true;
+  std::string text;
+  std::vector<int32_t> ids;
+};
+
+// Fields shared by both endpoints.
+struct CommonParams {
+  std::string model;                 // empty when not given
+  std::optional<int64_t> max_tokens; // absent: the endpoint's default
+  SamplingParams sampling;
+  std::vector<std::string> stop;
+  bool stream = false;
+  bool include_usage = false;        // stream_options.include_usage
+  // Extensions (as vLLM names them).
+  bool ignore_eos = false;
+  std::vector<int32_t> stop_token_ids;
+  bool include_stop_str_in_output = false;
+};
+
+struct CompletionRequest : CommonParams {
+  std::vector<PromptInput> prompts;  // string, list of strings, token ids, list of token-id lists
+  int logprobs = -1;                 // -1: none
+  bool echo = false;
+};
+
+struct ChatRequest : CommonParams {
+  nlohmann::json messages;           // normalized: objects with "role" and string "content"
+  bool logprobs = false;
+  int top_logprobs = 0;
+  bool add_generation_prompt = true;
+};
+
+template <typename T>
+struct Parsed {
+  std::optional<T> request;
+  ApiError error;  // meaningful when !request
+  bool ok() const { return request.has_value(); }
+};
+
+Parsed<CompletionRequest> parse_completion_request(std::string_view body);
+Parsed<ChatRequest> parse_chat_request(std::string_view body);
+
+}  // namespace nestedfp::server

@@ -1,0 +1,631 @@
+#include "server/openai_server.hpp"
+
+#include <httplib.h>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <csignal>
+#include <ctime>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "nestedfp/error.hpp"
+#include "server/chat_template.hpp"
+#include "server/openai_request.hpp"
+
+namespace nestedfp::server {
+
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+namespace {
+
+bool valid_utf8(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    auto c = static_cast<unsigned char>(s[i]);
+    size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    if (n == 0 || i + n > s.size()) return false;
+    for (size_t k = 1; k < n; ++k)
+      if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return false;
+    i += n;
+  }
+  return true;
+}
+
+size_t codepoints(std::string_view s) {
+  size_t n = 0;
+  for (char ch : s) n += (static_cast<unsigned char>(ch) & 0xC0) != 0x80;
+  return n;
+}
+
+bool same_secret(std::string_view a, std::string_view b) {
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i % (b.empty() ? 1 : b.size())]);
+  return diff == 0 && !b.empty();
+}
+
+void send_json(httplib::Response& res, int status, const json& body) {
+  res.status = status;
+  res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
+}
+
+void send_error(httplib::Response& res, const ApiError& e) {
+  send_json(res, e.status, e.to_json());
+  if (e.status == 429) res.set_header("Retry-After", "1");
+}
+
+ApiError error(int status, std::string message, std::string type, std::string param = "", std::string code = "") {
+  return ApiError{status, std::move(message), std::move(type), std::move(param), std::move(code)};
+}
+
+// One prompt's request inside an HTTP request.
+struct Choice {
+  int index = 0;
+  std::shared_ptr<RequestStream> stream;
+  std::vector<int32_t> prompt_ids;
+  std::string echo_text;
+  bool started = false, done = false;
+  FinishReason finish = FinishReason::None;
+  std::string error;
+  int prompt_tokens = 0, completion_tokens = 0;
+  std::unique_ptr<IncrementalDecoder> offsets;  // positions of generated tokens in the text
+  size_t chars = 0;                              // code points of the choice's text so far
+};
+
+struct Job {
+  enum class Kind { Completion, Chat } kind = Kind::Completion;
+  Engine* engine = nullptr;
+  std::string id, model;
+  int64_t created = 0;
+  bool stream = false, include_usage = false, echo = false;
+  int logprobs = -1;  // alternatives per token; -1: no logprobs
+  std::vector<Choice> choices;
+  Clock::time_point last_write = Clock::now();
+  ~Job() {
+    for (auto& c : choices)
+      if (c.stream && !c.done) engine->abort(c.stream->id());  // client gone or handler bailed out
+  }
+};
+
+// What one event adds to a choice: its text and its logprobs (in the endpoint's format).
+struct Piece {
+  std::string text;
+  json logprobs;  // completions: {tokens, token_logprobs, top_logprobs, text_offset}; chat: [..]
+};
+
+}  // namespace
+
+struct OpenAIServer::Impl {
+  Impl(Engine& e, Tokenizer t, ServerOptions o) : engine(e), tok(std::move(t)), opts(std::move(o)) {}
+
+  Engine& engine;
+  Tokenizer tok;
+  ServerOptions opts;
+  httplib::Server http;
+  std::thread thread;
+  int bound_port = -1;
+  std::atomic<bool> stopping{false};
+  std::atomic<uint64_t> next_id{1}, disconnects{0}, rejected_queue_full{0};
+  std::mutex stats_mu;
+  std::map<int, uint64_t> responses;  // by status
+  int64_t started_at = static_cast<int64_t>(std::time(nullptr));
+
+  void routes();
+  std::string token_str(int32_t id) const;
+  json chat_token(int32_t id, float lp) const;
+  json top_dict(const LogprobInfo& l) const;
+  Piece absorb(Job& job, Choice& c, RequestEvent& ev) const;
+  json chunk(const Job& job, const Choice& c, const Piece& p, bool first) const;
+  json usage(const Job& job) const;
+  std::optional<ApiError> check_model(const std::string& model) const;
+  std::optional<ApiError> submit(Job& job, std::vector<std::vector<int32_t>> prompts, const CommonParams& p,
+                                 std::optional<int64_t> default_max, bool prompt_logprobs);
+  void respond(std::shared_ptr<Job> job, httplib::Response& res);
+  void completions(const httplib::Request& req, httplib::Response& res);
+  void chat(const httplib::Request& req, httplib::Response& res);
+  void admin_precision(const httplib::Request& req, httplib::Response& res);
+};
+
+std::string OpenAIServer::Impl::token_str(int32_t id) const {
+  std::string b;
+  try {
+    b = tok.decode_bytes(std::span<const int32_t>(&id, 1), /*skip_special_tokens=*/false);
+  } catch (const std::exception&) {
+    return fmt::format("<id:{}>", id);  // an id the model has but the tokenizer does not
+  }
+  if (valid_utf8(b)) return b;
+  std::string out = "bytes:";
+  for (unsigned char ch : b) out += fmt::format("\\x{:02x}", ch);
+  return out;
+}
+
+json OpenAIServer::Impl::chat_token(int32_t id, float lp) const {
+  std::string b;
+  try {
+    b = tok.decode_bytes(std::span<const int32_t>(&id, 1), false);
+  } catch (const std::exception&) {
+  }
+  json bytes = json::array();
+  for (unsigned char ch : b) bytes.push_back(static_cast<int>(ch));
+  return json{{"token", token_str(id)}, {"logprob", lp}, {"bytes", bytes}};
+}
+
+json OpenAIServer::Impl::top_dict(const LogprobInfo& l) const {
+  json d = json::object();
+  for (const auto& t : l.top) {
+    std::string s = token_str(t.token);
+    if (!d.contains(s)) d[s] = t.logprob;
+  }
+  return d;
+}
+
+Piece OpenAIServer::Impl::absorb(Job& job, Choice& c, RequestEvent& ev) const {
+  Piece p;
+  const bool want_lp = job.logprobs >= 0;
+  if (job.kind == Job::Kind::Completion && want_lp)
+    p.logprobs = {{"tokens", json::array()}, {"token_logprobs", json::array()}, {"top_logprobs", json::array()},
+                  {"text_offset", json::array()}};
+  else if (want_lp)
+    p.logprobs = json::array();
+  auto add = [&](int32_t id, const LogprobInfo* l, size_t offset) {
+    if (job.kind == Job::Kind::Completion) {
+      p.logprobs["tokens"].push_back(token_str(id));
+      p.logprobs["token_logprobs"].push_back(l ? json(l->chosen.logprob) : json(nullptr));
+      p.logprobs["top_logprobs"].push_back(l ? top_dict(*l) : json(nullptr));
+      p.logprobs["text_offset"].push_back(offset);
+    } else if (l) {
+      json e = chat_token(id, l->chosen.logprob);
+      e["top_logprobs"] = json::array();
+      for (const auto& t : l->top) e["top_logprobs"].push_back(chat_token(t.token, t.logprob));
+      p.logprobs.push_back(std::move(e));
+    }
+  };
+  if (!c.started) {
+    c.started = true;
+    if (job.echo) {
+      p.text = c.echo_text;
+      if (want_lp) {
+        IncrementalDecoder dec(tok, true);
+        size_t chars = 0;
+        for (size_t i = 0; i < c.prompt_ids.size(); ++i) {
+          const LogprobInfo* l = i < ev.prompt_logprobs.size() && ev.prompt_logprobs[i] ? &*ev.prompt_logprobs[i] : nullptr;
+          add(c.prompt_ids[i], l, chars);
+          try {
+            chars += codepoints(dec.push(c.prompt_ids[i]));
+          } catch (const std::exception&) {
+          }
+        }
+      }
+      c.chars = codepoints(c.echo_text);
+    }
+  }
+  for (size_t i = 0; i < ev.token_ids.size(); ++i) {
+    const int32_t id = ev.token_ids[i];
+    if (want_lp) add(id, i < ev.logprobs.size() ? &ev.logprobs[i] : nullptr, c.chars);
+    try {
+      c.chars += codepoints(c.offsets->push(id));
+    } catch (const std::exception&) {
+    }
+  }
+  p.text += ev.text;
+  c.prompt_tokens = ev.prompt_tokens;
+  c.completion_tokens = ev.completion_tokens;
+  if (ev.finish != FinishReason::None) {
+    c.done = true;
+    c.finish = ev.finish;
+    c.error = ev.error;
+  }
+  return p;
+}
+
+json OpenAIServer::Impl::usage(const Job& job) const {
+  int pt = 0, ct = 0;
+  for (const auto& c : job.choices) {
+    pt += c.prompt_tokens;
+    ct += c.completion_tokens;
+  }
+  return {{"prompt_tokens", pt}, {"completion_tokens", ct}, {"total_tokens", pt + ct}};
+}
+
+namespace {
+json finish_json(const Choice& c) { return c.done ? json(to_string(c.finish)) : json(nullptr); }
+}  // namespace
+
+json OpenAIServer::Impl::chunk(const Job& job, const Choice& c, const Piece& p, bool first) const {
+  json choice;
+  if (job.kind == Job::Kind::Completion) {
+    choice = {{"index", c.index}, {"text", p.text}, {"logprobs", p.logprobs.is_null() ? json(nullptr) : p.logprobs},
+              {"finish_reason", finish_json(c)}};
+    return {{"id", job.id}, {"object", "text_completion"}, {"created", job.created}, {"model", job.model}, {"choices", {choice}}};
+  }
+  json delta = json::object();
+  if (first) delta["role"] = "assistant";
+  if (!p.text.empty() || first) delta["content"] = p.text;
+  choice = {{"index", c.index}, {"delta", delta},
+            {"logprobs", p.logprobs.is_null() ? json(nullptr) : json{{"content", p.logprobs}}},
+            {"finish_reason", finish_json(c)}};
+  return {{"id", job.id}, {"object", "chat.completion.chunk"}, {"created", job.created}, {"model", job.model},
+          {"choices", {choice}}};
+}
+
+std::optional<ApiError> OpenAIServer::Impl::check_model(const std::string& model) const {
+  if (model.empty() || model == opts.model_name) return std::nullopt;
+  return error(404, fmt::format("the model '{}' does not exist: this server serves '{}'", model, opts.model_name),
+               "invalid_request_error", "model", "model_not_found");
+}
+
+std::optional<ApiError> OpenAIServer::Impl::submit(Job& job, std::vector<std::vector<int32_t>> prompts,
+                                                   const CommonParams& p, std::optional<int64_t> default_max,
+                                                   bool prompt_logprobs) {
+  const int ctx = engine.max_model_len();
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    auto& ids = prompts[i];
+    GenerationRequest g;
+    const int64_t room = static_cast<int64_t>(ctx) - static_cast<int64_t>(ids.size());
+    if (p.max_tokens) g.max_tokens = static_cast<int>(*p.max_tokens);
+    else g.max_tokens = static_cast<int>(std::max<int64_t>(1, default_max ? std::min(*default_max, room) : room));
+    g.sampling = p.sampling;
+    g.stop = p.stop;
+    g.include_stop_str = p.include_stop_str_in_output;
+    g.stop_token_ids = p.stop_token_ids;
+    g.ignore_eos = p.ignore_eos;
+    g.logprobs = job.logprobs;
+    g.prompt_logprobs = prompt_logprobs;
+    Choice c;
+    c.index = static_cast<int>(i);
+    c.prompt_ids = ids;
+    c.offsets = std::make_unique<IncrementalDecoder>(tok, true);
+    g.prompt = std::move(ids);
+    try {
+      c.stream = engine.add_request(std::move(g));
+    } catch (const QueueFullError& e) {
+      ++rejected_queue_full;
+      return error(429, e.what(), "rate_limit_exceeded", "", "queue_full");  // ~Job aborts the others
+    } catch (const RequestError& e) {
+      std::string msg = e.what();
+      bool ctx_err = msg.find("context length") != std::string::npos;
+      return error(400, prompts.size() > 1 ? fmt::format("prompt {}: {}", i, msg) : msg, "invalid_request_error",
+                   ctx_err ? "prompt" : "", ctx_err ? "context_length_exceeded" : "");
+    }
+    job.choices.push_back(std::move(c));
+  }
+  return std::nullopt;
+}
+
+void OpenAIServer::Impl::respond(std::shared_ptr<Job> job, httplib::Response& res) {
+  if (!job->stream) {
+    std::vector<std::string> texts(job->choices.size());
+    std::vector<json> lps(job->choices.size());
+    for (size_t i = 0; i < job->choices.size(); ++i) {
+      Choice& c = job->choices[i];
+      while (!c.done) {
+        if (stopping) return send_error(res, error(503, "the server is shutting down", "server_error"));
+        auto ev = c.stream->next(200ms);
+        if (!ev) continue;
+        Piece p = absorb(*job, c, *ev);
+        texts[i] += p.text;
+        if (p.logprobs.is_null()) continue;
+        if (lps[i].is_null()) {
+          lps[i] = std::move(p.logprobs);
+        } else if (lps[i].is_array()) {
+          for (auto& e : p.logprobs) lps[i].push_back(std::move(e));
+        } else {
+          for (auto& [k, v] : p.logprobs.items())
+            for (auto& e : v) lps[i][k].push_back(std::move(e));
+        }
+      }
+      if (c.finish == FinishReason::Error)
+        return send_error(res, error(500, "generation failed: " + c.error, "server_error"));
+      if (c.finish == FinishReason::Abort)
+        return send_error(res, error(503, "the request was aborted (server shutting down)", "server_error"));
+    }
+    json choices = json::array();
+    for (size_t i = 0; i < job->choices.size(); ++i) {
+      const Choice& c = job->choices[i];
+      if (job->kind == Job::Kind::Completion) {
+        choices.push_back({{"index", c.index}, {"text", texts[i]}, {"logprobs", lps[i]}, {"finish_reason", to_string(c.finish)}});
+      } else {
+        choices.push_back({{"index", c.index},
+                           {"message", {{"role", "assistant"}, {"content", texts[i]}}},
+                           {"logprobs", lps[i].is_null() ? json(nullptr) : json{{"content", lps[i]}}},
+                           {"finish_reason", to_string(c.finish)}});
+      }
+    }
+    send_json(res, 200,
+              {{"id", job->id}, {"object", job->kind == Job::Kind::Completion ? "text_completion" : "chat.completion"},
+               {"created", job->created}, {"model", job->model}, {"choices", choices}, {"usage", usage(*job)}});
+    return;
+  }
+
+  res.set_header("Cache-Control", "no-cache");
+  res.set_header("X-Accel-Buffering", "no");
+  auto provider = [this, job](size_t, httplib::DataSink& sink) -> bool {
+    auto send = [&](const std::string& s) {
+      job->last_write = Clock::now();
+      return sink.write(s.data(), s.size());
+    };
+    auto data = [&](const json& j) { return send("data: " + j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n"); };
+    if (stopping) return false;
+    const auto wait = job->choices.size() == 1 ? 100ms : 10ms;
+    bool all_done = true;
+    for (auto& c : job->choices) {
+      if (c.done) continue;
+      auto ev = c.stream->next(wait);
+      if (!ev) {
+        all_done = false;
+        continue;
+      }
+      bool first = !c.started;
+      Piece p = absorb(*job, c, *ev);
+      if (c.finish == FinishReason::Error || c.finish == FinishReason::Abort) {
+        auto e = c.finish == FinishReason::Error ? error(500, "generation failed: " + c.error, "server_error")
+                                                 : error(503, "the request was aborted", "server_error");
+        data(e.to_json());
+        send("data: [DONE]\n\n");
+        sink.done();
+        return true;
+      }
+      if (job->kind == Job::Kind::Chat && first) {
+        Piece role;  // the role comes alone first, as OpenAI streams it
+        Choice tmp;
+        tmp.index = c.index;
+        if (!data(chunk(*job, tmp, role, true))) return false;
+        first = false;
+      }
+      if (!p.text.empty() || !p.logprobs.is_null() || c.done || first)
+        if (!data(chunk(*job, c, p, first))) return false;
+      all_done = all_done && c.done;
+    }
+    if (all_done) {
+      if (job->include_usage) {
+        json u = {{"id", job->id}, {"object", job->kind == Job::Kind::Completion ? "text_completion" : "chat.completion.chunk"},
+                  {"created", job->created}, {"model", job->model}, {"choices", json::array()}, {"usage", usage(*job)}};
+        if (!data(u)) return false;
+      }
+      if (!send("data: [DONE]\n\n")) return false;
+      sink.done();
+      return true;
+    }
+    // Nothing to send for a while (queued, or a long prefill): probe the connection with an SSE
+    // comment, so a client that went away is noticed and its request aborted.
+    if (Clock::now() - job->last_write > 500ms) {
+      if (!sink.is_writable() || !send(": keep-alive\n\n")) return false;
+    }
+    return true;
+  };
+  auto releaser = [this, job](bool success) {
+    bool unfinished = false;
+    for (auto& c : job->choices) unfinished = unfinished || !c.done;
+    if (!success && unfinished) {
+      ++disconnects;
+      for (auto& c : job->choices)
+        if (!c.done && engine.abort(c.stream->id())) c.done = true;
+    }
+  };
+  res.set_chunked_content_provider("text/event-stream", provider, releaser);
+}
+
+void OpenAIServer::Impl::completions(const httplib::Request& req, httplib::Response& res) {
+  auto parsed = parse_completion_request(req.body);
+  if (!parsed.ok()) return send_error(res, parsed.error);
+  CompletionRequest& r = *parsed.request;
+  if (auto e = check_model(r.model)) return send_error(res, *e);
+  auto job = std::make_shared<Job>();
+  job->kind = Job::Kind::Completion;
+  job->engine = &engine;
+  job->id = fmt::format("cmpl-{:x}", next_id++);
+  job->model = opts.model_name;
+  job->created = static_cast<int64_t>(std::time(nullptr));
+  job->stream = r.stream;
+  job->include_usage = r.include_usage;
+  job->echo = r.echo;
+  job->logprobs = r.logprobs;
+  std::vector<std::vector<int32_t>> prompts;
+  std::vector<std::string> echo;
+  for (auto& p : r.prompts) {
+    if (p.is_text) {
+      prompts.push_back(tok.encode(p.text, /*add_special_tokens=*/true));
+      echo.push_back(p.text);
+    } else {
+      for (int32_t id : p.ids)
+        if (id >= engine.vocab_size())
+          return send_error(res, error(400, fmt::format("prompt token id {} is outside the vocabulary [0, {})", id, engine.vocab_size()),
+                                       "invalid_request_error", "prompt"));
+      std::string text;
+      if (r.echo) {
+        try {
+          text = tok.decode(p.ids);
+        } catch (const std::exception&) {
+        }
+      }
+      prompts.push_back(p.ids);
+      echo.push_back(std::move(text));
+    }
+  }
+  if (auto e = submit(*job, std::move(prompts), r, /*default max_tokens=*/16, r.echo && r.logprobs >= 0))
+    return send_error(res, *e);
+  for (size_t i = 0; i < job->choices.size(); ++i) job->choices[i].echo_text = std::move(echo[i]);
+  respond(job, res);
+}
+
+void OpenAIServer::Impl::chat(const httplib::Request& req, httplib::Response& res) {
+  auto parsed = parse_chat_request(req.body);
+  if (!parsed.ok()) return send_error(res, parsed.error);
+  ChatRequest& r = *parsed.request;
+  if (auto e = check_model(r.model)) return send_error(res, *e);
+  std::vector<int32_t> ids;
+  try {
+    const std::string& tmpl = tok.chat_template();
+    if (tmpl.empty()) {
+      ids = tok.encode(default_chat_prompt(r.messages), /*add_special_tokens=*/true);
+    } else {
+      auto piece = [&](int32_t id) { return id >= 0 ? tok.id_to_piece(id) : std::string(); };
+      auto eos = tok.eos_ids();
+      std::string prompt = render_chat(tmpl, r.messages, r.add_generation_prompt, piece(tok.bos_id()),
+                                       eos.empty() ? std::string() : piece(eos.front()));
+      ids = tok.encode(prompt, /*add_special_tokens=*/false);  // the template writes BOS itself
+    }
+  } catch (const Error& e) {
+    return send_error(res, error(400, e.what(), "invalid_request_error", "messages"));
+  }
+  auto job = std::make_shared<Job>();
+  job->kind = Job::Kind::Chat;
+  job->engine = &engine;
+  job->id = fmt::format("chatcmpl-{:x}", next_id++);
+  job->model = opts.model_name;
+  job->created = static_cast<int64_t>(std::time(nullptr));
+  job->stream = r.stream;
+  job->include_usage = r.include_usage;
+  job->logprobs = r.logprobs ? r.top_logprobs : -1;
+  std::vector<std::vector<int32_t>> prompts{std::move(ids)};
+  if (auto e = submit(*job, std::move(prompts), r, std::nullopt, false)) return send_error(res, *e);
+  respond(job, res);
+}
+
+void OpenAIServer::Impl::admin_precision(const httplib::Request& req, httplib::Response& res) {
+  if (req.method == "POST") {
+    json j;
+    try {
+      j = json::parse(req.body);
+    } catch (const json::exception& e) {
+      return send_error(res, error(400, fmt::format("the request body is not valid JSON: {}", e.what()), "invalid_request_error"));
+    }
+    if (!j.is_object() || !j.contains("precision") || !j["precision"].is_string())
+      return send_error(res, error(400, "send {\"precision\": \"fp16\" | \"fp8\" | \"dynamic[:threshold=N[,hysteresis=H]]\"}",
+                                   "invalid_request_error", "precision"));
+    try {
+      engine.set_precision_policy(j["precision"].get<std::string>());
+    } catch (const Error& e) {
+      return send_error(res, error(400, e.what(), "invalid_request_error", "precision"));
+    }
+  }
+  send_json(res, 200, {{"precision", engine.precision_policy()}});
+}
+
+void OpenAIServer::Impl::routes() {
+  http.new_task_queue = [n = opts.http_threads] { return new httplib::ThreadPool(static_cast<size_t>(std::max(2, n))); };
+  http.set_payload_max_length(opts.max_body_bytes);
+  http.set_read_timeout(30, 0);
+  http.set_write_timeout(30, 0);
+  http.set_tcp_nodelay(true);
+  http.set_keep_alive_max_count(1000);
+
+  http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    if (stopping) {
+      send_error(res, error(503, "the server is shutting down", "server_error"));
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    const bool guarded = req.path.rfind("/v1/", 0) == 0 || req.path.rfind("/admin/", 0) == 0;
+    if (!opts.api_key.empty() && guarded) {
+      const std::string auth = req.get_header_value("Authorization");
+      const std::string prefix = "Bearer ";
+      bool ok = auth.rfind(prefix, 0) == 0 && same_secret(std::string_view(auth).substr(prefix.size()), opts.api_key);
+      if (!ok) {
+        send_error(res, error(401,
+                              auth.empty() ? "missing API key: send the header 'Authorization: Bearer <key>'"
+                                           : "invalid API key",
+                              "invalid_request_error", "", "invalid_api_key"));
+        return httplib::Server::HandlerResponse::Handled;
+      }
+    }
+    return httplib::Server::HandlerResponse::Unhandled;
+  });
+  http.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty() || res.is_chunked_content_provider_) return httplib::Server::HandlerResponse::Unhandled;
+    std::string msg = res.status == 404   ? fmt::format("no route for {} {}", req.method, req.path)
+                      : res.status == 413 ? "the request body is too large"
+                                          : fmt::format("HTTP error {}", res.status);
+    send_json(res, res.status, error(res.status, msg, "invalid_request_error").to_json());
+    return httplib::Server::HandlerResponse::Handled;
+  }));
+  http.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+    std::string what = "unknown error";
+    try {
+      std::rethrow_exception(ep);
+    } catch (const std::exception& e) {
+      what = e.what();
+    } catch (...) {
+    }
+    spdlog::error("request handler failed: {}", what);
+    send_error(res, error(500, "internal error: " + what, "server_error"));
+  });
+  http.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
+    std::lock_guard lk(stats_mu);
+    ++responses[res.status];
+    spdlog::debug("{} {} -> {}", req.method, req.path, res.status);
+  });
+
+  http.Post("/v1/completions", [this](const httplib::Request& q, httplib::Response& r) { completions(q, r); });
+  http.Post("/v1/chat/completions", [this](const httplib::Request& q, httplib::Response& r) { chat(q, r); });
+  http.Get("/v1/models", [this](const httplib::Request&, httplib::Response& r) {
+    json m = {{"id", opts.model_name}, {"object", "model"}, {"created", started_at}, {"owned_by", "nestedfp"},
+              {"max_model_len", engine.max_model_len()}};
+    send_json(r, 200, {{"object", "list"}, {"data", {m}}});
+  });
+  http.Get("/health", [](const httplib::Request&, httplib::Response& r) { send_json(r, 200, {{"status", "ok"}}); });
+  http.Get("/metrics", [this](const httplib::Request&, httplib::Response& r) {
+    std::string text = engine.metrics_text();
+    text += "# HELP nestedfp_http_responses_total HTTP responses, by status.\n# TYPE nestedfp_http_responses_total counter\n";
+    {
+      std::lock_guard lk(stats_mu);
+      for (auto& [code, n] : responses) text += fmt::format("nestedfp_http_responses_total{{code=\"{}\"}} {}\n", code, n);
+    }
+    text += fmt::format("# HELP nestedfp_client_disconnects_total Streaming requests aborted because the client went away.\n"
+                        "# TYPE nestedfp_client_disconnects_total counter\nnestedfp_client_disconnects_total {}\n",
+                        disconnects.load());
+    text += fmt::format("# HELP nestedfp_requests_rejected_total Requests refused with 429 (queue full).\n"
+                        "# TYPE nestedfp_requests_rejected_total counter\nnestedfp_requests_rejected_total {}\n",
+                        rejected_queue_full.load());
+    r.set_content(text, "text/plain; version=0.0.4");
+  });
+  http.Get("/admin/precision", [this](const httplib::Request& q, httplib::Response& r) { admin_precision(q, r); });
+  http.Post("/admin/precision", [this](const httplib::Request& q, httplib::Response& r) { admin_precision(q, r); });
+}
+
+OpenAIServer::OpenAIServer(Engine& engine, Tokenizer tokenizer, ServerOptions options)
+    : impl_(std::make_unique<Impl>(engine, std::move(tokenizer), std::move(options))) {
+  // A client that closes its socket must not kill the process when we write to it.
+  std::signal(SIGPIPE, SIG_IGN);
+  impl_->routes();
+}
+
+OpenAIServer::~OpenAIServer() { stop(); }
+
+int OpenAIServer::bind() {
+  if (impl_->bound_port >= 0) return impl_->bound_port;
+  auto& o = impl_->opts;
+  if (o.port == 0) {
+    impl_->bound_port = impl_->http.bind_to_any_port(o.host);
+  } else {
+    impl_->bound_port = impl_->http.bind_to_port(o.host, o.port) ? o.port : -1;
+  }
+  if (impl_->bound_port < 0) fail("cannot listen on {}:{} (address in use or not available): pick another --host/--port", o.host, o.port);
+  return impl_->bound_port;
+}
+
+void OpenAIServer::run() {
+  bind();
+  impl_->http.listen_after_bind();
+}
+
+void OpenAIServer::start() {
+  bind();
+  impl_->thread = std::thread([this] { impl_->http.listen_after_bind(); });
+  for (int i = 0; i < 2000 && !impl_->http.is_running(); ++i) std::this_thread::sleep_for(1ms);
+}
+
+void OpenAIServer::stop() {
+  if (impl_->stopping.exchange(true)) {
+    if (impl_->thread.joinable()) impl_->thread.join();
+    return;
+  }
+  impl_->http.stop();
+  if (impl_->thread.joinable()) impl_->thread.join();
+}
+
+int OpenAIServer::port() const { return impl_->bound_port; }
+
+}  // namespace nestedfp::server
