@@ -43,7 +43,7 @@ fi
 # ---- build -------------------------------------------------------------------------------------
 t0=$(date +%s)
 # Extra kernels: every variant is tested and benchmarked on the GPU (CI compiles only the default set).
-if ! cmake --preset cuda -DNESTEDFP_CUDA_EXTRA_KERNELS=${NESTEDFP_CUDA_EXTRA_KERNELS:-ON} > "$OUT/build.log" 2>&1; then
+if ! cmake --preset cuda -DNESTEDFP_CUDA_KERNEL_SET=${NESTEDFP_CUDA_KERNEL_SET:-all} > "$OUT/build.log" 2>&1; then
   tail -40 "$OUT/build.log"; note "configure failed (log: build.log)"; exit 1
 fi
 jobs=$(nproc); [ "$jobs" -gt 16 ] && jobs=16

@@ -182,10 +182,16 @@ TEST(BenchClient, ReportsServerAndConnectionErrors) {
   EXPECT_NE(bad.error.find("HTTP 400"), std::string::npos) << bad.error;
   EXPECT_NE(bad.error.find("prompt too long"), std::string::npos) << bad.error;
 
-  // A port nobody listens on: bind one (without listen), read its number, close it.
+  // A port nobody listens on: bind one without listen() and keep it bound while connecting, so
+  // no other test running in parallel can take the port (a connect to it is refused).
   int port;
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
   {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in a{};
     a.sin_family = AF_INET;
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -193,7 +199,6 @@ TEST(BenchClient, ReportsServerAndConnectionErrors) {
     socklen_t len = sizeof a;
     ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
     port = ntohs(a.sin_port);
-    ::close(fd);
   }
   Endpoint gone = parse_url("http://127.0.0.1:" + std::to_string(port));
   std::string e = error_of([&] { discover_model(gone); });
