@@ -61,4 +61,11 @@ if [ ! -f "$stamp" ]; then
   unpack "$w" flashinfer/data/include .deps/flashinfer/include
   rm -f .deps/.stamp-*; touch "$stamp"
 fi
+# Python packages the end-to-end tests use (pinned): the official OpenAI client.
+OPENAI_VERSION=3.54.0
+if [ ! -x .deps/venv/bin/python3 ] || ! .deps/venv/bin/python3 -c "import openai, sys; sys.exit(openai.__version__ != '${OPENAI_VERSION}')" 2>/dev/null; then
+  echo "setup: creating .deps/venv with openai==${OPENAI_VERSION}"
+  python3 -m venv .deps/venv
+  .deps/venv/bin/python3 -m pip install -q --disable-pip-version-check "openai==${OPENAI_VERSION}"
+fi
 echo "setup: done (CUTLASS $(grep -m1 'define CUTLASS_MINOR' .deps/cutlass/include/cutlass/version.h | awk '{print "4."$3}'), FlashInfer ${FLASHINFER_WHEEL_VERSION})"

@@ -15,6 +15,11 @@ cmake --build --preset cpu -j "$JOBS"
 step "tests: ctest (cpu)"
 ctest --preset cpu -j "$JOBS"
 
+step "soak: the server under AddressSanitizer + LeakSanitizer (${SOAK_SECONDS:-120}s)"
+cmake --preset asan >/dev/null
+cmake --build --preset asan -j "$JOBS" --target test_server
+NESTEDFP_SOAK_SECONDS=${SOAK_SECONDS:-120} build/asan/test_server --gtest_filter='Soak*'
+
 step "fuzz: ${FUZZ_SECONDS}s per target"
 cmake --preset fuzz >/dev/null
 fuzzers=$(cd tests/fuzz && ls fuzz_*.cpp 2>/dev/null | sed 's/\.cpp$//' || true)

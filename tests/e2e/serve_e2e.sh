@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# End-to-end over real HTTP on loopback with the bundled model: the official openai client, then
+# `nestedfp bench serve` replaying a short slice of the Azure conv trace (table, JSON, PNG plots).
+#   tests/e2e/serve_e2e.sh NESTEDFP_BINARY
+set -euo pipefail
+bin=$(realpath "$1")
+root=$(cd "$(dirname "$0")/../.." && pwd)
+py=$root/.deps/venv/bin/python3
+trace=$root/../shared/data/traces/azure_llm_2023_conv.csv
+[ -x "$py" ] || { echo "serve_e2e: $py missing: run scripts/setup.sh" >&2; exit 1; }
+[ -f "$trace" ] || { echo "serve_e2e: $trace missing (../shared beside the checkout)" >&2; exit 1; }
+work=$(mktemp -d)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$bin" serve "$root/models/pystd-16m" --port "$port" --precision dynamic:threshold=64 \
+  --max-num-batched-tokens 256 >"$work/server.log" 2>&1 &
+pid=$!
+cleanup() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+for _ in $(seq 1 300); do
+  curl -sf "http://127.0.0.1:$port/health" >/dev/null && break
+  kill -0 "$pid" 2>/dev/null || { cat "$work/server.log"; echo "serve_e2e: server exited" >&2; exit 1; }
+  sleep 0.1
+done
+
+"$py" "$root/tests/e2e/openai_client_check.py" "http://127.0.0.1:$port"
+
+"$bin" bench serve --url "http://127.0.0.1:$port" --mode trace --trace "$trace" --duration 30 \
+  --time-scale 4 --num-requests 24 --middle-ratio 0.8 --max-input-len 256 --max-output-len 24 \
+  --out "$work/bench" | tee "$work/bench.txt"
+for f in bench_serve_trace.json latency_over_time.png precision_share.png; do
+  [ -s "$work/bench/$f" ] || { ls -la "$work/bench"; echo "serve_e2e: $f not written" >&2; exit 1; }
+done
+head -c 8 "$work/bench/latency_over_time.png" | od -An -c | grep -q 'P   N   G' || { echo "serve_e2e: not a PNG" >&2; exit 1; }
+"$py" - "$work/bench/bench_serve_trace.json" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+s = json.dumps(j)
+assert "ttft" in s.lower() and "tpot" in s.lower(), "no TTFT/TPOT in the report"
+PY
+grep -qi "ttft" "$work/bench.txt" || { echo "serve_e2e: no table printed" >&2; exit 1; }
+echo "serve_e2e: ok"
