@@ -8,6 +8,7 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "cpu/pystd_fixture.hpp"
 #include "engine/model_runner.hpp"
 #include "engine/offline.hpp"
 #include "nestedfp/sampler.hpp"
@@ -17,16 +18,7 @@ using namespace nestedfp;
 
 namespace {
 
-const std::string kModel = NESTEDFP_SOURCE_DIR "/models/pystd-16m";
-const std::string kText = NESTEDFP_SOURCE_DIR "/../shared/data/eval/pystd_public.txt.gz";
-
-const nlohmann::json& reference() {
-  static const nlohmann::json j = [] {
-    std::ifstream f(kModel + "/REFERENCE.json");
-    return nlohmann::json::parse(f);
-  }();
-  return j;
-}
+using namespace nestedfp::testing_pystd;
 
 engine::ModelRunner& runner(format::ScaleMode mode, bool fp8_activations = true) {
   static std::unique_ptr<engine::ModelRunner> r[4];
@@ -39,15 +31,6 @@ engine::ModelRunner& runner(format::ScaleMode mode, bool fp8_activations = true)
                                                  engine::ModelWeights::load(kModel, mode), o);
   }
   return *slot;
-}
-
-const std::vector<int32_t>& text_ids() {
-  static const std::vector<int32_t> ids = [] {
-    // The first 8 chunks need 4096 ids; 64 KB of text is plenty.
-    const std::string text = engine::read_text_file(kText);
-    return Tokenizer::load(kModel).encode(std::string_view(text).substr(0, 65536), false);
-  }();
-  return ids;
 }
 
 std::vector<double> chunks(Precision p, bool fp8_activations = true) {

@@ -12,6 +12,7 @@
 #include "backend/cpu/kernels.hpp"
 #include "backend/cpu/thread_pool.hpp"
 #include "engine/layer_error.hpp"
+#include "cpu/pystd_fixture.hpp"
 #include "engine/model_runner.hpp"
 #include "engine/offline.hpp"
 #include "nestedfp/error.hpp"
@@ -135,24 +136,8 @@ TEST(Fp8Weight, GemmAppliesPerRowScale) {
 // ---- on the real model ------------------------------------------------------------------------
 namespace {
 
-const std::string kModel = NESTEDFP_SOURCE_DIR "/models/pystd-16m";
-const std::string kText = NESTEDFP_SOURCE_DIR "/../shared/data/eval/pystd_public.txt.gz";
+using namespace nestedfp::testing_pystd;
 
-const nlohmann::json& reference() {
-  static const nlohmann::json j = [] {
-    std::ifstream f(kModel + "/REFERENCE.json");
-    return nlohmann::json::parse(f);
-  }();
-  return j;
-}
-
-const std::vector<int32_t>& text_ids() {
-  static const std::vector<int32_t> ids = [] {
-    const std::string text = engine::read_text_file(kText);
-    return Tokenizer::load(kModel).encode(std::string_view(text).substr(0, 65536), false);
-  }();
-  return ids;
-}
 
 std::vector<double> first8(engine::LinearStorage storage, Precision p) {
   engine::RunnerOptions o;
