@@ -34,21 +34,10 @@ engine::ModelRunner& runner(format::ScaleMode mode, bool fp8_activations = true)
 }
 
 std::vector<double> chunks(Precision p, bool fp8_activations = true) {
-  const auto& ids = text_ids();
-  if (ids.size() < 8u * 512) throw std::runtime_error("text too short");
-  const auto first = reference()["perplexity"]["first_ids"].get<std::vector<int32_t>>();
-  if (!std::equal(first.begin(), first.end(), ids.begin())) throw std::runtime_error("tokenizer disagrees with REFERENCE.json");
-  auto& r = runner(format::ScaleMode::None, fp8_activations);
-  std::vector<double> out;
-  for (int i = 0; i < 8; ++i) out.push_back(engine::chunk_mean_nll(r, std::span(ids).subspan(size_t(i) * 512, 512), p));
-  return out;
+  return first8_chunk_nll(runner(format::ScaleMode::None, fp8_activations), p);
 }
 
-std::vector<double> want(const char* key) {
-  return reference()["perplexity"]["results"][key]["chunk_mean_nll_first8"].get<std::vector<double>>();
-}
-
-double mean(const std::vector<double>& v) { return std::accumulate(v.begin(), v.end(), 0.0) / double(v.size()); }
+std::vector<double> want(const char* key) { return reference_first8(key); }
 
 }  // namespace
 

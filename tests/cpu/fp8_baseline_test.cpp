@@ -138,22 +138,14 @@ namespace {
 
 using namespace nestedfp::testing_pystd;
 
-
 std::vector<double> first8(engine::LinearStorage storage, Precision p) {
   engine::RunnerOptions o;
   o.num_kv_blocks = 32;
   engine::ModelRunner r(backend::make_cpu_backend(), engine::ModelWeights::load(kModel, format::ScaleMode::None, storage), o);
-  const auto& ids = text_ids();
-  if (ids.size() < 8u * 512) throw std::runtime_error("text too short");
-  std::vector<double> out;
-  for (int i = 0; i < 8; ++i) out.push_back(engine::chunk_mean_nll(r, std::span(ids).subspan(size_t(i) * 512, 512), p));
-  return out;
+  return first8_chunk_nll(r, p);
 }
 
-std::vector<double> want(const char* key) {
-  return reference()["perplexity"]["results"][key]["chunk_mean_nll_first8"].get<std::vector<double>>();
-}
-double mean(const std::vector<double>& v) { return std::accumulate(v.begin(), v.end(), 0.0) / double(v.size()); }
+std::vector<double> want(const char* key) { return reference_first8(key); }
 
 // As NestedFp8ChunkNll in acceptance_test.cpp: per-token E4M3 rounding of activations makes single
 // chunks chaotic at the 0.01 level (summation order alone moves them by up to 0.007), so the

@@ -1,11 +1,16 @@
 #pragma once
 // Shared by the tests that run the bundled pystd-16m model against its REFERENCE.json.
+#include <algorithm>
 #include <fstream>
+#include <numeric>
+#include <span>
+#include <stdexcept>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "engine/model_runner.hpp"
 #include "engine/offline.hpp"
 #include "nestedfp/tokenizer.hpp"
 
@@ -26,9 +31,28 @@ inline const nlohmann::json& reference() {
 inline const std::vector<int32_t>& text_ids() {
   static const std::vector<int32_t> ids = [] {
     const std::string text = engine::read_text_file(kText);
-    return Tokenizer::load(kModel).encode(std::string_view(text).substr(0, 65536), false);
+    auto v = Tokenizer::load(kModel).encode(std::string_view(text).substr(0, 65536), false);
+    if (v.size() < 8u * 512) throw std::runtime_error("text too short for 8 chunks of 512");
+    const auto first = reference()["perplexity"]["first_ids"].get<std::vector<int32_t>>();
+    if (!std::equal(first.begin(), first.end(), v.begin()))
+      throw std::runtime_error("tokenizer disagrees with REFERENCE.json first_ids");
+    return v;
   }();
   return ids;
 }
+
+// Mean NLL of each of the first 8 chunks of 512 ids (the REFERENCE.json protocol).
+inline std::vector<double> first8_chunk_nll(engine::ModelRunner& r, Precision p) {
+  const auto& ids = text_ids();
+  std::vector<double> out;
+  for (int i = 0; i < 8; ++i) out.push_back(engine::chunk_mean_nll(r, std::span(ids).subspan(size_t(i) * 512, 512), p));
+  return out;
+}
+
+inline std::vector<double> reference_first8(const char* mode) {
+  return reference()["perplexity"]["results"][mode]["chunk_mean_nll_first8"].get<std::vector<double>>();
+}
+
+inline double mean(const std::vector<double>& v) { return std::accumulate(v.begin(), v.end(), 0.0) / double(v.size()); }
 
 }  // namespace nestedfp::testing_pystd
