@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <utility>
 #include <vector>
 
 namespace nestedfp {
@@ -25,13 +26,21 @@ class RequestSampler {
   explicit RequestSampler(const SamplingParams& params, uint64_t fallback_seed = 0);
   int32_t sample(std::span<const float> logits);
   const SamplingParams& params() const { return params_; }
+  // The request's next uniform draw in [0, 1): one per sampled token (not drawn when greedy).
+  // Executors that sample on the device take this number from the host (StepInput).
+  double next_uniform();
 
  private:
-  double next_uniform();  // [0, 1)
   SamplingParams params_;
   uint64_t s_[4];  // xoshiro256** state (portable: same stream on every platform)
   std::vector<std::pair<float, int32_t>> cand_;
 };
+
+// The sampling rule of RequestSampler with an explicit uniform draw `u` in [0, 1): top-k, then
+// softmax(logit / T), then the top-p nucleus, then the inverse CDF over the kept tokens in
+// descending-logit order. `cand` is scratch space (reused between calls).
+int32_t sample_with_uniform(std::span<const float> logits, const SamplingParams& params, double u,
+                            std::vector<std::pair<float, int32_t>>& cand);
 
 struct TokenLogprob {
   int32_t token = -1;

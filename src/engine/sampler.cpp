@@ -41,24 +41,31 @@ int32_t argmax(std::span<const float> logits) {
 
 int32_t RequestSampler::sample(std::span<const float> logits) {
   if (params_.temperature == 0.f) return argmax(logits);
-  const double u = next_uniform();  // drawn first: one number per token whatever the filters
-  cand_.clear();
-  for (size_t i = 0; i < logits.size(); ++i) cand_.emplace_back(logits[i], int32_t(i));
-  const size_t k = params_.top_k > 0 ? std::min(cand_.size(), size_t(params_.top_k)) : cand_.size();
+  const double u = next_uniform();  // one number per sampled token, whatever the filters
+  return sample_with_uniform(logits, params_, u, cand_);
+}
+
+int32_t sample_with_uniform(std::span<const float> logits, const SamplingParams& params, double u,
+                            std::vector<std::pair<float, int32_t>>& cand) {
+  if (params.temperature == 0.f) return argmax(logits);
+  if (logits.empty()) fail("sampling from empty logits");
+  cand.clear();
+  for (size_t i = 0; i < logits.size(); ++i) cand.emplace_back(logits[i], int32_t(i));
+  const size_t k = params.top_k > 0 ? std::min(cand.size(), size_t(params.top_k)) : cand.size();
   // Descending logit, ascending id on ties: a total order, so the result is deterministic.
   auto better = [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); };
-  std::partial_sort(cand_.begin(), cand_.begin() + ptrdiff_t(k), cand_.end(), better);
-  cand_.resize(k);
-  const double inv_t = 1.0 / params_.temperature, mx = cand_[0].first;
+  std::partial_sort(cand.begin(), cand.begin() + ptrdiff_t(k), cand.end(), better);
+  cand.resize(k);
+  const double inv_t = 1.0 / params.temperature, mx = cand[0].first;
   std::vector<double> p(k);
   double sum = 0;
-  for (size_t i = 0; i < k; ++i) sum += (p[i] = std::exp((cand_[i].first - mx) * inv_t));
+  for (size_t i = 0; i < k; ++i) sum += (p[i] = std::exp((cand[i].first - mx) * inv_t));
   size_t keep = k;
-  if (params_.top_p < 1.f) {  // smallest prefix whose mass reaches top_p
+  if (params.top_p < 1.f) {  // smallest prefix whose mass reaches top_p
     double acc = 0;
     for (size_t i = 0; i < k; ++i) {
       acc += p[i] / sum;
-      if (acc >= params_.top_p) { keep = i + 1; break; }
+      if (acc >= params.top_p) { keep = i + 1; break; }
     }
   }
   double mass = 0;
@@ -66,9 +73,9 @@ int32_t RequestSampler::sample(std::span<const float> logits) {
   double target = u * mass, acc = 0;
   for (size_t i = 0; i < keep; ++i) {
     acc += p[i];
-    if (target < acc) return cand_[i].second;
+    if (target < acc) return cand[i].second;
   }
-  return cand_[keep - 1].second;
+  return cand[keep - 1].second;
 }
 
 static double log_sum_exp(std::span<const float> logits) {
