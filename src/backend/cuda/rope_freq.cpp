@@ -12,7 +12,7 @@ namespace nestedfp::cuda {
 std::vector<float> rope_inv_freq(const backend::RopeSpec& s) {
   if (s.head_dim <= 0 || s.head_dim % 2) fail("rope: head_dim {} must be positive and even", s.head_dim);
   const int half = s.head_dim / 2;
-  std::vector<float> inv(size_t(half));
+  std::vector<float> inv(static_cast<size_t>(half));
   // As transformers computes it in fp32: 1 / base^(2i / dim).
   for (int i = 0; i < half; ++i) inv[size_t(i)] = 1.f / std::pow(float(s.theta), float(2 * i) / float(s.head_dim));
   if (s.scaling == "linear") {
