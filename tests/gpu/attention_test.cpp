@@ -33,7 +33,7 @@ struct Layout {
 // Pages are a random permutation of the cache blocks, so sequences interleave in memory.
 Layout make_layout(std::mt19937_64& rng, const std::vector<Seq>& seqs, int num_blocks) {
   Layout L;
-  std::vector<int32_t> perm(size_t(num_blocks));
+  std::vector<int32_t> perm(static_cast<size_t>(num_blocks));
   std::iota(perm.begin(), perm.end(), 0);
   std::shuffle(perm.begin(), perm.end(), rng);
   size_t next = 0;

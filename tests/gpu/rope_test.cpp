@@ -44,7 +44,7 @@ void host_rope(std::vector<uint16_t>& x, int M, int heads, int hd, const std::ve
   const int half = hd / 2;
   const auto r16 = [](float v) { return h2f(float_to_fp16(v)); };
   for (int m = 0; m < M; ++m) {
-    std::vector<float> c(size_t(half)), s(size_t(half));
+    std::vector<float> c(static_cast<size_t>(half)), s(static_cast<size_t>(half));
     for (int i = 0; i < half; ++i) {
       const float f = inv[size_t(i)] * float(pos[size_t(m)]);
       c[size_t(i)] = r16(float(std::cos(double(f))));
