@@ -108,7 +108,7 @@ void run_case(std::mt19937_64& rng, const Case& c) {
   for (uint16_t h : vc) vmax = std::max(vmax, double(std::fabs(h2f(h))));
   size_t bad = 0, checked = 0;
   double worst = 0;
-  std::vector<double> sc, acc(size_t(hd));
+  std::vector<double> sc, acc(static_cast<size_t>(hd));
   for (size_t s = 0; s < c.seqs.size(); ++s) {
     const int kv_len = c.seqs[s].start + c.seqs[s].q_len;
     const int32_t* table = L.kv_indices.data() + L.kv_indptr[s];
