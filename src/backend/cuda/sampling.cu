@@ -206,7 +206,7 @@ logprobs_kernel(const float* __restrict__ logits, int V, const int32_t* __restri
       top_ids[row * top_n + t] = a.i;  // -1 when V < top_n
       top_lp[row * top_n + t] = a.i >= 0 ? float(double(x[a.i]) - lse) : -INFINITY;
     }
-    prev = a;
+    if (a.i >= 0) prev = a;  // once exhausted, later ranks stay empty (prev.i = -1 would restart)
   }
 }
 
