@@ -94,12 +94,15 @@ struct SampleParams {
   int top_k = 0;
   float u = 0.f;
 };
+// Threshold searches run over the logits in place: the workspace is 0 bytes today (callers still
+// size it with this function, so a later kernel may use one). NaN logits count as -inf.
 size_t sample_workspace_bytes(int R, int V);
 // logits fp32 [R, V]; params device [R]; out device [R].
 void sample_tokens(const float* logits, int R, int V, const SampleParams* params, int32_t* out,
                    void* workspace, size_t workspace_bytes, cudaStream_t stream);
 // log_softmax of the raw logits (fp32 math): the chosen token's log-probability and the top_n
 // (<= 20) most likely tokens, descending, lower id first on ties. Outputs device [R], [R, top_n].
+// chosen and chosen_lp may both be null (no chosen token); ranks past V get id -1 and -inf.
 inline constexpr int kMaxTopLogprobs = 20;
 void logprobs_topn(const float* logits, int R, int V, const int32_t* chosen, int top_n,
                    float* chosen_lp, int32_t* top_ids, float* top_lp, cudaStream_t stream);

@@ -101,8 +101,9 @@ sample_kernel(const float* __restrict__ logits, int V, const SampleParams* __res
   const SampleParams p = params[row];
 
   const blk::ArgMax best = row_argmax(x, V, s_arg);
-  // Greedy, or nothing to sample from (every logit -inf/NaN): the argmax, lowest id on ties.
-  if (!(p.temperature > 0.f) || best.v == -INFINITY) {
+  // Greedy, nothing to sample from (every logit -inf/NaN), or a +inf logit (which takes all the
+  // mass; exp(inf - inf) would be NaN): the argmax, lowest id on ties.
+  if (!(p.temperature > 0.f) || isinf(best.v)) {
     if (threadIdx.x == 0) out[row] = best.i;
     return;
   }
