@@ -26,10 +26,11 @@ constexpr int kItems = 8;  // consecutive tokens per thread in the inverse-CDF s
 // NaN logits never win and get no probability: they are treated as -inf.
 __device__ __forceinline__ float clean(float x) { return isnan(x) ? -INFINITY : x; }
 
-// Monotone map float -> uint32 (a < b  <=>  key(a) < key(b)); NaN maps to 0, below -inf.
+// Monotone map float -> uint32 (a < b  <=>  key(a) < key(b), a == b  <=>  same key: -0 is read
+// as +0); NaN maps to 0, below -inf.
 __device__ __forceinline__ uint32_t key_of(float x) {
   if (isnan(x)) return 0u;
-  const uint32_t b = __float_as_uint(x);
+  const uint32_t b = x == 0.f ? 0u : __float_as_uint(x);
   return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
 }
 
