@@ -10,6 +10,7 @@
 #include <tuple>
 
 #include "backend/cuda/kernels.hpp"
+#include "backend/cuda/ops.hpp"
 #include "nestedfp/error.hpp"
 
 namespace nestedfp::cuda {
@@ -106,6 +107,17 @@ void cublas_fp16_gemm(const __half* W, int N, int K, const __half* X, __half* Y,
   // Column-major: Yᵀ[N, M] = (W as K×N)ᵀ · (X as K×M).
   NFP_CUBLAS_CHECK(cublasGemmEx(h.blas, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &alpha, W, CUDA_R_16F, K, X,
                                 CUDA_R_16F, K, &beta, Y, CUDA_R_16F, N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+// lm_head: the same GEMM with fp32 output, so logits skip a rounding to fp16 (ops.hpp).
+void cublas_fp16_gemm_f32out(const __half* W, int N, int K, const __half* X, float* Y, int M, cudaStream_t stream) {
+  if (M < 1 || N < 1 || K < 1) fail("cublas_fp16_gemm_f32out: bad shape M={} N={} K={}", M, N, K);
+  if (!W || !X || !Y) fail("cublas_fp16_gemm_f32out: null pointer (W, X or Y)");
+  auto& h = handles();
+  NFP_CUBLAS_CHECK(cublasSetStream(h.blas, stream));
+  const float alpha = 1.f, beta = 0.f;
+  NFP_CUBLAS_CHECK(cublasGemmEx(h.blas, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &alpha, W, CUDA_R_16F, K, X,
+                                CUDA_R_16F, K, &beta, Y, CUDA_R_32F, N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
 void cublaslt_fp8_gemm(const uint8_t* wq, int N, int K, const uint8_t* xq, __half* Y, int M,

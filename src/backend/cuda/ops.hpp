@@ -13,6 +13,11 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
+
+namespace nestedfp::backend {
+struct RopeSpec;  // nestedfp/backend.hpp
+}
 
 namespace nestedfp::cuda {
 
@@ -31,11 +36,16 @@ void add_inplace(__half* x, const __half* y, int64_t n, cudaStream_t stream);
 // ---- RoPE (Hugging Face rotate_half / "neox" layout) -------------------------------------------
 // In place on q [M, nq, head_dim] and k [M, nkv, head_dim]. inv_freq: device float [head_dim/2],
 // computed on the host from the rope scaling (default | llama3 | linear) exactly as the cpu
-// backend does. Angle = fp32(inv_freq[i] * float(pos[m])); cos/sin in fp32 rounded to fp16
-// (HF computes cos/sin in fp32 and casts them to the model dtype); out = fp16(x*cos + rot(x)*sin)
-// with the products and sum in fp32 — the cpu backend's order.
+// backend does (rope_inv_freq below). Angle = fp32(inv_freq[i] * float(pos[m])); cos/sin of it
+// rounded to fp16 (HF computes cos/sin in fp32 and casts them to the model dtype); out =
+// fp16(fp16(x*cos) + fp16(rot(x)*sin)): each product rounded to fp16 as HF's fp16 tensor
+// multiplies do, the sum in fp32 rounded once — the cpu backend's order, bit for bit.
+// head_dim even, <= 1024.
 void rope_inplace(__half* q, __half* k, const int32_t* pos, const float* inv_freq, int M, int nq,
                   int nkv, int head_dim, cudaStream_t stream);
+// inv_freq [head_dim/2] for a RopeSpec, the cpu backend's create_rope formula (fp32 base powers,
+// then the linear or llama3 rescaling); throws Error for an odd head_dim or an unknown scaling.
+std::vector<float> rope_inv_freq(const backend::RopeSpec& spec);
 
 // ---- paged KV cache --------------------------------------------------------------------------
 // One layer's cache: K and V each [num_blocks, nkv, kPageSize, head_dim] fp16 ("HND", the cpu
@@ -84,12 +94,15 @@ struct SampleParams {
   int top_k = 0;
   float u = 0.f;
 };
+// Threshold searches run over the logits in place: the workspace is 0 bytes today (callers still
+// size it with this function, so a later kernel may use one). NaN logits count as -inf.
 size_t sample_workspace_bytes(int R, int V);
 // logits fp32 [R, V]; params device [R]; out device [R].
 void sample_tokens(const float* logits, int R, int V, const SampleParams* params, int32_t* out,
                    void* workspace, size_t workspace_bytes, cudaStream_t stream);
 // log_softmax of the raw logits (fp32 math): the chosen token's log-probability and the top_n
 // (<= 20) most likely tokens, descending, lower id first on ties. Outputs device [R], [R, top_n].
+// chosen and chosen_lp may both be null (no chosen token); ranks past V get id -1 and -inf.
 inline constexpr int kMaxTopLogprobs = 20;
 void logprobs_topn(const float* logits, int R, int V, const int32_t* chosen, int top_n,
                    float* chosen_lp, int32_t* top_ids, float* top_lp, cudaStream_t stream);
