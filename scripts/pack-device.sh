@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Packs what the GPU machine's image lacks into the ignored folder .carry/ (run here, where
-# scripts/setup.sh has run): the CUTLASS and FlashInfer header trees from .deps/, and a small
-# sysroot with cpp-httplib (Debian builds it as a shared library), PCRE2 and zlib (static), the
-# headers httplib.h pulls in (OpenSSL, Brotli) and the Brotli shared libraries it links against.
+# scripts/setup.sh has run): the CUTLASS and FlashInfer header trees from .deps/ (FlashInfer's
+# with its own CCCL), and a small sysroot with cpp-httplib (Debian builds it as a shared library),
+# PCRE2 and zlib (static), the headers httplib.h pulls in (OpenSSL, Brotli) and the Brotli shared
+# libraries it links against.
 # scripts/gpu-check.sh unpacks it on the device. Everything is xz-compressed; total well < 30 MiB.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +11,8 @@ cd "$(dirname "$0")/.."
 
 out=.carry
 rm -rf "$out"; mkdir -p "$out"
-tar -C .deps -cJf "$out/deps-headers.tar.xz" cutlass/include flashinfer/include
+[ -d .deps/flashinfer/cccl/libcudacxx/include ] || { echo "pack-device: .deps/flashinfer/cccl missing: run scripts/setup.sh again" >&2; exit 1; }
+tar -C .deps -cJf "$out/deps-headers.tar.xz" cutlass/include flashinfer/include flashinfer/cccl
 
 arch=x86_64-linux-gnu
 lib=/usr/lib/$arch

@@ -52,13 +52,19 @@ PY
   rm -rf "$dest"; mkdir -p "$(dirname "$dest")"; mv "$tmp/$inner" "$dest"; rm -rf "$tmp"
 }
 
-stamp=".deps/.stamp-cutlass-${CUTLASS_WHEEL_VERSION}-flashinfer-${FLASHINFER_WHEEL_VERSION}"
+# "-cccl": the stamp name changed when the CCCL tree was added, so older .deps/ re-unpack.
+stamp=".deps/.stamp-cutlass-${CUTLASS_WHEEL_VERSION}-flashinfer-${FLASHINFER_WHEEL_VERSION}-cccl"
 if [ ! -f "$stamp" ]; then
   echo "setup: fetching nvidia-cutlass==${CUTLASS_WHEEL_VERSION} and flashinfer-python==${FLASHINFER_WHEEL_VERSION} (headers only)"
   w=$(fetch_wheel nvidia-cutlass "$CUTLASS_WHEEL_VERSION")
   unpack "$w" cutlass_library/source/include .deps/cutlass/include
   w=$(fetch_wheel flashinfer-python "$FLASHINFER_WHEEL_VERSION")
   unpack "$w" flashinfer/data/include .deps/flashinfer/include
+  # FlashInfer's headers need a newer CCCL (cuda::fast_mod_div) than CUDA 13.0 ships: the wheel's
+  # own libcudacxx/CUB/Thrust go first on the include path of the FlashInfer translation unit.
+  for sub in libcudacxx/include cub/cub thrust/thrust; do
+    unpack "$w" "flashinfer/data/cccl/$sub" ".deps/flashinfer/cccl/$sub"
+  done
   rm -f .deps/.stamp-*; touch "$stamp"
 fi
 # Python packages the end-to-end tests use (pinned): the official OpenAI client.
