@@ -1,8 +1,9 @@
 #pragma once
 // The backend interface (DESIGN §3): the ops of a Llama-family forward, implemented once per
 // device (cpu reference, cuda). Everything the ops touch lives in backend-owned buffers and
-// handles; shapes are passed explicitly. Host-side index arrays (token ids, positions, slots,
-// block tables) are passed as spans: a device backend copies them in.
+// handles; shapes are passed explicitly. The step's index arrays (token ids, positions, slots,
+// block tables, sampling parameters) are handed over once per step (begin_step); a device
+// backend uploads them once and every op reads them there.
 //
 // Numerics every backend follows (the cpu backend is the reference):
 //  - activations are FP16 where an FP16 Hugging Face model holds them (linear outputs, norm
@@ -18,9 +19,13 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
+#include <utility>
+#include <vector>
 
+#include "nestedfp/sampler.hpp"
 #include "nestedfp/step.hpp"
 
 namespace nestedfp::format {
@@ -57,12 +62,30 @@ class LinearWeight {
   bool runs_fp8() const { return format != WeightFormat::FP16; }
 };
 
-// Host description of a linear weight [out, in] (HF layout). Exactly one of nested / fp8 / fp16.
+// Values the loader hands to the backend without a host copy: generated on the device
+// (--load-format dummy) as fp16(mean + std * N(0, 1)), a pure function of (seed, index).
+struct RandomFill {
+  float mean = 0.f, std = 0.02f;
+  uint64_t seed = 0;
+};
+
+// How a raw fp16 weight should be stored: the backend nests it (splitting on its own device),
+// quantizes it to an FP8 baseline, or keeps it plain.
+enum class RawStorage { Nested, Plain, Fp8PerTensor, Fp8PerChannel };
+
+// Host description of a linear weight [out, in] (HF layout). Exactly one of nested / fp8 /
+// fp16 / raw16 / random.
 struct LinearSpec {
   int64_t out_features = 0, in_features = 0;
-  const format::NestedTensor* nested = nullptr;
+  const format::NestedTensor* nested = nullptr;  // split on the host already
   const format::Fp8Tensor* fp8 = nullptr;
-  const uint16_t* fp16 = nullptr;  // plain fp16 bits [out, in]
+  const uint16_t* fp16 = nullptr;  // plain fp16 bits [out, in], kept plain
+  // Raw fp16 bits (or random values) that the backend stores as `storage` says; a Nested weight
+  // with a row that cannot be nested stays plain FP16 (LinearWeight::format tells).
+  const uint16_t* raw16 = nullptr;
+  const RandomFill* random = nullptr;
+  RawStorage storage = RawStorage::Nested;
+  bool channel_scale = false;      // Nested: per-row 2^k scales (--nested-scale channel)
   const uint16_t* bias = nullptr;  // optional fp16 bits [out]
 };
 
@@ -89,6 +112,7 @@ class Rope {
 
 struct KvCacheSpec {
   int num_layers = 0, num_blocks = 0, num_kv_heads = 0, head_dim = 0;
+  int num_q_heads = 0;  // of the attention that reads it (device backends plan for it)
   // Tokens per block: always kKvBlockSize (step.hpp).
 };
 class KvCache {
@@ -97,72 +121,120 @@ class KvCache {
   KvCacheSpec spec;
 };
 
-// One sequence in a paged-attention call: its query rows are [q_begin, q_begin + q_len) of the
-// batch, at positions start_pos ... start_pos + q_len - 1; keys/values of [0, start_pos + q_len)
-// are in the cache (this step's were written by write_kv) at the blocks of block_table.
-struct AttentionSeq {
-  int32_t q_begin = 0, q_len = 0, start_pos = 0;
-  std::span<const int32_t> block_table;
+// The layout of one engine step, built once on the host by the model runner and handed to the
+// backend once (begin_step), which keeps it where its ops read it (device memory on a GPU). The
+// ops that need per-token or per-sequence indices (embedding, rope, write_kv, attention,
+// gather_logit_rows, sample) read the current step's layout instead of taking host arrays.
+struct StepLayout {
+  std::vector<int32_t> ids;        // [T] token ids
+  std::vector<int32_t> positions;  // [T]
+  std::vector<int32_t> slots;      // [T] KV slot = block * kKvBlockSize + offset
+  // Attention in CSR form: sequence s owns query rows [q_indptr[s], q_indptr[s+1]) and blocks
+  // kv_indices[kv_indptr[s] .. kv_indptr[s+1]); its context (this step's tokens included) is
+  // (blocks - 1) * kKvBlockSize + kv_last_page_len[s] tokens; query row i sits at position
+  // context - q_len + i and attends causally.
+  std::vector<int32_t> q_indptr, kv_indptr, kv_indices, kv_last_page_len;
+  int max_q_len = 0, max_kv_len = 0;
+  std::vector<int32_t> logit_rows;  // [R] rows of the step whose logits are computed
+  // Rows (indices into logit_rows) that sample a token, with their parameters and uniform draws.
+  std::vector<int32_t> sample_rows;
+  std::vector<SamplingParams> sampling;  // parallel to sample_rows
+  std::vector<double> uniforms;          // parallel to sample_rows (ignored when greedy)
+  std::vector<int32_t> top_logprobs;     // parallel to sample_rows: < 0 none, else alternatives
+  int64_t tokens() const { return int64_t(ids.size()); }
+  int num_seqs() const { return q_indptr.empty() ? 0 : int(q_indptr.size()) - 1; }
+};
+
+// Optional outputs of the fused normalisations: fp16 `out` and/or its per-token E4M3
+// quantization `q8` + `scale`.
+struct NormOut {
+  Buffer* out = nullptr;
+  Buffer* q8 = nullptr;
+  Buffer* scale = nullptr;
 };
 
 class Backend {
  public:
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
+  virtual bool is_gpu() const { return false; }
 
   // ---- memory -------------------------------------------------------------------------------
   virtual BufferPtr alloc(size_t bytes) = 0;
   virtual void upload(Buffer& dst, const void* src, size_t bytes, size_t dst_offset = 0) = 0;
   virtual void download(void* dst, const Buffer& src, size_t bytes, size_t src_offset = 0) = 0;
+  // fp16 values of `random` into n elements of dst (dummy weights).
+  virtual void fill_random(Buffer& dst, int64_t n, const RandomFill& random) = 0;
+  // Device memory still free, and in all (0, 0 on the cpu backend: no device budget).
+  virtual std::pair<size_t, size_t> memory_info() const { return {0, 0}; }
 
   virtual std::unique_ptr<LinearWeight> create_linear(const LinearSpec& spec) = 0;
   virtual std::unique_ptr<Rope> create_rope(const RopeSpec& spec) = 0;
   virtual std::unique_ptr<KvCache> create_kv_cache(const KvCacheSpec& spec) = 0;
 
-  // ---- ops (all activations fp16 unless stated) ----------------------------------------------
+  // Buffers for the step layout of up to max_tokens tokens, max_seqs sequences, max_blocks
+  // blocks in all block tables, max_rows logits rows. Called once, before the first begin_step.
+  virtual void reserve_steps(int64_t max_tokens, int max_seqs, int64_t max_blocks, int max_rows) = 0;
+  // Makes `layout` the current step's (one upload on a device backend). Validated by the caller.
+  virtual void begin_step(const StepLayout& layout) = 0;
+
+  // ---- ops (all activations fp16 unless stated; index arrays from the current step) ----------
   // out[i] = table[ids[i]]; table fp16 [vocab, hidden].
-  virtual void embedding(const Buffer& table, int64_t vocab, int64_t hidden,
-                         std::span<const int32_t> ids, Buffer& out) = 0;
-  // out = fp16(w * fp16(x * rsqrt(mean(x^2) + eps))), statistics in fp32 (HF LlamaRMSNorm).
-  // x [rows, cols], w fp16 [cols]. out may alias x.
-  virtual void rmsnorm(const Buffer& x, const Buffer& w, int64_t rows, int64_t cols, float eps,
-                       Buffer& out) = 0;
-  // rmsnorm followed by per-token E4M3 quantization of its fp16 output (fused on devices).
-  virtual void rmsnorm_quant(const Buffer& x, const Buffer& w, int64_t rows, int64_t cols,
-                             float eps, Buffer& q8, Buffer& scale) = 0;
+  virtual void embedding(const Buffer& table, int64_t vocab, int64_t hidden, Buffer& out) = 0;
+  // HF LlamaRMSNorm: y = fp16(w * fp16(x * rsqrt(mean(x^2) + eps))), statistics in fp32, on
+  // x [rows, cols], w fp16 [cols]. With `residual`, first residual = fp16(x + residual) and the
+  // norm reads the new residual (the fused pre-norm residual add of a decoder layer). Writes
+  // y to o.out and/or its per-token E4M3 quantization to o.q8 / o.scale. o.out may alias x.
+  virtual void rmsnorm(const Buffer& x, Buffer* residual, const Buffer& w, int64_t rows, int64_t cols,
+                       float eps, const NormOut& o) = 0;
   // Standalone per-token E4M3 quantization of fp16 x [rows, cols].
-  virtual void quantize(const Buffer& x, int64_t rows, int64_t cols, Buffer& q8,
-                        Buffer& scale) = 0;
+  virtual void quantize(const Buffer& x, int64_t rows, int64_t cols, Buffer& q8, Buffer& scale) = 0;
   // out[M, N] = x[M, K] · Wᵀ (+ bias), in `precision` (see the numerics note above).
   virtual void linear(Precision precision, const LinearWeight& w, const Activation& x, int64_t M,
                       Buffer& out) = 0;
-  // In place on q [M, nq, hd] and k [M, nkv, hd] (neox/HF rotate_half layout).
-  virtual void rope(const Rope& rope, Buffer& q, Buffer& k, std::span<const int32_t> positions,
-                    int nq, int nkv, int head_dim) = 0;
-  // Stores k, v [M, nkv, hd] of layer `layer` at cache slots (slot = block * kKvBlockSize + offset).
-  virtual void write_kv(KvCache& cache, int layer, const Buffer& k, const Buffer& v,
-                        std::span<const int32_t> slots) = 0;
-  // Causal GQA attention of q [M, nq, hd] over the paged cache; out [M, nq, hd].
-  virtual void attention(const KvCache& cache, int layer, const Buffer& q,
-                         std::span<const AttentionSeq> seqs, int nq, float softmax_scale,
+  // In place on q [T, nq, hd] and k [T, nkv, hd] (neox/HF rotate_half layout) at the step's positions.
+  virtual void rope(const Rope& rope, Buffer& q, Buffer& k, int nq, int nkv, int head_dim) = 0;
+  // Stores k, v [T, nkv, hd] of layer `layer` at the step's slots.
+  virtual void write_kv(KvCache& cache, int layer, const Buffer& k, const Buffer& v) = 0;
+  // Causal GQA attention of q [T, nq, hd] over the paged cache; out [T, nq, hd].
+  virtual void attention(const KvCache& cache, int layer, const Buffer& q, int nq, float softmax_scale,
                          Buffer& out) = 0;
-  // out = fp16(fp16(silu(gate)) * up), gate/up [rows, cols].
-  virtual void silu_mul(const Buffer& gate, const Buffer& up, int64_t rows, int64_t cols,
-                        Buffer& out) = 0;
-  virtual void silu_mul_quant(const Buffer& gate, const Buffer& up, int64_t rows, int64_t cols,
-                              Buffer& q8, Buffer& scale) = 0;
+  // y = fp16(fp16(silu(gate)) * up), gate/up [rows, cols], into o.out and/or o.q8 / o.scale.
+  virtual void silu_mul(const Buffer& gate, const Buffer& up, int64_t rows, int64_t cols, const NormOut& o) = 0;
   // x = fp16(x + y), n elements (residual add).
   virtual void add(Buffer& x, const Buffer& y, int64_t n) = 0;
-  // dst[i] = src[rows[i]] for rows of `cols` fp16 values.
-  virtual void gather_rows(const Buffer& src, int64_t cols, std::span<const int32_t> rows,
-                           Buffer& dst) = 0;
-  // Logits of fp16 x [M, K] through the (fp16) lm_head, as float [M, N] on the host.
-  virtual void logits(const LinearWeight& lm_head, const Buffer& x, int64_t M, float* out) = 0;
+  // dst[i] = src[logit_rows[row_begin + i]] for i < rows, rows of `cols` fp16 values.
+  virtual void gather_logit_rows(const Buffer& src, int64_t cols, int64_t row_begin, int64_t rows,
+                                 Buffer& dst) = 0;
+  // Logits of fp16 x [M, K] through the (fp16) lm_head, as float [M, N] in `out` (device).
+  virtual void logits(const LinearWeight& lm_head, const Buffer& x, int64_t M, Buffer& out) = 0;
+  // Samples the step's sample_rows that fall in logits rows [row_begin, row_begin + rows) from
+  // logits float [rows, vocab] (row r of the buffer is logits row row_begin + r), on the device;
+  // returns one result per such sample row, in order (the only device-to-host transfer of a
+  // serving step).
+  virtual std::vector<SampledToken> sample(const Buffer& logits, int64_t vocab, int64_t row_begin,
+                                           int64_t rows) = 0;
   // Waits for queued work (no-op on the cpu backend).
   virtual void synchronize() {}
 };
 
+// Inverse frequencies of RoPE [head_dim / 2] as transformers computes them in fp32, with the
+// scaling of `spec` (default | llama3 | linear). Throws Error for other scalings.
+std::vector<float> rope_inv_freq(const RopeSpec& spec);
+
 // The cpu reference backend. threads <= 0: NESTEDFP_THREADS or the number of cores.
 std::unique_ptr<Backend> make_cpu_backend(int threads = 0);
+
+// Which backend serve / generate / eval run on.
+struct BackendOptions {
+  std::string device = "auto";  // auto (cuda when a usable GPU is present) | cpu | cuda
+  int cpu_threads = 0;          // cpu backend threads (0: NESTEDFP_THREADS or all cores)
+  int gpu = 0;                  // CUDA device ordinal
+};
+// Throws Error when the device is unknown, cuda was asked for in a build without CUDA, there is
+// no GPU, or the GPU is not Hopper (sm_90): the message says what to do.
+std::unique_ptr<Backend> make_backend(const BackendOptions& options);
+// What make_backend(auto) would pick, and why (for logs and --help).
+std::string describe_auto_device();
 
 }  // namespace nestedfp::backend

@@ -20,6 +20,7 @@ struct ModelConfig {
   int num_heads = 0, num_kv_heads = 0, head_dim = 0, vocab_size = 0;
   int max_position_embeddings = 0;
   double rms_norm_eps = 1e-5;
+  double initializer_range = 0.02;  // std of the random weights of --load-format dummy
   double rope_theta = 10000.0;
   RopeScaling rope_scaling;
   bool attention_bias = false;  // q/k/v biases (qwen2)

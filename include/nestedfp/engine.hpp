@@ -51,7 +51,6 @@ class QueueFullError : public Error {
   using Error::Error;
 };
 
-inline constexpr int kMaxLogprobs = 20;  // most alternatives per token (OpenAI's limit)
 
 struct GenerationRequest {
   std::vector<int32_t> prompt;

@@ -11,6 +11,8 @@
 
 namespace nestedfp {
 
+inline constexpr int kMaxLogprobs = 20;  // most alternatives per token (OpenAI's limit)
+
 struct SamplingParams {
   float temperature = 1.0f;  // 0: greedy (argmax, lowest id on ties)
   float top_p = 1.0f;        // (0, 1]: nucleus
@@ -56,5 +58,15 @@ LogprobInfo logprobs(std::span<const float> logits, int32_t chosen, int top_n);
 // log_softmax(logits)[target], computed in double.
 double token_logprob(std::span<const float> logits, int32_t target);
 int32_t argmax(std::span<const float> logits);
+
+// One sampled row as an executor returns it.
+struct SampledToken {
+  int32_t token = -1;
+  std::optional<LogprobInfo> logprobs;  // when asked for (top_logprobs >= 0)
+};
+// The host implementation of an executor's sampling of one row: sample_with_uniform, then
+// logprobs(logits, token, top_logprobs) when top_logprobs >= 0.
+SampledToken sample_row(std::span<const float> logits, const SamplingParams& params, double u,
+                        int top_logprobs, std::vector<std::pair<float, int32_t>>& cand);
 
 }  // namespace nestedfp

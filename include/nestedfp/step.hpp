@@ -2,8 +2,11 @@
 // The contract between the engine (scheduler, KV block manager, policy) and a model executor
 // (cpu or cuda backend). The engine owns block *ids*; the executor owns the KV memory.
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
+
+#include "nestedfp/sampler.hpp"
 
 namespace nestedfp {
 
@@ -18,7 +21,13 @@ struct SeqChunk {
   std::vector<int32_t> tokens;       // tokens processed this step
   int32_t start_pos = 0;             // position of tokens[0]; KV of [0, start_pos) is cached
   std::vector<int32_t> block_table;  // physical block ids covering [0, start_pos + tokens.size())
-  bool need_logits = true;           // logits of the last token
+  // Sample the token after the last one, on the executor's device, with `sampling` and the
+  // request's uniform draw `uniform` (RequestSampler::next_uniform; unused when greedy).
+  bool sample = false;
+  SamplingParams sampling;
+  double uniform = 0.0;
+  int top_logprobs = -1;             // >= 0: logprob of the sampled token and this many alternatives
+  bool need_logits = true;           // logits of the last token to the host (offline tools, tests)
   bool need_all_logits = false;      // logits of every token (prompt logprobs, perplexity)
 };
 
@@ -29,8 +38,12 @@ struct StepInput {
 
 struct StepOutput {
   // Per sequence, row-major [rows, vocab] float logits: rows = tokens.size() if need_all_logits,
-  // 1 if need_logits, 0 otherwise.
+  // 1 if need_logits, 0 otherwise. Full logits cross to the host only when asked for.
   std::vector<std::vector<float>> logits;
+  // Per sequence: the sampled token (-1 unless sample), and its log-probabilities when
+  // top_logprobs >= 0.
+  std::vector<int32_t> tokens;
+  std::vector<std::optional<LogprobInfo>> logprobs;
 };
 
 // Implemented by each backend's model runner.
@@ -41,6 +54,8 @@ class ModelExecutor {
   virtual int num_kv_blocks() const = 0;  // blocks the executor allocated
   virtual int vocab_size() const = 0;
   virtual int max_model_len() const = 0;
+  // Most tokens one step may carry (the scratch buffers are sized for it once).
+  virtual int max_step_tokens() const = 0;
 };
 
 }  // namespace nestedfp

@@ -45,14 +45,13 @@ Registration reg{
 EvalRegistration ppl{
     "ppl", "perplexity of a model on a text file (.gz allowed), chunk by chunk",
     [](CLI::App& sub) -> std::function<int()> {
-      auto model = std::make_shared<std::string>();
+      auto m = std::make_shared<ModelArgs>();
       auto text = std::make_shared<std::string>();
       auto precision = std::make_shared<std::string>("fp16");
-      auto scale = std::make_shared<std::string>("none");
       auto chunks = std::make_shared<int>(0);
       auto chunk_len = std::make_shared<int>(512);
       auto as_json = std::make_shared<bool>(false);
-      sub.add_option("MODEL", *model, "Hugging Face model directory")->required();
+      add_model_options(sub, *m, false);
       sub.add_option("--text", *text, "UTF-8 text file, gzip-compressed when it ends in .gz")->required();
       sub.add_option("--chunks", *chunks, "evaluate only the first N chunks (default: all)")->check(CLI::NonNegativeNumber);
       sub.add_option("--chunk-len", *chunk_len, "tokens per chunk (the protocol uses 512)")->check(CLI::Range(2, 1 << 20));
@@ -60,8 +59,6 @@ EvalRegistration ppl{
                      "fp16|fp8 (NestedFP8)|fp8-per-tensor|fp8-per-channel (FP8 baselines: weights quantized "
                      "to E4M3 with max-abs scales, activations per token)")
           ->check(CLI::IsMember({"fp16", "fp8", "fp8-per-tensor", "fp8-per-channel"}));
-      sub.add_option("--nested-scale", *scale, "per-row power-of-two scales of the nested format: none|channel")
-          ->check(CLI::IsMember({"none", "channel"}));
       sub.add_flag("--json", *as_json, "print one JSON object");
       return [=] {
         log_to_stderr();
@@ -71,8 +68,11 @@ EvalRegistration ppl{
                                                                : engine::LinearStorage::Nested;
         const Precision prec = baseline ? Precision::FP8 : parse_precision(*precision);
         const std::string content = engine::read_text_file(*text);
-        const Tokenizer tok = Tokenizer::load(*model);
-        auto runner = load_cpu_runner(*model, *scale, *chunk_len, storage);
+        const Tokenizer tok = Tokenizer::load(m->model);
+        ModelArgs ma = *m;
+        ma.max_num_seqs = 1;
+        ma.max_num_batched_tokens = *chunk_len;  // a chunk is fed as one step
+        auto runner = build_runner(ma, storage);
         if (*chunk_len > runner->max_model_len())
           fail("--chunk-len {} exceeds the model's max_position_embeddings {}", *chunk_len, runner->max_model_len());
         const std::vector<int32_t> ids = tok.encode(content, false);
@@ -86,10 +86,10 @@ EvalRegistration ppl{
             std::fprintf(stderr, "%seval ppl: chunk %d/%d%s", tty ? "\r" : "", d, total, tty && d < total ? "" : "\n");
         });
         if (*as_json) {
-          nlohmann::json j = {{"model", *model},
+          nlohmann::json j = {{"model", m->model},
                               {"text", *text},
                               {"precision", *precision},
-                              {"nested_scale", baseline ? nlohmann::json() : nlohmann::json(*scale)},
+                              {"nested_scale", baseline ? nlohmann::json() : nlohmann::json(m->nested_scale)},
                               {"weights", engine::to_string(storage)},
                               {"ppl", r.ppl},
                               {"mean_nll", r.mean_nll},
@@ -101,7 +101,7 @@ EvalRegistration ppl{
                               {"backend", runner->backend().name()}};
           std::printf("%s\n", j.dump().c_str());
         } else {
-          const std::string what = baseline ? *precision : fmt::format("{}, nested-scale {}", *precision, *scale);
+          const std::string what = baseline ? *precision : fmt::format("{}, nested-scale {}", *precision, m->nested_scale);
           std::printf("ppl %.4f  (mean NLL %.5f over %lld tokens in %d chunks of %d; %s; %.1f s)\n", r.ppl,
                       r.mean_nll, static_cast<long long>(r.tokens), r.chunks, *chunk_len, what.c_str(), r.seconds);
         }

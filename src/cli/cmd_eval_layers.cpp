@@ -22,7 +22,10 @@ EvalRegistration layers{
       auto chunks = std::make_shared<int>(1);
       auto chunk_len = std::make_shared<int>(512);
       auto as_json = std::make_shared<bool>(false);
+      auto device = std::make_shared<std::string>("auto");
       sub.add_option("MODEL", *model, "Hugging Face model directory")->required();
+      sub.add_option("--device", *device, "where the FP16 activations are computed: auto | cpu | cuda")
+          ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
       sub.add_option("--text", *text, "UTF-8 text file (.gz allowed); its first chunks are the activations")->required();
       sub.add_option("--chunks", *chunks, "chunks of the text to run (default 1)")->check(CLI::PositiveNumber);
       sub.add_option("--chunk-len", *chunk_len, "tokens per chunk")->check(CLI::Range(2, 1 << 20));
@@ -33,7 +36,9 @@ EvalRegistration layers{
         const Tokenizer tok = Tokenizer::load(*model);
         const auto weights = engine::ModelWeights::load(*model, format::ScaleMode::None);
         const std::vector<int32_t> ids = tok.encode(content, false);
-        const auto rep = engine::layer_errors(weights, ids, *chunks, *chunk_len);
+        backend::BackendOptions bo;
+        bo.device = *device;
+        const auto rep = engine::layer_errors(weights, ids, *chunks, *chunk_len, bo);
         const auto& modes = engine::fp8_modes();
         if (*as_json) {
           nlohmann::json j = {{"model", *model}, {"text", *text}, {"chunks", rep.chunks}, {"tokens", rep.tokens},

@@ -1,4 +1,5 @@
-// `nestedfp serve MODEL`: the OpenAI-compatible server on the cpu backend.
+// `nestedfp serve MODEL`: the OpenAI-compatible server (cuda backend when a Hopper GPU is
+// present, else the cpu backend).
 #include <pthread.h>
 #include <spdlog/spdlog.h>
 
@@ -6,14 +7,16 @@
 #include <thread>
 
 #include "cli/command.hpp"
+#include "cli/model_cli.hpp"
 #include "server/serving.hpp"
 
 namespace nestedfp::cli {
 namespace {
 
 struct ServeArgs {
-  std::string model, host = "127.0.0.1", precision = "fp16", nested_scale = "none", api_key, served_name;
-  int port = 8000, max_batched = 512, max_seqs = 32, max_model_len = 0, kv_blocks = 0, threads = 0, http_threads = 64;
+  ModelArgs m;
+  std::string host = "127.0.0.1", precision = "fp16", api_key, served_name;
+  int port = 8000, http_threads = 64;
   size_t max_queue = 256;
 };
 
@@ -21,31 +24,21 @@ Registration reg{
     "serve", "serve a model over an OpenAI-compatible HTTP API",
     [](CLI::App& sub) -> std::function<int()> {
       auto a = std::make_shared<ServeArgs>();
-      sub.add_option("MODEL", a->model, "Hugging Face model directory")->required();
+      add_model_options(sub, a->m, true);
       sub.add_option("--host", a->host, "address to listen on")->capture_default_str();
       sub.add_option("--port", a->port, "port to listen on (0: any free port, printed at start)")->capture_default_str();
       sub.add_option("--precision", a->precision, "fp16 | fp8 | dynamic[:threshold=N[,hysteresis=H]] (changeable at run time: POST /admin/precision)")
           ->capture_default_str();
-      sub.add_option("--nested-scale", a->nested_scale, "per-row power-of-two scales: none|channel")
-          ->check(CLI::IsMember({"none", "channel"}))
-          ->capture_default_str();
-      sub.add_option("--max-num-batched-tokens", a->max_batched, "tokens per engine step")->capture_default_str();
-      sub.add_option("--max-num-seqs", a->max_seqs, "sequences per step and running at once")->capture_default_str();
-      sub.add_option("--max-model-len", a->max_model_len, "context length (0: the model's, capped by the KV cache)");
-      sub.add_option("--kv-blocks", a->kv_blocks, "KV cache blocks of 16 tokens (0: as many as fit in 256 MiB)");
       sub.add_option("--max-queue", a->max_queue, "requests waiting for admission before new ones get 429")->capture_default_str();
       sub.add_option("--api-key", a->api_key, "require 'Authorization: Bearer KEY' on /v1/* and /admin/*");
       sub.add_option("--served-model-name", a->served_name, "model id in the API (default: the directory name)");
-      sub.add_option("--threads", a->threads, "cpu backend threads (0: all cores)");
       sub.add_option("--http-threads", a->http_threads, "concurrent HTTP requests")->capture_default_str();
       return [a] {
         server::ServeConfig cfg;
-        cfg.model_dir = a->model;
-        cfg.nested_scale = format::parse_scale_mode(a->nested_scale);
-        cfg.engine.max_num_batched_tokens = a->max_batched;
-        cfg.engine.max_num_seqs = a->max_seqs;
-        cfg.engine.max_model_len = a->max_model_len;
-        cfg.engine.num_kv_blocks = a->kv_blocks;
+        cfg.model_dir = a->m.model;
+        cfg.engine.max_num_batched_tokens = a->m.max_num_batched_tokens;
+        cfg.engine.max_num_seqs = a->m.max_num_seqs;
+        cfg.engine.max_model_len = a->m.max_model_len;
         cfg.engine.max_queue = a->max_queue;
         cfg.engine.precision = a->precision;
         cfg.server.host = a->host;
@@ -53,7 +46,7 @@ Registration reg{
         cfg.server.api_key = a->api_key;
         cfg.server.model_name = a->served_name;
         cfg.server.http_threads = a->http_threads;
-        cfg.cpu_threads = a->threads;
+        cfg.executor = [a](const EngineConfig&) -> std::unique_ptr<ModelExecutor> { return build_runner(a->m); };
 
         // SIGINT/SIGTERM are taken by a waiting thread (blocked everywhere else) for a clean stop.
         sigset_t sigs;

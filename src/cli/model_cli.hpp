@@ -1,5 +1,7 @@
 #pragma once
-// Shared by the subcommands that run a model on the cpu backend (generate, eval ...).
+// Shared by the subcommands that run a model (serve, generate, eval ppl, eval layers): the
+// options that pick the backend and load the weights, and the runner they build.
+#include <CLI/CLI.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -27,16 +29,67 @@ inline Precision parse_precision(const std::string& s) {
   fail("unknown precision '{}' (use fp16 or fp8)", s);
 }
 
-// Loads MODEL_DIR (config, weights nested with `scale`, or stored as an FP8 baseline) onto the
-// cpu backend with enough KV blocks for `max_tokens` tokens of one sequence.
-inline std::unique_ptr<engine::ModelRunner> load_cpu_runner(
-    const std::string& dir, const std::string& scale, int max_tokens,
-    engine::LinearStorage storage = engine::LinearStorage::Nested) {
-  auto weights = engine::ModelWeights::load(dir, format::parse_scale_mode(scale), storage);
-  engine::RunnerOptions o;
-  const int len = std::min(max_tokens, weights.config.max_position_embeddings);
-  o.num_kv_blocks = std::max(1, (len + kKvBlockSize - 1) / kKvBlockSize);
-  return std::make_unique<engine::ModelRunner>(backend::make_cpu_backend(), weights, o);
+struct ModelArgs {
+  std::string model;                 // Hugging Face model directory (config.json [+ weights])
+  std::string device = "auto";       // auto | cpu | cuda
+  std::string weights = "nested";    // nested | fp16
+  std::string load_format = "auto";  // auto (safetensors) | dummy
+  std::string nested_scale = "none";
+  uint64_t seed = 0;                 // dummy weights
+  int threads = 0, gpu = 0;
+  double gpu_memory_utilization = 0.90;
+  int max_num_batched_tokens = 2048, max_num_seqs = 256, max_model_len = 0, kv_blocks = 0;
+};
+
+// The options every model command shares. `serving`: the scheduler limits too.
+inline void add_model_options(CLI::App& sub, ModelArgs& a, bool serving) {
+  sub.add_option("MODEL", a.model, "Hugging Face model directory")->required();
+  sub.add_option("--device", a.device, "auto (cuda when a Hopper GPU is present, else cpu) | cpu | cuda")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
+      ->capture_default_str();
+  sub.add_option("--weights", a.weights, "nested (one copy, FP16 and FP8) | fp16 (plain FP16 engine, the baseline)")
+      ->check(CLI::IsMember({"nested", "fp16"}))
+      ->capture_default_str();
+  sub.add_option("--load-format", a.load_format, "auto (safetensors) | dummy (random weights for config.json)")
+      ->check(CLI::IsMember({"auto", "dummy"}))
+      ->capture_default_str();
+  sub.add_option("--nested-scale", a.nested_scale, "per-row power-of-two scales: none|channel")
+      ->check(CLI::IsMember({"none", "channel"}))
+      ->capture_default_str();
+  sub.add_option("--threads", a.threads, "cpu backend threads (0: all cores)");
+  sub.add_option("--gpu", a.gpu, "CUDA device ordinal")->capture_default_str();
+  sub.add_option("--gpu-memory-utilization", a.gpu_memory_utilization,
+                 "share of GPU memory for weights, scratch and the KV cache")
+      ->check(CLI::Range(0.05, 1.0))
+      ->capture_default_str();
+  sub.add_option("--kv-blocks", a.kv_blocks, "KV cache blocks of 16 tokens (0: from free GPU memory, or 256 MiB on cpu)");
+  sub.add_option("--max-model-len", a.max_model_len, "context length (0: the model's, capped by the KV cache)");
+  if (serving) {
+    sub.add_option("--max-num-batched-tokens", a.max_num_batched_tokens, "tokens per engine step")->capture_default_str();
+    sub.add_option("--max-num-seqs", a.max_num_seqs, "sequences per step and running at once")->capture_default_str();
+  }
+}
+
+// The backend and the streamed weights of `a`. storage: FP8 baselines (eval only).
+inline std::unique_ptr<engine::ModelRunner> build_runner(const ModelArgs& a,
+                                                         engine::LinearStorage storage = engine::LinearStorage::Nested) {
+  backend::BackendOptions bo;
+  bo.device = a.device, bo.cpu_threads = a.threads, bo.gpu = a.gpu;
+  auto be = backend::make_backend(bo);
+  engine::LoadOptions lo;
+  lo.model_dir = a.model;
+  lo.dummy = a.load_format == "dummy";
+  lo.seed = a.seed;
+  lo.scale_mode = format::parse_scale_mode(a.nested_scale);
+  lo.nested = a.weights == "nested";
+  lo.storage = storage;
+  engine::RunnerOptions ro;
+  ro.num_kv_blocks = a.kv_blocks;
+  ro.max_model_len = a.max_model_len;
+  ro.gpu_memory_utilization = a.gpu_memory_utilization;
+  ro.max_num_batched_tokens = a.max_num_batched_tokens;
+  ro.max_num_seqs = a.max_num_seqs;
+  return engine::ModelRunner::load(std::move(be), lo, ro);
 }
 
 }  // namespace nestedfp::cli

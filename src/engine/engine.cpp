@@ -132,6 +132,9 @@ Engine::Impl::Impl(ModelExecutor& e, EngineConfig c) : exec(e), cfg(std::move(c)
     blocks = cfg.num_kv_blocks;
   }
   if (cfg.max_queue < 1) fail("--max-queue must be at least 1");
+  if (cfg.max_num_batched_tokens > exec.max_step_tokens())
+    fail("--max-num-batched-tokens {} exceeds the {} tokens a step of the model executor holds",
+         cfg.max_num_batched_tokens, exec.max_step_tokens());
   bm = std::make_unique<engine::BlockManager>(blocks);
   sched = std::make_unique<engine::Scheduler>(*bm, engine::SchedulerConfig{cfg.max_num_batched_tokens, cfg.max_num_seqs});
   max_len = exec.max_model_len();
@@ -233,8 +236,16 @@ bool Engine::Impl::step() {
       sc.tokens.assign(c.seq->tokens.begin() + c.start, c.seq->tokens.begin() + c.start + c.num_tokens);
       sc.start_pos = c.start;
       sc.block_table = c.seq->blocks;
-      sc.need_logits = c.need_logits;
+      // The executor samples on its device; the request's generator supplies the one uniform
+      // draw per sampled token here, so seeds mean the same on every backend.
+      sc.sample = c.need_logits;
+      sc.need_logits = false;
       sc.need_all_logits = c.need_all_logits;
+      if (sc.sample) {
+        sc.sampling = r->sampler->params();
+        if (sc.sampling.temperature > 0.f) sc.uniform = r->sampler->next_uniform();
+        sc.top_logprobs = r->req.logprobs >= 0 ? std::max(0, r->req.logprobs) : -1;
+      }
       in.seqs.push_back(std::move(sc));
       load.num_tokens += c.num_tokens;
       load.num_seqs += 1;
@@ -251,14 +262,20 @@ bool Engine::Impl::step() {
   std::string error;
   try {
     out = exec.execute(in);
-    if (out.logits.size() != in.seqs.size())
-      fail("executor returned logits for {} sequences, expected {}", out.logits.size(), in.seqs.size());
+    if (out.logits.size() != in.seqs.size() || out.tokens.size() != in.seqs.size() ||
+        out.logprobs.size() != in.seqs.size())
+      fail("executor returned results for {}/{}/{} sequences, expected {}", out.logits.size(), out.tokens.size(),
+           out.logprobs.size(), in.seqs.size());
     for (size_t i = 0; i < in.seqs.size(); ++i) {
       const auto& s = in.seqs[i];
       size_t rows = s.need_all_logits ? s.tokens.size() : s.need_logits ? 1 : 0;
       if (out.logits[i].size() != rows * static_cast<size_t>(vocab))
         fail("executor returned {} logits for sequence {}, expected {} rows of {}", out.logits[i].size(), s.seq_id,
              rows, vocab);
+      if (s.sample && (out.tokens[i] < 0 || out.tokens[i] >= vocab))
+        fail("executor sampled token {} for sequence {}, outside [0, {})", out.tokens[i], s.seq_id, vocab);
+      if (s.sample && s.top_logprobs >= 0 && !out.logprobs[i])
+        fail("executor returned no logprobs for sequence {}", s.seq_id);
     }
   } catch (const std::exception& e) {
     error = e.what();
@@ -283,11 +300,9 @@ bool Engine::Impl::step() {
           w.prompt_lps.emplace_back(p + 1, logprobs(row, s.tokens[static_cast<size_t>(p) + 1], top));
         }
       }
-      if (c.need_logits) {
-        std::span<const float> last(rows + (out.logits[i].size() - static_cast<size_t>(vocab)), static_cast<size_t>(vocab));
-        int32_t t = w.rec->sampler->sample(last);
-        w.token = t;
-        if (w.rec->req.logprobs >= 0) w.token_lp = logprobs(last, t, top);
+      if (in.seqs[i].sample) {
+        w.token = out.tokens[i];
+        if (out.logprobs[i]) w.token_lp = std::move(*out.logprobs[i]);
       }
     }
   }

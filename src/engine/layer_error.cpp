@@ -53,7 +53,7 @@ double rel_error(const std::vector<uint16_t>& y, const std::vector<uint16_t>& re
 }  // namespace
 
 LayerErrorReport layer_errors(const ModelWeights& weights, std::span<const int32_t> ids, int chunks,
-                              int chunk_len, int threads) {
+                              int chunk_len, const backend::BackendOptions& device) {
   if (weights.storage != LinearStorage::Nested) fail("eval layers needs the model loaded in the nested format");
   const int available = int(ids.size() / size_t(chunk_len));
   if (chunks <= 0 || available == 0) fail("eval layers: the text has {} tokens, fewer than one chunk of {}", ids.size(), chunk_len);
@@ -62,7 +62,9 @@ LayerErrorReport layer_errors(const ModelWeights& weights, std::span<const int32
   RunnerOptions opt;
   opt.num_kv_blocks = (chunk_len + kKvBlockSize - 1) / kKvBlockSize;
   opt.max_model_len = std::max(chunk_len, weights.config.max_position_embeddings);
-  ModelRunner runner(backend::make_cpu_backend(threads), weights, opt);
+  opt.max_num_batched_tokens = chunk_len;
+  opt.max_num_seqs = 1;
+  ModelRunner runner(backend::make_backend(device), weights, opt);
   backend::Backend& be = runner.backend();
 
   // Capture: (layer, linear) -> fp16 inputs of all chunks, [tokens, in_features].

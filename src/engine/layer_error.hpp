@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "engine/model_weights.hpp"
+#include "nestedfp/backend.hpp"
 
 namespace nestedfp::engine {
 
@@ -37,7 +38,9 @@ struct LayerErrorReport {
 
 // `weights` must be loaded with LinearStorage::Nested (any scale mode): FP16 weights are taken
 // from them. Runs the first `chunks` chunks of `chunk_len` ids (each fed alone, FP16).
+// The activations are captured on the backend `device` picks (make_backend); the FP8 formats'
+// errors are computed on the host.
 LayerErrorReport layer_errors(const ModelWeights& weights, std::span<const int32_t> ids, int chunks,
-                              int chunk_len = 512, int threads = 0);
+                              int chunk_len = 512, const backend::BackendOptions& device = {});
 
 }  // namespace nestedfp::engine

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "engine/checkpoint.hpp"
 #include "nestedfp/error.hpp"
 
 namespace nestedfp::engine {
@@ -12,15 +13,16 @@ namespace nestedfp::engine {
 using backend::Activation;
 using backend::BufferPtr;
 using backend::LinearWeight;
+using backend::NormOut;
 
 struct ModelRunner::Layer {
   std::unique_ptr<LinearWeight> q, k, v, o, gate, up, down;
   BufferPtr input_norm, post_norm, q_norm, k_norm;
 };
 
+// Allocated once for the largest step: pointers never move between steps.
 struct ModelRunner::Scratch {
-  int64_t tokens = 0;
-  BufferPtr h, x, q, k, v, attn, o, gate, up, act, q8, scale, xl;
+  BufferPtr h, x, q, k, v, attn, o, gate, up, act, q8, scale, xl, logits;
 };
 
 static BufferPtr upload_vec(backend::Backend& be, const std::vector<uint16_t>& v) {
@@ -43,58 +45,173 @@ size_t ModelRunner::kv_bytes_per_block(const io::ModelConfig& c) {
   return size_t(c.num_layers) * 2 * c.num_kv_heads * kKvBlockSize * c.head_dim * 2;
 }
 
-ModelRunner::ModelRunner(std::unique_ptr<backend::Backend> be, const ModelWeights& w, RunnerOptions opt)
-    : be_(std::move(be)), config_(w.config), s_(std::make_unique<Scratch>()) {
+ModelRunner::ModelRunner(std::unique_ptr<backend::Backend> be, io::ModelConfig config, RunnerOptions opt)
+    : be_(std::move(be)), config_(std::move(config)), opt_(opt), s_(std::make_unique<Scratch>()) {
   const auto& c = config_;
   if (c.hidden_act != "silu") fail("hidden_act '{}' is not supported (only silu)", c.hidden_act);
-  fp8_acts_ = opt.fp8_activations;
   max_len_ = opt.max_model_len > 0 ? opt.max_model_len : c.max_position_embeddings;
   if (max_len_ <= 0) fail("max_model_len must be positive");
-  num_blocks_ = opt.num_kv_blocks > 0
-                    ? opt.num_kv_blocks
-                    : int((opt.kv_cache_bytes ? opt.kv_cache_bytes : (size_t(256) << 20)) / kv_bytes_per_block(c));
-  if (num_blocks_ <= 0) fail("KV cache budget too small for one block ({} bytes)", kv_bytes_per_block(c));
+  if (opt_.max_num_batched_tokens <= 0) fail("max_num_batched_tokens must be positive, got {}", opt_.max_num_batched_tokens);
+  if (opt_.max_num_seqs <= 0) fail("max_num_seqs must be positive, got {}", opt_.max_num_seqs);
+  if (!(opt_.gpu_memory_utilization > 0 && opt_.gpu_memory_utilization <= 1))
+    fail("gpu_memory_utilization must be in (0, 1], got {}", opt_.gpu_memory_utilization);
+  layers_.resize(size_t(c.num_layers));
+}
 
+ModelRunner::ModelRunner(std::unique_ptr<backend::Backend> be, const ModelWeights& w, RunnerOptions opt)
+    : ModelRunner(std::move(be), w.config, opt) {
+  report_ = w.report;
   embed_ = upload_vec(*be_, w.embed);
   final_norm_ = upload_vec(*be_, w.final_norm);
   lm_head_ = upload_linear(*be_, w.lm_head);
-  for (const HostLayer& hl : w.layers) {
-    Layer L;
+  for (size_t i = 0; i < w.layers.size(); ++i) {
+    const HostLayer& hl = w.layers[i];
+    Layer& L = layers_[i];
     L.q = upload_linear(*be_, hl.q), L.k = upload_linear(*be_, hl.k), L.v = upload_linear(*be_, hl.v);
     L.o = upload_linear(*be_, hl.o), L.gate = upload_linear(*be_, hl.gate);
     L.up = upload_linear(*be_, hl.up), L.down = upload_linear(*be_, hl.down);
     L.input_norm = upload_vec(*be_, hl.input_norm), L.post_norm = upload_vec(*be_, hl.post_norm);
-    if (c.qk_norm) L.q_norm = upload_vec(*be_, hl.q_norm), L.k_norm = upload_vec(*be_, hl.k_norm);
-    layers_.push_back(std::move(L));
+    if (config_.qk_norm) L.q_norm = upload_vec(*be_, hl.q_norm), L.k_norm = upload_vec(*be_, hl.k_norm);
   }
+  finish_setup();
+}
+
+std::unique_ptr<ModelRunner> ModelRunner::load(std::unique_ptr<backend::Backend> be, const LoadOptions& lo,
+                                               RunnerOptions opt) {
+  io::ModelConfig c = io::load_config(lo.model_dir);
+  if (!lo.nested && lo.storage != LinearStorage::Nested) fail("--weights fp16 and an FP8 baseline storage exclude each other");
+  std::unique_ptr<ModelRunner> r(new ModelRunner(std::move(be), c, opt));
+  const int total = c.num_layers * 9 + 3;
+  int done = 0, last_pct = -1;
+  auto visit = [&](TensorItem&& t) {
+    r->take(std::move(t), lo);
+    const int pct = ++done * 100 / total;
+    if (pct / 10 != last_pct / 10) spdlog::info("loading weights on {}: {}%", r->be_->name(), pct);
+    last_pct = pct;
+  };
+  ConversionTotals conv;
+  if (lo.dummy) walk_dummy(c, lo.seed, visit);
+  else walk_checkpoint(lo.model_dir, c, visit, &conv);
+  r->report_.bf16_overflow = conv.overflow, r->report_.bf16_inexact = conv.inexact, r->report_.bf16_underflow = conv.underflow;
+  for (const auto& t : r->report_.plain_tensors) spdlog::info("kept plain FP16: {}", t);
+  spdlog::info("{} {}: {} layers, {} linear weights nested ({}), {} plain FP16, {} FP8; lm_head and embedding plain",
+               lo.dummy ? "dummy weights for" : "loaded", lo.model_dir, c.num_layers, r->report_.nested,
+               format::to_string(lo.scale_mode), r->report_.plain, r->report_.fp8);
+  r->finish_setup();
+  return r;
+}
+
+void ModelRunner::take(TensorItem&& t, const LoadOptions& lo) {
+  auto vec = [&]() -> BufferPtr {
+    BufferPtr b = be_->alloc(size_t(t.rows * t.cols) * 2);
+    if (t.random) be_->fill_random(*b, t.rows * t.cols, *t.random);
+    else be_->upload(*b, t.values.data(), t.values.size() * 2);
+    return b;
+  };
+  if (!is_linear(t.slot)) {
+    Layer* L = t.layer >= 0 ? &layers_[size_t(t.layer)] : nullptr;
+    switch (t.slot) {
+      case Slot::Embed: embed_ = vec(); break;
+      case Slot::FinalNorm: final_norm_ = vec(); break;
+      case Slot::InputNorm: L->input_norm = vec(); break;
+      case Slot::PostNorm: L->post_norm = vec(); break;
+      case Slot::QNorm: L->q_norm = vec(); break;
+      case Slot::KNorm: L->k_norm = vec(); break;
+      default: break;
+    }
+    return;
+  }
+  backend::LinearSpec s;
+  s.out_features = t.rows, s.in_features = t.cols;
+  s.raw16 = t.values.empty() ? nullptr : t.values.data();
+  s.random = t.random ? &*t.random : nullptr;
+  std::vector<uint16_t> zero_bias;
+  if (!t.bias.empty()) s.bias = t.bias.data();
+  else if (t.random_bias) s.bias = (zero_bias.assign(size_t(t.rows), 0), zero_bias.data());
+  const bool nestable = t.slot != Slot::LmHead;
+  s.storage = !nestable || !lo.nested                             ? backend::RawStorage::Plain
+              : lo.storage == LinearStorage::Fp8PerTensor  ? backend::RawStorage::Fp8PerTensor
+              : lo.storage == LinearStorage::Fp8PerChannel ? backend::RawStorage::Fp8PerChannel
+                                                           : backend::RawStorage::Nested;
+  s.channel_scale = lo.scale_mode == format::ScaleMode::Channel;
+  auto w = be_->create_linear(s);
+  if (nestable) {
+    if (w->format == backend::WeightFormat::Nested) ++report_.nested;
+    else if (w->format == backend::WeightFormat::FP8) ++report_.fp8;
+    else {
+      ++report_.plain;
+      report_.plain_tensors.push_back(t.name + (lo.nested ? ": not representable" : ": --weights fp16"));
+    }
+  }
+  if (t.slot == Slot::LmHead) {
+    lm_head_ = std::move(w);
+    return;
+  }
+  Layer& L = layers_[size_t(t.layer)];
+  switch (t.slot) {
+    case Slot::Q: L.q = std::move(w); break;
+    case Slot::K: L.k = std::move(w); break;
+    case Slot::V: L.v = std::move(w); break;
+    case Slot::O: L.o = std::move(w); break;
+    case Slot::Gate: L.gate = std::move(w); break;
+    case Slot::Up: L.up = std::move(w); break;
+    default: L.down = std::move(w); break;
+  }
+}
+
+ModelRunner::~ModelRunner() = default;
+
+void ModelRunner::finish_setup() {
+  const auto& c = config_;
   backend::RopeSpec rs;
   rs.head_dim = c.head_dim, rs.theta = c.rope_theta, rs.scaling = c.rope_scaling.type;
   rs.factor = c.rope_scaling.factor, rs.low_freq_factor = c.rope_scaling.low_freq_factor;
   rs.high_freq_factor = c.rope_scaling.high_freq_factor;
   rs.original_max_position_embeddings = c.rope_scaling.original_max_position_embeddings;
   rope_ = be_->create_rope(rs);
-  kv_ = be_->create_kv_cache({c.num_layers, num_blocks_, c.num_kv_heads, c.head_dim});
-  spdlog::debug("model runner on {}: {} KV blocks ({} MiB)", be_->name(), num_blocks_,
-                num_blocks_ * kv_bytes_per_block(c) >> 20);
-}
 
-ModelRunner::~ModelRunner() = default;
-
-void ModelRunner::ensure_scratch(int64_t T) {
-  if (T <= s_->tokens) return;
-  const auto& c = config_;
-  const int64_t H = c.hidden_size, I = c.intermediate_size;
+  // Scratch for the largest step, before the KV cache takes what is left of the device.
+  const int64_t T = opt_.max_num_batched_tokens, H = c.hidden_size, I = c.intermediate_size;
   const int64_t qd = int64_t(c.num_heads) * c.head_dim, kvd = int64_t(c.num_kv_heads) * c.head_dim;
-  auto f16 = [&](int64_t n) { return be_->alloc(size_t(T * n) * 2); };
-  s_->h = f16(H), s_->x = f16(H), s_->xl = f16(H), s_->q = f16(qd), s_->k = f16(kvd), s_->v = f16(kvd);
-  s_->attn = f16(qd), s_->o = f16(H), s_->gate = f16(I), s_->up = f16(I), s_->act = f16(I);
-  s_->q8 = be_->alloc(size_t(T * std::max({H, I, qd})));
-  s_->scale = be_->alloc(size_t(T) * 4);
-  s_->tokens = T;
+  max_logit_rows_ = std::max(opt_.max_num_seqs, 64);
+  auto f16 = [&](int64_t rows, int64_t n) { return be_->alloc(size_t(rows * n) * 2); };
+  Scratch& s = *s_;
+  s.h = f16(T, H), s.x = f16(T, H), s.q = f16(T, qd), s.k = f16(T, kvd), s.v = f16(T, kvd);
+  s.attn = f16(T, qd), s.o = f16(T, H), s.gate = f16(T, I), s.up = f16(T, I), s.act = f16(T, I);
+  s.q8 = be_->alloc(size_t(T * std::max({H, I, qd})));
+  s.scale = be_->alloc(size_t(T) * 4);
+  s.xl = f16(max_logit_rows_, H);
+  s.logits = be_->alloc(size_t(max_logit_rows_) * size_t(c.vocab_size) * 4);
+  const int64_t blocks_per_seq = (int64_t(max_len_) + kKvBlockSize - 1) / kKvBlockSize;
+  be_->reserve_steps(T, opt_.max_num_seqs, int64_t(opt_.max_num_seqs) * blocks_per_seq, max_logit_rows_);
+
+  const size_t per_block = kv_bytes_per_block(c);
+  const auto [free_b, total_b] = be_->memory_info();
+  if (opt_.num_kv_blocks > 0) {
+    num_blocks_ = opt_.num_kv_blocks;
+  } else if (total_b > 0 && !opt_.kv_cache_bytes) {
+    // A device budget: what gpu_memory_utilization leaves after weights and scratch.
+    const double budget = double(total_b) * opt_.gpu_memory_utilization - double(total_b - free_b);
+    if (budget < double(per_block))
+      fail("no GPU memory left for the KV cache: weights and scratch use {:.1f} GiB of {:.1f} GiB and "
+           "--gpu-memory-utilization {} allows {:.1f} GiB; raise it, or lower --max-num-batched-tokens",
+           double(total_b - free_b) / (1 << 30), double(total_b) / (1 << 30), opt_.gpu_memory_utilization,
+           double(total_b) * opt_.gpu_memory_utilization / (1 << 30));
+    num_blocks_ = int(std::min(budget / double(per_block), 1e9));
+  } else {
+    num_blocks_ = int((opt_.kv_cache_bytes ? opt_.kv_cache_bytes : (size_t(256) << 20)) / per_block);
+  }
+  if (num_blocks_ <= 0) fail("KV cache budget too small for one block ({} bytes)", per_block);
+  kv_ = be_->create_kv_cache({c.num_layers, num_blocks_, c.num_kv_heads, c.head_dim, c.num_heads});
+  spdlog::info("model runner on {}: KV cache of {} blocks = {} tokens ({:.2f} GiB); steps of up to {} tokens, {} sequences",
+               be_->name(), num_blocks_, int64_t(num_blocks_) * kKvBlockSize,
+               double(num_blocks_) * double(per_block) / (1 << 30), T, opt_.max_num_seqs);
 }
 
 void ModelRunner::validate(const StepInput& in) const {
+  int64_t tokens = 0;
   for (const SeqChunk& s : in.seqs) {
+    tokens += int64_t(s.tokens.size());
     const int64_t end = int64_t(s.start_pos) + int64_t(s.tokens.size());
     if (s.start_pos < 0) fail("sequence {}: negative start_pos {}", s.seq_id, s.start_pos);
     if (end > max_len_) fail("sequence {}: {} tokens exceed max_model_len {}", s.seq_id, end, max_len_);
@@ -104,112 +221,171 @@ void ModelRunner::validate(const StepInput& in) const {
       if (b < 0 || b >= num_blocks_) fail("sequence {}: block id {} outside [0, {})", s.seq_id, b, num_blocks_);
     for (int32_t t : s.tokens)
       if (t < 0 || t >= config_.vocab_size) fail("sequence {}: token id {} outside [0, {})", s.seq_id, t, config_.vocab_size);
+    if (s.sample) s.sampling.validate();
+    if (s.top_logprobs > kMaxLogprobs)
+      fail("sequence {}: {} top logprobs asked, at most {}", s.seq_id, s.top_logprobs, kMaxLogprobs);
+  }
+  if (tokens > opt_.max_num_batched_tokens)
+    fail("a step of {} tokens exceeds max_num_batched_tokens {}", tokens, opt_.max_num_batched_tokens);
+  if (int(in.seqs.size()) > opt_.max_num_seqs)
+    fail("a step of {} sequences exceeds max_num_seqs {}", in.seqs.size(), opt_.max_num_seqs);
+}
+
+void ModelRunner::build_layout(const StepInput& in) {
+  backend::StepLayout& L = layout_;
+  for (auto* v : {&L.ids, &L.positions, &L.slots, &L.q_indptr, &L.kv_indptr, &L.kv_indices, &L.kv_last_page_len,
+                  &L.logit_rows, &L.sample_rows, &L.top_logprobs})
+    v->clear();
+  L.sampling.clear(), L.uniforms.clear(), host_rows_.clear();
+  L.max_q_len = L.max_kv_len = 0;
+  L.q_indptr.push_back(0), L.kv_indptr.push_back(0);
+  for (size_t si = 0; si < in.seqs.size(); ++si) {
+    const SeqChunk& s = in.seqs[si];
+    const int32_t q0 = int32_t(L.ids.size()), n = int32_t(s.tokens.size());
+    if (n == 0) continue;
+    const int32_t ctx = s.start_pos + n;
+    for (int32_t i = 0; i < n; ++i) {
+      const int32_t p = s.start_pos + i;
+      L.ids.push_back(s.tokens[size_t(i)]);
+      L.positions.push_back(p);
+      L.slots.push_back(s.block_table[size_t(p / kKvBlockSize)] * kKvBlockSize + p % kKvBlockSize);
+    }
+    const int32_t nb = (ctx + kKvBlockSize - 1) / kKvBlockSize;
+    L.kv_indices.insert(L.kv_indices.end(), s.block_table.begin(), s.block_table.begin() + nb);
+    L.q_indptr.push_back(q0 + n);
+    L.kv_indptr.push_back(int32_t(L.kv_indices.size()));
+    L.kv_last_page_len.push_back((ctx - 1) % kKvBlockSize + 1);
+    L.max_q_len = std::max(L.max_q_len, int(n)), L.max_kv_len = std::max(L.max_kv_len, int(ctx));
+    const int32_t first = s.need_all_logits ? 0 : (s.need_logits || s.sample) ? n - 1 : n;
+    for (int32_t i = first; i < n; ++i) {
+      L.logit_rows.push_back(q0 + i);
+      host_rows_.push_back(s.need_all_logits || (s.need_logits && i == n - 1) ? int32_t(si) : -1);
+    }
+    if (s.sample) {
+      L.sample_rows.push_back(int32_t(L.logit_rows.size()) - 1);
+      L.sampling.push_back(s.sampling);
+      L.uniforms.push_back(s.uniform);
+      L.top_logprobs.push_back(s.top_logprobs);
+    }
   }
 }
 
-StepOutput ModelRunner::execute(const StepInput& in) {
-  validate(in);
+void ModelRunner::forward(Precision precision) {
   const auto& c = config_;
-  const int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
+  const int64_t T = layout_.tokens(), H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
   const int nq = c.num_heads, nkv = c.num_kv_heads;
-  const bool fp8 = in.precision == Precision::FP8;
-
-  // Flatten the step: ids, positions, cache slots, attention ranges, rows that need logits.
-  std::vector<int32_t> ids, pos, slots, logit_rows;
-  std::vector<backend::AttentionSeq> aseqs;
-  for (const SeqChunk& s : in.seqs) {
-    const int32_t q0 = int32_t(ids.size()), n = int32_t(s.tokens.size());
-    for (int32_t i = 0; i < n; ++i) {
-      const int32_t p = s.start_pos + i;
-      ids.push_back(s.tokens[i]);
-      pos.push_back(p);
-      slots.push_back(s.block_table[p / kKvBlockSize] * kKvBlockSize + p % kKvBlockSize);
-    }
-    if (n > 0) aseqs.push_back({q0, n, s.start_pos, s.block_table});
-    if (s.need_all_logits) {
-      for (int32_t i = 0; i < n; ++i) logit_rows.push_back(q0 + i);
-    } else if (s.need_logits && n > 0) {
-      logit_rows.push_back(q0 + n - 1);
-    }
-  }
-  const int64_t T = int64_t(ids.size());
-  StepOutput out;
-  out.logits.resize(in.seqs.size());
-  if (T == 0) return out;
-  ensure_scratch(T);
+  const bool fp8 = precision == Precision::FP8, fp8_acts = fp8 && opt_.fp8_activations;
   auto& be = *be_;
   Scratch& s = *s_;
   const float eps = float(c.rms_norm_eps);
 
-  // Normalises (or just takes) `src` into the activation form the consumers need: fp16 when any
-  // consumer runs FP16, E4M3 when any runs FP8 (fused into the norm when only FP8 is needed).
+  // The activation form the consumers need: fp16 when any consumer runs FP16, E4M3 when any
+  // runs FP8. With a norm, `pending` (a branch output not yet added) is added into the residual
+  // stream h by the norm itself (fused residual add).
+  backend::Buffer* pending = nullptr;
   auto prepare = [&](const backend::Buffer* norm_w, backend::Buffer& src, int64_t cols,
                      std::initializer_list<const LinearWeight*> consumers) -> Activation {
     bool need16 = !fp8, need8 = false;
-    for (const LinearWeight* w : consumers) (fp8 && fp8_acts_ && w->runs_fp8() ? need8 : need16) = true;
+    for (const LinearWeight* w : consumers) (fp8_acts && w->runs_fp8() ? need8 : need16) = true;
+    NormOut o{need16 ? s.x.get() : nullptr, need8 ? s.q8.get() : nullptr, need8 ? s.scale.get() : nullptr};
     Activation a;
-    backend::Buffer* x16 = &src;
-    if (norm_w && !need16) {
-      be.rmsnorm_quant(src, *norm_w, T, cols, eps, *s.q8, *s.scale);
+    if (norm_w) {
+      if (pending) be.rmsnorm(*pending, &src, *norm_w, T, cols, eps, o);
+      else be.rmsnorm(src, nullptr, *norm_w, T, cols, eps, o);
+      pending = nullptr;
+      a.f16 = o.out;
     } else {
-      if (norm_w) be.rmsnorm(src, *norm_w, T, cols, eps, *(x16 = s.x.get()));
-      if (need8) be.quantize(*x16, T, cols, *s.q8, *s.scale);
+      if (need8) be.quantize(src, T, cols, *s.q8, *s.scale);
+      a.f16 = need16 ? &src : nullptr;
     }
-    if (need16) a.f16 = x16;
     if (need8) a.q8 = s.q8.get(), a.scale = s.scale.get();
     return a;
   };
 
-  be.embedding(*embed_, c.vocab_size, H, ids, *s.h);
+  be.embedding(*embed_, c.vocab_size, H, *s.h);
   for (size_t li = 0; li < layers_.size(); ++li) {
     const Layer& L = layers_[li];
     auto linear = [&](const char* name, const LinearWeight& w, const Activation& a, backend::Buffer& y) {
       if (tap_) tap_(int(li), name, a, T);
-      be.linear(in.precision, w, a, T, y);
+      be.linear(precision, w, a, T, y);
     };
     Activation a = prepare(L.input_norm.get(), *s.h, H, {L.q.get(), L.k.get(), L.v.get()});
     linear("q", *L.q, a, *s.q);
     linear("k", *L.k, a, *s.k);
     linear("v", *L.v, a, *s.v);
     if (c.qk_norm) {
-      be.rmsnorm(*s.q, *L.q_norm, T * nq, hd, eps, *s.q);
-      be.rmsnorm(*s.k, *L.k_norm, T * nkv, hd, eps, *s.k);
+      be.rmsnorm(*s.q, nullptr, *L.q_norm, T * nq, hd, eps, NormOut{s.q.get()});
+      be.rmsnorm(*s.k, nullptr, *L.k_norm, T * nkv, hd, eps, NormOut{s.k.get()});
     }
-    be.rope(*rope_, *s.q, *s.k, pos, nq, nkv, int(hd));
-    be.write_kv(*kv_, int(li), *s.k, *s.v, slots);
-    be.attention(*kv_, int(li), *s.q, aseqs, nq, 1.f / std::sqrt(float(hd)), *s.attn);
+    be.rope(*rope_, *s.q, *s.k, nq, nkv, int(hd));
+    be.write_kv(*kv_, int(li), *s.k, *s.v);
+    be.attention(*kv_, int(li), *s.q, nq, 1.f / std::sqrt(float(hd)), *s.attn);
     a = prepare(nullptr, *s.attn, int64_t(nq) * hd, {L.o.get()});
     linear("o", *L.o, a, *s.o);
-    be.add(*s.h, *s.o, T * H);
+    pending = s.o.get();
 
     a = prepare(L.post_norm.get(), *s.h, H, {L.gate.get(), L.up.get()});
     linear("gate", *L.gate, a, *s.gate);
     linear("up", *L.up, a, *s.up);
-    if (fp8 && fp8_acts_ && L.down->runs_fp8()) {
-      be.silu_mul_quant(*s.gate, *s.up, T, I, *s.q8, *s.scale);
+    if (fp8_acts && L.down->runs_fp8()) {
+      be.silu_mul(*s.gate, *s.up, T, I, NormOut{nullptr, s.q8.get(), s.scale.get()});
       a = Activation{nullptr, s.q8.get(), s.scale.get()};
     } else {
-      be.silu_mul(*s.gate, *s.up, T, I, *s.act);
+      be.silu_mul(*s.gate, *s.up, T, I, NormOut{s.act.get()});
       a = Activation{s.act.get()};
     }
     linear("down", *L.down, a, *s.o);
-    be.add(*s.h, *s.o, T * H);
+    pending = s.o.get();
   }
+  if (pending) be.add(*s.h, *pending, T * H);
+}
 
-  if (logit_rows.empty()) return out;
-  const int64_t R = int64_t(logit_rows.size()), V = c.vocab_size;
-  be.gather_rows(*s.h, H, logit_rows, *s.xl);
-  be.rmsnorm(*s.xl, *final_norm_, R, H, eps, *s.xl);
-  std::vector<float> all(size_t(R * V));
-  be.logits(*lm_head_, *s.xl, R, all.data());
-  be.synchronize();
-  int64_t r = 0;
-  for (size_t i = 0; i < in.seqs.size(); ++i) {
-    const SeqChunk& sq = in.seqs[i];
-    const int64_t rows = sq.tokens.empty() ? 0 : sq.need_all_logits ? int64_t(sq.tokens.size()) : sq.need_logits ? 1 : 0;
-    out.logits[i].assign(all.begin() + r * V, all.begin() + (r + rows) * V);
-    r += rows;
+// Logits in groups of max_logit_rows_ rows: the final norm, lm_head, device sampling of the
+// sampled rows, and a download of the rows a sequence wants on the host.
+void ModelRunner::logits_and_samples(const StepInput& in, StepOutput& out) {
+  const auto& c = config_;
+  const int64_t R = int64_t(layout_.logit_rows.size()), V = c.vocab_size, H = c.hidden_size;
+  auto& be = *be_;
+  Scratch& s = *s_;
+  size_t next_sample = 0;
+  for (int64_t g0 = 0; g0 < R; g0 += max_logit_rows_) {
+    const int64_t gn = std::min<int64_t>(max_logit_rows_, R - g0);
+    be.gather_logit_rows(*s.h, H, g0, gn, *s.xl);
+    be.rmsnorm(*s.xl, nullptr, *final_norm_, gn, H, float(c.rms_norm_eps), NormOut{s.xl.get()});
+    be.logits(*lm_head_, *s.xl, gn, *s.logits);
+    std::vector<SampledToken> sampled = be.sample(*s.logits, V, g0, gn);
+    for (auto& t : sampled) {  // in sample_rows order, which follows the sequences
+      while (next_sample < in.seqs.size() && !(in.seqs[next_sample].sample && !in.seqs[next_sample].tokens.empty()))
+        ++next_sample;
+      if (next_sample == in.seqs.size()) fail("internal: more sampled rows than sampling sequences");
+      out.tokens[next_sample] = t.token;
+      out.logprobs[next_sample] = std::move(t.logprobs);
+      ++next_sample;
+    }
+    for (int64_t r = 0, r1; r < gn; r = r1) {  // one download per run of a sequence's rows
+      const int32_t si = host_rows_[size_t(g0 + r)];
+      for (r1 = r + 1; r1 < gn && host_rows_[size_t(g0 + r1)] == si;) ++r1;
+      if (si < 0) continue;
+      auto& dst = out.logits[size_t(si)];
+      const size_t off = dst.size();
+      dst.resize(off + size_t((r1 - r) * V));
+      be.download(dst.data() + off, *s.logits, size_t((r1 - r) * V) * 4, size_t(r * V) * 4);
+    }
   }
+}
+
+StepOutput ModelRunner::execute(const StepInput& in) {
+  validate(in);
+  build_layout(in);
+  StepOutput out;
+  out.logits.resize(in.seqs.size());
+  out.tokens.assign(in.seqs.size(), -1);
+  out.logprobs.resize(in.seqs.size());
+  if (layout_.tokens() == 0) return out;
+  be_->begin_step(layout_);
+  forward(in.precision);
+  logits_and_samples(in, out);
+  be_->synchronize();
   return out;
 }
 

@@ -1,9 +1,15 @@
 #pragma once
 // The Llama-family graph over a Backend, as a ModelExecutor (step.hpp): one execute() runs any
-// mix of prefill chunks and decode tokens of many sequences, in the step's precision. The runner
-// owns the paged KV cache (through the backend); the engine owns the block ids.
+// mix of prefill chunks and decode tokens of many sequences, in the step's precision, and
+// samples each sequence's next token on the backend's device. The runner owns the paged KV cache
+// (through the backend); the engine owns the block ids. docs/DESIGN.md §3.3.
+//
+// Per step the runner builds one StepLayout (ids, positions, KV slots, the attention CSR arrays,
+// logits rows, sampling parameters) and hands it to the backend once; scratch buffers are
+// allocated once, for the largest step (max_num_batched_tokens), so device pointers never move.
 #include <functional>
 #include <memory>
+#include <string>
 
 #include "engine/model_weights.hpp"
 #include "nestedfp/backend.hpp"
@@ -11,13 +17,30 @@
 
 namespace nestedfp::engine {
 
+struct TensorItem;
+
 struct RunnerOptions {
   int num_kv_blocks = 0;      // > 0: exactly this many blocks
-  size_t kv_cache_bytes = 0;  // else: as many blocks as fit (default 256 MiB)
+  size_t kv_cache_bytes = 0;  // else, on the cpu backend: as many blocks as fit (default 256 MiB)
+  // else, on a GPU: this share of the device's memory holds weights + scratch + KV blocks.
+  double gpu_memory_utilization = 0.90;
   int max_model_len = 0;      // 0: config max_position_embeddings
+  int max_num_batched_tokens = 2048;  // most tokens per step (scratch is sized for it)
+  int max_num_seqs = 256;             // most sequences per step
   // FP8 steps quantize activations per token (NestedFP8). false: weights-only FP8 with fp16
   // activations, the "nested_fp8_weights_only" mode of REFERENCE.json (accuracy studies).
   bool fp8_activations = true;
+};
+
+// Where the weights come from when the runner loads them itself (streaming: each tensor goes to
+// the backend as it is read, so no host copy of the model is ever whole).
+struct LoadOptions {
+  std::string model_dir;          // config.json (+ safetensors unless dummy)
+  bool dummy = false;             // --load-format dummy: random weights for the config
+  uint64_t seed = 0;              // of the dummy weights
+  format::ScaleMode scale_mode = format::ScaleMode::None;
+  bool nested = true;             // --weights nested|fp16 (fp16: a plain FP16 engine, no planes)
+  LinearStorage storage = LinearStorage::Nested;  // FP8 baselines (accuracy studies)
 };
 
 // Called before each decoder linear with its input (accuracy tools capture activations).
@@ -26,17 +49,22 @@ using LinearTap = std::function<void(int layer, const char* linear, const backen
 
 class ModelRunner final : public ModelExecutor {
  public:
-  // Uploads the weights (the host copy may be dropped afterwards).
+  // Uploads host weights that are already split (the host copy may be dropped afterwards).
   ModelRunner(std::unique_ptr<backend::Backend> backend, const ModelWeights& weights,
               RunnerOptions options = {});
+  // Streams the weights of `load` to the backend tensor by tensor (nesting them there).
+  static std::unique_ptr<ModelRunner> load(std::unique_ptr<backend::Backend> backend, const LoadOptions& load,
+                                           RunnerOptions options = {});
   ~ModelRunner() override;
 
   StepOutput execute(const StepInput& in) override;
   int num_kv_blocks() const override { return num_blocks_; }
   int vocab_size() const override { return config_.vocab_size; }
   int max_model_len() const override { return max_len_; }
+  int max_step_tokens() const override { return opt_.max_num_batched_tokens; }
 
   const io::ModelConfig& config() const { return config_; }
+  const LoadReport& load_report() const { return report_; }
   backend::Backend& backend() { return *be_; }
   static size_t kv_bytes_per_block(const io::ModelConfig& c);
   void set_linear_tap(LinearTap tap) { tap_ = std::move(tap); }
@@ -44,19 +72,27 @@ class ModelRunner final : public ModelExecutor {
  private:
   struct Layer;
   struct Scratch;
+  ModelRunner(std::unique_ptr<backend::Backend> backend, io::ModelConfig config, RunnerOptions options);
+  void take(TensorItem&& t, const LoadOptions& load);  // one streamed tensor
+  void finish_setup();                                  // rope, scratch, KV cache
   void validate(const StepInput& in) const;
-  void ensure_scratch(int64_t tokens);
+  void build_layout(const StepInput& in);
+  void forward(Precision precision);
+  void logits_and_samples(const StepInput& in, StepOutput& out);
 
   std::unique_ptr<backend::Backend> be_;
   io::ModelConfig config_;
-  int num_blocks_ = 0, max_len_ = 0;
-  bool fp8_acts_ = true;
+  RunnerOptions opt_;
+  int num_blocks_ = 0, max_len_ = 0, max_logit_rows_ = 0;
   std::vector<Layer> layers_;
   backend::BufferPtr embed_, final_norm_;
   std::unique_ptr<backend::LinearWeight> lm_head_;
   std::unique_ptr<backend::Rope> rope_;
   std::unique_ptr<backend::KvCache> kv_;
   std::unique_ptr<Scratch> s_;
+  backend::StepLayout layout_;
+  std::vector<int32_t> host_rows_;  // per logits row: index of the sequence wanting it on the host, or -1
+  LoadReport report_;
   LinearTap tap_;
 };
 

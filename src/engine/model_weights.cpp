@@ -1,5 +1,7 @@
 #include "engine/model_weights.hpp"
 
+#include "engine/checkpoint.hpp"
+
 #include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
@@ -8,7 +10,6 @@
 
 #include "nestedfp/error.hpp"
 #include "nestedfp/half.hpp"
-#include "nestedfp/safetensors.hpp"
 
 namespace nestedfp::engine {
 
@@ -48,37 +49,6 @@ HostLinear make_linear(std::string name, std::vector<uint16_t> w, int64_t rows, 
 
 namespace {
 
-class Loader {
- public:
-  Loader(const std::string& dir, ModelWeights& m) : store_(io::WeightStore::open_dir(dir)), m_(m) {}
-
-  // The tensor as fp16 after checking its shape.
-  std::vector<uint16_t> get(const std::string& name, std::vector<int64_t> shape) {
-    const io::TensorView& t = store_.get(name);
-    if (t.shape != shape)
-      fail("{}: tensor '{}' has shape {}, expected {} from config.json", t.file, name,
-           fmt::join(t.shape, "x"), fmt::join(shape, "x"));
-    io::ConversionReport r;
-    auto out = io::to_fp16(t, &r);
-    if (r.overflow || r.inexact || r.underflow)
-      spdlog::warn("{}: {} -> FP16: {} overflowed, {} inexact, {} underflowed to zero", name,
-                   io::dtype_name(t.dtype), r.overflow, r.inexact, r.underflow);
-    m_.report.bf16_overflow += r.overflow;
-    m_.report.bf16_inexact += r.inexact;
-    m_.report.bf16_underflow += r.underflow;
-    return out;
-  }
-  bool has(const std::string& name) const { return store_.find(name) != nullptr; }
-
- private:
-  io::WeightStore store_;
-  ModelWeights& m_;
-};
-
-std::vector<uint16_t> rows_of(const std::vector<uint16_t>& w, int64_t cols, int64_t r0, int64_t n) {
-  return {w.begin() + r0 * cols, w.begin() + (r0 + n) * cols};
-}
-
 void count(ModelWeights& m, const HostLinear& l) {
   if (l.nested) {
     ++m.report.nested;
@@ -98,58 +68,39 @@ ModelWeights ModelWeights::load(const std::string& dir, format::ScaleMode mode, 
   m.scale_mode = mode;
   m.storage = storage;
   const auto& c = m.config;
-  Loader ld(dir, m);
-  const int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
-  const int64_t qd = int64_t(c.num_heads) * hd, kvd = int64_t(c.num_kv_heads) * hd;
-  m.embed = ld.get("model.embed_tokens.weight", {c.vocab_size, H});
-  m.final_norm = ld.get("model.norm.weight", {H});
-  for (int i = 0; i < c.num_layers; ++i) {
-    const std::string p = fmt::format("model.layers.{}.", i);
-    HostLayer L;
-    auto lin = [&](const std::string& name, std::vector<uint16_t> w, int64_t rows, int64_t cols) {
-      HostLinear l = make_linear(name, std::move(w), rows, cols, mode, true, storage);
-      count(m, l);
-      return l;
-    };
-    if (c.fused_qkv) {
-      const auto w = ld.get(p + "self_attn.qkv_proj.weight", {qd + 2 * kvd, H});
-      L.q = lin(p + "self_attn.qkv_proj.weight[q]", rows_of(w, H, 0, qd), qd, H);
-      L.k = lin(p + "self_attn.qkv_proj.weight[k]", rows_of(w, H, qd, kvd), kvd, H);
-      L.v = lin(p + "self_attn.qkv_proj.weight[v]", rows_of(w, H, qd + kvd, kvd), kvd, H);
-    } else {
-      L.q = lin(p + "self_attn.q_proj.weight", ld.get(p + "self_attn.q_proj.weight", {qd, H}), qd, H);
-      L.k = lin(p + "self_attn.k_proj.weight", ld.get(p + "self_attn.k_proj.weight", {kvd, H}), kvd, H);
-      L.v = lin(p + "self_attn.v_proj.weight", ld.get(p + "self_attn.v_proj.weight", {kvd, H}), kvd, H);
+  m.layers.resize(size_t(c.num_layers));
+  ConversionTotals conv;
+  walk_checkpoint(dir, c, [&](TensorItem&& t) {
+    HostLayer* L = t.layer >= 0 ? &m.layers[size_t(t.layer)] : nullptr;
+    if (is_linear(t.slot)) {
+      const bool nestable = t.slot != Slot::LmHead;
+      HostLinear l = make_linear(t.name, std::move(t.values), t.rows, t.cols, mode, nestable,
+                                 nestable ? storage : LinearStorage::Nested);
+      l.bias = std::move(t.bias);
+      if (nestable) count(m, l);
+      switch (t.slot) {
+        case Slot::Q: L->q = std::move(l); break;
+        case Slot::K: L->k = std::move(l); break;
+        case Slot::V: L->v = std::move(l); break;
+        case Slot::O: L->o = std::move(l); break;
+        case Slot::Gate: L->gate = std::move(l); break;
+        case Slot::Up: L->up = std::move(l); break;
+        case Slot::Down: L->down = std::move(l); break;
+        default: m.lm_head = std::move(l); break;
+      }
+      return;
     }
-    if (c.attention_bias) {
-      L.q.bias = ld.get(p + "self_attn.q_proj.bias", {qd});
-      L.k.bias = ld.get(p + "self_attn.k_proj.bias", {kvd});
-      L.v.bias = ld.get(p + "self_attn.v_proj.bias", {kvd});
+    switch (t.slot) {
+      case Slot::Embed: m.embed = std::move(t.values); break;
+      case Slot::FinalNorm: m.final_norm = std::move(t.values); break;
+      case Slot::InputNorm: L->input_norm = std::move(t.values); break;
+      case Slot::PostNorm: L->post_norm = std::move(t.values); break;
+      case Slot::QNorm: L->q_norm = std::move(t.values); break;
+      case Slot::KNorm: L->k_norm = std::move(t.values); break;
+      default: break;
     }
-    L.o = lin(p + "self_attn.o_proj.weight", ld.get(p + "self_attn.o_proj.weight", {H, qd}), H, qd);
-    if (c.fused_gate_up) {
-      const auto w = ld.get(p + "mlp.gate_up_proj.weight", {2 * I, H});
-      L.gate = lin(p + "mlp.gate_up_proj.weight[gate]", rows_of(w, H, 0, I), I, H);
-      L.up = lin(p + "mlp.gate_up_proj.weight[up]", rows_of(w, H, I, I), I, H);
-    } else {
-      L.gate = lin(p + "mlp.gate_proj.weight", ld.get(p + "mlp.gate_proj.weight", {I, H}), I, H);
-      L.up = lin(p + "mlp.up_proj.weight", ld.get(p + "mlp.up_proj.weight", {I, H}), I, H);
-    }
-    L.down = lin(p + "mlp.down_proj.weight", ld.get(p + "mlp.down_proj.weight", {H, I}), H, I);
-    L.input_norm = ld.get(p + "input_layernorm.weight", {H});
-    L.post_norm = ld.get(p + "post_attention_layernorm.weight", {H});
-    if (c.qk_norm) {
-      L.q_norm = ld.get(p + "self_attn.q_norm.weight", {hd});
-      L.k_norm = ld.get(p + "self_attn.k_norm.weight", {hd});
-    }
-    m.layers.push_back(std::move(L));
-  }
-  if (c.tie_word_embeddings && !ld.has("lm_head.weight")) {
-    m.lm_head = make_linear("lm_head.weight (tied)", m.embed, c.vocab_size, H, mode, false);
-  } else {
-    m.lm_head = make_linear("lm_head.weight", ld.get("lm_head.weight", {c.vocab_size, H}),
-                            c.vocab_size, H, mode, false);
-  }
+  }, &conv);
+  m.report.bf16_overflow = conv.overflow, m.report.bf16_inexact = conv.inexact, m.report.bf16_underflow = conv.underflow;
   for (const auto& t : m.report.plain_tensors) spdlog::info("kept plain FP16: {}", t);
   if (storage != LinearStorage::Nested) {
     spdlog::info("loaded {}: {} layers, {} linear weights quantized to {} (baseline, no FP16 copy); lm_head and embedding FP16",

@@ -1,6 +1,7 @@
 #include "engine/offline.hpp"
 
 #include <chrono>
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -21,7 +22,9 @@ std::vector<float> SingleSequence::feed(std::span<const int32_t> tokens, Precisi
   if (blocks > ex_.num_kv_blocks()) fail("sequence of {} tokens needs {} KV blocks, the cache has {}", end, blocks, ex_.num_kv_blocks());
   std::vector<float> out;
   if (tokens.empty()) return out;
-  const size_t step = chunk > 0 ? size_t(chunk) : tokens.size();
+  // Steps never carry more tokens than the executor's scratch holds.
+  const size_t cap = size_t(std::max(1, ex_.max_step_tokens()));
+  const size_t step = std::min(chunk > 0 ? size_t(chunk) : tokens.size(), cap);
   for (size_t i = 0; i < tokens.size(); i += step) {
     const size_t n = std::min(step, tokens.size() - i);
     StepInput in;

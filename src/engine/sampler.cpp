@@ -106,4 +106,12 @@ LogprobInfo logprobs(std::span<const float> logits, int32_t chosen, int top_n) {
   return r;
 }
 
+SampledToken sample_row(std::span<const float> logits, const SamplingParams& params, double u,
+                        int top_logprobs, std::vector<std::pair<float, int32_t>>& cand) {
+  SampledToken r;
+  r.token = sample_with_uniform(logits, params, u, cand);
+  if (top_logprobs >= 0) r.logprobs = logprobs(logits, r.token, top_logprobs);
+  return r;
+}
+
 }  // namespace nestedfp

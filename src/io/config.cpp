@@ -132,6 +132,8 @@ ModelConfig parse_config(const json& j, const std::string& source) {
     c.head_dim = c.hidden_size / c.num_heads;
   }
   c.rms_norm_eps = r.opt_num(j, "rms_norm_eps", c.rms_norm_eps);
+  c.initializer_range = r.opt_num(j, "initializer_range", c.initializer_range);
+  if (!(c.initializer_range > 0)) fail("{}: field 'initializer_range' must be positive", source);
 
   // RoPE: rope_parameters (new) wins; otherwise rope_theta + optional rope_scaling.
   c.rope_theta = r.opt_num(j, "rope_theta", c.rope_theta);

@@ -4,26 +4,21 @@
 
 #include <filesystem>
 
-#include "engine/model_runner.hpp"
-#include "engine/model_weights.hpp"
-#include "nestedfp/backend.hpp"
+#include "nestedfp/error.hpp"
 #include "nestedfp/tokenizer.hpp"
 
 namespace nestedfp::server {
 
 struct ServingStack::Impl {
-  std::unique_ptr<engine::ModelRunner> runner;
+  std::unique_ptr<ModelExecutor> runner;
   std::unique_ptr<Engine> eng;
   std::unique_ptr<OpenAIServer> http;
 };
 
 ServingStack::ServingStack(ServeConfig cfg) : impl_(std::make_unique<Impl>()) {
+  if (!cfg.executor) fail("serving: no model executor factory given");
   Tokenizer tok = Tokenizer::load(cfg.model_dir);
-  engine::RunnerOptions ro;
-  ro.num_kv_blocks = cfg.engine.num_kv_blocks;
-  ro.max_model_len = cfg.engine.max_model_len;
-  impl_->runner = std::make_unique<engine::ModelRunner>(backend::make_cpu_backend(cfg.cpu_threads),
-                                                        engine::ModelWeights::load(cfg.model_dir, cfg.nested_scale), ro);
+  impl_->runner = cfg.executor(cfg.engine);
   if (tok.vocab_size() > impl_->runner->vocab_size())
     spdlog::warn("the tokenizer has {} ids but the model only {}", tok.vocab_size(), impl_->runner->vocab_size());
   cfg.engine.text_decoder = text_decoder_factory(tok);

@@ -1,6 +1,8 @@
 #pragma once
 // Everything `nestedfp serve` runs, in one object (the CLI and the HTTP tests share it):
-// tokenizer + weights -> cpu ModelRunner -> Engine (step thread) -> OpenAIServer.
+// a model executor built by the caller (the CLI picks the backend and loads the weights) ->
+// Engine (step thread) -> OpenAIServer.
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -10,12 +12,13 @@
 
 namespace nestedfp::server {
 
+using ExecutorFactory = std::function<std::unique_ptr<ModelExecutor>(const EngineConfig&)>;
+
 struct ServeConfig {
-  std::string model_dir;
-  format::ScaleMode nested_scale = format::ScaleMode::None;
-  EngineConfig engine;  // text_decoder and eos ids are filled from the tokenizer
-  ServerOptions server; // model_name defaults to the model directory's name
-  int cpu_threads = 0;  // 0: all cores
+  std::string model_dir;  // the tokenizer's directory, and the default model name
+  EngineConfig engine;    // text_decoder and eos ids are filled from the tokenizer
+  ServerOptions server;   // model_name defaults to the model directory's name
+  ExecutorFactory executor;  // builds the model executor (backend + weights); required
 };
 
 class ServingStack {

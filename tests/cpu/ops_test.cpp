@@ -44,7 +44,7 @@ TEST(CpuOps, RmsNorm) {
   const int rows = 5, cols = 384;
   auto x = rnd16(rows * cols, g, 3.f), w = rnd16(cols, g, 0.2f, 1.f);
   auto bx = up(*be, x), bw = up(*be, w), out = be->alloc(rows * cols * 2);
-  be->rmsnorm(*bx, *bw, rows, cols, 1e-5f, *out);
+  be->rmsnorm(*bx, nullptr, *bw, rows, cols, 1e-5f, NormOut{out.get()});
   auto y = down(*be, *out, rows * cols);
   for (int r = 0; r < rows; ++r) {
     double ss = 0;
@@ -57,7 +57,7 @@ TEST(CpuOps, RmsNorm) {
   }
   // Fused quantization = norm then standalone quantization, bit for bit.
   auto q1 = be->alloc(rows * cols), s1 = be->alloc(rows * 4), q2 = be->alloc(rows * cols), s2 = be->alloc(rows * 4);
-  be->rmsnorm_quant(*bx, *bw, rows, cols, 1e-5f, *q1, *s1);
+  be->rmsnorm(*bx, nullptr, *bw, rows, cols, 1e-5f, NormOut{nullptr, q1.get(), s1.get()});
   be->quantize(*out, rows, cols, *q2, *s2);
   std::vector<uint8_t> a(rows * cols), b(rows * cols);
   be->download(a.data(), *q1, a.size());
@@ -75,7 +75,7 @@ TEST(CpuOps, SiluMul) {
   const int rows = 3, cols = 100;
   auto ga = rnd16(rows * cols, g, 3.f), u = rnd16(rows * cols, g, 2.f);
   auto bg = up(*be, ga), bu = up(*be, u), out = be->alloc(rows * cols * 2);
-  be->silu_mul(*bg, *bu, rows, cols, *out);
+  be->silu_mul(*bg, *bu, rows, cols, NormOut{out.get()});
   auto y = down(*be, *out, rows * cols);
   for (int i = 0; i < rows * cols; ++i) {
     const double x = f(ga[i]), ref = x / (1 + std::exp(-x)) * f(u[i]);
@@ -131,7 +131,10 @@ TEST(CpuOps, RopeDefaultLlama3Linear) {
     auto rope = be->create_rope(s);
     auto q = rnd16(M * nq * hd, g, 1.f), k = rnd16(M * nkv * hd, g, 1.f);
     auto bq = up(*be, q), bk = up(*be, k);
-    be->rope(*rope, *bq, *bk, pos, nq, nkv, hd);
+    StepLayout L;
+    L.positions = pos;
+    be->begin_step(L);
+    be->rope(*rope, *bq, *bk, nq, nkv, hd);
     auto q2 = down(*be, *bq, q.size()), k2 = down(*be, *bk, k.size());
     const auto inv = inv_freq_ref(s);
     auto check = [&](const std::vector<uint16_t>& in, const std::vector<uint16_t>& out, int heads) {
@@ -181,22 +184,33 @@ TEST(CpuOps, PagedAttentionShuffledBlocksMatchReference) {
       for (int p = p0; p < p1; ++p) slots.push_back(s.blocks[p / 16] * 16 + p % 16);
       auto bk = up(*be, std::vector<uint16_t>(K.back().begin() + p0 * nkv * hd, K.back().begin() + p1 * nkv * hd));
       auto bv = up(*be, std::vector<uint16_t>(V.back().begin() + p0 * nkv * hd, V.back().begin() + p1 * nkv * hd));
-      be->write_kv(*cache, 0, *bk, *bv, slots);
+      StepLayout L;
+      L.slots = slots;
+      be->begin_step(L);
+      be->write_kv(*cache, 0, *bk, *bv);
     }
   }
   const int M = seqs[0].len + seqs[1].len;
   auto q = rnd16(M * nq * hd, g, 1.f);
   auto bq = up(*be, q), out = be->alloc(M * nq * hd * 2);
-  std::vector<AttentionSeq> as;
-  int q0 = 0;
-  for (auto& s : seqs) as.push_back({q0, s.len, s.start, s.blocks}), q0 += s.len;
+  StepLayout L;  // the CSR form the runner builds
+  std::vector<int> q_begin;
+  L.q_indptr = {0}, L.kv_indptr = {0};
+  for (auto& s : seqs) {
+    q_begin.push_back(L.q_indptr.back());
+    L.q_indptr.push_back(L.q_indptr.back() + s.len);
+    L.kv_indices.insert(L.kv_indices.end(), s.blocks.begin(), s.blocks.end());
+    L.kv_indptr.push_back(int32_t(L.kv_indices.size()));
+    L.kv_last_page_len.push_back((s.start + s.len - 1) % 16 + 1);
+  }
+  be->begin_step(L);
   const float scale = 1.f / std::sqrt(float(hd));
-  be->attention(*cache, 0, *bq, as, nq, scale, *out);
+  be->attention(*cache, 0, *bq, nq, scale, *out);
   auto o = down(*be, *out, M * nq * hd);
   for (size_t si = 0; si < seqs.size(); ++si) {
     const auto& s = seqs[si];
     for (int i = 0; i < s.len; ++i) {
-      const int row = as[si].q_begin + i, n = s.start + i + 1;
+      const int row = q_begin[si] + i, n = s.start + i + 1;
       for (int h = 0; h < nq; ++h) {
         const int kh = h / group;
         std::vector<double> sc(n);
@@ -216,9 +230,11 @@ TEST(CpuOps, PagedAttentionShuffledBlocksMatchReference) {
       }
     }
   }
-  // A block table too short for the context is rejected, not read out of bounds.
-  std::vector<AttentionSeq> bad = {{0, seqs[1].len, 0, std::span<const int32_t>(seqs[1].blocks).first(1)}};
-  EXPECT_THROW(be->attention(*cache, 0, *bq, bad, nq, scale, *out), std::exception);
+  // A block id outside the cache is rejected, not read out of bounds.
+  StepLayout bad = L;
+  bad.kv_indices[0] = nblocks;
+  be->begin_step(bad);
+  EXPECT_THROW(be->attention(*cache, 0, *bq, nq, scale, *out), std::exception);
 }
 
 TEST(CpuOps, EmbeddingAndGather) {
@@ -227,17 +243,22 @@ TEST(CpuOps, EmbeddingAndGather) {
   auto table = rnd16(10 * 4, g, 1.f);
   auto bt = up(*be, table), out = be->alloc(3 * 4 * 2), gathered = be->alloc(2 * 4 * 2);
   const std::vector<int32_t> ids = {7, 0, 7};
-  be->embedding(*bt, 10, 4, ids, *out);
+  StepLayout L;
+  L.ids = ids;
+  L.logit_rows = {2, 1};
+  be->begin_step(L);
+  be->embedding(*bt, 10, 4, *out);
   auto y = down(*be, *out, 12);
   for (int i = 0; i < 3; ++i)
     for (int c = 0; c < 4; ++c) EXPECT_EQ(y[i * 4 + c], table[ids[i] * 4 + c]);
-  const std::vector<int32_t> rows = {2, 1};
-  be->gather_rows(*out, 4, rows, *gathered);
+  be->gather_logit_rows(*out, 4, 0, 2, *gathered);
   auto z = down(*be, *gathered, 8);
   for (int c = 0; c < 4; ++c) {
     EXPECT_EQ(z[c], table[7 * 4 + c]);
     EXPECT_EQ(z[4 + c], table[c]);
   }
-  const std::vector<int32_t> bad = {10};
-  EXPECT_THROW(be->embedding(*bt, 10, 4, bad, *out), std::exception);
+  StepLayout bad;
+  bad.ids = {10};
+  be->begin_step(bad);
+  EXPECT_THROW(be->embedding(*bt, 10, 4, *out), std::exception);
 }

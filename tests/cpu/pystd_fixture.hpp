@@ -1,6 +1,7 @@
 #pragma once
 // Shared by the tests that run the bundled pystd-16m model against its REFERENCE.json.
 #include <algorithm>
+#include <cstdlib>
 #include <fstream>
 #include <numeric>
 #include <span>
@@ -30,7 +31,9 @@ inline const nlohmann::json& reference() {
 // Token ids of the start of the public text: the first 8 chunks need 4096; 64 KB of text is plenty.
 inline const std::vector<int32_t>& text_ids() {
   static const std::vector<int32_t> ids = [] {
-    const std::string text = engine::read_text_file(kText);
+    // NESTEDFP_PYSTD_TEXT: a copy elsewhere (the GPU machine has no ../shared).
+    const char* env = std::getenv("NESTEDFP_PYSTD_TEXT");
+    const std::string text = engine::read_text_file(env && *env ? env : kText);
     auto v = Tokenizer::load(kModel).encode(std::string_view(text).substr(0, 65536), false);
     if (v.size() < 8u * 512) throw std::runtime_error("text too short for 8 chunks of 512");
     const auto first = reference()["perplexity"]["first_ids"].get<std::vector<int32_t>>();

@@ -70,7 +70,7 @@ class FakeExecutor : public ModelExecutor {
         if (c.pos != p || c.prev != h) throw std::runtime_error("fake: cached KV does not belong to this sequence");
         h = c.hash;
       }
-      std::vector<float> logits;
+      std::vector<float> logits, last_row(static_cast<size_t>(vocab_));
       for (size_t i = 0; i < s.tokens.size(); ++i) {
         int p = s.start_pos + static_cast<int>(i);
         int32_t blk = s.block_table[static_cast<size_t>(p / kKvBlockSize)];
@@ -87,8 +87,14 @@ class FakeExecutor : public ModelExecutor {
           logits.resize(off + static_cast<size_t>(vocab_));
           logits_for(h, vocab_, in.precision, logits.data() + off);
         }
+        if (last) logits_for(h, vocab_, in.precision, last_row.data());
       }
       out.logits.push_back(std::move(logits));
+      // Sampling as a real executor does it (on its "device"), with the engine's uniform draw.
+      SampledToken t;
+      if (s.sample && !s.tokens.empty()) t = sample_row(last_row, s.sampling, s.uniform, s.top_logprobs, cand_);
+      out.tokens.push_back(t.token);
+      out.logprobs.push_back(std::move(t.logprobs));
     }
     steps.push_back(rec);
     return out;
@@ -96,6 +102,7 @@ class FakeExecutor : public ModelExecutor {
   int num_kv_blocks() const override { return blocks_; }
   int vocab_size() const override { return vocab_; }
   int max_model_len() const override { return max_len_; }
+  int max_step_tokens() const override { return 1 << 30; }
 
   std::vector<StepRecord> steps;
   std::function<void(const StepInput&)> hook;  // runs at the start of execute (outside the lock)
@@ -112,6 +119,7 @@ class FakeExecutor : public ModelExecutor {
   }
   int vocab_, blocks_, max_len_;
   std::vector<Cell> cells_;
+  std::vector<std::pair<float, int32_t>> cand_;
   std::mutex mu_;
 };
 

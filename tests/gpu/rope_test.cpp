@@ -80,18 +80,18 @@ TEST(Rope, InvFreqHelperMatchesCpuFormula) {
   for (const char* sc : {"default", "llama3", "linear"})
     for (int hd : {64, 128, 36}) {
       const auto s = spec_of(sc, hd);
-      EXPECT_EQ(cuda::rope_inv_freq(s), host_inv_freq(s)) << sc << " head_dim " << hd;
+      EXPECT_EQ(backend::rope_inv_freq(s), host_inv_freq(s)) << sc << " head_dim " << hd;
     }
   // llama3 really rescales: the lowest frequency is divided by the factor, the highest kept.
-  const auto l3 = cuda::rope_inv_freq(spec_of("llama3", 128)), d = host_inv_freq([] {
+  const auto l3 = backend::rope_inv_freq(spec_of("llama3", 128)), d = host_inv_freq([] {
     auto s = spec_of("llama3", 128);
     s.scaling = "default";
     return s;
   }());
   EXPECT_EQ(l3.front(), d.front());
   EXPECT_EQ(l3.back(), float(d.back() / 8.0));
-  EXPECT_THROW(cuda::rope_inv_freq(spec_of("yarn", 128)), Error);
-  EXPECT_THROW(cuda::rope_inv_freq(spec_of("default", 63)), Error);
+  EXPECT_THROW(backend::rope_inv_freq(spec_of("yarn", 128)), Error);
+  EXPECT_THROW(backend::rope_inv_freq(spec_of("default", 63)), Error);
 }
 
 TEST(Rope, MatchesCpuBackendBitForBit) {

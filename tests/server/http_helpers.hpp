@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/model_runner.hpp"
 #include "server/serving.hpp"
 
 namespace nestedfp::httptest {
@@ -30,6 +31,15 @@ inline server::ServeConfig config(const std::string& precision = "fp16") {
   c.server.host = "127.0.0.1";
   c.server.port = 0;
   c.server.http_threads = 32;
+  c.executor = [](const EngineConfig& e) -> std::unique_ptr<ModelExecutor> {
+    engine::RunnerOptions ro;
+    ro.num_kv_blocks = e.num_kv_blocks;
+    ro.max_model_len = e.max_model_len;
+    ro.max_num_batched_tokens = e.max_num_batched_tokens;
+    ro.max_num_seqs = e.max_num_seqs;
+    return std::make_unique<engine::ModelRunner>(backend::make_cpu_backend(),
+                                                 engine::ModelWeights::load(model_dir(), format::ScaleMode::None), ro);
+  };
   return c;
 }
 

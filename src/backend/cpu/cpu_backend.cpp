@@ -68,6 +68,78 @@ class CpuKvCache final : public KvCache {
 
 inline float silu(float x) { return x / (1.f + std::exp(-x)); }
 
+// One sequence as the attention loop walks it: query rows [q_begin, q_begin + q_len) at positions
+// start_pos ...; keys/values of [0, start_pos + q_len) at the blocks of block_table.
+struct AttentionSeq {
+  int32_t q_begin = 0, q_len = 0, start_pos = 0;
+  std::span<const int32_t> block_table;
+};
+
+// The optional outputs of a fused norm/activation: fp16 rows and/or their E4M3 quantization.
+class Outputs {
+ public:
+  Outputs(const NormOut& o, int64_t rows, int64_t cols) : cols_(cols) {
+    if (!o.out && !o.q8) fail("cpu backend: a norm/activation without any output");
+    if (o.out) out_ = ptr<uint16_t>(*o.out, size_t(rows * cols), "out");
+    if (o.q8) {
+      if (!o.scale) fail("cpu backend: quantized output without a scale buffer");
+      q8_ = ptr<uint8_t>(*o.q8, size_t(rows * cols), "q8");
+      scale_ = ptr<float>(*o.scale, size_t(rows), "scale");
+    }
+  }
+  // compute(y) writes row r's fp16 values into y.
+  template <typename F>
+  void write_row(int64_t r, F&& compute) const {
+    thread_local std::vector<uint16_t> tmp;
+    uint16_t* y = out_ ? out_ + r * cols_ : (tmp.resize(size_t(cols_)), tmp.data());
+    compute(y);
+    if (q8_) cpu::quantize_row_fp16(y, cols_, q8_ + r * cols_, scale_ + r);
+  }
+
+ private:
+  int64_t cols_;
+  uint16_t* out_ = nullptr;
+  uint8_t* q8_ = nullptr;
+  float* scale_ = nullptr;
+};
+
+// fp16(mean + std * N(0, 1)) with value i a pure function of (seed, i) (splitmix64 + Box-Muller).
+void random_fp16(uint16_t* out, int64_t n, const RandomFill& r) {
+  auto mix = [](uint64_t z) {
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  };
+  for (int64_t i = 0; i < n; ++i) {
+    const uint64_t a = mix(r.seed ^ mix(uint64_t(i))), b = mix(a);
+    const double u1 = (double(a >> 11) + 1.0) * 0x1.0p-53, u2 = double(b >> 11) * 0x1.0p-53;
+    const double z = std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * std::numbers::pi * u2);
+    out[i] = float_to_fp16(float(r.mean + r.std * z));
+  }
+}
+
+// A raw fp16 weight stored as the spec asks: nested (plain when a row cannot be), an FP8
+// baseline, or plain.
+cpu::PackedWeight pack_raw(const uint16_t* w, const LinearSpec& s) {
+  const int64_t N = s.out_features, K = s.in_features;
+  switch (s.storage) {
+    case RawStorage::Plain: return cpu::pack_plain(w, N, K);
+    case RawStorage::Fp8PerTensor:
+    case RawStorage::Fp8PerChannel: {
+      const auto g = s.storage == RawStorage::Fp8PerTensor ? format::Fp8Granularity::PerTensor
+                                                           : format::Fp8Granularity::PerChannel;
+      const format::Fp8Tensor t = format::quantize_fp8(w, N, K, g);
+      return cpu::pack_fp8(t.q.data(), t.scale.data(), N, K);
+    }
+    case RawStorage::Nested: break;
+  }
+  const auto mode = s.channel_scale ? format::ScaleMode::Channel : format::ScaleMode::None;
+  if (!format::check(w, N, K, mode).ok) return cpu::pack_plain(w, N, K);
+  const format::NestedTensor t = format::split_tensor(w, N, K, mode);
+  return cpu::pack_nested(t.upper.data(), t.lower.data(), t.k.empty() ? nullptr : t.k.data(), N, K);
+}
+
 class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(int threads) : pool_(threads) {}
@@ -98,8 +170,17 @@ class CpuBackend final : public Backend {
       w->packed = cpu::pack_fp8(t.q.data(), t.scale.data(), t.rows, t.cols);
     } else if (s.fp16) {
       w->packed = cpu::pack_plain(s.fp16, s.out_features, s.in_features);
+    } else if (s.raw16 || s.random) {
+      std::vector<uint16_t> gen;
+      const uint16_t* raw = s.raw16;
+      if (!raw) {
+        gen.resize(size_t(s.out_features * s.in_features));
+        random_fp16(gen.data(), int64_t(gen.size()), *s.random);
+        raw = gen.data();
+      }
+      w->packed = pack_raw(raw, s);
     } else {
-      fail("create_linear: no weights given (nested, fp8 or fp16)");
+      fail("create_linear: no weights given (nested, fp8, fp16, raw fp16 or random)");
     }
     w->format = w->packed.format;
     if (s.bias) {
@@ -111,31 +192,9 @@ class CpuBackend final : public Backend {
   }
 
   std::unique_ptr<Rope> create_rope(const RopeSpec& s) override {
-    if (s.head_dim <= 0 || s.head_dim % 2) fail("rope: head_dim {} must be positive and even", s.head_dim);
     auto r = std::make_unique<CpuRope>();
+    r->inv_freq = rope_inv_freq(s);
     r->head_dim = s.head_dim;
-    const int half = s.head_dim / 2;
-    r->inv_freq.resize(size_t(half));
-    // As transformers computes it in fp32: 1 / base^(2i / dim).
-    for (int i = 0; i < half; ++i)
-      r->inv_freq[i] = 1.f / std::pow(float(s.theta), float(2 * i) / float(s.head_dim));
-    if (s.scaling == "linear") {
-      for (auto& f : r->inv_freq) f = float(f / s.factor);
-    } else if (s.scaling == "llama3") {
-      const double old_len = s.original_max_position_embeddings;
-      const double low_wl = old_len / s.low_freq_factor, high_wl = old_len / s.high_freq_factor;
-      for (auto& f : r->inv_freq) {
-        const double wl = 2 * std::numbers::pi / f;
-        if (wl > low_wl) {
-          f = float(f / s.factor);
-        } else if (wl >= high_wl) {  // medium band: interpolate
-          const double smooth = (old_len / wl - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
-          f = float((1 - smooth) * f / s.factor + smooth * f);
-        }
-      }
-    } else if (s.scaling != "default") {
-      fail("rope: unsupported scaling type '{}' (supported: default, llama3, linear)", s.scaling);
-    }
     return r;
   }
 
@@ -148,8 +207,25 @@ class CpuBackend final : public Backend {
     return c;
   }
 
-  void embedding(const Buffer& table, int64_t vocab, int64_t hidden, std::span<const int32_t> ids,
-                 Buffer& out) override {
+  void fill_random(Buffer& dst, int64_t n, const RandomFill& r) override {
+    random_fp16(ptr<uint16_t>(dst, size_t(n), "fill_random"), n, r);
+  }
+
+  void reserve_steps(int64_t, int, int64_t, int) override {}
+  void begin_step(const StepLayout& layout) override {
+    step_ = &layout;
+    // The CSR arrays as the attention loop walks them.
+    attn_seqs_.clear();
+    for (int i = 0; i < layout.num_seqs(); ++i) {
+      const int32_t q0 = layout.q_indptr[size_t(i)], qn = layout.q_indptr[size_t(i) + 1] - q0;
+      const int32_t b0 = layout.kv_indptr[size_t(i)], nb = layout.kv_indptr[size_t(i) + 1] - b0;
+      const int32_t ctx = (nb - 1) * kKvBlockSize + layout.kv_last_page_len[size_t(i)];
+      attn_seqs_.push_back({q0, qn, ctx - qn, std::span<const int32_t>(layout.kv_indices.data() + b0, size_t(nb))});
+    }
+  }
+
+  void embedding(const Buffer& table, int64_t vocab, int64_t hidden, Buffer& out) override {
+    const auto& ids = step().ids;
     const uint16_t* t = ptr<uint16_t>(table, size_t(vocab * hidden), "embedding table");
     uint16_t* o = ptr<uint16_t>(out, ids.size() * hidden, "embedding out");
     for (size_t i = 0; i < ids.size(); ++i) {
@@ -170,24 +246,21 @@ class CpuBackend final : public Backend {
       out[i] = float_to_fp16(fp16_to_float(w[i]) * fp16_to_float(float_to_fp16(fp16_to_float(x[i]) * r)));
   }
 
-  void rmsnorm(const Buffer& x, const Buffer& w, int64_t rows, int64_t cols, float eps, Buffer& out) override {
-    const uint16_t* xp = ptr<uint16_t>(x, size_t(rows * cols), "rmsnorm x");
+  void rmsnorm(const Buffer& x, Buffer* residual, const Buffer& w, int64_t rows, int64_t cols, float eps,
+               const NormOut& o) override {
+    const size_t n = size_t(rows * cols);
+    const uint16_t* xp = ptr<uint16_t>(x, n, "rmsnorm x");
     const uint16_t* wp = ptr<uint16_t>(w, size_t(cols), "rmsnorm weight");
-    uint16_t* op = ptr<uint16_t>(out, size_t(rows * cols), "rmsnorm out");
-    pool_.parallel_for(rows, [&](int64_t r, int) { rmsnorm_row(xp + r * cols, wp, cols, eps, op + r * cols); });
-  }
-
-  void rmsnorm_quant(const Buffer& x, const Buffer& w, int64_t rows, int64_t cols, float eps, Buffer& q8,
-                     Buffer& scale) override {
-    const uint16_t* xp = ptr<uint16_t>(x, size_t(rows * cols), "rmsnorm x");
-    const uint16_t* wp = ptr<uint16_t>(w, size_t(cols), "rmsnorm weight");
-    uint8_t* qp = ptr<uint8_t>(q8, size_t(rows * cols), "q8");
-    float* sp = ptr<float>(scale, size_t(rows), "scale");
+    uint16_t* rp = residual ? ptr<uint16_t>(*residual, n, "rmsnorm residual") : nullptr;
+    Outputs out(o, rows, cols);
     pool_.parallel_for(rows, [&](int64_t r, int) {
-      thread_local std::vector<uint16_t> tmp;
-      tmp.resize(size_t(cols));
-      rmsnorm_row(xp + r * cols, wp, cols, eps, tmp.data());
-      cpu::quantize_row_fp16(tmp.data(), cols, qp + r * cols, sp + r);
+      const uint16_t* src = xp + r * cols;
+      if (rp) {  // fused residual add: residual = fp16(x + residual), normalise that
+        uint16_t* res = rp + r * cols;
+        for (int64_t i = 0; i < cols; ++i) res[i] = float_to_fp16(fp16_to_float(src[i]) + fp16_to_float(res[i]));
+        src = res;
+      }
+      out.write_row(r, [&](uint16_t* y) { rmsnorm_row(src, wp, cols, eps, y); });
     });
   }
 
@@ -222,8 +295,8 @@ class CpuBackend final : public Backend {
     }
   }
 
-  void rope(const Rope& r, Buffer& q, Buffer& k, std::span<const int32_t> positions, int nq, int nkv,
-            int hd) override {
+  void rope(const Rope& r, Buffer& q, Buffer& k, int nq, int nkv, int hd) override {
+    const auto& positions = step().positions;
     const auto& rp = static_cast<const CpuRope&>(r);
     if (hd != rp.head_dim) fail("rope: head_dim {} != {}", hd, rp.head_dim);
     const int64_t M = int64_t(positions.size());
@@ -252,7 +325,8 @@ class CpuBackend final : public Backend {
     });
   }
 
-  void write_kv(KvCache& cache, int layer, const Buffer& k, const Buffer& v, std::span<const int32_t> slots) override {
+  void write_kv(KvCache& cache, int layer, const Buffer& k, const Buffer& v) override {
+    const auto& slots = step().slots;
     auto& c = static_cast<CpuKvCache&>(cache);
     const auto& s = c.spec;
     if (layer < 0 || layer >= s.num_layers) fail("write_kv: layer {} out of range", layer);
@@ -269,8 +343,9 @@ class CpuBackend final : public Backend {
     }
   }
 
-  void attention(const KvCache& cache, int layer, const Buffer& q, std::span<const AttentionSeq> seqs, int nq,
-                 float softmax_scale, Buffer& out) override {
+  void attention(const KvCache& cache, int layer, const Buffer& q, int nq, float softmax_scale,
+                 Buffer& out) override {
+    const std::vector<AttentionSeq>& seqs = attn_seqs_;
     const auto& c = static_cast<const CpuKvCache&>(cache);
     const auto& s = c.spec;
     const int hd = s.head_dim, nkv = s.num_kv_heads;
@@ -333,31 +408,19 @@ class CpuBackend final : public Backend {
     });
   }
 
-  void silu_mul(const Buffer& gate, const Buffer& up, int64_t rows, int64_t cols, Buffer& out) override {
+  void silu_mul(const Buffer& gate, const Buffer& up, int64_t rows, int64_t cols, const NormOut& o) override {
     const size_t n = size_t(rows * cols);
     const uint16_t* g = ptr<uint16_t>(gate, n, "silu gate");
     const uint16_t* u = ptr<uint16_t>(up, n, "silu up");
-    uint16_t* o = ptr<uint16_t>(out, n, "silu out");
-    pool_.parallel_for(rows, [&](int64_t r, int) { silu_mul_row(g + r * cols, u + r * cols, cols, o + r * cols); });
+    Outputs out(o, rows, cols);
+    pool_.parallel_for(rows, [&](int64_t r, int) {
+      out.write_row(r, [&](uint16_t* y) { silu_mul_row(g + r * cols, u + r * cols, cols, y); });
+    });
   }
 
   static void silu_mul_row(const uint16_t* g, const uint16_t* u, int64_t n, uint16_t* o) {
     for (int64_t i = 0; i < n; ++i)
       o[i] = float_to_fp16(fp16_to_float(float_to_fp16(silu(fp16_to_float(g[i])))) * fp16_to_float(u[i]));
-  }
-
-  void silu_mul_quant(const Buffer& gate, const Buffer& up, int64_t rows, int64_t cols, Buffer& q8, Buffer& scale) override {
-    const size_t n = size_t(rows * cols);
-    const uint16_t* g = ptr<uint16_t>(gate, n, "silu gate");
-    const uint16_t* u = ptr<uint16_t>(up, n, "silu up");
-    uint8_t* qp = ptr<uint8_t>(q8, n, "q8");
-    float* sp = ptr<float>(scale, size_t(rows), "scale");
-    pool_.parallel_for(rows, [&](int64_t r, int) {
-      thread_local std::vector<uint16_t> tmp;
-      tmp.resize(size_t(cols));
-      silu_mul_row(g + r * cols, u + r * cols, cols, tmp.data());
-      cpu::quantize_row_fp16(tmp.data(), cols, qp + r * cols, sp + r);
-    });
   }
 
   void add(Buffer& x, const Buffer& y, int64_t n) override {
@@ -366,28 +429,54 @@ class CpuBackend final : public Backend {
     for (int64_t i = 0; i < n; ++i) xp[i] = float_to_fp16(fp16_to_float(xp[i]) + fp16_to_float(yp[i]));
   }
 
-  void gather_rows(const Buffer& src, int64_t cols, std::span<const int32_t> rows, Buffer& dst) override {
+  void gather_logit_rows(const Buffer& src, int64_t cols, int64_t row_begin, int64_t rows, Buffer& dst) override {
+    const auto& lr = step().logit_rows;
+    if (row_begin < 0 || row_begin + rows > int64_t(lr.size())) fail("gather_logit_rows: rows outside the step");
     const size_t src_rows = src.bytes() / (size_t(cols) * 2);
     const uint16_t* s = ptr<uint16_t>(src, 0, "gather src");
-    uint16_t* d = ptr<uint16_t>(dst, rows.size() * cols, "gather dst");
-    for (size_t i = 0; i < rows.size(); ++i) {
-      if (rows[i] < 0 || size_t(rows[i]) >= src_rows) fail("gather_rows: row {} out of range", rows[i]);
-      std::memmove(d + i * cols, s + int64_t(rows[i]) * cols, size_t(cols) * 2);
+    uint16_t* d = ptr<uint16_t>(dst, size_t(rows * cols), "gather dst");
+    for (int64_t i = 0; i < rows; ++i) {
+      const int32_t r = lr[size_t(row_begin + i)];
+      if (r < 0 || size_t(r) >= src_rows) fail("gather_logit_rows: row {} out of range", r);
+      std::memmove(d + i * cols, s + int64_t(r) * cols, size_t(cols) * 2);
     }
   }
 
-  void logits(const LinearWeight& lm_head, const Buffer& x, int64_t M, float* out) override {
+  // fp16 lm_head output widened to float, as an fp16 Hugging Face model returns its logits.
+  void logits(const LinearWeight& lm_head, const Buffer& x, int64_t M, Buffer& out) override {
     const int64_t N = lm_head.out_features;
     if (!out_buf_ || out_buf_->bytes() < size_t(M * N) * 2) out_buf_ = alloc(size_t(M * N) * 2);
     linear(Precision::FP16, lm_head, Activation{&x}, M, *out_buf_);
     const uint16_t* y = ptr<uint16_t>(*out_buf_, size_t(M * N), "logits");
-    pool_.parallel_for(M, [&](int64_t m, int) { cpu::fp16_to_f32(y + m * N, out + m * N, N); });
+    float* o = ptr<float>(out, size_t(M * N), "logits out");
+    pool_.parallel_for(M, [&](int64_t m, int) { cpu::fp16_to_f32(y + m * N, o + m * N, N); });
+  }
+
+  std::vector<SampledToken> sample(const Buffer& logits, int64_t vocab, int64_t row_begin, int64_t rows) override {
+    const StepLayout& L = step();
+    const float* lp = ptr<float>(logits, size_t(rows * vocab), "sample logits");
+    std::vector<SampledToken> res;
+    for (size_t i = 0; i < L.sample_rows.size(); ++i) {
+      const int64_t r = L.sample_rows[i] - row_begin;
+      if (r < 0 || r >= rows) continue;
+      res.push_back(sample_row(std::span<const float>(lp + r * vocab, size_t(vocab)), L.sampling[i], L.uniforms[i],
+                               L.top_logprobs[i], cand_));
+    }
+    return res;
   }
 
  private:
+  const StepLayout& step() const {
+    if (!step_) fail("cpu backend: an op that reads the step layout ran before begin_step");
+    return *step_;
+  }
+
   ThreadPool pool_;
   std::vector<float> act_;
   BufferPtr out_buf_;
+  const StepLayout* step_ = nullptr;
+  std::vector<AttentionSeq> attn_seqs_;
+  std::vector<std::pair<float, int32_t>> cand_;
 };
 
 }  // namespace

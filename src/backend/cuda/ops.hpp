@@ -13,11 +13,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <vector>
-
-namespace nestedfp::backend {
-struct RopeSpec;  // nestedfp/backend.hpp
-}
 
 namespace nestedfp::cuda {
 
@@ -30,22 +25,21 @@ void embedding(const __half* table, int64_t hidden, const int32_t* ids, int M, _
 // dst[i, :] = src[rows[i], :] for i < R, rows of `cols` fp16 values.
 void gather_rows(const __half* src, int64_t cols, const int32_t* rows, int R, __half* dst,
                  cudaStream_t stream);
+// y[m, n] = fp16(y[m, n] + bias[n]) for M rows of N (the q/k/v biases of qwen2).
+void add_bias_rows(__half* y, const __half* bias, int M, int N, cudaStream_t stream);
 // x = fp16(x + y), n elements (fp32 sum, one rounding).
 void add_inplace(__half* x, const __half* y, int64_t n, cudaStream_t stream);
 
 // ---- RoPE (Hugging Face rotate_half / "neox" layout) -------------------------------------------
 // In place on q [M, nq, head_dim] and k [M, nkv, head_dim]. inv_freq: device float [head_dim/2],
 // computed on the host from the rope scaling (default | llama3 | linear) exactly as the cpu
-// backend does (rope_inv_freq below). Angle = fp32(inv_freq[i] * float(pos[m])); cos/sin of it
+// backend does (backend::rope_inv_freq, nestedfp/backend.hpp). Angle = fp32(inv_freq[i] * float(pos[m])); cos/sin of it
 // rounded to fp16 (HF computes cos/sin in fp32 and casts them to the model dtype); out =
 // fp16(fp16(x*cos) + fp16(rot(x)*sin)): each product rounded to fp16 as HF's fp16 tensor
 // multiplies do, the sum in fp32 rounded once — the cpu backend's order, bit for bit.
 // head_dim even, <= 1024.
 void rope_inplace(__half* q, __half* k, const int32_t* pos, const float* inv_freq, int M, int nq,
                   int nkv, int head_dim, cudaStream_t stream);
-// inv_freq [head_dim/2] for a RopeSpec, the cpu backend's create_rope formula (fp32 base powers,
-// then the linear or llama3 rescaling); throws Error for an odd head_dim or an unknown scaling.
-std::vector<float> rope_inv_freq(const backend::RopeSpec& spec);
 
 // ---- paged KV cache --------------------------------------------------------------------------
 // One layer's cache: K and V each [num_blocks, nkv, kPageSize, head_dim] fp16 ("HND", the cpu

@@ -1,0 +1,47 @@
+// make_backend: the one place that decides which backend a command runs on.
+#include <spdlog/spdlog.h>
+
+#include "nestedfp/backend.hpp"
+#include "nestedfp/error.hpp"
+
+namespace nestedfp::backend {
+
+#ifdef NESTEDFP_HAVE_CUDA
+// src/backend/cuda/runtime: empty when device `gpu` can run the cuda backend, else why not.
+std::string cuda_unusable_reason(int gpu);
+std::unique_ptr<Backend> make_cuda_backend(int gpu);
+#endif
+
+namespace {
+std::string cuda_reason(int gpu) {
+#ifdef NESTEDFP_HAVE_CUDA
+  return cuda_unusable_reason(gpu);
+#else
+  (void)gpu;
+  return "this nestedfp was built without CUDA (build the `cuda` preset on a machine with nvcc)";
+#endif
+}
+}  // namespace
+
+std::string describe_auto_device() {
+  const std::string why = cuda_reason(0);
+  return why.empty() ? "cuda (a Hopper GPU is present)" : "cpu (" + why + ")";
+}
+
+std::unique_ptr<Backend> make_backend(const BackendOptions& o) {
+  if (o.device == "cpu") return make_cpu_backend(o.cpu_threads);
+  if (o.device != "cuda" && o.device != "auto") fail("unknown device '{}' (use auto, cpu or cuda)", o.device);
+  const std::string why = cuda_reason(o.gpu);
+  if (!why.empty()) {
+    if (o.device == "cuda") fail("--device cuda: {}; use --device cpu (or auto) to run on the cpu backend", why);
+    spdlog::info("device auto: cpu backend ({})", why);
+    return make_cpu_backend(o.cpu_threads);
+  }
+#ifdef NESTEDFP_HAVE_CUDA
+  return make_cuda_backend(o.gpu);
+#else
+  fail("internal: cuda reported usable in a build without CUDA");
+#endif
+}
+
+}  // namespace nestedfp::backend
