@@ -16,8 +16,8 @@
 #define NFP_TIER_DEFAULT 1
 #define NFP_TIER_ALL 2
 
-#ifndef NESTEDFP_CUDA_KERNEL_SET_LEVEL
-#error "NESTEDFP_CUDA_KERNEL_SET_LEVEL is not defined: configure with CMake (-DNESTEDFP_CUDA_KERNEL_SET=default|all|ci), or pass -DNESTEDFP_CUDA_KERNEL_SET_LEVEL=0 (ci), 1 (default) or 2 (all) to nvcc"
+#ifndef NESTEDFP_CUDA_KERNEL_SET_LEVEL  // set by CMake; direct nvcc builds pass it themselves
+#error "NESTEDFP_CUDA_KERNEL_SET_LEVEL undefined: configure with CMake, or define it as 0 (ci), 1 (default) or 2 (all)"
 #endif
 #if NESTEDFP_CUDA_KERNEL_SET_LEVEL < NFP_TIER_CI || NESTEDFP_CUDA_KERNEL_SET_LEVEL > NFP_TIER_ALL
 #error "NESTEDFP_CUDA_KERNEL_SET_LEVEL must be 0 (ci), 1 (default) or 2 (all)"
