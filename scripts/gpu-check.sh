@@ -42,7 +42,7 @@ fi
 
 # ---- build -------------------------------------------------------------------------------------
 t0=$(date +%s)
-# Extra kernels: every variant is tested and benchmarked on the GPU (CI compiles only the default set).
+# Kernel set all: every GEMM configuration is tested and benchmarked on the GPU (CI compiles the ci set).
 if ! cmake --preset cuda -DNESTEDFP_CUDA_KERNEL_SET=${NESTEDFP_CUDA_KERNEL_SET:-all} > "$OUT/build.log" 2>&1; then
   tail -40 "$OUT/build.log"; note "configure failed (log: build.log)"; exit 1
 fi

@@ -9,7 +9,7 @@ SRC=src/backend/cuda
 T=/tmp/nfp16; B=$T/build; mkdir -p $T/inc $B
 tar -C $T -xJf .carry-nfp16/cutlass.tar.xz && cp -r .carry-nfp16/fmt $T/inc/
 INC="-I$T/include -I$T/inc -Iinclude -Isrc"
-NV="nvcc -DNFP16_EXTRA_CONFIGS -std=c++20 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -O3 -DNDEBUG -diag-suppress 2908 -Xptxas -v"
+NV="nvcc -DNESTEDFP_CUDA_KERNEL_SET_LEVEL=2 -std=c++20 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -O3 -DNDEBUG -diag-suppress 2908 -Xptxas -v"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv > $OUT/env.txt 2>&1
 t0=$(date +%s)
 pids=()
@@ -28,10 +28,10 @@ common="$B/nested_fp16_gemm*.cu.o $B/nested_fp16_gemm_host.cpp.o"
 fmtobjs=$(ls $B/*.cpp.o | grep -v "test\|bench\|nested_fp16_gemm_host")
 nvcc -o $B/test $B/nested_fp16_gemm_test.cpp.o $common $fmtobjs -lgtest -lgtest_main $LIBS 2>&1 | tail -5
 nvcc -o $B/bench $B/nested_fp16_bench.cpp.o $common $fmtobjs $LIBS 2>&1 | tail -5
-for o in $B/nested_fp16_gemm_cfg*.cu.o; do
+for o in $B/nested_fp16_gemm_v_*.cu.o; do
   echo "== $(basename $o): $(cuobjdump -sass $o | grep -o 'HGMMA\.[^ ]*\|LDS\.[A-Z0-9.]*\|LDS \|LDSM[^ ]*\|LD\.E[^ ]*\|SHFL\.[A-Z]*\|PRMT\|WARPGROUP.DEPBAR[^ ]*' | sort | uniq -c | tr '\n' ' ')"
 done > $OUT/sass_summary.txt 2>&1
-cuobjdump -sass $B/nested_fp16_gemm_cfg3.cu.o > $OUT/sass_cfg3.txt 2>&1
+cuobjdump -sass $B/nested_fp16_gemm_v_t128x128x64_coop_sk.cu.o > $OUT/sass_t128x128x64_coop_sk.txt 2>&1
 ${TEST_PREFIX:-} $B/test --gtest_color=no ${GTEST_ARGS:-} > $OUT/test.log 2>&1; echo "test exit $?"
 grep -E "^\[  (PASSED|FAILED) |FAILED|rel_err" $OUT/test.log | tail -60
 [ -n "${SKIP_BENCH:-}" ] || { $B/bench ${BENCH_ARGS:-} > $OUT/bench.txt 2>&1; echo "bench exit $?"; }

@@ -1,6 +1,6 @@
 // GEMMs against CPU references on fresh random data: NestedFP8 (every variant and the heuristic)
 // against an exact FP8 emulation (E4M3-decoded operands, fp64 sums), cuBLAS FP16 and cuBLASLt FP8
-// against fp64 references, NestedFP16 (when built) against fp64 and between scale modes.
+// against fp64 references, NestedFP16 against fp64 and between scale modes.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -189,7 +189,6 @@ TEST(CublasGemm, LtFp8MatchesExactEmulation) {
   }
 }
 
-#if NESTEDFP_HAVE_NESTED_FP16
 TEST(NestedFp16Gemm, MatchesFp64AndIsIdenticalAcrossScaleModes) {
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE(testing::Message() << "seed " << seed);
@@ -213,7 +212,6 @@ TEST(NestedFp16Gemm, MatchesFp64AndIsIdenticalAcrossScaleModes) {
     EXPECT_EQ(o1, y2.download()) << "NestedFP16 differs between --nested-scale channel and none";
   }
 }
-#endif
 
 }  // namespace
 }  // namespace nestedfp::gputest

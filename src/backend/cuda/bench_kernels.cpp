@@ -202,13 +202,6 @@ int bench_kernels(const BenchKernelsOptions& opts) {
   fmt::print(stderr, "bench kernels: {} ({} SMs, L2 {} MB), driver {}, CUDA runtime {}, cuBLASLt {}\n", dev.name,
              dev.sms, dev.l2_bytes >> 20, driver, dev.runtime, cublasLtGetVersion());
 
-#if NESTEDFP_HAVE_NESTED_FP16
-  const bool have_nfp16 = true;
-#else
-  const bool have_nfp16 = false;
-  fmt::print(stderr, "bench kernels: NestedFP16 GEMM not built (src/backend/cuda/nested_fp16_gemm.cu missing)\n");
-#endif
-
   cudaStream_t stream;
   NFP_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   Timer timer(stream, opts.target_ms);
@@ -264,9 +257,7 @@ int bench_kernels(const BenchKernelsOptions& opts) {
       };
       add("cublas_fp16", [&](int c) { cublas_fp16_gemm(w16.p + c * nk, N, K, x.p, y.p, M, stream); },
           2 * dnk + 2 * mk + 2 * mn);
-#if NESTEDFP_HAVE_NESTED_FP16
       add("nestedfp16", [&](int c) { nested_fp16_gemm(weight(c), x.p, y.p, M, stream); }, 2 * dnk + N + 2 * mk + 2 * mn);
-#endif
       const double fp8_bytes = dnk + N + mk + 4.0 * M + 2 * mn;
       add("nestedfp8", [&](int c) { nested_fp8_gemm(weight(c), xq.p, xs.p, y.p, M, stream); }, fp8_bytes);
       add("nestedfp8+quant", [&](int c) {
@@ -364,7 +355,7 @@ int bench_kernels(const BenchKernelsOptions& opts) {
       g_speed.push_back(c16 / n8);
       g_speed_q.push_back(c16 / n8q);
       if (!std::isnan(ltr)) g_q_ltrow.push_back(n8q / ltr);
-      if (have_nfp16) g_nfp16.push_back(n16 / c16);
+      g_nfp16.push_back(n16 / c16);
       const double b = best_of(sh.N, sh.K, M);
       if (!std::isnan(b)) g_best_lt.push_back(b / lt);
       auto f1 = [](double v) { return std::isnan(v) ? std::string("n/a") : fmt::format("{:.1f}", v); };
@@ -387,7 +378,7 @@ int bench_kernels(const BenchKernelsOptions& opts) {
   summary += fmt::format("- NestedFP8 incl. quantization / cuBLASLt FP8 (per-row): {}\n", gm(g_q_ltrow));
   summary += fmt::format("- speedup cuBLAS FP16 / NestedFP8: {}  (goal >= 1.7)\n", gm(g_speed));
   summary += fmt::format("- speedup cuBLAS FP16 / NestedFP8 incl. quantization: {}\n", gm(g_speed_q));
-  summary += fmt::format("- NestedFP16 / cuBLAS FP16: {}  (goal <= 1.05)\n", have_nfp16 ? gm(g_nfp16) : "not built");
+  summary += fmt::format("- NestedFP16 / cuBLAS FP16: {}  (goal <= 1.05)\n", gm(g_nfp16));
   if (opts.all_variants)
     summary += fmt::format("- best NestedFP8 variant per point / cuBLASLt FP8 (per-tensor), an oracle heuristic over the "
                            "variants that meet the 1e-3 accuracy bound (no 'fa'): {}\n",
@@ -417,7 +408,7 @@ int bench_kernels(const BenchKernelsOptions& opts) {
                   {"nestedfp8_quant_over_cublaslt_fp8_row", g_q_ltrow.empty() ? NAN : geomean(g_q_ltrow)},
                   {"cublas_fp16_over_nestedfp8", geomean(g_speed)},
                   {"cublas_fp16_over_nestedfp8_quant", geomean(g_speed_q)}};
-  if (have_nfp16) j["summary"]["nestedfp16_over_cublas_fp16"] = geomean(g_nfp16);
+  j["summary"]["nestedfp16_over_cublas_fp16"] = geomean(g_nfp16);
   if (opts.all_variants) j["summary"]["best_variant_over_cublaslt_fp8"] = geomean(g_best_lt);
 
   std::filesystem::create_directories(opts.out_dir);

@@ -120,7 +120,8 @@ void silu_mul(const __half* gate, const __half* up, int64_t ld, int M, int I, __
 void nested_fp8_gemm(const NestedWeight& w, const uint8_t* xq, const float* x_scale, __half* Y,
                      int M, cudaStream_t stream, const GemmConfig* cfg = nullptr);
 const std::vector<std::string>& nested_fp8_gemm_variant_names();
-// False for variants compiled out of this build (NESTEDFP_CUDA_EXTRA_KERNELS=OFF): running one throws.
+// False for variants this build leaves out (CMake's NESTEDFP_CUDA_KERNEL_SET: default builds the
+// heuristic's picks, ci one kernel, all every one); running one throws an Error saying how to rebuild.
 bool nested_fp8_gemm_variant_built(int variant);
 int nested_fp8_gemm_heuristic(int M, int N, int K);  // the variant index the heuristic picks
 

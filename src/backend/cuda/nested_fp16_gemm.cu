@@ -1,98 +1,92 @@
-// NestedFP16 GEMM: configuration names, the heuristic, argument checks and dispatch. The
-// kernels themselves are instantiated one per translation unit (nested_fp16_gemm_cfg*.cu).
+// NestedFP16 GEMM: the variant table, the heuristic, argument checks and dispatch, and the
+// NestedWeight overload of kernels.hpp. The kernels are instantiated one per translation unit
+// (nested_fp16_gemm_v_<config>.cu); this build's kernel set decides which (gemm_kernel_set.hpp).
 #include "backend/cuda/nested_fp16_gemm.hpp"
 
-
 #include <string>
+#include <string_view>
 #include <vector>
+
+#include "backend/cuda/kernels.hpp"
+#include "backend/cuda/nested_fp16_gemm_kernels.hpp"
 
 namespace nestedfp::cuda {
 namespace nfp16 {
-[[noreturn]] void raise(const std::string& msg);
-inline std::string shape_str(int M, int N, int K) {
-  return "M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K);
+namespace {
+
+struct Config {
+  const char* name;
+  int tier;   // the smallest kernel set that contains it
+  RunFn run;  // nullptr where this build leaves the configuration out
+};
+#define NFP16_CONFIG(id) Config{#id, NFP16_TIER_##id, NFP_KERNEL_OR_NULL(NFP16_TIER_##id, run_##id)}
+// The index is the variant number (GemmConfig::variant, the benchmarks' "per config" columns):
+// append new configurations, do not reorder.
+constexpr Config kConfigs[] = {
+    NFP16_CONFIG(t128x16x128_coop_sk),      NFP16_CONFIG(t128x32x128_coop_sk),
+    NFP16_CONFIG(t128x64x64_coop_sk),       NFP16_CONFIG(t128x128x64_coop_sk),
+    NFP16_CONFIG(t128x256x64_coop_sk),      NFP16_CONFIG(t128x128x64_pingpong),
+    NFP16_CONFIG(t256x128x64_coop_c2x1_sk), NFP16_CONFIG(t256x128x64_coop_sk),
+    NFP16_CONFIG(t128x256x64_coop_c1x2_sk), NFP16_CONFIG(t128x64x128_coop_sk),
+    NFP16_CONFIG(t128x128x128_coop_sk),
+};
+#undef NFP16_CONFIG
+static_assert(sizeof(kConfigs) / sizeof(kConfigs[0]) == kNfp16_NumConfigs,
+              "kNfp16_NumConfigs (nested_fp16_gemm.hpp) must equal the number of configurations");
+
+// Resolved at compile time: a misspelt name, or a pick outside the default kernel set (which would
+// make a default build throw on an ordinary shape), is a compile error.
+consteval int pick(std::string_view name) {
+  for (int i = 0; i < kNfp16_NumConfigs; ++i) {
+    if (name == kConfigs[i].name) {
+      if (kConfigs[i].tier > NFP_TIER_DEFAULT) throw "the heuristic may pick only default-set configurations";
+      return i;
+    }
+  }
+  throw "no NestedFP16 configuration has this name";
 }
-#define NFP16_DECLARE(i)                                                                          \
-  void run_cfg##i(const uint8_t* upper, const uint8_t* lower, const int8_t* k, const __half* X, \
-                  __half* Y, int M, int N, int K, cudaStream_t stream);                    \
-  bool built_cfg##i();
-NFP16_DECLARE(0)
-NFP16_DECLARE(1)
-NFP16_DECLARE(2)
-NFP16_DECLARE(3)
-NFP16_DECLARE(4)
-NFP16_DECLARE(5)
-NFP16_DECLARE(6)
-NFP16_DECLARE(7)
-NFP16_DECLARE(8)
-NFP16_DECLARE(9)
-NFP16_DECLARE(10)
-#undef NFP16_DECLARE
+
+}  // namespace
 }  // namespace nfp16
 
 using nfp16::raise;
-using nfp16::shape_str;
+
+const char* nested_fp16_config_name(int config) {
+  return config >= 0 && config < kNfp16_NumConfigs ? nfp16::kConfigs[config].name : "unknown";
+}
 
 const std::vector<std::string>& nested_fp16_gemm_variant_names() {
   static const std::vector<std::string> names = [] {
     std::vector<std::string> v;
-    for (int i = 0; i < kNfp16_NumConfigs; ++i) v.push_back(nested_fp16_config_name(i));
+    for (const auto& c : nfp16::kConfigs) v.emplace_back(c.name);
     return v;
   }();
   return names;
 }
 
 bool nested_fp16_config_available(int config) {
-  switch (config) {
-    case 0: return nfp16::built_cfg0();
-    case 1: return nfp16::built_cfg1();
-    case 2: return nfp16::built_cfg2();
-    case 3: return nfp16::built_cfg3();
-    case 4: return nfp16::built_cfg4();
-    case 5: return nfp16::built_cfg5();
-    case 6: return nfp16::built_cfg6();
-    case 7: return nfp16::built_cfg7();
-    case 8: return nfp16::built_cfg8();
-    case 9: return nfp16::built_cfg9();
-    case 10: return nfp16::built_cfg10();
-    default: return false;
-  }
-}
-
-int nested_fp16_gemm_heuristic(int M, int N, int K) { return nested_fp16_pick_config(M, N, K); }
-
-const char* nested_fp16_config_name(int config) {
-  switch (config) {
-    case kNfp16_T128x16_Coop_StreamK: return "T128x16x128_coop_streamk";
-    case kNfp16_T128x32_Coop_StreamK: return "T128x32x128_coop_streamk";
-    case kNfp16_T128x64_Coop_StreamK: return "T128x64x64_coop_streamk";
-    case kNfp16_T128x128_Coop_StreamK: return "T128x128x64_coop_streamk";
-    case kNfp16_T128x256_Coop_StreamK: return "T128x256x64_coop_streamk";
-    case kNfp16_T128x128_Pingpong: return "T128x128x64_pingpong";
-    case kNfp16_T256x128_Coop_Cluster2x1: return "T256x128x64_coop_cluster2x1_streamk";
-    case kNfp16_T256x128_Coop_StreamK: return "T256x128x64_coop_streamk";
-    case kNfp16_T128x256_Coop_Cluster1x2: return "T128x256x64_coop_cluster1x2_streamk";
-    case kNfp16_T128x64x128_Coop_StreamK: return "T128x64x128_coop_streamk";
-    case kNfp16_T128x128x128_Coop_StreamK: return "T128x128x128_coop_streamk";
-    default: return "unknown";
-  }
+  return config >= 0 && config < kNfp16_NumConfigs && nfp16::kConfigs[config].run != nullptr;
 }
 
 // Measured on an H200 (bench/nfp16/NOTES.md): the smallest token tile that covers M (with a K tile
 // of 128 up to M = 64), except that for 64 < M <= 128 on wide layers (N >= 16384) the 256-row
 // tile wins (fewer, fuller waves).
 int nested_fp16_pick_config(int M, int N, int K) {
+  using nfp16::pick;
   (void)K;
-  if (M <= 16) return kNfp16_T128x16_Coop_StreamK;
-  if (M <= 32) return kNfp16_T128x32_Coop_StreamK;
-  if (M <= 64) return kNfp16_T128x64x128_Coop_StreamK;
-  if (M <= 128) return N >= 16384 ? kNfp16_T256x128_Coop_StreamK : kNfp16_T128x128_Coop_StreamK;
-  return kNfp16_T128x256_Coop_StreamK;
+  if (M <= 16) return pick("t128x16x128_coop_sk");
+  if (M <= 32) return pick("t128x32x128_coop_sk");
+  if (M <= 64) return pick("t128x64x128_coop_sk");
+  if (M <= 128) return N >= 16384 ? pick("t256x128x64_coop_sk") : pick("t128x128x64_coop_sk");
+  return pick("t128x256x64_coop_sk");
 }
+
+int nested_fp16_gemm_heuristic(int M, int N, int K) { return nested_fp16_pick_config(M, N, K); }
 
 void nested_fp16_gemm(const uint8_t* upper, const uint8_t* lower, const int8_t* k, const __half* X, __half* Y,
                       int M, int N, int K, cudaStream_t stream, int config) {
-  if (M < 1 || N < 1 || K < 1) raise("empty problem " + shape_str(M, N, K));
+  if (M < 1 || N < 1 || K < 1)
+    raise("empty problem M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K));
   if (K % 16 != 0)
     raise("K=" + std::to_string(K) + " must be a multiple of 16 (TMA needs 16-byte row strides for the byte planes)");
   if (N % 8 != 0)
@@ -102,20 +96,16 @@ void nested_fp16_gemm(const uint8_t* upper, const uint8_t* lower, const int8_t* 
   if (misaligned(upper) || misaligned(lower) || misaligned(X) || misaligned(Y))
     raise("upper, lower, X and Y must be 16-byte aligned");
   if (config < 0) config = nested_fp16_pick_config(M, N, K);
-  switch (config) {
-    case kNfp16_T128x16_Coop_StreamK: return nfp16::run_cfg0(upper, lower, k, X, Y, M, N, K, stream);
-    case kNfp16_T128x32_Coop_StreamK: return nfp16::run_cfg1(upper, lower, k, X, Y, M, N, K, stream);
-    case kNfp16_T128x64_Coop_StreamK: return nfp16::run_cfg2(upper, lower, k, X, Y, M, N, K, stream);
-    case kNfp16_T128x128_Coop_StreamK: return nfp16::run_cfg3(upper, lower, k, X, Y, M, N, K, stream);
-    case kNfp16_T128x256_Coop_StreamK: return nfp16::run_cfg4(upper, lower, k, X, Y, M, N, K, stream);
-    case kNfp16_T128x128_Pingpong: return nfp16::run_cfg5(upper, lower, k, X, Y, M, N, K, stream);
-    case kNfp16_T256x128_Coop_Cluster2x1: return nfp16::run_cfg6(upper, lower, k, X, Y, M, N, K, stream);
-    case kNfp16_T256x128_Coop_StreamK: return nfp16::run_cfg7(upper, lower, k, X, Y, M, N, K, stream);
-    case kNfp16_T128x256_Coop_Cluster1x2: return nfp16::run_cfg8(upper, lower, k, X, Y, M, N, K, stream);
-    case kNfp16_T128x64x128_Coop_StreamK: return nfp16::run_cfg9(upper, lower, k, X, Y, M, N, K, stream);
-    case kNfp16_T128x128x128_Coop_StreamK: return nfp16::run_cfg10(upper, lower, k, X, Y, M, N, K, stream);
-    default: raise("unknown config " + std::to_string(config) + " (0.." + std::to_string(kNfp16_NumConfigs - 1) + ")");
-  }
+  if (config >= kNfp16_NumConfigs)
+    raise("unknown config " + std::to_string(config) + " (0.." + std::to_string(kNfp16_NumConfigs - 1) + ")");
+  const nfp16::Config& c = nfp16::kConfigs[config];
+  if (!c.run) raise(kernel_set::not_built_message(c.name, c.tier));
+  c.run({upper, lower, k, X, Y, M, N, K, stream});
+}
+
+void nested_fp16_gemm(const NestedWeight& w, const __half* X, __half* Y, int M, cudaStream_t stream,
+                      const GemmConfig* cfg) {
+  nested_fp16_gemm(w.upper, w.lower, w.k, X, Y, M, w.N, w.K, stream, cfg ? cfg->variant : -1);
 }
 
 }  // namespace nestedfp::cuda

@@ -18,31 +18,20 @@
 
 namespace nestedfp::cuda {
 
-// Named kernel configurations: weight-rows tile x token tile x K tile, schedule, cluster.
-enum NestedFp16Config : int {
-  kNfp16_T128x16_Coop_StreamK = 0,
-  kNfp16_T128x32_Coop_StreamK = 1,
-  kNfp16_T128x64_Coop_StreamK = 2,
-  kNfp16_T128x128_Coop_StreamK = 3,
-  kNfp16_T128x256_Coop_StreamK = 4,
-  kNfp16_T128x128_Pingpong = 5,
-  kNfp16_T256x128_Coop_Cluster2x1 = 6,
-  kNfp16_T256x128_Coop_StreamK = 7,
-  kNfp16_T128x256_Coop_Cluster1x2 = 8,
-  kNfp16_T128x64x128_Coop_StreamK = 9,
-  kNfp16_T128x128x128_Coop_StreamK = 10,
-  kNfp16_NumConfigs = 11,
-};
+// Kernel configurations (tile, schedule, cluster; nested_fp16_gemm_configs.cuh) are addressed by
+// their index in the variant table: 0 .. kNfp16_NumConfigs - 1, named by
+// nested_fp16_gemm_variant_names() (e.g. "t128x16x128_coop_sk").
+inline constexpr int kNfp16_NumConfigs = 11;
 
-const char* nested_fp16_config_name(int config);
-// The same names as a table, and the heuristic, in the shape kernels.hpp uses for the FP8 GEMM.
+const char* nested_fp16_config_name(int config);  // "unknown" outside the table
 const std::vector<std::string>& nested_fp16_gemm_variant_names();
-int nested_fp16_gemm_heuristic(int M, int N, int K);
-// Configurations 2, 5, 6, 8 and 10 (never the heuristic's pick) are compiled only
-// with -DNFP16_EXTRA_CONFIGS; calling one that is not built throws.
+// False for configurations this build leaves out (NESTEDFP_CUDA_KERNEL_SET=default builds the
+// heuristic's picks, ci only t128x16x128_coop_sk, all every one); running one throws.
 bool nested_fp16_config_available(int config);
 
-// The configuration the heuristic picks for a problem (by token count M, then N and K).
+// The configuration the heuristic picks for a problem (by token count M, then N and K); both
+// names are the same function.
+int nested_fp16_gemm_heuristic(int M, int N, int K);
 int nested_fp16_pick_config(int M, int N, int K);
 
 // config = -1: heuristic. Enqueues on `stream`; safe to capture in a CUDA graph once the

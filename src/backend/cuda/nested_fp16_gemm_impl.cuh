@@ -2,8 +2,8 @@
 // NestedFP16 GEMM configurations: the project's mainloop (collective/nested_mma_rs.hpp) plugged
 // into CUTLASS's sm90 warp-specialized GemmUniversal kernel and a standard TMA epilogue whose
 // fusion tree multiplies accumulator row r by 2^-k_r (k_r loaded as a per-row column broadcast).
-// Each configuration is instantiated in its own translation unit (nested_fp16_gemm_cfg*.cu) so
-// that builds run in parallel; nested_fp16_gemm.cu dispatches.
+// The configurations (nested_fp16_gemm_configs.cuh) are instantiated one per translation unit
+// (nested_fp16_gemm_v_<config>.cu) so that builds run in parallel; nested_fp16_gemm.cu dispatches.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -11,7 +11,7 @@
 #include <string>
 
 #include "backend/cuda/collective/nested_mma_rs.hpp"
-#include "backend/cuda/nested_fp16_gemm.hpp"
+#include "backend/cuda/nested_fp16_gemm_kernels.hpp"
 #include "cute/tensor.hpp"
 #include "cutlass/cutlass.h"
 #include "cutlass/epilogue/collective/collective_builder.hpp"
@@ -24,8 +24,6 @@
 
 namespace nestedfp::cuda::nfp16 {
 
-// Throws nestedfp::Error (defined in a .cpp: nvcc cannot compile the fmt headers error.hpp uses).
-[[noreturn]] void raise(const std::string& msg);
 inline std::string shape_str(int M, int N, int K) {
   return "M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K);
 }
@@ -117,30 +115,9 @@ struct NestedConfig {
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
 };
 
-using Coop = cutlass::gemm::KernelTmaWarpSpecializedCooperative;
-using CoopEpi = cutlass::epilogue::TmaWarpSpecializedCooperative;
-using Ping = cutlass::gemm::KernelTmaWarpSpecializedPingpong;
-using PingEpi = cutlass::epilogue::TmaWarpSpecialized;
-using StreamK = cutlass::gemm::StreamKScheduler;
-using Persistent = cutlass::gemm::PersistentScheduler;
-
-using Cfg0 = NestedConfig<Shape<_128, _16, _128>, Shape<_1, _1, _1>, Coop, CoopEpi, StreamK, 2, 12>;
-using Cfg1 = NestedConfig<Shape<_128, _32, _128>, Shape<_1, _1, _1>, Coop, CoopEpi, StreamK, 2, 10>;
-using Cfg2 = NestedConfig<Shape<_128, _64, _64>, Shape<_1, _1, _1>, Coop, CoopEpi, StreamK, 2, 12>;
-using Cfg3 = NestedConfig<Shape<_128, _128, _64>, Shape<_1, _1, _1>, Coop, CoopEpi, StreamK, 2, 8>;
-using Cfg4 = NestedConfig<Shape<_128, _256, _64>, Shape<_1, _1, _1>, Coop, CoopEpi, StreamK, 2, 6>;
-using Cfg5 = NestedConfig<Shape<_128, _128, _64>, Shape<_1, _1, _1>, Ping, PingEpi, Persistent, 1, 8>;
-using Cfg6 = NestedConfig<Shape<_256, _128, _64>, Shape<_2, _1, _1>, Coop, CoopEpi, StreamK, 2, 6>;
-using Cfg7 = NestedConfig<Shape<_256, _128, _64>, Shape<_1, _1, _1>, Coop, CoopEpi, StreamK, 2, 6>;
-using Cfg8 = NestedConfig<Shape<_128, _256, _64>, Shape<_1, _2, _1>, Coop, CoopEpi, StreamK, 2, 6>;
-// K tile of 128: 128-byte rows of each byte plane per TMA box (64-byte rows at K tile 64), for
-// the memory-bound small-M shapes.
-using Cfg9 = NestedConfig<Shape<_128, _64, _128>, Shape<_1, _1, _1>, Coop, CoopEpi, StreamK, 2, 8>;
-using Cfg10 = NestedConfig<Shape<_128, _128, _128>, Shape<_1, _1, _1>, Coop, CoopEpi, StreamK, 2, 8>;
-
 template <class Cfg>
-inline void run(const uint8_t* upper, const uint8_t* lower, const int8_t* k, const __half* X, __half* Y, int M, int N,
-         int K, cudaStream_t stream) {
+inline void run(const Problem& p) {
+  const auto [upper, lower, k, X, Y, M, N, K, stream] = p;
   using Gemm = typename Cfg::Gemm;
   using Mainloop = typename Cfg::Mainloop;
   int device = 0;

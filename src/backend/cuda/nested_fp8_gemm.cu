@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "backend/cuda/kernels.hpp"
@@ -16,42 +17,40 @@ namespace {
 
 struct Variant {
   const char* name;
-  void (*run)(const Problem&);
+  int tier;                     // the smallest kernel set that contains the kernel
+  void (*run)(const Problem&);  // nullptr where this build leaves the kernel out
   int tile_rows, tile_tokens;
   bool split_k;   // a stream-K kernel run as split-K (K slices chosen from the SM count)
   int promotion;  // k-blocks of 32 between FP32 promotions; 0 = CUTLASS default (4 = one K tile)
-  bool extra = false;  // compiled only with NESTEDFP_CUDA_KERNEL_SET=all (see its .cu file)
 };
-#ifdef NFP8_EXTRA_VARIANTS
-[[maybe_unused]] constexpr bool kExtraBuilt = true;
-#else
-[[maybe_unused]] constexpr bool kExtraBuilt = false;
-#endif
+#define NFP8_KERNEL(id) NFP8_TIER_##id, NFP_KERNEL_OR_NULL(NFP8_TIER_##id, run_##id)
 
 // "p8": the same kernel promoting every 8 k-blocks (256 K) instead of 4: fewer pipeline stalls
 // for the FP32 promotion, accumulation still exact to ~1e-4 (tests/gpu holds every variant to 1e-3).
-const Variant kVariants[] = {
-    {"pp64x16", run_pp64x16, 64, 16, false, 0},
-    {"pp64x32", run_pp64x32, 64, 32, false, 0},
-    {"pp64x64", run_pp64x64, 64, 64, false, 0},
-    {"pp64x128", run_pp64x128, 64, 128, false, 0, true},
-    {"sk128x16", run_sk128x16, 128, 16, false, 0},
-    {"sk128x32", run_sk128x32, 128, 32, false, 0},
-    {"sk128x64", run_sk128x64, 128, 64, false, 0},
-    {"spk128x16", run_sk128x16, 128, 16, true, 0},
-    {"spk128x32", run_sk128x32, 128, 32, true, 0},
-    {"spk128x64", run_sk128x64, 128, 64, true, 0},
-    {"coop128x128", run_coop128x128, 128, 128, false, 0},
-    {"coop128x128c2", run_coop128x128c2, 128, 128, false, 0, true},
-    {"pp64x16p8", run_pp64x16, 64, 16, false, 8},
-    {"pp64x64p8", run_pp64x64, 64, 64, false, 8},
-    {"sk128x64p8", run_sk128x64, 128, 64, false, 8},
-    {"coop128x128p8", run_coop128x128, 128, 128, false, 8},
-    {"coop128x128p16", run_coop128x128, 128, 128, false, 16},
-    {"coop128x128fa", run_coop128x128fa, 128, 128, false, 0, true},
-    {"coop128x256fa", run_coop128x256fa, 128, 256, false, 0, true},
-    {"coop128x256fac2", run_coop128x256fac2, 128, 256, false, 0, true},
+// The index is the variant number (GemmConfig::variant): append, do not reorder.
+constexpr Variant kVariants[] = {
+    {"pp64x16", NFP8_KERNEL(pp64x16), 64, 16, false, 0},
+    {"pp64x32", NFP8_KERNEL(pp64x32), 64, 32, false, 0},
+    {"pp64x64", NFP8_KERNEL(pp64x64), 64, 64, false, 0},
+    {"pp64x128", NFP8_KERNEL(pp64x128), 64, 128, false, 0},
+    {"sk128x16", NFP8_KERNEL(sk128x16), 128, 16, false, 0},
+    {"sk128x32", NFP8_KERNEL(sk128x32), 128, 32, false, 0},
+    {"sk128x64", NFP8_KERNEL(sk128x64), 128, 64, false, 0},
+    {"spk128x16", NFP8_KERNEL(sk128x16), 128, 16, true, 0},
+    {"spk128x32", NFP8_KERNEL(sk128x32), 128, 32, true, 0},
+    {"spk128x64", NFP8_KERNEL(sk128x64), 128, 64, true, 0},
+    {"coop128x128", NFP8_KERNEL(coop128x128), 128, 128, false, 0},
+    {"coop128x128c2", NFP8_KERNEL(coop128x128c2), 128, 128, false, 0},
+    {"pp64x16p8", NFP8_KERNEL(pp64x16), 64, 16, false, 8},
+    {"pp64x64p8", NFP8_KERNEL(pp64x64), 64, 64, false, 8},
+    {"sk128x64p8", NFP8_KERNEL(sk128x64), 128, 64, false, 8},
+    {"coop128x128p8", NFP8_KERNEL(coop128x128), 128, 128, false, 8},
+    {"coop128x128p16", NFP8_KERNEL(coop128x128), 128, 128, false, 16},
+    {"coop128x128fa", NFP8_KERNEL(coop128x128fa), 128, 128, false, 0},
+    {"coop128x256fa", NFP8_KERNEL(coop128x256fa), 128, 256, false, 0},
+    {"coop128x256fac2", NFP8_KERNEL(coop128x256fac2), 128, 256, false, 0},
 };
+#undef NFP8_KERNEL
 constexpr int kNumVariants = int(sizeof(kVariants) / sizeof(kVariants[0]));
 
 // K slices for split-K: enough output tiles x slices to give every SM work, each slice >= 2 K tiles.
@@ -61,23 +60,16 @@ int split_count(const Variant& v, int M, int N, int K, int sms) {
   return std::max(1, std::min(sms / std::max(tiles, 1), k_tiles / 2));
 }
 
-}  // namespace
-
-bool variant_built(int v) {
-  if (v < 0 || v >= kNumVariants) return false;
-#ifdef NESTEDFP_CUDA_CI_KERNELS
-  return kVariants[v].run == run_pp64x16;  // the CI compile check builds one kernel per family
-#else
-  return !kVariants[v].extra || kExtraBuilt;
-#endif
-}
-
-namespace {
-
-int index_of(const char* name) {
-  for (int i = 0; i < kNumVariants; ++i)
-    if (std::string(kVariants[i].name) == name) return i;
-  cuda_fail("nested_fp8_gemm: no variant named ", name);
+// Resolved at compile time: a misspelt name, or a pick outside the default kernel set (which would
+// make a default build throw on an ordinary shape), is a compile error.
+consteval int pick(std::string_view name) {
+  for (int i = 0; i < kNumVariants; ++i) {
+    if (name == kVariants[i].name) {
+      if (kVariants[i].tier > NFP_TIER_DEFAULT) throw "the heuristic may pick only default-set variants";
+      return i;
+    }
+  }
+  throw "no NestedFP8 variant has this name";
 }
 
 struct DeviceCache {
@@ -118,7 +110,9 @@ void* workspace_for(size_t bytes, cudaStream_t stream) {
 
 }  // namespace fp8gemm
 
-bool nested_fp8_gemm_variant_built(int variant) { return fp8gemm::variant_built(variant); }
+bool nested_fp8_gemm_variant_built(int variant) {
+  return variant >= 0 && variant < fp8gemm::kNumVariants && fp8gemm::kVariants[variant].run != nullptr;
+}
 
 const std::vector<std::string>& nested_fp8_gemm_variant_names() {
   static const std::vector<std::string> names = [] {
@@ -130,7 +124,7 @@ const std::vector<std::string>& nested_fp8_gemm_variant_names() {
 }
 
 int nested_fp8_gemm_heuristic(int M, int N, int K) {
-  using fp8gemm::index_of;
+  using fp8gemm::pick;
   // Fitted to the H200 sweep of 2026-11-22 (bench kernels --all-variants over the DESIGN §4
   // shapes, bench/results/2026-11-22-h200-kernels.*), among the variants that meet the 1e-3
   // accuracy bound. Few tokens: the time is streaming the weight; 64-row ping-pong tiles do that
@@ -139,16 +133,16 @@ int nested_fp8_gemm_heuristic(int M, int N, int K) {
   // every 8 k-blocks (p8) instead of 4 is 5-15% faster at the same accuracy class.
   const int sms = fp8gemm::device_cache().sms;
   const bool many_rows = (N + 63) / 64 >= 2 * sms;
-  if (M <= 16) return index_of(many_rows ? "sk128x16" : "pp64x16p8");
+  if (M <= 16) return many_rows ? pick("sk128x16") : pick("pp64x16p8");
   if (M <= 32) {
-    if (many_rows) return index_of("sk128x32");
-    return index_of(N <= 4096 ? "pp64x16p8" : K >= 24576 ? "pp64x32" : "sk128x16");
+    if (many_rows) return pick("sk128x32");
+    return N <= 4096 ? pick("pp64x16p8") : K >= 24576 ? pick("pp64x32") : pick("sk128x16");
   }
-  if (M <= 64) return index_of("pp64x64p8");
-  if (M <= 128) return index_of(many_rows ? "coop128x128p8" : N <= 4096 ? "pp64x64p8" : "sk128x64p8");
-  if (M <= 256) return index_of(!many_rows && N <= 4096 ? "sk128x64p8" : "coop128x128p8");
-  if (M <= 512 && !many_rows && K >= 24576) return index_of("sk128x64p8");
-  return index_of("coop128x128p8");
+  if (M <= 64) return pick("pp64x64p8");
+  if (M <= 128) return many_rows ? pick("coop128x128p8") : N <= 4096 ? pick("pp64x64p8") : pick("sk128x64p8");
+  if (M <= 256) return !many_rows && N <= 4096 ? pick("sk128x64p8") : pick("coop128x128p8");
+  if (M <= 512 && !many_rows && K >= 24576) return pick("sk128x64p8");
+  return pick("coop128x128p8");
 }
 
 void nested_fp8_gemm(const NestedWeight& w, const uint8_t* xq, const float* x_scale, __half* Y, int M,
@@ -161,12 +155,14 @@ void nested_fp8_gemm(const NestedWeight& w, const uint8_t* xq, const float* x_sc
   if (!w.upper || !w.k || !xq || !x_scale || !Y || misaligned(w.upper) || misaligned(xq) || misaligned(Y))
     cuda_fail("nested_fp8_gemm: null or not 16-byte aligned operand pointer");
   const int v = cfg && cfg->variant >= 0 ? cfg->variant : nested_fp8_gemm_heuristic(M, w.N, w.K);
-  if (v >= fp8gemm::kNumVariants) cuda_fail("nested_fp8_gemm: variant ", v, " out of range");
-  const auto& dc = fp8gemm::device_cache();
+  if (v >= fp8gemm::kNumVariants)
+    cuda_fail("nested_fp8_gemm: variant ", v, " out of range (0..", fp8gemm::kNumVariants - 1, ")");
   const auto& var = fp8gemm::kVariants[v];
+  if (!var.run) cuda_fail("nested_fp8_gemm: ", kernel_set::not_built_message(var.name, var.tier));
+  const auto& dc = fp8gemm::device_cache();
   const int splits = var.split_k ? fp8gemm::split_count(var, M, w.N, w.K, dc.sms) : 0;
   fp8gemm::Problem p{&w, xq, x_scale, Y, M, stream, dc.device, dc.sms, var.name, splits, var.promotion};
-  fp8gemm::kVariants[v].run(p);
+  var.run(p);
 }
 
 }  // namespace nestedfp::cuda

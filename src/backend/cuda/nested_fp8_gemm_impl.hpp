@@ -5,6 +5,7 @@
 
 #include <cstddef>
 
+#include "backend/cuda/gemm_kernel_set.hpp"
 #include "backend/cuda/kernels.hpp"
 
 namespace nestedfp::cuda::fp8gemm {
@@ -25,7 +26,23 @@ struct Problem {
 // Grow-only device workspace (stream-K partials); throws if it must grow during graph capture.
 void* workspace_for(size_t bytes, cudaStream_t stream);
 
-// One entry point per variant; the table in nested_fp8_gemm.cu lists them in this order.
+// One entry point per kernel, with its tier (gemm_kernel_set.hpp): defined in
+// nested_fp8_gemm_v_<kernel>.cu only in builds whose kernel set contains the tier. The variant
+// table in nested_fp8_gemm.cu runs each kernel under one or more variant names. NFP_TIER_ALL:
+// not the heuristic's choice on any measured shape (and each costs minutes of nvcc).
+#define NFP8_TIER_pp64x16         NFP_TIER_CI
+#define NFP8_TIER_pp64x32         NFP_TIER_DEFAULT
+#define NFP8_TIER_pp64x64         NFP_TIER_DEFAULT
+#define NFP8_TIER_pp64x128        NFP_TIER_ALL
+#define NFP8_TIER_sk128x16        NFP_TIER_DEFAULT
+#define NFP8_TIER_sk128x32        NFP_TIER_DEFAULT
+#define NFP8_TIER_sk128x64        NFP_TIER_DEFAULT
+#define NFP8_TIER_coop128x128     NFP_TIER_DEFAULT
+#define NFP8_TIER_coop128x128c2   NFP_TIER_ALL
+#define NFP8_TIER_coop128x128fa   NFP_TIER_ALL
+#define NFP8_TIER_coop128x256fa   NFP_TIER_ALL
+#define NFP8_TIER_coop128x256fac2 NFP_TIER_ALL
+
 void run_pp64x16(const Problem&);
 void run_pp64x32(const Problem&);
 void run_pp64x64(const Problem&);
