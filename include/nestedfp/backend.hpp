@@ -1,7 +1,7 @@
 #pragma once
-// The backend interface (DESIGN §3): the ops of a Llama-family forward, implemented once per
-// device (cpu reference, cuda). Everything the ops touch lives in backend-owned buffers and
-// handles; shapes are passed explicitly. Host-side index arrays (token ids, positions, slots,
+// The backend interface (docs/DESIGN.md §3.2-3.3): the ops of a Llama-family forward, implemented
+// once per device (cpu reference, cuda). Everything the ops touch lives in backend-owned buffers
+// and handles; shapes are passed explicitly. Host-side index arrays (token ids, positions, slots,
 // block tables) are passed as spans: a device backend copies them in.
 //
 // Numerics every backend follows (the cpu backend is the reference):
