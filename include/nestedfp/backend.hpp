@@ -1,8 +1,8 @@
 #pragma once
-// The backend interface (DESIGN §3): the ops of a Llama-family forward, implemented once per
-// device (cpu reference, cuda). Everything the ops touch lives in backend-owned buffers and
-// handles; shapes are passed explicitly. The step's index arrays (token ids, positions, slots,
-// block tables, sampling parameters) are handed over once per step (begin_step); a device
+// The backend interface (docs/DESIGN.md §3.2-3.3): the ops of a Llama-family forward, implemented
+// once per device (cpu reference, cuda). Everything the ops touch lives in backend-owned buffers
+// and handles; shapes are passed explicitly. The step's index arrays (token ids, positions,
+// slots, block tables, sampling parameters) are handed over once per step (begin_step); a device
 // backend uploads them once and every op reads them there.
 //
 // Numerics every backend follows (the cpu backend is the reference):

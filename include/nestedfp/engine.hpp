@@ -1,6 +1,7 @@
 #pragma once
-// The serving engine (DESIGN §3): a request queue, a step loop on its own thread, continuous
-// batching over a paged KV cache, a precision policy per step, and one event stream per request.
+// The serving engine (docs/DESIGN.md §3; seeds §3.9): a request queue, a step loop on its own
+// thread, continuous batching over a paged KV cache, a precision policy per step, and one event
+// stream per request.
 //
 // Threads: any thread may call add_request / abort / set_precision_policy / metrics_text / stats;
 // one step thread (start()) runs the model. Tests may instead call step() themselves (without

@@ -1,6 +1,6 @@
 #pragma once
-// The nested format (DESIGN.md §1, normative): one FP16 weight = FP8-E4M3 upper byte + residual
-// lower byte, optionally with a per-row power-of-two scale 2^k_r.
+// The nested format (docs/DESIGN.md §1, normative): one FP16 weight = FP8-E4M3 upper byte +
+// residual lower byte, optionally with a per-row power-of-two scale 2^k_r.
 #include <cstdint>
 #include <span>
 #include <string>

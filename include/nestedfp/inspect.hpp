@@ -1,6 +1,6 @@
 #pragma once
-// What `nestedfp inspect` reports: per weight tensor whether it can be stored in the nested
-// format (DESIGN §1), and what the format saves against keeping FP16 plus a separate FP8 copy.
+// What `nestedfp inspect` reports: per weight tensor whether it can be stored in the nested format
+// (docs/DESIGN.md §1.5), and what the format saves against keeping FP16 plus a separate FP8 copy.
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -13,8 +13,8 @@ namespace nestedfp::io {
 
 enum class TensorKind {
   Linear,     // 2-D *_proj.weight: the nesting candidates
-  Embedding,  // embed_tokens & co: never nested (DESIGN §1)
-  LmHead,     // lm_head: never nested (DESIGN §1)
+  Embedding,  // embed_tokens & co: never nested (docs/DESIGN.md §1.5)
+  LmHead,     // lm_head: never nested (docs/DESIGN.md §1.5)
   Other,      // norms, biases, anything else: kept as is
 };
 const char* to_string(TensorKind k);

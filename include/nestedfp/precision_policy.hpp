@@ -1,6 +1,6 @@
 #pragma once
-// Precision per engine step (DESIGN §3). A policy sees how much work the scheduler put into a step
-// and picks FP16 (exact) or FP8 (fast) for all of it.
+// Precision per engine step (docs/DESIGN.md §3.8). A policy sees how much work the scheduler put
+// into a step and picks FP16 (exact) or FP8 (fast) for all of it.
 //
 // Specs (`--precision`, POST /admin/precision):
 //   fp16 | fp8

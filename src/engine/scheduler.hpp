@@ -1,5 +1,5 @@
 #pragma once
-// Continuous-batching scheduler (DESIGN §3). Each step:
+// Continuous-batching scheduler (docs/DESIGN.md §3.5, preemption §3.7). Each step:
 //   1. running sequences that decode (one token each), oldest first;
 //   2. prefill chunks: sequences admitted earlier whose prompt is not fully computed, then the
 //      waiting queue in order (new admissions), each chunk as large as the token budget left and

@@ -1,4 +1,4 @@
-// Per-row power-of-two scales and eligibility (DESIGN §1, "Per-channel power-of-two scale").
+// Per-row power-of-two scales and eligibility (docs/DESIGN.md §1.4-1.5).
 #include <algorithm>
 #include <cmath>
 

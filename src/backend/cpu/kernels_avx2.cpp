@@ -35,7 +35,8 @@ NFP_AVX2 void decode_panel_avx2(const PackedWeight& w, int64_t panel, int64_t k0
     }
     return;
   }
-  // Merge (DESIGN §1): hi = sign(upper) | (((upper - m7) >> 1) & 0x3F), fp16 = hi << 8 | lower.
+  // Merge (docs/DESIGN.md §1.3):
+  //   hi = sign(upper) | (((upper - m7) >> 1) & 0x3F), fp16 = hi << 8 | lower.
   const uint8_t* lo = w.lower.data() + base;
   const __m128i zero = _mm_setzero_si128(), s80 = _mm_set1_epi8(char(0x80)),
                 s3f = _mm_set1_epi8(0x3F);

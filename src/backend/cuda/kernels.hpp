@@ -1,7 +1,7 @@
 #pragma once
 // Host API of the Hopper (sm_90a) kernels: the nested-format split/merge, per-token E4M3
 // quantization (standalone and fused into RMSNorm and SiLU·mul), the NestedFP8 and NestedFP16
-// GEMMs, and the cuBLAS baselines. DESIGN.md §1-2.
+// GEMMs, and the cuBLAS baselines. docs/DESIGN.md §1-2.
 //
 // Conventions shared by every function here:
 //  - Weights W[N, K] are row-major (Hugging Face layout, K contiguous); activations X[M, K] and
@@ -55,7 +55,7 @@ template <typename... Args>
 }
 
 // ---- the nested weight ----------------------------------------------------------------------
-// One FP16 weight W[N, K] in the nested format (DESIGN §1), as two byte planes on the device.
+// One FP16 weight W[N, K] in the nested format (docs/DESIGN.md §1): two byte planes on the device.
 //   upper[n*K + c]: E4M3 bits of RNE(w[n,c] · 2^k[n] · 2^8)   (sign | e3..e0 | m9 m8 m7)
 //   lower[n*K + c]: the low byte of the FP16 bits of w[n,c] · 2^k[n]
 //   k[n]          : per-row power-of-two exponent (all zero for --nested-scale none)
@@ -79,10 +79,10 @@ struct SplitStatus {
   int64_t bad_row = -1;  // first row that cannot be nested (when !ok)
 };
 // Splits W[N, K] (FP16, row-major) into the nested planes, bit-identical to the CPU codec
-// (nestedfp::format::split_tensor). channel_scale: per-row k_r as DESIGN §1 (largest k with
-// max|w_r|·2^k <= 1.75; negative k only when no value loses a bit); else k = 0 and every value
-// must be representable (|w| < 1.875). NaN/Inf make a row ineligible. Synchronizes `stream` to
-// read the status; when !ok the planes' contents are unspecified.
+// (nestedfp::format::split_tensor). channel_scale: per-row k_r as docs/DESIGN.md §1.4 (largest k
+// with max|w_r|·2^k <= 1.75; negative k only when no value loses a bit); else k = 0 and every value
+// must be representable (|w| < 1.875). NaN/Inf make a row ineligible. Synchronizes `stream` to read
+// the status; when !ok the planes' contents are unspecified.
 SplitStatus split_weight(const __half* W, int N, int K, bool channel_scale, uint8_t* upper,
                          uint8_t* lower, int8_t* k, cudaStream_t stream);
 // Merges n bytes of planes back to the FP16 bits of w · 2^k (bit exact); no unscaling.

@@ -125,12 +125,12 @@ const std::vector<std::string>& nested_fp8_gemm_variant_names() {
 
 int nested_fp8_gemm_heuristic(int M, int N, int K) {
   using fp8gemm::pick;
-  // Fitted to the H200 sweep of 2026-11-22 (bench kernels --all-variants over the DESIGN §4
-  // shapes, bench/results/2026-11-22-h200-kernels.*), among the variants that meet the 1e-3
+  // Fitted to the H200 sweep of 2026-11-22 (bench kernels --all-variants over the docs/DESIGN.md
+  // §5.1 shapes, bench/results/2026-11-22-h200-kernels.*), among the variants that meet the 1e-3
   // accuracy bound. Few tokens: the time is streaming the weight; 64-row ping-pong tiles do that
-  // best unless the weight has so many rows that 128-row stream-K tiles balance better. Long K
-  // with few rows: stream-K keeps every SM busy. Otherwise 128x128 cooperative tiles. Promoting
-  // every 8 k-blocks (p8) instead of 4 is 5-15% faster at the same accuracy class.
+  // best unless the weight has so many rows that 128-row stream-K tiles balance better. Long K with
+  // few rows: stream-K keeps every SM busy. Otherwise 128x128 cooperative tiles. Promoting every 8
+  // k-blocks (p8) instead of 4 is 5-15% faster at the same accuracy class.
   const int sms = fp8gemm::device_cache().sms;
   const bool many_rows = (N + 63) / 64 >= 2 * sms;
   if (M <= 16) return many_rows ? pick("sk128x16") : pick("pp64x16p8");

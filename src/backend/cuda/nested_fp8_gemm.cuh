@@ -1,6 +1,7 @@
 #pragma once
-// NestedFP8 GEMM on CUTLASS 4.2 (sm90, TMA warp-specialized), DESIGN §2. Included only by the
-// nested_fp8_gemm_v*.cu translation units, one kernel configuration each (they compile in parallel).
+// NestedFP8 GEMM on CUTLASS 4.2 (sm90, TMA warp-specialized), docs/DESIGN.md §2.3. Included only by
+// the nested_fp8_gemm_v*.cu translation units, one kernel configuration each (they compile in
+// parallel).
 //
 // Swap AB: the CUTLASS problem is Yᵀ[N, M] = W_upper[N, K] · Xq[M, K]ᵀ, so the weight rows fill
 // the 64/128-wide wgmma M dimension and a few tokens fit the narrow N tile (16..256).

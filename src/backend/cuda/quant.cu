@@ -1,7 +1,7 @@
-// Per-token E4M3 quantization, standalone and fused into RMSNorm and SiLU·mul (DESIGN §2).
-// One block per token row; the row's FP16 values are kept in shared memory between the pass
-// that produces them and the pass that quantizes them, and every kernel quantizes through the
-// same device function, so fused and standalone results are bit-identical by construction.
+// Per-token E4M3 quantization, standalone and fused into RMSNorm and SiLU·mul (docs/DESIGN.md
+// §2.3). One block per token row; the row's FP16 values are kept in shared memory between the pass
+// that produces them and the pass that quantizes them, and every kernel quantizes through the same
+// device function, so fused and standalone results are bit-identical by construction.
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 

@@ -1,5 +1,6 @@
-// Nested-format split (model load) and merge (tests) on the GPU, bit-identical to the CPU codec
-// in src/format (DESIGN §1). One block per weight row: the row's k needs its max first.
+// Nested-format split (model load) and merge (tests) on the GPU, bit-identical to the CPU codec in
+// src/format (docs/DESIGN.md §1.2, §1.4). One block per weight row: the row's k needs its max
+// first.
 #include <cuda_fp16.h>
 
 #include "backend/cuda/kernels.hpp"

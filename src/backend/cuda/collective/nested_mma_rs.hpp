@@ -1,13 +1,13 @@
 #pragma once
-// NestedFP16 mainloop for Hopper (sm_90a), DESIGN §2.
+// NestedFP16 mainloop for Hopper (sm_90a), docs/DESIGN.md §2.2.
 //
 // Operand A is the weight, held as two byte planes (upper, lower) of shape [M', K] (K-major);
-// operand B is the FP16 activation [N', K] (K-major). A producer warp loads the upper, lower
-// and activation tiles with TMA into a multi-stage shared-memory ring (PipelineTmaAsync).
-// Consumer warpgroups load the byte fragments with 32-bit shared-memory loads, merge them to
-// FP16 in registers (DESIGN §1 merge, 4 bytes at a time), exchange half of each merged word
-// with the neighbouring lane to obtain the wgmma A-operand layout, and issue
-// register-sourced wgmma (RS) with FP32 accumulators that start from zero on the first MMA.
+// operand B is the FP16 activation [N', K] (K-major). A producer warp loads the upper, lower and
+// activation tiles with TMA into a multi-stage shared-memory ring (PipelineTmaAsync). Consumer
+// warpgroups load the byte fragments with 32-bit shared-memory loads, merge them to FP16 in
+// registers (docs/DESIGN.md §1.3 merge, 4 bytes at a time), exchange half of each merged word with
+// the neighbouring lane to obtain the wgmma A-operand layout, and issue register-sourced wgmma (RS)
+// with FP32 accumulators that start from zero on the first MMA.
 //
 // The structure follows the contract of CUTLASS's sm90 warp-specialized kernels
 // (GemmUniversal with KernelTmaWarpSpecializedCooperative / Pingpong): load_init, load,
@@ -40,10 +40,11 @@ struct MainloopNestedFp16Rs {
   using Schedule = KernelSchedule_;
 };
 
-// DESIGN §1 merge on 4 packed weights: u = 4 upper bytes, l = 4 lower bytes (byte i of each
-// belongs to weight i). Returns the 4 high bytes of the FP16 values (fp16_i = hb_i << 8 | l_i):
+// docs/DESIGN.md §1.3 merge on 4 packed weights: u = 4 upper bytes, l = 4 lower bytes (byte i of
+// each belongs to weight i). Returns the 4 high bytes of the FP16 values
+// (fp16_i = hb_i << 8 | l_i):
 //   hb = sign(u) | (((u - m7) >> 1) & 0x3F), m7 = l >> 7.
-// u - m7 never borrows across bytes: m7 = 1 implies |u| >= 1 (DESIGN §1).
+// u - m7 never borrows across bytes: m7 = 1 implies |u| >= 1 (docs/DESIGN.md §1.3).
 CUTLASS_DEVICE uint32_t merge4_high_bytes(uint32_t u, uint32_t l) {
   const uint32_t m7 = (l >> 7) & 0x01010101u;
   const uint32_t v = u - m7;
