@@ -12,8 +12,10 @@ namespace nestedfp::cli {
 namespace {
 
 struct ServeArgs {
-  std::string model, host = "127.0.0.1", precision = "fp16", nested_scale = "none", api_key, served_name;
+  std::string model, host = "127.0.0.1", precision = "fp16", nested_scale = "none", api_key, admin_key, served_name;
   int port = 8000, max_batched = 512, max_seqs = 32, max_model_len = 0, kv_blocks = 0, threads = 0, http_threads = 64;
+  int max_connections = 512;
+  double header_timeout = 10, body_timeout = 30;
   size_t max_queue = 256;
 };
 
@@ -33,8 +35,15 @@ Registration reg{
       sub.add_option("--max-num-seqs", a->max_seqs, "sequences per step and running at once")->capture_default_str();
       sub.add_option("--max-model-len", a->max_model_len, "context length (0: the model's, capped by the KV cache)");
       sub.add_option("--kv-blocks", a->kv_blocks, "KV cache blocks of 16 tokens (0: as many as fit in 256 MiB)");
-      sub.add_option("--max-queue", a->max_queue, "requests waiting for admission before new ones get 429")->capture_default_str();
-      sub.add_option("--api-key", a->api_key, "require 'Authorization: Bearer KEY' on /v1/* and /admin/*");
+      sub.add_option("--max-queue", a->max_queue,
+                     "new requests waiting for admission before more get 429 (preempted requests wait outside this bound)")
+          ->capture_default_str();
+      sub.add_option("--api-key", a->api_key, "require 'Authorization: Bearer KEY' on /v1/*, /tokenize, /detokenize (and /admin/* without --admin-key)");
+      sub.add_option("--admin-key", a->admin_key,
+                     "require 'Authorization: Bearer KEY' on /admin/* (without it and --api-key, /admin/* answers loopback clients only)");
+      sub.add_option("--max-connections", a->max_connections, "open HTTP connections (2..900)")->capture_default_str();
+      sub.add_option("--header-timeout", a->header_timeout, "seconds for a request's headers to arrive")->capture_default_str();
+      sub.add_option("--body-timeout", a->body_timeout, "seconds for a request's body to arrive after its headers")->capture_default_str();
       sub.add_option("--served-model-name", a->served_name, "model id in the API (default: the directory name)");
       sub.add_option("--threads", a->threads, "cpu backend threads (0: all cores)");
       sub.add_option("--http-threads", a->http_threads, "concurrent HTTP requests")->capture_default_str();
@@ -51,6 +60,10 @@ Registration reg{
         cfg.server.host = a->host;
         cfg.server.port = a->port;
         cfg.server.api_key = a->api_key;
+        cfg.server.admin_key = a->admin_key;
+        cfg.server.max_connections = a->max_connections;
+        cfg.server.header_timeout_s = a->header_timeout;
+        cfg.server.body_timeout_s = a->body_timeout;
         cfg.server.model_name = a->served_name;
         cfg.server.http_threads = a->http_threads;
         cfg.cpu_threads = a->threads;
