@@ -209,17 +209,19 @@ void OpenAIServer::Impl::respond(std::shared_ptr<Job> job, httplib::Response& re
       Choice& c = job->choices[i];
       while (!c.done) {
         if (stopping) return send_error(res, error(503, "the server is shutting down", "server_error"));
-        auto ev = c.stream->next(200ms);
-        if (!ev) {
-          // Nobody would read the answer: free the KV blocks and the slot now, not at max_tokens.
+        // Nobody would read the answer: free the KV blocks and the slot now, not at max_tokens.
+        // Checked by time, since tokens may arrive without a pause.
+        if (Clock::now() - job->last_write > 200ms) {
+          job->last_write = Clock::now();
           if (current_client_gone()) {
             ++disconnects;
             for (auto& other : job->choices)
               if (!other.done && engine.abort(other.stream->id())) other.done = true;
             return send_error(res, error(499, "the client closed the connection", "invalid_request_error"));
           }
-          continue;
         }
+        auto ev = c.stream->next(200ms);
+        if (!ev) continue;
         Piece p = absorb(*job, c, *ev);
         texts[i] += p.text;
         if (p.logprobs.is_null()) continue;

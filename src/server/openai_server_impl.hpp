@@ -61,7 +61,7 @@ struct Job {
   bool stream = false, include_usage = false, echo = false;
   int logprobs = -1;  // alternatives per token; -1: no logprobs
   std::vector<Choice> choices;
-  Clock::time_point last_write = Clock::now();
+  Clock::time_point last_write = Clock::now();  // streaming: last write; else: last disconnect check
   ~Job() {
     for (auto& c : choices)
       if (c.stream && !c.done) engine->abort(c.stream->id());  // client gone or handler bailed out
