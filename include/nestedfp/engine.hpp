@@ -121,8 +121,10 @@ struct EngineConfig {
   int max_num_seqs = 32;             // sequences per step and running at once
   int max_model_len = 0;             // 0: the executor's; capped by the KV pool
   int num_kv_blocks = 0;             // 0: all the executor allocated; else at most that many
-  // Requests waiting for admission (not yet running) beyond which add_request throws
-  // QueueFullError. Running requests do not count.
+  // New requests waiting for admission beyond which add_request throws QueueFullError. Running
+  // requests do not count, nor do preempted ones waiting to resume: those were admitted once, are
+  // never refused and wait ahead of new ones (admission is in arrival order, and every preempted
+  // request was among the at most max_num_seqs running ones). Metrics report the two apart.
   size_t max_queue = 256;
   std::string precision = "fp16";    // policy spec, see precision_policy.hpp
   std::vector<int32_t> eos_token_ids;
@@ -131,7 +133,8 @@ struct EngineConfig {
 
 struct EngineStats {
   int kv_blocks_total = 0, kv_blocks_used = 0, kv_blocks_free = 0;
-  int waiting = 0, running = 0;
+  int waiting = 0, running = 0;  // waiting: new and preempted requests
+  int waiting_preempted = 0;     // of `waiting`, preempted ones (outside max_queue)
   uint64_t preemptions = 0;
   uint64_t steps_fp16 = 0, steps_fp8 = 0, tokens_fp16 = 0, tokens_fp8 = 0;
   uint64_t requests_added = 0, requests_finished = 0, requests_aborted = 0;

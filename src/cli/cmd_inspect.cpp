@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <cstdio>
 #include <optional>
 #include <nlohmann/json.hpp>
@@ -12,6 +13,7 @@
 #include "nestedfp/config.hpp"
 #include "nestedfp/error.hpp"
 #include "nestedfp/inspect.hpp"
+#include "nestedfp/tokenizer.hpp"
 
 namespace nestedfp::cli {
 namespace {
@@ -177,11 +179,23 @@ Registration reg{
       sub.add_flag("--json", *as_json, "print one JSON object instead of a table");
       return [=] {
         const format::ScaleMode mode = format::parse_scale_mode(*scale);
+        // The weights are inspected without the other files; a config.json or tokenizer.json
+        // that exists but cannot be loaded is still an error (exit 1 after the report), since
+        // the model would not serve.
         ConfigInfo ci;
+        std::vector<std::string> broken;
         try {
           ci.config = io::load_config(*dir);
         } catch (const Error& e) {
           ci.error = e.what();
+          if (std::filesystem::exists(std::filesystem::path(*dir) / "config.json")) broken.push_back(e.what());
+        }
+        if (std::filesystem::exists(std::filesystem::path(*dir) / "tokenizer.json")) {
+          try {
+            (void)Tokenizer::load(*dir);
+          } catch (const Error& e) {
+            broken.push_back(e.what());
+          }
         }
         Progress progress;
         const io::ModelInspection mi =
@@ -191,7 +205,10 @@ Registration reg{
           std::printf("%s\n", to_json(mi, ci).dump(2).c_str());
         else
           print_text(mi, ci);
-        return 0;
+        for (const auto& b : broken) std::fprintf(stderr, "inspect: error: %s\n", b.c_str());
+        if (!broken.empty())
+          std::fprintf(stderr, "inspect: the weights were inspected, but the model files above are broken: fix or replace them\n");
+        return broken.empty() ? 0 : 1;
       };
     },
     20};

@@ -15,8 +15,10 @@ namespace {
 
 struct ServeArgs {
   ModelArgs m;
-  std::string host = "127.0.0.1", precision = "fp16", api_key, served_name;
+  std::string host = "127.0.0.1", precision = "fp16", api_key, admin_key, served_name;
   int port = 8000, http_threads = 64;
+  int max_connections = 512;
+  double header_timeout = 10, body_timeout = 30;
   size_t max_queue = 256;
 };
 
@@ -29,8 +31,15 @@ Registration reg{
       sub.add_option("--port", a->port, "port to listen on (0: any free port, printed at start)")->capture_default_str();
       sub.add_option("--precision", a->precision, "fp16 | fp8 | dynamic[:threshold=N[,hysteresis=H]] (changeable at run time: POST /admin/precision)")
           ->capture_default_str();
-      sub.add_option("--max-queue", a->max_queue, "requests waiting for admission before new ones get 429")->capture_default_str();
-      sub.add_option("--api-key", a->api_key, "require 'Authorization: Bearer KEY' on /v1/* and /admin/*");
+      sub.add_option("--max-queue", a->max_queue,
+                     "new requests waiting for admission before more get 429 (preempted requests wait outside this bound)")
+          ->capture_default_str();
+      sub.add_option("--api-key", a->api_key, "require 'Authorization: Bearer KEY' on /v1/*, /tokenize, /detokenize (and /admin/* without --admin-key)");
+      sub.add_option("--admin-key", a->admin_key,
+                     "require 'Authorization: Bearer KEY' on /admin/* (without it and --api-key, /admin/* answers loopback clients only)");
+      sub.add_option("--max-connections", a->max_connections, "open HTTP connections (2..900)")->capture_default_str();
+      sub.add_option("--header-timeout", a->header_timeout, "seconds for a request's headers to arrive")->capture_default_str();
+      sub.add_option("--body-timeout", a->body_timeout, "seconds for a request's body to arrive after its headers")->capture_default_str();
       sub.add_option("--served-model-name", a->served_name, "model id in the API (default: the directory name)");
       sub.add_option("--http-threads", a->http_threads, "concurrent HTTP requests")->capture_default_str();
       return [a] {
@@ -44,6 +53,10 @@ Registration reg{
         cfg.server.host = a->host;
         cfg.server.port = a->port;
         cfg.server.api_key = a->api_key;
+        cfg.server.admin_key = a->admin_key;
+        cfg.server.max_connections = a->max_connections;
+        cfg.server.header_timeout_s = a->header_timeout;
+        cfg.server.body_timeout_s = a->body_timeout;
         cfg.server.model_name = a->served_name;
         cfg.server.http_threads = a->http_threads;
         cfg.executor = [a](const EngineConfig&) -> std::unique_ptr<ModelExecutor> { return build_runner(a->m); };

@@ -427,7 +427,8 @@ std::shared_ptr<RequestStream> Engine::add_request(GenerationRequest req) {
   std::shared_ptr<RequestStream> stream;
   {
     std::lock_guard lk(I.mu);
-    if (static_cast<size_t>(I.sched->num_waiting()) >= I.cfg.max_queue)
+    // The bound is on new requests: a preempted one was admitted before and is never refused.
+    if (static_cast<size_t>(I.sched->num_waiting() - I.sched->num_waiting_preempted()) >= I.cfg.max_queue)
       throw QueueFullError(fmt::format("the request queue is full ({} waiting): retry later", I.cfg.max_queue));
     auto rec = std::make_unique<Record>();
     Record& r = *rec;
@@ -491,6 +492,7 @@ EngineStats Engine::stats() const {
     s.kv_blocks_used = I.bm->num_used();
     s.kv_blocks_free = I.bm->num_free();
     s.waiting = I.sched->num_waiting();
+    s.waiting_preempted = I.sched->num_waiting_preempted();
     s.running = I.sched->num_running();
     s.preemptions = I.sched->num_preemptions();
     s.requests_aborted = I.aborted;
@@ -514,7 +516,8 @@ std::string Engine::metrics_text() const {
     g.kv_blocks_total = I.bm->num_blocks();
     g.kv_blocks_used = I.bm->num_used();
     g.kv_blocks_free = I.bm->num_free();
-    g.waiting = I.sched->num_waiting();
+    g.waiting_preempted = I.sched->num_waiting_preempted();
+    g.waiting = I.sched->num_waiting() - g.waiting_preempted;
     g.running = I.sched->num_running();
     g.preemptions = I.sched->num_preemptions();
     g.policy = I.policy->spec();

@@ -130,7 +130,8 @@ std::string Metrics::render(const Gauges& g) const {
   gauge("nestedfp_kv_blocks_total", "KV cache blocks (16 tokens each).", g.kv_blocks_total);
   gauge("nestedfp_kv_blocks_used", "KV cache blocks in use.", g.kv_blocks_used);
   gauge("nestedfp_kv_blocks_free", "KV cache blocks free.", g.kv_blocks_free);
-  gauge("nestedfp_queue_length", "Requests waiting for admission.", g.waiting);
+  gauge("nestedfp_queue_length", "New requests waiting for admission (at most --max-queue).", g.waiting);
+  gauge("nestedfp_queue_preempted", "Preempted requests waiting to resume (outside --max-queue).", g.waiting_preempted);
   gauge("nestedfp_running_requests", "Requests admitted and running.", g.running);
   o += fmt::format("# HELP nestedfp_precision_policy_info The current precision policy.\n"
                    "# TYPE nestedfp_precision_policy_info gauge\nnestedfp_precision_policy_info{{policy=\"{}\"}} 1\n",

@@ -29,7 +29,8 @@ class Histogram {
 // Point-in-time values the engine reads under its own lock when rendering.
 struct Gauges {
   int kv_blocks_total = 0, kv_blocks_used = 0, kv_blocks_free = 0;
-  int waiting = 0, running = 0;
+  int waiting = 0, running = 0;  // waiting: new requests only (bounded by max_queue)
+  int waiting_preempted = 0;
   uint64_t preemptions = 0;
   std::string policy;
 };

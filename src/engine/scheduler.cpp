@@ -55,6 +55,10 @@ bool Scheduler::ensure_capacity(Sequence* s, int tokens) {
   return true;
 }
 
+int Scheduler::num_waiting_preempted() const {
+  return static_cast<int>(std::count_if(waiting_.begin(), waiting_.end(), [](const Sequence* s) { return s->num_preemptions > 0; }));
+}
+
 void Scheduler::preempt(Sequence* s) {
   bm_.release_all(s->blocks);
   s->num_computed = 0;

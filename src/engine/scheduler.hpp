@@ -64,6 +64,8 @@ class Scheduler {
   void complete(const ScheduledChunk& chunk);
 
   int num_waiting() const { return static_cast<int>(waiting_.size()); }
+  // Of those, the ones preempted after running (they wait ahead of new ones, outside --max-queue).
+  int num_waiting_preempted() const;
   int num_running() const { return static_cast<int>(running_.size()); }
   uint64_t num_preemptions() const { return preemptions_; }
   const SchedulerConfig& config() const { return cfg_; }

@@ -2,7 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
+#include <initializer_list>
 #include <limits>
 
 #include "nestedfp/engine.hpp"
@@ -42,6 +44,26 @@ std::string utf8_clean(const std::string& s) {
 }
 
 }  // namespace
+
+std::optional<size_t> json_nesting_over(std::string_view body, int max_depth) {
+  int depth = 0;
+  bool in_string = false, escaped = false;
+  for (size_t i = 0; i < body.size(); ++i) {
+    const char c = body[i];
+    if (in_string) {
+      if (escaped) escaped = false;
+      else if (c == '\\') escaped = true;
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > max_depth) return i;
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return std::nullopt;
+}
 
 json ApiError::to_json() const {
   json e = {{"message", utf8_clean(message)}, {"type", type}, {"param", nullptr}, {"code", nullptr}};
@@ -141,8 +163,34 @@ std::vector<int32_t> token_ids(const json& arr, const char* param) {
   return ids;
 }
 
+// 'messages' normalized (text parts joined) with every role checked.
+json chat_messages(const json* m) {
+  if (!m || !m->is_array() || m->empty()) bad("messages", "'messages' must be a non-empty list of {\"role\", \"content\"} objects");
+  json out;
+  try {
+    out = normalize_chat_messages(*m);
+  } catch (const Error& e) {
+    bad("messages", e.what());
+  }
+  for (size_t i = 0; i < out.size(); ++i) {
+    const std::string role = out[i]["role"].get<std::string>();
+    if (std::find_if(std::begin(kChatRoles), std::end(kChatRoles), [&](const char* r) { return role == r; }) == std::end(kChatRoles))
+      bad("messages", fmt::format("messages[{}].role '{}' is not one of system, developer, user, assistant, tool", i, role));
+  }
+  return out;
+}
+
+// Refuses any top-level field outside `known` (null values count as absent, as everywhere).
+void only_fields(const json& body, std::initializer_list<std::string_view> known, const char* endpoint) {
+  for (const auto& [k, v] : body.items()) {
+    if (v.is_null() || std::find(known.begin(), known.end(), k) != known.end()) continue;
+    bad(k, fmt::format("'{}' is not a field this server honours on {}: remove it", k, endpoint));
+  }
+}
+
 void parse_common(const json& body, CommonParams& p, bool chat) {
   Fields f(body);
+  (void)f.string("user");  // accepted without effect; must still be a string
   if (auto m = f.string("model")) p.model = *m;
   const char* mt = chat && f.get("max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
   p.max_tokens = f.integer(mt, 0, kMaxTokensLimit, " (it counts generated tokens; prompt + max_tokens must fit the context)");
@@ -180,6 +228,9 @@ void parse_common(const json& body, CommonParams& p, bool chat) {
   if (const json* so = f.get("stream_options")) {
     if (!so->is_object()) bad("stream_options", "'stream_options' must be an object");
     if (!p.stream) bad("stream_options", "'stream_options' is only allowed with \"stream\": true");
+    for (const auto& [k, v] : so->items())
+      if (k != "include_usage" && !v.is_null())
+        bad("stream_options", fmt::format("'stream_options.{}' is not supported (only include_usage is)", k));
     p.include_usage = Fields(*so).boolean("include_usage").value_or(false);
   }
   if (auto n = f.integer("n", 1, 1, " (this server returns one choice per prompt)")) (void)n;
@@ -197,6 +248,9 @@ void parse_common(const json& body, CommonParams& p, bool chat) {
 }
 
 json parse_json(std::string_view body) {
+  if (auto depth = json_nesting_over(body, kMaxJsonDepth))
+    bad("", fmt::format("the request body nests arrays/objects deeper than {} levels (at byte {}): flatten it", kMaxJsonDepth,
+                        *depth));
   try {
     json j = json::parse(body);
     if (!j.is_object()) bad("", fmt::format("the request body must be a JSON object, got {}", type_name(j)));
@@ -226,6 +280,11 @@ Parsed<T> run(std::string_view body, F&& fill) {
 
 Parsed<CompletionRequest> parse_completion_request(std::string_view body) {
   return run<CompletionRequest>(body, [](const json& j, CompletionRequest& r) {
+    only_fields(j,
+                {"model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "stream", "stream_options",
+                 "n", "best_of", "presence_penalty", "frequency_penalty", "logit_bias", "ignore_eos",
+                 "include_stop_str_in_output", "stop_token_ids", "logprobs", "echo", "suffix", "user"},
+                "/v1/completions");
     parse_common(j, r, false);
     Fields f(j);
     const json* p = f.get("prompt");
@@ -265,15 +324,15 @@ Parsed<CompletionRequest> parse_completion_request(std::string_view body) {
 
 Parsed<ChatRequest> parse_chat_request(std::string_view body) {
   return run<ChatRequest>(body, [](const json& j, ChatRequest& r) {
+    only_fields(j,
+                {"model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "seed", "stop",
+                 "stream", "stream_options", "n", "best_of", "presence_penalty", "frequency_penalty", "logit_bias",
+                 "ignore_eos", "include_stop_str_in_output", "stop_token_ids", "logprobs", "top_logprobs",
+                 "add_generation_prompt", "tools", "tool_choice", "response_format", "user"},
+                "/v1/chat/completions");
     parse_common(j, r, true);
     Fields f(j);
-    const json* m = f.get("messages");
-    if (!m || !m->is_array() || m->empty()) bad("messages", "'messages' must be a non-empty list of {\"role\", \"content\"} objects");
-    try {
-      r.messages = normalize_chat_messages(*m);
-    } catch (const Error& e) {
-      bad("messages", e.what());
-    }
+    r.messages = chat_messages(f.get("messages"));
     r.logprobs = f.boolean("logprobs").value_or(false);
     if (auto t = f.integer("top_logprobs", 0, kMaxLogprobs)) {
       if (!r.logprobs && *t > 0) bad("top_logprobs", "'top_logprobs' needs \"logprobs\": true");
@@ -281,8 +340,54 @@ Parsed<ChatRequest> parse_chat_request(std::string_view body) {
     }
     r.add_generation_prompt = f.boolean("add_generation_prompt").value_or(true);
     if (r.max_tokens && *r.max_tokens == 0) bad("max_tokens", "'max_tokens' must be at least 1 for chat");
-    if (const json* tl = f.get("tools"); tl && !(tl->is_array() && tl->empty())) bad("tools", "'tools' is not supported");
+    if (const json* tl = f.get("tools"); tl && !(tl->is_array() && tl->empty()))
+      bad("tools", "'tools' is not supported: this server does not call tools; leave it out");
+    if (f.get("tool_choice"))
+      bad("tool_choice", "'tool_choice' is only allowed with 'tools', and this server does not support tools: leave it out");
+    if (const json* rf = f.get("response_format")) {
+      const json* type = rf->is_object() ? Fields(*rf).get("type") : nullptr;
+      if (!type || !type->is_string())
+        bad("response_format", "'response_format' must be an object like {\"type\": \"text\"}");
+      if (*type != "text")
+        bad("response_format", fmt::format("'response_format' type '{}' is not supported: this server does not constrain the "
+                                           "output to JSON; leave it out or use {{\"type\": \"text\"}}",
+                                           type->get<std::string>()));
+    }
   });
+}
+
+Parsed<TokenizeRequest> parse_tokenize_request(std::string_view body) {
+  return run<TokenizeRequest>(body, [](const json& j, TokenizeRequest& r) {
+    only_fields(j, {"model", "prompt", "messages", "add_special_tokens", "add_generation_prompt"}, "/tokenize");
+    Fields f(j);
+    if (auto m = f.string("model")) r.model = *m;
+    const json* m = f.get("messages");
+    auto p = f.string("prompt");
+    if (!!m == p.has_value()) bad("prompt", "send exactly one of 'prompt' (a string) or 'messages' (a chat)");
+    if (m) {
+      r.chat = true;
+      r.messages = chat_messages(m);
+    } else {
+      r.prompt = std::move(*p);
+    }
+    r.add_special_tokens = f.boolean("add_special_tokens").value_or(true);
+    r.add_generation_prompt = f.boolean("add_generation_prompt").value_or(true);
+  });
+}
+
+Parsed<DetokenizeRequest> parse_detokenize_request(std::string_view body) {
+  return run<DetokenizeRequest>(body, [](const json& j, DetokenizeRequest& r) {
+    only_fields(j, {"model", "tokens"}, "/detokenize");
+    Fields f(j);
+    if (auto m = f.string("model")) r.model = *m;
+    const json* t = f.get("tokens");
+    if (!t || !t->is_array()) bad("tokens", "'tokens' must be a list of token ids");
+    r.tokens = token_ids(*t, "tokens");
+  });
+}
+
+Parsed<nlohmann::json> parse_json_object(std::string_view body) {
+  return run<json>(body, [](const json& j, json& r) { r = j; });
 }
 
 }  // namespace nestedfp::server

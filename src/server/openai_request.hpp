@@ -28,6 +28,15 @@ struct ApiError {
 inline constexpr int64_t kMaxTokensLimit = 1 << 20;  // larger max_tokens is rejected outright
 inline constexpr size_t kMaxPrompts = 64;            // prompts in one /v1/completions request
 inline constexpr size_t kMaxStops = 16;
+// Deepest array/object nesting a request body may have. Checked on the raw bytes before the JSON
+// is built, so nothing downstream (copies, dumps, template values: all recursive) sees deeper data.
+inline constexpr int kMaxJsonDepth = 64;
+// Chat roles the server accepts; anything else is a 400 naming the message.
+inline constexpr const char* kChatRoles[] = {"system", "developer", "user", "assistant", "tool"};
+
+// The byte offset where `body` first nests deeper than max_depth (strings are skipped), or nullopt.
+// Linear, no recursion, no allocation.
+std::optional<size_t> json_nesting_over(std::string_view body, int max_depth);
 
 struct PromptInput {
   bool is_text = true;
@@ -69,7 +78,32 @@ struct Parsed {
   bool ok() const { return request.has_value(); }
 };
 
+// Every top-level field is either honoured or refused with a 400 naming it: a field the server
+// does not act on (penalties, JSON modes, tools, unknown names) is never silently dropped. The
+// one field accepted without effect is "user" (an end-user id for the provider's logs).
 Parsed<CompletionRequest> parse_completion_request(std::string_view body);
 Parsed<ChatRequest> parse_chat_request(std::string_view body);
+
+// POST /tokenize: {"prompt": str, "add_special_tokens": bool} or {"messages": [...],
+// "add_generation_prompt": bool}; "model" optional.
+struct TokenizeRequest {
+  std::string model;
+  bool chat = false;
+  std::string prompt;
+  nlohmann::json messages;
+  bool add_special_tokens = true;
+  bool add_generation_prompt = true;
+};
+Parsed<TokenizeRequest> parse_tokenize_request(std::string_view body);
+
+// POST /detokenize: {"tokens": [ids]}; "model" optional.
+struct DetokenizeRequest {
+  std::string model;
+  std::vector<int32_t> tokens;
+};
+Parsed<DetokenizeRequest> parse_detokenize_request(std::string_view body);
+
+// Any JSON object body (admin endpoints): depth-checked like the others.
+Parsed<nlohmann::json> parse_json_object(std::string_view body);
 
 }  // namespace nestedfp::server

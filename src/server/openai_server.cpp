@@ -1,23 +1,15 @@
-#include "server/openai_server.hpp"
-
+// The generation endpoints (/v1/completions, /v1/chat/completions) and their responses.
 #include <httplib.h>
 #include <spdlog/spdlog.h>
 
-#include <atomic>
 #include <csignal>
-#include <ctime>
-#include <map>
-#include <mutex>
-#include <thread>
 
 #include "nestedfp/error.hpp"
 #include "server/chat_template.hpp"
-#include "server/openai_request.hpp"
+#include "server/openai_server_impl.hpp"
 
 namespace nestedfp::server {
 
-using nlohmann::json;
-using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
 namespace {
@@ -41,93 +33,7 @@ size_t codepoints(std::string_view s) {
   return n;
 }
 
-bool same_secret(std::string_view a, std::string_view b) {
-  unsigned char diff = a.size() == b.size() ? 0 : 1;
-  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i % (b.empty() ? 1 : b.size())]);
-  return diff == 0 && !b.empty();
-}
-
-void send_json(httplib::Response& res, int status, const json& body) {
-  res.status = status;
-  res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
-}
-
-void send_error(httplib::Response& res, const ApiError& e) {
-  send_json(res, e.status, e.to_json());
-  if (e.status == 429) res.set_header("Retry-After", "1");
-}
-
-ApiError error(int status, std::string message, std::string type, std::string param = "", std::string code = "") {
-  return ApiError{status, std::move(message), std::move(type), std::move(param), std::move(code)};
-}
-
-// One prompt's request inside an HTTP request.
-struct Choice {
-  int index = 0;
-  std::shared_ptr<RequestStream> stream;
-  std::vector<int32_t> prompt_ids;
-  std::string echo_text;
-  bool started = false, done = false;
-  FinishReason finish = FinishReason::None;
-  std::string error;
-  int prompt_tokens = 0, completion_tokens = 0;
-  std::unique_ptr<IncrementalDecoder> offsets;  // positions of generated tokens in the text
-  size_t chars = 0;                              // code points of the choice's text so far
-};
-
-struct Job {
-  enum class Kind { Completion, Chat } kind = Kind::Completion;
-  Engine* engine = nullptr;
-  std::string id, model;
-  int64_t created = 0;
-  bool stream = false, include_usage = false, echo = false;
-  int logprobs = -1;  // alternatives per token; -1: no logprobs
-  std::vector<Choice> choices;
-  Clock::time_point last_write = Clock::now();
-  ~Job() {
-    for (auto& c : choices)
-      if (c.stream && !c.done) engine->abort(c.stream->id());  // client gone or handler bailed out
-  }
-};
-
-// What one event adds to a choice: its text and its logprobs (in the endpoint's format).
-struct Piece {
-  std::string text;
-  json logprobs;  // completions: {tokens, token_logprobs, top_logprobs, text_offset}; chat: [..]
-};
-
 }  // namespace
-
-struct OpenAIServer::Impl {
-  Impl(Engine& e, Tokenizer t, ServerOptions o) : engine(e), tok(std::move(t)), opts(std::move(o)) {}
-
-  Engine& engine;
-  Tokenizer tok;
-  ServerOptions opts;
-  httplib::Server http;
-  std::thread thread;
-  int bound_port = -1;
-  std::atomic<bool> stopping{false};
-  std::atomic<uint64_t> next_id{1}, disconnects{0}, rejected_queue_full{0};
-  std::mutex stats_mu;
-  std::map<int, uint64_t> responses;  // by status
-  int64_t started_at = static_cast<int64_t>(std::time(nullptr));
-
-  void routes();
-  std::string token_str(int32_t id) const;
-  json chat_token(int32_t id, float lp) const;
-  json top_dict(const LogprobInfo& l) const;
-  Piece absorb(Job& job, Choice& c, RequestEvent& ev) const;
-  json chunk(const Job& job, const Choice& c, const Piece& p, bool first) const;
-  json usage(const Job& job) const;
-  std::optional<ApiError> check_model(const std::string& model) const;
-  std::optional<ApiError> submit(Job& job, std::vector<std::vector<int32_t>> prompts, const CommonParams& p,
-                                 std::optional<int64_t> default_max, bool prompt_logprobs);
-  void respond(std::shared_ptr<Job> job, httplib::Response& res);
-  void completions(const httplib::Request& req, httplib::Response& res);
-  void chat(const httplib::Request& req, httplib::Response& res);
-  void admin_precision(const httplib::Request& req, httplib::Response& res);
-};
 
 std::string OpenAIServer::Impl::token_str(int32_t id) const {
   std::string b;
@@ -303,6 +209,17 @@ void OpenAIServer::Impl::respond(std::shared_ptr<Job> job, httplib::Response& re
       Choice& c = job->choices[i];
       while (!c.done) {
         if (stopping) return send_error(res, error(503, "the server is shutting down", "server_error"));
+        // Nobody would read the answer: free the KV blocks and the slot now, not at max_tokens.
+        // Checked by time, since tokens may arrive without a pause.
+        if (Clock::now() - job->last_write > 200ms) {
+          job->last_write = Clock::now();
+          if (current_client_gone()) {
+            ++disconnects;
+            for (auto& other : job->choices)
+              if (!other.done && engine.abort(other.stream->id())) other.done = true;
+            return send_error(res, error(499, "the client closed the connection", "invalid_request_error"));
+          }
+        }
         auto ev = c.stream->next(200ms);
         if (!ev) continue;
         Piece p = absorb(*job, c, *ev);
@@ -348,7 +265,7 @@ void OpenAIServer::Impl::respond(std::shared_ptr<Job> job, httplib::Response& re
       return sink.write(s.data(), s.size());
     };
     auto data = [&](const json& j) { return send("data: " + j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n"); };
-    if (stopping) return false;
+    if (stopping || current_client_gone()) return false;
     const auto wait = job->choices.size() == 1 ? 100ms : 10ms;
     bool all_done = true;
     for (auto& c : job->choices) {
@@ -425,6 +342,13 @@ void OpenAIServer::Impl::completions(const httplib::Request& req, httplib::Respo
   job->logprobs = r.logprobs;
   std::vector<std::vector<int32_t>> prompts;
   std::vector<std::string> echo;
+  for (size_t i = 0; i < r.prompts.size(); ++i) {
+    if (!r.prompts[i].is_text) continue;
+    if (auto e = prompt_too_long(r.prompts[i].text.size(), "prompt")) {
+      if (r.prompts.size() > 1) e->message = fmt::format("prompt {}: {}", i, e->message);
+      return send_error(res, *e);
+    }
+  }
   for (auto& p : r.prompts) {
     if (p.is_text) {
       prompts.push_back(tok.encode(p.text, /*add_special_tokens=*/true));
@@ -451,6 +375,14 @@ void OpenAIServer::Impl::completions(const httplib::Request& req, httplib::Respo
   respond(job, res);
 }
 
+std::string OpenAIServer::Impl::render_chat_prompt(const json& messages, bool add_generation_prompt) const {
+  const std::string& tmpl = tok.chat_template();
+  if (tmpl.empty()) return default_chat_prompt(messages);
+  auto piece = [&](int32_t id) { return id >= 0 ? tok.id_to_piece(id) : std::string(); };
+  auto eos = tok.eos_ids();
+  return render_chat(tmpl, messages, add_generation_prompt, piece(tok.bos_id()), eos.empty() ? std::string() : piece(eos.front()));
+}
+
 void OpenAIServer::Impl::chat(const httplib::Request& req, httplib::Response& res) {
   auto parsed = parse_chat_request(req.body);
   if (!parsed.ok()) return send_error(res, parsed.error);
@@ -458,16 +390,10 @@ void OpenAIServer::Impl::chat(const httplib::Request& req, httplib::Response& re
   if (auto e = check_model(r.model)) return send_error(res, *e);
   std::vector<int32_t> ids;
   try {
-    const std::string& tmpl = tok.chat_template();
-    if (tmpl.empty()) {
-      ids = tok.encode(default_chat_prompt(r.messages), /*add_special_tokens=*/true);
-    } else {
-      auto piece = [&](int32_t id) { return id >= 0 ? tok.id_to_piece(id) : std::string(); };
-      auto eos = tok.eos_ids();
-      std::string prompt = render_chat(tmpl, r.messages, r.add_generation_prompt, piece(tok.bos_id()),
-                                       eos.empty() ? std::string() : piece(eos.front()));
-      ids = tok.encode(prompt, /*add_special_tokens=*/false);  // the template writes BOS itself
-    }
+    std::string prompt = render_chat_prompt(r.messages, r.add_generation_prompt);
+    if (auto e = prompt_too_long(prompt.size(), "messages")) return send_error(res, *e);
+    // A template writes BOS itself; the fallback prompt gets the tokenizer's usual special tokens.
+    ids = tok.encode(prompt, /*add_special_tokens=*/tok.chat_template().empty());
   } catch (const Error& e) {
     return send_error(res, error(400, e.what(), "invalid_request_error", "messages"));
   }
@@ -483,106 +409,6 @@ void OpenAIServer::Impl::chat(const httplib::Request& req, httplib::Response& re
   std::vector<std::vector<int32_t>> prompts{std::move(ids)};
   if (auto e = submit(*job, std::move(prompts), r, std::nullopt, false)) return send_error(res, *e);
   respond(job, res);
-}
-
-void OpenAIServer::Impl::admin_precision(const httplib::Request& req, httplib::Response& res) {
-  if (req.method == "POST") {
-    json j;
-    try {
-      j = json::parse(req.body);
-    } catch (const json::exception& e) {
-      return send_error(res, error(400, fmt::format("the request body is not valid JSON: {}", e.what()), "invalid_request_error"));
-    }
-    if (!j.is_object() || !j.contains("precision") || !j["precision"].is_string())
-      return send_error(res, error(400, "send {\"precision\": \"fp16\" | \"fp8\" | \"dynamic[:threshold=N[,hysteresis=H]]\"}",
-                                   "invalid_request_error", "precision"));
-    try {
-      engine.set_precision_policy(j["precision"].get<std::string>());
-    } catch (const Error& e) {
-      return send_error(res, error(400, e.what(), "invalid_request_error", "precision"));
-    }
-  }
-  send_json(res, 200, {{"precision", engine.precision_policy()}});
-}
-
-void OpenAIServer::Impl::routes() {
-  http.new_task_queue = [n = opts.http_threads] { return new httplib::ThreadPool(static_cast<size_t>(std::max(2, n))); };
-  http.set_payload_max_length(opts.max_body_bytes);
-  http.set_read_timeout(30, 0);
-  http.set_write_timeout(30, 0);
-  http.set_tcp_nodelay(true);
-  http.set_keep_alive_max_count(1000);
-
-  http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-    if (stopping) {
-      send_error(res, error(503, "the server is shutting down", "server_error"));
-      return httplib::Server::HandlerResponse::Handled;
-    }
-    const bool guarded = req.path.rfind("/v1/", 0) == 0 || req.path.rfind("/admin/", 0) == 0;
-    if (!opts.api_key.empty() && guarded) {
-      const std::string auth = req.get_header_value("Authorization");
-      const std::string prefix = "Bearer ";
-      bool ok = auth.rfind(prefix, 0) == 0 && same_secret(std::string_view(auth).substr(prefix.size()), opts.api_key);
-      if (!ok) {
-        send_error(res, error(401,
-                              auth.empty() ? "missing API key: send the header 'Authorization: Bearer <key>'"
-                                           : "invalid API key",
-                              "invalid_request_error", "", "invalid_api_key"));
-        return httplib::Server::HandlerResponse::Handled;
-      }
-    }
-    return httplib::Server::HandlerResponse::Unhandled;
-  });
-  http.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
-    if (!res.body.empty() || res.is_chunked_content_provider_) return httplib::Server::HandlerResponse::Unhandled;
-    std::string msg = res.status == 404   ? fmt::format("no route for {} {}", req.method, req.path)
-                      : res.status == 413 ? "the request body is too large"
-                                          : fmt::format("HTTP error {}", res.status);
-    send_json(res, res.status, error(res.status, msg, "invalid_request_error").to_json());
-    return httplib::Server::HandlerResponse::Handled;
-  }));
-  http.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
-    std::string what = "unknown error";
-    try {
-      std::rethrow_exception(ep);
-    } catch (const std::exception& e) {
-      what = e.what();
-    } catch (...) {
-    }
-    spdlog::error("request handler failed: {}", what);
-    send_error(res, error(500, "internal error: " + what, "server_error"));
-  });
-  http.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
-    std::lock_guard lk(stats_mu);
-    ++responses[res.status];
-    spdlog::debug("{} {} -> {}", req.method, req.path, res.status);
-  });
-
-  http.Post("/v1/completions", [this](const httplib::Request& q, httplib::Response& r) { completions(q, r); });
-  http.Post("/v1/chat/completions", [this](const httplib::Request& q, httplib::Response& r) { chat(q, r); });
-  http.Get("/v1/models", [this](const httplib::Request&, httplib::Response& r) {
-    json m = {{"id", opts.model_name}, {"object", "model"}, {"created", started_at}, {"owned_by", "nestedfp"},
-              {"max_model_len", engine.max_model_len()}};
-    send_json(r, 200, {{"object", "list"}, {"data", {m}}});
-  });
-  http.Get("/health", [](const httplib::Request&, httplib::Response& r) { send_json(r, 200, {{"status", "ok"}}); });
-  http.Get("/metrics", [this](const httplib::Request&, httplib::Response& r) {
-    std::string text = engine.metrics_text();
-    text += "# HELP nestedfp_http_responses_total HTTP responses, by status.\n# TYPE nestedfp_http_responses_total counter\n";
-    {
-      std::lock_guard lk(stats_mu);
-      for (auto& [code, n] : responses) text += fmt::format("nestedfp_http_responses_total{{code=\"{}\"}} {}\n", code, n);
-    }
-    text += fmt::format("# HELP nestedfp_client_disconnects_total Streaming requests aborted because the client went away.\n"
-                        "# TYPE nestedfp_client_disconnects_total counter\nnestedfp_client_disconnects_total {}\n",
-                        disconnects.load());
-    text += fmt::format("# HELP nestedfp_requests_rejected_total Requests refused with 429 (queue full).\n"
-                        "# TYPE nestedfp_requests_rejected_total counter\nnestedfp_requests_rejected_total {}\n",
-                        rejected_queue_full.load());
-    r.set_content(text, "text/plain; version=0.0.4");
-  });
-  http.Get("/admin/precision", [this](const httplib::Request& q, httplib::Response& r) { admin_precision(q, r); });
-  http.Post("/admin/precision", [this](const httplib::Request& q, httplib::Response& r) { admin_precision(q, r); });
 }
 
 OpenAIServer::OpenAIServer(Engine& engine, Tokenizer tokenizer, ServerOptions options)
@@ -624,6 +450,7 @@ void OpenAIServer::stop() {
   }
   impl_->http.stop();
   if (impl_->thread.joinable()) impl_->thread.join();
+  impl_->front->shutdown_front();
 }
 
 int OpenAIServer::port() const { return impl_->bound_port; }

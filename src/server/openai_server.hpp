@@ -2,16 +2,25 @@
 // OpenAI-compatible HTTP server over the engine (cpp-httplib).
 //
 // Endpoints: POST /v1/completions, POST /v1/chat/completions, GET /v1/models, GET /health,
-// GET /metrics (Prometheus text), GET|POST /admin/precision ({"precision": "fp8"} etc.).
-// Auth: with an API key, /v1/* and /admin/* need "Authorization: Bearer KEY" (else 401);
-// /health and /metrics stay open for probes and scrapers.
-// Status codes: 400 for anything the client must fix (the message says what), 401 bad or missing
-// key, 404 unknown route or model name, 413 body over the size limit, 429 when the engine's
-// waiting queue is full (retry later; Retry-After: 1), 500 when the model step fails, 503 while
-// shutting down. A streaming client that disconnects has its requests aborted (KV blocks freed);
-// a non-streaming request runs to completion even if its client goes away (bounded by max_tokens).
+// GET /metrics (Prometheus text), GET /version, POST /tokenize, POST /detokenize,
+// GET|POST /admin/precision ({"precision": "fp8"} etc.).
+// Auth: with an API key, /v1/*, /tokenize and /detokenize need "Authorization: Bearer KEY" (else
+// 401); /health, /metrics and /version stay open for probes and scrapers.
+// Admin rule: /admin/* takes the --admin-key when one is set, else the --api-key; a server with
+// neither answers /admin/* only to loopback clients (others get 403).
+// Status codes: 400 for anything the client must fix (the message says what, including every
+// field the server does not honour), 401 bad or missing key, 403 admin from a remote client
+// without a key, 404 unknown route or model name, 405 known route with another method (with
+// Allow), 408 request head or body too slow, 411 chunked request body, 413 body over the size
+// limit (decided from Content-Length, before reading the body), 429 when the engine's waiting
+// queue is full (retry later; Retry-After: 1), 431 head too large, 500 when the model step fails,
+// 503 while shutting down or when every connection is busy.
+// A client that goes away has its requests aborted (KV blocks freed), streaming or not.
+// Connections, timeouts and limits: http_front.hpp. Request JSON deeper than kMaxJsonDepth is
+// refused when parsed; a text prompt too long to fit the context is refused before tokenizing.
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "nestedfp/engine.hpp"
 #include "nestedfp/tokenizer.hpp"
@@ -23,9 +32,16 @@ struct ServerOptions {
   int port = 8000;                 // 0: any free port (see port())
   std::string model_name;          // the id in /v1/models; requests naming another model get 404
   std::string api_key;             // empty: no auth
+  std::string admin_key;           // empty: /admin/* takes api_key, or loopback only without one
   int http_threads = 64;           // concurrent HTTP requests (a streaming request holds one)
+  int max_connections = 512;       // open connections (idle and slow ones are evicted first)
+  double header_timeout_s = 10;    // a request head must arrive within this of its first byte
+  double body_timeout_s = 30;      // and its body within this after the head
   size_t max_body_bytes = 16u << 20;
 };
+
+// 127.0.0.0/8, ::1 and IPv4-mapped 127.x (the admin rule without a key).
+bool is_loopback_address(std::string_view ip);
 
 class OpenAIServer {
  public:

@@ -196,7 +196,7 @@ TEST_F(Serve, ErrorsAreOpenAIStyleWithTheRightStatus) {
   auto ctx = c.post("/v1/completions", too_long);
   EXPECT_NE(ctx.j["error"]["message"].get<std::string>().find("maximum context length is 1024"), std::string::npos);
   EXPECT_EQ(ctx.j["error"]["code"], "context_length_exceeded");
-  EXPECT_EQ(c.get("/v1/completions").status, 404);  // wrong method
+  EXPECT_EQ(c.get("/v1/completions").status, 405);  // wrong method
   // The server is still fine.
   EXPECT_EQ(c.post("/v1/completions", json{{"prompt", "x"}, {"max_tokens", 2}}).status, 200);
   EXPECT_TRUE(idle_and_free());
