@@ -5,7 +5,8 @@
 # every log under $OUT (default: build/gpu-check) and prints the benchmark table last.
 #   BENCH_ARGS="--shapes 4096x4096 --m 1,128"  extra arguments for the benchmark
 #   GTEST_ARGS="--gtest_filter=Split*"         extra arguments for test_gpu
-#   SKIP_BENCH=1 / SKIP_TESTS=1                 skip a stage
+#   SKIP_BENCH=1 / SKIP_TESTS=1                 skip the kernel benchmark / all tests
+#   SKIP_ENGINE_BENCH=1, ENGINE_BENCH_ARGS="..."  skip or shape `bench engine` (Llama-3.1-8B, dummy)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-build/gpu-check}
@@ -53,6 +54,10 @@ have_tests=1; have_bench=1
 if ! cmake --build build/cuda -j "$jobs" --target test_gpu >> "$OUT/build.log" 2>&1; then
   grep -E "error|FAILED" "$OUT/build.log" | head -30; note "test_gpu failed to build (log: build.log)"; have_tests=0; status=1
 fi
+have_engine_tests=1
+if ! cmake --build build/cuda -j "$jobs" --target test_gpu_engine >> "$OUT/build.log" 2>&1; then
+  grep -E "error|FAILED" "$OUT/build.log" | head -30; note "test_gpu_engine failed to build (log: build.log)"; have_engine_tests=0; status=1
+fi
 if ! cmake --build build/cuda -j "$jobs" --target nestedfp >> "$OUT/build.log" 2>&1; then
   grep -E "error|FAILED" "$OUT/build.log" | head -30; note "nestedfp failed to build (log: build.log)"; have_bench=0; status=1
 fi
@@ -67,6 +72,39 @@ if [ -z "${SKIP_TESTS:-}" ] && [ $have_tests = 1 ]; then
   grep -E "^\[  (PASSED|FAILED) |^\[==========\]|FAILED" "$OUT/test_gpu.log" | tail -20
   note "test_gpu exit $rc in $(( $(date +%s) - t0 )) s"
   [ $rc -eq 0 ] || status=1
+fi
+
+# ---- the engine on the GPU: pystd-16m against the cpu backend, then HTTP + bench serve ---------
+# The device has no ../shared: the eval text and the trace travel in .carry (pack-device.sh).
+export NESTEDFP_PYSTD_TEXT=${NESTEDFP_PYSTD_TEXT:-$PWD/.carry/pystd_public.txt.gz}
+if [ -z "${SKIP_TESTS:-}" ] && [ $have_engine_tests = 1 ]; then
+  t0=$(date +%s)
+  build/cuda/test_gpu_engine --gtest_color=no > "$OUT/test_gpu_engine.log" 2>&1
+  rc=$?
+  grep -E "^\[  (PASSED|FAILED) |^\[==========\]|FAILED|perplexity" "$OUT/test_gpu_engine.log" | tail -20
+  note "test_gpu_engine exit $rc in $(( $(date +%s) - t0 )) s"
+  [ $rc -eq 0 ] || status=1
+fi
+if [ -z "${SKIP_TESTS:-}" ] && [ $have_bench = 1 ]; then
+  t0=$(date +%s)
+  # The openai client is not installed there; curl and `bench serve` exercise the same server.
+  SERVE_E2E_NO_OPENAI=1 SERVE_E2E_ARGS="--device cuda" NESTEDFP_TRACE=$PWD/.carry/azure_llm_2023_conv.csv \
+    bash tests/e2e/serve_e2e.sh build/cuda/nestedfp > "$OUT/serve_e2e_cuda.log" 2>&1
+  rc=$?
+  tail -5 "$OUT/serve_e2e_cuda.log"
+  note "serve e2e on cuda exit $rc in $(( $(date +%s) - t0 )) s"
+  [ $rc -eq 0 ] || status=1
+fi
+# Decode step times of Llama-3.1-8B with dummy weights: plain FP16, NestedFP16, NestedFP8.
+if [ -z "${SKIP_ENGINE_BENCH:-}" ] && [ $have_bench = 1 ]; then
+  t0=$(date +%s)
+  # shellcheck disable=SC2086
+  build/cuda/nestedfp bench engine bench/configs/llama-3.1-8b --device cuda --out "$OUT" \
+    ${ENGINE_BENCH_ARGS:---batch 1,64 --context 1024} > "$OUT/bench-engine-stdout.txt" 2> "$OUT/bench-engine.log"
+  rc=$?
+  note "bench engine exit $rc in $(( $(date +%s) - t0 )) s"
+  [ $rc -eq 0 ] || { tail -20 "$OUT/bench-engine.log"; status=1; }
+  cat "$OUT/bench-engine-stdout.txt"
 fi
 
 # ---- benchmark ---------------------------------------------------------------------------------

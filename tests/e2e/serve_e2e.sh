@@ -6,13 +6,16 @@ set -euo pipefail
 bin=$(realpath "$1")
 root=$(cd "$(dirname "$0")/../.." && pwd)
 py=$root/.deps/venv/bin/python3
-trace=$root/../shared/data/traces/azure_llm_2023_conv.csv
-[ -x "$py" ] || { echo "serve_e2e: $py missing: run scripts/setup.sh" >&2; exit 1; }
+# NESTEDFP_TRACE: the trace elsewhere; SERVE_E2E_NO_OPENAI=1: curl instead of the openai client
+# (a GPU machine without the venv); SERVE_E2E_ARGS: more `serve` options (e.g. --device cuda).
+trace=${NESTEDFP_TRACE:-$root/../shared/data/traces/azure_llm_2023_conv.csv}
+if [ -n "${SERVE_E2E_NO_OPENAI:-}" ]; then py=python3; fi
+[ -x "$py" ] || command -v "$py" >/dev/null || { echo "serve_e2e: $py missing: run scripts/setup.sh" >&2; exit 1; }
 [ -f "$trace" ] || { echo "serve_e2e: $trace missing (../shared beside the checkout)" >&2; exit 1; }
 work=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$bin" serve "$root/models/pystd-16m" --port "$port" --precision dynamic:threshold=64 \
-  --max-num-batched-tokens 256 >"$work/server.log" 2>&1 &
+  --max-num-batched-tokens 256 ${SERVE_E2E_ARGS:-} >"$work/server.log" 2>&1 &
 pid=$!
 cleanup() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
@@ -22,7 +25,15 @@ for _ in $(seq 1 300); do
   sleep 0.1
 done
 
-"$py" "$root/tests/e2e/openai_client_check.py" "http://127.0.0.1:$port"
+if [ -z "${SERVE_E2E_NO_OPENAI:-}" ]; then
+  "$py" "$root/tests/e2e/openai_client_check.py" "http://127.0.0.1:$port"
+else
+  out=$(curl -sf "http://127.0.0.1:$port/v1/completions" -H 'Content-Type: application/json' \
+    -d '{"model": "pystd-16m", "prompt": "def add(a, b):", "max_tokens": 16, "temperature": 0}')
+  echo "$out" | grep -q '"text"' || { echo "serve_e2e: no completion: $out" >&2; exit 1; }
+  echo "serve_e2e: completion: $out"
+  grep -i "backend\|cuda" "$work/server.log" | head -3 || true
+fi
 
 "$bin" bench serve --url "http://127.0.0.1:$port" --mode trace --trace "$trace" --duration 30 \
   --time-scale 4 --num-requests 24 --middle-ratio 0.8 --max-input-len 256 --max-output-len 24 \
