@@ -53,7 +53,7 @@ class CudaLinear final : public LinearWeight {
   BufferPtr upper, lower, k, fp16, bias;
   cuda::NestedWeight nested() const {
     return {dptr<const uint8_t>(*upper, 0, "upper"), dptr<const uint8_t>(*lower, 0, "lower"),
-            k ? dptr<const int8_t>(*k, 0, "k") : nullptr, int(out_features), int(in_features)};
+            dptr<const int8_t>(*k, 0, "k"), int(out_features), int(in_features)};
   }
 };
 
@@ -261,7 +261,10 @@ std::unique_ptr<LinearWeight> CudaBackend::create_linear(const LinearSpec& s) {
     w->upper = alloc(size_t(n)), w->lower = alloc(size_t(n));
     upload(*w->upper, t.upper.data(), size_t(n));
     upload(*w->lower, t.lower.data(), size_t(n));
-    if (!t.k.empty()) w->k = alloc(size_t(N)), upload(*w->k, t.k.data(), size_t(N));
+    // The FP8 GEMM's epilogue always reads k (all zero for --nested-scale none).
+    w->k = alloc(size_t(N));
+    if (!t.k.empty()) upload(*w->k, t.k.data(), size_t(N));
+    else NFP_CUDA_CHECK(cudaMemsetAsync(dptr<void>(*w->k, size_t(N), "k"), 0, size_t(N), stream_));
     w->format = WeightFormat::Nested;
   } else if (s.fp16 || ((s.raw16 || s.random) && s.storage == RawStorage::Plain)) {
     w->fp16 = alloc(size_t(n) * 2);
@@ -276,11 +279,9 @@ std::unique_ptr<LinearWeight> CudaBackend::create_linear(const LinearSpec& s) {
     if (K % 16 || N % 8) {
       spdlog::warn("cuda backend: a {}x{} weight does not meet the nested GEMMs' alignment (K % 16, N % 8); kept FP16", N, K);
     } else {
-      w->upper = alloc(size_t(n)), w->lower = alloc(size_t(n));
-      if (s.channel_scale) w->k = alloc(size_t(N));
-      int8_t* kd = w->k ? dptr<int8_t>(*w->k, size_t(N), "k") : nullptr;
-      BufferPtr k_tmp;
-      if (!kd) k_tmp = alloc(size_t(N)), kd = dptr<int8_t>(*k_tmp, size_t(N), "k");
+      // k is kept even without channel scales (all zero): the FP8 GEMM's epilogue reads it.
+      w->upper = alloc(size_t(n)), w->lower = alloc(size_t(n)), w->k = alloc(size_t(N));
+      int8_t* kd = dptr<int8_t>(*w->k, size_t(N), "k");
       const cuda::SplitStatus st = cuda::split_weight(h16(*staging_, n, "staging"), int(N), int(K), s.channel_scale,
                                                       dptr<uint8_t>(*w->upper, size_t(n), "upper"),
                                                       dptr<uint8_t>(*w->lower, size_t(n), "lower"), kd, stream_);
