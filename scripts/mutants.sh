@@ -99,7 +99,12 @@ PY
 
 export CMAKE_CXX_COMPILER_LAUNCHER=${CMAKE_CXX_COMPILER_LAUNCHER:-ccache}
 export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$(dirname "$REPO")}
-cmake -S "$TREE" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DNESTEDFP_CUDA=OFF >"$SCRATCH/configure.log" 2>&1 ||
+# The tests get the compile definitions of the checkout's own cpu build (they read models/ and
+# ../shared there and write their few scratch files under build/cpu), so every test object comes
+# from ccache instead of a second compile of all suites. Do not run the same suites there meanwhile.
+mkdir -p "$REPO/build/cpu"
+cmake -S "$TREE" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DNESTEDFP_CUDA=OFF \
+  -DNESTEDFP_TEST_SOURCE_DIR="$REPO" -DNESTEDFP_TEST_BINARY_DIR="$REPO/build/cpu" >"$SCRATCH/configure.log" 2>&1 ||
   die "configure failed: $SCRATCH/configure.log"
 
 selected=()
