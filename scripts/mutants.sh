@@ -111,16 +111,13 @@ selected=()
 for i in "${!names[@]}"; do
   if (( ${#only[@]} == 0 )) || printf '%s\n' "${only[@]}" | grep -qxF -- "${names[$i]}"; then selected+=("$i"); fi
 done
-# Targets: every test binary the selected mutants name (ctest labels need everything).
-targets=()
-for i in "${selected[@]}"; do
-  for t in ${tests[$i]}; do
-    if [[ $t == ctest:* ]]; then targets+=(all); else targets+=("${t%%:*}"); fi
-  done
-done
-mapfile -t targets < <(printf '%s\n' "${targets[@]}" | sort -u)
-
-build() { cmake --build "$BUILD" -j "$JOBS" --target "${targets[@]}" >"$1" 2>&1; }
+# build LOG TARGET...
+build() { local log=$1; shift; cmake --build "$BUILD" -j "$JOBS" --target "$@" >"$log" 2>&1; }
+# The build targets of a list of test specs.
+targets_of() {
+  local t
+  for t in "$@"; do if [[ $t == ctest:* ]]; then echo all; else echo "${t%%:*}"; fi; done | sort -u
+}
 # run_tests SPEC... -> 0 when every suite passes
 run_tests() {
   local t bin filter
@@ -134,11 +131,12 @@ run_tests() {
   done
 }
 
-echo "mutants: baseline build of ${targets[*]} in $BUILD"
-build "$SCRATCH/baseline-build.log" || die "baseline build failed: $SCRATCH/baseline-build.log"
 all_specs=()
 for i in "${selected[@]}"; do all_specs+=(${tests[$i]}); done
 mapfile -t all_specs < <(printf '%s\n' "${all_specs[@]}" | sort -u)
+mapfile -t targets < <(targets_of "${all_specs[@]}")
+echo "mutants: baseline build of ${targets[*]} in $BUILD"
+build "$SCRATCH/baseline-build.log" "${targets[@]}" || die "baseline build failed: $SCRATCH/baseline-build.log"
 LOG=$SCRATCH/baseline-tests.log; : >"$LOG"
 run_tests "${all_specs[@]}" || die "the unmutated tree fails its tests ($LOG): fix them first"
 echo "mutants: baseline passes (${all_specs[*]})"
@@ -152,7 +150,8 @@ for i in "${selected[@]}"; do
   cp -p "$f" "$SCRATCH/original"
   t0=$(date +%s)
   apply "$f" "${origs[$i]}" "${repls[$i]}" || die "snippet not found in the scratch copy: mutant $n is stale"
-  if ! build "$LOG"; then
+  mapfile -t mt < <(targets_of ${tests[$i]})
+  if ! build "$LOG" "${mt[@]}"; then
     result=no-build; broken=$((broken + 1))  # a mutant must compile: fix its replacement
   elif run_tests ${tests[$i]}; then
     result=SURVIVED; survived=$((survived + 1))
@@ -164,7 +163,6 @@ for i in "${selected[@]}"; do
   printf '%-36s %-9s %6d\n' "$n" "$result" "$secs"
   rows+=("| $n | \`${files[$i]}\` | $result | $secs | \`${tests[$i]}\` |")
 done
-build "$SCRATCH/restore-build.log" || true
 total=$(( $(date +%s) - t_start ))
 echo "mutants: ${#selected[@]} run, $survived survived, $broken did not build, ${total}s"
 
