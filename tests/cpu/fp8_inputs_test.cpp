@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <map>
 #include <string>
 
@@ -144,6 +145,8 @@ TEST(Fp8Inputs, WeightsOnlyModeFeedsFp16AndMovesLogitsLess) {
     return std::sqrt(s / double(x.size()));
   };
   const double full_err = rms(l8, l16), wo_err = rms(lw, l16), between = rms(l8, lw);
+  std::printf("  RMS logit change vs FP16: full FP8 %.4g, weights-only %.4g; full vs weights-only %.4g\n",
+              full_err, wo_err, between);
   // Quantizing activations adds an error of the same kind as the weights' (3 mantissa bits), so
   // full FP8 is further from FP16 than weights-only, and the two differ by more than float noise.
   EXPECT_GT(wo_err, 0) << "weights-only FP8 equals FP16";
