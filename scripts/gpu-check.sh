@@ -2,7 +2,8 @@
 # The one GPU command (DESIGN §2, issue 5): on a Hopper machine, from the repository root, with
 # .carry/ made by scripts/pack-device.sh beside it. Unpacks the carried headers and sysroot, builds
 # the `cuda` preset, runs tests/gpu and `nestedfp bench kernels`, writes every log under $OUT
-# (default: build/gpu-check) and prints the benchmark table last.
+# (default: build/gpu-check) and prints the benchmark table, then the test summary (GPU, commit, each
+# test passed/failed), which it also appends to the results .md/.json with the test log beside them.
 #   BENCH_ARGS="--shapes 4096x4096 --m 1,128"  extra arguments for the benchmark
 #   GTEST_ARGS="--gtest_filter=Split*"         extra arguments for test_gpu
 #   SKIP_BENCH=1 / SKIP_TESTS=1                 skip a stage

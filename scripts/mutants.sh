@@ -76,18 +76,38 @@ echo "mutants: ${#names[@]} in the list, every snippet matches once"
 [[ $mode == check ]] && exit 0
 
 # ---- the scratch tree: this working tree's tracked and unignored files ------------------------
-# tar keeps modification times, so unchanged files do not rebuild; files gone from the working
-# tree are removed so CMake's globs see the same sources.
+# Only files whose content differs are copied, with a new modification time, so unchanged ones do
+# not rebuild. Never set a time back: a file restored after a mutant (or left mutated by an
+# interrupted run) must look newer than the objects built from the mutant. Files gone from the
+# working tree are removed so that CMake's globs see the same sources.
 t_start=$(date +%s)
 mkdir -p "$TREE"
-ln -sfn "$REPO/../shared" "$SCRATCH/shared"  # the tests read <source>/../shared
+ln -sfn "$REPO/../shared" "$SCRATCH/shared"  # serve_e2e.sh reads <source>/../shared
 ln -sfn "$REPO/.deps" "$TREE/.deps"
 (cd "$REPO" && git ls-files -z -co --exclude-standard) >"$SCRATCH/files"
-(cd "$REPO" && tar --null -T "$SCRATCH/files" -cf -) | (cd "$TREE" && tar -xf -)
-python3 - "$TREE" "$SCRATCH/files" <<'PY'
-import os, sys
-tree, lst = sys.argv[1], sys.argv[2]
+python3 - "$REPO" "$TREE" "$SCRATCH/files" <<'PY'
+import os, shutil, sys
+repo, tree, lst = sys.argv[1:4]
 keep = set(open(lst, "rb").read().decode().split("\0")) - {""}
+for rel in keep:
+    src, dst = os.path.join(repo, rel), os.path.join(tree, rel)
+    if not os.path.lexists(src):
+        continue  # deleted but not yet staged
+    if os.path.islink(src):
+        if not os.path.islink(dst) or os.readlink(dst) != os.readlink(src):
+            if os.path.lexists(dst): os.remove(dst)
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            os.symlink(os.readlink(src), dst)
+        continue
+    with open(src, "rb") as f: data = f.read()
+    if os.path.isfile(dst) and not os.path.islink(dst):
+        with open(dst, "rb") as f:
+            if f.read() == data: continue
+    elif os.path.lexists(dst):
+        os.remove(dst)
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    with open(dst, "wb") as f: f.write(data)
+    shutil.copymode(src, dst)
 for root, dirs, fs in os.walk(tree):
     rel = os.path.relpath(root, tree)
     if rel == "build" or rel.startswith("build" + os.sep) or rel.startswith(".deps"):
@@ -160,7 +180,7 @@ for i in "${selected[@]}"; do
   else
     result=killed
   fi
-  cp "$SCRATCH/original" "$f"  # new mtime: the next build restores the object (ccache hit)
+  cp "$SCRATCH/original" "$f"  # a new mtime: the next build restores the object (ccache hit)
   secs=$(( $(date +%s) - t0 ))
   printf '%-36s %-9s %6d\n' "$n" "$result" "$secs"
   rows+=("| $n | \`${files[$i]}\` | $result | $secs | \`${tests[$i]}\` |")
