@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The one GPU command (docs/DESIGN.md §2, CONTRIBUTING.md "GPU workflow"): on a Hopper machine, from
 # the repository root, with .carry/ made by scripts/pack-device.sh beside it. Unpacks the carried
-# headers and sysroot, builds the `cuda` preset, runs tests/gpu and `nestedfp bench kernels`, writes
-# every log under $OUT (default: build/gpu-check) and prints the benchmark table last.
+# headers and sysroot, builds the `cuda` preset, runs tests/gpu, the engine on the GPU
+# (test_gpu_engine, serve e2e on cuda, `bench engine`) and `nestedfp bench kernels`, writes every
+# log under $OUT (default: build/gpu-check) and prints the benchmark table, then the test summary
+# (GPU, commit, each test passed/failed), which it also appends to the results .md/.json with the
+# test log beside them.
 #   BENCH_ARGS="--shapes 4096x4096 --m 1,128"  extra arguments for the benchmark
 #   GTEST_ARGS="--gtest_filter=Split*"         extra arguments for test_gpu
 #   SKIP_BENCH=1 / SKIP_TESTS=1                 skip the kernel benchmark / all tests
@@ -65,6 +68,12 @@ grep -E "C7510|warning.*wgmma" "$OUT/build.log" | head -5
 note "built in $(( $(date +%s) - t0 )) s"
 
 # ---- tests -------------------------------------------------------------------------------------
+# test-summary.md says which tests passed on which GPU at which commit; it is appended to the
+# benchmark's results .md (and put in its .json) so that a results file always carries it.
+commit=${NESTEDFP_GIT_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
+gpu=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)
+tests_state="not run (SKIP_TESTS set)"
+[ $have_tests = 1 ] || tests_state="not run: test_gpu failed to build (build.log)"
 if [ -z "${SKIP_TESTS:-}" ] && [ $have_tests = 1 ]; then
   t0=$(date +%s)
   build/cuda/test_gpu --gtest_color=no ${GTEST_ARGS:-} > "$OUT/test_gpu.log" 2>&1
@@ -72,7 +81,25 @@ if [ -z "${SKIP_TESTS:-}" ] && [ $have_tests = 1 ]; then
   grep -E "^\[  (PASSED|FAILED) |^\[==========\]|FAILED" "$OUT/test_gpu.log" | tail -20
   note "test_gpu exit $rc in $(( $(date +%s) - t0 )) s"
   [ $rc -eq 0 ] || status=1
+  tests_state="exit $rc"
 fi
+{
+  echo "## GPU tests (\`build/cuda/test_gpu ${GTEST_ARGS:-}\`)"
+  echo
+  echo "- GPU: ${gpu:-unknown}; commit: $commit; date: $(date -u +%Y-%m-%d)"
+  if [ -f "$OUT/test_gpu.log" ] && [ "${tests_state#exit}" != "$tests_state" ]; then
+    # One row per finished test: "[       OK ] A.B (12 ms)", "[  FAILED  ] A.B (3 ms)", "[  SKIPPED ] ...".
+    awk '/^\[ +(OK|FAILED|SKIPPED) +\] / && / ms\)$/ {
+           r = $2; name = $4; sub(/,$/, "", name); ms = $(NF - 1); sub(/^\(/, "", ms)
+           n[r]++; rows = rows sprintf("| %s | %s | %s |\n", name, r == "OK" ? "passed" : tolower(r), ms) }
+         END { printf "- result: %d passed, %d failed, %d skipped\n\n| test | result | ms |\n|---|---|---|\n%s",
+                      n["OK"], n["FAILED"], n["SKIPPED"], rows }' "$OUT/test_gpu.log"
+    echo
+    echo "test_gpu $tests_state; the full log is committed beside this file (*-tests.log)."
+  else
+    echo "- tests $tests_state"
+  fi
+} > "$OUT/test-summary.md"
 
 # ---- the engine on the GPU: pystd-16m against the cpu backend, then HTTP + bench serve ---------
 # The device has no ../shared: the eval text and the trace travel in .carry (pack-device.sh).
@@ -117,4 +144,25 @@ if [ -z "${SKIP_BENCH:-}" ] && [ $have_bench = 1 ]; then
   [ $rc -eq 0 ] || { tail -20 "$OUT/bench.log"; status=1; }
   cat "$OUT/bench-stdout.txt"
 fi
+
+# ---- test summary into the results -------------------------------------------------------------
+for md in "$OUT"/*-kernels.md; do
+  [ -f "$md" ] || continue
+  stem=${md%.md}
+  { echo; cat "$OUT/test-summary.md"; } >> "$md"
+  [ -f "$OUT/test_gpu.log" ] && cp "$OUT/test_gpu.log" "$stem-tests.log"
+  if [ -f "$stem.json" ] && command -v python3 >/dev/null; then
+    python3 - "$stem.json" "$OUT/test-summary.md" <<'PY' || note "could not add the test summary to $stem.json"
+import json, sys
+path, summary = sys.argv[1], open(sys.argv[2]).read()
+j = json.load(open(path))
+j["tests"] = {"summary_md": summary,
+              "results": [dict(zip(("test", "result", "ms"), [c.strip() for c in l.strip("|\n").split("|")]))
+                          for l in summary.splitlines() if l.startswith("| ") and not l.startswith("| test ")]}
+json.dump(j, open(path, "w"), indent=1)
+PY
+  fi
+  note "test summary added to ${md#$OUT/}"
+done
+cat "$OUT/test-summary.md"
 exit $status

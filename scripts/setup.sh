@@ -11,7 +11,7 @@ FLASHINFER_WHEEL_VERSION=0.7.2.post1 # flashinfer-python: header-only paged atte
 APT_PACKAGES=(build-essential cmake ninja-build pkg-config git python3 python3-pip python3-venv unzip
   clang libclang-rt-14-dev
   libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libcpp-httplib-dev libpcre2-dev zlib1g-dev
-  libgtest-dev libgmock-dev libbenchmark-dev curl)
+  libgtest-dev libgmock-dev libbenchmark-dev curl ccache)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

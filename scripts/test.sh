@@ -8,12 +8,35 @@ FUZZ_SECONDS=${FUZZ_SECONDS:-60}
 t0=$(date +%s)
 step() { echo; echo "==> $* (+$(( $(date +%s) - t0 ))s)"; }
 
+# ccache (scripts/setup.sh) lets the mutation check below reuse this build's objects. The base dir
+# makes its cache keys independent of where the checkout (and the mutants' scratch copy) lives.
+if command -v ccache >/dev/null; then
+  export CMAKE_CXX_COMPILER_LAUNCHER=${CMAKE_CXX_COMPILER_LAUNCHER:-ccache}
+  export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$(dirname "$PWD")}
+fi
+
 step "build: cpu preset"
 cmake --preset cpu >/dev/null
 cmake --build --preset cpu -j "$JOBS"
 
 step "tests: ctest (cpu)"
 ctest --preset cpu -j "$JOBS"
+
+# Every source mutation of scripts/mutants.tsv must fail a test: ~5 minutes with ccache (report
+# in bench/results/mutants.md); CI must not spend more than 10 on it, so it stops there.
+step "mutants: scripts/mutants.sh"
+if command -v ccache >/dev/null; then
+  rc=0
+  MUTANTS_REPORT=build/mutants/report.md JOBS=$JOBS timeout 600 bash scripts/mutants.sh || rc=$?
+  if [ $rc = 124 ]; then
+    echo "mutants: took more than 10 minutes; CI must not run it this long: take it out of scripts/test.sh" \
+      "and run it by hand before resolving issues that touch the mutated parts (README)" >&2
+  fi
+  [ $rc = 0 ] || exit 1
+else
+  bash scripts/mutants.sh --check
+  echo "mutants: not run (no ccache: the scratch build would recompile everything); run scripts/setup.sh"
+fi
 
 step "soak: the server under AddressSanitizer + LeakSanitizer (${SOAK_SECONDS:-120}s)"
 cmake --preset asan >/dev/null

@@ -192,8 +192,11 @@ TEST(LayerErrors, SmallNonZeroAndChannelScalesMatchNone) {
   for (const auto& e : rep.linears)
     for (size_t m = 0; m < modes.size(); ++m) {
       EXPECT_TRUE(e.fp8[m]) << e.layer << "." << e.linear << " " << modes[m].name;
-      EXPECT_GT(e.rel_error[m], 1e-3) << e.layer << "." << e.linear << " " << modes[m].name;
-      EXPECT_LT(e.rel_error[m], 0.2) << e.layer << "." << e.linear << " " << modes[m].name;
+      // E4M3 keeps 3 mantissa bits: one rounding has an RMS relative error of about 2^-4/sqrt(3)
+      // times E[1/m^2]^(1/2) = 0.027 for log-uniform mantissas m, two roundings (weight and
+      // activation) about 0.037; sums of many products land a little below (0.010 ... 0.036).
+      EXPECT_GT(e.rel_error[m], 0.006) << e.layer << "." << e.linear << " " << modes[m].name;
+      EXPECT_LT(e.rel_error[m], 0.05) << e.layer << "." << e.linear << " " << modes[m].name;
     }
   // modes: nested-none, nested-channel, fp8-per-tensor, fp8-per-channel
   int differ = 0;
@@ -202,4 +205,86 @@ TEST(LayerErrors, SmallNonZeroAndChannelScalesMatchNone) {
   EXPECT_NEAR(rep.mean_rel_error[1], rep.mean_rel_error[0], 1e-4 * rep.mean_rel_error[0]);
   EXPECT_LT(rep.mean_rel_error[3], rep.mean_rel_error[2]) << "per-channel should beat per-tensor on average";
   EXPECT_GT(std::fabs(rep.mean_rel_error[2] - rep.mean_rel_error[0]), 1e-6) << "baseline equals nested";
+}
+
+namespace {
+
+double ref_dequant(uint8_t b) {
+  const int e = (b >> 3) & 0xF, m = b & 7;
+  const double v = e == 0 ? std::ldexp(double(m), -9) : std::ldexp(1.0 + m / 8.0, e - 7);
+  return (b & 0x80) ? -v : v;
+}
+
+// ‖Y8 − Y‖ / ‖Y‖ of one linear on captured fp16 inputs, in double with the independent E4M3 above:
+// activations per token (max-abs / 448); weights as NestedFP8 reads them (RNE of w·2^8 to E4M3,
+// times 2^-8) or per-channel max-abs FP8.
+double independent_rel_error(const std::vector<uint16_t>& x, int64_t M, const std::vector<uint16_t>& w,
+                             int64_t N, int64_t K, bool per_channel) {
+  std::vector<double> xd(size_t(M * K)), x8(size_t(M * K)), wd(size_t(N * K)), w8(size_t(N * K));
+  for (int64_t m = 0; m < M; ++m) {
+    double mx = 0;
+    for (int64_t k = 0; k < K; ++k) mx = std::max(mx, std::fabs(xd[m * K + k] = fp16_to_float(x[m * K + k])));
+    const float s = float(mx) / 448.f;
+    for (int64_t k = 0; k < K; ++k)
+      x8[m * K + k] = s == 0 ? 0.0 : ref_dequant(ref_encode(double(float(xd[m * K + k]) / s))) * s;
+  }
+  for (int64_t n = 0; n < N; ++n) {
+    double mx = 0;
+    for (int64_t k = 0; k < K; ++k) mx = std::max(mx, std::fabs(wd[n * K + k] = fp16_to_float(w[n * K + k])));
+    const float s = float(mx) / 448.f;
+    for (int64_t k = 0; k < K; ++k) {
+      const double v = wd[n * K + k];
+      w8[n * K + k] = per_channel ? (s == 0 ? 0.0 : ref_dequant(ref_encode(double(float(v) / s))) * s)
+                                  : ref_dequant(ref_encode(v * 256.0)) / 256.0;
+    }
+  }
+  double num = 0, den = 0;
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n) {
+      double y = 0, y8 = 0;
+      for (int64_t k = 0; k < K; ++k) y += xd[m * K + k] * wd[n * K + k], y8 += x8[m * K + k] * w8[n * K + k];
+      num += (y8 - y) * (y8 - y), den += y * y;
+    }
+  return std::sqrt(num / den);
+}
+
+}  // namespace
+
+// The report's numbers against an independent computation of two linears (first and last layer)
+// on the same captured inputs: a wrong quantization, scale or error formula in layer_errors (or in
+// the FP8 GEMM it runs) moves them by far more than the fp16 output rounding (~1e-4) allowed here.
+TEST(LayerErrors, MatchIndependentComputation) {
+  const auto w = engine::ModelWeights::load(kModel, format::ScaleMode::None);
+  const auto rep = engine::layer_errors(w, text_ids(), 1);
+  const int last = w.config.num_layers - 1;
+  engine::RunnerOptions o;
+  o.num_kv_blocks = 32;
+  engine::ModelRunner r(backend::make_cpu_backend(), w, o);
+  std::vector<uint16_t> xq, xd;
+  r.set_linear_tap([&](int layer, const char* name, const backend::Activation& a, int64_t M) {
+    std::vector<uint16_t>* dst = layer == 0 && std::string(name) == "q" ? &xq
+                                 : layer == last && std::string(name) == "down" ? &xd : nullptr;
+    if (!dst) return;
+    const int64_t K = dst == &xq ? w.config.hidden_size : w.config.intermediate_size;
+    dst->resize(size_t(M * K));
+    r.backend().download(dst->data(), *a.f16, dst->size() * 2);
+  });
+  engine::SingleSequence seq(r);
+  seq.feed(std::span(text_ids()).subspan(0, 512), Precision::FP16);
+  const struct {
+    const engine::HostLinear& l;
+    const std::vector<uint16_t>& x;
+    const engine::LinearError& e;
+  } cases[] = {{w.layers[0].q, xq, rep.linears[0]}, {w.layers[size_t(last)].down, xd, rep.linears.back()}};
+  for (const auto& c : cases) {
+    ASSERT_TRUE(c.l.nested) << c.l.name;
+    ASSERT_EQ(c.x.size(), size_t(512 * c.l.cols)) << c.l.name;
+    const auto w16 = format::unscale_merge_tensor(*c.l.nested);
+    const double none = independent_rel_error(c.x, 512, w16, c.l.rows, c.l.cols, false);
+    const double chan = independent_rel_error(c.x, 512, w16, c.l.rows, c.l.cols, true);
+    EXPECT_NEAR(c.e.rel_error[0], none, 0.01 * none) << c.l.name << " nested-none";
+    EXPECT_NEAR(c.e.rel_error[3], chan, 0.01 * chan) << c.l.name << " fp8-per-channel";
+  }
+  EXPECT_EQ(rep.linears[0].linear, "q");
+  EXPECT_EQ(rep.linears.back().linear, "down");
 }

@@ -6,6 +6,7 @@
 
 #include "backend/cpu/kernels.hpp"
 #include "backend/cpu/thread_pool.hpp"
+#include "format/reference.hpp"
 #include "nestedfp/format.hpp"
 #include "nestedfp/half.hpp"
 
@@ -14,16 +15,12 @@ using namespace nestedfp::cpu;
 
 namespace {
 
-// Nearest E4M3 by exhaustive search; ties to the even code; saturating at 448.
-uint8_t naive_e4m3(double x) {
-  const double a = std::min(std::fabs(x), 448.0);
-  int best = 0;
-  double bd = 1e300;
-  for (int c = 0; c < 0x7F; ++c) {
-    const double d = std::fabs(double(e4m3_values()[c]) - a);
-    if (d < bd || (d == bd && (c & 1) == 0)) bd = d, best = c;
-  }
-  return uint8_t(best | (std::signbit(x) ? 0x80 : 0));
+// Nearest E4M3 by exhaustive search over an independent table (tests/format/reference.hpp: built
+// from the bit layout by formula, not from the code under test); ties to the even code, saturating.
+uint8_t naive_e4m3(double x) { return test::ref_e4m3_encode(x); }
+double ref_decode(uint8_t b) {
+  if ((b & 0x7F) == 0x7F) return NAN;
+  return (b & 0x80 ? -1.0 : 1.0) * test::e4m3_magnitudes()[size_t(b & 0x7F)];
 }
 
 std::vector<uint16_t> random_fp16(size_t n, std::mt19937& g, float sd) {
@@ -40,11 +37,31 @@ struct IsaGuard {
 
 }  // namespace
 
-TEST(CpuE4m3, DecodeTableIsExact) {
+TEST(CpuE4m3, DecodeTableIsExactForAll256Codes) {
+  const auto& mag = test::e4m3_magnitudes();
+  for (int c = 0; c < 256; ++c) {
+    const float v = e4m3_values()[c];
+    if ((c & 0x7F) == 0x7F) {  // NaN codes decode to 0 in the GEMM table (never produced)
+      EXPECT_EQ(v, 0.f) << c;
+      continue;
+    }
+    EXPECT_EQ(double(v), (c & 0x80 ? -1.0 : 1.0) * mag[size_t(c & 0x7F)]) << "code " << c;
+    EXPECT_EQ(std::signbit(v), bool(c & 0x80)) << "code " << c;
+  }
+  // Landmarks written out by hand: max normal, smallest subnormal, smallest normal, -1, 1.75.
   EXPECT_EQ(e4m3_values()[0x7E], 448.f);
   EXPECT_EQ(e4m3_values()[0x01], std::ldexp(1.f, -9));
   EXPECT_EQ(e4m3_values()[0x08], std::ldexp(1.f, -6));
   EXPECT_EQ(e4m3_values()[0xB8], -1.f);
+  EXPECT_EQ(e4m3_values()[0x3E], 1.75f);
+}
+
+TEST(CpuE4m3, RneRoundTripsEveryCode) {
+  for (int c = 0; c < 256; ++c) {
+    if ((c & 0x7F) == 0x7F) continue;
+    const double v = (c & 0x80 ? -1.0 : 1.0) * test::e4m3_magnitudes()[size_t(c & 0x7F)];
+    ASSERT_EQ(int(e4m3_rne(float(v))), c) << v;
+  }
 }
 
 TEST(CpuE4m3, RneMatchesExhaustiveSearch) {
@@ -52,8 +69,9 @@ TEST(CpuE4m3, RneMatchesExhaustiveSearch) {
   std::uniform_real_distribution<float> u(-500.f, 500.f);
   std::vector<float> xs = {0.f, -0.f, 448.f, 449.f, 464.f, 1e9f, -1e9f, std::ldexp(1.f, -10),
                            std::ldexp(3.f, -10), std::ldexp(1.f, -6) * 1.0625f, 0.0146484375f};
+  const auto& mag = test::e4m3_magnitudes();
   for (int c = 0; c < 0x7E; ++c) {  // every midpoint between neighbours: exercises ties to even
-    xs.push_back(0.5f * (e4m3_values()[c] + e4m3_values()[c + 1]));
+    xs.push_back(float(0.5 * (mag[size_t(c)] + mag[size_t(c + 1)])));
     xs.push_back(-xs.back());
   }
   for (int i = 0; i < 200000; ++i) xs.push_back(u(g) * std::ldexp(1.f, -int(g() % 16)));
@@ -121,7 +139,7 @@ void run_gemm_case(const GemmCase& c, std::mt19937& g, Isa isa, std::vector<uint
   for (int64_t m = 0; m < c.M; ++m) {
     if (fp8) {
       quantize_row_fp16(&x[size_t(m * c.K)], c.K, q.data(), &rs[size_t(m)]);
-      for (int64_t k = 0; k < c.K; ++k) A[size_t(m * c.K + k)] = e4m3_values()[q[size_t(k)]];
+      for (int64_t k = 0; k < c.K; ++k) A[size_t(m * c.K + k)] = float(ref_decode(q[size_t(k)]));
     } else {
       for (int64_t k = 0; k < c.K; ++k) A[size_t(m * c.K + k)] = fp16_to_float(x[size_t(m * c.K + k)]);
     }
@@ -136,7 +154,7 @@ void run_gemm_case(const GemmCase& c, std::mt19937& g, Isa isa, std::vector<uint
       for (int64_t k = 0; k < c.K; ++k) {
         const size_t wi = size_t(n * c.K + k);
         double wv = !c.nested ? fp16_to_float(w[wi])
-                    : fp8    ? e4m3_values()[nt.upper[wi]] / 256.0
+                    : fp8    ? ref_decode(nt.upper[wi]) / 256.0
                              : fp16_to_float(format::merge(nt.upper[wi], nt.lower[wi]));
         wv = std::ldexp(wv, -kr);
         acc += double(A[size_t(m * c.K + k)]) * wv;

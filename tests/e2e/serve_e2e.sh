@@ -42,11 +42,25 @@ for f in bench_serve_trace.json latency_over_time.png precision_share.png; do
   [ -s "$work/bench/$f" ] || { ls -la "$work/bench"; echo "serve_e2e: $f not written" >&2; exit 1; }
 done
 head -c 8 "$work/bench/latency_over_time.png" | od -An -c | grep -q 'P   N   G' || { echo "serve_e2e: not a PNG" >&2; exit 1; }
-"$py" - "$work/bench/bench_serve_trace.json" <<'PY'
+"$py" - "$work/bench/bench_serve_trace.json" 24 <<'PY'
+# The trace replay sent exactly N requests and every one completed: counts, not just field names.
 import json, sys
 j = json.load(open(sys.argv[1]))
-s = json.dumps(j)
-assert "ttft" in s.lower() and "tpot" in s.lower(), "no TTFT/TPOT in the report"
+n = int(sys.argv[2])
+runs = j["runs"]
+assert len(runs) == 1, f"expected one trace run, got {len(runs)}"
+reqs, s = runs[0]["requests"], runs[0]["summary"]
+assert len(reqs) == n, f"{len(reqs)} request records, expected {n}"
+bad = [r for r in reqs if not r["ok"]]
+assert not bad, f"{len(bad)} requests failed, first: {bad[0].get('error')}"
+assert all(0 < r["output_tokens"] <= r["max_tokens"] for r in reqs), "a request has no or too many output tokens"
+assert all(r["ttft_ms"] > 0 and r["e2e_ms"] >= r["ttft_ms"] for r in reqs), "a request has impossible latencies"
+# The summary covers the middle 80% of the run: completed == requests, none failed.
+assert s["failed"] == 0 and not s["errors"], f"summary: failed={s['failed']} errors={s['errors']}"
+assert 0 < s["completed"] == s["requests"] <= n, f"summary: completed={s['completed']} of {s['requests']}"
+assert s["ttft_ms"]["n"] == s["completed"], "TTFT samples != completed requests"
+assert s["tpot_ms"]["n"] > 0 and s["tpot_ms"]["mean"] > 0, "no TPOT samples"
+assert s["output_tokens"] > 0, "summary counts no output tokens"
 PY
 grep -qi "ttft" "$work/bench.txt" || { echo "serve_e2e: no table printed" >&2; exit 1; }
 echo "serve_e2e: ok"

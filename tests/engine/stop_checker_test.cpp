@@ -60,3 +60,14 @@ TEST(StopChecker, OverlappingPrefixesHoldTheLongest) {
   EXPECT_TRUE(t.append("b"));
   EXPECT_EQ(t.text(), "a");
 }
+
+TEST(StopChecker, StopsEndingTogetherTheLongerWins) {
+  // "cd" and "d" complete at the same byte: the longer match starts first and is cut.
+  StopChecker s({"d", "cd"}, false);
+  EXPECT_TRUE(s.append("abcde"));
+  EXPECT_EQ(s.text(), "ab");
+  StopChecker t({"cd", "d"}, true);
+  EXPECT_TRUE(t.append("abcde"));
+  EXPECT_EQ(t.text(), "abcd");
+  EXPECT_EQ(t.take_all(), "abcd");
+}

@@ -109,7 +109,7 @@ std::string name(const Case& c) {
 }
 
 void check_case(const Case& c, uint32_t seed) {
-  SCOPED_TRACE(name(c));
+  SCOPED_TRACE(testing::Message() << name(c) << " seed " << seed);
   std::mt19937 rng(seed);
   const auto w = random_weights(rng, c.N, c.K);
   const auto x = random_activations(rng, c.M, c.K);
@@ -170,8 +170,15 @@ void check_case(const Case& c, uint32_t seed) {
   std::printf("  %-28s rel_err %.3e  nonzero k rows %d/%d\n", name(c).c_str(), rel, nonzero_k, c.N);
 }
 
+// A fresh seed per test run, printed with every failure (SCOPED_TRACE) to reproduce it.
+uint32_t fresh_seed() {
+  std::random_device rd;
+  return rd();
+}
+
 TEST(NestedFp16Gemm, HeuristicAllM) {
-  uint32_t seed = 1234;
+  uint32_t seed = fresh_seed();
+  SCOPED_TRACE(testing::Message() << "first seed " << seed);
   for (int M : {1, 7, 64, 300, 4096}) {
     check_case({M, 200, 336, -1}, seed++);  // N and K tails (200 = 128 + 72, 336 = 5*64 + 16)
   }
@@ -180,7 +187,8 @@ TEST(NestedFp16Gemm, HeuristicAllM) {
 }
 
 TEST(NestedFp16Gemm, EveryConfig) {
-  uint32_t seed = 99;
+  uint32_t seed = fresh_seed();
+  SCOPED_TRACE(testing::Message() << "first seed " << seed);
   for (int cfg = 0; cfg < nc::kNfp16_NumConfigs; ++cfg) {
     if (!nc::nested_fp16_config_available(cfg)) {
       std::printf("config %d: %s not built, skipped\n", cfg, nc::nested_fp16_config_name(cfg));

@@ -165,6 +165,7 @@ TEST_F(Serve, ErrorsAreOpenAIStyleWithTheRightStatus) {
       {"/v1/completions", too_long, 400, "prompt"},
       {"/v1/completions", R"({"prompt": "x", "temperature": -0.1})", 400, "temperature"},
       {"/v1/completions", R"({"prompt": "x", "temperature": "hot"})", 400, "temperature"},
+      {"/v1/completions", R"({"prompt": "x", "temperature": 100.5})", 400, "temperature"},
       {"/v1/completions", R"({"prompt": "x", "top_p": 0})", 400, "top_p"},
       {"/v1/completions", R"({"prompt": "x", "top_p": 1.01})", 400, "top_p"},
       {"/v1/completions", R"({"prompt": "x", "top_k": -5})", 400, "top_k"},
