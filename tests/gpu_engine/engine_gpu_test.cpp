@@ -6,13 +6,16 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <memory>
+#include <stdexcept>
 
 #include "cpu/pystd_fixture.hpp"
 #include "engine/model_runner.hpp"
 #include "engine/offline.hpp"
 #include "nestedfp/engine.hpp"
 #include "nestedfp/sampler.hpp"
+#include "nestedfp/tokenizer.hpp"
 
 using namespace nestedfp;
 using namespace nestedfp::testing_pystd;
@@ -60,16 +63,34 @@ TEST(CudaEngine, LoadsEveryLinearNested) {
   EXPECT_TRUE(r.backend().is_gpu());
 }
 
-// Perplexity of the first 8 chunks within 0.1% of the cpu backend, in both precisions; FP8 must
-// differ from FP16 by more than that (the FP8 path really ran).
+// 64 chunks of the public text (the REFERENCE.json protocol), tokenized once.
+const std::vector<int32_t>& long_ids() {
+  static const std::vector<int32_t> ids = [] {
+    const char* env = std::getenv("NESTEDFP_PYSTD_TEXT");
+    const std::string text = engine::read_text_file(env && *env ? env : kText);
+    auto v = Tokenizer::load(kModel).encode(std::string_view(text).substr(0, 1 << 20), false);
+    if (v.size() < 64u * 512) throw std::runtime_error("text too short for 64 chunks of 512");
+    return v;
+  }();
+  return ids;
+}
+
+// Perplexity within 0.1% of the cpu backend over 64 chunks, in both precisions. (Over 8 chunks
+// NestedFP8 is not that stable: per-token E4M3 rounding turns summation-order differences into
+// chunk NLL changes of up to ~0.007 on any backend, see tests/cpu/acceptance_test.cpp.) FP8 must
+// differ from FP16 by more than that (the FP8 path really ran), and the first 8 chunks must match
+// REFERENCE.json (Hugging Face on an H200) as the cpu acceptance test requires.
 TEST(CudaEngine, PerplexityMatchesCpuBackend) {
   for (Precision p : {Precision::FP16, Precision::FP8}) {
-    const double g = ppl(first8_chunk_nll(gpu(), p)), c = ppl(first8_chunk_nll(cpu_runner(), p));
+    const double g = engine::perplexity(gpu(), long_ids(), p, 64).ppl;
+    const double c = engine::perplexity(cpu_runner(), long_ids(), p, 64).ppl;
     EXPECT_NEAR(g / c, 1.0, 1e-3) << to_string(p) << ": cuda " << g << " cpu " << c;
-    std::printf("[ perplexity %s: cuda %.5f, cpu %.5f ]\n", to_string(p), g, c);
+    std::printf("[ perplexity %s, 64 chunks: cuda %.5f, cpu %.5f ]\n", to_string(p), g, c);
   }
-  const double f16 = ppl(first8_chunk_nll(gpu(), Precision::FP16)), f8 = ppl(first8_chunk_nll(gpu(), Precision::FP8));
-  EXPECT_GT(f8 / f16, 1.001) << "FP8 perplexity " << f8 << " vs FP16 " << f16;
+  const auto f16 = first8_chunk_nll(gpu(), Precision::FP16), f8 = first8_chunk_nll(gpu(), Precision::FP8);
+  EXPECT_NEAR(mean(f16), mean(reference_first8("fp16")), 0.002);
+  EXPECT_NEAR(mean(f8), mean(reference_first8("nested_fp8")), 0.004);
+  EXPECT_GT(mean(f8) - mean(f16), 0.0005) << "FP8 should cost accuracy: did the FP8 path run?";
 }
 
 // NestedFP16 is exact FP16: the plain FP16 engine (cuBLAS on the same fp16 weights) gives the same
