@@ -5,10 +5,10 @@
 #include <ctime>
 #include <unordered_map>
 
+#include "chat/jinja.hpp"
 #include "nestedfp/error.hpp"
-#include "server/jinja.hpp"
 
-namespace nestedfp::jinja {
+namespace nestedfp::chat::jinja {
 namespace {
 
 using K = Value::Kind;
@@ -1003,4 +1003,4 @@ std::string render(const Template& t, const std::vector<std::pair<std::string, V
   return out;
 }
 
-}  // namespace nestedfp::jinja
+}  // namespace nestedfp::chat::jinja

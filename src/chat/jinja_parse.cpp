@@ -5,10 +5,10 @@
 #include <cctype>
 #include <set>
 
+#include "chat/jinja.hpp"
 #include "nestedfp/error.hpp"
-#include "server/jinja.hpp"
 
-namespace nestedfp::jinja {
+namespace nestedfp::chat::jinja {
 
 std::string where(std::string_view src, size_t pos) {
   pos = std::min(pos, src.size());
@@ -834,4 +834,4 @@ std::shared_ptr<Template> parse(std::string source) {
   return t;
 }
 
-}  // namespace nestedfp::jinja
+}  // namespace nestedfp::chat::jinja

@@ -5,9 +5,9 @@
 #include <cmath>
 #include <limits>
 
+#include "chat/chat_template.hpp"
 #include "nestedfp/engine.hpp"
 #include "nestedfp/error.hpp"
-#include "server/chat_template.hpp"
 
 namespace nestedfp::server {
 
@@ -270,7 +270,7 @@ Parsed<ChatRequest> parse_chat_request(std::string_view body) {
     const json* m = f.get("messages");
     if (!m || !m->is_array() || m->empty()) bad("messages", "'messages' must be a non-empty list of {\"role\", \"content\"} objects");
     try {
-      r.messages = normalize_chat_messages(*m);
+      r.messages = chat::normalize_chat_messages(*m);
     } catch (const Error& e) {
       bad("messages", e.what());
     }

@@ -10,8 +10,8 @@
 #include <mutex>
 #include <thread>
 
+#include "chat/chat_template.hpp"
 #include "nestedfp/error.hpp"
-#include "server/chat_template.hpp"
 #include "server/openai_request.hpp"
 
 namespace nestedfp::server {
@@ -460,12 +460,13 @@ void OpenAIServer::Impl::chat(const httplib::Request& req, httplib::Response& re
   try {
     const std::string& tmpl = tok.chat_template();
     if (tmpl.empty()) {
-      ids = tok.encode(default_chat_prompt(r.messages), /*add_special_tokens=*/true);
+      ids = tok.encode(chat::default_chat_prompt(r.messages), /*add_special_tokens=*/true);
     } else {
       auto piece = [&](int32_t id) { return id >= 0 ? tok.id_to_piece(id) : std::string(); };
       auto eos = tok.eos_ids();
-      std::string prompt = render_chat(tmpl, r.messages, r.add_generation_prompt, piece(tok.bos_id()),
-                                       eos.empty() ? std::string() : piece(eos.front()));
+      std::string prompt = chat::render_chat(tmpl, r.messages, r.add_generation_prompt,
+                                             piece(tok.bos_id()),
+                                             eos.empty() ? std::string() : piece(eos.front()));
       ids = tok.encode(prompt, /*add_special_tokens=*/false);  // the template writes BOS itself
     }
   } catch (const Error& e) {
