@@ -16,7 +16,7 @@ pids=()
 for f in $SRC/nested_fp16_gemm*.cu; do
   ( $NV $INC -c $f -o $B/$(basename $f).o > $B/$(basename $f).log 2>&1 || echo "FAILED $f" ) & pids+=($!)
 done
-for f in src/format/*.cpp $SRC/nested_fp16_gemm_host.cpp tests/gpu/nested_fp16_gemm_test.cpp bench/nfp16/nested_fp16_bench.cpp; do
+for f in src/format/*.cpp $SRC/nested_fp16_gemm_host.cpp tests/gpu/nested_fp16_gemm_test.cpp src/bench/nfp16/nested_fp16_bench.cpp; do
   ( g++ -std=c++20 -O2 -DFMT_HEADER_ONLY $INC -I/usr/local/cuda/include -c $f -o $B/$(basename $f).o > $B/$(basename $f).log 2>&1 || { echo "FAILED $f"; cat $B/$(basename $f).log | head -20; } ) & pids+=($!)
 done
 wait "${pids[@]}"

@@ -1,5 +1,5 @@
 // `nestedfp bench kernels [--shapes NxK,...] [--m 1,16,...] [--out DIR] [--all-variants]`:
-// GEMM kernel benchmark on the GPU (body in src/backend/cuda/bench_kernels.cpp). The CPU build
+// GEMM kernel benchmark on the GPU (body in src/bench/cuda/bench_kernels.cpp). The CPU build
 // keeps the command and says it was built without CUDA.
 #include <string>
 #include <vector>
@@ -8,7 +8,7 @@
 #include "nestedfp/error.hpp"
 
 #if NESTEDFP_HAVE_CUDA
-#include "backend/cuda/bench_kernels.hpp"
+#include "bench/cuda/bench_kernels.hpp"
 #endif
 
 namespace nestedfp::cli {

@@ -1,5 +1,5 @@
 // `nestedfp bench serve --url URL --mode throughput|trace ...`: load generator for an
-// OpenAI-compatible server (library part in src/server/bench_client.hpp, which documents the
+// OpenAI-compatible server (library part in src/bench/bench_client.hpp, which documents the
 // request format and how each latency is measured).
 //
 // throughput: every input length x output length x concurrency cell sends --num-prompts
@@ -25,9 +25,9 @@
 #include <fstream>
 #include <memory>
 
+#include "bench/bench_client.hpp"
 #include "cli/bench_command.hpp"
 #include "nestedfp/error.hpp"
-#include "server/bench_client.hpp"
 
 namespace nestedfp::cli {
 namespace {

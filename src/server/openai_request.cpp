@@ -7,9 +7,9 @@
 #include <initializer_list>
 #include <limits>
 
+#include "chat/chat_template.hpp"
 #include "nestedfp/engine.hpp"
 #include "nestedfp/error.hpp"
-#include "server/chat_template.hpp"
 
 namespace nestedfp::server {
 
@@ -168,7 +168,7 @@ json chat_messages(const json* m) {
   if (!m || !m->is_array() || m->empty()) bad("messages", "'messages' must be a non-empty list of {\"role\", \"content\"} objects");
   json out;
   try {
-    out = normalize_chat_messages(*m);
+    out = chat::normalize_chat_messages(*m);
   } catch (const Error& e) {
     bad("messages", e.what());
   }

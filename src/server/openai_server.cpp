@@ -4,8 +4,8 @@
 
 #include <csignal>
 
+#include "chat/chat_template.hpp"
 #include "nestedfp/error.hpp"
-#include "server/chat_template.hpp"
 #include "server/openai_server_impl.hpp"
 
 namespace nestedfp::server {
@@ -377,10 +377,10 @@ void OpenAIServer::Impl::completions(const httplib::Request& req, httplib::Respo
 
 std::string OpenAIServer::Impl::render_chat_prompt(const json& messages, bool add_generation_prompt) const {
   const std::string& tmpl = tok.chat_template();
-  if (tmpl.empty()) return default_chat_prompt(messages);
+  if (tmpl.empty()) return chat::default_chat_prompt(messages);
   auto piece = [&](int32_t id) { return id >= 0 ? tok.id_to_piece(id) : std::string(); };
   auto eos = tok.eos_ids();
-  return render_chat(tmpl, messages, add_generation_prompt, piece(tok.bos_id()), eos.empty() ? std::string() : piece(eos.front()));
+  return chat::render_chat(tmpl, messages, add_generation_prompt, piece(tok.bos_id()), eos.empty() ? std::string() : piece(eos.front()));
 }
 
 void OpenAIServer::Impl::chat(const httplib::Request& req, httplib::Response& res) {

@@ -10,7 +10,7 @@
 #include <string_view>
 
 #include "nestedfp/error.hpp"
-#include "server/chat_template.hpp"
+#include "chat/chat_template.hpp"
 #include "server/openai_request.hpp"
 
 namespace {
@@ -28,9 +28,9 @@ const std::string kTemplate =
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
 
 void render(const nlohmann::json& messages) {
-  (void)nestedfp::default_chat_prompt(messages);
+  (void)nestedfp::chat::default_chat_prompt(messages);
   try {
-    (void)nestedfp::render_chat(kTemplate, messages, true, "<s>", "</s>");
+    (void)nestedfp::chat::render_chat(kTemplate, messages, true, "<s>", "</s>");
   } catch (const nestedfp::Error&) {  // a template error is a 400 in the server, not a crash
   }
 }

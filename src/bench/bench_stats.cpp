@@ -6,8 +6,8 @@
 #include <set>
 #include <sstream>
 
+#include "bench/bench_client.hpp"
 #include "nestedfp/error.hpp"
-#include "server/bench_client.hpp"
 
 namespace nestedfp::bench {
 

@@ -4,9 +4,9 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "server/jinja.hpp"
+#include "chat/jinja.hpp"
 
-namespace nestedfp::jinja {
+namespace nestedfp::chat::jinja {
 
 const Value* Dict::find(const std::string& key) const {
   for (auto& [k, v] : items)
@@ -303,4 +303,4 @@ bool equals(const Value& a, const Value& b) {
   }
 }
 
-}  // namespace nestedfp::jinja
+}  // namespace nestedfp::chat::jinja

@@ -3,7 +3,7 @@
 // the shapes and token counts of DESIGN §4. Each measurement is a CUDA graph that cycles over
 // enough weight copies to exceed L2 several times (cold weights, as in serving), replayed many
 // times; the median replay time divided by the launches per graph is reported.
-#include "backend/cuda/bench_kernels.hpp"
+#include "bench/cuda/bench_kernels.hpp"
 
 #include <cublasLt.h>
 #include <cuda_runtime.h>

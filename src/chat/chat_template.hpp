@@ -2,7 +2,7 @@
 // Chat prompts for /v1/chat/completions.
 //
 // render_chat runs a Hugging Face chat template (tokenizer_config.json "chat_template") through a
-// small Jinja2 interpreter (server/jinja.hpp) configured like transformers' apply_chat_template:
+// small Jinja2 interpreter (chat/jinja.hpp) configured like transformers' apply_chat_template:
 // trim_blocks and lstrip_blocks on, break/continue allowed, and these variables: `messages`,
 // `add_generation_prompt`, `bos_token`, `eos_token`, plus the globals `raise_exception(msg)`,
 // `strftime_now(fmt)`, `range`, `namespace`, `dict`. Supported: {{ }}, {% if/elif/else %},
@@ -20,7 +20,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-namespace nestedfp {
+namespace nestedfp::chat {
 
 std::string render_chat(const std::string& template_src, const nlohmann::json& messages,
                         bool add_generation_prompt, const std::string& bos_token,
@@ -38,4 +38,4 @@ std::string default_chat_prompt(const nlohmann::json& messages);
 // "role". Throws nestedfp::Error saying what is wrong.
 nlohmann::json normalize_chat_messages(const nlohmann::json& messages);
 
-}  // namespace nestedfp
+}  // namespace nestedfp::chat

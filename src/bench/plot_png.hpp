@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-namespace nestedfp::plot {
+namespace nestedfp::bench::plot {
 
 struct Rgb {
   uint8_t r = 0, g = 0, b = 0;
@@ -66,4 +66,4 @@ std::vector<double> nice_ticks(double lo, double hi, int target = 6);
 // Palette for series (matplotlib's first colours).
 Rgb palette(size_t i);
 
-}  // namespace nestedfp::plot
+}  // namespace nestedfp::bench::plot

@@ -1,6 +1,6 @@
 // Bench client: one timed streaming completion over HTTP (SSE), model discovery, /metrics polling,
 // and the closed-loop (fixed concurrency) and open-loop (trace arrival times) drivers.
-#include "server/bench_client.hpp"
+#include "bench/bench_client.hpp"
 
 #include <httplib.h>
 

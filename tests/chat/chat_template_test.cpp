@@ -4,11 +4,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "chat/chat_template.hpp"
+#include "chat/jinja.hpp"
 #include "nestedfp/error.hpp"
-#include "server/chat_template.hpp"
-#include "server/jinja.hpp"
 
-using nestedfp::render_chat;
+using nestedfp::chat::render_chat;
 using json = nlohmann::json;
 
 namespace {
@@ -20,10 +20,10 @@ json msgs(std::initializer_list<std::pair<const char*, const char*>> rc) {
 }
 
 std::string jinja(const std::string& src, const json& vars = json::object()) {
-  std::vector<std::pair<std::string, nestedfp::jinja::Value>> g;
+  std::vector<std::pair<std::string, nestedfp::chat::jinja::Value>> g;
   for (auto it = vars.begin(); it != vars.end(); ++it)
-    g.emplace_back(it.key(), nestedfp::jinja::Value::from_json(it.value()));
-  return nestedfp::jinja::render(*nestedfp::jinja::parse(src), g);
+    g.emplace_back(it.key(), nestedfp::chat::jinja::Value::from_json(it.value()));
+  return nestedfp::chat::jinja::render(*nestedfp::chat::jinja::parse(src), g);
 }
 
 std::string error_of(const std::string& src, const json& vars = json::object()) {
@@ -356,9 +356,9 @@ TEST(ChatTemplate, ContentPartsAreFlattened) {
 }
 
 TEST(ChatTemplate, DefaultPrompt) {
-  EXPECT_EQ(nestedfp::default_chat_prompt(msgs({{"system", "Be brief."}, {"user", "Hi"}})),
+  EXPECT_EQ(nestedfp::chat::default_chat_prompt(msgs({{"system", "Be brief."}, {"user", "Hi"}})),
             "System: Be brief.\n\nUser: Hi\n\nAssistant:");
-  EXPECT_EQ(nestedfp::default_chat_prompt(msgs({{"user", "1+1?"}, {"assistant", "2"}, {"user", "2+2?"}})),
+  EXPECT_EQ(nestedfp::chat::default_chat_prompt(msgs({{"user", "1+1?"}, {"assistant", "2"}, {"user", "2+2?"}})),
             "User: 1+1?\n\nAssistant: 2\n\nUser: 2+2?\n\nAssistant:");
 }
 

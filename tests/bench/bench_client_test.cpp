@@ -15,9 +15,9 @@
 #include <fstream>
 #include <thread>
 
+#include "bench/bench_client.hpp"
+#include "bench/plot_png.hpp"
 #include "nestedfp/error.hpp"
-#include "server/bench_client.hpp"
-#include "server/plot_png.hpp"
 
 using namespace nestedfp::bench;
 using json = nlohmann::json;
@@ -450,11 +450,11 @@ DecodedPng check_png(const std::string& path) {
 
 TEST(PlotPng, Crc32CheckValue) {
   const char* s = "123456789";
-  EXPECT_EQ(nestedfp::plot::crc32(reinterpret_cast<const uint8_t*>(s), 9), 0xCBF43926u);
+  EXPECT_EQ(nestedfp::bench::plot::crc32(reinterpret_cast<const uint8_t*>(s), 9), 0xCBF43926u);
 }
 
 TEST(PlotPng, CanvasRoundTripsThroughPng) {
-  nestedfp::plot::Canvas cv(37, 11, {10, 20, 30});
+  nestedfp::bench::plot::Canvas cv(37, 11, {10, 20, 30});
   cv.set(5, 3, {200, 100, 50});
   cv.text(10, 2, "A1", {0, 0, 0});
   std::string path = (std::filesystem::temp_directory_path() / "nestedfp_canvas_test.png").string();
@@ -476,15 +476,15 @@ TEST(PlotPng, CanvasRoundTripsThroughPng) {
 }
 
 TEST(PlotPng, NiceTicks) {
-  auto t = nestedfp::plot::nice_ticks(0, 97);
+  auto t = nestedfp::bench::plot::nice_ticks(0, 97);
   ASSERT_FALSE(t.empty());
   EXPECT_EQ(t.front(), 0);
   EXPECT_DOUBLE_EQ(t[1] - t[0], 20);
-  t = nestedfp::plot::nice_ticks(0.013, 0.052);  // raw step 0.0065 rounds up to 0.01
+  t = nestedfp::bench::plot::nice_ticks(0.013, 0.052);  // raw step 0.0065 rounds up to 0.01
   EXPECT_NEAR(t[1] - t[0], 0.01, 1e-12);
   EXPECT_NEAR(t.front(), 0.02, 1e-12);
   EXPECT_NEAR(t.back(), 0.05, 1e-12);
-  t = nestedfp::plot::nice_ticks(-3, 3, 6);
+  t = nestedfp::bench::plot::nice_ticks(-3, 3, 6);
   EXPECT_EQ(t.size(), 7u);
   EXPECT_EQ(t[3], 0);
 }
@@ -531,7 +531,7 @@ TEST(BenchReport, WritesPlotsAndJson) {
 }
 
 // Not a test: serves the fake on a fixed port for manual runs of `nestedfp bench serve`, e.g.
-//   NESTEDFP_FAKE_SECONDS=60 test_server --gtest_also_run_disabled_tests --gtest_filter='*ManualFake*'
+//   NESTEDFP_FAKE_SECONDS=60 test_bench --gtest_also_run_disabled_tests --gtest_filter='*ManualFake*'
 TEST(BenchClient, DISABLED_ManualFakeServer) {
   FakeServer fake;
   std::printf("fake server at http://127.0.0.1:%d\n", fake.endpoint().port);

@@ -1,8 +1,8 @@
 // Random test data for the kernel benchmark, generated on the device (weights of hundreds of MB).
 #include <cuda_fp16.h>
 
-#include "backend/cuda/bench_kernels.hpp"
 #include "backend/cuda/kernels.hpp"
+#include "bench/cuda/bench_kernels.hpp"
 
 namespace nestedfp::cuda {
 namespace {

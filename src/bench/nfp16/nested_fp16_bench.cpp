@@ -2,6 +2,8 @@
 // CUDA-graph replays cycling over >= 4 weight copies whose total is larger than twice the L2;
 // per-call time = median over timed replays / calls per graph.
 // Usage: nested_fp16_bench [--shapes NxK,...] [--m 16,128,...] [--configs all|heur] [--reps R]
+// Standalone (no CMake target): built and run by bench/nfp16/run_device.sh; findings in
+// bench/nfp16/NOTES.md.
 #include <cublas_v2.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>

@@ -1,6 +1,6 @@
 // PNG charts: canvas, bitmap font, chart layout, and the PNG container (signature, IHDR, IDAT with
 // zlib-compressed filtered scanlines, IEND; each chunk with its CRC-32).
-#include "server/plot_png.hpp"
+#include "bench/plot_png.hpp"
 
 #include <zlib.h>
 
@@ -12,7 +12,7 @@
 
 #include "nestedfp/error.hpp"
 
-namespace nestedfp::plot {
+namespace nestedfp::bench::plot {
 
 namespace {
 
@@ -313,4 +313,4 @@ void save_charts_png(const std::string& path, const std::vector<Chart>& charts, 
   cv.save_png(path);
 }
 
-}  // namespace nestedfp::plot
+}  // namespace nestedfp::bench::plot

@@ -1,15 +1,15 @@
 // Chat prompt rendering: HF chat templates via the Jinja subset, and the no-template fallback.
-#include "server/chat_template.hpp"
+#include "chat/chat_template.hpp"
 
 #include <cctype>
 #include <map>
 #include <memory>
 #include <mutex>
 
+#include "chat/jinja.hpp"
 #include "nestedfp/error.hpp"
-#include "server/jinja.hpp"
 
-namespace nestedfp {
+namespace nestedfp::chat {
 
 nlohmann::json normalize_chat_messages(const nlohmann::json& messages) {
   if (!messages.is_array()) fail("'messages' must be a list of message objects");
@@ -79,4 +79,4 @@ std::string default_chat_prompt(const nlohmann::json& messages) {
   return out + "Assistant:";
 }
 
-}  // namespace nestedfp
+}  // namespace nestedfp::chat

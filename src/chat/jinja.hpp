@@ -12,7 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
-namespace nestedfp::jinja {
+namespace nestedfp::chat::jinja {
 
 struct Value;
 using List = std::vector<Value>;
@@ -117,4 +117,4 @@ std::string render(const Template& t, const std::vector<std::pair<std::string, V
 // "line L, column C" for an offset into `src`.
 std::string where(std::string_view src, size_t pos);
 
-}  // namespace nestedfp::jinja
+}  // namespace nestedfp::chat::jinja

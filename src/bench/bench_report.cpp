@@ -4,9 +4,9 @@
 
 #include <fmt/format.h>
 
+#include "bench/bench_client.hpp"
+#include "bench/plot_png.hpp"
 #include "nestedfp/error.hpp"
-#include "server/bench_client.hpp"
-#include "server/plot_png.hpp"
 
 namespace nestedfp::bench {
 
