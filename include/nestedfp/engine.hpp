@@ -20,7 +20,9 @@
 // total load, its logits change from the first step that switched (FP8 changes both the logits of
 // that step and the KV it writes, which every later token attends to), and the tokens may then
 // differ. An admin change of the policy mid-request has the same effect. The guarantee is per
-// backend and build: the cpu and cuda backends do not give bit-identical logits.
+// backend and build: the cpu and cuda backends do not give bit-identical logits, and the cuda
+// backend's logits depend on the step's batch (GEMM configurations by token count, attention
+// splits), so there a seeded request repeats exactly only for the same batch composition.
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
