@@ -106,8 +106,8 @@ inline double metric(const std::string& text, const std::string& series) {
   return std::stod(text.substr(p + series.size() + 2));
 }
 
-// Opens a socket, sends a raw HTTP request and returns the fd (the caller reads and closes).
-inline int raw_request(int port, const std::string& path, const std::string& body) {
+// A TCP connection to the loopback port, or -1.
+inline int connect_to(int port) {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};
   a.sin_family = AF_INET;
@@ -117,6 +117,13 @@ inline int raw_request(int port, const std::string& path, const std::string& bod
     ::close(fd);
     return -1;
   }
+  return fd;
+}
+
+// Opens a socket, sends a raw HTTP request and returns the fd (the caller reads and closes).
+inline int raw_request(int port, const std::string& path, const std::string& body) {
+  const int fd = connect_to(port);
+  if (fd < 0) return -1;
   std::string req = "POST " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: " +
                     std::to_string(body.size()) + "\r\n\r\n" + body;
   if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) {
