@@ -31,7 +31,7 @@
 namespace nestedfp::format {
 struct NestedTensor;
 struct Fp8Tensor;
-}
+}  // namespace nestedfp::format
 
 namespace nestedfp::backend {
 
@@ -174,7 +174,8 @@ class Backend {
 
   // Buffers for the step layout of up to max_tokens tokens, max_seqs sequences, max_blocks
   // blocks in all block tables, max_rows logits rows. Called once, before the first begin_step.
-  virtual void reserve_steps(int64_t max_tokens, int max_seqs, int64_t max_blocks, int max_rows) = 0;
+  virtual void reserve_steps(int64_t max_tokens, int max_seqs, int64_t max_blocks,
+                             int max_rows) = 0;
   // Makes `layout` the current step's (one upload on a device backend). Validated by the caller.
   virtual void begin_step(const StepLayout& layout) = 0;
 
@@ -185,22 +186,24 @@ class Backend {
   // x [rows, cols], w fp16 [cols]. With `residual`, first residual = fp16(x + residual) and the
   // norm reads the new residual (the fused pre-norm residual add of a decoder layer). Writes
   // y to o.out and/or its per-token E4M3 quantization to o.q8 / o.scale. o.out may alias x.
-  virtual void rmsnorm(const Buffer& x, Buffer* residual, const Buffer& w, int64_t rows, int64_t cols,
-                       float eps, const NormOut& o) = 0;
+  virtual void rmsnorm(const Buffer& x, Buffer* residual, const Buffer& w, int64_t rows,
+                       int64_t cols, float eps, const NormOut& o) = 0;
   // Standalone per-token E4M3 quantization of fp16 x [rows, cols].
   virtual void quantize(const Buffer& x, int64_t rows, int64_t cols, Buffer& q8, Buffer& scale) = 0;
   // out[M, N] = x[M, K] · Wᵀ (+ bias), in `precision` (see the numerics note above).
   virtual void linear(Precision precision, const LinearWeight& w, const Activation& x, int64_t M,
                       Buffer& out) = 0;
-  // In place on q [T, nq, hd] and k [T, nkv, hd] (neox/HF rotate_half layout) at the step's positions.
+  // In place on q [T, nq, hd] and k [T, nkv, hd] (neox/HF rotate_half layout) at the step's
+  // positions.
   virtual void rope(const Rope& rope, Buffer& q, Buffer& k, int nq, int nkv, int head_dim) = 0;
   // Stores k, v [T, nkv, hd] of layer `layer` at the step's slots.
   virtual void write_kv(KvCache& cache, int layer, const Buffer& k, const Buffer& v) = 0;
   // Causal GQA attention of q [T, nq, hd] over the paged cache; out [T, nq, hd].
-  virtual void attention(const KvCache& cache, int layer, const Buffer& q, int nq, float softmax_scale,
-                         Buffer& out) = 0;
+  virtual void attention(const KvCache& cache, int layer, const Buffer& q, int nq,
+                         float softmax_scale, Buffer& out) = 0;
   // y = fp16(fp16(silu(gate)) * up), gate/up [rows, cols], into o.out and/or o.q8 / o.scale.
-  virtual void silu_mul(const Buffer& gate, const Buffer& up, int64_t rows, int64_t cols, const NormOut& o) = 0;
+  virtual void silu_mul(const Buffer& gate, const Buffer& up, int64_t rows, int64_t cols,
+                        const NormOut& o) = 0;
   // x = fp16(x + y), n elements (residual add).
   virtual void add(Buffer& x, const Buffer& y, int64_t n) = 0;
   // dst[i] = src[logit_rows[row_begin + i]] for i < rows, rows of `cols` fp16 values.

@@ -54,17 +54,16 @@ class QueueFullError : public Error {
   using Error::Error;
 };
 
-
 struct GenerationRequest {
   std::vector<int32_t> prompt;
-  int max_tokens = 16;                 // 0 allowed: prompt only (with prompt_logprobs)
-  SamplingParams sampling;             // seed absent: the engine draws a random one
-  std::vector<std::string> stop;       // stop strings; the text ends before the first match
+  int max_tokens = 16;            // 0 allowed: prompt only (with prompt_logprobs)
+  SamplingParams sampling;        // seed absent: the engine draws a random one
+  std::vector<std::string> stop;  // stop strings; the text ends before the first match
   bool include_stop_str = false;
-  std::vector<int32_t> stop_token_ids; // like EOS: finish "stop", not part of the text
+  std::vector<int32_t> stop_token_ids;  // like EOS: finish "stop", not part of the text
   bool ignore_eos = false;
-  int logprobs = -1;                   // <0: none; k>=0: chosen token's logprob and top k alternatives
-  bool prompt_logprobs = false;        // logprobs of prompt tokens 1.. (with `logprobs` alternatives)
+  int logprobs = -1;             // <0: none; k>=0: chosen token's logprob and top k alternatives
+  bool prompt_logprobs = false;  // logprobs of prompt tokens 1.. (with `logprobs` alternatives)
 };
 
 enum class FinishReason { None, Stop, Length, Abort, Error };
@@ -73,18 +72,18 @@ const char* to_string(FinishReason r);  // "", "stop", "length", "abort", "error
 // What happened to a request since the previous event (events may be merged when the reader is
 // slower than the engine).
 struct RequestEvent {
-  std::vector<int32_t> token_ids;        // newly generated ids (EOS / stop ids included)
+  std::vector<int32_t> token_ids;  // newly generated ids (EOS / stop ids included)
   // Parallel to token_ids when logprobs >= 0: log-softmax of the raw logits (before temperature,
   // top-k, top-p) of the chosen token and of the `logprobs` most likely ones (sampler.hpp).
   std::vector<LogprobInfo> logprobs;
-  std::string text;                      // newly released text (UTF-8; held back near stop strings)
+  std::string text;  // newly released text (UTF-8; held back near stop strings)
   // Once, with or before the first token, when prompt_logprobs was asked: one entry per prompt
   // token, the first empty (nothing predicts it).
   std::vector<std::optional<LogprobInfo>> prompt_logprobs;
   FinishReason finish = FinishReason::None;
-  std::string error;                     // when finish == Error
+  std::string error;  // when finish == Error
   int prompt_tokens = 0;
-  int completion_tokens = 0;             // generated so far
+  int completion_tokens = 0;  // generated so far
 };
 
 // The per-request event stream (one reader).
@@ -128,9 +127,9 @@ struct EngineConfig {
   // never refused and wait ahead of new ones (admission is in arrival order, and every preempted
   // request was among the at most max_num_seqs running ones). Metrics report the two apart.
   size_t max_queue = 256;
-  std::string precision = "fp16";    // policy spec, see precision_policy.hpp
+  std::string precision = "fp16";  // policy spec, see precision_policy.hpp
   std::vector<int32_t> eos_token_ids;
-  TextDecoderFactory text_decoder;   // null: events carry token ids only
+  TextDecoderFactory text_decoder;  // null: events carry token ids only
 };
 
 struct EngineStats {

@@ -2,6 +2,7 @@
 // One exception type for every boundary error (bad file, bad config, bad request, OOM).
 // The message says what is wrong and, where possible, what to do about it.
 #include <fmt/format.h>
+
 #include <stdexcept>
 #include <string>
 

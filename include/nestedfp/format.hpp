@@ -33,7 +33,7 @@ const char* to_string(ScaleMode m);
 
 struct Eligibility {
   bool ok = false;
-  std::string reason;      // empty when ok; else e.g. "row 17: |w| = 2.5 >= 1.875"
+  std::string reason;  // empty when ok; else e.g. "row 17: |w| = 2.5 >= 1.875"
   int64_t bad_row = -1;
   float max_abs = 0.f;
   int k_min = 0, k_max = 0;  // range of per-row exponents (0, 0 for ScaleMode::None)

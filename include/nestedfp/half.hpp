@@ -15,7 +15,10 @@ inline float fp16_to_float(uint16_t h) {
       bits = sign;
     } else {  // subnormal: normalise
       int e = -1;
-      do { man <<= 1; ++e; } while ((man & 0x400) == 0);
+      do {
+        man <<= 1;
+        ++e;
+      } while ((man & 0x400) == 0);
       bits = sign | uint32_t(127 - 15 - e) << 23 | (man & 0x3FF) << 13;
     }
   } else if (exp == 0x1F) {

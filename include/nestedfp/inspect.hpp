@@ -25,8 +25,8 @@ struct TensorInspection {
   DType dtype = DType::F16;
   std::vector<int64_t> shape;
   int64_t numel = 0;
-  size_t bytes = 0;          // on disk
-  float max_abs = 0.f;       // of the FP16 values (after BF16/F32 rounding); Linear/Embedding/LmHead
+  size_t bytes = 0;     // on disk
+  float max_abs = 0.f;  // of the FP16 values (after BF16/F32 rounding); Linear/Embedding/LmHead
   ConversionReport conversion;  // BF16/F32 -> FP16 rounding
   // Eligibility in both modes (Linear only; false for the others).
   bool nestable_none = false, nestable_channel = false;
@@ -43,11 +43,11 @@ struct ModelInspection {
   std::vector<TensorInspection> tensors;  // sorted by name
   // Summary under `mode`.
   int linear_layers = 0, layers_nested = 0;
-  int64_t nested_params = 0;      // elements stored nested
-  int64_t nested_rows = 0;        // rows of nested tensors (one int8 k each with channel scales)
-  uint64_t fp16_bytes = 0;        // whole model as FP16 (floating tensors at 2 bytes/element)
+  int64_t nested_params = 0;         // elements stored nested
+  int64_t nested_rows = 0;           // rows of nested tensors (one int8 k each with channel scales)
+  uint64_t fp16_bytes = 0;           // whole model as FP16 (floating tensors at 2 bytes/element)
   uint64_t fp16_plus_fp8_bytes = 0;  // FP16 model + a separate FP8 copy of the nested layers
-  uint64_t nested_bytes = 0;      // the nested format: FP16-sized planes + k exponents
+  uint64_t nested_bytes = 0;         // the nested format: FP16-sized planes + k exponents
   int64_t conversion_overflow = 0, conversion_inexact = 0;  // BF16/F32 -> FP16 over all tensors
 };
 

@@ -17,7 +17,7 @@
 namespace nestedfp {
 
 struct StepLoad {
-  int num_tokens = 0;       // all tokens of the step
+  int num_tokens = 0;  // all tokens of the step
   int num_seqs = 0;
   int num_decode_seqs = 0;  // sequences contributing one decode token
 };
@@ -32,6 +32,7 @@ class PrecisionPolicy {
 };
 
 // Throws Error with what is wrong and the accepted forms for a spec it cannot parse.
-std::unique_ptr<PrecisionPolicy> make_precision_policy(std::string_view spec, int max_num_batched_tokens);
+std::unique_ptr<PrecisionPolicy> make_precision_policy(std::string_view spec,
+                                                       int max_num_batched_tokens);
 
 }  // namespace nestedfp

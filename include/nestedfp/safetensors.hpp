@@ -10,7 +10,7 @@ namespace nestedfp::io {
 
 enum class DType { F64, F32, F16, BF16, F8_E4M3, F8_E5M2, I64, I32, I16, I8, U8, BOOL };
 size_t dtype_size(DType d);
-const char* dtype_name(DType d);  // safetensors spelling, e.g. "F16"
+const char* dtype_name(DType d);          // safetensors spelling, e.g. "F16"
 DType parse_dtype(const std::string& s);  // throws Error on an unknown dtype
 
 struct TensorView {
@@ -19,7 +19,7 @@ struct TensorView {
   std::vector<int64_t> shape;
   const uint8_t* data = nullptr;  // points into the memory map; valid while the file is open
   size_t nbytes = 0;
-  std::string file;               // the shard it came from (for error messages)
+  std::string file;  // the shard it came from (for error messages)
   int64_t numel() const;
 };
 
@@ -59,7 +59,7 @@ class WeightStore {
   static WeightStore open_dir(const std::string& dir);
   const TensorView& get(const std::string& name) const;   // throws Error if absent
   const TensorView* find(const std::string& name) const;  // nullptr if absent
-  std::vector<std::string> names() const;                  // sorted
+  std::vector<std::string> names() const;                 // sorted
   size_t total_bytes() const;
 
  private:
@@ -70,9 +70,9 @@ class WeightStore {
 // FP16 copy of a floating tensor (F16 copied, BF16/F32 rounded to nearest even).
 // Counts are added to the report passed in; NaN and +-inf inputs are not counted.
 struct ConversionReport {
-  int64_t overflow = 0;    // finite values that became +-inf (not counted as inexact)
-  int64_t inexact = 0;     // lost bits (includes underflow to zero/subnormal)
-  int64_t underflow = 0;   // nonzero values that became zero
+  int64_t overflow = 0;   // finite values that became +-inf (not counted as inexact)
+  int64_t inexact = 0;    // lost bits (includes underflow to zero/subnormal)
+  int64_t underflow = 0;  // nonzero values that became zero
 };
 std::vector<uint16_t> to_fp16(const TensorView& t, ConversionReport* report = nullptr);
 

@@ -26,9 +26,9 @@ struct SeqChunk {
   bool sample = false;
   SamplingParams sampling;
   double uniform = 0.0;
-  int top_logprobs = -1;             // >= 0: logprob of the sampled token and this many alternatives
-  bool need_logits = true;           // logits of the last token to the host (offline tools, tests)
-  bool need_all_logits = false;      // logits of every token (prompt logprobs, perplexity)
+  int top_logprobs = -1;         // >= 0: logprob of the sampled token and this many alternatives
+  bool need_logits = true;       // logits of the last token to the host (offline tools, tests)
+  bool need_all_logits = false;  // logits of every token (prompt logprobs, perplexity)
 };
 
 struct StepInput {

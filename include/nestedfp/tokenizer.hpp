@@ -27,7 +27,8 @@ class Tokenizer {
   // files are then looked for next to it). Throws Error naming the file and the problem.
   static Tokenizer load(const std::string& model_dir_or_tokenizer_json);
   // From tokenizer.json text alone (tests, tools); `source` names it in error messages.
-  static Tokenizer from_json(std::string_view tokenizer_json, const std::string& source = "tokenizer.json");
+  static Tokenizer from_json(std::string_view tokenizer_json,
+                             const std::string& source = "tokenizer.json");
 
   std::vector<int32_t> encode(std::string_view text, bool add_special_tokens = false) const;
 
@@ -39,11 +40,13 @@ class Tokenizer {
 
   int32_t vocab_size() const;  // 1 + the largest id of the model vocab and the added tokens
   int32_t bos_id() const;      // -1 when the model files name none
-  // From generation_config.json (int or list), tokenizer_config.json eos_token, config.json; deduplicated.
+  // From generation_config.json (int or list), tokenizer_config.json eos_token, config.json;
+  // deduplicated.
   std::vector<int32_t> eos_ids() const;
   bool is_special(int32_t id) const;  // an added token marked special (skipped by decode)
-  std::optional<int32_t> token_id(std::string_view piece) const;  // piece as written in tokenizer.json
-  std::string id_to_piece(int32_t id) const;                      // throws Error when out of range
+  std::optional<int32_t> token_id(
+      std::string_view piece) const;          // piece as written in tokenizer.json
+  std::string id_to_piece(int32_t id) const;  // throws Error when out of range
   // chat_template.jinja, else tokenizer_config.json's chat_template (the "default" one of a list);
   // empty when neither exists.
   const std::string& chat_template() const;
@@ -52,7 +55,8 @@ class Tokenizer {
 
  private:
   explicit Tokenizer(std::shared_ptr<const Impl> impl) : impl_(std::move(impl)) {}
-  std::shared_ptr<const Impl> impl_;  // immutable after load (the BPE cache locks itself): copies are cheap
+  std::shared_ptr<const Impl>
+      impl_;  // immutable after load (the BPE cache locks itself): copies are cheap
 };
 
 // Streaming detokenizer: feed ids as they are generated, get back only text that is complete UTF-8.
@@ -71,7 +75,7 @@ class IncrementalDecoder {
   bool skip_special_;
   std::vector<int32_t> ids_;  // the window: ids_[0, read_) were emitted already
   size_t read_ = 0;
-  size_t emitted_ = 0;        // bytes of decode_bytes(ids_) already returned (or context)
+  size_t emitted_ = 0;  // bytes of decode_bytes(ids_) already returned (or context)
 };
 
 }  // namespace nestedfp

@@ -18,11 +18,13 @@ const char* to_string(WeightFormat f) {
 }
 
 std::vector<float> rope_inv_freq(const RopeSpec& s) {
-  if (s.head_dim <= 0 || s.head_dim % 2) fail("rope: head_dim {} must be positive and even", s.head_dim);
+  if (s.head_dim <= 0 || s.head_dim % 2)
+    fail("rope: head_dim {} must be positive and even", s.head_dim);
   const int half = s.head_dim / 2;
   std::vector<float> inv_freq(static_cast<size_t>(half), 0.f);
   // As transformers computes it in fp32: 1 / base^(2i / dim).
-  for (int i = 0; i < half; ++i) inv_freq[size_t(i)] = 1.f / std::pow(float(s.theta), float(2 * i) / float(s.head_dim));
+  for (int i = 0; i < half; ++i)
+    inv_freq[size_t(i)] = 1.f / std::pow(float(s.theta), float(2 * i) / float(s.head_dim));
   if (s.scaling == "linear") {
     for (auto& f : inv_freq) f = float(f / s.factor);
   } else if (s.scaling == "llama3") {
@@ -33,7 +35,8 @@ std::vector<float> rope_inv_freq(const RopeSpec& s) {
       if (wl > low_wl) {
         f = float(f / s.factor);
       } else if (wl >= high_wl) {  // medium band: interpolate
-        const double smooth = (old_len / wl - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+        const double smooth =
+            (old_len / wl - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
         f = float((1 - smooth) * f / s.factor + smooth * f);
       }
     }

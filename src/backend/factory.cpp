@@ -30,10 +30,12 @@ std::string describe_auto_device() {
 
 std::unique_ptr<Backend> make_backend(const BackendOptions& o) {
   if (o.device == "cpu") return make_cpu_backend(o.cpu_threads);
-  if (o.device != "cuda" && o.device != "auto") fail("unknown device '{}' (use auto, cpu or cuda)", o.device);
+  if (o.device != "cuda" && o.device != "auto")
+    fail("unknown device '{}' (use auto, cpu or cuda)", o.device);
   const std::string why = cuda_reason(o.gpu);
   if (!why.empty()) {
-    if (o.device == "cuda") fail("--device cuda: {}; use --device cpu (or auto) to run on the cpu backend", why);
+    if (o.device == "cuda")
+      fail("--device cuda: {}; use --device cpu (or auto) to run on the cpu backend", why);
     spdlog::info("device auto: cpu backend ({})", why);
     return make_cpu_backend(o.cpu_threads);
   }

@@ -21,9 +21,12 @@ double now_s() {
 Endpoint parse_url(const std::string& url) {
   Endpoint ep;
   std::string rest = url;
-  if (rest.rfind("http://", 0) == 0) rest = rest.substr(7);
-  else if (rest.rfind("https://", 0) == 0) rest = rest.substr(8), ep.scheme = "https";
-  else if (rest.find("://") != std::string::npos) fail("--url {}: only http:// and https:// URLs are supported", url);
+  if (rest.rfind("http://", 0) == 0)
+    rest = rest.substr(7);
+  else if (rest.rfind("https://", 0) == 0)
+    rest = rest.substr(8), ep.scheme = "https";
+  else if (rest.find("://") != std::string::npos)
+    fail("--url {}: only http:// and https:// URLs are supported", url);
   size_t slash = rest.find('/');
   std::string hostport = rest.substr(0, slash);
   if (slash != std::string::npos) ep.base_path = rest.substr(slash);
@@ -39,7 +42,8 @@ Endpoint parse_url(const std::string& url) {
     try {
       size_t used = 0;
       ep.port = std::stoi(hostport.substr(colon + 1), &used);
-      if (used != hostport.size() - colon - 1 || ep.port <= 0 || ep.port > 65535) throw std::exception();
+      if (used != hostport.size() - colon - 1 || ep.port <= 0 || ep.port > 65535)
+        throw std::exception();
     } catch (const std::exception&) {
       fail("--url {}: bad port '{}'", url, hostport.substr(colon + 1));
     }
@@ -55,7 +59,8 @@ std::string base_url(const Endpoint& ep) {
 }
 
 std::unique_ptr<httplib::Client> client_for(const Endpoint& ep, double timeout_s) {
-  auto c = std::make_unique<httplib::Client>(ep.scheme + "://" + ep.host + ":" + std::to_string(ep.port));
+  auto c = std::make_unique<httplib::Client>(ep.scheme + "://" + ep.host + ":" +
+                                             std::to_string(ep.port));
   c->set_connection_timeout(std::chrono::milliseconds(int64_t(std::min(timeout_s, 10.0) * 1000)));
   c->set_read_timeout(std::chrono::milliseconds(int64_t(timeout_s * 1000)));
   c->set_write_timeout(std::chrono::seconds(30));
@@ -89,7 +94,8 @@ std::string discover_model(const Endpoint& ep) {
   nlohmann::json j = nlohmann::json::parse(res->body, nullptr, false);
   if (j.is_discarded() || !j.contains("data") || !j["data"].is_array() || j["data"].empty() ||
       !j["data"][0].contains("id") || !j["data"][0]["id"].is_string())
-    fail("GET {}/v1/models: expected {{\"data\": [{{\"id\": ...}}]}}, got: {}", base_url(ep), trim_body(res->body));
+    fail("GET {}/v1/models: expected {{\"data\": [{{\"id\": ...}}]}}, got: {}", base_url(ep),
+         trim_body(res->body));
   return j["data"][0]["id"].get<std::string>();
 }
 
@@ -97,12 +103,9 @@ RequestResult run_request(const Endpoint& ep, const RequestSpec& spec, double ru
   RequestResult r;
   r.max_tokens = spec.max_tokens;
   r.prompt_tokens = int(spec.prompt.size());
-  nlohmann::json body = {{"model", ep.model},
-                         {"prompt", spec.prompt},
-                         {"max_tokens", spec.max_tokens},
-                         {"temperature", 0},
-                         {"stream", true},
-                         {"stream_options", {{"include_usage", true}}}};
+  nlohmann::json body = {
+      {"model", ep.model}, {"prompt", spec.prompt}, {"max_tokens", spec.max_tokens},
+      {"temperature", 0},  {"stream", true},        {"stream_options", {{"include_usage", true}}}};
   if (spec.ignore_eos) body["ignore_eos"] = true;
 
   httplib::Request req;
@@ -135,15 +138,19 @@ RequestResult run_request(const Endpoint& ep, const RequestSpec& spec, double ru
     }
     if (j.contains("usage") && j["usage"].is_object() && j["usage"].contains("completion_tokens")) {
       usage_tokens = j["usage"]["completion_tokens"].get<int>();
-      if (j["usage"].contains("prompt_tokens")) r.prompt_tokens = j["usage"]["prompt_tokens"].get<int>();
+      if (j["usage"].contains("prompt_tokens"))
+        r.prompt_tokens = j["usage"]["prompt_tokens"].get<int>();
     }
     if (!j.contains("choices") || !j["choices"].is_array() || j["choices"].empty()) return;
     const auto& ch = j["choices"][0];
     std::string text;
-    if (ch.contains("text") && ch["text"].is_string()) text = ch["text"].get<std::string>();
-    else if (ch.contains("delta") && ch["delta"].contains("content") && ch["delta"]["content"].is_string())
+    if (ch.contains("text") && ch["text"].is_string())
+      text = ch["text"].get<std::string>();
+    else if (ch.contains("delta") && ch["delta"].contains("content") &&
+             ch["delta"]["content"].is_string())
       text = ch["delta"]["content"].get<std::string>();
-    bool finish_only = text.empty() && ch.contains("finish_reason") && !ch["finish_reason"].is_null();
+    bool finish_only =
+        text.empty() && ch.contains("finish_reason") && !ch["finish_reason"].is_null();
     if (finish_only) return;  // a closing event carries no token
     ++events;
     if (first) {
@@ -167,7 +174,8 @@ RequestResult run_request(const Endpoint& ep, const RequestSpec& spec, double ru
       size_t end = buffer.find("\n\n");
       size_t crlf = buffer.find("\r\n\r\n");
       size_t len = 2;
-      if (crlf != std::string::npos && (end == std::string::npos || crlf < end)) end = crlf, len = 4;
+      if (crlf != std::string::npos && (end == std::string::npos || crlf < end))
+        end = crlf, len = 4;
       if (end == std::string::npos) break;
       std::string ev = buffer.substr(0, end);
       buffer.erase(0, end + len);
@@ -272,7 +280,8 @@ MetricsPoller::MetricsPoller(Endpoint ep, double run_start_s, double interval_s)
     auto c = client_for(m.ep, 5);
     for (;;) {
       double t = now_s();
-      if (auto res = c->Get((m.ep.base_path + "/metrics").c_str(), auth_headers(m.ep)); res && res->status == 200) {
+      if (auto res = c->Get((m.ep.base_path + "/metrics").c_str(), auth_headers(m.ep));
+          res && res->status == 200) {
         if (auto s = parse_precision_metrics(res->body)) {
           s->t_s = t - m.start;
           saw_ = true;
@@ -281,7 +290,9 @@ MetricsPoller::MetricsPoller(Endpoint ep, double run_start_s, double interval_s)
         }
       }
       std::unique_lock<std::mutex> lock(m.mu);
-      if (m.cv.wait_for(lock, std::chrono::duration<double>(m.interval), [&] { return m.stopping; })) return;
+      if (m.cv.wait_for(lock, std::chrono::duration<double>(m.interval),
+                        [&] { return m.stopping; }))
+        return;
     }
   });
 }
@@ -305,16 +316,19 @@ std::vector<MetricsSample> MetricsPoller::samples() const {
   return impl_->samples;
 }
 
-// ---- drivers -------------------------------------------------------------------------------------
+// ---- drivers
+// -------------------------------------------------------------------------------------
 
-std::vector<RequestResult> run_closed_loop(const Endpoint& ep, const std::vector<RequestSpec>& specs,
-                                           int concurrency, double run_start_s) {
+std::vector<RequestResult> run_closed_loop(const Endpoint& ep,
+                                           const std::vector<RequestSpec>& specs, int concurrency,
+                                           double run_start_s) {
   std::vector<RequestResult> results(specs.size());
   std::atomic<size_t> next{0};
   std::vector<std::thread> workers;
   for (int w = 0; w < std::max(1, concurrency); ++w)
     workers.emplace_back([&] {
-      for (size_t k; (k = next.fetch_add(1)) < specs.size();) results[k] = run_request(ep, specs[k], run_start_s);
+      for (size_t k; (k = next.fetch_add(1)) < specs.size();)
+        results[k] = run_request(ep, specs[k], run_start_s);
     });
   for (auto& t : workers) t.join();
   return results;
@@ -325,7 +339,8 @@ std::vector<RequestResult> run_open_loop(const Endpoint& ep, const std::vector<R
   std::vector<RequestResult> results(specs.size());
   std::vector<size_t> order(specs.size());
   for (size_t k = 0; k < order.size(); ++k) order[k] = k;
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return specs[a].arrival_s < specs[b].arrival_s; });
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return specs[a].arrival_s < specs[b].arrival_s; });
   // One thread per request in flight; finished ones are joined as the replay goes, so a long
   // trace does not pile up thousands of exited threads.
   struct InFlight {
@@ -335,8 +350,10 @@ std::vector<RequestResult> run_open_loop(const Endpoint& ep, const std::vector<R
   std::list<InFlight> inflight;
   auto reap = [&] {
     for (auto it = inflight.begin(); it != inflight.end();)
-      if (it->done->load()) it->th.join(), it = inflight.erase(it);
-      else ++it;
+      if (it->done->load())
+        it->th.join(), it = inflight.erase(it);
+      else
+        ++it;
   };
   for (size_t k : order) {
     double wait = run_start_s + specs[k].arrival_s - now_s();

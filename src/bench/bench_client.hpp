@@ -16,11 +16,10 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 namespace nestedfp::bench {
 
@@ -41,14 +40,14 @@ Endpoint parse_url(const std::string& url);
 struct RequestSpec {
   std::vector<int32_t> prompt;  // token ids
   int max_tokens = 16;
-  double arrival_s = 0;         // trace mode: when to send, from the start of the run
+  double arrival_s = 0;  // trace mode: when to send, from the start of the run
   bool ignore_eos = false;
 };
 
 struct RequestResult {
   bool ok = false;
   std::string error;
-  double start_s = 0;    // send time, from the start of the run
+  double start_s = 0;  // send time, from the start of the run
   double ttft_s = 0;
   double e2e_s = 0;
   std::vector<double> itl_s;
@@ -86,14 +85,14 @@ struct Summary {
   size_t requests = 0, completed = 0, failed = 0;
   double duration_s = 0;  // measurement window
   int64_t input_tokens = 0, output_tokens = 0;
-  double request_throughput = 0;      // completed requests / s
-  double output_token_throughput = 0; // output tokens / s
-  double total_token_throughput = 0;  // (input + output) tokens / s
-  Dist ttft, tpot, itl, e2e;          // seconds
+  double request_throughput = 0;       // completed requests / s
+  double output_token_throughput = 0;  // output tokens / s
+  double total_token_throughput = 0;   // (input + output) tokens / s
+  Dist ttft, tpot, itl, e2e;           // seconds
   Slo slo;
   double slo_ttft_attainment = 0, slo_tpot_attainment = 0, slo_attainment = 0;  // fractions
-  double goodput = 0;                 // requests / s meeting both targets
-  std::vector<std::string> errors;    // first few distinct errors
+  double goodput = 0;               // requests / s meeting both targets
+  std::vector<std::string> errors;  // first few distinct errors
 };
 
 // Statistics over `results`; the throughput window runs from the earliest send to the latest
@@ -116,11 +115,11 @@ std::vector<TraceRow> read_trace(const std::string& path);
 std::vector<TraceRow> parse_trace(const std::string& text, const std::string& name);
 
 struct TraceSlice {
-  double start_s = 0;      // skip rows before this offset from the first row
-  double duration_s = 0;   // 0 = to the end
-  size_t num_requests = 0; // 0 = all in the window
-  double time_scale = 1;   // > 1 replays faster: arrival offsets are divided by it
-  int max_input_len = 0;   // 0 = no clamp; else context tokens are clamped to it
+  double start_s = 0;       // skip rows before this offset from the first row
+  double duration_s = 0;    // 0 = to the end
+  size_t num_requests = 0;  // 0 = all in the window
+  double time_scale = 1;    // > 1 replays faster: arrival offsets are divided by it
+  int max_input_len = 0;    // 0 = no clamp; else context tokens are clamped to it
   int max_output_len = 0;
 };
 // Requests for the slice: arrivals relative to the first kept row (divided by time_scale),
@@ -155,8 +154,9 @@ class MetricsPoller {
 };
 
 // Closed loop: `concurrency` workers send `specs` in order; returns results in spec order.
-std::vector<RequestResult> run_closed_loop(const Endpoint& ep, const std::vector<RequestSpec>& specs,
-                                           int concurrency, double run_start_s);
+std::vector<RequestResult> run_closed_loop(const Endpoint& ep,
+                                           const std::vector<RequestSpec>& specs, int concurrency,
+                                           double run_start_s);
 // Open loop: each spec is sent at run_start_s + arrival_s, whatever is still running.
 std::vector<RequestResult> run_open_loop(const Endpoint& ep, const std::vector<RequestSpec>& specs,
                                          double run_start_s);
@@ -170,7 +170,9 @@ std::string format_table(const std::vector<std::pair<std::string, Summary>>& row
 // latency_over_time.png: TTFT, TPOT and E2E of each request against its send time.
 // precision_share.png: per polling interval, the FP8 share of engine steps and of step tokens.
 // Returns the files written (the precision plot is skipped without samples).
-std::vector<std::string> write_plots(const std::string& dir, const std::vector<RequestResult>& results,
-                                     const std::vector<MetricsSample>& metrics, const std::string& title);
+std::vector<std::string> write_plots(const std::string& dir,
+                                     const std::vector<RequestResult>& results,
+                                     const std::vector<MetricsSample>& metrics,
+                                     const std::string& title);
 
 }  // namespace nestedfp::bench

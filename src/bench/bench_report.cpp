@@ -1,8 +1,8 @@
 // Bench reports: JSON records, the console table, and the PNG plots.
+#include <fmt/format.h>
+
 #include <cmath>
 #include <filesystem>
-
-#include <fmt/format.h>
 
 #include "bench/bench_client.hpp"
 #include "bench/plot_png.hpp"
@@ -12,8 +12,13 @@ namespace nestedfp::bench {
 
 namespace {
 nlohmann::json dist_ms(const Dist& d) {
-  return {{"mean", d.mean * 1e3}, {"p50", d.p50 * 1e3}, {"p90", d.p90 * 1e3}, {"p99", d.p99 * 1e3},
-          {"min", d.min * 1e3},   {"max", d.max * 1e3}, {"n", d.n}};
+  return {{"mean", d.mean * 1e3},
+          {"p50", d.p50 * 1e3},
+          {"p90", d.p90 * 1e3},
+          {"p99", d.p99 * 1e3},
+          {"min", d.min * 1e3},
+          {"max", d.max * 1e3},
+          {"n", d.n}};
 }
 }  // namespace
 
@@ -59,26 +64,31 @@ std::string format_table(const std::vector<std::pair<std::string, Summary>>& row
   size_t lw = 3;
   for (auto& [label, _] : rows) lw = std::max(lw, label.size());
   std::string out = fmt::format(
-      "{:<{}}  {:>9}  {:>7}  {:>7}  {:>9}  {:>9}  {:>31}  {:>31}  {:>15}  {:>17}  {:>6}  {:>7}\n", "run", lw,
-      "ok/total", "dur s", "req/s", "out tok/s", "tot tok/s", "TTFT ms mean/p50/p90/p99", "TPOT ms mean/p50/p90/p99",
-      "ITL ms p50/p99", "E2E ms mean/p99", "SLO %", "goodput");
+      "{:<{}}  {:>9}  {:>7}  {:>7}  {:>9}  {:>9}  {:>31}  {:>31}  {:>15}  {:>17}  {:>6}  {:>7}\n",
+      "run", lw, "ok/total", "dur s", "req/s", "out tok/s", "tot tok/s", "TTFT ms mean/p50/p90/p99",
+      "TPOT ms mean/p50/p90/p99", "ITL ms p50/p99", "E2E ms mean/p99", "SLO %", "goodput");
   for (auto& [label, s] : rows) {
     auto four = [](const Dist& d) {
-      return fmt::format("{:.1f}/{:.1f}/{:.1f}/{:.1f}", d.mean * 1e3, d.p50 * 1e3, d.p90 * 1e3, d.p99 * 1e3);
+      return fmt::format("{:.1f}/{:.1f}/{:.1f}/{:.1f}", d.mean * 1e3, d.p50 * 1e3, d.p90 * 1e3,
+                         d.p99 * 1e3);
     };
-    out += fmt::format("{:<{}}  {:>9}  {:>7.2f}  {:>7.2f}  {:>9.1f}  {:>9.1f}  {:>31}  {:>31}  {:>15}  {:>17}  {:>6.1f}  {:>7.2f}\n",
-                       label, lw, fmt::format("{}/{}", s.completed, s.requests), s.duration_s, s.request_throughput,
-                       s.output_token_throughput, s.total_token_throughput, four(s.ttft), four(s.tpot),
-                       fmt::format("{:.1f}/{:.1f}", s.itl.p50 * 1e3, s.itl.p99 * 1e3),
-                       fmt::format("{:.0f}/{:.0f}", s.e2e.mean * 1e3, s.e2e.p99 * 1e3), s.slo_attainment * 100,
-                       s.goodput);
+    out += fmt::format(
+        "{:<{}}  {:>9}  {:>7.2f}  {:>7.2f}  {:>9.1f}  {:>9.1f}  {:>31}  {:>31}  {:>15}  {:>17}  "
+        "{:>6.1f}  {:>7.2f}\n",
+        label, lw, fmt::format("{}/{}", s.completed, s.requests), s.duration_s,
+        s.request_throughput, s.output_token_throughput, s.total_token_throughput, four(s.ttft),
+        four(s.tpot), fmt::format("{:.1f}/{:.1f}", s.itl.p50 * 1e3, s.itl.p99 * 1e3),
+        fmt::format("{:.0f}/{:.0f}", s.e2e.mean * 1e3, s.e2e.p99 * 1e3), s.slo_attainment * 100,
+        s.goodput);
     for (auto& e : s.errors) out += fmt::format("    error: {}\n", e);
   }
   return out;
 }
 
-std::vector<std::string> write_plots(const std::string& dir, const std::vector<RequestResult>& results,
-                                     const std::vector<MetricsSample>& metrics, const std::string& title) {
+std::vector<std::string> write_plots(const std::string& dir,
+                                     const std::vector<RequestResult>& results,
+                                     const std::vector<MetricsSample>& metrics,
+                                     const std::string& title) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) fail("cannot create output directory {}: {}", dir, ec.message());
@@ -94,7 +104,8 @@ std::vector<std::string> write_plots(const std::string& dir, const std::vector<R
     ttft.x.push_back(r.start_s), ttft.y.push_back(r.ttft_s * 1e3);
     e2e.x.push_back(r.start_s), e2e.y.push_back(r.e2e_s);
     if (r.output_tokens > 1)
-      tpot.x.push_back(r.start_s), tpot.y.push_back((r.e2e_s - r.ttft_s) / (r.output_tokens - 1) * 1e3);
+      tpot.x.push_back(r.start_s),
+          tpot.y.push_back((r.e2e_s - r.ttft_s) / (r.output_tokens - 1) * 1e3);
   }
   std::vector<Chart> lat = {
       {title + ": TTFT per request", "request send time (s)", "TTFT (ms)", {ttft}},

@@ -86,13 +86,15 @@ Summary summarize(const std::vector<RequestResult>& results, const Slo& slo, dou
 
 std::vector<RequestResult> middle_fraction(std::vector<RequestResult> results, double ratio) {
   if (ratio <= 0 || ratio > 1) fail("--middle-ratio {} must be in (0, 1]", ratio);
-  std::stable_sort(results.begin(), results.end(),
-                   [](const RequestResult& a, const RequestResult& b) { return a.start_s < b.start_s; });
+  std::stable_sort(
+      results.begin(), results.end(),
+      [](const RequestResult& a, const RequestResult& b) { return a.start_s < b.start_s; });
   size_t n = results.size();
   size_t keep = size_t(std::llround(double(n) * ratio));
   if (keep == 0 && n > 0) keep = 1;
   size_t drop = (n - keep) / 2;
-  return std::vector<RequestResult>(results.begin() + long(drop), results.begin() + long(drop + keep));
+  return std::vector<RequestResult>(results.begin() + long(drop),
+                                    results.begin() + long(drop + keep));
 }
 
 namespace {
@@ -111,9 +113,13 @@ bool parse_timestamp(const std::string& s, double& out) {
   int y, mo, d, h, mi;
   double sec;
   char sep;
-  if (std::sscanf(s.c_str(), "%d-%d-%d%c%d:%d:%lf", &y, &mo, &d, &sep, &h, &mi, &sec) == 7 && (sep == ' ' || sep == 'T')) {
-    if (mo < 1 || mo > 12 || d < 1 || d > 31 || h < 0 || h > 23 || mi < 0 || mi > 59 || sec < 0 || sec >= 61) return false;
-    out = double(days_from_civil(y, unsigned(mo), unsigned(d))) * 86400.0 + h * 3600.0 + mi * 60.0 + sec;
+  if (std::sscanf(s.c_str(), "%d-%d-%d%c%d:%d:%lf", &y, &mo, &d, &sep, &h, &mi, &sec) == 7 &&
+      (sep == ' ' || sep == 'T')) {
+    if (mo < 1 || mo > 12 || d < 1 || d > 31 || h < 0 || h > 23 || mi < 0 || mi > 59 || sec < 0 ||
+        sec >= 61)
+      return false;
+    out = double(days_from_civil(y, unsigned(mo), unsigned(d))) * 86400.0 + h * 3600.0 + mi * 60.0 +
+          sec;
     return true;
   }
   try {  // plain seconds
@@ -152,15 +158,18 @@ std::vector<TraceRow> parse_trace(const std::string& text, const std::string& na
         if (cells[k] == "GeneratedTokens") col_gen = int(k);
       }
       if (col_t < 0 || col_ctx < 0 || col_gen < 0)
-        fail("{}:{}: expected a header with TIMESTAMP,ContextTokens,GeneratedTokens, got '{}'", name, lineno, trim(line));
+        fail("{}:{}: expected a header with TIMESTAMP,ContextTokens,GeneratedTokens, got '{}'",
+             name, lineno, trim(line));
       continue;
     }
     int need = std::max({col_t, col_ctx, col_gen});
-    if (int(cells.size()) <= need) fail("{}:{}: expected {} columns, got {}", name, lineno, need + 1, cells.size());
+    if (int(cells.size()) <= need)
+      fail("{}:{}: expected {} columns, got {}", name, lineno, need + 1, cells.size());
     TraceRow r;
     double t;
     if (!parse_timestamp(cells[size_t(col_t)], t))
-      fail("{}:{}: bad TIMESTAMP '{}' (expected YYYY-MM-DD HH:MM:SS.ffffff or seconds)", name, lineno, cells[size_t(col_t)]);
+      fail("{}:{}: bad TIMESTAMP '{}' (expected YYYY-MM-DD HH:MM:SS.ffffff or seconds)", name,
+           lineno, cells[size_t(col_t)]);
     auto count = [&](int col, const char* what) {
       const std::string& c = cells[size_t(col)];
       try {
@@ -177,7 +186,8 @@ std::vector<TraceRow> parse_trace(const std::string& text, const std::string& na
     r.t_s = t - t0;
     rows.push_back(r);
   }
-  if (col_t < 0) fail("{}: empty trace (expected a TIMESTAMP,ContextTokens,GeneratedTokens header)", name);
+  if (col_t < 0)
+    fail("{}: empty trace (expected a TIMESTAMP,ContextTokens,GeneratedTokens header)", name);
   if (rows.empty()) fail("{}: the trace has a header but no rows", name);
   return rows;
 }
@@ -194,7 +204,8 @@ std::vector<RequestSpec> slice_trace(const std::vector<TraceRow>& rows_in, const
   if (s.time_scale <= 0) fail("--time-scale {} must be positive", s.time_scale);
   if (s.start_s < 0 || s.duration_s < 0) fail("--start and --duration must not be negative");
   std::vector<TraceRow> rows = rows_in;
-  std::stable_sort(rows.begin(), rows.end(), [](const TraceRow& a, const TraceRow& b) { return a.t_s < b.t_s; });
+  std::stable_sort(rows.begin(), rows.end(),
+                   [](const TraceRow& a, const TraceRow& b) { return a.t_s < b.t_s; });
   std::vector<RequestSpec> out;
   double first = -1;
   for (auto& r : rows) {
@@ -212,8 +223,10 @@ std::vector<RequestSpec> slice_trace(const std::vector<TraceRow>& rows_in, const
     out.push_back(std::move(spec));
   }
   if (out.empty())
-    fail("the trace slice is empty: no rows between --start {} s and --start + --duration ({} s); the trace spans {:.1f} s",
-         s.start_s, s.duration_s > 0 ? s.start_s + s.duration_s : rows.back().t_s, rows.back().t_s);
+    fail(
+        "the trace slice is empty: no rows between --start {} s and --start + --duration ({} s); "
+        "the trace spans {:.1f} s",
+        s.start_s, s.duration_s > 0 ? s.start_s + s.duration_s : rows.back().t_s, rows.back().t_s);
   return out;
 }
 

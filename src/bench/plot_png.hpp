@@ -42,8 +42,8 @@ struct Series {
   std::string name;
   std::vector<double> x, y;
   Rgb color{31, 119, 180};
-  bool lines = true;    // connect points in x order
-  bool markers = false; // draw a disc at each point
+  bool lines = true;     // connect points in x order
+  bool markers = false;  // draw a disc at each point
 };
 
 struct Chart {

@@ -18,7 +18,8 @@ nlohmann::json normalize_chat_messages(const nlohmann::json& messages) {
   for (size_t k = 0; k < out.size(); ++k) {
     auto& m = out[k];
     if (!m.is_object()) fail("messages[{}] must be an object with 'role' and 'content'", k);
-    if (!m.contains("role") || !m["role"].is_string()) fail("messages[{}].role must be a string", k);
+    if (!m.contains("role") || !m["role"].is_string())
+      fail("messages[{}].role must be a string", k);
     if (!m.contains("content")) continue;  // e.g. assistant messages with only tool_calls
     auto& c = m["content"];
     if (c.is_array()) {
@@ -27,7 +28,10 @@ nlohmann::json normalize_chat_messages(const nlohmann::json& messages) {
         const auto& part = c[p];
         if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
             !part["text"].is_string())
-          fail("messages[{}].content[{}]: only {{\"type\": \"text\", \"text\": ...}} parts are supported", k, p);
+          fail(
+              "messages[{}].content[{}]: only {{\"type\": \"text\", \"text\": ...}} parts are "
+              "supported",
+              k, p);
         if (p) text += "\n";
         text += part["text"].get<std::string>();
       }
@@ -73,7 +77,8 @@ std::string default_chat_prompt(const nlohmann::json& messages) {
   for (auto& m : ms) {
     std::string role = m["role"].get<std::string>();
     if (!role.empty()) role[0] = char(std::toupper(uint8_t(role[0])));
-    std::string content = m.contains("content") && m["content"].is_string() ? m["content"].get<std::string>() : "";
+    std::string content =
+        m.contains("content") && m["content"].is_string() ? m["content"].get<std::string>() : "";
     out += role + ": " + content + "\n\n";
   }
   return out + "Assistant:";

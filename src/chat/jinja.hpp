@@ -5,12 +5,11 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 namespace nestedfp::chat::jinja {
 
@@ -62,8 +61,8 @@ struct Value {
   bool is_number() const { return kind == Kind::Int || kind == Kind::Float; }
   double as_double() const { return kind == Kind::Float ? f : double(kind == Kind::Bool ? b : i); }
   bool truthy() const;
-  std::string to_str() const;   // Python str()
-  std::string repr() const;     // Python repr() (inside lists and dicts)
+  std::string to_str() const;  // Python str()
+  std::string repr() const;    // Python repr() (inside lists and dicts)
   std::string to_json(int indent = -1, int level = 0) const;  // json.dumps(ensure_ascii=False)
   const char* type_name() const;
 };
@@ -74,13 +73,28 @@ bool equals(const Value& a, const Value& b);
 struct Expr;
 using ExprP = std::unique_ptr<Expr>;
 struct Expr {
-  enum class Op { Literal, Name, ListLit, DictLit, Attr, Index, Slice, Call, Filter, Test,
-                  Unary, Binary, And, Or, Cond };
+  enum class Op {
+    Literal,
+    Name,
+    ListLit,
+    DictLit,
+    Attr,
+    Index,
+    Slice,
+    Call,
+    Filter,
+    Test,
+    Unary,
+    Binary,
+    And,
+    Or,
+    Cond
+  };
   Op op;
   size_t pos = 0;
   Value literal;
-  std::string name;  // variable/attribute/filter/test name or operator
-  bool negate = false;  // `is not`
+  std::string name;         // variable/attribute/filter/test name or operator
+  bool negate = false;      // `is not`
   std::vector<ExprP> args;  // operands; null entries are omitted slice parts / else branch
   std::vector<std::pair<std::string, ExprP>> kwargs;
 };
@@ -92,13 +106,13 @@ struct Node {
   enum class Kind { Text, Output, If, For, Set, SetBlock, Macro, Break, Continue, Scope };
   Kind kind;
   size_t pos = 0;
-  std::string text;                   // Text: the text; Macro: its name
-  ExprP expr;                         // Output/Set value, For iterable
-  ExprP filter;                       // For ... if filter
-  std::vector<std::string> targets;   // For/Set names, Macro parameters
-  std::string attr;                   // Set ns.attr
-  std::vector<ExprP> conds;           // If/elif conditions; Macro parameter defaults (nullable)
-  std::vector<Body> bodies;           // If branches; For/Set/Macro/Scope body is bodies[0]
+  std::string text;                  // Text: the text; Macro: its name
+  ExprP expr;                        // Output/Set value, For iterable
+  ExprP filter;                      // For ... if filter
+  std::vector<std::string> targets;  // For/Set names, Macro parameters
+  std::string attr;                  // Set ns.attr
+  std::vector<ExprP> conds;          // If/elif conditions; Macro parameter defaults (nullable)
+  std::vector<Body> bodies;          // If branches; For/Set/Macro/Scope body is bodies[0]
   Body else_body;
 };
 

@@ -61,12 +61,15 @@ std::vector<std::string> chars_of(const std::string& s) {
 
 std::string strip_chars(const std::string& s, const std::string& chars, bool left, bool right) {
   size_t b = 0, e = s.size();
-  if (left) while (b < e && chars.find(s[b]) != std::string::npos) ++b;
-  if (right) while (e > b && chars.find(s[e - 1]) != std::string::npos) --e;
+  if (left)
+    while (b < e && chars.find(s[b]) != std::string::npos) ++b;
+  if (right)
+    while (e > b && chars.find(s[e - 1]) != std::string::npos) --e;
   return s.substr(b, e - b);
 }
 
-std::string replace_all(const std::string& s, const std::string& from, const std::string& to, int64_t count) {
+std::string replace_all(const std::string& s, const std::string& from, const std::string& to,
+                        int64_t count) {
   if (from.empty()) return s;
   std::string out;
   size_t p = 0;
@@ -147,7 +150,8 @@ int64_t length(const Value& v) {
 }
 
 // Python slice semantics on a sequence of length n.
-std::vector<int64_t> slice_indices(int64_t n, const Value& start, const Value& stop, const Value& stepv) {
+std::vector<int64_t> slice_indices(int64_t n, const Value& start, const Value& stop,
+                                   const Value& stepv) {
   int64_t step = stepv.is_none() || stepv.is_undefined() ? 1 : need_int(stepv, "slice step");
   if (step == 0) func_fail("slice step cannot be zero");
   auto norm = [&](const Value& v, int64_t dflt, int64_t lo, int64_t hi) {
@@ -191,7 +195,8 @@ bool contains(const Value& container, const Value& item) {
         if (equals(e, item)) return true;
       return false;
     case K::Dict: return item.is_str() && container.dict->find(item.s) != nullptr;
-    default: func_fail(std::string("argument of type '") + container.type_name() + "' is not iterable");
+    default:
+      func_fail(std::string("argument of type '") + container.type_name() + "' is not iterable");
   }
 }
 
@@ -252,7 +257,8 @@ Value attribute(const Value& obj, const std::string& name) {
     Value m = method(obj, name);
     if (!m.is_undefined()) return m;
   }
-  return Value::undefined(std::string("'") + obj.type_name() + "' object has no attribute '" + name + "'");
+  return Value::undefined(std::string("'") + obj.type_name() + "' object has no attribute '" +
+                          name + "'");
 }
 
 Value method(const Value& obj, const std::string& name) {
@@ -271,8 +277,10 @@ Value method(const Value& obj, const std::string& name) {
         List options = p->is_list() ? *p->list : List{*p};
         for (auto& opt : options) {
           const std::string& x = need_str(opt, name.c_str());
-          bool hit = name == "startswith" ? o.s.rfind(x, 0) == 0
-                                          : o.s.size() >= x.size() && o.s.compare(o.s.size() - x.size(), x.size(), x) == 0;
+          bool hit =
+              name == "startswith"
+                  ? o.s.rfind(x, 0) == 0
+                  : o.s.size() >= x.size() && o.s.compare(o.s.size() - x.size(), x.size(), x) == 0;
           if (hit) return Value::boolean(true);
         }
         return Value::boolean(false);
@@ -296,15 +304,20 @@ Value method(const Value& obj, const std::string& name) {
         }
         return list_of_strings(lines);
       });
-    if (name == "upper") return bind([](const Value& o, CallArgs&) { return Value::str(upper(o.s)); });
-    if (name == "lower") return bind([](const Value& o, CallArgs&) { return Value::str(lower(o.s)); });
-    if (name == "title") return bind([](const Value& o, CallArgs&) { return Value::str(title(o.s)); });
-    if (name == "capitalize") return bind([](const Value& o, CallArgs&) { return Value::str(capitalize(o.s)); });
+    if (name == "upper")
+      return bind([](const Value& o, CallArgs&) { return Value::str(upper(o.s)); });
+    if (name == "lower")
+      return bind([](const Value& o, CallArgs&) { return Value::str(lower(o.s)); });
+    if (name == "title")
+      return bind([](const Value& o, CallArgs&) { return Value::str(title(o.s)); });
+    if (name == "capitalize")
+      return bind([](const Value& o, CallArgs&) { return Value::str(capitalize(o.s)); });
     if (name == "replace")
       return bind([](const Value& o, CallArgs& a) {
         const Value *f = arg(a, 0, "old"), *t = arg(a, 1, "new"), *c = arg(a, 2, "count");
         if (!f || !t) func_fail("replace() needs two arguments");
-        return Value::str(replace_all(o.s, need_str(*f, "replace"), need_str(*t, "replace"), c ? need_int(*c, "count") : -1));
+        return Value::str(replace_all(o.s, need_str(*f, "replace"), need_str(*t, "replace"),
+                                      c ? need_int(*c, "count") : -1));
       });
     if (name == "find" || name == "count")
       return bind([name](const Value& o, CallArgs& a) {
@@ -313,11 +326,13 @@ Value method(const Value& obj, const std::string& name) {
         const std::string& sub = need_str(*x, name.c_str());
         if (name == "find") {
           size_t p = o.s.find(sub);
-          return Value::integer(p == std::string::npos ? -1 : int64_t(chars_of(o.s.substr(0, p)).size()));
+          return Value::integer(
+              p == std::string::npos ? -1 : int64_t(chars_of(o.s.substr(0, p)).size()));
         }
         int64_t n = 0;
         if (!sub.empty())
-          for (size_t p = o.s.find(sub); p != std::string::npos; p = o.s.find(sub, p + sub.size())) ++n;
+          for (size_t p = o.s.find(sub); p != std::string::npos; p = o.s.find(sub, p + sub.size()))
+            ++n;
         return Value::integer(n);
       });
     if (name == "join")
@@ -326,15 +341,18 @@ Value method(const Value& obj, const std::string& name) {
         if (!x) func_fail("join() needs an argument");
         std::string out;
         List items = iterate(*x);
-        for (size_t k = 0; k < items.size(); ++k) out += (k ? o.s : "") + need_str(items[k], "join");
+        for (size_t k = 0; k < items.size(); ++k)
+          out += (k ? o.s : "") + need_str(items[k], "join");
         return Value::str(out);
       });
     if (name == "isdigit" || name == "isalpha" || name == "isspace" || name == "isalnum")
       return bind([name](const Value& o, CallArgs&) {
         if (o.s.empty()) return Value::boolean(false);
         for (char c : o.s) {
-          int (*pred)(int) = name == "isdigit" ? ::isdigit : name == "isalpha" ? ::isalpha
-                           : name == "isspace" ? ::isspace : ::isalnum;
+          int (*pred)(int) = name == "isdigit"   ? ::isdigit
+                             : name == "isalpha" ? ::isalpha
+                             : name == "isspace" ? ::isspace
+                                                 : ::isalnum;
           if (!pred(uint8_t(c))) return Value::boolean(false);
         }
         return Value::boolean(true);
@@ -361,14 +379,17 @@ Value method(const Value& obj, const std::string& name) {
         return v ? *v : d ? *d : Value::none();
       });
   }
-  return Value::undefined(std::string("'") + obj.type_name() + "' object has no attribute '" + name + "'");
+  return Value::undefined(std::string("'") + obj.type_name() + "' object has no attribute '" +
+                          name + "'");
 }
 
 Value builtin_range(CallArgs& a) {
   if (a.pos.empty() || a.pos.size() > 3) func_fail("range() takes 1 to 3 arguments");
   int64_t start = 0, stop, step = 1;
-  if (a.pos.size() == 1) stop = need_int(a.pos[0], "range");
-  else start = need_int(a.pos[0], "range"), stop = need_int(a.pos[1], "range");
+  if (a.pos.size() == 1)
+    stop = need_int(a.pos[0], "range");
+  else
+    start = need_int(a.pos[0], "range"), stop = need_int(a.pos[1], "range");
   if (a.pos.size() == 3) step = need_int(a.pos[2], "range");
   if (step == 0) func_fail("range() step must not be zero");
   List l;

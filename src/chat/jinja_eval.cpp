@@ -1,8 +1,8 @@
 // Jinja evaluator: statements, expressions and filters (tests, methods and globals are in
 // jinja_builtins.cpp).
 #include <algorithm>
-#include <cmath>
 #include <cctype>
+#include <cmath>
 #include <unordered_map>
 
 #include "chat/jinja.hpp"
@@ -113,8 +113,10 @@ class Renderer {
     }
     scopes.emplace_back();
     auto bind = [&](const Value& item) {
-      if (n.targets.size() == 1) assign(n.targets[0], item);
-      else unpack(n.targets, item, n.pos);
+      if (n.targets.size() == 1)
+        assign(n.targets[0], item);
+      else
+        unpack(n.targets, item, n.pos);
     };
     if (n.filter) {
       List kept;
@@ -138,12 +140,14 @@ class Renderer {
       d.set("length", Value::integer(len));
       d.set("depth", Value::integer(1));
       d.set("depth0", Value::integer(0));
-      d.set("previtem", k > 0 ? items[size_t(k - 1)] : Value::undefined("there is no previous item"));
-      d.set("nextitem", k + 1 < len ? items[size_t(k + 1)] : Value::undefined("there is no next item"));
+      d.set("previtem",
+            k > 0 ? items[size_t(k - 1)] : Value::undefined("there is no previous item"));
+      d.set("nextitem",
+            k + 1 < len ? items[size_t(k + 1)] : Value::undefined("there is no next item"));
       d.set("cycle", Value::func([k](CallArgs& a) {
-        if (a.pos.empty()) func_fail("loop.cycle() needs at least one value");
-        return a.pos[size_t(k) % a.pos.size()];
-      }));
+              if (a.pos.empty()) func_fail("loop.cycle() needs at least one value");
+              return a.pos[size_t(k) % a.pos.size()];
+            }));
       assign("loop", loop);
       exec(n.bodies[0], out);
       if (flow_ == Flow::Break) {
@@ -159,23 +163,28 @@ class Renderer {
   void define_macro(const Node& n) {
     const Node* node = &n;
     assign(n.text, Value::func([this, node](CallArgs& a) {
-      if (++depth_ > 64) func_fail("macro recursion too deep");
-      scopes.emplace_back();
-      for (size_t k = 0; k < node->targets.size(); ++k) {
-        const std::string& p = node->targets[k];
-        if (k < a.pos.size()) assign(p, a.pos[k]);
-        else if (const Value* v = a.kwarg(p)) assign(p, *v);
-        else if (node->conds[k]) assign(p, eval(*node->conds[k]));
-        else assign(p, Value::undefined("macro argument '" + p + "' was not given"));
-      }
-      if (a.pos.size() > node->targets.size()) func_fail("too many arguments to macro '" + node->text + "'");
-      std::string out;
-      exec(node->bodies[0], out);
-      flow_ = Flow::Normal;
-      scopes.pop_back();
-      --depth_;
-      return Value::str(out);
-    }));
+             if (++depth_ > 64) func_fail("macro recursion too deep");
+             scopes.emplace_back();
+             for (size_t k = 0; k < node->targets.size(); ++k) {
+               const std::string& p = node->targets[k];
+               if (k < a.pos.size())
+                 assign(p, a.pos[k]);
+               else if (const Value* v = a.kwarg(p))
+                 assign(p, *v);
+               else if (node->conds[k])
+                 assign(p, eval(*node->conds[k]));
+               else
+                 assign(p, Value::undefined("macro argument '" + p + "' was not given"));
+             }
+             if (a.pos.size() > node->targets.size())
+               func_fail("too many arguments to macro '" + node->text + "'");
+             std::string out;
+             exec(node->bodies[0], out);
+             flow_ = Flow::Normal;
+             scopes.pop_back();
+             --depth_;
+             return Value::str(out);
+           }));
   }
 
   CallArgs eval_args(const Expr& e, size_t first) {
@@ -236,7 +245,8 @@ class Renderer {
         if (obj.is_str()) {
           auto cs = chars_of(obj.s);
           std::string s;
-          for (int64_t k : slice_indices(int64_t(cs.size()), parts[0], parts[1], parts[2])) s += cs[size_t(k)];
+          for (int64_t k : slice_indices(int64_t(cs.size()), parts[0], parts[1], parts[2]))
+            s += cs[size_t(k)];
           return Value::str(s);
         }
         error(e.pos, std::string("cannot slice a '") + obj.type_name() + "'");
@@ -267,7 +277,8 @@ class Renderer {
         need_defined(v, e.args[0]->pos);
         if (v.kind == K::Int) return Value::integer(e.name == "-" ? -v.i : v.i);
         if (v.kind == K::Float) return Value::number(e.name == "-" ? -v.f : v.f);
-        error(e.pos, std::string("bad operand type for unary ") + e.name + ": '" + v.type_name() + "'");
+        error(e.pos,
+              std::string("bad operand type for unary ") + e.name + ": '" + v.type_name() + "'");
       }
       case Expr::Op::And: {
         Value a = eval(*e.args[0]);
@@ -292,10 +303,12 @@ class Renderer {
       return Value::undefined("dict has no key " + key.repr());
     }
     if (obj.is_list() || obj.is_str()) {
-      if (key.kind != K::Int) error(pos, std::string("indices must be integers, not ") + key.type_name());
+      if (key.kind != K::Int)
+        error(pos, std::string("indices must be integers, not ") + key.type_name());
       int64_t n = obj.is_list() ? int64_t(obj.list->size()) : length(obj);
       int64_t k = key.i < 0 ? key.i + n : key.i;
-      if (k < 0 || k >= n) return Value::undefined("index " + std::to_string(key.i) + " out of range");
+      if (k < 0 || k >= n)
+        return Value::undefined("index " + std::to_string(key.i) + " out of range");
       if (obj.is_list()) return (*obj.list)[size_t(k)];
       return Value::str(chars_of(obj.s)[size_t(k)]);
     }
@@ -318,7 +331,8 @@ class Renderer {
     if (op == ">") return Value::boolean(compare(a, b) > 0);
     if (op == ">=") return Value::boolean(compare(a, b) >= 0);
     auto bad = [&]() -> Value {
-      error(e.pos, "unsupported operand types for " + op + ": '" + a.type_name() + "' and '" + b.type_name() + "'");
+      error(e.pos, "unsupported operand types for " + op + ": '" + a.type_name() + "' and '" +
+                       b.type_name() + "'");
     };
     bool nums = (a.is_number() || a.kind == K::Bool) && (b.is_number() || b.kind == K::Bool);
     bool ints = nums && a.kind != K::Float && b.kind != K::Float;
@@ -346,8 +360,10 @@ class Renderer {
         if (b.i > 100000) error(e.pos, "repetition count too large");
         Value r = a.is_str() ? Value::str("") : Value::make_list();
         for (int64_t k = 0; k < b.i; ++k) {
-          if (a.is_str()) r.s += a.s;
-          else r.list->insert(r.list->end(), a.list->begin(), a.list->end());
+          if (a.is_str())
+            r.s += a.s;
+          else
+            r.list->insert(r.list->end(), a.list->begin(), a.list->end());
         }
         return r;
       }
@@ -414,7 +430,8 @@ class Renderer {
     need_defined(v, pos);
     if (name == "trim") {
       const Value* c = p(0, "chars");
-      return Value::str(strip_chars(need_str(v, "trim"), c && !c->is_none() ? need_str(*c, "trim") : kSpace, true, true));
+      return Value::str(strip_chars(
+          need_str(v, "trim"), c && !c->is_none() ? need_str(*c, "trim") : kSpace, true, true));
     }
     if (name == "upper") return Value::str(upper(need_str(v, "upper")));
     if (name == "lower") return Value::str(lower(need_str(v, "lower")));
@@ -431,7 +448,8 @@ class Renderer {
     if (name == "replace") {
       const Value *f = p(0, "old"), *t = p(1, "new"), *c = p(2, "count");
       if (!f || !t) func_fail("replace needs two arguments");
-      return Value::str(replace_all(v.to_str(), f->to_str(), t->to_str(), c ? need_int(*c, "count") : -1));
+      return Value::str(
+          replace_all(v.to_str(), f->to_str(), t->to_str(), c ? need_int(*c, "count") : -1));
     }
     if (name == "first" || name == "last") {
       List items = iterate(v);
@@ -451,7 +469,8 @@ class Renderer {
     }
     if (name == "int") {
       if (v.kind == K::Float) return Value::integer(int64_t(v.f));
-      if (v.kind == K::Int || v.kind == K::Bool) return Value::integer(v.kind == K::Bool ? v.b : v.i);
+      if (v.kind == K::Int || v.kind == K::Bool)
+        return Value::integer(v.kind == K::Bool ? v.b : v.i);
       try {
         return Value::integer(std::stoll(v.to_str()));
       } catch (const std::exception&) {
@@ -501,19 +520,22 @@ class Renderer {
         Value total = Value::integer(0);
         for (auto& x : l) {
           Value k = key(x);
-          total = (total.kind == K::Int && k.kind == K::Int) ? Value::integer(total.i + k.i)
-                                                             : Value::number(total.as_double() + k.as_double());
+          total = (total.kind == K::Int && k.kind == K::Int)
+                      ? Value::integer(total.i + k.i)
+                      : Value::number(total.as_double() + k.as_double());
         }
         return total;
       }
       if (name == "unique") {
         List out;
         for (auto& x : l)
-          if (std::none_of(out.begin(), out.end(), [&](const Value& y) { return equals(key(x), key(y)); }))
+          if (std::none_of(out.begin(), out.end(),
+                           [&](const Value& y) { return equals(key(x), key(y)); }))
             out.push_back(x);
         return Value::make_list(std::move(out));
       }
-      std::stable_sort(l.begin(), l.end(), [&](const Value& x, const Value& y) { return compare(key(x), key(y)) < 0; });
+      std::stable_sort(l.begin(), l.end(),
+                       [&](const Value& x, const Value& y) { return compare(key(x), key(y)) < 0; });
       if (name == "max" || name == "min") {
         if (l.empty()) return Value::undefined("no " + name + " of an empty sequence");
         return name == "max" ? l.back() : l.front();
@@ -526,14 +548,16 @@ class Renderer {
       const Value* w = p(0, "width");
       const Value* first = p(1, "first");
       const Value* blank = p(2, "blank");
-      std::string pad = w && w->is_str() ? w->s : std::string(size_t(w ? need_int(*w, "indent") : 4), ' ');
+      std::string pad =
+          w && w->is_str() ? w->s : std::string(size_t(w ? need_int(*w, "indent") : 4), ' ');
       std::string s = need_str(v, "indent"), out;
       size_t start = 0;
       bool first_line = true;
       while (start <= s.size()) {
         size_t e = s.find('\n', start);
         std::string line = s.substr(start, e == std::string::npos ? std::string::npos : e - start);
-        bool indent_it = first_line ? (first && first->truthy()) : (!line.empty() || (blank && blank->truthy()));
+        bool indent_it =
+            first_line ? (first && first->truthy()) : (!line.empty() || (blank && blank->truthy()));
         out += (indent_it ? pad : "") + line;
         if (e == std::string::npos) break;
         out += '\n';
@@ -593,7 +617,8 @@ std::string render(const Template& t, const std::vector<std::pair<std::string, V
   g["dict"] = Value::func(builtin_dict);
   g["strftime_now"] = Value::func(builtin_strftime_now);
   g["raise_exception"] = Value::func([](CallArgs& a) -> Value {
-    func_fail("raise_exception: " + (a.pos.empty() ? std::string("(no message)") : a.pos[0].to_str()));
+    func_fail("raise_exception: " +
+              (a.pos.empty() ? std::string("(no message)") : a.pos[0].to_str()));
   });
   for (auto& [k, v] : globals) g[k] = v;
   r.scopes.emplace_back();  // template-level variables shadow, never overwrite, the globals

@@ -14,8 +14,10 @@ std::string where(std::string_view src, size_t pos) {
   pos = std::min(pos, src.size());
   size_t line = 1, col = 1;
   for (size_t k = 0; k < pos; ++k) {
-    if (src[k] == '\n') ++line, col = 1;
-    else ++col;
+    if (src[k] == '\n')
+      ++line, col = 1;
+    else
+      ++col;
   }
   return "line " + std::to_string(line) + ", column " + std::to_string(col);
 }
@@ -28,7 +30,9 @@ namespace lex {
 
 namespace {
 
-bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+bool is_space(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
 
 // Reads tokens of one tag starting at `p` until its closing delimiter; sets `rtrim` if it is
 // written `-%}` / `-}}`.
@@ -73,11 +77,14 @@ std::vector<Token> lex_tag(std::string_view src, size_t& p, char close, bool& rt
         }
       }
       std::string num;
-      for (char d : src.substr(start, p - start)) if (d != '_') num += d;
+      for (char d : src.substr(start, p - start))
+        if (d != '_') num += d;
       Token t{is_float ? Token::T::Float : Token::T::Int, num, 0, 0, start};
       try {
-        if (is_float) t.f = std::stod(num);
-        else t.i = std::stoll(num);
+        if (is_float)
+          t.f = std::stod(num);
+        else
+          t.i = std::stoll(num);
       } catch (const std::exception&) {
         syntax_error(src, start, "number out of range: " + num);
       }
@@ -89,7 +96,10 @@ std::vector<Token> lex_tag(std::string_view src, size_t& p, char close, bool& rt
         if (p >= n) syntax_error(src, start, "unterminated string literal");
         char d = src[p++];
         if (d == c) break;
-        if (d != '\\') { s += d; continue; }
+        if (d != '\\') {
+          s += d;
+          continue;
+        }
         if (p >= n) syntax_error(src, start, "unterminated string literal");
         char e = src[p++];
         switch (e) {
@@ -104,22 +114,28 @@ std::vector<Token> lex_tag(std::string_view src, size_t& p, char close, bool& rt
           case '\'': s += '\''; break;
           case '"': s += '"'; break;
           case '\n': break;  // line continuation
-          case 'x': case 'u': case 'U': {
+          case 'x':
+          case 'u':
+          case 'U': {
             int len = e == 'x' ? 2 : e == 'u' ? 4 : 8;
             if (p + len > n) syntax_error(src, p - 2, "truncated escape sequence");
             uint32_t cp = 0;
             for (int k = 0; k < len; ++k) {
               char h = src[p + k];
               if (!std::isxdigit(uint8_t(h))) syntax_error(src, p - 2, "bad escape sequence");
-              cp = cp * 16 + uint32_t(std::isdigit(uint8_t(h)) ? h - '0' : (std::tolower(h) - 'a' + 10));
+              cp = cp * 16 +
+                   uint32_t(std::isdigit(uint8_t(h)) ? h - '0' : (std::tolower(h) - 'a' + 10));
             }
             p += len;
             if (cp > 0x10FFFF) syntax_error(src, p - 2, "escape out of Unicode range");
             // UTF-8 encode
-            if (cp < 0x80) s += char(cp);
-            else if (cp < 0x800) s += char(0xC0 | (cp >> 6)), s += char(0x80 | (cp & 0x3F));
+            if (cp < 0x80)
+              s += char(cp);
+            else if (cp < 0x800)
+              s += char(0xC0 | (cp >> 6)), s += char(0x80 | (cp & 0x3F));
             else if (cp < 0x10000)
-              s += char(0xE0 | (cp >> 12)), s += char(0x80 | ((cp >> 6) & 0x3F)), s += char(0x80 | (cp & 0x3F));
+              s += char(0xE0 | (cp >> 12)), s += char(0x80 | ((cp >> 6) & 0x3F)),
+                  s += char(0x80 | (cp & 0x3F));
             else
               s += char(0xF0 | (cp >> 18)), s += char(0x80 | ((cp >> 12) & 0x3F)),
                   s += char(0x80 | ((cp >> 6) & 0x3F)), s += char(0x80 | (cp & 0x3F));
@@ -165,7 +181,10 @@ std::vector<Segment> segment(std::string_view src) {
     size_t q = p;
     for (;;) {
       q = src.find('{', q);
-      if (q == std::string_view::npos || q + 1 >= n) { q = n; break; }
+      if (q == std::string_view::npos || q + 1 >= n) {
+        q = n;
+        break;
+      }
       char c = src[q + 1];
       if (c == '{' || c == '%' || c == '#') break;
       ++q;
@@ -177,8 +196,10 @@ std::vector<Segment> segment(std::string_view src) {
     char kind = src[q + 1];
     r.seg.pos = q;
     p = q + 2;
-    if (p < n && src[p] == '-') r.ltrim = true, ++p;
-    else if (p < n && src[p] == '+') r.lplus = true, ++p;
+    if (p < n && src[p] == '-')
+      r.ltrim = true, ++p;
+    else if (p < n && src[p] == '+')
+      r.lplus = true, ++p;
     if (kind == '#') {
       size_t e = src.find("#}", p);
       if (e == std::string_view::npos) syntax_error(src, q, "unterminated comment: missing '#}'");
@@ -205,7 +226,10 @@ std::vector<Segment> segment(std::string_view src) {
             size_t after = t + 6;
             lex_tag(src, after, '%', rt);
             std::string text(src.substr(p, e - p));
-            if (r.rtrim) text.erase(0, text.find_first_not_of(" \t\n\r\f\v") == std::string::npos ? text.size() : text.find_first_not_of(" \t\n\r\f\v"));
+            if (r.rtrim)
+              text.erase(0, text.find_first_not_of(" \t\n\r\f\v") == std::string::npos
+                                ? text.size()
+                                : text.find_first_not_of(" \t\n\r\f\v"));
             if (lt) text.erase(text.find_last_not_of(" \t\n\r\f\v") + 1);
             Raw open = r;
             open.comment = true;  // behaves like a comment for the text before it
@@ -256,8 +280,10 @@ std::vector<Segment> segment(std::string_view src) {
         size_t f = text.find_first_not_of(" \t\n\r\f\v");
         text.erase(0, f == std::string::npos ? text.size() : f);
       } else if (prev.is_block_like) {
-        if (text.rfind("\r\n", 0) == 0) text.erase(0, 2);
-        else if (!text.empty() && text[0] == '\n') text.erase(0, 1);
+        if (text.rfind("\r\n", 0) == 0)
+          text.erase(0, 2);
+        else if (!text.empty() && text[0] == '\n')
+          text.erase(0, 1);
       }
     }
   }

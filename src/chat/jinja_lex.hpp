@@ -17,8 +17,8 @@ struct Token {
 
 struct Segment {
   enum class T { Text, Var, Block } t;
-  std::string text;            // Text
-  std::vector<Token> tokens;   // Var/Block, terminated by an End token
+  std::string text;           // Text
+  std::vector<Token> tokens;  // Var/Block, terminated by an End token
   size_t pos = 0;
 };
 

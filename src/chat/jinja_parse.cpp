@@ -16,15 +16,17 @@ using lex::syntax_error;
 using lex::Token;
 
 const std::set<std::string> kFilters = {
-    "trim", "length", "count", "tojson", "upper", "lower", "default", "d", "first", "last", "join",
-    "replace", "capitalize", "title", "list", "string", "int", "float", "abs", "items", "dictsort",
-    "selectattr", "rejectattr", "select", "reject", "map", "reverse", "sort", "unique", "safe",
-    "indent", "max", "min", "sum", "round", "batch", "wordcount", "center", "e", "escape"};
+    "trim",   "length", "count",   "tojson",  "upper",      "lower",      "default",    "d",
+    "first",  "last",   "join",    "replace", "capitalize", "title",      "list",       "string",
+    "int",    "float",  "abs",     "items",   "dictsort",   "selectattr", "rejectattr", "select",
+    "reject", "map",    "reverse", "sort",    "unique",     "safe",       "indent",     "max",
+    "min",    "sum",    "round",   "batch",   "wordcount",  "center",     "e",          "escape"};
 const std::set<std::string> kTests = {
-    "defined", "undefined", "none", "string", "number", "integer", "float", "boolean", "true",
-    "false", "mapping", "iterable", "sequence", "callable", "even", "odd", "divisibleby", "equalto",
-    "eq", "==", "ne", "!=", "gt", ">", "ge", ">=", "lt", "<", "le", "<=", "in", "lower", "upper",
-    "sameas"};
+    "defined", "undefined", "none",        "string",  "number",   "integer",  "float",
+    "boolean", "true",      "false",       "mapping", "iterable", "sequence", "callable",
+    "even",    "odd",       "divisibleby", "equalto", "eq",       "==",       "ne",
+    "!=",      "gt",        ">",           "ge",      ">=",       "lt",       "<",
+    "le",      "<=",        "in",          "lower",   "upper",    "sameas"};
 
 class Parser {
  public:
@@ -39,9 +41,9 @@ class Parser {
  private:
   std::string_view src_;
   std::vector<Segment> segs_;
-  size_t si_ = 0;               // current segment
+  size_t si_ = 0;  // current segment
   const std::vector<Token>* toks_ = nullptr;
-  size_t ti_ = 0;               // current token within a tag
+  size_t ti_ = 0;  // current token within a tag
 
   [[noreturn]] void error(size_t pos, const std::string& msg) { syntax_error(src_, pos, msg); }
 
@@ -73,20 +75,23 @@ class Parser {
     return true;
   }
   void expect_op(const char* op) {
-    if (!accept_op(op)) error(peek().pos, std::string("expected '") + op + "', found " + describe(peek()));
+    if (!accept_op(op))
+      error(peek().pos, std::string("expected '") + op + "', found " + describe(peek()));
   }
   std::string expect_name() {
     if (peek().t != Token::T::Name) error(peek().pos, "expected a name, found " + describe(peek()));
     return next().s;
   }
   void expect_end() {
-    if (peek().t != Token::T::End) error(peek().pos, "expected end of tag, found " + describe(peek()));
+    if (peek().t != Token::T::End)
+      error(peek().pos, "expected end of tag, found " + describe(peek()));
   }
   static std::string describe(const Token& t) {
     switch (t.t) {
       case Token::T::End: return "end of tag";
       case Token::T::Str: return "string literal";
-      case Token::T::Int: case Token::T::Float: return "number " + t.s;
+      case Token::T::Int:
+      case Token::T::Float: return "number " + t.s;
       default: return "'" + t.s + "'";
     }
   }
@@ -239,9 +244,10 @@ class Parser {
       expect_end();
       return n;
     }
-    static const std::set<std::string> closers = {"endif", "endfor", "else", "elif", "endset",
-                                                  "endmacro", "endgeneration", "endraw"};
-    if (closers.count(k)) error(kw.pos, "unexpected {% " + k + " %} without a matching opening tag");
+    static const std::set<std::string> closers = {"endif",  "endfor",   "else",          "elif",
+                                                  "endset", "endmacro", "endgeneration", "endraw"};
+    if (closers.count(k))
+      error(kw.pos, "unexpected {% " + k + " %} without a matching opening tag");
     error(kw.pos, "unsupported tag '" + k + "' (this template engine covers if/for/set/macro)");
   }
 
@@ -312,7 +318,8 @@ class Parser {
       std::string op;
       size_t pos = peek().pos;
       const Token& t = peek();
-      if (t.t == Token::T::Op && (t.s == "==" || t.s == "!=" || t.s == "<" || t.s == "<=" || t.s == ">" || t.s == ">=")) {
+      if (t.t == Token::T::Op &&
+          (t.s == "==" || t.s == "!=" || t.s == "<" || t.s == "<=" || t.s == ">" || t.s == ">=")) {
         op = t.s;
         next();
       } else if (is_name("in")) {
@@ -403,9 +410,12 @@ class Parser {
       }
       case Token::T::Name: {
         auto e = make(Expr::Op::Literal, t.pos);
-        if (t.s == "true" || t.s == "True") e->literal = Value::boolean(true);
-        else if (t.s == "false" || t.s == "False") e->literal = Value::boolean(false);
-        else if (t.s == "none" || t.s == "None") e->literal = Value::none();
+        if (t.s == "true" || t.s == "True")
+          e->literal = Value::boolean(true);
+        else if (t.s == "false" || t.s == "False")
+          e->literal = Value::boolean(false);
+        else if (t.s == "none" || t.s == "None")
+          e->literal = Value::none();
         else {
           e->op = Expr::Op::Name;
           e->name = t.s;
@@ -530,9 +540,12 @@ class Parser {
         n->negate = accept_name("not");
         const Token& nt = peek();
         std::string name;
-        if (nt.t == Token::T::Name) name = next().s;
-        else if (nt.t == Token::T::Op) name = next().s;
-        else error(nt.pos, "expected a test name after 'is'");
+        if (nt.t == Token::T::Name)
+          name = next().s;
+        else if (nt.t == Token::T::Op)
+          name = next().s;
+        else
+          error(nt.pos, "expected a test name after 'is'");
         if (!kTests.count(name)) error(nt.pos, "unknown test '" + name + "'");
         n->name = name;
         n->args.push_back(std::move(e));
@@ -541,13 +554,14 @@ class Parser {
         } else {
           // `is divisibleby 3`, `is sameas false`: one argument without parentheses.
           static const std::set<std::string> takes_arg = {
-              "divisibleby", "equalto", "eq", "==", "ne", "!=", "gt", ">", "ge", ">=", "lt", "<",
-              "le", "<=", "in", "sameas"};
+              "divisibleby", "equalto", "eq", "==", "ne", "!=", "gt", ">",
+              "ge",          ">=",      "lt", "<",  "le", "<=", "in", "sameas"};
           const Token& a = peek();
-          bool starts_arg = takes_arg.count(name) &&
-                            (a.t == Token::T::Str || a.t == Token::T::Int || a.t == Token::T::Float ||
-                             (a.t == Token::T::Name && a.s != "and" && a.s != "or" && a.s != "else" &&
-                              a.s != "if" && a.s != "is" && a.s != "in" && a.s != "not"));
+          bool starts_arg =
+              takes_arg.count(name) &&
+              (a.t == Token::T::Str || a.t == Token::T::Int || a.t == Token::T::Float ||
+               (a.t == Token::T::Name && a.s != "and" && a.s != "or" && a.s != "else" &&
+                a.s != "if" && a.s != "is" && a.s != "in" && a.s != "not"));
           if (starts_arg) n->args.push_back(parse_postfix(parse_primary()));
         }
         e = std::move(n);

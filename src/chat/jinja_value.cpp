@@ -107,7 +107,8 @@ Value Value::from_json(const nlohmann::json& j) {
 
 bool Value::truthy() const {
   switch (kind) {
-    case Kind::Undefined: case Kind::None: return false;
+    case Kind::Undefined:
+    case Kind::None: return false;
     case Kind::Bool: return b;
     case Kind::Int: return i != 0;
     case Kind::Float: return f != 0;
@@ -166,12 +167,18 @@ std::string Value::repr() const {
     char q = use_double ? '"' : '\'';
     std::string out(1, q);
     for (char c : s) {
-      if (c == '\\') out += "\\\\";
-      else if (c == q) out += '\\', out += q;
-      else if (c == '\n') out += "\\n";
-      else if (c == '\t') out += "\\t";
-      else if (c == '\r') out += "\\r";
-      else out += c;
+      if (c == '\\')
+        out += "\\\\";
+      else if (c == q)
+        out += '\\', out += q;
+      else if (c == '\n')
+        out += "\\n";
+      else if (c == '\t')
+        out += "\\t";
+      else if (c == '\r')
+        out += "\\r";
+      else
+        out += c;
     }
     out += q;
     return out;
@@ -220,7 +227,9 @@ std::string Value::to_json(int indent, int level) const {
   };
   const char* item_sep = indent >= 0 ? "," : ", ";
   switch (kind) {
-    case Kind::Undefined: case Kind::None: case Kind::Func: return "null";
+    case Kind::Undefined:
+    case Kind::None:
+    case Kind::Func: return "null";
     case Kind::Bool: return b ? "true" : "false";
     case Kind::Int: return std::to_string(i);
     case Kind::Float:
@@ -283,7 +292,8 @@ bool equals(const Value& a, const Value& b) {
   }
   if (a.kind != b.kind) return false;
   switch (a.kind) {
-    case K::Undefined: case K::None: return true;
+    case K::Undefined:
+    case K::None: return true;
     case K::Str: return a.s == b.s;
     case K::List:
       if (a.list->size() != b.list->size()) return false;

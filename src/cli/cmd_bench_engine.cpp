@@ -65,13 +65,16 @@ struct Seq {
   int32_t len = 0, last = 0;
 };
 
-// Prefills `B` sequences of `context` random tokens in steps of at most `budget` tokens; returns tokens/s.
-double prefill(ModelExecutor& ex, std::vector<Seq>& seqs, int context, int budget, int vocab, std::mt19937& rng) {
+// Prefills `B` sequences of `context` random tokens in steps of at most `budget` tokens; returns
+// tokens/s.
+double prefill(ModelExecutor& ex, std::vector<Seq>& seqs, int context, int budget, int vocab,
+               std::mt19937& rng) {
   std::uniform_int_distribution<int32_t> tok(0, vocab - 1);
   size_t next = 0;
   int64_t tokens = 0;
   const auto t0 = Clock::now();
-  while (next < seqs.size() || std::any_of(seqs.begin(), seqs.end(), [&](const Seq& s) { return s.len < context; })) {
+  while (next < seqs.size() ||
+         std::any_of(seqs.begin(), seqs.end(), [&](const Seq& s) { return s.len < context; })) {
     StepInput in;
     int left = budget;
     for (auto& s : seqs) {
@@ -101,7 +104,8 @@ double prefill(ModelExecutor& ex, std::vector<Seq>& seqs, int context, int budge
 }
 
 // Median wall time of one decode step (every sequence one token, greedy on the device).
-double decode_step_ms(ModelExecutor& ex, std::vector<Seq>& seqs, Precision p, int warmup, int steps) {
+double decode_step_ms(ModelExecutor& ex, std::vector<Seq>& seqs, Precision p, int warmup,
+                      int steps) {
   std::vector<double> ms;
   for (int it = 0; it < warmup + steps; ++it) {
     StepInput in;
@@ -132,7 +136,8 @@ int run(const EngineBenchArgs& a, const std::string& command) {
     size_t j = a.weights_list.find(',', i);
     if (j == std::string::npos) j = a.weights_list.size();
     const std::string w = a.weights_list.substr(i, j - i);
-    if (w != "fp16" && w != "nested") fail("bench engine: --weights-list takes fp16 and/or nested, got '{}'", w);
+    if (w != "fp16" && w != "nested")
+      fail("bench engine: --weights-list takes fp16 and/or nested, got '{}'", w);
     modes.push_back(w);
     i = j + 1;
   }
@@ -141,7 +146,10 @@ int run(const EngineBenchArgs& a, const std::string& command) {
 #if NESTEDFP_HAVE_CUDA
   if (a.m.device != "cpu") {
     const cuda::DeviceInfo d = cuda::device_info();
-    dev = {{"name", d.name}, {"sms", d.sms}, {"cuda_runtime", d.runtime}, {"cuda_driver_api", d.driver}};
+    dev = {{"name", d.name},
+           {"sms", d.sms},
+           {"cuda_runtime", d.runtime},
+           {"cuda_driver_api", d.driver}};
     bw = cuda::measure_copy_bandwidth();
     spdlog::info("copy bandwidth {:.0f} GB/s", bw / 1e9);
   }
@@ -162,58 +170,87 @@ int run(const EngineBenchArgs& a, const std::string& command) {
         seqs[size_t(i)].id = i;
         for (int b = 0; b < per_seq; ++b) seqs[size_t(i)].blocks.push_back(i * per_seq + b);
       }
-      const double pf = prefill(*runner, seqs, a.context, m.max_num_batched_tokens, cfg.vocab_size, rng);
+      const double pf =
+          prefill(*runner, seqs, a.context, m.max_num_batched_tokens, cfg.vocab_size, rng);
       std::vector<Precision> precs = {Precision::FP16};
       if (w == "nested") precs.push_back(Precision::FP8);
       for (Precision p : precs) {
         const int ctx0 = seqs[0].len;
         const double ms = decode_step_ms(*runner, seqs, p, a.warmup, a.steps);
         const double floor_ms = bw > 0 ? weight_bytes(cfg, p == Precision::FP8) / bw * 1e3 : 0;
-        const std::string label = w == "fp16" ? "plain FP16 (cuBLAS)" : p == Precision::FP16 ? "NestedFP16" : "NestedFP8";
-        spdlog::info("{}: batch {} context {}: decode step {:.3f} ms (floor {:.3f} ms, {:.2f} of it), prefill {:.0f} tok/s",
-                     label, B, ctx0, ms, floor_ms, floor_ms > 0 ? floor_ms / ms : 0, pf);
-        rows.push_back({{"engine", label}, {"weights", w}, {"precision", to_string(p)}, {"batch", B},
-                        {"context", ctx0}, {"decode_step_ms", ms}, {"decode_tok_s", B / ms * 1e3},
-                        {"floor_ms", floor_ms}, {"floor_fraction", floor_ms > 0 ? floor_ms / ms : 0.0},
-                        {"prefill_tok_s", pf}, {"backend", backend_name}});
+        const std::string label = w == "fp16"            ? "plain FP16 (cuBLAS)"
+                                  : p == Precision::FP16 ? "NestedFP16"
+                                                         : "NestedFP8";
+        spdlog::info(
+            "{}: batch {} context {}: decode step {:.3f} ms (floor {:.3f} ms, {:.2f} of it), "
+            "prefill {:.0f} tok/s",
+            label, B, ctx0, ms, floor_ms, floor_ms > 0 ? floor_ms / ms : 0, pf);
+        rows.push_back({{"engine", label},
+                        {"weights", w},
+                        {"precision", to_string(p)},
+                        {"batch", B},
+                        {"context", ctx0},
+                        {"decode_step_ms", ms},
+                        {"decode_tok_s", B / ms * 1e3},
+                        {"floor_ms", floor_ms},
+                        {"floor_fraction", floor_ms > 0 ? floor_ms / ms : 0.0},
+                        {"prefill_tok_s", pf},
+                        {"backend", backend_name}});
       }
     }
   }
   const char* commit = std::getenv("NESTEDFP_GIT_COMMIT");
-  nlohmann::json j = {{"model", a.m.model}, {"load_format", a.m.load_format}, {"device", dev},
-                      {"copy_bandwidth_GBps", bw / 1e9}, {"git_commit", commit ? commit : ""},
-                      {"command", command}, {"results", rows}};
+  nlohmann::json j = {{"model", a.m.model},
+                      {"load_format", a.m.load_format},
+                      {"device", dev},
+                      {"copy_bandwidth_GBps", bw / 1e9},
+                      {"git_commit", commit ? commit : ""},
+                      {"command", command},
+                      {"results", rows}};
   std::filesystem::create_directories(a.out);
   std::ofstream(a.out + "/engine.json") << j.dump(2) << "\n";
-  std::string md = fmt::format("# bench engine: {} ({})\n\nGPU: {}; copy bandwidth {:.0f} GB/s; commit {}\n\n`{}`\n\n",
-                               a.m.model, a.m.load_format, dev.value("name", "?"), bw / 1e9, commit ? commit : "?", command);
-  md += "| engine | batch | context | decode step ms | tok/s | floor ms | floor / step | prefill tok/s |\n|---|---|---|---|---|---|---|---|\n";
+  std::string md = fmt::format(
+      "# bench engine: {} ({})\n\nGPU: {}; copy bandwidth {:.0f} GB/s; commit {}\n\n`{}`\n\n",
+      a.m.model, a.m.load_format, dev.value("name", "?"), bw / 1e9, commit ? commit : "?", command);
+  md +=
+      "| engine | batch | context | decode step ms | tok/s | floor ms | floor / step | prefill "
+      "tok/s |\n|---|---|---|---|---|---|---|---|\n";
   for (const auto& r : rows)
-    md += fmt::format("| {} | {} | {} | {:.3f} | {:.0f} | {:.3f} | {:.2f} | {:.0f} |\n", r["engine"].get<std::string>(),
-                      r["batch"].get<int>(), r["context"].get<int>(), r["decode_step_ms"].get<double>(),
-                      r["decode_tok_s"].get<double>(), r["floor_ms"].get<double>(), r["floor_fraction"].get<double>(),
-                      r["prefill_tok_s"].get<double>());
+    md += fmt::format("| {} | {} | {} | {:.3f} | {:.0f} | {:.3f} | {:.2f} | {:.0f} |\n",
+                      r["engine"].get<std::string>(), r["batch"].get<int>(),
+                      r["context"].get<int>(), r["decode_step_ms"].get<double>(),
+                      r["decode_tok_s"].get<double>(), r["floor_ms"].get<double>(),
+                      r["floor_fraction"].get<double>(), r["prefill_tok_s"].get<double>());
   std::ofstream(a.out + "/engine.md") << md;
   std::printf("%s", md.c_str());
   return 0;
 }
 
-const BenchRegistration reg("engine", "offline engine benchmark: decode step time and prefill throughput per weights mode",
-                            [](CLI::App& sub) -> std::function<int()> {
-  auto a = std::make_shared<EngineBenchArgs>();
-  a->m.load_format = "dummy";
-  add_model_options(sub, a->m, true);
-  sub.add_option("--weights-list", a->weights_list, "engines to compare: fp16 (plain) and/or nested")->capture_default_str();
-  sub.add_option("--batch", a->batches, "decode batch sizes")->capture_default_str();
-  sub.add_option("--context", a->context, "tokens of context per sequence before decoding")->capture_default_str();
-  sub.add_option("--steps", a->steps, "timed decode steps per point (median reported)")->capture_default_str();
-  sub.add_option("--out", a->out, "folder for engine.json and engine.md")->capture_default_str();
-  return [a] {
-    std::string cmd = fmt::format("nestedfp bench engine {} --load-format {} --weights-list {} --batch {} --context {} --steps {}",
-                                  a->m.model, a->m.load_format, a->weights_list, a->batches, a->context, a->steps);
-    return run(*a, cmd);
-  };
-}, 20);
+const BenchRegistration reg(
+    "engine", "offline engine benchmark: decode step time and prefill throughput per weights mode",
+    [](CLI::App& sub) -> std::function<int()> {
+      auto a = std::make_shared<EngineBenchArgs>();
+      a->m.load_format = "dummy";
+      add_model_options(sub, a->m, true);
+      sub.add_option("--weights-list", a->weights_list,
+                     "engines to compare: fp16 (plain) and/or nested")
+          ->capture_default_str();
+      sub.add_option("--batch", a->batches, "decode batch sizes")->capture_default_str();
+      sub.add_option("--context", a->context, "tokens of context per sequence before decoding")
+          ->capture_default_str();
+      sub.add_option("--steps", a->steps, "timed decode steps per point (median reported)")
+          ->capture_default_str();
+      sub.add_option("--out", a->out, "folder for engine.json and engine.md")
+          ->capture_default_str();
+      return [a] {
+        std::string cmd = fmt::format(
+            "nestedfp bench engine {} --load-format {} --weights-list {} --batch {} --context {} "
+            "--steps {}",
+            a->m.model, a->m.load_format, a->weights_list, a->batches, a->context, a->steps);
+        return run(*a, cmd);
+      };
+    },
+    20);
 
 }  // namespace
 }  // namespace nestedfp::cli

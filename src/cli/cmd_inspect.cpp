@@ -4,10 +4,10 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <filesystem>
 #include <cstdio>
-#include <optional>
+#include <filesystem>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "cli/command.hpp"
 #include "nestedfp/config.hpp"
@@ -74,10 +74,10 @@ nlohmann::ordered_json to_json(const io::ModelInspection& mi, const ConfigInfo& 
   j["model_dir"] = mi.dir;
   if (ci.config) {
     const io::ModelConfig& c = *ci.config;
-    j["config"] = {{"model_type", c.model_type},   {"architecture", c.architecture},
-                   {"num_layers", c.num_layers},   {"hidden_size", c.hidden_size},
-                   {"num_heads", c.num_heads},     {"num_kv_heads", c.num_kv_heads},
-                   {"head_dim", c.head_dim},       {"vocab_size", c.vocab_size}};
+    j["config"] = {{"model_type", c.model_type}, {"architecture", c.architecture},
+                   {"num_layers", c.num_layers}, {"hidden_size", c.hidden_size},
+                   {"num_heads", c.num_heads},   {"num_kv_heads", c.num_kv_heads},
+                   {"head_dim", c.head_dim},     {"vocab_size", c.vocab_size}};
   } else {
     j["config_error"] = ci.error;
   }
@@ -149,13 +149,13 @@ void print_text(const io::ModelInspection& mi, const ConfigInfo& ci) {
               human_bytes(mi.fp16_plus_fp8_bytes).c_str());
   std::printf("  nested format:          %s%s\n", human_bytes(mi.nested_bytes).c_str(),
               mi.mode == format::ScaleMode::Channel ? " (incl. one int8 k per row)" : "");
-  std::printf("  saved by nesting:       %s (%.1f%% of FP16 + FP8)\n",
-              human_bytes(uint64_t(std::max<int64_t>(saved, 0))).c_str(),
-              mi.fp16_plus_fp8_bytes ? 100.0 * double(saved) / double(mi.fp16_plus_fp8_bytes)
-                                     : 0.0);
+  std::printf(
+      "  saved by nesting:       %s (%.1f%% of FP16 + FP8)\n",
+      human_bytes(uint64_t(std::max<int64_t>(saved, 0))).c_str(),
+      mi.fp16_plus_fp8_bytes ? 100.0 * double(saved) / double(mi.fp16_plus_fp8_bytes) : 0.0);
   if (mi.conversion_overflow || mi.conversion_inexact)
-    std::printf("  to FP16: %lld values inexact, %lld overflow\n",
-                (long long)mi.conversion_inexact, (long long)mi.conversion_overflow);
+    std::printf("  to FP16: %lld values inexact, %lld overflow\n", (long long)mi.conversion_inexact,
+                (long long)mi.conversion_overflow);
   std::printf("  stay FP16:\n");
   int listed = 0;
   for (auto& t : mi.tensors)
@@ -188,7 +188,8 @@ Registration reg{
           ci.config = io::load_config(*dir);
         } catch (const Error& e) {
           ci.error = e.what();
-          if (std::filesystem::exists(std::filesystem::path(*dir) / "config.json")) broken.push_back(e.what());
+          if (std::filesystem::exists(std::filesystem::path(*dir) / "config.json"))
+            broken.push_back(e.what());
         }
         if (std::filesystem::exists(std::filesystem::path(*dir) / "tokenizer.json")) {
           try {
@@ -207,7 +208,9 @@ Registration reg{
           print_text(mi, ci);
         for (const auto& b : broken) std::fprintf(stderr, "inspect: error: %s\n", b.c_str());
         if (!broken.empty())
-          std::fprintf(stderr, "inspect: the weights were inspected, but the model files above are broken: fix or replace them\n");
+          std::fprintf(stderr,
+                       "inspect: the weights were inspected, but the model files above are broken: "
+                       "fix or replace them\n");
         return broken.empty() ? 0 : 1;
       };
     },

@@ -28,20 +28,34 @@ Registration reg{
       auto a = std::make_shared<ServeArgs>();
       add_model_options(sub, a->m, true);
       sub.add_option("--host", a->host, "address to listen on")->capture_default_str();
-      sub.add_option("--port", a->port, "port to listen on (0: any free port, printed at start)")->capture_default_str();
-      sub.add_option("--precision", a->precision, "fp16 | fp8 | dynamic[:threshold=N[,hysteresis=H]] (changeable at run time: POST /admin/precision)")
+      sub.add_option("--port", a->port, "port to listen on (0: any free port, printed at start)")
+          ->capture_default_str();
+      sub.add_option("--precision", a->precision,
+                     "fp16 | fp8 | dynamic[:threshold=N[,hysteresis=H]] (changeable at run time: "
+                     "POST /admin/precision)")
           ->capture_default_str();
       sub.add_option("--max-queue", a->max_queue,
-                     "new requests waiting for admission before more get 429 (preempted requests wait outside this bound)")
+                     "new requests waiting for admission before more get 429 (preempted requests "
+                     "wait outside this bound)")
           ->capture_default_str();
-      sub.add_option("--api-key", a->api_key, "require 'Authorization: Bearer KEY' on /v1/*, /tokenize, /detokenize (and /admin/* without --admin-key)");
+      sub.add_option("--api-key", a->api_key,
+                     "require 'Authorization: Bearer KEY' on /v1/*, /tokenize, /detokenize (and "
+                     "/admin/* without --admin-key)");
       sub.add_option("--admin-key", a->admin_key,
-                     "require 'Authorization: Bearer KEY' on /admin/* (without it and --api-key, /admin/* answers loopback clients only)");
-      sub.add_option("--max-connections", a->max_connections, "open HTTP connections (2..900)")->capture_default_str();
-      sub.add_option("--header-timeout", a->header_timeout, "seconds for a request's headers to arrive")->capture_default_str();
-      sub.add_option("--body-timeout", a->body_timeout, "seconds for a request's body to arrive after its headers")->capture_default_str();
-      sub.add_option("--served-model-name", a->served_name, "model id in the API (default: the directory name)");
-      sub.add_option("--http-threads", a->http_threads, "concurrent HTTP requests")->capture_default_str();
+                     "require 'Authorization: Bearer KEY' on /admin/* (without it and --api-key, "
+                     "/admin/* answers loopback clients only)");
+      sub.add_option("--max-connections", a->max_connections, "open HTTP connections (2..900)")
+          ->capture_default_str();
+      sub.add_option("--header-timeout", a->header_timeout,
+                     "seconds for a request's headers to arrive")
+          ->capture_default_str();
+      sub.add_option("--body-timeout", a->body_timeout,
+                     "seconds for a request's body to arrive after its headers")
+          ->capture_default_str();
+      sub.add_option("--served-model-name", a->served_name,
+                     "model id in the API (default: the directory name)");
+      sub.add_option("--http-threads", a->http_threads, "concurrent HTTP requests")
+          ->capture_default_str();
       return [a] {
         server::ServeConfig cfg;
         cfg.model_dir = a->m.model;
@@ -59,7 +73,9 @@ Registration reg{
         cfg.server.body_timeout_s = a->body_timeout;
         cfg.server.model_name = a->served_name;
         cfg.server.http_threads = a->http_threads;
-        cfg.executor = [a](const EngineConfig&) -> std::unique_ptr<ModelExecutor> { return build_runner(a->m); };
+        cfg.executor = [a](const EngineConfig&) -> std::unique_ptr<ModelExecutor> {
+          return build_runner(a->m);
+        };
 
         // SIGINT/SIGTERM are taken by a waiting thread (blocked everywhere else) for a clean stop.
         sigset_t sigs;
@@ -70,7 +86,8 @@ Registration reg{
 
         server::ServingStack stack(std::move(cfg));
         stack.server().bind();
-        std::printf("nestedfp: serving on http://%s:%d (OpenAI API under /v1)\n", a->host.c_str(), stack.port());
+        std::printf("nestedfp: serving on http://%s:%d (OpenAI API under /v1)\n", a->host.c_str(),
+                    stack.port());
         std::fflush(stdout);
         std::thread waiter([&] {
           int sig = 0;
@@ -79,7 +96,8 @@ Registration reg{
           stack.stop();
         });
         stack.run();
-        pthread_kill(waiter.native_handle(), SIGTERM);  // wake the waiter if the server ended by itself
+        pthread_kill(waiter.native_handle(),
+                     SIGTERM);  // wake the waiter if the server ended by itself
         waiter.join();
         return 0;
       };

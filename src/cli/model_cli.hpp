@@ -1,10 +1,10 @@
 #pragma once
 // Shared by the subcommands that run a model (serve, generate, eval ppl, eval layers): the
 // options that pick the backend and load the weights, and the runner they build.
-#include <CLI/CLI.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <CLI/CLI.hpp>
 #include <memory>
 #include <string>
 
@@ -35,7 +35,7 @@ struct ModelArgs {
   std::string weights = "nested";    // nested | fp16
   std::string load_format = "auto";  // auto (safetensors) | dummy
   std::string nested_scale = "none";
-  uint64_t seed = 0;                 // dummy weights
+  uint64_t seed = 0;  // dummy weights
   int threads = 0, gpu = 0;
   double gpu_memory_utilization = 0.90;
   int max_num_batched_tokens = 2048, max_num_seqs = 256, max_model_len = 0, kv_blocks = 0;
@@ -44,13 +44,16 @@ struct ModelArgs {
 // The options every model command shares. `serving`: the scheduler limits too.
 inline void add_model_options(CLI::App& sub, ModelArgs& a, bool serving) {
   sub.add_option("MODEL", a.model, "Hugging Face model directory")->required();
-  sub.add_option("--device", a.device, "auto (cuda when a Hopper GPU is present, else cpu) | cpu | cuda")
+  sub.add_option("--device", a.device,
+                 "auto (cuda when a Hopper GPU is present, else cpu) | cpu | cuda")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
       ->capture_default_str();
-  sub.add_option("--weights", a.weights, "nested (one copy, FP16 and FP8) | fp16 (plain FP16 engine, the baseline)")
+  sub.add_option("--weights", a.weights,
+                 "nested (one copy, FP16 and FP8) | fp16 (plain FP16 engine, the baseline)")
       ->check(CLI::IsMember({"nested", "fp16"}))
       ->capture_default_str();
-  sub.add_option("--load-format", a.load_format, "auto (safetensors) | dummy (random weights for config.json)")
+  sub.add_option("--load-format", a.load_format,
+                 "auto (safetensors) | dummy (random weights for config.json)")
       ->check(CLI::IsMember({"auto", "dummy"}))
       ->capture_default_str();
   sub.add_option("--nested-scale", a.nested_scale, "per-row power-of-two scales: none|channel")
@@ -62,17 +65,21 @@ inline void add_model_options(CLI::App& sub, ModelArgs& a, bool serving) {
                  "share of GPU memory for weights, scratch and the KV cache")
       ->check(CLI::Range(0.05, 1.0))
       ->capture_default_str();
-  sub.add_option("--kv-blocks", a.kv_blocks, "KV cache blocks of 16 tokens (0: from free GPU memory, or 256 MiB on cpu)");
-  sub.add_option("--max-model-len", a.max_model_len, "context length (0: the model's, capped by the KV cache)");
+  sub.add_option("--kv-blocks", a.kv_blocks,
+                 "KV cache blocks of 16 tokens (0: from free GPU memory, or 256 MiB on cpu)");
+  sub.add_option("--max-model-len", a.max_model_len,
+                 "context length (0: the model's, capped by the KV cache)");
   if (serving) {
-    sub.add_option("--max-num-batched-tokens", a.max_num_batched_tokens, "tokens per engine step")->capture_default_str();
-    sub.add_option("--max-num-seqs", a.max_num_seqs, "sequences per step and running at once")->capture_default_str();
+    sub.add_option("--max-num-batched-tokens", a.max_num_batched_tokens, "tokens per engine step")
+        ->capture_default_str();
+    sub.add_option("--max-num-seqs", a.max_num_seqs, "sequences per step and running at once")
+        ->capture_default_str();
   }
 }
 
 // The backend and the streamed weights of `a`. storage: FP8 baselines (eval only).
-inline std::unique_ptr<engine::ModelRunner> build_runner(const ModelArgs& a,
-                                                         engine::LinearStorage storage = engine::LinearStorage::Nested) {
+inline std::unique_ptr<engine::ModelRunner> build_runner(
+    const ModelArgs& a, engine::LinearStorage storage = engine::LinearStorage::Nested) {
   backend::BackendOptions bo;
   bo.device = a.device, bo.cpu_threads = a.threads, bo.gpu = a.gpu;
   auto be = backend::make_backend(bo);

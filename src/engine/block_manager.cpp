@@ -13,7 +13,8 @@ BlockManager::BlockManager(int num_blocks) {
 }
 
 void BlockManager::check_id(int32_t block, const char* what) const {
-  if (block < 0 || block >= num_blocks()) fail("{}: KV block id {} is out of range [0, {})", what, block, num_blocks());
+  if (block < 0 || block >= num_blocks())
+    fail("{}: KV block id {} is out of range [0, {})", what, block, num_blocks());
 }
 
 int32_t BlockManager::allocate() {

@@ -15,7 +15,22 @@
 
 namespace nestedfp::engine {
 
-enum class Slot { Embed, FinalNorm, LmHead, Q, K, V, O, Gate, Up, Down, InputNorm, PostNorm, QNorm, KNorm };
+enum class Slot {
+  Embed,
+  FinalNorm,
+  LmHead,
+  Q,
+  K,
+  V,
+  O,
+  Gate,
+  Up,
+  Down,
+  InputNorm,
+  PostNorm,
+  QNorm,
+  KNorm
+};
 const char* to_string(Slot s);
 inline bool is_linear(Slot s) { return s == Slot::LmHead || (s >= Slot::Q && s <= Slot::Down); }
 
@@ -23,10 +38,10 @@ struct TensorItem {
   Slot slot = Slot::Embed;
   int layer = -1;  // -1 for embed, final norm, lm_head
   std::string name;
-  int64_t rows = 0, cols = 0;  // vectors (norms): rows = 1
-  std::vector<uint16_t> values;             // fp16 bits [rows, cols]; empty when random
+  int64_t rows = 0, cols = 0;                 // vectors (norms): rows = 1
+  std::vector<uint16_t> values;               // fp16 bits [rows, cols]; empty when random
   std::optional<backend::RandomFill> random;  // dummy weights: generated where they are stored
-  std::vector<uint16_t> bias;               // q/k/v biases (qwen2), fp16 [rows]
+  std::vector<uint16_t> bias;                 // q/k/v biases (qwen2), fp16 [rows]
   std::optional<backend::RandomFill> random_bias;
 };
 using TensorVisitor = std::function<void(TensorItem&&)>;

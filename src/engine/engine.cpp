@@ -128,7 +128,8 @@ Engine::Impl::Impl(ModelExecutor& e, EngineConfig c) : exec(e), cfg(std::move(c)
   int blocks = exec.num_kv_blocks();
   if (cfg.num_kv_blocks > 0) {
     if (cfg.num_kv_blocks > blocks)
-      fail("--kv-blocks {} exceeds the {} KV blocks the executor allocated", cfg.num_kv_blocks, blocks);
+      fail("--kv-blocks {} exceeds the {} KV blocks the executor allocated", cfg.num_kv_blocks,
+           blocks);
     blocks = cfg.num_kv_blocks;
   }
   if (cfg.max_queue < 1) fail("--max-queue must be at least 1");
@@ -136,17 +137,19 @@ Engine::Impl::Impl(ModelExecutor& e, EngineConfig c) : exec(e), cfg(std::move(c)
     fail("--max-num-batched-tokens {} exceeds the {} tokens a step of the model executor holds",
          cfg.max_num_batched_tokens, exec.max_step_tokens());
   bm = std::make_unique<engine::BlockManager>(blocks);
-  sched = std::make_unique<engine::Scheduler>(*bm, engine::SchedulerConfig{cfg.max_num_batched_tokens, cfg.max_num_seqs});
+  sched = std::make_unique<engine::Scheduler>(
+      *bm, engine::SchedulerConfig{cfg.max_num_batched_tokens, cfg.max_num_seqs});
   max_len = exec.max_model_len();
   if (cfg.max_model_len > 0) {
     if (cfg.max_model_len > max_len)
-      fail("--max-model-len {} exceeds the model's context of {} tokens", cfg.max_model_len, max_len);
+      fail("--max-model-len {} exceeds the model's context of {} tokens", cfg.max_model_len,
+           max_len);
     max_len = cfg.max_model_len;
   }
   // One sequence must always fit in the pool alone, or preemption could not make progress.
   if (max_len > blocks * kKvBlockSize) {
-    spdlog::warn("max model length {} capped to {} tokens: the KV cache holds {} blocks of {}", max_len,
-                 blocks * kKvBlockSize, blocks, kKvBlockSize);
+    spdlog::warn("max model length {} capped to {} tokens: the KV cache holds {} blocks of {}",
+                 max_len, blocks * kKvBlockSize, blocks, kKvBlockSize);
     max_len = blocks * kKvBlockSize;
   }
   policy = make_precision_policy(cfg.precision, cfg.max_num_batched_tokens);
@@ -163,7 +166,8 @@ void Engine::Impl::finish(Record& r, FinishReason why, RequestEvent ev) {
   auto now = Clock::now();
   if (why != FinishReason::Abort && why != FinishReason::Error) {
     metrics.request_latency(seconds(now - r.arrival));
-    if (r.generated > 1) metrics.request_tpot(seconds(r.last_token - r.first_token) / (r.generated - 1));
+    if (r.generated > 1)
+      metrics.request_tpot(seconds(r.last_token - r.first_token) / (r.generated - 1));
   }
   if (why == FinishReason::Abort) ++aborted;
   r.done = true;
@@ -185,7 +189,9 @@ void Engine::Impl::commit_token(Record& r, int32_t token, LogprobInfo lp, Reques
   ev.token_ids.push_back(token);
   if (r.req.logprobs >= 0) ev.logprobs.push_back(std::move(lp));
 
-  auto has = [](const std::vector<int32_t>& v, int32_t t) { return std::find(v.begin(), v.end(), t) != v.end(); };
+  auto has = [](const std::vector<int32_t>& v, int32_t t) {
+    return std::find(v.begin(), v.end(), t) != v.end();
+  };
   FinishReason why = FinishReason::None;
   if ((!r.req.ignore_eos && has(cfg.eos_token_ids, token)) || has(r.req.stop_token_ids, token)) {
     why = FinishReason::Stop;  // the stop token's text is not part of the output
@@ -205,7 +211,8 @@ void Engine::Impl::commit_token(Record& r, int32_t token, LogprobInfo lp, Reques
     ev.text += r.stops.take_ready();
     return;
   }
-  if (r.decoder && !r.stops.stopped() && r.stops.append(r.decoder->finish())) why = FinishReason::Stop;
+  if (r.decoder && !r.stops.stopped() && r.stops.append(r.decoder->finish()))
+    why = FinishReason::Stop;
   ev.text += r.stops.take_all();
   finish(r, why, std::move(ev));
   ev = RequestEvent{};
@@ -233,7 +240,8 @@ bool Engine::Impl::step() {
       r->in_flight = true;
       SeqChunk sc;
       sc.seq_id = c.seq->id;
-      sc.tokens.assign(c.seq->tokens.begin() + c.start, c.seq->tokens.begin() + c.start + c.num_tokens);
+      sc.tokens.assign(c.seq->tokens.begin() + c.start,
+                       c.seq->tokens.begin() + c.start + c.num_tokens);
       sc.start_pos = c.start;
       sc.block_table = c.seq->blocks;
       // The executor samples on its device; the request's generator supplies the one uniform
@@ -264,16 +272,17 @@ bool Engine::Impl::step() {
     out = exec.execute(in);
     if (out.logits.size() != in.seqs.size() || out.tokens.size() != in.seqs.size() ||
         out.logprobs.size() != in.seqs.size())
-      fail("executor returned results for {}/{}/{} sequences, expected {}", out.logits.size(), out.tokens.size(),
-           out.logprobs.size(), in.seqs.size());
+      fail("executor returned results for {}/{}/{} sequences, expected {}", out.logits.size(),
+           out.tokens.size(), out.logprobs.size(), in.seqs.size());
     for (size_t i = 0; i < in.seqs.size(); ++i) {
       const auto& s = in.seqs[i];
       size_t rows = s.need_all_logits ? s.tokens.size() : s.need_logits ? 1 : 0;
       if (out.logits[i].size() != rows * static_cast<size_t>(vocab))
-        fail("executor returned {} logits for sequence {}, expected {} rows of {}", out.logits[i].size(), s.seq_id,
-             rows, vocab);
+        fail("executor returned {} logits for sequence {}, expected {} rows of {}",
+             out.logits[i].size(), s.seq_id, rows, vocab);
       if (s.sample && (out.tokens[i] < 0 || out.tokens[i] >= vocab))
-        fail("executor sampled token {} for sequence {}, outside [0, {})", out.tokens[i], s.seq_id, vocab);
+        fail("executor sampled token {} for sequence {}, outside [0, {})", out.tokens[i], s.seq_id,
+             vocab);
       if (s.sample && s.top_logprobs >= 0 && !out.logprobs[i])
         fail("executor returned no logprobs for sequence {}", s.seq_id);
     }
@@ -296,8 +305,10 @@ bool Engine::Impl::step() {
         for (int r = 0; r < c.num_tokens; ++r) {
           int p = c.start + r;
           if (p < s.prompt_logit_rows || p >= s.prompt_len - 1) continue;
-          std::span<const float> row(rows + static_cast<size_t>(r) * static_cast<size_t>(vocab), static_cast<size_t>(vocab));
-          w.prompt_lps.emplace_back(p + 1, logprobs(row, s.tokens[static_cast<size_t>(p) + 1], top));
+          std::span<const float> row(rows + static_cast<size_t>(r) * static_cast<size_t>(vocab),
+                                     static_cast<size_t>(vocab));
+          w.prompt_lps.emplace_back(p + 1,
+                                    logprobs(row, s.tokens[static_cast<size_t>(p) + 1], top));
         }
       }
       if (in.seqs[i].sample) {
@@ -328,7 +339,8 @@ bool Engine::Impl::step() {
       engine::Sequence& s = r.seq;
       for (auto& [pos, lp] : w.prompt_lps) r.prompt_lp[static_cast<size_t>(pos)] = std::move(lp);
       if (w.chunk.need_all_logits)
-        s.prompt_logit_rows = std::max(s.prompt_logit_rows, std::min(w.chunk.start + w.chunk.num_tokens, s.prompt_len - 1));
+        s.prompt_logit_rows = std::max(
+            s.prompt_logit_rows, std::min(w.chunk.start + w.chunk.num_tokens, s.prompt_len - 1));
       if (s.want_prompt_logits && !r.prompt_lp_sent && s.prompt_logit_rows >= s.prompt_len - 1) {
         ev.prompt_logprobs = std::move(r.prompt_lp);
         r.prompt_lp_sent = true;
@@ -371,7 +383,8 @@ void Engine::Impl::loop() {
   }
 }
 
-Engine::Engine(ModelExecutor& executor, EngineConfig cfg) : impl_(std::make_unique<Impl>(executor, std::move(cfg))) {}
+Engine::Engine(ModelExecutor& executor, EngineConfig cfg)
+    : impl_(std::make_unique<Impl>(executor, std::move(cfg))) {}
 
 Engine::~Engine() {
   stop();
@@ -408,28 +421,37 @@ std::shared_ptr<RequestStream> Engine::add_request(GenerationRequest req) {
   const int n = static_cast<int>(req.prompt.size());
   if (n == 0) throw RequestError("the prompt is empty: send at least one token");
   for (int32_t t : req.prompt)
-    if (t < 0 || t >= I.vocab) throw RequestError(fmt::format("prompt token id {} is outside the vocabulary [0, {})", t, I.vocab));
-  if (req.max_tokens < 0) throw RequestError(fmt::format("max_tokens must be >= 0 (got {})", req.max_tokens));
+    if (t < 0 || t >= I.vocab)
+      throw RequestError(
+          fmt::format("prompt token id {} is outside the vocabulary [0, {})", t, I.vocab));
+  if (req.max_tokens < 0)
+    throw RequestError(fmt::format("max_tokens must be >= 0 (got {})", req.max_tokens));
   if (static_cast<int64_t>(n) + req.max_tokens > I.max_len)
-    throw RequestError(fmt::format(
-        "this model's maximum context length is {} tokens, but the request needs {} ({} in the prompt + {} max_tokens): "
-        "shorten the prompt or lower max_tokens",
-        I.max_len, static_cast<int64_t>(n) + req.max_tokens, n, req.max_tokens));
+    throw RequestError(
+        fmt::format("this model's maximum context length is {} tokens, but the request needs {} "
+                    "({} in the prompt + {} max_tokens): "
+                    "shorten the prompt or lower max_tokens",
+                    I.max_len, static_cast<int64_t>(n) + req.max_tokens, n, req.max_tokens));
   const auto& sp = req.sampling;
   if (!(sp.temperature >= 0.0f) || !std::isfinite(sp.temperature))
-    throw RequestError(fmt::format("temperature must be a finite number >= 0 (got {})", sp.temperature));
+    throw RequestError(
+        fmt::format("temperature must be a finite number >= 0 (got {})", sp.temperature));
   if (!(sp.top_p > 0.0f && sp.top_p <= 1.0f))
     throw RequestError(fmt::format("top_p must be in (0, 1] (got {})", sp.top_p));
-  if (sp.top_k < -1) throw RequestError(fmt::format("top_k must be -1, 0 (off) or positive (got {})", sp.top_k));
+  if (sp.top_k < -1)
+    throw RequestError(fmt::format("top_k must be -1, 0 (off) or positive (got {})", sp.top_k));
   if (req.logprobs > kMaxLogprobs)
-    throw RequestError(fmt::format("logprobs must be at most {} (got {})", kMaxLogprobs, req.logprobs));
+    throw RequestError(
+        fmt::format("logprobs must be at most {} (got {})", kMaxLogprobs, req.logprobs));
 
   std::shared_ptr<RequestStream> stream;
   {
     std::lock_guard lk(I.mu);
     // The bound is on new requests: a preempted one was admitted before and is never refused.
-    if (static_cast<size_t>(I.sched->num_waiting() - I.sched->num_waiting_preempted()) >= I.cfg.max_queue)
-      throw QueueFullError(fmt::format("the request queue is full ({} waiting): retry later", I.cfg.max_queue));
+    if (static_cast<size_t>(I.sched->num_waiting() - I.sched->num_waiting_preempted()) >=
+        I.cfg.max_queue)
+      throw QueueFullError(
+          fmt::format("the request queue is full ({} waiting): retry later", I.cfg.max_queue));
     auto rec = std::make_unique<Record>();
     Record& r = *rec;
     const int64_t id = I.next_id++;
@@ -503,7 +525,8 @@ EngineStats Engine::stats() const {
   s.tokens_fp16 = I.metrics.step_tokens(Precision::FP16);
   s.tokens_fp8 = I.metrics.step_tokens(Precision::FP8);
   s.requests_added = I.metrics.requests_added();
-  s.requests_finished = I.metrics.requests_finished("stop") + I.metrics.requests_finished("length") +
+  s.requests_finished = I.metrics.requests_finished("stop") +
+                        I.metrics.requests_finished("length") +
                         I.metrics.requests_finished("abort") + I.metrics.requests_finished("error");
   return s;
 }

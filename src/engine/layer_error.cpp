@@ -54,9 +54,11 @@ double rel_error(const std::vector<uint16_t>& y, const std::vector<uint16_t>& re
 
 LayerErrorReport layer_errors(const ModelWeights& weights, std::span<const int32_t> ids, int chunks,
                               int chunk_len, const backend::BackendOptions& device) {
-  if (weights.storage != LinearStorage::Nested) fail("eval layers needs the model loaded in the nested format");
+  if (weights.storage != LinearStorage::Nested)
+    fail("eval layers needs the model loaded in the nested format");
   const int available = int(ids.size() / size_t(chunk_len));
-  if (chunks <= 0 || available == 0) fail("eval layers: the text has {} tokens, fewer than one chunk of {}", ids.size(), chunk_len);
+  if (chunks <= 0 || available == 0)
+    fail("eval layers: the text has {} tokens, fewer than one chunk of {}", ids.size(), chunk_len);
   chunks = std::min(chunks, available);
 
   RunnerOptions opt;
@@ -110,10 +112,12 @@ LayerErrorReport layer_errors(const ModelWeights& weights, std::span<const int32
         be.download(out.data(), *y, out.size() * 2);
         return out;
       };
-      const auto ref = run(make_linear(hl.name, w16, N, K, format::ScaleMode::None, false), Precision::FP16);
+      const auto ref =
+          run(make_linear(hl.name, w16, N, K, format::ScaleMode::None, false), Precision::FP16);
       LinearError e{int(li), name, N, K, {}, {}};
       for (size_t m = 0; m < modes.size(); ++m) {
-        const HostLinear v = make_linear(hl.name, w16, N, K, modes[m].scale, true, modes[m].storage);
+        const HostLinear v =
+            make_linear(hl.name, w16, N, K, modes[m].scale, true, modes[m].storage);
         e.fp8.push_back(v.nested.has_value() || v.fp8.has_value());
         e.rel_error.push_back(rel_error(run(v, Precision::FP8), ref));
         rep.mean_rel_error[m] += e.rel_error.back();

@@ -7,10 +7,12 @@
 
 namespace nestedfp::engine {
 
-Histogram::Histogram(std::vector<double> bounds) : bounds_(std::move(bounds)), counts_(bounds_.size() + 1, 0) {}
+Histogram::Histogram(std::vector<double> bounds)
+    : bounds_(std::move(bounds)), counts_(bounds_.size() + 1, 0) {}
 
 void Histogram::observe(double v) {
-  size_t i = static_cast<size_t>(std::lower_bound(bounds_.begin(), bounds_.end(), v) - bounds_.begin());
+  size_t i =
+      static_cast<size_t>(std::lower_bound(bounds_.begin(), bounds_.end(), v) - bounds_.begin());
   ++counts_[i];
   sum_ += v;
   ++count_;
@@ -23,20 +25,24 @@ void Histogram::render(std::string& out, const std::string& name, const std::str
     cum += counts_[i];
     out += fmt::format("{}_bucket{{le=\"{}\"}} {}\n", name, bounds_[i], cum);
   }
-  out += fmt::format("{}_bucket{{le=\"+Inf\"}} {}\n{}_sum {}\n{}_count {}\n", name, count_, name, sum_, name, count_);
+  out += fmt::format("{}_bucket{{le=\"+Inf\"}} {}\n{}_sum {}\n{}_count {}\n", name, count_, name,
+                     sum_, name, count_);
 }
 
 namespace {
 const char* const kReasons[] = {"stop", "length", "abort", "error"};
 std::vector<double> latency_bounds() {
-  return {0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75,
-          1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0};
+  return {0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1,  0.15, 0.2, 0.3,
+          0.4,   0.5,    0.75,  1.0,  2.5,  5.0,  7.5,  10.0, 20.0, 40.0, 80.0};
 }
 size_t pi(Precision p) { return p == Precision::FP16 ? 0 : 1; }
 }  // namespace
 
 Metrics::Metrics()
-    : ttft_(latency_bounds()), itl_(latency_bounds()), tpot_(latency_bounds()), e2e_(latency_bounds()),
+    : ttft_(latency_bounds()),
+      itl_(latency_bounds()),
+      tpot_(latency_bounds()),
+      e2e_(latency_bounds()),
       step_time_(latency_bounds()) {}
 
 size_t Metrics::reason_index(const char* reason) {
@@ -112,33 +118,46 @@ std::string Metrics::render(const Gauges& g) const {
   o += "# HELP nestedfp_requests_finished_total Requests finished, by finish reason.\n"
        "# TYPE nestedfp_requests_finished_total counter\n";
   for (size_t i = 0; i < 4; ++i)
-    o += fmt::format("nestedfp_requests_finished_total{{reason=\"{}\"}} {}\n", kReasons[i], finished_[i]);
+    o += fmt::format("nestedfp_requests_finished_total{{reason=\"{}\"}} {}\n", kReasons[i],
+                     finished_[i]);
   counter("nestedfp_prompt_tokens_total", "Prompt tokens of accepted requests.", prompt_tokens_);
   counter("nestedfp_generation_tokens_total", "Tokens generated.", generation_tokens_);
   const char* names[] = {"fp16", "fp8"};
-  o += "# HELP nestedfp_steps_total Engine steps, by precision.\n# TYPE nestedfp_steps_total counter\n";
-  for (size_t i = 0; i < 2; ++i) o += fmt::format("nestedfp_steps_total{{precision=\"{}\"}} {}\n", names[i], steps_[i]);
+  o += "# HELP nestedfp_steps_total Engine steps, by precision.\n# TYPE nestedfp_steps_total "
+       "counter\n";
+  for (size_t i = 0; i < 2; ++i)
+    o += fmt::format("nestedfp_steps_total{{precision=\"{}\"}} {}\n", names[i], steps_[i]);
   o += "# HELP nestedfp_step_tokens_total Tokens processed by engine steps, by precision.\n"
        "# TYPE nestedfp_step_tokens_total counter\n";
   for (size_t i = 0; i < 2; ++i)
-    o += fmt::format("nestedfp_step_tokens_total{{precision=\"{}\"}} {}\n", names[i], step_tokens_[i]);
+    o += fmt::format("nestedfp_step_tokens_total{{precision=\"{}\"}} {}\n", names[i],
+                     step_tokens_[i]);
   o += "# HELP nestedfp_step_seconds_total Time spent in the model executor, by precision.\n"
        "# TYPE nestedfp_step_seconds_total counter\n";
   for (size_t i = 0; i < 2; ++i)
-    o += fmt::format("nestedfp_step_seconds_total{{precision=\"{}\"}} {}\n", names[i], step_seconds_[i]);
-  counter("nestedfp_preemptions_total", "Sequences preempted (KV freed, recomputed later).", g.preemptions);
+    o += fmt::format("nestedfp_step_seconds_total{{precision=\"{}\"}} {}\n", names[i],
+                     step_seconds_[i]);
+  counter("nestedfp_preemptions_total", "Sequences preempted (KV freed, recomputed later).",
+          g.preemptions);
   gauge("nestedfp_kv_blocks_total", "KV cache blocks (16 tokens each).", g.kv_blocks_total);
   gauge("nestedfp_kv_blocks_used", "KV cache blocks in use.", g.kv_blocks_used);
   gauge("nestedfp_kv_blocks_free", "KV cache blocks free.", g.kv_blocks_free);
-  gauge("nestedfp_queue_length", "New requests waiting for admission (at most --max-queue).", g.waiting);
-  gauge("nestedfp_queue_preempted", "Preempted requests waiting to resume (outside --max-queue).", g.waiting_preempted);
+  gauge("nestedfp_queue_length", "New requests waiting for admission (at most --max-queue).",
+        g.waiting);
+  gauge("nestedfp_queue_preempted", "Preempted requests waiting to resume (outside --max-queue).",
+        g.waiting_preempted);
   gauge("nestedfp_running_requests", "Requests admitted and running.", g.running);
-  o += fmt::format("# HELP nestedfp_precision_policy_info The current precision policy.\n"
-                   "# TYPE nestedfp_precision_policy_info gauge\nnestedfp_precision_policy_info{{policy=\"{}\"}} 1\n",
-                   g.policy);
-  ttft_.render(o, "nestedfp_time_to_first_token_seconds", "Time from arrival to the first generated token.");
-  tpot_.render(o, "nestedfp_time_per_output_token_seconds", "Per request: (last token - first token) / (tokens - 1).");
-  itl_.render(o, "nestedfp_inter_token_latency_seconds", "Time between consecutive tokens of a request.");
+  o += fmt::format(
+      "# HELP nestedfp_precision_policy_info The current precision policy.\n"
+      "# TYPE nestedfp_precision_policy_info "
+      "gauge\nnestedfp_precision_policy_info{{policy=\"{}\"}} 1\n",
+      g.policy);
+  ttft_.render(o, "nestedfp_time_to_first_token_seconds",
+               "Time from arrival to the first generated token.");
+  tpot_.render(o, "nestedfp_time_per_output_token_seconds",
+               "Per request: (last token - first token) / (tokens - 1).");
+  itl_.render(o, "nestedfp_inter_token_latency_seconds",
+              "Time between consecutive tokens of a request.");
   e2e_.render(o, "nestedfp_e2e_request_latency_seconds", "Time from arrival to finish.");
   step_time_.render(o, "nestedfp_step_duration_seconds", "Model executor time per step.");
   return o;

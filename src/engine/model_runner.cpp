@@ -34,9 +34,12 @@ static BufferPtr upload_vec(backend::Backend& be, const std::vector<uint16_t>& v
 std::unique_ptr<LinearWeight> upload_linear(backend::Backend& be, const HostLinear& l) {
   backend::LinearSpec s;
   s.out_features = l.rows, s.in_features = l.cols;
-  if (l.nested) s.nested = &*l.nested;
-  else if (l.fp8) s.fp8 = &*l.fp8;
-  else s.fp16 = l.fp16.data();
+  if (l.nested)
+    s.nested = &*l.nested;
+  else if (l.fp8)
+    s.fp8 = &*l.fp8;
+  else
+    s.fp16 = l.fp16.data();
   if (!l.bias.empty()) s.bias = l.bias.data();
   return be.create_linear(s);
 }
@@ -45,20 +48,23 @@ size_t ModelRunner::kv_bytes_per_block(const io::ModelConfig& c) {
   return size_t(c.num_layers) * 2 * c.num_kv_heads * kKvBlockSize * c.head_dim * 2;
 }
 
-ModelRunner::ModelRunner(std::unique_ptr<backend::Backend> be, io::ModelConfig config, RunnerOptions opt)
+ModelRunner::ModelRunner(std::unique_ptr<backend::Backend> be, io::ModelConfig config,
+                         RunnerOptions opt)
     : be_(std::move(be)), config_(std::move(config)), opt_(opt), s_(std::make_unique<Scratch>()) {
   const auto& c = config_;
   if (c.hidden_act != "silu") fail("hidden_act '{}' is not supported (only silu)", c.hidden_act);
   max_len_ = opt.max_model_len > 0 ? opt.max_model_len : c.max_position_embeddings;
   if (max_len_ <= 0) fail("max_model_len must be positive");
-  if (opt_.max_num_batched_tokens <= 0) fail("max_num_batched_tokens must be positive, got {}", opt_.max_num_batched_tokens);
+  if (opt_.max_num_batched_tokens <= 0)
+    fail("max_num_batched_tokens must be positive, got {}", opt_.max_num_batched_tokens);
   if (opt_.max_num_seqs <= 0) fail("max_num_seqs must be positive, got {}", opt_.max_num_seqs);
   if (!(opt_.gpu_memory_utilization > 0 && opt_.gpu_memory_utilization <= 1))
     fail("gpu_memory_utilization must be in (0, 1], got {}", opt_.gpu_memory_utilization);
   layers_.resize(size_t(c.num_layers));
 }
 
-ModelRunner::ModelRunner(std::unique_ptr<backend::Backend> be, const ModelWeights& w, RunnerOptions opt)
+ModelRunner::ModelRunner(std::unique_ptr<backend::Backend> be, const ModelWeights& w,
+                         RunnerOptions opt)
     : ModelRunner(std::move(be), w.config, opt) {
   report_ = w.report;
   embed_ = upload_vec(*be_, w.embed);
@@ -67,19 +73,22 @@ ModelRunner::ModelRunner(std::unique_ptr<backend::Backend> be, const ModelWeight
   for (size_t i = 0; i < w.layers.size(); ++i) {
     const HostLayer& hl = w.layers[i];
     Layer& L = layers_[i];
-    L.q = upload_linear(*be_, hl.q), L.k = upload_linear(*be_, hl.k), L.v = upload_linear(*be_, hl.v);
+    L.q = upload_linear(*be_, hl.q), L.k = upload_linear(*be_, hl.k),
+    L.v = upload_linear(*be_, hl.v);
     L.o = upload_linear(*be_, hl.o), L.gate = upload_linear(*be_, hl.gate);
     L.up = upload_linear(*be_, hl.up), L.down = upload_linear(*be_, hl.down);
     L.input_norm = upload_vec(*be_, hl.input_norm), L.post_norm = upload_vec(*be_, hl.post_norm);
-    if (config_.qk_norm) L.q_norm = upload_vec(*be_, hl.q_norm), L.k_norm = upload_vec(*be_, hl.k_norm);
+    if (config_.qk_norm)
+      L.q_norm = upload_vec(*be_, hl.q_norm), L.k_norm = upload_vec(*be_, hl.k_norm);
   }
   finish_setup();
 }
 
-std::unique_ptr<ModelRunner> ModelRunner::load(std::unique_ptr<backend::Backend> be, const LoadOptions& lo,
-                                               RunnerOptions opt) {
+std::unique_ptr<ModelRunner> ModelRunner::load(std::unique_ptr<backend::Backend> be,
+                                               const LoadOptions& lo, RunnerOptions opt) {
   io::ModelConfig c = io::load_config(lo.model_dir);
-  if (!lo.nested && lo.storage != LinearStorage::Nested) fail("--weights fp16 and an FP8 baseline storage exclude each other");
+  if (!lo.nested && lo.storage != LinearStorage::Nested)
+    fail("--weights fp16 and an FP8 baseline storage exclude each other");
   std::unique_ptr<ModelRunner> r(new ModelRunner(std::move(be), c, opt));
   const int total = c.num_layers * 9 + 3;
   int done = 0, last_pct = -1;
@@ -90,13 +99,18 @@ std::unique_ptr<ModelRunner> ModelRunner::load(std::unique_ptr<backend::Backend>
     last_pct = pct;
   };
   ConversionTotals conv;
-  if (lo.dummy) walk_dummy(c, lo.seed, visit);
-  else walk_checkpoint(lo.model_dir, c, visit, &conv);
-  r->report_.bf16_overflow = conv.overflow, r->report_.bf16_inexact = conv.inexact, r->report_.bf16_underflow = conv.underflow;
+  if (lo.dummy)
+    walk_dummy(c, lo.seed, visit);
+  else
+    walk_checkpoint(lo.model_dir, c, visit, &conv);
+  r->report_.bf16_overflow = conv.overflow, r->report_.bf16_inexact = conv.inexact,
+  r->report_.bf16_underflow = conv.underflow;
   for (const auto& t : r->report_.plain_tensors) spdlog::info("kept plain FP16: {}", t);
-  spdlog::info("{} {}: {} layers, {} linear weights nested ({}), {} plain FP16, {} FP8; lm_head and embedding plain",
-               lo.dummy ? "dummy weights for" : "loaded", lo.model_dir, c.num_layers, r->report_.nested,
-               format::to_string(lo.scale_mode), r->report_.plain, r->report_.fp8);
+  spdlog::info(
+      "{} {}: {} layers, {} linear weights nested ({}), {} plain FP16, {} FP8; lm_head and "
+      "embedding plain",
+      lo.dummy ? "dummy weights for" : "loaded", lo.model_dir, c.num_layers, r->report_.nested,
+      format::to_string(lo.scale_mode), r->report_.plain, r->report_.fp8);
   r->finish_setup();
   return r;
 }
@@ -104,8 +118,10 @@ std::unique_ptr<ModelRunner> ModelRunner::load(std::unique_ptr<backend::Backend>
 void ModelRunner::take(TensorItem&& t, const LoadOptions& lo) {
   auto vec = [&]() -> BufferPtr {
     BufferPtr b = be_->alloc(size_t(t.rows * t.cols) * 2);
-    if (t.random) be_->fill_random(*b, t.rows * t.cols, *t.random);
-    else be_->upload(*b, t.values.data(), t.values.size() * 2);
+    if (t.random)
+      be_->fill_random(*b, t.rows * t.cols, *t.random);
+    else
+      be_->upload(*b, t.values.data(), t.values.size() * 2);
     return b;
   };
   if (!is_linear(t.slot)) {
@@ -126,21 +142,26 @@ void ModelRunner::take(TensorItem&& t, const LoadOptions& lo) {
   s.raw16 = t.values.empty() ? nullptr : t.values.data();
   s.random = t.random ? &*t.random : nullptr;
   std::vector<uint16_t> zero_bias;
-  if (!t.bias.empty()) s.bias = t.bias.data();
-  else if (t.random_bias) s.bias = (zero_bias.assign(size_t(t.rows), 0), zero_bias.data());
+  if (!t.bias.empty())
+    s.bias = t.bias.data();
+  else if (t.random_bias)
+    s.bias = (zero_bias.assign(size_t(t.rows), 0), zero_bias.data());
   const bool nestable = t.slot != Slot::LmHead;
-  s.storage = !nestable || !lo.nested                             ? backend::RawStorage::Plain
+  s.storage = !nestable || !lo.nested                      ? backend::RawStorage::Plain
               : lo.storage == LinearStorage::Fp8PerTensor  ? backend::RawStorage::Fp8PerTensor
               : lo.storage == LinearStorage::Fp8PerChannel ? backend::RawStorage::Fp8PerChannel
                                                            : backend::RawStorage::Nested;
   s.channel_scale = lo.scale_mode == format::ScaleMode::Channel;
   auto w = be_->create_linear(s);
   if (nestable) {
-    if (w->format == backend::WeightFormat::Nested) ++report_.nested;
-    else if (w->format == backend::WeightFormat::FP8) ++report_.fp8;
+    if (w->format == backend::WeightFormat::Nested)
+      ++report_.nested;
+    else if (w->format == backend::WeightFormat::FP8)
+      ++report_.fp8;
     else {
       ++report_.plain;
-      report_.plain_tensors.push_back(t.name + (lo.nested ? ": not representable" : ": --weights fp16"));
+      report_.plain_tensors.push_back(t.name +
+                                      (lo.nested ? ": not representable" : ": --weights fp16"));
     }
   }
   if (t.slot == Slot::LmHead) {
@@ -183,7 +204,8 @@ void ModelRunner::finish_setup() {
   s.xl = f16(max_logit_rows_, H);
   s.logits = be_->alloc(size_t(max_logit_rows_) * size_t(c.vocab_size) * 4);
   const int64_t blocks_per_seq = (int64_t(max_len_) + kKvBlockSize - 1) / kKvBlockSize;
-  be_->reserve_steps(T, opt_.max_num_seqs, int64_t(opt_.max_num_seqs) * blocks_per_seq, max_logit_rows_);
+  be_->reserve_steps(T, opt_.max_num_seqs, int64_t(opt_.max_num_seqs) * blocks_per_seq,
+                     max_logit_rows_);
 
   const size_t per_block = kv_bytes_per_block(c);
   const auto [free_b, total_b] = be_->memory_info();
@@ -193,19 +215,25 @@ void ModelRunner::finish_setup() {
     // A device budget: what gpu_memory_utilization leaves after weights and scratch.
     const double budget = double(total_b) * opt_.gpu_memory_utilization - double(total_b - free_b);
     if (budget < double(per_block))
-      fail("no GPU memory left for the KV cache: weights and scratch use {:.1f} GiB of {:.1f} GiB and "
-           "--gpu-memory-utilization {} allows {:.1f} GiB; raise it, or lower --max-num-batched-tokens",
-           double(total_b - free_b) / (1 << 30), double(total_b) / (1 << 30), opt_.gpu_memory_utilization,
-           double(total_b) * opt_.gpu_memory_utilization / (1 << 30));
+      fail(
+          "no GPU memory left for the KV cache: weights and scratch use {:.1f} GiB of {:.1f} GiB "
+          "and "
+          "--gpu-memory-utilization {} allows {:.1f} GiB; raise it, or lower "
+          "--max-num-batched-tokens",
+          double(total_b - free_b) / (1 << 30), double(total_b) / (1 << 30),
+          opt_.gpu_memory_utilization, double(total_b) * opt_.gpu_memory_utilization / (1 << 30));
     num_blocks_ = int(std::min(budget / double(per_block), 1e9));
   } else {
-    num_blocks_ = int((opt_.kv_cache_bytes ? opt_.kv_cache_bytes : (size_t(256) << 20)) / per_block);
+    num_blocks_ =
+        int((opt_.kv_cache_bytes ? opt_.kv_cache_bytes : (size_t(256) << 20)) / per_block);
   }
   if (num_blocks_ <= 0) fail("KV cache budget too small for one block ({} bytes)", per_block);
   kv_ = be_->create_kv_cache({c.num_layers, num_blocks_, c.num_kv_heads, c.head_dim, c.num_heads});
-  spdlog::info("model runner on {}: KV cache of {} blocks = {} tokens ({:.2f} GiB); steps of up to {} tokens, {} sequences",
-               be_->name(), num_blocks_, int64_t(num_blocks_) * kKvBlockSize,
-               double(num_blocks_) * double(per_block) / (1 << 30), T, opt_.max_num_seqs);
+  spdlog::info(
+      "model runner on {}: KV cache of {} blocks = {} tokens ({:.2f} GiB); steps of up to {} "
+      "tokens, {} sequences",
+      be_->name(), num_blocks_, int64_t(num_blocks_) * kKvBlockSize,
+      double(num_blocks_) * double(per_block) / (1 << 30), T, opt_.max_num_seqs);
 }
 
 void ModelRunner::validate(const StepInput& in) const {
@@ -214,27 +242,33 @@ void ModelRunner::validate(const StepInput& in) const {
     tokens += int64_t(s.tokens.size());
     const int64_t end = int64_t(s.start_pos) + int64_t(s.tokens.size());
     if (s.start_pos < 0) fail("sequence {}: negative start_pos {}", s.seq_id, s.start_pos);
-    if (end > max_len_) fail("sequence {}: {} tokens exceed max_model_len {}", s.seq_id, end, max_len_);
+    if (end > max_len_)
+      fail("sequence {}: {} tokens exceed max_model_len {}", s.seq_id, end, max_len_);
     if (int64_t(s.block_table.size()) * kKvBlockSize < end)
-      fail("sequence {}: block table of {} blocks cannot hold {} tokens", s.seq_id, s.block_table.size(), end);
+      fail("sequence {}: block table of {} blocks cannot hold {} tokens", s.seq_id,
+           s.block_table.size(), end);
     for (int32_t b : s.block_table)
-      if (b < 0 || b >= num_blocks_) fail("sequence {}: block id {} outside [0, {})", s.seq_id, b, num_blocks_);
+      if (b < 0 || b >= num_blocks_)
+        fail("sequence {}: block id {} outside [0, {})", s.seq_id, b, num_blocks_);
     for (int32_t t : s.tokens)
-      if (t < 0 || t >= config_.vocab_size) fail("sequence {}: token id {} outside [0, {})", s.seq_id, t, config_.vocab_size);
+      if (t < 0 || t >= config_.vocab_size)
+        fail("sequence {}: token id {} outside [0, {})", s.seq_id, t, config_.vocab_size);
     if (s.sample) s.sampling.validate();
     if (s.top_logprobs > kMaxLogprobs)
-      fail("sequence {}: {} top logprobs asked, at most {}", s.seq_id, s.top_logprobs, kMaxLogprobs);
+      fail("sequence {}: {} top logprobs asked, at most {}", s.seq_id, s.top_logprobs,
+           kMaxLogprobs);
   }
   if (tokens > opt_.max_num_batched_tokens)
-    fail("a step of {} tokens exceeds max_num_batched_tokens {}", tokens, opt_.max_num_batched_tokens);
+    fail("a step of {} tokens exceeds max_num_batched_tokens {}", tokens,
+         opt_.max_num_batched_tokens);
   if (int(in.seqs.size()) > opt_.max_num_seqs)
     fail("a step of {} sequences exceeds max_num_seqs {}", in.seqs.size(), opt_.max_num_seqs);
 }
 
 void ModelRunner::build_layout(const StepInput& in) {
   backend::StepLayout& L = layout_;
-  for (auto* v : {&L.ids, &L.positions, &L.slots, &L.q_indptr, &L.kv_indptr, &L.kv_indices, &L.kv_last_page_len,
-                  &L.logit_rows, &L.sample_rows, &L.top_logprobs})
+  for (auto* v : {&L.ids, &L.positions, &L.slots, &L.q_indptr, &L.kv_indptr, &L.kv_indices,
+                  &L.kv_last_page_len, &L.logit_rows, &L.sample_rows, &L.top_logprobs})
     v->clear();
   L.sampling.clear(), L.uniforms.clear(), host_rows_.clear();
   L.max_q_len = L.max_kv_len = 0;
@@ -287,11 +321,14 @@ void ModelRunner::forward(Precision precision) {
                      std::initializer_list<const LinearWeight*> consumers) -> Activation {
     bool need16 = !fp8, need8 = false;
     for (const LinearWeight* w : consumers) (fp8_acts && w->runs_fp8() ? need8 : need16) = true;
-    NormOut o{need16 ? s.x.get() : nullptr, need8 ? s.q8.get() : nullptr, need8 ? s.scale.get() : nullptr};
+    NormOut o{need16 ? s.x.get() : nullptr, need8 ? s.q8.get() : nullptr,
+              need8 ? s.scale.get() : nullptr};
     Activation a;
     if (norm_w) {
-      if (pending) be.rmsnorm(*pending, &src, *norm_w, T, cols, eps, o);
-      else be.rmsnorm(src, nullptr, *norm_w, T, cols, eps, o);
+      if (pending)
+        be.rmsnorm(*pending, &src, *norm_w, T, cols, eps, o);
+      else
+        be.rmsnorm(src, nullptr, *norm_w, T, cols, eps, o);
       pending = nullptr;
       a.f16 = o.out;
     } else {
@@ -305,7 +342,8 @@ void ModelRunner::forward(Precision precision) {
   be.embedding(*embed_, c.vocab_size, H, *s.h);
   for (size_t li = 0; li < layers_.size(); ++li) {
     const Layer& L = layers_[li];
-    auto linear = [&](const char* name, const LinearWeight& w, const Activation& a, backend::Buffer& y) {
+    auto linear = [&](const char* name, const LinearWeight& w, const Activation& a,
+                      backend::Buffer& y) {
       if (tap_) tap_(int(li), name, a, T);
       be.linear(precision, w, a, T, y);
     };
@@ -355,9 +393,11 @@ void ModelRunner::logits_and_samples(const StepInput& in, StepOutput& out) {
     be.logits(*lm_head_, *s.xl, gn, *s.logits);
     std::vector<SampledToken> sampled = be.sample(*s.logits, V, g0, gn);
     for (auto& t : sampled) {  // in sample_rows order, which follows the sequences
-      while (next_sample < in.seqs.size() && !(in.seqs[next_sample].sample && !in.seqs[next_sample].tokens.empty()))
+      while (next_sample < in.seqs.size() &&
+             !(in.seqs[next_sample].sample && !in.seqs[next_sample].tokens.empty()))
         ++next_sample;
-      if (next_sample == in.seqs.size()) fail("internal: more sampled rows than sampling sequences");
+      if (next_sample == in.seqs.size())
+        fail("internal: more sampled rows than sampling sequences");
       out.tokens[next_sample] = t.token;
       out.logprobs[next_sample] = std::move(t.logprobs);
       ++next_sample;

@@ -24,7 +24,7 @@ struct RunnerOptions {
   size_t kv_cache_bytes = 0;  // else, on the cpu backend: as many blocks as fit (default 256 MiB)
   // else, on a GPU: this share of the device's memory holds weights + scratch + KV blocks.
   double gpu_memory_utilization = 0.90;
-  int max_model_len = 0;      // 0: config max_position_embeddings
+  int max_model_len = 0;              // 0: config max_position_embeddings
   int max_num_batched_tokens = 2048;  // most tokens per step (scratch is sized for it)
   int max_num_seqs = 256;             // most sequences per step
   // FP8 steps quantize activations per token (NestedFP8). false: weights-only FP8 with fp16
@@ -35,17 +35,18 @@ struct RunnerOptions {
 // Where the weights come from when the runner loads them itself (streaming: each tensor goes to
 // the backend as it is read, so no host copy of the model is ever whole).
 struct LoadOptions {
-  std::string model_dir;          // config.json (+ safetensors unless dummy)
-  bool dummy = false;             // --load-format dummy: random weights for the config
-  uint64_t seed = 0;              // of the dummy weights
+  std::string model_dir;  // config.json (+ safetensors unless dummy)
+  bool dummy = false;     // --load-format dummy: random weights for the config
+  uint64_t seed = 0;      // of the dummy weights
   format::ScaleMode scale_mode = format::ScaleMode::None;
-  bool nested = true;             // --weights nested|fp16 (fp16: a plain FP16 engine, no planes)
+  bool nested = true;  // --weights nested|fp16 (fp16: a plain FP16 engine, no planes)
   LinearStorage storage = LinearStorage::Nested;  // FP8 baselines (accuracy studies)
 };
 
 // Called before each decoder linear with its input (accuracy tools capture activations).
 // `linear` is one of q, k, v, o, gate, up, down; x.f16 is set in FP16 steps.
-using LinearTap = std::function<void(int layer, const char* linear, const backend::Activation& x, int64_t M)>;
+using LinearTap =
+    std::function<void(int layer, const char* linear, const backend::Activation& x, int64_t M)>;
 
 class ModelRunner final : public ModelExecutor {
  public:
@@ -53,8 +54,8 @@ class ModelRunner final : public ModelExecutor {
   ModelRunner(std::unique_ptr<backend::Backend> backend, const ModelWeights& weights,
               RunnerOptions options = {});
   // Streams the weights of `load` to the backend tensor by tensor (nesting them there).
-  static std::unique_ptr<ModelRunner> load(std::unique_ptr<backend::Backend> backend, const LoadOptions& load,
-                                           RunnerOptions options = {});
+  static std::unique_ptr<ModelRunner> load(std::unique_ptr<backend::Backend> backend,
+                                           const LoadOptions& load, RunnerOptions options = {});
   ~ModelRunner() override;
 
   StepOutput execute(const StepInput& in) override;
@@ -72,9 +73,10 @@ class ModelRunner final : public ModelExecutor {
  private:
   struct Layer;
   struct Scratch;
-  ModelRunner(std::unique_ptr<backend::Backend> backend, io::ModelConfig config, RunnerOptions options);
+  ModelRunner(std::unique_ptr<backend::Backend> backend, io::ModelConfig config,
+              RunnerOptions options);
   void take(TensorItem&& t, const LoadOptions& load);  // one streamed tensor
-  void finish_setup();                                  // rope, scratch, KV cache
+  void finish_setup();                                 // rope, scratch, KV cache
   void validate(const StepInput& in) const;
   void build_layout(const StepInput& in);
   void forward(Precision precision);
@@ -91,7 +93,8 @@ class ModelRunner final : public ModelExecutor {
   std::unique_ptr<backend::KvCache> kv_;
   std::unique_ptr<Scratch> s_;
   backend::StepLayout layout_;
-  std::vector<int32_t> host_rows_;  // per logits row: index of the sequence wanting it on the host, or -1
+  std::vector<int32_t>
+      host_rows_;  // per logits row: index of the sequence wanting it on the host, or -1
   LoadReport report_;
   LinearTap tap_;
 };

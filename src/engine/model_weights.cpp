@@ -1,13 +1,12 @@
 #include "engine/model_weights.hpp"
 
-#include "engine/checkpoint.hpp"
-
 #include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
 #include <cmath>
 #include <random>
 
+#include "engine/checkpoint.hpp"
 #include "nestedfp/error.hpp"
 #include "nestedfp/half.hpp"
 
@@ -33,8 +32,9 @@ HostLinear make_linear(std::string name, std::vector<uint16_t> w, int64_t rows, 
   }
   if (storage != LinearStorage::Nested) {
     l.fp8 = format::quantize_fp8(w.data(), rows, cols,
-                                 storage == LinearStorage::Fp8PerTensor ? format::Fp8Granularity::PerTensor
-                                                                        : format::Fp8Granularity::PerChannel);
+                                 storage == LinearStorage::Fp8PerTensor
+                                     ? format::Fp8Granularity::PerTensor
+                                     : format::Fp8Granularity::PerChannel);
     return l;
   }
   const format::Eligibility e = format::check(w.data(), rows, cols, mode);
@@ -62,7 +62,8 @@ void count(ModelWeights& m, const HostLinear& l) {
 
 }  // namespace
 
-ModelWeights ModelWeights::load(const std::string& dir, format::ScaleMode mode, LinearStorage storage) {
+ModelWeights ModelWeights::load(const std::string& dir, format::ScaleMode mode,
+                                LinearStorage storage) {
   ModelWeights m;
   m.config = io::load_config(dir);
   m.scale_mode = mode;
@@ -70,44 +71,52 @@ ModelWeights ModelWeights::load(const std::string& dir, format::ScaleMode mode, 
   const auto& c = m.config;
   m.layers.resize(size_t(c.num_layers));
   ConversionTotals conv;
-  walk_checkpoint(dir, c, [&](TensorItem&& t) {
-    HostLayer* L = t.layer >= 0 ? &m.layers[size_t(t.layer)] : nullptr;
-    if (is_linear(t.slot)) {
-      const bool nestable = t.slot != Slot::LmHead;
-      HostLinear l = make_linear(t.name, std::move(t.values), t.rows, t.cols, mode, nestable,
-                                 nestable ? storage : LinearStorage::Nested);
-      l.bias = std::move(t.bias);
-      if (nestable) count(m, l);
-      switch (t.slot) {
-        case Slot::Q: L->q = std::move(l); break;
-        case Slot::K: L->k = std::move(l); break;
-        case Slot::V: L->v = std::move(l); break;
-        case Slot::O: L->o = std::move(l); break;
-        case Slot::Gate: L->gate = std::move(l); break;
-        case Slot::Up: L->up = std::move(l); break;
-        case Slot::Down: L->down = std::move(l); break;
-        default: m.lm_head = std::move(l); break;
-      }
-      return;
-    }
-    switch (t.slot) {
-      case Slot::Embed: m.embed = std::move(t.values); break;
-      case Slot::FinalNorm: m.final_norm = std::move(t.values); break;
-      case Slot::InputNorm: L->input_norm = std::move(t.values); break;
-      case Slot::PostNorm: L->post_norm = std::move(t.values); break;
-      case Slot::QNorm: L->q_norm = std::move(t.values); break;
-      case Slot::KNorm: L->k_norm = std::move(t.values); break;
-      default: break;
-    }
-  }, &conv);
-  m.report.bf16_overflow = conv.overflow, m.report.bf16_inexact = conv.inexact, m.report.bf16_underflow = conv.underflow;
+  walk_checkpoint(
+      dir, c,
+      [&](TensorItem&& t) {
+        HostLayer* L = t.layer >= 0 ? &m.layers[size_t(t.layer)] : nullptr;
+        if (is_linear(t.slot)) {
+          const bool nestable = t.slot != Slot::LmHead;
+          HostLinear l = make_linear(t.name, std::move(t.values), t.rows, t.cols, mode, nestable,
+                                     nestable ? storage : LinearStorage::Nested);
+          l.bias = std::move(t.bias);
+          if (nestable) count(m, l);
+          switch (t.slot) {
+            case Slot::Q: L->q = std::move(l); break;
+            case Slot::K: L->k = std::move(l); break;
+            case Slot::V: L->v = std::move(l); break;
+            case Slot::O: L->o = std::move(l); break;
+            case Slot::Gate: L->gate = std::move(l); break;
+            case Slot::Up: L->up = std::move(l); break;
+            case Slot::Down: L->down = std::move(l); break;
+            default: m.lm_head = std::move(l); break;
+          }
+          return;
+        }
+        switch (t.slot) {
+          case Slot::Embed: m.embed = std::move(t.values); break;
+          case Slot::FinalNorm: m.final_norm = std::move(t.values); break;
+          case Slot::InputNorm: L->input_norm = std::move(t.values); break;
+          case Slot::PostNorm: L->post_norm = std::move(t.values); break;
+          case Slot::QNorm: L->q_norm = std::move(t.values); break;
+          case Slot::KNorm: L->k_norm = std::move(t.values); break;
+          default: break;
+        }
+      },
+      &conv);
+  m.report.bf16_overflow = conv.overflow, m.report.bf16_inexact = conv.inexact,
+  m.report.bf16_underflow = conv.underflow;
   for (const auto& t : m.report.plain_tensors) spdlog::info("kept plain FP16: {}", t);
   if (storage != LinearStorage::Nested) {
-    spdlog::info("loaded {}: {} layers, {} linear weights quantized to {} (baseline, no FP16 copy); lm_head and embedding FP16",
-                 dir, c.num_layers, m.report.fp8, to_string(storage));
+    spdlog::info(
+        "loaded {}: {} layers, {} linear weights quantized to {} (baseline, no FP16 copy); lm_head "
+        "and embedding FP16",
+        dir, c.num_layers, m.report.fp8, to_string(storage));
   } else {
-    spdlog::info("loaded {}: {} layers, {} linear weights nested ({}), {} plain FP16; lm_head and embedding plain",
-                 dir, c.num_layers, m.report.nested, format::to_string(mode), m.report.plain);
+    spdlog::info(
+        "loaded {}: {} layers, {} linear weights nested ({}), {} plain FP16; lm_head and embedding "
+        "plain",
+        dir, c.num_layers, m.report.nested, format::to_string(mode), m.report.plain);
   }
   if (m.report.bf16_overflow || m.report.bf16_inexact)
     spdlog::warn("BF16 -> FP16 conversion: {} values overflowed, {} lost bits ({} became zero)",
@@ -115,7 +124,8 @@ ModelWeights ModelWeights::load(const std::string& dir, format::ScaleMode mode, 
   return m;
 }
 
-ModelWeights ModelWeights::random(const io::ModelConfig& c, format::ScaleMode mode, uint64_t seed, float sd) {
+ModelWeights ModelWeights::random(const io::ModelConfig& c, format::ScaleMode mode, uint64_t seed,
+                                  float sd) {
   ModelWeights m;
   m.config = c;
   m.scale_mode = mode;
@@ -138,14 +148,16 @@ ModelWeights ModelWeights::random(const io::ModelConfig& c, format::ScaleMode mo
   for (int i = 0; i < c.num_layers; ++i) {
     HostLayer L;
     L.q = lin("q", qd, H), L.k = lin("k", kvd, H), L.v = lin("v", kvd, H), L.o = lin("o", H, qd);
-    if (c.attention_bias) L.q.bias = randv(qd, 0, 0.1f), L.k.bias = randv(kvd, 0, 0.1f), L.v.bias = randv(kvd, 0, 0.1f);
+    if (c.attention_bias)
+      L.q.bias = randv(qd, 0, 0.1f), L.k.bias = randv(kvd, 0, 0.1f), L.v.bias = randv(kvd, 0, 0.1f);
     L.gate = lin("gate", I, H), L.up = lin("up", I, H), L.down = lin("down", H, I);
     L.input_norm = randv(H, 1.f, 0.1f), L.post_norm = randv(H, 1.f, 0.1f);
     if (c.qk_norm) L.q_norm = randv(hd, 1.f, 0.1f), L.k_norm = randv(hd, 1.f, 0.1f);
     m.layers.push_back(std::move(L));
   }
-  m.lm_head = make_linear("lm_head", c.tie_word_embeddings ? m.embed : randv(c.vocab_size * H, 0.f, sd),
-                          c.vocab_size, H, mode, false);
+  m.lm_head =
+      make_linear("lm_head", c.tie_word_embeddings ? m.embed : randv(c.vocab_size * H, 0.f, sd),
+                  c.vocab_size, H, mode, false);
   return m;
 }
 

@@ -51,7 +51,7 @@ struct ModelWeights {
   std::vector<uint16_t> embed;  // [vocab, hidden]
   std::vector<HostLayer> layers;
   std::vector<uint16_t> final_norm;
-  HostLinear lm_head;           // always plain fp16 (a copy of embed when tied)
+  HostLinear lm_head;  // always plain fp16 (a copy of embed when tied)
   LoadReport report;
 
   // Reads config.json and the safetensors of `dir`; logs every tensor left plain and any BF16

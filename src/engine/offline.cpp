@@ -1,25 +1,28 @@
 #include "engine/offline.hpp"
 
-#include <chrono>
+#include <zlib.h>
+
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <fstream>
 #include <sstream>
-
-#include <zlib.h>
 
 #include "nestedfp/error.hpp"
 #include "nestedfp/sampler.hpp"
 
 namespace nestedfp::engine {
 
-std::vector<float> SingleSequence::feed(std::span<const int32_t> tokens, Precision p, bool all_logits,
-                                        int chunk) {
+std::vector<float> SingleSequence::feed(std::span<const int32_t> tokens, Precision p,
+                                        bool all_logits, int chunk) {
   const int32_t end = len_ + int32_t(tokens.size());
-  if (end > ex_.max_model_len()) fail("sequence of {} tokens exceeds max_model_len {}", end, ex_.max_model_len());
+  if (end > ex_.max_model_len())
+    fail("sequence of {} tokens exceeds max_model_len {}", end, ex_.max_model_len());
   const int32_t blocks = (end + kKvBlockSize - 1) / kKvBlockSize;
-  if (blocks > ex_.num_kv_blocks()) fail("sequence of {} tokens needs {} KV blocks, the cache has {}", end, blocks, ex_.num_kv_blocks());
+  if (blocks > ex_.num_kv_blocks())
+    fail("sequence of {} tokens needs {} KV blocks, the cache has {}", end, blocks,
+         ex_.num_kv_blocks());
   std::vector<float> out;
   if (tokens.empty()) return out;
   // Steps never carry more tokens than the executor's scratch holds.
@@ -39,8 +42,10 @@ std::vector<float> SingleSequence::feed(std::span<const int32_t> tokens, Precisi
     s.need_logits = all_logits || i + n == tokens.size();
     StepOutput o = ex_.execute(in);
     len_ += int32_t(n);
-    if (all_logits) out.insert(out.end(), o.logits[0].begin(), o.logits[0].end());
-    else if (s.need_logits) out = std::move(o.logits[0]);
+    if (all_logits)
+      out.insert(out.end(), o.logits[0].begin(), o.logits[0].end());
+    else if (s.need_logits)
+      out = std::move(o.logits[0]);
   }
   return out;
 }
@@ -56,8 +61,9 @@ double chunk_mean_nll(ModelExecutor& ex, std::span<const int32_t> ids, Precision
   return nll / double(ids.size() - 1);
 }
 
-PerplexityResult perplexity(ModelExecutor& ex, std::span<const int32_t> ids, Precision p, int max_chunks,
-                            int chunk_len, const std::function<void(int, int)>& progress) {
+PerplexityResult perplexity(ModelExecutor& ex, std::span<const int32_t> ids, Precision p,
+                            int max_chunks, int chunk_len,
+                            const std::function<void(int, int)>& progress) {
   const auto t0 = std::chrono::steady_clock::now();
   int n = int(ids.size() / size_t(chunk_len));
   if (max_chunks > 0) n = std::min(n, max_chunks);

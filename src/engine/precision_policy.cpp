@@ -27,7 +27,9 @@ class DynamicPolicy final : public PrecisionPolicy {
     last_ = load.num_tokens > bar ? Precision::FP8 : Precision::FP16;
     return last_;
   }
-  std::string spec() const override { return fmt::format("dynamic:threshold={},hysteresis={}", threshold_, hysteresis_); }
+  std::string spec() const override {
+    return fmt::format("dynamic:threshold={},hysteresis={}", threshold_, hysteresis_);
+  }
 
  private:
   int threshold_, hysteresis_;
@@ -44,7 +46,8 @@ int parse_int(std::string_view spec, std::string_view key, std::string_view v) {
 
 }  // namespace
 
-std::unique_ptr<PrecisionPolicy> make_precision_policy(std::string_view spec, int max_num_batched_tokens) {
+std::unique_ptr<PrecisionPolicy> make_precision_policy(std::string_view spec,
+                                                       int max_num_batched_tokens) {
   if (spec == "fp16") return std::make_unique<FixedPolicy>(Precision::FP16);
   if (spec == "fp8") return std::make_unique<FixedPolicy>(Precision::FP8);
   std::string_view head = spec.substr(0, spec.find(':'));
@@ -57,7 +60,8 @@ std::unique_ptr<PrecisionPolicy> make_precision_policy(std::string_view spec, in
     while (true) {
       std::string_view item = rest.substr(0, rest.find(','));
       auto eq = item.find('=');
-      if (eq == std::string_view::npos) fail("precision policy '{}': '{}' is not key=value; {}", spec, item, kForms);
+      if (eq == std::string_view::npos)
+        fail("precision policy '{}': '{}' is not key=value; {}", spec, item, kForms);
       std::string_view key = item.substr(0, eq), val = item.substr(eq + 1);
       if (key == "threshold" && !seen_t) {
         threshold = parse_int(spec, key, val);
@@ -73,7 +77,8 @@ std::unique_ptr<PrecisionPolicy> make_precision_policy(std::string_view spec, in
     }
   }
   if (hysteresis > threshold)
-    fail("precision policy '{}': hysteresis ({}) must not exceed threshold ({})", spec, hysteresis, threshold);
+    fail("precision policy '{}': hysteresis ({}) must not exceed threshold ({})", spec, hysteresis,
+         threshold);
   return std::make_unique<DynamicPolicy>(threshold, hysteresis);
 }
 

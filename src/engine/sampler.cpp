@@ -53,7 +53,9 @@ int32_t sample_with_uniform(std::span<const float> logits, const SamplingParams&
   for (size_t i = 0; i < logits.size(); ++i) cand.emplace_back(logits[i], int32_t(i));
   const size_t k = params.top_k > 0 ? std::min(cand.size(), size_t(params.top_k)) : cand.size();
   // Descending logit, ascending id on ties: a total order, so the result is deterministic.
-  auto better = [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); };
+  auto better = [](const auto& a, const auto& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  };
   std::partial_sort(cand.begin(), cand.begin() + ptrdiff_t(k), cand.end(), better);
   cand.resize(k);
   const double inv_t = 1.0 / params.temperature, mx = cand[0].first;
@@ -65,7 +67,10 @@ int32_t sample_with_uniform(std::span<const float> logits, const SamplingParams&
     double acc = 0;
     for (size_t i = 0; i < k; ++i) {
       acc += p[i] / sum;
-      if (acc >= params.top_p) { keep = i + 1; break; }
+      if (acc >= params.top_p) {
+        keep = i + 1;
+        break;
+      }
     }
   }
   double mass = 0;
@@ -86,7 +91,8 @@ static double log_sum_exp(std::span<const float> logits) {
 }
 
 double token_logprob(std::span<const float> logits, int32_t target) {
-  if (target < 0 || size_t(target) >= logits.size()) fail("token {} outside the vocabulary", target);
+  if (target < 0 || size_t(target) >= logits.size())
+    fail("token {} outside the vocabulary", target);
   return double(logits[size_t(target)]) - log_sum_exp(logits);
 }
 
@@ -94,15 +100,18 @@ LogprobInfo logprobs(std::span<const float> logits, int32_t chosen, int top_n) {
   if (logits.empty()) fail("logprobs of empty logits");
   LogprobInfo r;
   const double lse = log_sum_exp(logits);
-  if (chosen < 0 || size_t(chosen) >= logits.size()) fail("token {} outside the vocabulary", chosen);
+  if (chosen < 0 || size_t(chosen) >= logits.size())
+    fail("token {} outside the vocabulary", chosen);
   r.chosen = {chosen, float(double(logits[size_t(chosen)]) - lse)};
   const size_t n = std::min(logits.size(), size_t(std::max(top_n, 0)));
   std::vector<int32_t> idx(logits.size());
   for (size_t i = 0; i < idx.size(); ++i) idx[i] = int32_t(i);
   std::partial_sort(idx.begin(), idx.begin() + ptrdiff_t(n), idx.end(), [&](int32_t a, int32_t b) {
-    return logits[size_t(a)] > logits[size_t(b)] || (logits[size_t(a)] == logits[size_t(b)] && a < b);
+    return logits[size_t(a)] > logits[size_t(b)] ||
+           (logits[size_t(a)] == logits[size_t(b)] && a < b);
   });
-  for (size_t i = 0; i < n; ++i) r.top.push_back({idx[i], float(double(logits[size_t(idx[i])]) - lse)});
+  for (size_t i = 0; i < n; ++i)
+    r.top.push_back({idx[i], float(double(logits[size_t(idx[i])]) - lse)});
   return r;
 }
 

@@ -7,7 +7,8 @@
 namespace nestedfp::engine {
 
 Scheduler::Scheduler(BlockManager& blocks, SchedulerConfig cfg) : bm_(blocks), cfg_(cfg) {
-  if (cfg_.max_num_batched_tokens < 1) fail("--max-num-batched-tokens must be at least 1 (got {})", cfg_.max_num_batched_tokens);
+  if (cfg_.max_num_batched_tokens < 1)
+    fail("--max-num-batched-tokens must be at least 1 (got {})", cfg_.max_num_batched_tokens);
   if (cfg_.max_num_seqs < 1) fail("--max-num-seqs must be at least 1 (got {})", cfg_.max_num_seqs);
 }
 
@@ -41,13 +42,19 @@ void Scheduler::allocate_for(Sequence* s, int tokens) {
 }
 
 bool Scheduler::ensure_capacity(Sequence* s, int tokens) {
-  while (BlockManager::blocks_for_tokens(tokens) - static_cast<int>(s->blocks.size()) > bm_.num_free()) {
+  while (BlockManager::blocks_for_tokens(tokens) - static_cast<int>(s->blocks.size()) >
+         bm_.num_free()) {
     // The newest running sequence not already in this step; `s` is a candidate itself.
     Sequence* victim = nullptr;
     for (auto it = running_.rbegin(); it != running_.rend(); ++it) {
-      if (!(*it)->scheduled) { victim = *it; break; }
+      if (!(*it)->scheduled) {
+        victim = *it;
+        break;
+      }
     }
-    if (!victim) fail("scheduler: no KV block can be freed for sequence {}", s->id);  // unreachable: s qualifies
+    if (!victim)
+      fail("scheduler: no KV block can be freed for sequence {}",
+           s->id);  // unreachable: s qualifies
     preempt(victim);
     if (victim == s) return false;
   }
@@ -56,7 +63,8 @@ bool Scheduler::ensure_capacity(Sequence* s, int tokens) {
 }
 
 int Scheduler::num_waiting_preempted() const {
-  return static_cast<int>(std::count_if(waiting_.begin(), waiting_.end(), [](const Sequence* s) { return s->num_preemptions > 0; }));
+  return static_cast<int>(std::count_if(waiting_.begin(), waiting_.end(),
+                                        [](const Sequence* s) { return s->num_preemptions > 0; }));
 }
 
 void Scheduler::preempt(Sequence* s) {
@@ -71,14 +79,16 @@ void Scheduler::preempt(Sequence* s) {
 }
 
 void Scheduler::insert_running(Sequence* s) {
-  auto it = std::upper_bound(running_.begin(), running_.end(), s,
-                             [](const Sequence* a, const Sequence* b) { return a->arrival < b->arrival; });
+  auto it = std::upper_bound(
+      running_.begin(), running_.end(), s,
+      [](const Sequence* a, const Sequence* b) { return a->arrival < b->arrival; });
   running_.insert(it, s);
 }
 
 void Scheduler::insert_waiting_front(Sequence* s) {
   // Preempted sequences are older than anything that never ran: keep the queue in arrival order.
-  auto it = std::find_if(waiting_.begin(), waiting_.end(), [&](const Sequence* w) { return w->arrival > s->arrival; });
+  auto it = std::find_if(waiting_.begin(), waiting_.end(),
+                         [&](const Sequence* w) { return w->arrival > s->arrival; });
   waiting_.insert(it, s);
 }
 
@@ -90,7 +100,8 @@ ScheduledChunk Scheduler::make_chunk(Sequence* s, int n) const {
   c.decode = s->is_decode();
   int end = c.start + n;
   c.need_logits = end == static_cast<int>(s->tokens.size()) && s->samples;
-  c.need_all_logits = s->want_prompt_logits && c.start < s->prompt_len - 1 && end > s->prompt_logit_rows;
+  c.need_all_logits =
+      s->want_prompt_logits && c.start < s->prompt_len - 1 && end > s->prompt_logit_rows;
   return c;
 }
 

@@ -7,10 +7,10 @@
 // within `max_num_batched_tokens` tokens and `max_num_seqs` sequences per step (and running).
 //
 // Preemption by recompute: when a running sequence needs a block and none is free, the
-// lowest-priority (newest) running sequence not yet scheduled this step is preempted: its blocks are
-// freed and it goes back to the front of the waiting queue with num_computed = 0. Its tokens already
-// hold the prompt plus everything generated, so re-prefilling them recomputes exactly the lost KV.
-// If the sequence needing the block is itself the newest, it preempts itself.
+// lowest-priority (newest) running sequence not yet scheduled this step is preempted: its blocks
+// are freed and it goes back to the front of the waiting queue with num_computed = 0. Its tokens
+// already hold the prompt plus everything generated, so re-prefilling them recomputes exactly the
+// lost KV. If the sequence needing the block is itself the newest, it preempts itself.
 //
 // Not thread-safe: the engine calls it under its lock.
 #include <cstdint>
@@ -23,17 +23,17 @@ namespace nestedfp::engine {
 
 struct Sequence {
   int64_t id = 0;
-  uint64_t arrival = 0;          // priority: smaller = older = served first
-  std::vector<int32_t> tokens;   // prompt, then generated tokens
+  uint64_t arrival = 0;         // priority: smaller = older = served first
+  std::vector<int32_t> tokens;  // prompt, then generated tokens
   int prompt_len = 0;
-  int num_computed = 0;          // tokens [0, num_computed) have KV in `blocks`
-  std::vector<int32_t> blocks;   // block table
-  bool samples = true;           // a completed chunk is followed by sampling a token
+  int num_computed = 0;         // tokens [0, num_computed) have KV in `blocks`
+  std::vector<int32_t> blocks;  // block table
+  bool samples = true;          // a completed chunk is followed by sampling a token
   bool want_prompt_logits = false;
-  int prompt_logit_rows = 0;     // rows collected: logits of positions [0, prompt_logit_rows)
+  int prompt_logit_rows = 0;  // rows collected: logits of positions [0, prompt_logit_rows)
   int num_preemptions = 0;
-  bool running = false;          // admitted (holds blocks or is about to)
-  bool scheduled = false;        // part of the step being built
+  bool running = false;    // admitted (holds blocks or is about to)
+  bool scheduled = false;  // part of the step being built
 
   int remaining() const { return static_cast<int>(tokens.size()) - num_computed; }
   bool is_decode() const { return running && num_computed > 0 && remaining() == 1; }
@@ -41,7 +41,7 @@ struct Sequence {
 
 struct ScheduledChunk {
   Sequence* seq = nullptr;
-  int start = 0;                 // == seq->num_computed when scheduled
+  int start = 0;  // == seq->num_computed when scheduled
   int num_tokens = 0;
   bool decode = false;
   bool need_logits = false;      // last row: the chunk completes the known tokens and seq samples

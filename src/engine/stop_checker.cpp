@@ -4,7 +4,8 @@
 
 namespace nestedfp::engine {
 
-StopChecker::StopChecker(std::vector<std::string> stops, bool include_stop) : include_stop_(include_stop) {
+StopChecker::StopChecker(std::vector<std::string> stops, bool include_stop)
+    : include_stop_(include_stop) {
   for (auto& s : stops)
     if (!s.empty()) {
       max_stop_ = std::max(max_stop_, s.size());

@@ -33,13 +33,17 @@ bool have_avx2() {
 }
 
 void split_planes(const uint16_t* src, uint8_t* upper, uint8_t* lower, size_t n) {
-  if (have_avx2()) split_planes_avx2(src, upper, lower, n);
-  else split_planes_scalar(src, upper, lower, n);
+  if (have_avx2())
+    split_planes_avx2(src, upper, lower, n);
+  else
+    split_planes_scalar(src, upper, lower, n);
 }
 
 void merge_planes(const uint8_t* upper, const uint8_t* lower, uint16_t* dst, size_t n) {
-  if (have_avx2()) merge_planes_avx2(upper, lower, dst, n);
-  else merge_planes_scalar(upper, lower, dst, n);
+  if (have_avx2())
+    merge_planes_avx2(upper, lower, dst, n);
+  else
+    merge_planes_scalar(upper, lower, dst, n);
 }
 
 }  // namespace nestedfp::format

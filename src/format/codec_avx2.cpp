@@ -28,8 +28,8 @@ __attribute__((target("avx2"))) inline __m256i pack_bytes(__m256i a, __m256i b) 
 
 }  // namespace
 
-__attribute__((target("avx2")))
-void split_planes_avx2(const uint16_t* src, uint8_t* upper, uint8_t* lower, size_t n) {
+__attribute__((target("avx2"))) void split_planes_avx2(const uint16_t* src, uint8_t* upper,
+                                                       uint8_t* lower, size_t n) {
   const __m256i xff = _mm256_set1_epi16(0xFF);
   size_t i = 0;
   for (; i + 32 <= n; i += 32) {
@@ -42,8 +42,8 @@ void split_planes_avx2(const uint16_t* src, uint8_t* upper, uint8_t* lower, size
   split_planes_scalar(src + i, upper + i, lower + i, n - i);
 }
 
-__attribute__((target("avx2")))
-void merge_planes_avx2(const uint8_t* upper, const uint8_t* lower, uint16_t* dst, size_t n) {
+__attribute__((target("avx2"))) void merge_planes_avx2(const uint8_t* upper, const uint8_t* lower,
+                                                       uint16_t* dst, size_t n) {
   const __m256i x80 = _mm256_set1_epi8(char(0x80)), x3f = _mm256_set1_epi8(0x3F);
   const __m256i zero = _mm256_setzero_si256();
   size_t i = 0;
@@ -53,11 +53,12 @@ void merge_planes_avx2(const uint8_t* upper, const uint8_t* lower, uint16_t* dst
     // upper - m7: adding -1 where the lower byte's top bit is set. The 16-bit shift pulls a bit
     // of the neighbouring byte into bit 7, which the 0x3F mask drops.
     const __m256i d = _mm256_add_epi8(u, _mm256_cmpgt_epi8(zero, l));
-    const __m256i hi = _mm256_or_si256(_mm256_and_si256(u, x80),
-                                       _mm256_and_si256(_mm256_srli_epi16(d, 1), x3f));
+    const __m256i hi =
+        _mm256_or_si256(_mm256_and_si256(u, x80), _mm256_and_si256(_mm256_srli_epi16(d, 1), x3f));
     const __m256i lo8 = _mm256_unpacklo_epi8(l, hi);  // elements 0-7 | 16-23
     const __m256i hi8 = _mm256_unpackhi_epi8(l, hi);  // elements 8-15 | 24-31
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), _mm256_permute2x128_si256(lo8, hi8, 0x20));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i),
+                        _mm256_permute2x128_si256(lo8, hi8, 0x20));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i + 16),
                         _mm256_permute2x128_si256(lo8, hi8, 0x31));
   }

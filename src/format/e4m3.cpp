@@ -10,7 +10,7 @@ uint8_t e4m3_encode(float x) {
   const uint32_t bits = std::bit_cast<uint32_t>(x);
   const uint8_t sign = uint8_t((bits >> 24) & 0x80);
   const uint32_t a = bits & 0x7FFFFFFFu;
-  if (a > 0x7F800000u) return 0x7F;        // NaN
+  if (a > 0x7F800000u) return 0x7F;          // NaN
   if (a >= 0x43E00000u) return sign | 0x7E;  // >= 448 (incl. inf): saturate
   if (a < 0x3C800000u) {                     // < 2^-6: subnormal grid of 2^-9
     // |x| * 512 is exact in float; nearbyint rounds half to even in the default mode. A result of

@@ -13,11 +13,12 @@ namespace {
 constexpr uint16_t kLimit = 0x3F80;  // 1.875: smallest magnitude that is not representable
 
 [[noreturn]] void fail_nonfinite(int64_t row, int64_t col, uint16_t h) {
-  const std::string where = row >= 0 ? fmt::format("row {}, col {}", row, col)
-                                     : fmt::format("col {}", col);
-  fail("weight at {} is {} (bits 0x{:04x}); the checkpoint is corrupt or was saved after an "
-       "overflow, so it cannot be loaded",
-       where, (h & 0x3FF) ? "NaN" : (h & 0x8000 ? "-Inf" : "+Inf"), h);
+  const std::string where =
+      row >= 0 ? fmt::format("row {}, col {}", row, col) : fmt::format("col {}", col);
+  fail(
+      "weight at {} is {} (bits 0x{:04x}); the checkpoint is corrupt or was saved after an "
+      "overflow, so it cannot be loaded",
+      where, (h & 0x3FF) ? "NaN" : (h & 0x8000 ? "-Inf" : "+Inf"), h);
 }
 
 // Largest magnitude (as FP16 bits without sign) of a row; throws on NaN/Inf.
@@ -50,9 +51,10 @@ bool k_from_max(std::span<const uint16_t> row, uint16_t max_bits, int8_t& k, std
         return true;
       }
       if (reason)
-        *reason = fmt::format("|w| = {} needs k = {}, but w = {} at col {} would lose bits "
-                              "(FP16 subnormal range)",
-                              fp16_to_float(max_bits), kk, fp16_to_float(row[c]), c);
+        *reason = fmt::format(
+            "|w| = {} needs k = {}, but w = {} at col {} would lose bits "
+            "(FP16 subnormal range)",
+            fp16_to_float(max_bits), kk, fp16_to_float(row[c]), c);
       return false;
     }
   }

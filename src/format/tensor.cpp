@@ -24,8 +24,7 @@ NestedTensor split_tensor(const uint16_t* w, int64_t rows, int64_t cols, ScaleMo
   if (!el.ok)
     fail("tensor [{}, {}] cannot be nested with --nested-scale {}: {}; {}", rows, cols,
          to_string(mode), el.reason,
-         mode == ScaleMode::None ? "try --nested-scale channel, or keep it FP16"
-                                 : "keep it FP16");
+         mode == ScaleMode::None ? "try --nested-scale channel, or keep it FP16" : "keep it FP16");
   t.rows = rows;
   t.cols = cols;
   t.mode = mode;
@@ -65,8 +64,10 @@ std::vector<uint16_t> unscale_merge_tensor(const NestedTensor& t) {
     uint16_t* row = out.data() + r * t.cols;
     for (int64_t i = 0; i < t.cols; ++i)
       if (!scale_pow2(row[i], -k, row[i]))
-        fail("nested tensor row {} col {}: value does not unscale exactly by 2^{} (corrupt planes "
-             "or exponents)", r, i, -k);
+        fail(
+            "nested tensor row {} col {}: value does not unscale exactly by 2^{} (corrupt planes "
+            "or exponents)",
+            r, i, -k);
   }
   return out;
 }

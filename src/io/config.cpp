@@ -2,11 +2,12 @@
 // qwen2 always has q/k/v biases, qwen3 has per-head q/k RMSNorm, phi3 stores fused qkv_proj and
 // gate_up_proj. RoPE comes either as rope_theta + rope_scaling (transformers <= 4.x) or as one
 // rope_parameters object (transformers 5).
+#include "nestedfp/config.hpp"
+
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "nestedfp/config.hpp"
 #include "nestedfp/error.hpp"
 
 namespace nestedfp::io {
@@ -111,12 +112,12 @@ ModelConfig parse_config(const json& j, const std::string& source) {
   c.max_position_embeddings = r.opt_int("max_position_embeddings", 2048);
   for (auto [name, v] : std::initializer_list<std::pair<const char*, int>>{
            {"hidden_size", c.hidden_size},
-                         {"intermediate_size", c.intermediate_size},
-                         {"num_hidden_layers", c.num_layers},
-                         {"num_attention_heads", c.num_heads},
-                         {"num_key_value_heads", c.num_kv_heads},
-                         {"vocab_size", c.vocab_size},
-                         {"max_position_embeddings", c.max_position_embeddings}})
+           {"intermediate_size", c.intermediate_size},
+           {"num_hidden_layers", c.num_layers},
+           {"num_attention_heads", c.num_heads},
+           {"num_key_value_heads", c.num_kv_heads},
+           {"vocab_size", c.vocab_size},
+           {"max_position_embeddings", c.max_position_embeddings}})
     if (v <= 0) fail("{}: field '{}' must be positive, found {}", source, name, v);
   if (c.num_heads % c.num_kv_heads != 0)
     fail("{}: num_attention_heads {} is not a multiple of num_key_value_heads {}", source,
@@ -126,9 +127,10 @@ ModelConfig parse_config(const json& j, const std::string& source) {
     if (c.head_dim <= 0) fail("{}: field 'head_dim' must be positive", source);
   } else {
     if (c.hidden_size % c.num_heads != 0)
-      fail("{}: hidden_size {} is not a multiple of num_attention_heads {} and head_dim is not "
-           "given",
-           source, c.hidden_size, c.num_heads);
+      fail(
+          "{}: hidden_size {} is not a multiple of num_attention_heads {} and head_dim is not "
+          "given",
+          source, c.hidden_size, c.num_heads);
     c.head_dim = c.hidden_size / c.num_heads;
   }
   c.rms_norm_eps = r.opt_num(j, "rms_norm_eps", c.rms_norm_eps);

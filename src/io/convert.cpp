@@ -16,8 +16,10 @@ inline uint16_t round_one(float x, ConversionReport& r) {
   if (std::isnan(x)) return h;
   const float back = fp16_to_float(h);
   if (back != x) {
-    if (std::isinf(back) && !std::isinf(x)) ++r.overflow;
-    else ++r.inexact;
+    if (std::isinf(back) && !std::isinf(x))
+      ++r.overflow;
+    else
+      ++r.inexact;
     if (back == 0.f && x != 0.f) ++r.underflow;
   }
   return h;

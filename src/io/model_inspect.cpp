@@ -27,7 +27,8 @@ const char* to_string(TensorKind k) {
 namespace {
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 bool is_float(DType d) { return d == DType::F16 || d == DType::BF16 || d == DType::F32; }

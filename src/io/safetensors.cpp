@@ -37,10 +37,10 @@ struct DTypeInfo {
   size_t size;
 };
 constexpr DTypeInfo kDTypes[] = {
-    {DType::F64, "F64", 8},         {DType::F32, "F32", 4},         {DType::F16, "F16", 2},
-    {DType::BF16, "BF16", 2},       {DType::F8_E4M3, "F8_E4M3", 1}, {DType::F8_E5M2, "F8_E5M2", 1},
-    {DType::I64, "I64", 8},         {DType::I32, "I32", 4},         {DType::I16, "I16", 2},
-    {DType::I8, "I8", 1},           {DType::U8, "U8", 1},           {DType::BOOL, "BOOL", 1},
+    {DType::F64, "F64", 8},   {DType::F32, "F32", 4},         {DType::F16, "F16", 2},
+    {DType::BF16, "BF16", 2}, {DType::F8_E4M3, "F8_E4M3", 1}, {DType::F8_E5M2, "F8_E5M2", 1},
+    {DType::I64, "I64", 8},   {DType::I32, "I32", 4},         {DType::I16, "I16", 2},
+    {DType::I8, "I8", 1},     {DType::U8, "U8", 1},           {DType::BOOL, "BOOL", 1},
 };
 
 const DTypeInfo& info(DType d) {
@@ -56,8 +56,10 @@ int json_depth(const char* p, size_t n) {
   for (size_t i = 0; i < n; ++i) {
     const char c = p[i];
     if (in_string) {
-      if (c == '\\') ++i;
-      else if (c == '"') in_string = false;
+      if (c == '\\')
+        ++i;
+      else if (c == '"')
+        in_string = false;
     } else if (c == '"') {
       in_string = true;
     } else if (c == '{' || c == '[') {
@@ -111,9 +113,10 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
   const size_t size = size_t(st.st_size);
   if (size < 8) {
     ::close(fd);
-    fail("{}: file is {} bytes, shorter than the 8-byte header length; it is truncated or not a "
-         "safetensors file",
-         path, size);
+    fail(
+        "{}: file is {} bytes, shorter than the 8-byte header length; it is truncated or not a "
+        "safetensors file",
+        path, size);
   }
   void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
   ::close(fd);  // the mapping keeps the file alive
@@ -147,15 +150,17 @@ const TensorView* SafetensorsFile::find(const std::string& name) const {
 void SafetensorsFile::parse(const uint8_t* data, size_t size) {
   const std::string& file = path_;
   if (size < 8)
-    fail("{}: file is {} bytes, shorter than the 8-byte header length; it is truncated or not a "
-         "safetensors file",
-         file, size);
+    fail(
+        "{}: file is {} bytes, shorter than the 8-byte header length; it is truncated or not a "
+        "safetensors file",
+        file, size);
   uint64_t header_len = 0;
   for (int i = 7; i >= 0; --i) header_len = header_len << 8 | data[i];
   if (header_len > size - 8)
-    fail("{}: header length {} runs past the end of the file ({} bytes); the file is truncated "
-         "or corrupt",
-         file, header_len, size);
+    fail(
+        "{}: header length {} runs past the end of the file ({} bytes); the file is truncated "
+        "or corrupt",
+        file, header_len, size);
   if (header_len > kMaxHeaderBytes)
     fail("{}: header length {} is larger than the {}-byte limit; the file is corrupt", file,
          header_len, kMaxHeaderBytes);
@@ -169,8 +174,8 @@ void SafetensorsFile::parse(const uint8_t* data, size_t size) {
   } catch (const nlohmann::json::exception& e) {
     fail("{}: header is not valid JSON ({})", file, e.what());
   }
-  if (!header.is_object()) fail("{}: header must be a JSON object, found {}", file,
-                                header.type_name());
+  if (!header.is_object())
+    fail("{}: header must be a JSON object, found {}", file, header.type_name());
 
   const uint8_t* base = data + 8 + header_len;
   const uint64_t data_size = size - 8 - header_len;
@@ -187,30 +192,29 @@ void SafetensorsFile::parse(const uint8_t* data, size_t size) {
       }
       continue;
     }
-    if (!val.is_object()) fail("{}: tensor '{}': entry must be an object, found {}", file, key,
-                               val.type_name());
+    if (!val.is_object())
+      fail("{}: tensor '{}': entry must be an object, found {}", file, key, val.type_name());
     TensorView t;
     t.name = key;
     t.file = file;
     auto dt = val.find("dtype");
-    if (dt == val.end() || !dt->is_string()) fail("{}: tensor '{}': missing string 'dtype'", file,
-                                                  key);
+    if (dt == val.end() || !dt->is_string())
+      fail("{}: tensor '{}': missing string 'dtype'", file, key);
     try {
       t.dtype = parse_dtype(dt->get<std::string>());
     } catch (const Error& e) {
       fail("{}: tensor '{}': {}", file, key, e.what());
     }
     auto sh = val.find("shape");
-    if (sh == val.end() || !sh->is_array()) fail("{}: tensor '{}': missing array 'shape'", file,
-                                                 key);
+    if (sh == val.end() || !sh->is_array())
+      fail("{}: tensor '{}': missing array 'shape'", file, key);
     uint64_t elems = 1;
     const uint64_t esize = dtype_size(t.dtype);
     for (auto& d : *sh) {
       const uint64_t dim = to_index(d, file, key, "shape");
       // Checked product: elems * dim * esize must stay <= kMaxTensorBytes.
       if (dim != 0 && elems > kMaxTensorBytes / esize / dim)
-        fail("{}: tensor '{}': shape {} is too large (byte size overflows)", file, key,
-             sh->dump());
+        fail("{}: tensor '{}': shape {} is too large (byte size overflows)", file, key, sh->dump());
       elems *= dim;
       t.shape.push_back(int64_t(dim));
     }
@@ -221,9 +225,10 @@ void SafetensorsFile::parse(const uint8_t* data, size_t size) {
     const uint64_t end = to_index((*off)[1], file, key, "data_offsets");
     if (begin > end) fail("{}: tensor '{}': data_offsets begin {} > end {}", file, key, begin, end);
     if (end > data_size)
-      fail("{}: tensor '{}': data_offsets [{}, {}] run past the data section ({} bytes); the "
-           "file is truncated or corrupt",
-           file, key, begin, end, data_size);
+      fail(
+          "{}: tensor '{}': data_offsets [{}, {}] run past the data section ({} bytes); the "
+          "file is truncated or corrupt",
+          file, key, begin, end, data_size);
     if (end - begin != elems * esize)
       fail("{}: tensor '{}': {} bytes in data_offsets but shape {} of {} needs {}", file, key,
            end - begin, sh->dump(), dtype_name(t.dtype), elems * esize);

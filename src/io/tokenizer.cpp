@@ -26,14 +26,16 @@ std::string json_type(const json& j) {
 void unsupported(std::string_view component, const json& j, const std::string& file) {
   static const std::map<std::string_view, std::string_view> supported = {
       {"normalizer", "Sequence, Prepend, Replace, Strip, NFC"},
-      {"pre_tokenizer", "ByteLevel, Split, Metaspace, Digits, Whitespace, WhitespaceSplit, Sequence"},
+      {"pre_tokenizer",
+       "ByteLevel, Split, Metaspace, Digits, Whitespace, WhitespaceSplit, Sequence"},
       {"decoder", "ByteLevel, Replace, ByteFallback, Fuse, Strip, Metaspace, Sequence"},
-      {"post_processor", "TemplateProcessing, ByteLevel, BertProcessing, RobertaProcessing, Sequence"},
+      {"post_processor",
+       "TemplateProcessing, ByteLevel, BertProcessing, RobertaProcessing, Sequence"},
       {"model", "BPE"}};
   const std::string type = json_type(j);
   const auto it = supported.find(component);
-  fail("{}: {} type '{}' is not supported (supported: {})", file, component, type.empty() ? "<missing>" : type,
-       it == supported.end() ? "" : it->second);
+  fail("{}: {} type '{}' is not supported (supported: {})", file, component,
+       type.empty() ? "<missing>" : type, it == supported.end() ? "" : it->second);
 }
 
 }  // namespace tok
@@ -98,7 +100,8 @@ bool is_word_byte(char c) {
 bool is_space(char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
 
 // Post-processors reduce to ids before and after the sequence when add_special_tokens is set.
-void parse_post(const json& j, const std::string& file, std::vector<int32_t>& pre, std::vector<int32_t>& suf) {
+void parse_post(const json& j, const std::string& file, std::vector<int32_t>& pre,
+                std::vector<int32_t>& suf) {
   if (j.is_null()) return;
   const std::string type = tok::json_type(j);
   if (type == "ByteLevel") return;  // only adjusts offsets
@@ -126,8 +129,10 @@ void parse_post(const json& j, const std::string& file, std::vector<int32_t>& pr
       }
       const std::string name = item.at("SpecialToken").at("id").get<std::string>();
       if (!specials.contains(name))
-        fail("{}: post_processor TemplateProcessing uses '{}' that is not in its special_tokens", file, name);
-      for (const json& id : specials.at(name).at("ids")) (seen_a ? suf : pre).push_back(id.get<int32_t>());
+        fail("{}: post_processor TemplateProcessing uses '{}' that is not in its special_tokens",
+             file, name);
+      for (const json& id : specials.at(name).at("ids"))
+        (seen_a ? suf : pre).push_back(id.get<int32_t>());
     }
     return;
   }
@@ -139,7 +144,8 @@ std::optional<std::string> config_token(const json& cfg, const char* key) {
   if (!cfg.contains(key)) return std::nullopt;
   const json& v = cfg[key];
   if (v.is_string()) return v.get<std::string>();
-  if (v.is_object() && v.contains("content") && v["content"].is_string()) return v["content"].get<std::string>();
+  if (v.is_object() && v.contains("content") && v["content"].is_string())
+    return v["content"].get<std::string>();
   return std::nullopt;
 }
 
@@ -161,7 +167,8 @@ std::shared_ptr<Tokenizer::Impl> build(std::string_view text, const std::string&
   const json j = parse_json(text, source);
   try {
     if (!j.is_object()) fail("{}: expected a JSON object (a Hugging Face tokenizer.json)", source);
-    if (!j.contains("model")) fail("{}: no 'model' section; not a Hugging Face tokenizer.json", source);
+    if (!j.contains("model"))
+      fail("{}: no 'model' section; not a Hugging Face tokenizer.json", source);
     const json& model = j["model"];
     std::string mtype = tok::json_type(model);
     if (mtype.empty() && model.contains("merges")) mtype = "BPE";  // some writers omit the type
@@ -171,12 +178,14 @@ std::shared_ptr<Tokenizer::Impl> build(std::string_view text, const std::string&
     impl->pre = tok::make_pre_tokenizer(j.value("pre_tokenizer", json()), source);
     impl->decoder = tok::make_decoder(j.value("decoder", json()), source);
     parse_post(j.value("post_processor", json()), source, impl->post_prefix, impl->post_suffix);
-    impl->model = std::make_unique<tok::BpeModel>(model, impl->pre && impl->pre->byte_level(), source);
+    impl->model =
+        std::make_unique<tok::BpeModel>(model, impl->pre && impl->pre->byte_level(), source);
 
     int32_t max_id = impl->model->max_id();
     for (const json& a : j.value("added_tokens", json::array())) {
-      AddedToken t{a.at("content").get<std::string>(), a.at("id").get<int32_t>(), a.value("special", false),
-                   a.value("lstrip", false), a.value("rstrip", false), a.value("single_word", false)};
+      AddedToken t{a.at("content").get<std::string>(), a.at("id").get<int32_t>(),
+                   a.value("special", false),          a.value("lstrip", false),
+                   a.value("rstrip", false),           a.value("single_word", false)};
       if (t.id < 0) fail("{}: added token '{}' has a negative id", source, t.content);
       max_id = std::max(max_id, t.id);
       impl->added.push_back(std::move(t));
@@ -195,11 +204,13 @@ std::shared_ptr<Tokenizer::Impl> build(std::string_view text, const std::string&
       impl->has_piece[t.id] = 1;
       impl->special[t.id] = t.special;
       impl->added_ids[t.content] = t.id;
-      if (!t.content.empty()) impl->added_by_byte[static_cast<unsigned char>(t.content[0])].push_back(i);
+      if (!t.content.empty())
+        impl->added_by_byte[static_cast<unsigned char>(t.content[0])].push_back(i);
     }
     for (auto& v : impl->added_by_byte)
-      std::stable_sort(v.begin(), v.end(),
-                       [&](size_t a, size_t b) { return impl->added[a].content.size() > impl->added[b].content.size(); });
+      std::stable_sort(v.begin(), v.end(), [&](size_t a, size_t b) {
+        return impl->added[a].content.size() > impl->added[b].content.size();
+      });
     for (int32_t id : impl->post_prefix) impl->check_id(id);
     for (int32_t id : impl->post_suffix) impl->check_id(id);
   } catch (const json::exception& e) {
@@ -210,7 +221,8 @@ std::shared_ptr<Tokenizer::Impl> build(std::string_view text, const std::string&
 
 }  // namespace
 
-void Tokenizer::Impl::encode_segment(std::string_view seg, bool at_start, std::vector<int32_t>& out) const {
+void Tokenizer::Impl::encode_segment(std::string_view seg, bool at_start,
+                                     std::vector<int32_t>& out) const {
   if (seg.empty()) return;
   std::string normalized;
   if (normalizer) {
@@ -248,11 +260,13 @@ Tokenizer Tokenizer::load(const std::string& path) {
     json v = parse_json(read_file(f), f.string());
     return v.is_object() ? v : json::object();
   };
-  const json tcfg = side("tokenizer_config.json"), gcfg = side("generation_config.json"), mcfg = side("config.json");
+  const json tcfg = side("tokenizer_config.json"), gcfg = side("generation_config.json"),
+             mcfg = side("config.json");
   auto lookup = [&](const std::optional<std::string>& piece) -> std::optional<int32_t> {
     if (!piece) return std::nullopt;
     if (auto it = impl->added_ids.find(*piece); it != impl->added_ids.end()) return it->second;
-    if (auto it = impl->model->vocab().find(*piece); it != impl->model->vocab().end()) return it->second;
+    if (auto it = impl->model->vocab().find(*piece); it != impl->model->vocab().end())
+      return it->second;
     return std::nullopt;
   };
   auto valid = [&](int32_t id) { return id >= 0 && id < impl->vocab_size && impl->has_piece[id]; };
@@ -270,7 +284,8 @@ Tokenizer Tokenizer::load(const std::string& path) {
   if (auto id = lookup(config_token(tcfg, "eos_token"))) eos.push_back(*id);
   for (int32_t id : config_ids(mcfg, "eos_token_id")) eos.push_back(id);
   for (int32_t id : eos)
-    if (valid(id) && std::find(impl->eos.begin(), impl->eos.end(), id) == impl->eos.end()) impl->eos.push_back(id);
+    if (valid(id) && std::find(impl->eos.begin(), impl->eos.end(), id) == impl->eos.end())
+      impl->eos.push_back(id);
 
   if (fs::exists(dir / "chat_template.jinja")) {
     impl->chat_template = read_file(dir / "chat_template.jinja");
@@ -300,7 +315,8 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special_t
       const AddedToken& t = m.added[i];
       if (text.compare(pos, t.content.size(), t.content) != 0) continue;
       const size_t end = pos + t.content.size();
-      if (t.single_word && ((pos > 0 && is_word_byte(text[pos - 1])) || (end < text.size() && is_word_byte(text[end]))))
+      if (t.single_word && ((pos > 0 && is_word_byte(text[pos - 1])) ||
+                            (end < text.size() && is_word_byte(text[end]))))
         continue;
       hit = &t;
       break;

@@ -10,7 +10,8 @@
 
 namespace nestedfp::tok {
 
-BpeModel::BpeModel(const json& m, bool byte_level, const std::string& file) : byte_level_(byte_level) {
+BpeModel::BpeModel(const json& m, bool byte_level, const std::string& file)
+    : byte_level_(byte_level) {
   for (const char* k : {"continuing_subword_prefix", "end_of_word_suffix"})
     if (m.contains(k) && !m[k].is_null() && !m[k].get<std::string>().empty())
       fail("{}: BPE option '{}' is not supported", file, k);
@@ -23,18 +24,21 @@ BpeModel::BpeModel(const json& m, bool byte_level, const std::string& file) : by
   vocab_.reserve(vocab.size());
   for (auto it = vocab.begin(); it != vocab.end(); ++it) {
     const auto id = it.value().get<int64_t>();
-    if (id < 0 || id > INT32_MAX) fail("{}: model.vocab id {} of '{}' is out of range", file, id, it.key());
+    if (id < 0 || id > INT32_MAX)
+      fail("{}: model.vocab id {} of '{}' is out of range", file, id, it.key());
     vocab_.emplace(it.key(), int32_t(id));
     max_id_ = std::max(max_id_, int32_t(id));
     if (byte_level_)
-      if (auto raw = byte_level_to_bytes(it.key())) raw_vocab_.emplace(std::move(*raw), int32_t(id));
+      if (auto raw = byte_level_to_bytes(it.key()))
+        raw_vocab_.emplace(std::move(*raw), int32_t(id));
   }
   auto find = [&](std::string_view p) -> int32_t {
     auto it = vocab_.find(p);
     return it == vocab_.end() ? -1 : it->second;
   };
   for (int b = 0; b < 256; ++b)
-    byte_ids_[b] = byte_level_ ? find(byte_to_unicode()[b]) : (byte_fallback_ ? find(fmt::format("<0x{:02X}>", b)) : -1);
+    byte_ids_[b] = byte_level_ ? find(byte_to_unicode()[b])
+                               : (byte_fallback_ ? find(fmt::format("<0x{:02X}>", b)) : -1);
 
   if (m.contains("unk_token") && !m["unk_token"].is_null()) {
     const auto unk = m["unk_token"].get<std::string>();
@@ -63,7 +67,8 @@ BpeModel::BpeModel(const json& m, bool byte_level, const std::string& file) : by
     const int32_t ia = find(a), ib = find(b), ic = find(a + b);
     if (ia < 0 || ib < 0 || ic < 0)
       fail("{}: merge #{} ('{}' + '{}') uses a piece that is not in the vocab", file, r, a, b);
-    merges_.emplace(pair_key(ia, ib), Merge{int32_t(r), ic});  // first (best) rank wins on duplicates
+    merges_.emplace(pair_key(ia, ib),
+                    Merge{int32_t(r), ic});  // first (best) rank wins on duplicates
   }
 }
 

@@ -16,7 +16,8 @@ struct Tables {
     // Printable Latin-1 bytes keep their code point; the other 68 are moved to 256, 257, ...
     int next = 256;
     for (int b = 0; b < 256; ++b) {
-      const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+      const bool printable =
+          (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
       const int cp = printable ? b : next++;
       utf8_append(to_char[b], char32_t(cp));
       to_byte[cp] = int16_t(b);
@@ -36,7 +37,9 @@ class ByteLevelPre final : public PreTokenizer {
  public:
   explicit ByteLevelPre(const json& j)
       : add_prefix_space_(j.value("add_prefix_space", false)),
-        regex_(j.value("use_regex", true) ? std::make_unique<Regex>(kGpt2Pattern, false, "ByteLevel") : nullptr) {}
+        regex_(j.value("use_regex", true)
+                   ? std::make_unique<Regex>(kGpt2Pattern, false, "ByteLevel")
+                   : nullptr) {}
 
   void split(std::string_view s, bool at_start, PieceSink sink) const override {
     std::string owned;
@@ -84,6 +87,8 @@ std::string bytes_to_byte_level(std::string_view raw) {
   return out;
 }
 
-std::unique_ptr<PreTokenizer> make_byte_level_pre_tokenizer(const json& j) { return std::make_unique<ByteLevelPre>(j); }
+std::unique_ptr<PreTokenizer> make_byte_level_pre_tokenizer(const json& j) {
+  return std::make_unique<ByteLevelPre>(j);
+}
 
 }  // namespace nestedfp::tok

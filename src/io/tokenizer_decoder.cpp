@@ -13,7 +13,8 @@ class ByteLevelDec final : public Decoder {
  public:
   void decode_chain(std::vector<std::string>& toks) const override {
     for (auto& t : toks)
-      if (auto raw = byte_level_to_bytes(t)) t = std::move(*raw);  // else (e.g. an added token) as written
+      if (auto raw = byte_level_to_bytes(t))
+        t = std::move(*raw);  // else (e.g. an added token) as written
   }
 };
 
@@ -33,7 +34,8 @@ class ByteFallbackDec final : public Decoder {
  public:
   void decode_chain(std::vector<std::string>& toks) const override {
     for (auto& t : toks) {
-      if (t.size() == 6 && t.starts_with("<0x") && t[5] == '>' && std::isxdigit(static_cast<unsigned char>(t[3])) &&
+      if (t.size() == 6 && t.starts_with("<0x") && t[5] == '>' &&
+          std::isxdigit(static_cast<unsigned char>(t[3])) &&
           std::isxdigit(static_cast<unsigned char>(t[4])))
         t = std::string(1, char(std::stoi(t.substr(3, 2), nullptr, 16)));
     }
@@ -51,7 +53,8 @@ class FuseDec final : public Decoder {
 
 class StripDec final : public Decoder {
  public:
-  StripDec(std::string content, size_t start, size_t stop) : c_(std::move(content)), start_(start), stop_(stop) {}
+  StripDec(std::string content, size_t start, size_t stop)
+      : c_(std::move(content)), start_(start), stop_(stop) {}
   void decode_chain(std::vector<std::string>& toks) const override {
     if (c_.empty()) return;
     for (auto& t : toks) {
@@ -67,7 +70,8 @@ class StripDec final : public Decoder {
 
 class MetaspaceDec final : public Decoder {
  public:
-  MetaspaceDec(std::string rep, bool strip_first) : rep_(std::move(rep)), strip_first_(strip_first) {}
+  MetaspaceDec(std::string rep, bool strip_first)
+      : rep_(std::move(rep)), strip_first_(strip_first) {}
   void decode_chain(std::vector<std::string>& toks) const override {
     for (size_t i = 0; i < toks.size(); ++i) {
       std::string& t = toks[i];
@@ -111,12 +115,13 @@ std::unique_ptr<Decoder> make_decoder(const json& j, const std::string& file) {
   if (type == "ByteFallback") return std::make_unique<ByteFallbackDec>();
   if (type == "Fuse") return std::make_unique<FuseDec>();
   if (type == "Strip")
-    return std::make_unique<StripDec>(j.value("content", std::string(" ")), j.value("start", size_t(0)),
-                                      j.value("stop", size_t(0)));
+    return std::make_unique<StripDec>(j.value("content", std::string(" ")),
+                                      j.value("start", size_t(0)), j.value("stop", size_t(0)));
   if (type == "Metaspace") {
     bool strip = j.value("add_prefix_space", true);
     if (j.contains("prepend_scheme")) strip = j.at("prepend_scheme").get<std::string>() != "never";
-    return std::make_unique<MetaspaceDec>(j.value("replacement", std::string("\xE2\x96\x81")), strip);
+    return std::make_unique<MetaspaceDec>(j.value("replacement", std::string("\xE2\x96\x81")),
+                                          strip);
   }
   if (type == "Sequence") {
     std::vector<std::unique_ptr<Decoder>> steps;
@@ -160,7 +165,9 @@ std::string IncrementalDecoder::push(int32_t id) {
 
 std::string IncrementalDecoder::finish() {
   const std::string text = tok_.decode_bytes(ids_, skip_special_);
-  std::string out = text.size() > emitted_ ? tok::utf8_sanitize(std::string_view(text).substr(emitted_)) : std::string();
+  std::string out = text.size() > emitted_
+                        ? tok::utf8_sanitize(std::string_view(text).substr(emitted_))
+                        : std::string();
   reset();
   return out;
 }

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -13,8 +14,6 @@
 #include <unordered_map>
 #include <utility>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 struct pcre2_real_code_8;
 
@@ -38,14 +37,14 @@ int32_t utf8_next(std::string_view s, size_t& i);
 // ---- byte-level (tokenizer_bytelevel.cpp) -------------------------------------------------------
 // GPT-2's reversible byte <-> printable-character table.
 const std::array<std::string, 256>& byte_to_unicode();  // UTF-8 of the character for each byte
-int byte_from_unicode(int32_t cp);                       // -1 when cp is not in the table
+int byte_from_unicode(int32_t cp);                      // -1 when cp is not in the table
 // Maps every character of `mapped` back to its byte; nullopt if some character is not in the table.
 std::optional<std::string> byte_level_to_bytes(std::string_view mapped);
 std::string bytes_to_byte_level(std::string_view raw);
 
 // ---- regex (tokenizer_regex.cpp) ----------------------------------------------------------------
-// PCRE2 with UTF + UCP (Unicode \p{..}, \s, \w), JIT when available. Invalid UTF-8 in the subject is
-// allowed (PCRE2_MATCH_INVALID_UTF): it never matches, so it ends up between matches.
+// PCRE2 with UTF + UCP (Unicode \p{..}, \s, \w), JIT when available. Invalid UTF-8 in the subject
+// is allowed (PCRE2_MATCH_INVALID_UTF): it never matches, so it ends up between matches.
 class Regex {
  public:
   Regex(const std::string& pattern, bool literal, const std::string& where);
@@ -67,8 +66,9 @@ class FunctionRef<R(A...)> {
  public:
   template <typename F, typename = std::enable_if_t<!std::is_same_v<std::decay_t<F>, FunctionRef>>>
   FunctionRef(F&& f)  // NOLINT: implicit by design
-      : obj_(const_cast<void*>(static_cast<const void*>(&f))),
-        call_([](void* o, A... a) -> R { return (*static_cast<std::remove_reference_t<F>*>(o))(std::forward<A>(a)...); }) {}
+      : obj_(const_cast<void*>(static_cast<const void*>(&f))), call_([](void* o, A... a) -> R {
+          return (*static_cast<std::remove_reference_t<F>*>(o))(std::forward<A>(a)...);
+        }) {}
   R operator()(A... a) const { return call_(obj_, std::forward<A>(a)...); }
 
  private:
@@ -82,10 +82,11 @@ class Normalizer {
   virtual ~Normalizer() = default;
   virtual void normalize(std::string& s) const = 0;
 };
-std::unique_ptr<Normalizer> make_normalizer(const json& j, const std::string& file);  // null -> nullptr
+std::unique_ptr<Normalizer> make_normalizer(const json& j,
+                                            const std::string& file);  // null -> nullptr
 
-// ---- pre-tokenizers (tokenizer_pretokenizer.cpp; Metaspace in tokenizer_sentencepiece.cpp) -------
-// A piece and whether it starts at offset 0 of the text being encoded (Metaspace "first").
+// ---- pre-tokenizers (tokenizer_pretokenizer.cpp; Metaspace in tokenizer_sentencepiece.cpp)
+// ------- A piece and whether it starts at offset 0 of the text being encoded (Metaspace "first").
 using PieceSink = FunctionRef<void(std::string_view, bool)>;
 class PreTokenizer {
  public:
@@ -101,10 +102,11 @@ std::unique_ptr<PreTokenizer> make_metaspace_pre_tokenizer(const json& j, const 
 // How a Split pre-tokenizer treats the delimiters it matched.
 enum class SplitBehavior { Removed, Isolated, MergedWithPrevious, MergedWithNext, Contiguous };
 // Cuts s by the matches of `re` (inverted: the text between matches is the delimiter).
-void split_by_regex(const Regex& re, std::string_view s, bool at_start, SplitBehavior behavior, bool invert,
-                    PieceSink sink);
+void split_by_regex(const Regex& re, std::string_view s, bool at_start, SplitBehavior behavior,
+                    bool invert, PieceSink sink);
 
-// Replace as normalizers and decoders write it: {"pattern": {"String"|"Regex": ...}, "content": ...}.
+// Replace as normalizers and decoders write it: {"pattern": {"String"|"Regex": ...}, "content":
+// ...}.
 class Replacer {
  public:
   Replacer(const json& j, const std::string& where);
@@ -125,7 +127,8 @@ using PieceMap = std::unordered_map<std::string, int32_t, StrHash, std::equal_to
 
 class BpeModel {
  public:
-  // `byte_level`: words arrive as raw bytes and vocab pieces are written in the byte-level alphabet.
+  // `byte_level`: words arrive as raw bytes and vocab pieces are written in the byte-level
+  // alphabet.
   BpeModel(const json& model, bool byte_level, const std::string& file);
   void encode_word(std::string_view word, std::vector<int32_t>& out) const;
   const PieceMap& vocab() const { return vocab_; }
@@ -136,7 +139,9 @@ class BpeModel {
     int32_t rank;
     int32_t id;
   };
-  static uint64_t pair_key(int32_t a, int32_t b) { return (uint64_t(uint32_t(a)) << 32) | uint32_t(b); }
+  static uint64_t pair_key(int32_t a, int32_t b) {
+    return (uint64_t(uint32_t(a)) << 32) | uint32_t(b);
+  }
   void initial_symbols(std::string_view word, std::vector<int32_t>& syms) const;
   void merge(std::vector<int32_t>& syms) const;
   std::optional<int32_t> whole_word(std::string_view word) const;
@@ -148,7 +153,8 @@ class BpeModel {
   std::optional<int32_t> unk_id_;
   PieceMap vocab_;      // as written in tokenizer.json
   PieceMap raw_vocab_;  // byte-level: raw bytes -> id
-  std::array<int32_t, 256> byte_ids_{};  // byte-level: the byte's own token; else its <0xNN> token (-1: none)
+  std::array<int32_t, 256>
+      byte_ids_{};  // byte-level: the byte's own token; else its <0xNN> token (-1: none)
   std::unordered_map<uint64_t, Merge> merges_;
   int32_t max_id_ = -1;
 

@@ -1,9 +1,8 @@
 // PCRE2 wrapper and the regex-driven pre-tokenizers (Split, Sequence, Digits, Whitespace,
 // WhitespaceSplit) with Hugging Face's split behaviors.
 #define PCRE2_CODE_UNIT_WIDTH 8
-#include <pcre2.h>
-
 #include <fmt/format.h>
+#include <pcre2.h>
 
 #include "io/tokenizer_internal.hpp"
 #include "nestedfp/error.hpp"
@@ -28,14 +27,18 @@ Regex::Regex(const std::string& pattern, bool literal, const std::string& where)
   int err = 0;
   PCRE2_SIZE off = 0;
   uint32_t opts = PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF;
-  if (literal) opts = (opts & ~uint32_t(PCRE2_UCP)) | PCRE2_LITERAL;  // UCP is meaningless (and refused) there
-  code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), opts, &err, &off, nullptr);
+  if (literal)
+    opts = (opts & ~uint32_t(PCRE2_UCP)) | PCRE2_LITERAL;  // UCP is meaningless (and refused) there
+  code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), opts, &err,
+                        &off, nullptr);
   if (!code_) {
     PCRE2_UCHAR msg[256];
     pcre2_get_error_message(err, msg, sizeof msg);
-    fail("{}: cannot compile regex '{}' at offset {}: {}", where, pattern, off, reinterpret_cast<char*>(msg));
+    fail("{}: cannot compile regex '{}' at offset {}: {}", where, pattern, off,
+         reinterpret_cast<char*>(msg));
   }
-  pcre2_jit_compile(code_, PCRE2_JIT_COMPLETE);  // falls back to the interpreter when JIT is missing
+  pcre2_jit_compile(code_,
+                    PCRE2_JIT_COMPLETE);  // falls back to the interpreter when JIT is missing
 }
 
 Regex::~Regex() { pcre2_code_free(code_); }
@@ -71,8 +74,8 @@ std::vector<std::pair<size_t, size_t>> Regex::find_all(std::string_view s) const
   return out;
 }
 
-void split_by_regex(const Regex& re, std::string_view s, bool at_start, SplitBehavior behavior, bool invert,
-                    PieceSink sink) {
+void split_by_regex(const Regex& re, std::string_view s, bool at_start, SplitBehavior behavior,
+                    bool invert, PieceSink sink) {
   // Pieces as (begin, end, is_delimiter), covering s.
   struct Span {
     size_t b, e;
@@ -131,7 +134,8 @@ void split_by_regex(const Regex& re, std::string_view s, bool at_start, SplitBeh
   }
 }
 
-Replacer::Replacer(const json& j, const std::string& where) : content_(j.value("content", std::string())) {
+Replacer::Replacer(const json& j, const std::string& where)
+    : content_(j.value("content", std::string())) {
   const json& pat = j.at("pattern");
   if (pat.contains("String")) {
     literal_ = pat.at("String").get<std::string>();
@@ -178,7 +182,8 @@ SplitBehavior parse_behavior(const json& j, const std::string& file) {
 
 class RegexSplit final : public PreTokenizer {
  public:
-  RegexSplit(std::unique_ptr<Regex> re, SplitBehavior b, bool invert) : re_(std::move(re)), behavior_(b), invert_(invert) {}
+  RegexSplit(std::unique_ptr<Regex> re, SplitBehavior b, bool invert)
+      : re_(std::move(re)), behavior_(b), invert_(invert) {}
   void split(std::string_view s, bool at_start, PieceSink sink) const override {
     split_by_regex(*re_, s, at_start, behavior_, invert_, sink);
   }
@@ -191,8 +196,11 @@ class RegexSplit final : public PreTokenizer {
 
 class SequencePre final : public PreTokenizer {
  public:
-  explicit SequencePre(std::vector<std::unique_ptr<PreTokenizer>> steps) : steps_(std::move(steps)) {}
-  void split(std::string_view s, bool at_start, PieceSink sink) const override { run(0, s, at_start, sink); }
+  explicit SequencePre(std::vector<std::unique_ptr<PreTokenizer>> steps)
+      : steps_(std::move(steps)) {}
+  void split(std::string_view s, bool at_start, PieceSink sink) const override {
+    run(0, s, at_start, sink);
+  }
   bool byte_level() const override { return !steps_.empty() && steps_.back()->byte_level(); }
 
  private:
@@ -204,7 +212,8 @@ class SequencePre final : public PreTokenizer {
   std::vector<std::unique_ptr<PreTokenizer>> steps_;
 };
 
-std::unique_ptr<PreTokenizer> regex_split(const char* pattern, SplitBehavior b, bool invert, const std::string& where) {
+std::unique_ptr<PreTokenizer> regex_split(const char* pattern, SplitBehavior b, bool invert,
+                                          const std::string& where) {
   return std::make_unique<RegexSplit>(std::make_unique<Regex>(pattern, false, where), b, invert);
 }
 
@@ -219,22 +228,31 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const json& j, const std::strin
   if (type == "Split") {
     const json& pat = j.at("pattern");
     std::unique_ptr<Regex> re;
-    if (pat.contains("Regex")) re = std::make_unique<Regex>(pat.at("Regex").get<std::string>(), false, where);
-    else if (pat.contains("String")) re = std::make_unique<Regex>(pat.at("String").get<std::string>(), true, where);
-    else fail("{}: pattern must be {{\"String\": ...}} or {{\"Regex\": ...}}", where);
-    return std::make_unique<RegexSplit>(std::move(re), parse_behavior(j, file), j.value("invert", false));
+    if (pat.contains("Regex"))
+      re = std::make_unique<Regex>(pat.at("Regex").get<std::string>(), false, where);
+    else if (pat.contains("String"))
+      re = std::make_unique<Regex>(pat.at("String").get<std::string>(), true, where);
+    else
+      fail("{}: pattern must be {{\"String\": ...}} or {{\"Regex\": ...}}", where);
+    return std::make_unique<RegexSplit>(std::move(re), parse_behavior(j, file),
+                                        j.value("invert", false));
   }
   if (type == "Digits")  // Rust's char::is_numeric is the Unicode N category
-    return regex_split(R"(\p{N})", j.value("individual_digits", false) ? SplitBehavior::Isolated : SplitBehavior::Contiguous,
-                       false, where);
-  if (type == "Whitespace") return regex_split(R"(\w+|[^\w\s]+)", SplitBehavior::Removed, true, where);
+    return regex_split(
+        R"(\p{N})",
+        j.value("individual_digits", false) ? SplitBehavior::Isolated : SplitBehavior::Contiguous,
+        false, where);
+  if (type == "Whitespace")
+    return regex_split(R"(\w+|[^\w\s]+)", SplitBehavior::Removed, true, where);
   if (type == "WhitespaceSplit") return regex_split(R"(\s+)", SplitBehavior::Removed, false, where);
   if (type == "Sequence") {
     std::vector<std::unique_ptr<PreTokenizer>> steps;
     for (const json& s : j.at("pretokenizers")) {
       if (!steps.empty() && steps.back()->byte_level())
-        fail("{}: ByteLevel must be the last step of a pre_tokenizer Sequence (it is not here); this layout is not supported",
-             file);
+        fail(
+            "{}: ByteLevel must be the last step of a pre_tokenizer Sequence (it is not here); "
+            "this layout is not supported",
+            file);
       if (auto p = make_pre_tokenizer(s, file)) steps.push_back(std::move(p));
     }
     return std::make_unique<SequencePre>(std::move(steps));

@@ -10,7 +10,8 @@ namespace {
 
 class SequenceNorm final : public Normalizer {
  public:
-  explicit SequenceNorm(std::vector<std::unique_ptr<Normalizer>> steps) : steps_(std::move(steps)) {}
+  explicit SequenceNorm(std::vector<std::unique_ptr<Normalizer>> steps)
+      : steps_(std::move(steps)) {}
   void normalize(std::string& s) const override {
     for (const auto& n : steps_) n->normalize(s);
   }
@@ -65,18 +66,24 @@ class NfcPassThrough final : public Normalizer {
 
 class Metaspace final : public PreTokenizer {
  public:
-  Metaspace(const json& j, const std::string& file) : replacement_(j.value("replacement", std::string("\xE2\x96\x81"))) {
+  Metaspace(const json& j, const std::string& file)
+      : replacement_(j.value("replacement", std::string("\xE2\x96\x81"))) {
     if (j.contains("prepend_scheme")) {
       const std::string s = j.at("prepend_scheme").get<std::string>();
-      if (s == "always") scheme_ = Scheme::Always;
-      else if (s == "first") scheme_ = Scheme::First;
-      else if (s == "never") scheme_ = Scheme::Never;
-      else fail("{}: pre_tokenizer Metaspace has unknown prepend_scheme '{}'", file, s);
+      if (s == "always")
+        scheme_ = Scheme::Always;
+      else if (s == "first")
+        scheme_ = Scheme::First;
+      else if (s == "never")
+        scheme_ = Scheme::Never;
+      else
+        fail("{}: pre_tokenizer Metaspace has unknown prepend_scheme '{}'", file, s);
     } else {
       scheme_ = j.value("add_prefix_space", true) ? Scheme::Always : Scheme::Never;  // older files
     }
     split_ = j.value("split", true);
-    if (split_) splitter_ = std::make_unique<Regex>(replacement_, true, file + ": pre_tokenizer Metaspace");
+    if (split_)
+      splitter_ = std::make_unique<Regex>(replacement_, true, file + ": pre_tokenizer Metaspace");
   }
 
   void split(std::string_view s, bool at_start, PieceSink sink) const override {
@@ -85,8 +92,10 @@ class Metaspace final : public PreTokenizer {
     const bool prepend = scheme_ == Scheme::Always || (scheme_ == Scheme::First && at_start);
     if (prepend && !s.empty() && !s.starts_with(replacement_)) t = replacement_;
     for (char c : s) {
-      if (c == ' ') t += replacement_;
-      else t += c;
+      if (c == ' ')
+        t += replacement_;
+      else
+        t += c;
     }
     if (!split_) return sink(t, at_start);
     split_by_regex(*splitter_, t, at_start, SplitBehavior::MergedWithNext, false, sink);
@@ -117,9 +126,12 @@ std::unique_ptr<Normalizer> make_normalizer(const json& j, const std::string& fi
   }
   if (type == "Prepend") return std::make_unique<PrependNorm>(j.at("prepend").get<std::string>());
   if (type == "Replace") return std::make_unique<ReplaceNorm>(j, file + ": normalizer Replace");
-  if (type == "Strip") return std::make_unique<StripNorm>(j.value("strip_left", true), j.value("strip_right", true));
+  if (type == "Strip")
+    return std::make_unique<StripNorm>(j.value("strip_left", true), j.value("strip_right", true));
   if (type == "NFC") {
-    spdlog::warn("{}: normalizer NFC is applied as a pass-through (input text is assumed to be NFC already)", file);
+    spdlog::warn(
+        "{}: normalizer NFC is applied as a pass-through (input text is assumed to be NFC already)",
+        file);
     return std::make_unique<NfcPassThrough>();
   }
   unsupported("normalizer", j, file);

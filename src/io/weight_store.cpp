@@ -45,8 +45,10 @@ WeightStore WeightStore::open_dir(const std::string& dir) {
         if (!fs::exists(sp, ec))
           fail("{}: shard '{}' (named by {} for tensor '{}') is missing", sp.string(), file,
                index_path.filename().string(), name);
-        it = shards.emplace(file, std::shared_ptr<SafetensorsFile>(
-                                      SafetensorsFile::open(sp.string()))).first;
+        it =
+            shards
+                .emplace(file, std::shared_ptr<SafetensorsFile>(SafetensorsFile::open(sp.string())))
+                .first;
         ws.files_.push_back(it->second);
       }
       const TensorView* t = it->second->find(name);

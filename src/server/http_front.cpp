@@ -1,5 +1,6 @@
 #include "server/http_front.hpp"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -9,7 +10,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <arpa/inet.h>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -61,7 +61,8 @@ bool send_all(int fd, const char* data, size_t n, std::chrono::milliseconds time
     }
     if (w < 0 && errno == EINTR) continue;
     if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return false;
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
     if (left <= 0) return false;
     pollfd p{fd, POLLOUT, 0};
     const int r = ::poll(&p, 1, static_cast<int>(std::min<int64_t>(left, 1000)));
@@ -80,7 +81,8 @@ class BufferedStream final : public httplib::Stream {
   bool is_writable() const override {
     pollfd p{fd_, static_cast<short>(POLLOUT | POLLRDHUP), 0};
     const int r = ::poll(&p, 1, static_cast<int>(write_timeout_.count()));
-    return r > 0 && !(p.revents & (POLLERR | POLLHUP | POLLRDHUP | POLLNVAL)) && (p.revents & POLLOUT);
+    return r > 0 && !(p.revents & (POLLERR | POLLHUP | POLLRDHUP | POLLNVAL)) &&
+           (p.revents & POLLOUT);
   }
   ssize_t read(char* ptr, size_t size) override {
     const size_t n = std::min(size, len_ - pos_);
@@ -91,8 +93,12 @@ class BufferedStream final : public httplib::Stream {
   ssize_t write(const char* ptr, size_t size) override {
     return send_all(fd_, ptr, size, write_timeout_) ? static_cast<ssize_t>(size) : -1;
   }
-  void get_remote_ip_and_port(std::string& ip, int& port) const override { address(::getpeername, ip, port); }
-  void get_local_ip_and_port(std::string& ip, int& port) const override { address(::getsockname, ip, port); }
+  void get_remote_ip_and_port(std::string& ip, int& port) const override {
+    address(::getpeername, ip, port);
+  }
+  void get_local_ip_and_port(std::string& ip, int& port) const override {
+    address(::getsockname, ip, port);
+  }
   socket_t socket() const override { return fd_; }
 
  private:
@@ -283,7 +289,8 @@ void HttpFront::Impl::poll_loop(HttpFront*) {
       for (Conn* c : conns) live += c->fd >= 0;
       if (live >= static_cast<size_t>(lim.max_connections) && !make_room(now)) {
         ++refused;
-        const std::string r = error_response(503, "too many connections: every connection is busy, retry later");
+        const std::string r =
+            error_response(503, "too many connections: every connection is busy, retry later");
         send_all(fd, r.data(), r.size(), 50ms);
         ::close(fd);
         continue;
@@ -318,7 +325,8 @@ void HttpFront::Impl::poll_loop(HttpFront*) {
     auto next = now + 1s;
     for (Conn* c : conns) {
       if (c->busy || c->fd < 0) continue;
-      const bool want = c->phase != Conn::Phase::Body || c->buf.size() < c->head.head_bytes + c->head.body_bytes;
+      const bool want =
+          c->phase != Conn::Phase::Body || c->buf.size() < c->head.head_bytes + c->head.body_bytes;
       if (want) {
         pfds.push_back(pollfd{c->fd, POLLIN, 0});
         polled.push_back(c);
@@ -326,7 +334,9 @@ void HttpFront::Impl::poll_loop(HttpFront*) {
       next = std::min(next, c->deadline);
     }
     const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next - now).count() + 1;
-    if (::poll(pfds.data(), pfds.size(), static_cast<int>(std::clamp<int64_t>(wait, 0, 1000))) < 0 && errno != EINTR)
+    if (::poll(pfds.data(), pfds.size(), static_cast<int>(std::clamp<int64_t>(wait, 0, 1000))) <
+            0 &&
+        errno != EINTR)
       std::this_thread::sleep_for(10ms);
     if (pfds[0].revents & POLLIN) {
       uint64_t v;
@@ -337,9 +347,12 @@ void HttpFront::Impl::poll_loop(HttpFront*) {
       Conn* c = polled[i];
       if (!(pfds[i].revents & (POLLIN | POLLERR | POLLHUP))) continue;
       // Never buffer more than the request being received plus one further head.
-      const size_t cap = (c->phase == Conn::Phase::Body ? c->head.head_bytes + c->head.body_bytes : 0) + lim.max_head_bytes + 1;
+      const size_t cap =
+          (c->phase == Conn::Phase::Body ? c->head.head_bytes + c->head.body_bytes : 0) +
+          lim.max_head_bytes + 1;
       const size_t room = c->buf.size() < cap ? cap - c->buf.size() : 0;
-      const ssize_t n = room == 0 ? 0 : ::recv(c->fd, chunk.data(), std::min(room, chunk.size()), 0);
+      const ssize_t n =
+          room == 0 ? 0 : ::recv(c->fd, chunk.data(), std::min(room, chunk.size()), 0);
       if (room == 0) continue;
       if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
         close_conn(c);  // the client closed (or reset) its side
@@ -363,15 +376,20 @@ HttpFront::HttpFront(FrontLimits limits) : impl_(std::make_unique<Impl>()) {
   auto& I = *impl_;
   I.lim = std::move(limits);
   if (I.lim.worker_threads < 1 || I.lim.probe_threads < 1)
-    fail("the HTTP server needs at least one worker and one probe thread (got {} and {})", I.lim.worker_threads, I.lim.probe_threads);
+    fail("the HTTP server needs at least one worker and one probe thread (got {} and {})",
+         I.lim.worker_threads, I.lim.probe_threads);
   if (I.lim.max_connections < 2 || I.lim.max_connections > 900)
-    fail("--max-connections must be between 2 and 900 (got {}): the HTTP library handles descriptors below 1024 only",
-         I.lim.max_connections);
-  if (I.lim.header_timeout.count() <= 0 || I.lim.body_timeout.count() <= 0 || I.lim.idle_timeout.count() <= 0 ||
-      I.lim.write_timeout.count() <= 0)
-    fail("HTTP timeouts must be positive (header {} ms, body {} ms)", I.lim.header_timeout.count(), I.lim.body_timeout.count());
+    fail(
+        "--max-connections must be between 2 and 900 (got {}): the HTTP library handles "
+        "descriptors below 1024 only",
+        I.lim.max_connections);
+  if (I.lim.header_timeout.count() <= 0 || I.lim.body_timeout.count() <= 0 ||
+      I.lim.idle_timeout.count() <= 0 || I.lim.write_timeout.count() <= 0)
+    fail("HTTP timeouts must be positive (header {} ms, body {} ms)", I.lim.header_timeout.count(),
+         I.lim.body_timeout.count());
   I.wake_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (I.wake_fd < 0) fail("cannot create an eventfd for the HTTP front end: {}", std::strerror(errno));
+  if (I.wake_fd < 0)
+    fail("cannot create an eventfd for the HTTP front end: {}", std::strerror(errno));
   new_task_queue = [] { return new InlineQueue; };
   I.poller = std::thread([this] { impl_->poll_loop(this); });
   auto worker = [this](WorkQueue& q) {
@@ -418,7 +436,8 @@ void HttpFront::serve(void* p) {
   {
     BufferedStream s(c->fd, c->buf.data(), len, I.lim.write_timeout);
     tl_client_fd = c->fd;
-    ok = process_request(s, /*close_connection=*/I.stopping.load() || c->head.close, closed, nullptr);
+    ok = process_request(s, /*close_connection=*/I.stopping.load() || c->head.close, closed,
+                         nullptr);
     tl_client_fd = -1;
   }
   c->buf.erase(0, len);
@@ -435,7 +454,8 @@ void HttpFront::serve(void* p) {
 
 FrontCounters HttpFront::counters() const {
   const auto& I = *impl_;
-  return {I.accepted.load(), I.refused.load(), I.evicted.load(), I.timeouts.load(), I.rejected.load(), I.open.load()};
+  return {I.accepted.load(), I.refused.load(),  I.evicted.load(),
+          I.timeouts.load(), I.rejected.load(), I.open.load()};
 }
 
 bool current_client_gone() { return tl_client_fd >= 0 && peer_gone(tl_client_fd); }

@@ -13,12 +13,12 @@ namespace nestedfp::server {
 
 struct HeadScan {
   enum class State { Incomplete, Complete, Reject } state = State::Incomplete;
-  size_t head_bytes = 0;   // request line + headers + blank line (Complete)
-  uint64_t body_bytes = 0; // Content-Length, 0 when absent (Complete)
+  size_t head_bytes = 0;     // request line + headers + blank line (Complete)
+  uint64_t body_bytes = 0;   // Content-Length, 0 when absent (Complete)
   std::string method, path;  // path without the query string
-  bool close = false;      // "Connection: close", or HTTP/1.0 without keep-alive
-  int status = 0;          // Reject: the HTTP status to answer with before closing
-  std::string message;     // Reject: what is wrong and what to do
+  bool close = false;        // "Connection: close", or HTTP/1.0 without keep-alive
+  int status = 0;            // Reject: the HTTP status to answer with before closing
+  std::string message;       // Reject: what is wrong and what to do
 };
 
 inline constexpr size_t kMaxHeaderLines = 100;

@@ -3,9 +3,8 @@
 // fuzz target tests/fuzz/fuzz_request_parser.cpp can drive them. Checks here are the ones that need
 // only the JSON: types, ranges, unsupported options. What needs the model (prompt length against
 // the context, token ids against the vocabulary, the model name) is checked by the server.
-#include <nlohmann/json.hpp>
-
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -46,12 +45,12 @@ struct PromptInput {
 
 // Fields shared by both endpoints.
 struct CommonParams {
-  std::string model;                 // empty when not given
-  std::optional<int64_t> max_tokens; // absent: the endpoint's default
+  std::string model;                  // empty when not given
+  std::optional<int64_t> max_tokens;  // absent: the endpoint's default
   SamplingParams sampling;
   std::vector<std::string> stop;
   bool stream = false;
-  bool include_usage = false;        // stream_options.include_usage
+  bool include_usage = false;  // stream_options.include_usage
   // Extensions (as vLLM names them).
   bool ignore_eos = false;
   std::vector<int32_t> stop_token_ids;
@@ -65,7 +64,7 @@ struct CompletionRequest : CommonParams {
 };
 
 struct ChatRequest : CommonParams {
-  nlohmann::json messages;           // normalized: objects with "role" and string "content"
+  nlohmann::json messages;  // normalized: objects with "role" and string "content"
   bool logprobs = false;
   int top_logprobs = 0;
   bool add_generation_prompt = true;

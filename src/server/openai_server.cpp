@@ -72,7 +72,9 @@ Piece OpenAIServer::Impl::absorb(Job& job, Choice& c, RequestEvent& ev) const {
   Piece p;
   const bool want_lp = job.logprobs >= 0;
   if (job.kind == Job::Kind::Completion && want_lp)
-    p.logprobs = {{"tokens", json::array()}, {"token_logprobs", json::array()}, {"top_logprobs", json::array()},
+    p.logprobs = {{"tokens", json::array()},
+                  {"token_logprobs", json::array()},
+                  {"top_logprobs", json::array()},
                   {"text_offset", json::array()}};
   else if (want_lp)
     p.logprobs = json::array();
@@ -97,7 +99,9 @@ Piece OpenAIServer::Impl::absorb(Job& job, Choice& c, RequestEvent& ev) const {
         IncrementalDecoder dec(tok, true);
         size_t chars = 0;
         for (size_t i = 0; i < c.prompt_ids.size(); ++i) {
-          const LogprobInfo* l = i < ev.prompt_logprobs.size() && ev.prompt_logprobs[i] ? &*ev.prompt_logprobs[i] : nullptr;
+          const LogprobInfo* l = i < ev.prompt_logprobs.size() && ev.prompt_logprobs[i]
+                                     ? &*ev.prompt_logprobs[i]
+                                     : nullptr;
           add(c.prompt_ids[i], l, chars);
           try {
             chars += codepoints(dec.push(c.prompt_ids[i]));
@@ -143,36 +147,53 @@ json finish_json(const Choice& c) { return c.done ? json(to_string(c.finish)) : 
 json OpenAIServer::Impl::chunk(const Job& job, const Choice& c, const Piece& p, bool first) const {
   json choice;
   if (job.kind == Job::Kind::Completion) {
-    choice = {{"index", c.index}, {"text", p.text}, {"logprobs", p.logprobs.is_null() ? json(nullptr) : p.logprobs},
+    choice = {{"index", c.index},
+              {"text", p.text},
+              {"logprobs", p.logprobs.is_null() ? json(nullptr) : p.logprobs},
               {"finish_reason", finish_json(c)}};
-    return {{"id", job.id}, {"object", "text_completion"}, {"created", job.created}, {"model", job.model}, {"choices", {choice}}};
+    return {{"id", job.id},
+            {"object", "text_completion"},
+            {"created", job.created},
+            {"model", job.model},
+            {"choices", {choice}}};
   }
   json delta = json::object();
   if (first) delta["role"] = "assistant";
   if (!p.text.empty() || first) delta["content"] = p.text;
-  choice = {{"index", c.index}, {"delta", delta},
+  choice = {{"index", c.index},
+            {"delta", delta},
             {"logprobs", p.logprobs.is_null() ? json(nullptr) : json{{"content", p.logprobs}}},
             {"finish_reason", finish_json(c)}};
-  return {{"id", job.id}, {"object", "chat.completion.chunk"}, {"created", job.created}, {"model", job.model},
+  return {{"id", job.id},
+          {"object", "chat.completion.chunk"},
+          {"created", job.created},
+          {"model", job.model},
           {"choices", {choice}}};
 }
 
 std::optional<ApiError> OpenAIServer::Impl::check_model(const std::string& model) const {
   if (model.empty() || model == opts.model_name) return std::nullopt;
-  return error(404, fmt::format("the model '{}' does not exist: this server serves '{}'", model, opts.model_name),
-               "invalid_request_error", "model", "model_not_found");
+  return error(
+      404,
+      fmt::format("the model '{}' does not exist: this server serves '{}'", model, opts.model_name),
+      "invalid_request_error", "model", "model_not_found");
 }
 
-std::optional<ApiError> OpenAIServer::Impl::submit(Job& job, std::vector<std::vector<int32_t>> prompts,
-                                                   const CommonParams& p, std::optional<int64_t> default_max,
+std::optional<ApiError> OpenAIServer::Impl::submit(Job& job,
+                                                   std::vector<std::vector<int32_t>> prompts,
+                                                   const CommonParams& p,
+                                                   std::optional<int64_t> default_max,
                                                    bool prompt_logprobs) {
   const int ctx = engine.max_model_len();
   for (size_t i = 0; i < prompts.size(); ++i) {
     auto& ids = prompts[i];
     GenerationRequest g;
     const int64_t room = static_cast<int64_t>(ctx) - static_cast<int64_t>(ids.size());
-    if (p.max_tokens) g.max_tokens = static_cast<int>(*p.max_tokens);
-    else g.max_tokens = static_cast<int>(std::max<int64_t>(1, default_max ? std::min(*default_max, room) : room));
+    if (p.max_tokens)
+      g.max_tokens = static_cast<int>(*p.max_tokens);
+    else
+      g.max_tokens =
+          static_cast<int>(std::max<int64_t>(1, default_max ? std::min(*default_max, room) : room));
     g.sampling = p.sampling;
     g.stop = p.stop;
     g.include_stop_str = p.include_stop_str_in_output;
@@ -189,12 +210,14 @@ std::optional<ApiError> OpenAIServer::Impl::submit(Job& job, std::vector<std::ve
       c.stream = engine.add_request(std::move(g));
     } catch (const QueueFullError& e) {
       ++rejected_queue_full;
-      return error(429, e.what(), "rate_limit_exceeded", "", "queue_full");  // ~Job aborts the others
+      return error(429, e.what(), "rate_limit_exceeded", "",
+                   "queue_full");  // ~Job aborts the others
     } catch (const RequestError& e) {
       std::string msg = e.what();
       bool ctx_err = msg.find("context length") != std::string::npos;
-      return error(400, prompts.size() > 1 ? fmt::format("prompt {}: {}", i, msg) : msg, "invalid_request_error",
-                   ctx_err ? "prompt" : "", ctx_err ? "context_length_exceeded" : "");
+      return error(400, prompts.size() > 1 ? fmt::format("prompt {}: {}", i, msg) : msg,
+                   "invalid_request_error", ctx_err ? "prompt" : "",
+                   ctx_err ? "context_length_exceeded" : "");
     }
     job.choices.push_back(std::move(c));
   }
@@ -208,7 +231,8 @@ void OpenAIServer::Impl::respond(std::shared_ptr<Job> job, httplib::Response& re
     for (size_t i = 0; i < job->choices.size(); ++i) {
       Choice& c = job->choices[i];
       while (!c.done) {
-        if (stopping) return send_error(res, error(503, "the server is shutting down", "server_error"));
+        if (stopping)
+          return send_error(res, error(503, "the server is shutting down", "server_error"));
         // Nobody would read the answer: free the KV blocks and the slot now, not at max_tokens.
         // Checked by time, since tokens may arrive without a pause.
         if (Clock::now() - job->last_write > 200ms) {
@@ -217,7 +241,8 @@ void OpenAIServer::Impl::respond(std::shared_ptr<Job> job, httplib::Response& re
             ++disconnects;
             for (auto& other : job->choices)
               if (!other.done && engine.abort(other.stream->id())) other.done = true;
-            return send_error(res, error(499, "the client closed the connection", "invalid_request_error"));
+            return send_error(
+                res, error(499, "the client closed the connection", "invalid_request_error"));
           }
         }
         auto ev = c.stream->next(200ms);
@@ -237,23 +262,33 @@ void OpenAIServer::Impl::respond(std::shared_ptr<Job> job, httplib::Response& re
       if (c.finish == FinishReason::Error)
         return send_error(res, error(500, "generation failed: " + c.error, "server_error"));
       if (c.finish == FinishReason::Abort)
-        return send_error(res, error(503, "the request was aborted (server shutting down)", "server_error"));
+        return send_error(
+            res, error(503, "the request was aborted (server shutting down)", "server_error"));
     }
     json choices = json::array();
     for (size_t i = 0; i < job->choices.size(); ++i) {
       const Choice& c = job->choices[i];
       if (job->kind == Job::Kind::Completion) {
-        choices.push_back({{"index", c.index}, {"text", texts[i]}, {"logprobs", lps[i]}, {"finish_reason", to_string(c.finish)}});
-      } else {
         choices.push_back({{"index", c.index},
-                           {"message", {{"role", "assistant"}, {"content", texts[i]}}},
-                           {"logprobs", lps[i].is_null() ? json(nullptr) : json{{"content", lps[i]}}},
+                           {"text", texts[i]},
+                           {"logprobs", lps[i]},
                            {"finish_reason", to_string(c.finish)}});
+      } else {
+        choices.push_back(
+            {{"index", c.index},
+             {"message", {{"role", "assistant"}, {"content", texts[i]}}},
+             {"logprobs", lps[i].is_null() ? json(nullptr) : json{{"content", lps[i]}}},
+             {"finish_reason", to_string(c.finish)}});
       }
     }
-    send_json(res, 200,
-              {{"id", job->id}, {"object", job->kind == Job::Kind::Completion ? "text_completion" : "chat.completion"},
-               {"created", job->created}, {"model", job->model}, {"choices", choices}, {"usage", usage(*job)}});
+    send_json(
+        res, 200,
+        {{"id", job->id},
+         {"object", job->kind == Job::Kind::Completion ? "text_completion" : "chat.completion"},
+         {"created", job->created},
+         {"model", job->model},
+         {"choices", choices},
+         {"usage", usage(*job)}});
     return;
   }
 
@@ -264,7 +299,9 @@ void OpenAIServer::Impl::respond(std::shared_ptr<Job> job, httplib::Response& re
       job->last_write = Clock::now();
       return sink.write(s.data(), s.size());
     };
-    auto data = [&](const json& j) { return send("data: " + j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n"); };
+    auto data = [&](const json& j) {
+      return send("data: " + j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n");
+    };
     if (stopping || current_client_gone()) return false;
     const auto wait = job->choices.size() == 1 ? 100ms : 10ms;
     bool all_done = true;
@@ -278,8 +315,9 @@ void OpenAIServer::Impl::respond(std::shared_ptr<Job> job, httplib::Response& re
       bool first = !c.started;
       Piece p = absorb(*job, c, *ev);
       if (c.finish == FinishReason::Error || c.finish == FinishReason::Abort) {
-        auto e = c.finish == FinishReason::Error ? error(500, "generation failed: " + c.error, "server_error")
-                                                 : error(503, "the request was aborted", "server_error");
+        auto e = c.finish == FinishReason::Error
+                     ? error(500, "generation failed: " + c.error, "server_error")
+                     : error(503, "the request was aborted", "server_error");
         data(e.to_json());
         send("data: [DONE]\n\n");
         sink.done();
@@ -298,8 +336,13 @@ void OpenAIServer::Impl::respond(std::shared_ptr<Job> job, httplib::Response& re
     }
     if (all_done) {
       if (job->include_usage) {
-        json u = {{"id", job->id}, {"object", job->kind == Job::Kind::Completion ? "text_completion" : "chat.completion.chunk"},
-                  {"created", job->created}, {"model", job->model}, {"choices", json::array()}, {"usage", usage(*job)}};
+        json u = {{"id", job->id},
+                  {"object", job->kind == Job::Kind::Completion ? "text_completion"
+                                                                : "chat.completion.chunk"},
+                  {"created", job->created},
+                  {"model", job->model},
+                  {"choices", json::array()},
+                  {"usage", usage(*job)}};
         if (!data(u)) return false;
       }
       if (!send("data: [DONE]\n\n")) return false;
@@ -356,8 +399,11 @@ void OpenAIServer::Impl::completions(const httplib::Request& req, httplib::Respo
     } else {
       for (int32_t id : p.ids)
         if (id >= engine.vocab_size())
-          return send_error(res, error(400, fmt::format("prompt token id {} is outside the vocabulary [0, {})", id, engine.vocab_size()),
-                                       "invalid_request_error", "prompt"));
+          return send_error(
+              res, error(400,
+                         fmt::format("prompt token id {} is outside the vocabulary [0, {})", id,
+                                     engine.vocab_size()),
+                         "invalid_request_error", "prompt"));
       std::string text;
       if (r.echo) {
         try {
@@ -369,18 +415,21 @@ void OpenAIServer::Impl::completions(const httplib::Request& req, httplib::Respo
       echo.push_back(std::move(text));
     }
   }
-  if (auto e = submit(*job, std::move(prompts), r, /*default max_tokens=*/16, r.echo && r.logprobs >= 0))
+  if (auto e =
+          submit(*job, std::move(prompts), r, /*default max_tokens=*/16, r.echo && r.logprobs >= 0))
     return send_error(res, *e);
   for (size_t i = 0; i < job->choices.size(); ++i) job->choices[i].echo_text = std::move(echo[i]);
   respond(job, res);
 }
 
-std::string OpenAIServer::Impl::render_chat_prompt(const json& messages, bool add_generation_prompt) const {
+std::string OpenAIServer::Impl::render_chat_prompt(const json& messages,
+                                                   bool add_generation_prompt) const {
   const std::string& tmpl = tok.chat_template();
   if (tmpl.empty()) return chat::default_chat_prompt(messages);
   auto piece = [&](int32_t id) { return id >= 0 ? tok.id_to_piece(id) : std::string(); };
   auto eos = tok.eos_ids();
-  return chat::render_chat(tmpl, messages, add_generation_prompt, piece(tok.bos_id()), eos.empty() ? std::string() : piece(eos.front()));
+  return chat::render_chat(tmpl, messages, add_generation_prompt, piece(tok.bos_id()),
+                           eos.empty() ? std::string() : piece(eos.front()));
 }
 
 void OpenAIServer::Impl::chat(const httplib::Request& req, httplib::Response& res) {
@@ -428,7 +477,9 @@ int OpenAIServer::bind() {
   } else {
     impl_->bound_port = impl_->http.bind_to_port(o.host, o.port) ? o.port : -1;
   }
-  if (impl_->bound_port < 0) fail("cannot listen on {}:{} (address in use or not available): pick another --host/--port", o.host, o.port);
+  if (impl_->bound_port < 0)
+    fail("cannot listen on {}:{} (address in use or not available): pick another --host/--port",
+         o.host, o.port);
   return impl_->bound_port;
 }
 

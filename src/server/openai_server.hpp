@@ -29,14 +29,14 @@ namespace nestedfp::server {
 
 struct ServerOptions {
   std::string host = "127.0.0.1";
-  int port = 8000;                 // 0: any free port (see port())
-  std::string model_name;          // the id in /v1/models; requests naming another model get 404
-  std::string api_key;             // empty: no auth
-  std::string admin_key;           // empty: /admin/* takes api_key, or loopback only without one
-  int http_threads = 64;           // concurrent HTTP requests (a streaming request holds one)
-  int max_connections = 512;       // open connections (idle and slow ones are evicted first)
-  double header_timeout_s = 10;    // a request head must arrive within this of its first byte
-  double body_timeout_s = 30;      // and its body within this after the head
+  int port = 8000;               // 0: any free port (see port())
+  std::string model_name;        // the id in /v1/models; requests naming another model get 404
+  std::string api_key;           // empty: no auth
+  std::string admin_key;         // empty: /admin/* takes api_key, or loopback only without one
+  int http_threads = 64;         // concurrent HTTP requests (a streaming request holds one)
+  int max_connections = 512;     // open connections (idle and slow ones are evicted first)
+  double header_timeout_s = 10;  // a request head must arrive within this of its first byte
+  double body_timeout_s = 30;    // and its body within this after the head
   size_t max_body_bytes = 16u << 20;
 };
 

@@ -34,10 +34,10 @@ inline void send_error(httplib::Response& res, const ApiError& e) {
   if (e.status == 429) res.set_header("Retry-After", "1");
 }
 
-inline ApiError error(int status, std::string message, std::string type, std::string param = "", std::string code = "") {
+inline ApiError error(int status, std::string message, std::string type, std::string param = "",
+                      std::string code = "") {
   return ApiError{status, std::move(message), std::move(type), std::move(param), std::move(code)};
 }
-
 
 // One prompt's request inside an HTTP request.
 struct Choice {
@@ -50,7 +50,7 @@ struct Choice {
   std::string error;
   int prompt_tokens = 0, completion_tokens = 0;
   std::unique_ptr<IncrementalDecoder> offsets;  // positions of generated tokens in the text
-  size_t chars = 0;                              // code points of the choice's text so far
+  size_t chars = 0;                             // code points of the choice's text so far
 };
 
 struct Job {
@@ -61,7 +61,8 @@ struct Job {
   bool stream = false, include_usage = false, echo = false;
   int logprobs = -1;  // alternatives per token; -1: no logprobs
   std::vector<Choice> choices;
-  Clock::time_point last_write = Clock::now();  // streaming: last write; else: last disconnect check
+  Clock::time_point last_write =
+      Clock::now();  // streaming: last write; else: last disconnect check
   ~Job() {
     for (auto& c : choices)
       if (c.stream && !c.done) engine->abort(c.stream->id());  // client gone or handler bailed out
@@ -73,7 +74,6 @@ struct Piece {
   std::string text;
   json logprobs;  // completions: {tokens, token_logprobs, top_logprobs, text_offset}; chat: [..]
 };
-
 
 struct OpenAIServer::Impl {
   Impl(Engine& e, Tokenizer t, ServerOptions o);
@@ -102,19 +102,20 @@ struct OpenAIServer::Impl {
   json chunk(const Job& job, const Choice& c, const Piece& p, bool first) const;
   json usage(const Job& job) const;
   std::optional<ApiError> check_model(const std::string& model) const;
-  std::optional<ApiError> submit(Job& job, std::vector<std::vector<int32_t>> prompts, const CommonParams& p,
-                                 std::optional<int64_t> default_max, bool prompt_logprobs);
+  std::optional<ApiError> submit(Job& job, std::vector<std::vector<int32_t>> prompts,
+                                 const CommonParams& p, std::optional<int64_t> default_max,
+                                 bool prompt_logprobs);
   void respond(std::shared_ptr<Job> job, httplib::Response& res);
   void completions(const httplib::Request& req, httplib::Response& res);
   void chat(const httplib::Request& req, httplib::Response& res);
   void admin_precision(const httplib::Request& req, httplib::Response& res);
   void tokenize(const httplib::Request& req, httplib::Response& res);
   void detokenize(const httplib::Request& req, httplib::Response& res);
-  std::string render_chat_prompt(const json& messages, bool add_generation_prompt) const;  // throws Error
+  std::string render_chat_prompt(const json& messages,
+                                 bool add_generation_prompt) const;  // throws Error
   std::optional<ApiError> prompt_too_long(size_t bytes, const char* param) const;
   // Pre-routing: shutdown, 404/405, API key, admin rule. Set when the request may proceed.
   std::optional<ApiError> gate(const httplib::Request& req, std::string& allow) const;
 };
-
 
 }  // namespace nestedfp::server

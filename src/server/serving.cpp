@@ -20,18 +20,21 @@ ServingStack::ServingStack(ServeConfig cfg) : impl_(std::make_unique<Impl>()) {
   Tokenizer tok = Tokenizer::load(cfg.model_dir);
   impl_->runner = cfg.executor(cfg.engine);
   if (tok.vocab_size() > impl_->runner->vocab_size())
-    spdlog::warn("the tokenizer has {} ids but the model only {}", tok.vocab_size(), impl_->runner->vocab_size());
+    spdlog::warn("the tokenizer has {} ids but the model only {}", tok.vocab_size(),
+                 impl_->runner->vocab_size());
   cfg.engine.text_decoder = text_decoder_factory(tok);
   if (cfg.engine.eos_token_ids.empty()) cfg.engine.eos_token_ids = tok.eos_ids();
   impl_->eng = std::make_unique<Engine>(*impl_->runner, cfg.engine);
   if (cfg.server.model_name.empty())
-    cfg.server.model_name = std::filesystem::path(cfg.model_dir).lexically_normal().filename().string();
+    cfg.server.model_name =
+        std::filesystem::path(cfg.model_dir).lexically_normal().filename().string();
   if (cfg.server.model_name.empty())  // "models/pystd-16m/" has an empty filename after normalizing
-    cfg.server.model_name = std::filesystem::path(cfg.model_dir).lexically_normal().parent_path().filename().string();
+    cfg.server.model_name =
+        std::filesystem::path(cfg.model_dir).lexically_normal().parent_path().filename().string();
   impl_->http = std::make_unique<OpenAIServer>(*impl_->eng, tok, cfg.server);
-  spdlog::info("model {} ({} KV blocks of {} tokens, max model length {}, precision {})", cfg.server.model_name,
-               impl_->eng->stats().kv_blocks_total, kKvBlockSize, impl_->eng->max_model_len(),
-               impl_->eng->precision_policy());
+  spdlog::info("model {} ({} KV blocks of {} tokens, max model length {}, precision {})",
+               cfg.server.model_name, impl_->eng->stats().kv_blocks_total, kKvBlockSize,
+               impl_->eng->max_model_len(), impl_->eng->precision_policy());
 }
 
 ServingStack::~ServingStack() { stop(); }

@@ -15,9 +15,9 @@ namespace nestedfp::server {
 using ExecutorFactory = std::function<std::unique_ptr<ModelExecutor>(const EngineConfig&)>;
 
 struct ServeConfig {
-  std::string model_dir;  // the tokenizer's directory, and the default model name
-  EngineConfig engine;    // text_decoder and eos ids are filled from the tokenizer
-  ServerOptions server;   // model_name defaults to the model directory's name
+  std::string model_dir;     // the tokenizer's directory, and the default model name
+  EngineConfig engine;       // text_decoder and eos ids are filled from the tokenizer
+  ServerOptions server;      // model_name defaults to the model directory's name
   ExecutorFactory executor;  // builds the model executor (backend + weights); required
 };
 

@@ -1,12 +1,14 @@
 // The bench client against a fake OpenAI SSE server on loopback with fixed token timing, plus the
 // statistics, trace parsing and PNG output on their own.
+#include "bench/bench_client.hpp"
+
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
-#include <zlib.h>
-#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <atomic>
 #include <chrono>
@@ -15,7 +17,6 @@
 #include <fstream>
 #include <thread>
 
-#include "bench/bench_client.hpp"
 #include "bench/plot_png.hpp"
 #include "nestedfp/error.hpp"
 
@@ -37,16 +38,19 @@ class FakeServer {
  public:
   FakeServer() {
     srv_.Get("/v1/models", [](const httplib::Request&, httplib::Response& res) {
-      res.set_content(R"({"object":"list","data":[{"id":"fake-model","object":"model"}]})", "application/json");
+      res.set_content(R"({"object":"list","data":[{"id":"fake-model","object":"model"}]})",
+                      "application/json");
     });
     srv_.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
       int s = steps_.load();
-      res.set_content("# HELP nestedfp_steps_total x\n# TYPE nestedfp_steps_total counter\n"
-                      "nestedfp_steps_total{precision=\"fp16\"} " + std::to_string(s) + "\n" +
-                      "nestedfp_steps_total{precision=\"fp8\"} " + std::to_string(s / 2) + "\n" +
-                      "nestedfp_step_tokens_total{precision=\"fp16\"} " + std::to_string(10 * s) + "\n" +
-                      "nestedfp_step_tokens_total{precision=\"fp8\"} " + std::to_string(30 * s) + "\n",
-                      "text/plain");
+      res.set_content(
+          "# HELP nestedfp_steps_total x\n# TYPE nestedfp_steps_total counter\n"
+          "nestedfp_steps_total{precision=\"fp16\"} " +
+              std::to_string(s) + "\n" + "nestedfp_steps_total{precision=\"fp8\"} " +
+              std::to_string(s / 2) + "\n" + "nestedfp_step_tokens_total{precision=\"fp16\"} " +
+              std::to_string(10 * s) + "\n" + "nestedfp_step_tokens_total{precision=\"fp8\"} " +
+              std::to_string(30 * s) + "\n",
+          "text/plain");
     });
     srv_.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
       json body = json::parse(req.body);
@@ -54,28 +58,40 @@ class FakeServer {
       auto prompt = body["prompt"].get<std::vector<int>>();
       if (prompt.size() > 1000) {
         res.status = 400;
-        res.set_content(R"({"error":{"message":"prompt too long","type":"invalid_request_error"}})", "application/json");
+        res.set_content(R"({"error":{"message":"prompt too long","type":"invalid_request_error"}})",
+                        "application/json");
         return;
       }
       int n = std::min(body["max_tokens"].get<int>(), kEosAfter);
       bool usage = prompt.empty() || prompt[0] != 1;
-      res.set_chunked_content_provider("text/event-stream", [this, n, usage, np = prompt.size()](size_t, httplib::DataSink& sink) {
+      res.set_chunked_content_provider("text/event-stream", [this, n, usage, np = prompt.size()](
+                                                                size_t, httplib::DataSink& sink) {
         for (int k = 0; k < n; ++k) {
           sleep_s(k == 0 ? kFirstDelay : kTokenDelay);
           steps_++;
-          json ev = {{"id", "c"}, {"object", "text_completion"},
-                     {"choices", {{{"index", 0}, {"text", " t" + std::to_string(k)},
-                                   {"finish_reason", k + 1 == n ? json("length") : json(nullptr)}}}}};
+          json ev = {{"id", "c"},
+                     {"object", "text_completion"},
+                     {"choices",
+                      {{{"index", 0},
+                        {"text", " t" + std::to_string(k)},
+                        {"finish_reason", k + 1 == n ? json("length") : json(nullptr)}}}}};
           if (!usage && k + 1 == n) ev["choices"][0]["finish_reason"] = nullptr;
           std::string s = "data: " + ev.dump() + "\n\n";
           sink.write(s.data(), s.size());
         }
         if (!usage) {
-          std::string fin = "data: " + json({{"choices", {{{"index", 0}, {"text", ""}, {"finish_reason", "stop"}}}}}).dump() + "\n\n";
+          std::string fin =
+              "data: " +
+              json({{"choices", {{{"index", 0}, {"text", ""}, {"finish_reason", "stop"}}}}})
+                  .dump() +
+              "\n\n";
           sink.write(fin.data(), fin.size());
         } else {
-          std::string u = "data: " + json({{"choices", json::array()},
-                                            {"usage", {{"prompt_tokens", np}, {"completion_tokens", n}}}}).dump() + "\n\n";
+          std::string u = "data: " +
+                          json({{"choices", json::array()},
+                                {"usage", {{"prompt_tokens", np}, {"completion_tokens", n}}}})
+                              .dump() +
+                          "\n\n";
           sink.write(u.data(), u.size());
         }
         std::string done = "data: [DONE]\n\n";
@@ -149,7 +165,8 @@ TEST(BenchClient, TimesAStreamingRequest) {
   EXPECT_EQ(sent["model"], "fake-model");
   EXPECT_EQ(r.output_tokens, 8);
   EXPECT_EQ(r.prompt_tokens, 16);
-  // Lower bounds are tight (the fake cannot be faster); upper bounds leave room for a loaded CI box.
+  // Lower bounds are tight (the fake cannot be faster); upper bounds leave room for a loaded CI
+  // box.
   EXPECT_GE(r.ttft_s, kFirstDelay * 0.9);
   EXPECT_LT(r.ttft_s, kFirstDelay + 0.25);
   ASSERT_EQ(r.itl_s.size(), 7u);
@@ -202,7 +219,9 @@ TEST(BenchClient, ReportsServerAndConnectionErrors) {
   }
   Endpoint gone = parse_url("http://127.0.0.1:" + std::to_string(port));
   std::string e = error_of([&] { discover_model(gone); });
-  EXPECT_NE(e.find("cannot reach the server at http://127.0.0.1:" + std::to_string(port)), std::string::npos) << e;
+  EXPECT_NE(e.find("cannot reach the server at http://127.0.0.1:" + std::to_string(port)),
+            std::string::npos)
+      << e;
   gone.model = "m";
   gone.timeout_s = 5;
   RequestResult r = run_request(gone, spec(4, 4), now_s());
@@ -285,10 +304,12 @@ TEST(BenchStats, Percentiles) {
 TEST(BenchStats, SummaryFromKnownRequests) {
   std::vector<RequestResult> rs(4);
   // start, ttft, e2e, output tokens
-  double data[4][4] = {{0.0, 0.1, 1.1, 11}, {0.5, 0.3, 0.8, 6}, {1.0, 0.2, 0.2, 1}, {1.5, 0.05, 2.05, 5}};
+  double data[4][4] = {
+      {0.0, 0.1, 1.1, 11}, {0.5, 0.3, 0.8, 6}, {1.0, 0.2, 0.2, 1}, {1.5, 0.05, 2.05, 5}};
   for (int k = 0; k < 4; ++k) {
     rs[size_t(k)].ok = true;
-    rs[size_t(k)].start_s = data[k][0], rs[size_t(k)].ttft_s = data[k][1], rs[size_t(k)].e2e_s = data[k][2];
+    rs[size_t(k)].start_s = data[k][0], rs[size_t(k)].ttft_s = data[k][1],
+    rs[size_t(k)].e2e_s = data[k][2];
     rs[size_t(k)].output_tokens = int(data[k][3]);
     rs[size_t(k)].prompt_tokens = 10;
   }
@@ -348,17 +369,21 @@ TEST(BenchTrace, ParsesAndSlices) {
   sl.start_s = 100;
   EXPECT_THROW(slice_trace(rows, sl), nestedfp::Error);
 
-  auto e = error_of([] { parse_trace("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:00:00.0,12,x\n", "bad.csv"); });
+  auto e = error_of([] {
+    parse_trace("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:00:00.0,12,x\n", "bad.csv");
+  });
   EXPECT_NE(e.find("bad.csv:2: bad GeneratedTokens 'x'"), std::string::npos) << e;
   e = error_of([] { parse_trace("time,in,out\n1,2,3\n", "h.csv"); });
   EXPECT_NE(e.find("h.csv:1: expected a header"), std::string::npos) << e;
-  e = error_of([] { parse_trace("TIMESTAMP,ContextTokens,GeneratedTokens\nyesterday,1,2\n", "ts.csv"); });
+  e = error_of(
+      [] { parse_trace("TIMESTAMP,ContextTokens,GeneratedTokens\nyesterday,1,2\n", "ts.csv"); });
   EXPECT_NE(e.find("ts.csv:2: bad TIMESTAMP"), std::string::npos) << e;
   EXPECT_THROW(read_trace("/nonexistent/trace.csv"), nestedfp::Error);
 }
 
 TEST(BenchTrace, ReadsTheAzureConversationTrace) {
-  std::string path = std::string(NESTEDFP_SOURCE_DIR) + "/../shared/data/traces/azure_llm_2023_conv.csv";
+  std::string path =
+      std::string(NESTEDFP_SOURCE_DIR) + "/../shared/data/traces/azure_llm_2023_conv.csv";
   if (!std::filesystem::exists(path)) GTEST_SKIP() << "no trace at " << path;
   auto rows = read_trace(path);
   EXPECT_EQ(rows.size(), 19366u);  // the file has no trailing newline
@@ -423,7 +448,8 @@ DecodedPng check_png(const std::string& path) {
       EXPECT_EQ(b[p + 16], 8);  // bit depth
       EXPECT_EQ(b[p + 17], 2);  // truecolour
     }
-    if (type == "IDAT") idat.insert(idat.end(), b.begin() + long(p + 8), b.begin() + long(p + 8 + len));
+    if (type == "IDAT")
+      idat.insert(idat.end(), b.begin() + long(p + 8), b.begin() + long(p + 8 + len));
     p += 12 + len;
   }
   EXPECT_EQ(p, b.size());
@@ -462,7 +488,9 @@ TEST(PlotPng, CanvasRoundTripsThroughPng) {
   auto png = check_png(path);
   ASSERT_EQ(png.w, 37u);
   ASSERT_EQ(png.h, 11u);
-  auto at = [&](int x, int y, int c) { return png.rgb[(size_t(y) * 37 + size_t(x)) * 3 + size_t(c)]; };
+  auto at = [&](int x, int y, int c) {
+    return png.rgb[(size_t(y) * 37 + size_t(x)) * 3 + size_t(c)];
+  };
   EXPECT_EQ(at(0, 0, 0), 10);
   EXPECT_EQ(at(0, 0, 2), 30);
   EXPECT_EQ(at(5, 3, 0), 200);
@@ -501,7 +529,8 @@ TEST(BenchReport, WritesPlotsAndJson) {
     rs.push_back(r);
   }
   std::vector<MetricsSample> ms;
-  for (int k = 0; k <= 10; ++k) ms.push_back({double(k), 10.0 * k, k * k * 1.0, 100.0 * k, 500.0 * k * k});
+  for (int k = 0; k <= 10; ++k)
+    ms.push_back({double(k), 10.0 * k, k * k * 1.0, 100.0 * k, 500.0 * k * k});
   std::string dir = (std::filesystem::temp_directory_path() / "nestedfp_bench_plots").string();
   std::filesystem::remove_all(dir);
   auto files = write_plots(dir, rs, ms, "unit test");
@@ -531,7 +560,8 @@ TEST(BenchReport, WritesPlotsAndJson) {
 }
 
 // Not a test: serves the fake on a fixed port for manual runs of `nestedfp bench serve`, e.g.
-//   NESTEDFP_FAKE_SECONDS=60 test_bench --gtest_also_run_disabled_tests --gtest_filter='*ManualFake*'
+//   NESTEDFP_FAKE_SECONDS=60 test_bench --gtest_also_run_disabled_tests
+//   --gtest_filter='*ManualFake*'
 TEST(BenchClient, DISABLED_ManualFakeServer) {
   FakeServer fake;
   std::printf("fake server at http://127.0.0.1:%d\n", fake.endpoint().port);

@@ -1,10 +1,11 @@
 // Chat templates of real model families (written from memory in their published shape) rendered
 // against outputs derived by hand, plus unit checks of the Jinja subset and its errors.
+#include "chat/chat_template.hpp"
+
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
 
-#include "chat/chat_template.hpp"
 #include "chat/jinja.hpp"
 #include "nestedfp/error.hpp"
 
@@ -245,10 +246,11 @@ const char* kPhi3Lines = R"TPL({% for message in messages %}
 TEST(ChatTemplate, Llama3) {
   auto out = render_chat(kLlama3, msgs({{"system", "You are helpful."}, {"user", " Hi "}}), true,
                          "<|begin_of_text|>", "<|end_of_text|>");
-  EXPECT_EQ(out,
-            "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nYou are helpful.<|eot_id|>"
-            "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
-            "<|start_header_id|>assistant<|end_header_id|>\n\n");
+  EXPECT_EQ(
+      out,
+      "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nYou are helpful.<|eot_id|>"
+      "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+      "<|start_header_id|>assistant<|end_header_id|>\n\n");
   auto no_gen = render_chat(kLlama3, msgs({{"user", "x"}}), false, "<B>", "<E>");
   EXPECT_EQ(no_gen, "<B><|start_header_id|>user<|end_header_id|>\n\nx<|eot_id|>");
 }
@@ -257,9 +259,11 @@ TEST(ChatTemplate, Llama31WithToolCall) {
   json m = msgs({{"system", "You are a bot.  "}, {"user", "What's the weather in Paris?"}});
   m.push_back({{"role", "assistant"},
                {"content", nullptr},
-               {"tool_calls", {{{"type", "function"},
-                                {"function", {{"name", "get_weather"},
-                                              {"arguments", {{"location", "Paris"}, {"unit", "celsius"}}}}}}}}});
+               {"tool_calls",
+                {{{"type", "function"},
+                  {"function",
+                   {{"name", "get_weather"},
+                    {"arguments", {{"location", "Paris"}, {"unit", "celsius"}}}}}}}}});
   m.push_back({{"role", "tool"}, {"content", "22C"}});
   auto out = render_chat(kLlama31, m, true, "<|begin_of_text|>", "<|eot_id|>");
   EXPECT_EQ(out,
@@ -268,7 +272,8 @@ TEST(ChatTemplate, Llama31WithToolCall) {
             "You are a bot.<|eot_id|>"
             "<|start_header_id|>user<|end_header_id|>\n\nWhat's the weather in Paris?<|eot_id|>"
             "<|start_header_id|>assistant<|end_header_id|>\n\n"
-            "{\"name\": \"get_weather\", \"parameters\": {\"location\": \"Paris\", \"unit\": \"celsius\"}}<|eot_id|>"
+            "{\"name\": \"get_weather\", \"parameters\": {\"location\": \"Paris\", \"unit\": "
+            "\"celsius\"}}<|eot_id|>"
             "<|start_header_id|>ipython<|end_header_id|>\n\n\"22C\"<|eot_id|>"
             "<|start_header_id|>assistant<|end_header_id|>\n\n");
   // Two tool calls trip the template's raise_exception.
@@ -277,13 +282,15 @@ TEST(ChatTemplate, Llama31WithToolCall) {
     render_chat(kLlama31, m, true, "", "");
     FAIL() << "expected an error";
   } catch (const nestedfp::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("only supports single tool-calls"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("only supports single tool-calls"), std::string::npos)
+        << e.what();
   }
 }
 
 TEST(ChatTemplate, MistralInstruct) {
-  auto out = render_chat(kMistralV1, msgs({{"user", "Hello"}, {"assistant", "Hi there"}, {"user", "How are you?"}}),
-                         true, "<s>", "</s>");
+  auto out = render_chat(
+      kMistralV1, msgs({{"user", "Hello"}, {"assistant", "Hi there"}, {"user", "How are you?"}}),
+      true, "<s>", "</s>");
   EXPECT_EQ(out, "<s>[INST] Hello [/INST]Hi there</s>[INST] How are you? [/INST]");
   try {
     render_chat(kMistralV1, msgs({{"user", "a"}, {"user", "b"}}), true, "<s>", "</s>");
@@ -296,30 +303,38 @@ TEST(ChatTemplate, MistralInstruct) {
 }
 
 TEST(ChatTemplate, MistralV3SystemAndWhitespaceControl) {
-  auto out = render_chat(kMistralV3,
-                         msgs({{"system", "Be terse."}, {"user", "A"}, {"assistant", " B "}, {"user", "C"}}),
-                         true, "<s>", "</s>");
+  auto out = render_chat(
+      kMistralV3,
+      msgs({{"system", "Be terse."}, {"user", "A"}, {"assistant", " B "}, {"user", "C"}}), true,
+      "<s>", "</s>");
   EXPECT_EQ(out, "<s>[INST] A[/INST] B</s>[INST] Be terse.\n\nC[/INST]");
-  EXPECT_EQ(render_chat(kMistralV3, msgs({{"user", "only"}}), true, "<s>", "</s>"), "<s>[INST] only[/INST]");
+  EXPECT_EQ(render_chat(kMistralV3, msgs({{"user", "only"}}), true, "<s>", "</s>"),
+            "<s>[INST] only[/INST]");
 }
 
 TEST(ChatTemplate, ChatML) {
-  EXPECT_EQ(render_chat(kChatML, msgs({{"user", "Hi"}}), true, "", "<|im_end|>"),
-            "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
-            "<|im_start|>assistant\n");
+  EXPECT_EQ(
+      render_chat(kChatML, msgs({{"user", "Hi"}}), true, "", "<|im_end|>"),
+      "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+      "<|im_start|>assistant\n");
   EXPECT_EQ(render_chat(kChatML, msgs({{"system", "S"}, {"user", "U"}}), false, "", ""),
             "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n");
 }
 
 TEST(ChatTemplate, Qwen3ThinkingHistory) {
-  auto out = render_chat(
-      kQwen3, msgs({{"user", "Q1"}, {"assistant", "<think>\nreasoning here\n</think>\n\nA1"}, {"user", "Q2"}}),
-      true, "", "<|im_end|>");
+  auto out = render_chat(kQwen3,
+                         msgs({{"user", "Q1"},
+                               {"assistant", "<think>\nreasoning here\n</think>\n\nA1"},
+                               {"user", "Q2"}}),
+                         true, "", "<|im_end|>");
   EXPECT_EQ(out,
             "<|im_start|>user\nQ1<|im_end|>\n<|im_start|>assistant\nA1<|im_end|>\n"
             "<|im_start|>user\nQ2<|im_end|>\n<|im_start|>assistant\n");
-  auto last = render_chat(kQwen3, msgs({{"user", "Q"}, {"assistant", "<think>r</think>A"}}), false, "", "");
-  EXPECT_EQ(last, "<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n<think>\nr\n</think>\n\nA<|im_end|>\n");
+  auto last =
+      render_chat(kQwen3, msgs({{"user", "Q"}, {"assistant", "<think>r</think>A"}}), false, "", "");
+  EXPECT_EQ(last,
+            "<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n<think>\nr\n</"
+            "think>\n\nA<|im_end|>\n");
 }
 
 TEST(ChatTemplate, Qwen3ToolCallsAndResponses) {
@@ -332,84 +347,114 @@ TEST(ChatTemplate, Qwen3ToolCallsAndResponses) {
   auto out = render_chat(kQwen3, m, true, "", "");
   EXPECT_EQ(out,
             "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nQ<|im_end|>\n"
-            "<|im_start|>assistant\n<tool_call>\n{\"name\": \"f\", \"arguments\": {\"x\": 1}}\n</tool_call><|im_end|>\n"
-            "<|im_start|>user\n<tool_response>\nout1\n</tool_response>\n<tool_response>\nout2\n</tool_response><|im_end|>\n"
+            "<|im_start|>assistant\n<tool_call>\n{\"name\": \"f\", \"arguments\": {\"x\": "
+            "1}}\n</tool_call><|im_end|>\n"
+            "<|im_start|>user\n<tool_response>\nout1\n</tool_response>\n<tool_response>\nout2\n</"
+            "tool_response><|im_end|>\n"
             "<|im_start|>assistant\n");
 }
 
 TEST(ChatTemplate, Phi3) {
-  EXPECT_EQ(render_chat(kPhi3, msgs({{"system", "S"}, {"user", "U"}, {"assistant", "A"}}), false, "<s>", "<|endoftext|>"),
+  EXPECT_EQ(render_chat(kPhi3, msgs({{"system", "S"}, {"user", "U"}, {"assistant", "A"}}), false,
+                        "<s>", "<|endoftext|>"),
             "<|system|>\nS<|end|>\n<|user|>\nU<|end|>\n<|assistant|>\nA<|end|>\n<|endoftext|>");
   EXPECT_EQ(render_chat(kPhi3Lines, msgs({{"user", "U"}, {"assistant", "A"}}), true, "", ""),
             "<|user|>\nU<|end|>\n<|assistant|>\nA<|end|>\n<|assistant|>\n");
 }
 
 TEST(ChatTemplate, ContentPartsAreFlattened) {
-  json m = json::array({{{"role", "user"},
-                         {"content", {{{"type", "text"}, {"text", "a"}}, {{"type", "text"}, {"text", "b"}}}}}});
+  json m = json::array(
+      {{{"role", "user"},
+        {"content", {{{"type", "text"}, {"text", "a"}}, {{"type", "text"}, {"text", "b"}}}}}});
   EXPECT_EQ(render_chat(kChatML, m, false, "", ""),
-            "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\na\nb<|im_end|>\n");
+            "<|im_start|>system\nYou are a helpful "
+            "assistant.<|im_end|>\n<|im_start|>user\na\nb<|im_end|>\n");
   json bad = json::array({{{"role", "user"}, {"content", {{{"type", "image_url"}}}}}});
   EXPECT_THROW(render_chat(kChatML, bad, false, "", ""), nestedfp::Error);
   EXPECT_THROW(render_chat(kChatML, json::object(), false, "", ""), nestedfp::Error);
-  EXPECT_THROW(render_chat(kChatML, json::array({{{"content", "x"}}}), false, "", ""), nestedfp::Error);
+  EXPECT_THROW(render_chat(kChatML, json::array({{{"content", "x"}}}), false, "", ""),
+               nestedfp::Error);
 }
 
 TEST(ChatTemplate, DefaultPrompt) {
   EXPECT_EQ(nestedfp::chat::default_chat_prompt(msgs({{"system", "Be brief."}, {"user", "Hi"}})),
             "System: Be brief.\n\nUser: Hi\n\nAssistant:");
-  EXPECT_EQ(nestedfp::chat::default_chat_prompt(msgs({{"user", "1+1?"}, {"assistant", "2"}, {"user", "2+2?"}})),
+  EXPECT_EQ(nestedfp::chat::default_chat_prompt(
+                msgs({{"user", "1+1?"}, {"assistant", "2"}, {"user", "2+2?"}})),
             "User: 1+1?\n\nAssistant: 2\n\nUser: 2+2?\n\nAssistant:");
 }
 
 TEST(Jinja, ExpressionsAndFilters) {
   EXPECT_EQ(jinja("{{ 'a' ~ 1 ~ none }}"), "a1None");
-  EXPECT_EQ(jinja("{{ [1,2,3][::-1] }}|{{ [1,2,3][1:] }}|{{ 'hello'[1:3] }}|{{ 'hello'[-1] }}"), "[3, 2, 1]|[2, 3]|el|o");
-  EXPECT_EQ(jinja("{{ 7 // 2 }} {{ -7 // 2 }} {{ -7 % 3 }} {{ 7 / 2 }} {{ 10 ** 2 }} {{ 2 * 3 + 1 }} {{ (1 + 2) * 3 }}"),
+  EXPECT_EQ(jinja("{{ [1,2,3][::-1] }}|{{ [1,2,3][1:] }}|{{ 'hello'[1:3] }}|{{ 'hello'[-1] }}"),
+            "[3, 2, 1]|[2, 3]|el|o");
+  EXPECT_EQ(jinja("{{ 7 // 2 }} {{ -7 // 2 }} {{ -7 % 3 }} {{ 7 / 2 }} {{ 10 ** 2 }} {{ 2 * 3 + 1 "
+                  "}} {{ (1 + 2) * 3 }}"),
             "3 -4 2 3.5 100 7 9");
   EXPECT_EQ(jinja("{{ 1.5 + 1 }} {{ 1.0 }} {{ 0.1 }}"), "2.5 1.0 0.1");
-  EXPECT_EQ(jinja("{{ 'yes' if 2 in [1,2] else 'no' }}{{ 'x' not in 'abc' }}{{ 1 if false }}"), "yesTrue");
-  EXPECT_EQ(jinja("{{ foo is defined }}{{ none is none }}{{ 'a' is string }}{{ 3 is odd }}{{ 4 is divisibleby 2 }}"),
+  EXPECT_EQ(jinja("{{ 'yes' if 2 in [1,2] else 'no' }}{{ 'x' not in 'abc' }}{{ 1 if false }}"),
+            "yesTrue");
+  EXPECT_EQ(jinja("{{ foo is defined }}{{ none is none }}{{ 'a' is string }}{{ 3 is odd }}{{ 4 is "
+                  "divisibleby 2 }}"),
             "FalseTrueTrueTrueTrue");
-  EXPECT_EQ(jinja("{{ not true or true }}{{ not (true or true) }}{{ 1 < 2 and 'b' > 'a' }}"), "TrueFalseTrue");
+  EXPECT_EQ(jinja("{{ not true or true }}{{ not (true or true) }}{{ 1 < 2 and 'b' > 'a' }}"),
+            "TrueFalseTrue");
   EXPECT_EQ(jinja(R"({{ {'b': 1, 'a': [true, none, 'q"\n', 1.5]}|tojson }})"),
             R"({"b": 1, "a": [true, null, "q\"\n", 1.5]})");
   EXPECT_EQ(jinja("{{ {'a': [1]}|tojson(indent=2) }}"), "{\n  \"a\": [\n    1\n  ]\n}");
-  EXPECT_EQ(jinja("{{ ['a','b']|join(', ')|upper }}|{{ '  x  '|trim|length }}|{{ 'abc'|replace('b', 'X') }}"),
+  EXPECT_EQ(jinja("{{ ['a','b']|join(', ')|upper }}|{{ '  x  '|trim|length }}|{{ "
+                  "'abc'|replace('b', 'X') }}"),
             "A, B|1|aXc");
   EXPECT_EQ(jinja("{{ 'a,b,,c'.split(',') }}{{ '  a  b '.split() }}{{ 'a b c'.split(' ', 1) }}"),
             "['a', 'b', '', 'c']['a', 'b']['a', 'b c']");
-  EXPECT_EQ(jinja("{{ undefined_var|default('d') }}{{ ''|default('e', true) }}{{ 'v'|default('f') }}"), "dev");
-  EXPECT_EQ(jinja("{{ 'Hello'.startswith('He') and 'Hello'.endswith(('x', 'lo')) }}{{ 'xxhixx'.strip('x') }}"), "Truehi");
-  EXPECT_EQ(jinja("{{ [3,1,2]|sort|first }}{{ [3,1,2]|last }}{{ [3,1,2]|max }}{{ [1,2]|sum }}"), "1233");
+  EXPECT_EQ(
+      jinja("{{ undefined_var|default('d') }}{{ ''|default('e', true) }}{{ 'v'|default('f') }}"),
+      "dev");
+  EXPECT_EQ(jinja("{{ 'Hello'.startswith('He') and 'Hello'.endswith(('x', 'lo')) }}{{ "
+                  "'xxhixx'.strip('x') }}"),
+            "Truehi");
+  EXPECT_EQ(jinja("{{ [3,1,2]|sort|first }}{{ [3,1,2]|last }}{{ [3,1,2]|max }}{{ [1,2]|sum }}"),
+            "1233");
   EXPECT_EQ(jinja("{{ 'héllo'|length }}{{ 'héllo'[1] }}{{ 'héllo'[::-1] }}"), "5éolléh");
   EXPECT_EQ(jinja("{{ 'Hi'|lower }}{{ 'hi there'|title }}{{ '\\u00e9' }}"), "hiHi Thereé");
-  EXPECT_EQ(jinja("{{ x.a }}{{ x['b'] }}{{ x.get('c', 9) }}{{ x.missing is defined }}{{ x.keys()|list }}",
-                  {{"x", {{"a", 1}, {"b", 2}}}}),
-            "129False['a', 'b']");
-  EXPECT_EQ(jinja("{{ m|selectattr('role', 'equalto', 'user')|map(attribute='content')|join('|') }}",
-                  {{"m", msgs({{"user", "u1"}, {"assistant", "a"}, {"user", "u2"}})}}),
-            "u1|u2");
-  EXPECT_EQ(jinja("{{ ['a', 'B']|map('upper')|list }}{{ [0, 1, 2]|select('odd')|list }}{{ [1, none]|reject('none')|list }}"),
+  EXPECT_EQ(
+      jinja("{{ x.a }}{{ x['b'] }}{{ x.get('c', 9) }}{{ x.missing is defined }}{{ x.keys()|list }}",
+            {{"x", {{"a", 1}, {"b", 2}}}}),
+      "129False['a', 'b']");
+  EXPECT_EQ(
+      jinja("{{ m|selectattr('role', 'equalto', 'user')|map(attribute='content')|join('|') }}",
+            {{"m", msgs({{"user", "u1"}, {"assistant", "a"}, {"user", "u2"}})}}),
+      "u1|u2");
+  EXPECT_EQ(jinja("{{ ['a', 'B']|map('upper')|list }}{{ [0, 1, 2]|select('odd')|list }}{{ [1, "
+                  "none]|reject('none')|list }}"),
             "['A', 'B'][1][1]");
 }
 
 TEST(Jinja, Statements) {
-  EXPECT_EQ(jinja("{% for x in [1,2,3] %}{{ loop.index }}/{{ loop.length }}{% if not loop.last %},{% endif %}{% endfor %}"),
+  EXPECT_EQ(jinja("{% for x in [1,2,3] %}{{ loop.index }}/{{ loop.length }}{% if not loop.last "
+                  "%},{% endif %}{% endfor %}"),
             "1/3,2/3,3/3");
-  EXPECT_EQ(jinja("{% for x in 'ab' %}{{ loop.index0 }}{{ x }}{{ loop.revindex }}{% endfor %}"), "0a21b1");
-  EXPECT_EQ(jinja("{% set ns = namespace(n=0) %}{% for x in range(5) %}{% set ns.n = ns.n + x %}{% endfor %}{{ ns.n }}"),
+  EXPECT_EQ(jinja("{% for x in 'ab' %}{{ loop.index0 }}{{ x }}{{ loop.revindex }}{% endfor %}"),
+            "0a21b1");
+  EXPECT_EQ(jinja("{% set ns = namespace(n=0) %}{% for x in range(5) %}{% set ns.n = ns.n + x %}{% "
+                  "endfor %}{{ ns.n }}"),
             "10");
   // A plain set inside a loop does not leak out of it (the reason templates use namespace()).
-  EXPECT_EQ(jinja("{% set n = 0 %}{% for x in range(3) %}{% set n = n + 1 %}{% endfor %}{{ n }}"), "0");
-  EXPECT_EQ(jinja("{% for k, v in {'a': 1, 'b': 2}.items() %}{{ k }}={{ v }};{% endfor %}"), "a=1;b=2;");
-  EXPECT_EQ(jinja("{% macro tag(x, y='!') %}<{{ x }}{{ y }}>{% endmacro %}{{ tag('a') }}{{ tag('b', y='?') }}"),
+  EXPECT_EQ(jinja("{% set n = 0 %}{% for x in range(3) %}{% set n = n + 1 %}{% endfor %}{{ n }}"),
+            "0");
+  EXPECT_EQ(jinja("{% for k, v in {'a': 1, 'b': 2}.items() %}{{ k }}={{ v }};{% endfor %}"),
+            "a=1;b=2;");
+  EXPECT_EQ(jinja("{% macro tag(x, y='!') %}<{{ x }}{{ y }}>{% endmacro %}{{ tag('a') }}{{ "
+                  "tag('b', y='?') }}"),
             "<a!><b?>");
-  EXPECT_EQ(jinja("{% for x in range(10) %}{% if x == 2 %}{% continue %}{% endif %}{% if x == 4 %}{% break %}{% endif %}{{ x }}{% endfor %}"),
+  EXPECT_EQ(jinja("{% for x in range(10) %}{% if x == 2 %}{% continue %}{% endif %}{% if x == 4 "
+                  "%}{% break %}{% endif %}{{ x }}{% endfor %}"),
             "013");
-  EXPECT_EQ(jinja("{% for x in [1,2,3,4] if x is even %}{{ x }}{% else %}none{% endfor %}{% for x in [] %}{% else %}empty{% endfor %}"),
+  EXPECT_EQ(jinja("{% for x in [1,2,3,4] if x is even %}{{ x }}{% else %}none{% endfor %}{% for x "
+                  "in [] %}{% else %}empty{% endfor %}"),
             "24empty");
-  EXPECT_EQ(jinja("{% set a, b = 1, 2 %}{{ a + b }}{% set x %}in{{ 1 }}{% endset %}[{{ x }}]"), "3[in1]");
+  EXPECT_EQ(jinja("{% set a, b = 1, 2 %}{{ a + b }}{% set x %}in{{ 1 }}{% endset %}[{{ x }}]"),
+            "3[in1]");
   EXPECT_EQ(jinja("{% if false %}a{% elif 0 %}b{% elif [1] %}c{% else %}d{% endif %}"), "c");
   EXPECT_EQ(jinja("{% raw %}{{ x }}{% endraw %}a{# comment #}b"), "{{ x }}ab");
 }
@@ -426,7 +471,9 @@ TEST(Jinja, WhitespaceControl) {
 }
 
 TEST(Jinja, ErrorsNamePosition) {
-  auto has = [](const std::string& w, const std::string& part) { return w.find(part) != std::string::npos; };
+  auto has = [](const std::string& w, const std::string& part) {
+    return w.find(part) != std::string::npos;
+  };
   std::string e = error_of("{{ x|frobnicate }}");
   EXPECT_TRUE(has(e, "unknown filter 'frobnicate'") && has(e, "line 1, column 6")) << e;
   e = error_of("{% include 'x' %}");

@@ -2,11 +2,11 @@
 // per-chunk mean NLL in FP16 and NestedFP8 and greedy continuations.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <fstream>
 #include <memory>
-#include <numeric>
-#include <cmath>
 #include <nlohmann/json.hpp>
+#include <numeric>
 
 #include "cpu/pystd_fixture.hpp"
 #include "engine/model_runner.hpp"

@@ -11,8 +11,8 @@
 
 #include "backend/cpu/kernels.hpp"
 #include "backend/cpu/thread_pool.hpp"
-#include "engine/layer_error.hpp"
 #include "cpu/pystd_fixture.hpp"
+#include "engine/layer_error.hpp"
 #include "engine/model_runner.hpp"
 #include "engine/offline.hpp"
 #include "nestedfp/error.hpp"
@@ -52,8 +52,8 @@ std::vector<uint16_t> test_matrix(int64_t rows, int64_t cols, uint32_t seed) {
     for (int64_t c = 0; c < cols; ++c) w[r * cols + c] = float_to_fp16(sd * nd(g));
   }
   for (int64_t c = 0; c < cols; ++c) w[2 * cols + c] = 0;  // all-zero row
-  w[3 * cols + 5] = float_to_fp16(37.5f);                   // outlier
-  w[4 * cols + 1] = float_to_fp16(-std::ldexp(1.f, -20));   // fp16 subnormal
+  w[3 * cols + 5] = float_to_fp16(37.5f);                  // outlier
+  w[4 * cols + 1] = float_to_fp16(-std::ldexp(1.f, -20));  // fp16 subnormal
   return w;
 }
 
@@ -68,7 +68,8 @@ void check_against_reference(format::Fp8Granularity g) {
   int saturated = 0;
   for (int64_t r = 0; r < R; ++r) {
     float row_max = 0;
-    for (int64_t c = 0; c < C; ++c) row_max = std::max(row_max, std::fabs(fp16_to_float(w[r * C + c])));
+    for (int64_t c = 0; c < C; ++c)
+      row_max = std::max(row_max, std::fabs(fp16_to_float(w[r * C + c])));
     const float s = (g == format::Fp8Granularity::PerTensor ? tensor_max : row_max) / 448.f;
     ASSERT_EQ(t.scale[r], s) << "row " << r;
     for (int64_t c = 0; c < C; ++c) {
@@ -95,8 +96,12 @@ void check_against_reference(format::Fp8Granularity g) {
 
 }  // namespace
 
-TEST(Fp8Weight, PerTensorMatchesReference) { check_against_reference(format::Fp8Granularity::PerTensor); }
-TEST(Fp8Weight, PerChannelMatchesReference) { check_against_reference(format::Fp8Granularity::PerChannel); }
+TEST(Fp8Weight, PerTensorMatchesReference) {
+  check_against_reference(format::Fp8Granularity::PerTensor);
+}
+TEST(Fp8Weight, PerChannelMatchesReference) {
+  check_against_reference(format::Fp8Granularity::PerChannel);
+}
 
 TEST(Fp8Weight, RejectsNonFinite) {
   std::vector<uint16_t> w(8, float_to_fp16(0.5f));
@@ -120,7 +125,8 @@ TEST(Fp8Weight, GemmAppliesPerRowScale) {
   for (cpu::Isa isa : {cpu::Isa::Scalar, cpu::Isa::Avx2}) {
     cpu::set_active_isa(isa);
     std::vector<uint16_t> Y(size_t(M * N));
-    cpu::gemm(pool, qa.data(), M, pw, false, rs.data(), Y.data());  // FP8 weights decode E4M3 anyway
+    cpu::gemm(pool, qa.data(), M, pw, false, rs.data(),
+              Y.data());  // FP8 weights decode E4M3 anyway
     for (int64_t m = 0; m < M; ++m)
       for (int64_t n = 0; n < N; ++n) {
         double acc = 0;
@@ -141,7 +147,8 @@ using namespace nestedfp::testing_pystd;
 std::vector<double> first8(engine::LinearStorage storage, Precision p) {
   engine::RunnerOptions o;
   o.num_kv_blocks = 32;
-  engine::ModelRunner r(backend::make_cpu_backend(), engine::ModelWeights::load(kModel, format::ScaleMode::None, storage), o);
+  engine::ModelRunner r(backend::make_cpu_backend(),
+                        engine::ModelWeights::load(kModel, format::ScaleMode::None, storage), o);
   return first8_chunk_nll(r, p);
 }
 
@@ -163,11 +170,16 @@ void check_baseline(engine::LinearStorage storage, const char* key) {
 
 }  // namespace
 
-TEST(Fp8Baseline, PerTensorChunkNll) { check_baseline(engine::LinearStorage::Fp8PerTensor, "fp8_per_tensor"); }
-TEST(Fp8Baseline, PerChannelChunkNll) { check_baseline(engine::LinearStorage::Fp8PerChannel, "fp8_per_channel"); }
+TEST(Fp8Baseline, PerTensorChunkNll) {
+  check_baseline(engine::LinearStorage::Fp8PerTensor, "fp8_per_tensor");
+}
+TEST(Fp8Baseline, PerChannelChunkNll) {
+  check_baseline(engine::LinearStorage::Fp8PerChannel, "fp8_per_channel");
+}
 
 TEST(Fp8Baseline, LoaderQuantizesDecoderLinearsOnly) {
-  const auto w = engine::ModelWeights::load(kModel, format::ScaleMode::None, engine::LinearStorage::Fp8PerTensor);
+  const auto w = engine::ModelWeights::load(kModel, format::ScaleMode::None,
+                                            engine::LinearStorage::Fp8PerTensor);
   EXPECT_EQ(w.report.fp8, 7 * w.config.num_layers);
   EXPECT_EQ(w.report.nested, 0);
   EXPECT_FALSE(w.lm_head.fp8);
@@ -203,8 +215,10 @@ TEST(LayerErrors, SmallNonZeroAndChannelScalesMatchNone) {
   for (const auto& e : rep.linears) differ += e.rel_error[0] != e.rel_error[1];
   EXPECT_GT(differ, 0) << "channel scales changed no layer's result";
   EXPECT_NEAR(rep.mean_rel_error[1], rep.mean_rel_error[0], 1e-4 * rep.mean_rel_error[0]);
-  EXPECT_LT(rep.mean_rel_error[3], rep.mean_rel_error[2]) << "per-channel should beat per-tensor on average";
-  EXPECT_GT(std::fabs(rep.mean_rel_error[2] - rep.mean_rel_error[0]), 1e-6) << "baseline equals nested";
+  EXPECT_LT(rep.mean_rel_error[3], rep.mean_rel_error[2])
+      << "per-channel should beat per-tensor on average";
+  EXPECT_GT(std::fabs(rep.mean_rel_error[2] - rep.mean_rel_error[0]), 1e-6)
+      << "baseline equals nested";
 }
 
 namespace {
@@ -218,31 +232,36 @@ double ref_dequant(uint8_t b) {
 // ‖Y8 − Y‖ / ‖Y‖ of one linear on captured fp16 inputs, in double with the independent E4M3 above:
 // activations per token (max-abs / 448); weights as NestedFP8 reads them (RNE of w·2^8 to E4M3,
 // times 2^-8) or per-channel max-abs FP8.
-double independent_rel_error(const std::vector<uint16_t>& x, int64_t M, const std::vector<uint16_t>& w,
-                             int64_t N, int64_t K, bool per_channel) {
+double independent_rel_error(const std::vector<uint16_t>& x, int64_t M,
+                             const std::vector<uint16_t>& w, int64_t N, int64_t K,
+                             bool per_channel) {
   std::vector<double> xd(size_t(M * K)), x8(size_t(M * K)), wd(size_t(N * K)), w8(size_t(N * K));
   for (int64_t m = 0; m < M; ++m) {
     double mx = 0;
-    for (int64_t k = 0; k < K; ++k) mx = std::max(mx, std::fabs(xd[m * K + k] = fp16_to_float(x[m * K + k])));
+    for (int64_t k = 0; k < K; ++k)
+      mx = std::max(mx, std::fabs(xd[m * K + k] = fp16_to_float(x[m * K + k])));
     const float s = float(mx) / 448.f;
     for (int64_t k = 0; k < K; ++k)
       x8[m * K + k] = s == 0 ? 0.0 : ref_dequant(ref_encode(double(float(xd[m * K + k]) / s))) * s;
   }
   for (int64_t n = 0; n < N; ++n) {
     double mx = 0;
-    for (int64_t k = 0; k < K; ++k) mx = std::max(mx, std::fabs(wd[n * K + k] = fp16_to_float(w[n * K + k])));
+    for (int64_t k = 0; k < K; ++k)
+      mx = std::max(mx, std::fabs(wd[n * K + k] = fp16_to_float(w[n * K + k])));
     const float s = float(mx) / 448.f;
     for (int64_t k = 0; k < K; ++k) {
       const double v = wd[n * K + k];
-      w8[n * K + k] = per_channel ? (s == 0 ? 0.0 : ref_dequant(ref_encode(double(float(v) / s))) * s)
-                                  : ref_dequant(ref_encode(v * 256.0)) / 256.0;
+      w8[n * K + k] = per_channel
+                          ? (s == 0 ? 0.0 : ref_dequant(ref_encode(double(float(v) / s))) * s)
+                          : ref_dequant(ref_encode(v * 256.0)) / 256.0;
     }
   }
   double num = 0, den = 0;
   for (int64_t m = 0; m < M; ++m)
     for (int64_t n = 0; n < N; ++n) {
       double y = 0, y8 = 0;
-      for (int64_t k = 0; k < K; ++k) y += xd[m * K + k] * wd[n * K + k], y8 += x8[m * K + k] * w8[n * K + k];
+      for (int64_t k = 0; k < K; ++k)
+        y += xd[m * K + k] * wd[n * K + k], y8 += x8[m * K + k] * w8[n * K + k];
       num += (y8 - y) * (y8 - y), den += y * y;
     }
   return std::sqrt(num / den);
@@ -262,8 +281,9 @@ TEST(LayerErrors, MatchIndependentComputation) {
   engine::ModelRunner r(backend::make_cpu_backend(), w, o);
   std::vector<uint16_t> xq, xd;
   r.set_linear_tap([&](int layer, const char* name, const backend::Activation& a, int64_t M) {
-    std::vector<uint16_t>* dst = layer == 0 && std::string(name) == "q" ? &xq
-                                 : layer == last && std::string(name) == "down" ? &xd : nullptr;
+    std::vector<uint16_t>* dst = layer == 0 && std::string(name) == "q"         ? &xq
+                                 : layer == last && std::string(name) == "down" ? &xd
+                                                                                : nullptr;
     if (!dst) return;
     const int64_t K = dst == &xq ? w.config.hidden_size : w.config.intermediate_size;
     dst->resize(size_t(M * K));
@@ -275,7 +295,8 @@ TEST(LayerErrors, MatchIndependentComputation) {
     const engine::HostLinear& l;
     const std::vector<uint16_t>& x;
     const engine::LinearError& e;
-  } cases[] = {{w.layers[0].q, xq, rep.linears[0]}, {w.layers[size_t(last)].down, xd, rep.linears.back()}};
+  } cases[] = {{w.layers[0].q, xq, rep.linears[0]},
+               {w.layers[size_t(last)].down, xd, rep.linears.back()}};
   for (const auto& c : cases) {
     ASSERT_TRUE(c.l.nested) << c.l.name;
     ASSERT_EQ(c.x.size(), size_t(512 * c.l.cols)) << c.l.name;

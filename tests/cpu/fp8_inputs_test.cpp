@@ -22,7 +22,8 @@ namespace {
 io::ModelConfig config() {
   io::ModelConfig c;
   c.model_type = "llama";
-  c.hidden_size = 64, c.intermediate_size = 96, c.num_layers = 2, c.num_heads = 4, c.num_kv_heads = 2;
+  c.hidden_size = 64, c.intermediate_size = 96, c.num_layers = 2, c.num_heads = 4,
+  c.num_kv_heads = 2;
   c.head_dim = 16, c.vocab_size = 300, c.max_position_embeddings = 256, c.rms_norm_eps = 1e-6;
   c.rope_theta = 10000;
   return c;
@@ -32,8 +33,9 @@ std::unique_ptr<engine::ModelRunner> make(bool fp8_activations) {
   engine::RunnerOptions o;
   o.num_kv_blocks = 16;
   o.fp8_activations = fp8_activations;
-  return std::make_unique<engine::ModelRunner>(backend::make_cpu_backend(2),
-                                               engine::ModelWeights::random(config(), format::ScaleMode::None, 11), o);
+  return std::make_unique<engine::ModelRunner>(
+      backend::make_cpu_backend(2),
+      engine::ModelWeights::random(config(), format::ScaleMode::None, 11), o);
 }
 
 std::vector<int32_t> tokens() {
@@ -89,7 +91,8 @@ TEST(Fp8Inputs, EveryFp8GemmGetsPerTokenE4m3WithRowMaxScale) {
   ASSERT_EQ(got.size(), 14u);  // 2 layers x 7 linears
   for (const auto& [key, c] : got) {
     const std::string where = std::to_string(key.first) + "." + key.second;
-    ASSERT_EQ(c.q8.size(), size_t(c.M * c.K)) << where << ": an FP8 step fed this GEMM no E4M3 activations";
+    ASSERT_EQ(c.q8.size(), size_t(c.M * c.K))
+        << where << ": an FP8 step fed this GEMM no E4M3 activations";
     for (int64_t m = 0; m < c.M; ++m) {
       const float s = c.scale[size_t(m)];
       ASSERT_TRUE(std::isfinite(s) && s > 0) << where << " token " << m << " scale " << s;
@@ -114,18 +117,21 @@ TEST(Fp8Inputs, QuantizationIsBitExactAgainstAnIndependentReference) {
   ASSERT_EQ(x.f16.size(), q.q8.size());
   for (int64_t m = 0; m < x.M; ++m) {
     double mx = 0;
-    for (int64_t k = 0; k < x.K; ++k) mx = std::max(mx, std::fabs(test::fp16_value(x.f16[size_t(m * x.K + k)])));
+    for (int64_t k = 0; k < x.K; ++k)
+      mx = std::max(mx, std::fabs(test::fp16_value(x.f16[size_t(m * x.K + k)])));
     const float s = float(mx) / 448.f;
     ASSERT_EQ(q.scale[size_t(m)], s) << "token " << m;
     for (int64_t k = 0; k < x.K; ++k) {
       const float v = float(test::fp16_value(x.f16[size_t(m * x.K + k)]));
-      ASSERT_EQ(int(q.q8[size_t(m * x.K + k)]), int(test::ref_e4m3_encode(double(v / s)))) << "token " << m << " k " << k;
+      ASSERT_EQ(int(q.q8[size_t(m * x.K + k)]), int(test::ref_e4m3_encode(double(v / s))))
+          << "token " << m << " k " << k;
     }
   }
   // The o and down inputs are quantized too (the standalone and the fused SiLU path).
   EXPECT_FALSE(f8.at({1, "o"}).q8.empty());
   EXPECT_FALSE(f8.at({1, "down"}).q8.empty());
-  EXPECT_TRUE(f8.at({1, "down"}).f16.empty()) << "FP8-only consumers should not need fp16 activations";
+  EXPECT_TRUE(f8.at({1, "down"}).f16.empty())
+      << "FP8-only consumers should not need fp16 activations";
 }
 
 TEST(Fp8Inputs, WeightsOnlyModeFeedsFp16AndMovesLogitsLess) {
@@ -145,8 +151,9 @@ TEST(Fp8Inputs, WeightsOnlyModeFeedsFp16AndMovesLogitsLess) {
     return std::sqrt(s / double(x.size()));
   };
   const double full_err = rms(l8, l16), wo_err = rms(lw, l16), between = rms(l8, lw);
-  std::printf("  RMS logit change vs FP16: full FP8 %.4g, weights-only %.4g; full vs weights-only %.4g\n",
-              full_err, wo_err, between);
+  std::printf(
+      "  RMS logit change vs FP16: full FP8 %.4g, weights-only %.4g; full vs weights-only %.4g\n",
+      full_err, wo_err, between);
   // Quantizing activations adds an error of the same kind as the weights' (3 mantissa bits), so
   // full FP8 is further from FP16 than weights-only, and the two differ by more than float noise.
   EXPECT_GT(wo_err, 0) << "weights-only FP8 equals FP16";

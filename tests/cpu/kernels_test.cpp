@@ -1,10 +1,11 @@
 // cpu kernels against naive double-precision references on random data.
+#include "backend/cpu/kernels.hpp"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <random>
 
-#include "backend/cpu/kernels.hpp"
 #include "backend/cpu/thread_pool.hpp"
 #include "format/reference.hpp"
 #include "nestedfp/format.hpp"
@@ -67,8 +68,17 @@ TEST(CpuE4m3, RneRoundTripsEveryCode) {
 TEST(CpuE4m3, RneMatchesExhaustiveSearch) {
   std::mt19937 g(1);
   std::uniform_real_distribution<float> u(-500.f, 500.f);
-  std::vector<float> xs = {0.f, -0.f, 448.f, 449.f, 464.f, 1e9f, -1e9f, std::ldexp(1.f, -10),
-                           std::ldexp(3.f, -10), std::ldexp(1.f, -6) * 1.0625f, 0.0146484375f};
+  std::vector<float> xs = {0.f,
+                           -0.f,
+                           448.f,
+                           449.f,
+                           464.f,
+                           1e9f,
+                           -1e9f,
+                           std::ldexp(1.f, -10),
+                           std::ldexp(3.f, -10),
+                           std::ldexp(1.f, -6) * 1.0625f,
+                           0.0146484375f};
   const auto& mag = test::e4m3_magnitudes();
   for (int c = 0; c < 0x7E; ++c) {  // every midpoint between neighbours: exercises ties to even
     xs.push_back(float(0.5 * (mag[size_t(c)] + mag[size_t(c + 1)])));
@@ -111,12 +121,14 @@ struct GemmCase {
 };
 
 // Runs the packed GEMM and a double-precision reference on the same decoded operands.
-void run_gemm_case(const GemmCase& c, std::mt19937& g, Isa isa, std::vector<uint16_t>* out = nullptr) {
+void run_gemm_case(const GemmCase& c, std::mt19937& g, Isa isa,
+                   std::vector<uint16_t>* out = nullptr) {
   IsaGuard guard;
   set_active_isa(isa);
   ThreadPool pool(2);
   auto w = random_fp16(size_t(c.N * c.K), g, 0.3f);
-  for (auto& h : w) if (!format::representable(h)) h = float_to_fp16(1.5f);
+  for (auto& h : w)
+    if (!format::representable(h)) h = float_to_fp16(1.5f);
   auto x = random_fp16(size_t(c.M * c.K), g, 2.f);
   std::vector<float> bias;
   PackedWeight pw;
@@ -141,7 +153,8 @@ void run_gemm_case(const GemmCase& c, std::mt19937& g, Isa isa, std::vector<uint
       quantize_row_fp16(&x[size_t(m * c.K)], c.K, q.data(), &rs[size_t(m)]);
       for (int64_t k = 0; k < c.K; ++k) A[size_t(m * c.K + k)] = float(ref_decode(q[size_t(k)]));
     } else {
-      for (int64_t k = 0; k < c.K; ++k) A[size_t(m * c.K + k)] = fp16_to_float(x[size_t(m * c.K + k)]);
+      for (int64_t k = 0; k < c.K; ++k)
+        A[size_t(m * c.K + k)] = fp16_to_float(x[size_t(m * c.K + k)]);
     }
   }
   std::vector<uint16_t> Y(size_t(c.M * c.N), 0x7E00);  // poisoned
@@ -154,8 +167,8 @@ void run_gemm_case(const GemmCase& c, std::mt19937& g, Isa isa, std::vector<uint
       for (int64_t k = 0; k < c.K; ++k) {
         const size_t wi = size_t(n * c.K + k);
         double wv = !c.nested ? fp16_to_float(w[wi])
-                    : fp8    ? ref_decode(nt.upper[wi]) / 256.0
-                             : fp16_to_float(format::merge(nt.upper[wi], nt.lower[wi]));
+                    : fp8     ? ref_decode(nt.upper[wi]) / 256.0
+                              : fp16_to_float(format::merge(nt.upper[wi], nt.lower[wi]));
         wv = std::ldexp(wv, -kr);
         acc += double(A[size_t(m * c.K + k)]) * wv;
         mag += std::fabs(double(A[size_t(m * c.K + k)]) * wv);
@@ -163,9 +176,11 @@ void run_gemm_case(const GemmCase& c, std::mt19937& g, Isa isa, std::vector<uint
       acc = acc * rs[size_t(m)] + (c.bias ? bias[size_t(n)] : 0.0);
       mag = mag * rs[size_t(m)];
       const double got = fp16_to_float(Y[size_t(m * c.N + n)]);
-      const double tol = std::fabs(acc) * std::ldexp(1.0, -11) + mag * c.K * std::ldexp(1.0, -24) + 1e-7;
-      ASSERT_NEAR(got, acc, tol) << "M=" << c.M << " N=" << c.N << " K=" << c.K << " nested=" << c.nested
-                                 << " fp8=" << c.fp8 << " at m=" << m << " n=" << n;
+      const double tol =
+          std::fabs(acc) * std::ldexp(1.0, -11) + mag * c.K * std::ldexp(1.0, -24) + 1e-7;
+      ASSERT_NEAR(got, acc, tol) << "M=" << c.M << " N=" << c.N << " K=" << c.K
+                                 << " nested=" << c.nested << " fp8=" << c.fp8 << " at m=" << m
+                                 << " n=" << n;
     }
   }
   if (out) *out = Y;

@@ -22,17 +22,26 @@ std::vector<uint16_t> fp16_of(const engine::HostLinear& l) {
 }
 
 // Writes `w` as a Hugging Face model directory of type `type` (phi3: fused tensors).
-std::string write_model(const engine::ModelWeights& w, const std::string& type, const std::string& name) {
+std::string write_model(const engine::ModelWeights& w, const std::string& type,
+                        const std::string& name) {
   const auto& c = w.config;
   const fs::path dir = fs::path(NESTEDFP_BINARY_DIR) / "test-models" / name;
   fs::create_directories(dir);
-  nlohmann::json j = {{"model_type", type}, {"architectures", {"X"}}, {"hidden_size", c.hidden_size},
-                      {"intermediate_size", c.intermediate_size}, {"num_hidden_layers", c.num_layers},
-                      {"num_attention_heads", c.num_heads}, {"num_key_value_heads", c.num_kv_heads},
-                      {"head_dim", c.head_dim}, {"vocab_size", c.vocab_size},
-                      {"max_position_embeddings", c.max_position_embeddings}, {"rms_norm_eps", c.rms_norm_eps},
-                      {"rope_theta", c.rope_theta}, {"tie_word_embeddings", c.tie_word_embeddings},
-                      {"hidden_act", "silu"}, {"torch_dtype", "float16"}};
+  nlohmann::json j = {{"model_type", type},
+                      {"architectures", {"X"}},
+                      {"hidden_size", c.hidden_size},
+                      {"intermediate_size", c.intermediate_size},
+                      {"num_hidden_layers", c.num_layers},
+                      {"num_attention_heads", c.num_heads},
+                      {"num_key_value_heads", c.num_kv_heads},
+                      {"head_dim", c.head_dim},
+                      {"vocab_size", c.vocab_size},
+                      {"max_position_embeddings", c.max_position_embeddings},
+                      {"rms_norm_eps", c.rms_norm_eps},
+                      {"rope_theta", c.rope_theta},
+                      {"tie_word_embeddings", c.tie_word_embeddings},
+                      {"hidden_act", "silu"},
+                      {"torch_dtype", "float16"}};
   std::ofstream(dir / "config.json") << j.dump();
   std::vector<std::vector<uint16_t>> keep;  // owns the data until written
   std::vector<io::TensorToWrite> ts;
@@ -48,9 +57,12 @@ std::string write_model(const engine::ModelWeights& w, const std::string& type, 
   for (size_t i = 0; i < w.layers.size(); ++i) {
     const auto& L = w.layers[i];
     const std::string p = "model.layers." + std::to_string(i) + ".";
-    auto lin = [&](const std::string& n, const engine::HostLinear& l) { add(p + n + ".weight", fp16_of(l), {l.rows, l.cols}); };
+    auto lin = [&](const std::string& n, const engine::HostLinear& l) {
+      add(p + n + ".weight", fp16_of(l), {l.rows, l.cols});
+    };
     if (type == "phi3") {
-      auto q = fp16_of(L.q), k = fp16_of(L.k), v = fp16_of(L.v), g = fp16_of(L.gate), u = fp16_of(L.up);
+      auto q = fp16_of(L.q), k = fp16_of(L.k), v = fp16_of(L.v), g = fp16_of(L.gate),
+           u = fp16_of(L.up);
       q.insert(q.end(), k.begin(), k.end());
       q.insert(q.end(), v.begin(), v.end());
       g.insert(g.end(), u.begin(), u.end());
@@ -95,7 +107,8 @@ TEST_P(LoaderRoundTrip, SameLogitsAsInMemoryWeights) {
   const std::string type = GetParam();
   io::ModelConfig c;
   c.model_type = type;
-  c.hidden_size = 32, c.intermediate_size = 48, c.num_layers = 2, c.num_heads = 4, c.num_kv_heads = 2;
+  c.hidden_size = 32, c.intermediate_size = 48, c.num_layers = 2, c.num_heads = 4,
+  c.num_kv_heads = 2;
   c.head_dim = 8, c.vocab_size = 100, c.max_position_embeddings = 128, c.rms_norm_eps = 1e-6;
   c.attention_bias = type == "qwen2";
   c.qk_norm = type == "qwen3";
@@ -106,10 +119,12 @@ TEST_P(LoaderRoundTrip, SameLogitsAsInMemoryWeights) {
   const auto disk = engine::ModelWeights::load(dir, format::ScaleMode::Channel);
   EXPECT_EQ(disk.report.nested, 7 * c.num_layers);
   EXPECT_FALSE(disk.lm_head.nested);
-  for (Precision p : {Precision::FP16, Precision::FP8}) EXPECT_EQ(logits_of(mem, p), logits_of(disk, p)) << type;
+  for (Precision p : {Precision::FP16, Precision::FP8})
+    EXPECT_EQ(logits_of(mem, p), logits_of(disk, p)) << type;
 }
 
-INSTANTIATE_TEST_SUITE_P(Types, LoaderRoundTrip, ::testing::Values("llama", "qwen2", "qwen3", "phi3"));
+INSTANTIATE_TEST_SUITE_P(Types, LoaderRoundTrip,
+                         ::testing::Values("llama", "qwen2", "qwen3", "phi3"));
 
 TEST(Loader, TensorsThatCannotBeNestedStayPlain) {
   std::vector<uint16_t> w(4 * 8, 0x3C00);  // 1.0
@@ -125,7 +140,8 @@ TEST(Loader, TensorsThatCannotBeNestedStayPlain) {
 TEST(Loader, MissingTensorIsAClearError) {
   io::ModelConfig c;
   c.model_type = "llama";
-  c.hidden_size = 16, c.intermediate_size = 16, c.num_layers = 1, c.num_heads = 2, c.num_kv_heads = 2;
+  c.hidden_size = 16, c.intermediate_size = 16, c.num_layers = 1, c.num_heads = 2,
+  c.num_kv_heads = 2;
   c.head_dim = 8, c.vocab_size = 10, c.max_position_embeddings = 32;
   auto w = engine::ModelWeights::random(c, format::ScaleMode::None, 1);
   w.config.tie_word_embeddings = true;  // so no lm_head.weight is written

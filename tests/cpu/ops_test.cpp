@@ -56,7 +56,8 @@ TEST(CpuOps, RmsNorm) {
     }
   }
   // Fused quantization = norm then standalone quantization, bit for bit.
-  auto q1 = be->alloc(rows * cols), s1 = be->alloc(rows * 4), q2 = be->alloc(rows * cols), s2 = be->alloc(rows * 4);
+  auto q1 = be->alloc(rows * cols), s1 = be->alloc(rows * 4), q2 = be->alloc(rows * cols),
+       s2 = be->alloc(rows * 4);
   be->rmsnorm(*bx, nullptr, *bw, rows, cols, 1e-5f, NormOut{nullptr, q1.get(), s1.get()});
   be->quantize(*out, rows, cols, *q2, *s2);
   std::vector<uint8_t> a(rows * cols), b(rows * cols);
@@ -104,7 +105,8 @@ std::vector<double> inv_freq_ref(const RopeSpec& s) {
     if (s.scaling == "linear") fq /= s.factor;
     if (s.scaling == "llama3") {  // Meta's reference formula
       const double wl = 2 * std::numbers::pi / fq, old = s.original_max_position_embeddings;
-      if (wl > old / s.low_freq_factor) fq /= s.factor;
+      if (wl > old / s.low_freq_factor)
+        fq /= s.factor;
       else if (wl >= old / s.high_freq_factor) {
         const double sm = (old / wl - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
         fq = (1 - sm) * fq / s.factor + sm * fq;
@@ -144,7 +146,8 @@ TEST(CpuOps, RopeDefaultLlama3Linear) {
           for (int d = 0; d < hd; ++d) x[d] = f(in[(m * heads + h) * hd + d]);
           const auto y = rope_ref(x, pos[m], inv);
           for (int d = 0; d < hd; ++d)  // fp16 cos/sin and fp16 products, as HF does
-            ASSERT_NEAR(f(out[(m * heads + h) * hd + d]), y[d], 4e-3 * (std::fabs(x[d]) + std::fabs(x[(d + hd / 2) % hd])) + 1e-4)
+            ASSERT_NEAR(f(out[(m * heads + h) * hd + d]), y[d],
+                        4e-3 * (std::fabs(x[d]) + std::fabs(x[(d + hd / 2) % hd])) + 1e-4)
                 << kind << " pos " << pos[m] << " d " << d;
         }
     };
@@ -162,7 +165,10 @@ TEST(CpuOps, PagedAttentionShuffledBlocksMatchReference) {
   const int hd = 32, nq = 6, nkv = 2, group = nq / nkv, nblocks = 40;
   auto cache = be->create_kv_cache({1, nblocks, nkv, hd});
   // Two sequences: A has 37 cached tokens and a 5-token chunk; B a 50-token prefill.
-  struct S { int start, len; std::vector<int32_t> blocks; };
+  struct S {
+    int start, len;
+    std::vector<int32_t> blocks;
+  };
   std::vector<int32_t> perm(nblocks);
   std::iota(perm.begin(), perm.end(), 0);
   std::shuffle(perm.begin(), perm.end(), g);
@@ -182,8 +188,10 @@ TEST(CpuOps, PagedAttentionShuffledBlocksMatchReference) {
       if (p1 == p0) continue;
       std::vector<int32_t> slots;
       for (int p = p0; p < p1; ++p) slots.push_back(s.blocks[p / 16] * 16 + p % 16);
-      auto bk = up(*be, std::vector<uint16_t>(K.back().begin() + p0 * nkv * hd, K.back().begin() + p1 * nkv * hd));
-      auto bv = up(*be, std::vector<uint16_t>(V.back().begin() + p0 * nkv * hd, V.back().begin() + p1 * nkv * hd));
+      auto bk = up(*be, std::vector<uint16_t>(K.back().begin() + p0 * nkv * hd,
+                                              K.back().begin() + p1 * nkv * hd));
+      auto bv = up(*be, std::vector<uint16_t>(V.back().begin() + p0 * nkv * hd,
+                                              V.back().begin() + p1 * nkv * hd));
       StepLayout L;
       L.slots = slots;
       be->begin_step(L);
@@ -217,7 +225,8 @@ TEST(CpuOps, PagedAttentionShuffledBlocksMatchReference) {
         double mx = -1e300, sum = 0;
         for (int j = 0; j < n; ++j) {
           double d = 0;
-          for (int e = 0; e < hd; ++e) d += f(q[(row * nq + h) * hd + e]) * f(K[si][(j * nkv + kh) * hd + e]);
+          for (int e = 0; e < hd; ++e)
+            d += f(q[(row * nq + h) * hd + e]) * f(K[si][(j * nkv + kh) * hd + e]);
           mx = std::max(mx, sc[j] = d * scale);
         }
         for (auto& x : sc) sum += (x = std::exp(x - mx));

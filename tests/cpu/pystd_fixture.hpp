@@ -3,10 +3,10 @@
 #include <algorithm>
 #include <cstdlib>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <numeric>
 #include <span>
 #include <stdexcept>
-#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -48,14 +48,18 @@ inline const std::vector<int32_t>& text_ids() {
 inline std::vector<double> first8_chunk_nll(engine::ModelRunner& r, Precision p) {
   const auto& ids = text_ids();
   std::vector<double> out;
-  for (int i = 0; i < 8; ++i) out.push_back(engine::chunk_mean_nll(r, std::span(ids).subspan(size_t(i) * 512, 512), p));
+  for (int i = 0; i < 8; ++i)
+    out.push_back(engine::chunk_mean_nll(r, std::span(ids).subspan(size_t(i) * 512, 512), p));
   return out;
 }
 
 inline std::vector<double> reference_first8(const char* mode) {
-  return reference()["perplexity"]["results"][mode]["chunk_mean_nll_first8"].get<std::vector<double>>();
+  return reference()["perplexity"]["results"][mode]["chunk_mean_nll_first8"]
+      .get<std::vector<double>>();
 }
 
-inline double mean(const std::vector<double>& v) { return std::accumulate(v.begin(), v.end(), 0.0) / double(v.size()); }
+inline double mean(const std::vector<double>& v) {
+  return std::accumulate(v.begin(), v.end(), 0.0) / double(v.size());
+}
 
 }  // namespace nestedfp::testing_pystd

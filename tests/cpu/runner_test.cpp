@@ -16,21 +16,24 @@ namespace {
 io::ModelConfig tiny_config(const std::string& type) {
   io::ModelConfig c;
   c.model_type = type;
-  c.hidden_size = 64, c.intermediate_size = 96, c.num_layers = 2, c.num_heads = 4, c.num_kv_heads = 2;
+  c.hidden_size = 64, c.intermediate_size = 96, c.num_layers = 2, c.num_heads = 4,
+  c.num_kv_heads = 2;
   c.head_dim = 16, c.vocab_size = 300, c.max_position_embeddings = 256, c.rms_norm_eps = 1e-6;
   c.rope_theta = 10000;
   if (type == "qwen2") c.attention_bias = true;
   if (type == "qwen3") c.qk_norm = true, c.tie_word_embeddings = true;
-  if (type == "llama3") c.model_type = "llama", c.rope_scaling.type = "llama3", c.rope_scaling.factor = 8,
-                        c.rope_scaling.original_max_position_embeddings = 64;
+  if (type == "llama3")
+    c.model_type = "llama", c.rope_scaling.type = "llama3", c.rope_scaling.factor = 8,
+    c.rope_scaling.original_max_position_embeddings = 64;
   return c;
 }
 
-std::unique_ptr<engine::ModelRunner> make(const std::string& type, format::ScaleMode mode = format::ScaleMode::Channel) {
+std::unique_ptr<engine::ModelRunner> make(const std::string& type,
+                                          format::ScaleMode mode = format::ScaleMode::Channel) {
   engine::RunnerOptions o;
   o.num_kv_blocks = 64;
-  return std::make_unique<engine::ModelRunner>(backend::make_cpu_backend(2),
-                                               engine::ModelWeights::random(tiny_config(type), mode, 7), o);
+  return std::make_unique<engine::ModelRunner>(
+      backend::make_cpu_backend(2), engine::ModelWeights::random(tiny_config(type), mode, 7), o);
 }
 
 std::vector<int32_t> tokens(int n, int seed) {
@@ -48,10 +51,10 @@ TEST_P(RunnerConsistency, PrefillChunkedAndDecodeAgree) {
   auto r = make(type);
   const auto t = tokens(70, 1);
   engine::SingleSequence a(*r), b(*r, 1), c(*r, 2);
-  const auto all = a.feed(t, prec, true);             // one step
-  const auto chunked = b.feed(t, prec, true, 16);     // chunks of 16 (block-aligned)
+  const auto all = a.feed(t, prec, true);          // one step
+  const auto chunked = b.feed(t, prec, true, 16);  // chunks of 16 (block-aligned)
   std::vector<float> stepwise;
-  for (size_t i = 0; i < t.size(); i += 1) {          // decode one token at a time
+  for (size_t i = 0; i < t.size(); i += 1) {  // decode one token at a time
     auto l = c.feed(std::span(t).subspan(i, 1), prec);
     stepwise.insert(stepwise.end(), l.begin(), l.end());
   }
@@ -111,7 +114,8 @@ TEST(Runner, MixedBatchEqualsSeparateRuns) {
 }
 
 TEST(Runner, Fp8DiffersFromFp16AndChannelScalesAreExactInFp16) {
-  auto none = make("llama", format::ScaleMode::None), chan = make("llama", format::ScaleMode::Channel);
+  auto none = make("llama", format::ScaleMode::None),
+       chan = make("llama", format::ScaleMode::Channel);
   const auto t = tokens(30, 4);
   engine::SingleSequence a(*none), b(*chan), c(*none, 1);
   const auto l16 = a.feed(t, Precision::FP16, true);

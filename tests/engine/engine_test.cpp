@@ -1,10 +1,11 @@
+#include "nestedfp/engine.hpp"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <thread>
 
 #include "engine/fake_executor.hpp"
-#include "nestedfp/engine.hpp"
 
 using namespace nestedfp;
 using nestedfp::fake::drain;
@@ -32,7 +33,8 @@ GenerationRequest req(int prompt_len, int max_tokens, uint64_t seed, int salt = 
 }
 
 // Runs requests one at a time on a fresh engine with a large pool: the reference outputs.
-std::vector<RequestEvent> one_at_a_time(const std::vector<GenerationRequest>& rs, EngineConfig cfg = config()) {
+std::vector<RequestEvent> one_at_a_time(const std::vector<GenerationRequest>& rs,
+                                        EngineConfig cfg = config()) {
   FakeExecutor ex(kVocab, 256, 1024);
   Engine e(ex, cfg);
   std::vector<RequestEvent> out;
@@ -77,7 +79,8 @@ TEST(Engine, GreedyPicksTheArgmaxOfTheFakeModel) {
   ASSERT_EQ(all.logprobs.size(), 6u);
   for (size_t i = 0; i < all.token_ids.size(); ++i) {
     std::vector<float> l(kVocab);
-    FakeExecutor::logits_for(FakeExecutor::prefix_hash(ctx, ctx.size()), kVocab, Precision::FP16, l.data());
+    FakeExecutor::logits_for(FakeExecutor::prefix_hash(ctx, ctx.size()), kVocab, Precision::FP16,
+                             l.data());
     int32_t best = static_cast<int32_t>(std::max_element(l.begin(), l.end()) - l.begin());
     EXPECT_EQ(all.token_ids[i], best);
     double lse = 0;
@@ -144,7 +147,8 @@ TEST(Engine, EosAndStopTokenIdsFinishWithStopAndNoText) {
   auto ref = one_at_a_time({r})[0];
   ASSERT_GE(ref.token_ids.size(), 6u);
   int32_t eos = ref.token_ids[4];
-  size_t first = static_cast<size_t>(std::find(ref.token_ids.begin(), ref.token_ids.end(), eos) - ref.token_ids.begin());
+  size_t first = static_cast<size_t>(std::find(ref.token_ids.begin(), ref.token_ids.end(), eos) -
+                                     ref.token_ids.begin());
   auto cfg = config();
   cfg.eos_token_ids = {eos};
   auto got = one_at_a_time({r}, cfg)[0];
@@ -217,12 +221,15 @@ TEST(Engine, PromptLogprobsAcrossChunksAndMaxTokensZero) {
   for (size_t p = 1; p < 30; ++p) {
     ASSERT_TRUE(got.prompt_logprobs[p].has_value()) << p;
     std::vector<float> l(kVocab);
-    FakeExecutor::logits_for(FakeExecutor::prefix_hash(r.prompt, p), kVocab, Precision::FP16, l.data());
+    FakeExecutor::logits_for(FakeExecutor::prefix_hash(r.prompt, p), kVocab, Precision::FP16,
+                             l.data());
     double lse = 0;
     for (float x : l) lse += std::exp(static_cast<double>(x));
     lse = std::log(lse);
     EXPECT_EQ(got.prompt_logprobs[p]->chosen.token, r.prompt[p]);
-    EXPECT_NEAR(got.prompt_logprobs[p]->chosen.logprob, l[static_cast<size_t>(r.prompt[p])] - lse, 1e-4) << p;
+    EXPECT_NEAR(got.prompt_logprobs[p]->chosen.logprob, l[static_cast<size_t>(r.prompt[p])] - lse,
+                1e-4)
+        << p;
     EXPECT_EQ(got.prompt_logprobs[p]->top.size(), 2u);
   }
   EXPECT_EQ(e.stats().kv_blocks_used, 0);
@@ -278,7 +285,7 @@ TEST(Engine, AbortWhileTheStepRunsIsSafe) {
   int calls = 0;
   ex.hook = [&](const StepInput&) {
     if (++calls == 3) {
-      EXPECT_TRUE(e.abort(s->id()));  // as an HTTP thread would, mid-step
+      EXPECT_TRUE(e.abort(s->id()));           // as an HTTP thread would, mid-step
       EXPECT_LT(e.stats().kv_blocks_used, 4);  // s's blocks are free already
     }
   };
@@ -311,7 +318,8 @@ TEST(Engine, DynamicPolicyFollowsStepSizeAndChangesAtRunTime) {
   while (e.step()) {
   }
   ASSERT_FALSE(ex.steps.empty());
-  for (auto& st : ex.steps) EXPECT_EQ(st.precision, st.tokens > 8 ? Precision::FP8 : Precision::FP16) << st.tokens;
+  for (auto& st : ex.steps)
+    EXPECT_EQ(st.precision, st.tokens > 8 ? Precision::FP8 : Precision::FP16) << st.tokens;
   auto stats = e.stats();
   EXPECT_GT(stats.steps_fp8, 0u);   // the prefill burst
   EXPECT_GT(stats.steps_fp16, 0u);  // decodes of 4 sequences
@@ -323,12 +331,16 @@ TEST(Engine, DynamicPolicyFollowsStepSizeAndChangesAtRunTime) {
   EXPECT_EQ(e.precision_policy(), "fp8");
   size_t before = ex.steps.size();
   drain(*e.add_request(req(3, 4, 1)), &e);
-  for (size_t i = before; i < ex.steps.size(); ++i) EXPECT_EQ(ex.steps[i].precision, Precision::FP8);
+  for (size_t i = before; i < ex.steps.size(); ++i)
+    EXPECT_EQ(ex.steps[i].precision, Precision::FP8);
   EXPECT_THROW(e.set_precision_policy("dynamic:threshold=x"), Error);
   EXPECT_EQ(e.precision_policy(), "fp8");  // unchanged after a bad spec
 
   std::string m = e.metrics_text();
-  EXPECT_NE(m.find("nestedfp_steps_total{precision=\"fp8\"} " + std::to_string(e.stats().steps_fp8)), std::string::npos) << m;
+  EXPECT_NE(
+      m.find("nestedfp_steps_total{precision=\"fp8\"} " + std::to_string(e.stats().steps_fp8)),
+      std::string::npos)
+      << m;
   EXPECT_NE(m.find("nestedfp_precision_policy_info{policy=\"fp8\"} 1"), std::string::npos);
   EXPECT_NE(m.find("nestedfp_kv_blocks_free 64"), std::string::npos);
   EXPECT_NE(m.find("nestedfp_time_to_first_token_seconds_count 5"), std::string::npos);

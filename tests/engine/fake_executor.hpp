@@ -1,12 +1,13 @@
 #pragma once
 // A deterministic stand-in for a model: "KV" cells hold (token, position, hash of the prefix), the
-// logits of a position are a hash of the whole prefix read back through the block table. Wrong block
-// tables, lost KV after preemption or a cross-talk between sequences of a step change the logits
-// (or trip a check), so tests comparing runs catch them. FP8 steps perturb the logits slightly.
+// logits of a position are a hash of the whole prefix read back through the block table. Wrong
+// block tables, lost KV after preemption or a cross-talk between sequences of a step change the
+// logits (or trip a check), so tests comparing runs catch them. FP8 steps perturb the logits
+// slightly.
 #include <cstdint>
 #include <functional>
-#include <mutex>
 #include <map>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -31,7 +32,8 @@ class FakeExecutor : public ModelExecutor {
     std::vector<int> chunk_sizes;
   };
 
-  FakeExecutor(int vocab, int blocks, int max_len) : vocab_(vocab), blocks_(blocks), max_len_(max_len) {
+  FakeExecutor(int vocab, int blocks, int max_len)
+      : vocab_(vocab), blocks_(blocks), max_len_(max_len) {
     cells_.assign(static_cast<size_t>(blocks) * kKvBlockSize, Cell{});
   }
 
@@ -62,12 +64,14 @@ class FakeExecutor : public ModelExecutor {
       rec.chunk_sizes.push_back(static_cast<int>(s.tokens.size()));
       const int end = s.start_pos + static_cast<int>(s.tokens.size());
       if (end > max_len_) throw std::runtime_error("fake: position past max_model_len");
-      if (static_cast<int>(s.block_table.size()) * kKvBlockSize < end) throw std::runtime_error("fake: block table too short");
+      if (static_cast<int>(s.block_table.size()) * kKvBlockSize < end)
+        throw std::runtime_error("fake: block table too short");
       // Every cached position must hold this sequence's KV (checked by position and chaining).
       uint64_t h = 1469598103934665603ull;
       for (int p = 0; p < s.start_pos; ++p) {
         const Cell& c = cell(s.block_table, p);
-        if (c.pos != p || c.prev != h) throw std::runtime_error("fake: cached KV does not belong to this sequence");
+        if (c.pos != p || c.prev != h)
+          throw std::runtime_error("fake: cached KV does not belong to this sequence");
         h = c.hash;
       }
       std::vector<float> logits, last_row(static_cast<size_t>(vocab_));
@@ -75,7 +79,8 @@ class FakeExecutor : public ModelExecutor {
         int p = s.start_pos + static_cast<int>(i);
         int32_t blk = s.block_table[static_cast<size_t>(p / kKvBlockSize)];
         auto [it, fresh] = writer.emplace(blk, s.seq_id);
-        if (!fresh && it->second != s.seq_id) throw std::runtime_error("fake: two sequences write one block");
+        if (!fresh && it->second != s.seq_id)
+          throw std::runtime_error("fake: two sequences write one block");
         Cell& c = cell(s.block_table, p);
         c.pos = p;
         c.prev = h;
@@ -92,7 +97,8 @@ class FakeExecutor : public ModelExecutor {
       out.logits.push_back(std::move(logits));
       // Sampling as a real executor does it (on its "device"), with the engine's uniform draw.
       SampledToken t;
-      if (s.sample && !s.tokens.empty()) t = sample_row(last_row, s.sampling, s.uniform, s.top_logprobs, cand_);
+      if (s.sample && !s.tokens.empty())
+        t = sample_row(last_row, s.sampling, s.uniform, s.top_logprobs, cand_);
       out.tokens.push_back(t.token);
       out.logprobs.push_back(std::move(t.logprobs));
     }

@@ -34,7 +34,7 @@ TEST(PrecisionPolicy, DynamicThresholdAndHysteresis) {
   EXPECT_EQ(at(*p, 60), Precision::FP16);
   EXPECT_EQ(at(*p, 64), Precision::FP16);
   EXPECT_EQ(at(*p, 65), Precision::FP8);
-  EXPECT_EQ(at(*p, 60), Precision::FP8);   // stays: 60 > 64 - 16
+  EXPECT_EQ(at(*p, 60), Precision::FP8);  // stays: 60 > 64 - 16
   EXPECT_EQ(at(*p, 49), Precision::FP8);
   EXPECT_EQ(at(*p, 48), Precision::FP16);  // drops at N - H
   EXPECT_EQ(at(*p, 60), Precision::FP16);  // and needs > N again
@@ -43,9 +43,10 @@ TEST(PrecisionPolicy, DynamicThresholdAndHysteresis) {
 }
 
 TEST(PrecisionPolicy, ParseErrorsSayWhatIsWrong) {
-  for (const char* bad : {"", "fp4", "FP16", "dynamic:", "dynamic:threshold", "dynamic:threshold=",
-                          "dynamic:threshold=-1", "dynamic:threshold=1x", "dynamic:threshold=10,",
-                          "dynamic:foo=1", "dynamic:threshold=1,threshold=2", "dynamic:threshold=4,hysteresis=5",
+  for (const char* bad : {"", "fp4", "FP16", "dynamic:", "dynamic:threshold",
+                          "dynamic:threshold=", "dynamic:threshold=-1", "dynamic:threshold=1x",
+                          "dynamic:threshold=10,", "dynamic:foo=1",
+                          "dynamic:threshold=1,threshold=2", "dynamic:threshold=4,hysteresis=5",
                           "dynamic;threshold=4", "dynamic:threshold=99999999999999"}) {
     try {
       make_precision_policy(bad, 512);

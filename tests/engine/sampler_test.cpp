@@ -4,6 +4,8 @@
 //    each token's probability to within one grid step: an exact check, no statistics.
 //  - RequestSampler draws u itself: a chi-square test on many seeded draws checks the uniform
 //    stream and its use.
+#include "nestedfp/sampler.hpp"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -12,7 +14,6 @@
 #include <vector>
 
 #include "nestedfp/error.hpp"
-#include "nestedfp/sampler.hpp"
 
 using namespace nestedfp;
 
@@ -20,14 +21,16 @@ namespace {
 
 // P(token) under the rule, computed in a different way from sampler.cpp: rank tokens with a
 // stable sort, weigh by exp(l / T) in long double, cut the nucleus on normalized cumulative mass.
-std::vector<double> reference_probs(const std::vector<float>& logits, double T, int top_k, double top_p) {
+std::vector<double> reference_probs(const std::vector<float>& logits, double T, int top_k,
+                                    double top_p) {
   std::vector<int> order(logits.size());
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return logits[a] > logits[b]; });
   const size_t k = top_k > 0 ? std::min(order.size(), size_t(top_k)) : order.size();
   std::vector<long double> w(k);
   long double z = 0;
-  for (size_t i = 0; i < k; ++i) z += (w[i] = std::exp((long double)(logits[order[i]] - logits[order[0]]) / T));
+  for (size_t i = 0; i < k; ++i)
+    z += (w[i] = std::exp((long double)(logits[order[i]] - logits[order[0]]) / T));
   size_t keep = k;
   long double cum = 0;
   for (size_t i = 0; i < k && top_p < 1; ++i)
@@ -43,7 +46,8 @@ std::vector<double> reference_probs(const std::vector<float>& logits, double T, 
 }
 
 // Fraction of a grid of N uniforms that sample_with_uniform maps to each token.
-std::vector<double> grid_freqs(const std::vector<float>& logits, const SamplingParams& sp, int N = 1 << 16) {
+std::vector<double> grid_freqs(const std::vector<float>& logits, const SamplingParams& sp,
+                               int N = 1 << 16) {
   std::vector<std::pair<float, int32_t>> scratch;
   std::vector<double> f(logits.size(), 0.0);
   for (int j = 0; j < N; ++j) {
@@ -67,8 +71,11 @@ void expect_distribution(const std::vector<float>& logits, float T, int top_k, f
   const auto f = grid_freqs(logits, params(T, top_k, top_p), N);
   const auto p = reference_probs(logits, T, top_k, top_p);
   for (size_t i = 0; i < logits.size(); ++i) {
-    if (p[i] == 0) EXPECT_EQ(f[i], 0.0) << "token " << i << " is outside top-k/top-p but was sampled";
-    else EXPECT_NEAR(f[i], p[i], 1.5 / N) << "token " << i << " T=" << T << " k=" << top_k << " p=" << top_p;
+    if (p[i] == 0)
+      EXPECT_EQ(f[i], 0.0) << "token " << i << " is outside top-k/top-p but was sampled";
+    else
+      EXPECT_NEAR(f[i], p[i], 1.5 / N)
+          << "token " << i << " T=" << T << " k=" << top_k << " p=" << top_p;
   }
 }
 
@@ -122,7 +129,8 @@ TEST(SamplerDistribution, InverseCdfIntervalsAreHalfOpen) {
 }
 
 // Chi-square of seeded RequestSampler draws against the reference probabilities.
-double chi_square(const std::vector<float>& logits, const SamplingParams& sp, int n, uint64_t seed, int& outside) {
+double chi_square(const std::vector<float>& logits, const SamplingParams& sp, int n, uint64_t seed,
+                  int& outside) {
   SamplingParams p = sp;
   p.seed = seed;
   RequestSampler r(p);
@@ -145,7 +153,8 @@ double chi_square(const std::vector<float>& logits, const SamplingParams& sp, in
 TEST(SamplerDistribution, SeededDrawsFollowTheDistribution) {
   // 7 degrees of freedom at most: P(chi2 > 35) < 2e-5 for a correct sampler, while a skewed
   // uniform stream or a dropped filter gives thousands at n = 40000.
-  const SamplingParams cases[] = {params(1.f), params(0.6f), params(1.8f, 5), params(1.f, 0, 0.9f), params(0.8f, 6, 0.95f)};
+  const SamplingParams cases[] = {params(1.f), params(0.6f), params(1.8f, 5), params(1.f, 0, 0.9f),
+                                  params(0.8f, 6, 0.95f)};
   uint64_t seed = 0x5EED;
   for (const auto& sp : cases) {
     int outside = 0;

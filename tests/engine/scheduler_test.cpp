@@ -149,7 +149,6 @@ TEST(Scheduler, PreemptedSequenceReturnsToTheFrontInArrivalOrder) {
   ASSERT_GE(s.size(), 1u);
   EXPECT_EQ(s[0].seq, b);  // older than c, so first although c waited longer
   if (s.size() > 1) EXPECT_EQ(s[1].seq, c);
-
 }
 
 TEST(Scheduler, PromptLogitsAreRequestedUntilCollected) {

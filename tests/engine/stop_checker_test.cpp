@@ -18,7 +18,7 @@ TEST(StopChecker, StopStringAcrossPiecesIsCutAndPrefixHeldBack) {
   EXPECT_FALSE(s.append("abcE"));
   EXPECT_EQ(s.take_ready(), "abc");  // "E" could start "END"
   EXPECT_FALSE(s.append("N"));
-  EXPECT_EQ(s.take_ready(), "");     // "EN" still could
+  EXPECT_EQ(s.take_ready(), "");  // "EN" still could
   EXPECT_TRUE(s.append("Dxyz"));
   EXPECT_TRUE(s.stopped());
   EXPECT_EQ(s.take_all(), "");

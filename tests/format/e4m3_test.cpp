@@ -34,9 +34,9 @@ TEST(E4M3, EncodeSpecials) {
   EXPECT_EQ(e4m3_encode(std::numeric_limits<float>::infinity()), 0x7E);
   EXPECT_EQ(e4m3_encode(-std::numeric_limits<float>::infinity()), 0xFE);
   EXPECT_EQ(e4m3_encode(1e30f), 0x7E);
-  EXPECT_EQ(e4m3_encode(464.0f), 0x7E);   // tie between 448 and (non-existent) 480
+  EXPECT_EQ(e4m3_encode(464.0f), 0x7E);  // tie between 448 and (non-existent) 480
   EXPECT_EQ(e4m3_encode(-0.0f), 0x80);
-  EXPECT_EQ(e4m3_encode(std::ldexp(1.0f, -10)), 0x00);  // tie between 0 and 2^-9 -> even 0
+  EXPECT_EQ(e4m3_encode(std::ldexp(1.0f, -10)), 0x00);      // tie between 0 and 2^-9 -> even 0
   EXPECT_EQ(e4m3_encode(3 * std::ldexp(1.0f, -10)), 0x02);  // tie 1 vs 2 -> even 2
 }
 

@@ -139,14 +139,14 @@ TEST(Scales, RowExponentAdversarialRows) {
 TEST(Scales, AdversarialTensorChannel) {
   const int64_t cols = 4;
   std::vector<uint16_t> w = {
-      0x0000, 0x8000, 0x0000, 0x0000,            // all zero
-      0x3F00, 0x0001, 0xBC00, 0x03FF,            // exactly 1.75 with subnormals
-      0x3F7F, 0x0002, 0x8004, 0x3000,            // just below 1.875, k = -1 exact
-      0x3F7F, 0x0001, 0x0000, 0x3555,            // just below 1.875, -1 would lose a bit -> 0
-      0x0001, 0x0002, 0x8003, 0x0000,            // only subnormals -> k = 23
-      h16(100.0), 0x0040, h16(-3.5), 0x0000,     // negative k, exact
-      0x7BFF, h16(-1.0), h16(0.5), h16(0.25),    // 65504 -> k = -16
-      h16(1e-3), h16(-2e-3), h16(5e-4), 0x0000,  // small values -> positive k
+      0x0000,     0x8000,     0x0000,    0x0000,     // all zero
+      0x3F00,     0x0001,     0xBC00,    0x03FF,     // exactly 1.75 with subnormals
+      0x3F7F,     0x0002,     0x8004,    0x3000,     // just below 1.875, k = -1 exact
+      0x3F7F,     0x0001,     0x0000,    0x3555,     // just below 1.875, -1 would lose a bit -> 0
+      0x0001,     0x0002,     0x8003,    0x0000,     // only subnormals -> k = 23
+      h16(100.0), 0x0040,     h16(-3.5), 0x0000,     // negative k, exact
+      0x7BFF,     h16(-1.0),  h16(0.5),  h16(0.25),  // 65504 -> k = -16
+      h16(1e-3),  h16(-2e-3), h16(5e-4), 0x0000,     // small values -> positive k
   };
   const int64_t rows = int64_t(w.size()) / cols;
   expect_channel_tensor_exact(w, rows, cols);
@@ -155,7 +155,7 @@ TEST(Scales, AdversarialTensorChannel) {
 }
 
 TEST(Scales, LossyNegativeRowIsIneligible) {
-  const std::vector<uint16_t> w = {0x3000, 0x0001, 0x3C00, 0x0000,  // fine
+  const std::vector<uint16_t> w = {0x3000,     0x0001, 0x3C00, 0x0000,   // fine
                                    h16(100.0), 0x0001, 0x3C00, 0x0000};  // k=-6 loses 2^-24
   const Eligibility el = check(w.data(), 2, 4, ScaleMode::Channel);
   EXPECT_FALSE(el.ok);

@@ -1,4 +1,5 @@
 #include <gtest/gtest.h>
+
 #include "nestedfp/half.hpp"
 TEST(Half, RoundTripsAllPatterns) {
   for (uint32_t h = 0; h < 65536; ++h) {

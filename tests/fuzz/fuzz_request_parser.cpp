@@ -9,8 +9,8 @@
 #include <string>
 #include <string_view>
 
-#include "nestedfp/error.hpp"
 #include "chat/chat_template.hpp"
+#include "nestedfp/error.hpp"
 #include "server/openai_request.hpp"
 
 namespace {
@@ -42,9 +42,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   check(c);
   if (c.ok()) {
     const auto& r = *c.request;
-    if (r.prompts.empty() || r.logprobs > 20 || (r.max_tokens && (*r.max_tokens < 0 || *r.max_tokens > nestedfp::server::kMaxTokensLimit)))
+    if (r.prompts.empty() || r.logprobs > 20 ||
+        (r.max_tokens && (*r.max_tokens < 0 || *r.max_tokens > nestedfp::server::kMaxTokensLimit)))
       std::abort();
-    if (!(r.sampling.temperature >= 0) || !(r.sampling.top_p > 0 && r.sampling.top_p <= 1)) std::abort();
+    if (!(r.sampling.temperature >= 0) || !(r.sampling.top_p > 0 && r.sampling.top_p <= 1))
+      std::abort();
   }
   auto h = nestedfp::server::parse_chat_request(body);
   check(h);
@@ -53,7 +55,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (!m.is_array() || m.empty()) std::abort();
     for (const auto& msg : m)  // normalized: every role allowed, every content a string or null
     {
-      if (!msg["role"].is_string() || (msg.contains("content") && !msg["content"].is_string() && !msg["content"].is_null()))
+      if (!msg["role"].is_string() ||
+          (msg.contains("content") && !msg["content"].is_string() && !msg["content"].is_null()))
         std::abort();
       bool known = false;
       for (const char* r : nestedfp::server::kChatRoles) known = known || msg["role"] == r;

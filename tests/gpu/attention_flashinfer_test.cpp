@@ -13,13 +13,14 @@
 // Any wrong key set (mask off by one, wrong page, wrong KV head) moves outputs by far more: keys
 // have magnitudes up to 2^1.5, so a few keys dominate each row, and slots outside the sequences
 // hold keys of ±24 and values of 1000.
+#include "backend/cuda/attention_flashinfer.hpp"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <stdexcept>
 
 #include "attention_util.hpp"
-#include "backend/cuda/attention_flashinfer.hpp"
 #include "nestedfp/error.hpp"
 
 namespace nestedfp::gputest {
@@ -59,10 +60,10 @@ void expect_close(const HostBatch& b, const std::vector<uint16_t>& out,
     const std::vector<uint16_t> o(out.begin() + lo, out.begin() + hi);
     const std::vector<double> r(ref.begin() + lo, ref.begin() + hi);
     const double rel = rel_error(o, r), mx = max_error_over_max(o, r);
-    EXPECT_LT(rel, kRelTol) << what << ": sequence " << s << " (ctx " << b.seqs[s].ctx
-                            << ", q_len " << b.seqs[s].q_len << ")";
-    EXPECT_LT(mx, kMaxTol) << what << ": sequence " << s << " (ctx " << b.seqs[s].ctx
-                           << ", q_len " << b.seqs[s].q_len << ")";
+    EXPECT_LT(rel, kRelTol) << what << ": sequence " << s << " (ctx " << b.seqs[s].ctx << ", q_len "
+                            << b.seqs[s].q_len << ")";
+    EXPECT_LT(mx, kMaxTol) << what << ": sequence " << s << " (ctx " << b.seqs[s].ctx << ", q_len "
+                           << b.seqs[s].q_len << ")";
   }
 }
 
@@ -101,7 +102,7 @@ struct Heads {
   int nq, nkv, hd;
 };
 // GQA ratios 1, 4, 8, each at head_dim 64 (pystd-16m) and 128 (Llama).
-const Heads kHeadConfigs[] = {{8, 8, 64}, {8, 8, 128}, {16, 4, 64},
+const Heads kHeadConfigs[] = {{8, 8, 64},   {8, 8, 128}, {16, 4, 64},
                               {32, 8, 128}, {32, 4, 64}, {16, 2, 128}};
 
 int uniform(std::mt19937_64& rng, int lo, int hi) {
@@ -191,8 +192,8 @@ TEST(FlashInferAttention, CapturedGraphReplaysAfterReplan) {
     idx.upload(x.kv_indices);
     last.upload(x.last_page_len);
   };
-  const cuda::PagedKv cache{as_half(k.get()), as_half(v.get()), std::max(a.num_blocks, b.num_blocks),
-                            nkv, hd};
+  const cuda::PagedKv cache{as_half(k.get()), as_half(v.get()),
+                            std::max(a.num_blocks, b.num_blocks), nkv, hd};
   cuda::AttnBatch batch;
   batch.num_seqs = n, batch.total_q = n, batch.max_q_len = 1;
   batch.q_indptr = qi.get(), batch.kv_indptr = ki.get(), batch.kv_indices = idx.get();

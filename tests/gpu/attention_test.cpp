@@ -61,13 +61,16 @@ void run_case(std::mt19937_64& rng, const Case& c) {
   const Layout L = make_layout(rng, c.seqs, num_blocks);
   const size_t cache_elems = size_t(num_blocks) * nkv * P * hd;
   // The cache before the step: random everywhere (the earlier context included).
-  auto kc = random_rows(rng, int(cache_elems / hd), hd, -1.f, 1.f), vc = random_rows(rng, int(cache_elems / hd), hd, -1.f, 1.f);
+  auto kc = random_rows(rng, int(cache_elems / hd), hd, -1.f, 1.f),
+       vc = random_rows(rng, int(cache_elems / hd), hd, -1.f, 1.f);
   const int M = L.total_q;
-  const auto knew = random_rows(rng, M * nkv, hd, -1.f, 1.f), vnew = random_rows(rng, M * nkv, hd, -1.f, 1.f);
+  const auto knew = random_rows(rng, M * nkv, hd, -1.f, 1.f),
+             vnew = random_rows(rng, M * nkv, hd, -1.f, 1.f);
   const auto q = random_rows(rng, M * nq, hd, -1.f, 1.f);
 
   DeviceBuffer<uint16_t> dkc(kc), dvc(vc), dk(knew), dv(vnew), dq(q), dout(size_t(M) * nq * hd);
-  DeviceBuffer<int32_t> dslots(L.slots), dqi(L.q_indptr), dki(L.kv_indptr), dkx(L.kv_indices), dll(L.last_len);
+  DeviceBuffer<int32_t> dslots(L.slots), dqi(L.q_indptr), dki(L.kv_indptr), dkx(L.kv_indices),
+      dll(L.last_len);
   const cuda::PagedKv cache{as_half(dkc.get()), as_half(dvc.get()), num_blocks, nkv, hd};
   cuda::write_kv(cache, as_half(dk.get()), as_half(dv.get()), dslots.get(), M, nullptr);
 
@@ -76,7 +79,8 @@ void run_case(std::mt19937_64& rng, const Case& c) {
     const int32_t b = L.slots[size_t(m)] / P, off = L.slots[size_t(m)] % P;
     for (int h = 0; h < nkv; ++h)
       for (int d = 0; d < hd; ++d) {
-        const size_t dst = ((size_t(b) * nkv + h) * P + off) * hd + d, src = (size_t(m) * nkv + h) * hd + d;
+        const size_t dst = ((size_t(b) * nkv + h) * P + off) * hd + d,
+                     src = (size_t(m) * nkv + h) * hd + d;
         kc[dst] = knew[src];
         vc[dst] = vnew[src];
       }
@@ -95,7 +99,8 @@ void run_case(std::mt19937_64& rng, const Case& c) {
   batch.kv_last_page_len = dll.get();
   const float scale = 1.f / std::sqrt(float(hd)) * 1.7f;  // peakier than plain 1/sqrt(hd)
   dout.poison();
-  cuda::attention_reference(cache, as_half(dq.get()), batch, nq, scale, as_half(dout.get()), nullptr);
+  cuda::attention_reference(cache, as_half(dq.get()), batch, nq, scale, as_half(dout.get()),
+                            nullptr);
   const auto out = dout.download();
 
   // Host: fp64 scores, softmax and weighted sum over the causal context of each row.
@@ -122,7 +127,8 @@ void run_case(std::mt19937_64& rng, const Case& c) {
         for (int j = 0; j < n; ++j) {
           const size_t base = ((size_t(table[j / P]) * nkv + kvh) * P + j % P) * hd;
           double dot = 0;
-          for (int d = 0; d < hd; ++d) dot += double(h2f(q[(size_t(row) * nq + h) * hd + d])) * h2f(kc[base + d]);
+          for (int d = 0; d < hd; ++d)
+            dot += double(h2f(q[(size_t(row) * nq + h) * hd + d])) * h2f(kc[base + d]);
           sc[size_t(j)] = dot * scale;
           mx = std::max(mx, sc[size_t(j)]);
         }
@@ -136,7 +142,8 @@ void run_case(std::mt19937_64& rng, const Case& c) {
         }
         for (int d = 0; d < hd; ++d) {
           const double ref = acc[size_t(d)] / sum, got = h2f(out[(size_t(row) * nq + h) * hd + d]);
-          const double ulp = std::ldexp(1.0, std::max(std::ilogb(std::max(std::fabs(ref), 0x1p-14)), -14) - 10);
+          const double ulp =
+              std::ldexp(1.0, std::max(std::ilogb(std::max(std::fabs(ref), 0x1p-14)), -14) - 10);
           const double err = std::fabs(got - ref);
           worst = std::max(worst, err / vmax);
           bad += !(err <= ulp + 2e-5 * vmax);
@@ -160,8 +167,8 @@ TEST(Attention, ReferenceKernelMatchesHostOverPagedLayouts) {
   run_case(rng, {16, 4, 128, mixed});
   run_case(rng, {32, 4, 128, mixed});
   run_case(rng, {8, 4, 256, mixed});
-  run_case(rng, {6, 3, 80, mixed});   // head_dim not a multiple of 32
-  run_case(rng, {4, 2, 20, mixed});   // head_dim % 8 != 0: write_kv's scalar path
+  run_case(rng, {6, 3, 80, mixed});       // head_dim not a multiple of 32
+  run_case(rng, {4, 2, 20, mixed});       // head_dim % 8 != 0: write_kv's scalar path
   run_case(rng, {16, 2, 128, long_ctx});  // GQA 8, contexts > 4096
   run_case(rng, {8, 2, 64, long_ctx});    // GQA 4
 }
@@ -173,13 +180,21 @@ TEST(Attention, BadArgumentsThrow) {
   cuda::AttnBatch batch;
   batch.num_seqs = 1, batch.total_q = 1;
   batch.q_indptr = batch.kv_indptr = batch.kv_indices = batch.kv_last_page_len = idx.get();
-  EXPECT_THROW(cuda::attention_reference(cache, as_half(b.get()), batch, 3, 1.f, as_half(b.get()), nullptr), Error);
+  EXPECT_THROW(
+      cuda::attention_reference(cache, as_half(b.get()), batch, 3, 1.f, as_half(b.get()), nullptr),
+      Error);
   cuda::PagedKv big = cache;
   big.head_dim = 512;
-  EXPECT_THROW(cuda::attention_reference(big, as_half(b.get()), batch, 4, 1.f, as_half(b.get()), nullptr), Error);
+  EXPECT_THROW(
+      cuda::attention_reference(big, as_half(b.get()), batch, 4, 1.f, as_half(b.get()), nullptr),
+      Error);
   batch.kv_indices = nullptr;
-  EXPECT_THROW(cuda::attention_reference(cache, as_half(b.get()), batch, 4, 1.f, as_half(b.get()), nullptr), Error);
-  EXPECT_THROW(cuda::write_kv(cuda::PagedKv{}, as_half(b.get()), as_half(b.get()), idx.get(), 1, nullptr), Error);
+  EXPECT_THROW(
+      cuda::attention_reference(cache, as_half(b.get()), batch, 4, 1.f, as_half(b.get()), nullptr),
+      Error);
+  EXPECT_THROW(
+      cuda::write_kv(cuda::PagedKv{}, as_half(b.get()), as_half(b.get()), idx.get(), 1, nullptr),
+      Error);
 }
 
 }  // namespace

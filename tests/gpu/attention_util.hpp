@@ -130,8 +130,14 @@ struct DeviceBatch {
   DeviceBuffer<int32_t> q_indptr, kv_indptr, kv_indices, last_page_len;
   const HostBatch* host;
   explicit DeviceBatch(const HostBatch& b)
-      : q(b.q), k(b.k), v(b.v), q_indptr(b.q_indptr), kv_indptr(b.kv_indptr),
-        kv_indices(b.kv_indices), last_page_len(b.last_page_len), host(&b) {}
+      : q(b.q),
+        k(b.k),
+        v(b.v),
+        q_indptr(b.q_indptr),
+        kv_indptr(b.kv_indptr),
+        kv_indices(b.kv_indices),
+        last_page_len(b.last_page_len),
+        host(&b) {}
   cuda::PagedKv cache() const {
     return {as_half(k.get()), as_half(v.get()), host->num_blocks, host->nkv, host->hd};
   }

@@ -1,9 +1,8 @@
 // GEMMs against CPU references on fresh random data: NestedFP8 (every variant and the heuristic)
 // against an exact FP8 emulation (E4M3-decoded operands, fp64 sums), cuBLAS FP16 and cuBLASLt FP8
 // against fp64 references, NestedFP16 against fp64 and between scale modes.
-#include <gtest/gtest.h>
-
 #include <cublasLt.h>
+#include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
@@ -32,8 +31,8 @@ struct Case {
 };
 // M = 1, 7, 64, 300, 4096 with N and K tails against every tile (64/128 rows, 16..128 tokens,
 // K tile 128): N % 64 != 0, K % 128 != 0.
-const Case kCases[] = {{1, 1000, 1040}, {7, 1000, 1040}, {64, 264, 4112}, {300, 520, 784}, {4096, 136, 272},
-                       {17, 8, 16},   {40, 256, 14336}};
+const Case kCases[] = {{1, 1000, 1040},  {7, 1000, 1040}, {64, 264, 4112}, {300, 520, 784},
+                       {4096, 136, 272}, {17, 8, 16},     {40, 256, 14336}};
 
 // A nested weight on the device, made by the GPU split kernel from random FP16 rows whose
 // magnitudes differ per row (so k differs per row in channel mode).
@@ -46,9 +45,15 @@ struct Weight {
   DeviceBuffer<uint8_t> du, dl;
   DeviceBuffer<int8_t> dk;
   Weight(std::mt19937_64& rng, int N_, int K_, bool channel)
-      : N(N_), K(K_), w(random_rows(rng, N_, K_, -9.f, -3.f)), dw(w), du(size_t(N_) * K_), dl(size_t(N_) * K_),
+      : N(N_),
+        K(K_),
+        w(random_rows(rng, N_, K_, -9.f, -3.f)),
+        dw(w),
+        du(size_t(N_) * K_),
+        dl(size_t(N_) * K_),
         dk(N_) {
-    auto st = cuda::split_weight(as_half(dw.get()), N, K, channel, du.get(), dl.get(), dk.get(), nullptr);
+    auto st =
+        cuda::split_weight(as_half(dw.get()), N, K, channel, du.get(), dl.get(), dk.get(), nullptr);
     if (!st.ok) throw Error("test weight not nestable");
     upper = du.download();
     k = dk.download();
@@ -117,7 +122,8 @@ double fast_accumulation_bound(int K) {
   return std::max(1e-3, 1.25 * model);
 }
 
-void expect_close(const std::vector<uint16_t>& out, const std::vector<double>& ref, double tol, const std::string& what) {
+void expect_close(const std::vector<uint16_t>& out, const std::vector<double>& ref, double tol,
+                  const std::string& what) {
   const double rel = rel_error(out, ref), mx = max_error_over_max(out, ref);
   EXPECT_LE(rel, tol) << what << ": ‖out − ref‖/‖ref‖ (NaN = unwritten or non-finite output)";
   EXPECT_LE(mx, 10 * tol) << what << ": max |out − ref| / max |ref|";
@@ -145,8 +151,8 @@ TEST(NestedFp8Gemm, AllVariantsMatchExactFp8Emulation) {
       // opt-in only; they are held to the bound of their error model, not the FP32 one.
       const bool fast = name.size() > 2 && name.find("fa") != std::string::npos;
       const double tol = fast ? fast_accumulation_bound(c.K) : 1e-3;
-      std::printf("  fp8 %-16s M=%-5d N=%-5d K=%-6d rel err %.3g (bound %.3g)\n", name.c_str(), c.M, c.N, c.K,
-                  rel_error(out, ref), tol);
+      std::printf("  fp8 %-16s M=%-5d N=%-5d K=%-6d rel err %.3g (bound %.3g)\n", name.c_str(), c.M,
+                  c.N, c.K, rel_error(out, ref), tol);
       expect_close(out, ref, tol, name);
     }
   }
@@ -159,11 +165,14 @@ TEST(NestedFp8Gemm, RejectsUnalignedShapes) {
   DeviceBuffer<uint16_t> y(64);
   auto v = w.view();
   v.K = 40;  // K % 16 != 0
-  EXPECT_THROW(cuda::nested_fp8_gemm(v, a.dq.get(), a.ds.get(), as_half(y.get()), 4, nullptr), Error);
+  EXPECT_THROW(cuda::nested_fp8_gemm(v, a.dq.get(), a.ds.get(), as_half(y.get()), 4, nullptr),
+               Error);
   v = w.view();
   v.N = 12;  // N % 8 != 0
-  EXPECT_THROW(cuda::nested_fp8_gemm(v, a.dq.get(), a.ds.get(), as_half(y.get()), 4, nullptr), Error);
-  EXPECT_THROW(cuda::nested_fp8_gemm(w.view(), a.dq.get(), a.ds.get(), as_half(y.get()), 0, nullptr), Error);
+  EXPECT_THROW(cuda::nested_fp8_gemm(v, a.dq.get(), a.ds.get(), as_half(y.get()), 4, nullptr),
+               Error);
+  EXPECT_THROW(
+      cuda::nested_fp8_gemm(w.view(), a.dq.get(), a.ds.get(), as_half(y.get()), 0, nullptr), Error);
 }
 
 TEST(CublasGemm, Fp16MatchesFp64Reference) {
@@ -176,7 +185,8 @@ TEST(CublasGemm, Fp16MatchesFp64Reference) {
     Activations a(rng, c.M, c.K);
     DeviceBuffer<uint16_t> y(size_t(c.M) * c.N);
     y.poison();
-    cuda::cublas_fp16_gemm(as_half(w.dw.get()), c.N, c.K, as_half(a.dx.get()), as_half(y.get()), c.M, nullptr);
+    cuda::cublas_fp16_gemm(as_half(w.dw.get()), c.N, c.K, as_half(a.dx.get()), as_half(y.get()),
+                           c.M, nullptr);
     expect_close(y.download(), fp16_reference(a, w), 1e-3, "cuBLAS FP16");
   }
 }
@@ -196,33 +206,37 @@ TEST(CublasGemm, LtFp8MatchesExactEmulation) {
     DeviceBuffer<float> dsa(row_scale);
     if (cuda::cublaslt_fp8_per_row_supported(c.N, c.K, c.M)) {
       y.poison();
-      cuda::cublaslt_fp8_gemm(w.du.get(), c.N, c.K, a.dq.get(), as_half(y.get()), c.M, dsa.get(), a.ds.get(),
-                              cuda::LtScaling::PerRow, nullptr);
+      cuda::cublaslt_fp8_gemm(w.du.get(), c.N, c.K, a.dq.get(), as_half(y.get()), c.M, dsa.get(),
+                              a.ds.get(), cuda::LtScaling::PerRow, nullptr);
       expect_close(y.download(), fp8_reference(a, w), 1e-3, "cuBLASLt FP8 per-row");
     } else {
       // Documented (bench/kernels-notes.md): cuBLASLt 13.x has no outer-vector FP8 kernel on sm_90.
       // Anywhere else a missing kernel is news; on sm_90 a found one means the notes and the
       // benchmark's "n/a" column are out of date.
-      std::printf("cuBLASLt %zu: no outer-vector (per-row) FP8 kernel for M=%d N=%d K=%d\n", cublasLtGetVersion(),
-                  c.M, c.N, c.K);
-      EXPECT_TRUE(documented_no_per_row()) << "cuBLASLt " << cublasLtGetVersion() << " on sm_" << device_cc()
-                                          << " has no per-row FP8 kernel: not the documented sm_90 / 13.x case";
+      std::printf("cuBLASLt %zu: no outer-vector (per-row) FP8 kernel for M=%d N=%d K=%d\n",
+                  cublasLtGetVersion(), c.M, c.N, c.K);
+      EXPECT_TRUE(documented_no_per_row())
+          << "cuBLASLt " << cublasLtGetVersion() << " on sm_" << device_cc()
+          << " has no per-row FP8 kernel: not the documented sm_90 / 13.x case";
       // The unsupported path: a clear Error naming the scale mode, and the output left untouched.
       y.poison();
       try {
-        cuda::cublaslt_fp8_gemm(w.du.get(), c.N, c.K, a.dq.get(), as_half(y.get()), c.M, dsa.get(), a.ds.get(),
-                                cuda::LtScaling::PerRow, nullptr);
+        cuda::cublaslt_fp8_gemm(w.du.get(), c.N, c.K, a.dq.get(), as_half(y.get()), c.M, dsa.get(),
+                                a.ds.get(), cuda::LtScaling::PerRow, nullptr);
         ADD_FAILURE() << "per-row cuBLASLt FP8 ran although the probe said it is unsupported";
       } catch (const Error& e) {
-        EXPECT_NE(std::string(e.what()).find("outer-vector (per-row)"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("outer-vector (per-row)"), std::string::npos)
+            << e.what();
       }
       const auto untouched = y.download();
-      EXPECT_TRUE(std::all_of(untouched.begin(), untouched.end(), [](uint16_t h) { return h == 0xFFFF; }))
-          << "a refused GEMM wrote to its output";
+      EXPECT_TRUE(std::all_of(untouched.begin(), untouched.end(), [](uint16_t h) {
+        return h == 0xFFFF;
+      })) << "a refused GEMM wrote to its output";
     }
     if (documented_no_per_row()) {
       EXPECT_FALSE(cuda::cublaslt_fp8_per_row_supported(c.N, c.K, c.M))
-          << "cuBLASLt " << cublasLtGetVersion() << " now has a per-row FP8 kernel on sm_90: update "
+          << "cuBLASLt " << cublasLtGetVersion()
+          << " now has a per-row FP8 kernel on sm_90: update "
              "bench/kernels-notes.md and rerun the benchmark (its Lt8row column)";
     }
     // Per-tensor: one weight scale and one activation scale, as the baseline uses them.
@@ -231,8 +245,8 @@ TEST(CublasGemm, LtFp8MatchesExactEmulation) {
     DeviceBuffer<float> dsa0(sa), dsb0(sb);
     Activations a1 = Activations(rng, c.M, c.K);
     y.poison();
-    cuda::cublaslt_fp8_gemm(w0.du.get(), c.N, c.K, a1.dq.get(), as_half(y.get()), c.M, dsa0.get(), dsb0.get(),
-                            cuda::LtScaling::PerTensor, nullptr);
+    cuda::cublaslt_fp8_gemm(w0.du.get(), c.N, c.K, a1.dq.get(), as_half(y.get()), c.M, dsa0.get(),
+                            dsb0.get(), cuda::LtScaling::PerTensor, nullptr);
     auto ref = fp8_reference(a1, w0);
     for (int m = 0; m < c.M; ++m)
       for (int n = 0; n < c.N; ++n) ref[size_t(m) * c.N + n] *= double(sb[0]) / a1.s[m];
@@ -251,7 +265,9 @@ TEST(NestedFp16Gemm, MatchesFp64AndIsIdenticalAcrossScaleModes) {
     // The same FP16 values split without scales.
     DeviceBuffer<uint8_t> du(size_t(c.N) * c.K), dl(size_t(c.N) * c.K);
     DeviceBuffer<int8_t> dk(c.N);
-    ASSERT_TRUE(cuda::split_weight(as_half(wc.dw.get()), c.N, c.K, false, du.get(), dl.get(), dk.get(), nullptr).ok);
+    ASSERT_TRUE(cuda::split_weight(as_half(wc.dw.get()), c.N, c.K, false, du.get(), dl.get(),
+                                   dk.get(), nullptr)
+                    .ok);
     cuda::NestedWeight wn{du.get(), dl.get(), dk.get(), c.N, c.K};
     DeviceBuffer<uint16_t> y1(size_t(c.M) * c.N), y2(size_t(c.M) * c.N);
     y1.poison();

@@ -18,9 +18,13 @@ template <typename T>
 class DeviceBuffer {
  public:
   DeviceBuffer() = default;
-  explicit DeviceBuffer(size_t n) : n_(n) { NFP_CUDA_CHECK(cudaMalloc(&p_, std::max<size_t>(n, 1) * sizeof(T))); }
+  explicit DeviceBuffer(size_t n) : n_(n) {
+    NFP_CUDA_CHECK(cudaMalloc(&p_, std::max<size_t>(n, 1) * sizeof(T)));
+  }
   explicit DeviceBuffer(const std::vector<T>& v) : DeviceBuffer(v.size()) { upload(v); }
-  ~DeviceBuffer() { if (p_) cudaFree(p_); }
+  ~DeviceBuffer() {
+    if (p_) cudaFree(p_);
+  }
   DeviceBuffer(const DeviceBuffer&) = delete;
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
   T* get() const { return p_; }
@@ -49,7 +53,8 @@ inline uint64_t fresh_seed() {
 }
 
 // Random fp16 bits: N(0, 1) · 2^u with a per-row magnitude u in [lo, hi], never all zero.
-inline std::vector<uint16_t> random_rows(std::mt19937_64& rng, int rows, int cols, float lo, float hi) {
+inline std::vector<uint16_t> random_rows(std::mt19937_64& rng, int rows, int cols, float lo,
+                                         float hi) {
   std::normal_distribution<float> nd(0.f, 1.f);
   std::uniform_real_distribution<float> ud(lo, hi);
   std::vector<uint16_t> v(size_t(rows) * cols);

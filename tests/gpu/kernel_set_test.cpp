@@ -32,8 +32,10 @@ std::string error_of(F&& f) {
   return "";
 }
 
-void expect_rebuild_hint(const std::string& msg, const std::string& family, const std::string& config) {
-  EXPECT_NE(msg.find(family + ": configuration " + config + " is not built"), std::string::npos) << msg;
+void expect_rebuild_hint(const std::string& msg, const std::string& family,
+                         const std::string& config) {
+  EXPECT_NE(msg.find(family + ": configuration " + config + " is not built"), std::string::npos)
+      << msg;
   EXPECT_NE(msg.find("rebuild with -DNESTEDFP_CUDA_KERNEL_SET="), std::string::npos) << msg;
 }
 
@@ -65,9 +67,11 @@ TEST(KernelSet, LeftOutConfigurationsAreRefusedWithARebuildHint) {
     if (cuda::nested_fp16_config_available(c)) continue;
     ++left_out;
     const std::string name = cuda::nested_fp16_config_name(c);
-    expect_rebuild_hint(
-        error_of([&] { cuda::nested_fp16_gemm(g_bytes[0], g_bytes[1], g_k, X, Y, 16, 64, 64, nullptr, c); }),
-        "nested_fp16_gemm", name);
+    expect_rebuild_hint(error_of([&] {
+                          cuda::nested_fp16_gemm(g_bytes[0], g_bytes[1], g_k, X, Y, 16, 64, 64,
+                                                 nullptr, c);
+                        }),
+                        "nested_fp16_gemm", name);
   }
   const auto& fp8 = cuda::nested_fp8_gemm_variant_names();
   const cuda::NestedWeight w{g_bytes[0], g_bytes[1], g_k, 64, 64};
@@ -75,8 +79,9 @@ TEST(KernelSet, LeftOutConfigurationsAreRefusedWithARebuildHint) {
     if (cuda::nested_fp8_gemm_variant_built(v)) continue;
     ++left_out;
     const cuda::GemmConfig cfg{v};
-    expect_rebuild_hint(error_of([&] { cuda::nested_fp8_gemm(w, g_bytes[0], g_scale, Y, 16, nullptr, &cfg); }),
-                        "nested_fp8_gemm", fp8[v]);
+    expect_rebuild_hint(
+        error_of([&] { cuda::nested_fp8_gemm(w, g_bytes[0], g_scale, Y, 16, nullptr, &cfg); }),
+        "nested_fp8_gemm", fp8[v]);
   }
   // Zero in an `all` build (scripts/gpu-check.sh); a default build leaves out 5 + 5, ci 10 + 18.
   std::printf("  %d configurations left out of this build\n", left_out);

@@ -1,6 +1,8 @@
 // NestedFP16 GEMM on the GPU against an FP64 CPU reference (docs/DESIGN.md §2.2, issue 5).
 // Fresh random data every case (never zeros), Y poisoned with NaN before every run, and the
 // results of k = 0 planes and per-channel k planes compared bit for bit.
+#include "backend/cuda/nested_fp16_gemm.hpp"
+
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
@@ -13,19 +15,16 @@
 #include <string>
 #include <vector>
 
-#include "backend/cuda/nested_fp16_gemm.hpp"
 #include "nestedfp/error.hpp"
 #include "nestedfp/format.hpp"
 #include "nestedfp/half.hpp"
 
 namespace {
 
-using nestedfp::fp16_to_float;
 using nestedfp::float_to_fp16;
+using nestedfp::fp16_to_float;
 namespace fmt_ = nestedfp::format;
 namespace nc = nestedfp::cuda;
-
-
 
 template <class T>
 struct DevBuf {
@@ -77,7 +76,8 @@ std::vector<uint16_t> random_activations(std::mt19937& rng, int M, int K) {
 struct Planes {
   DevBuf<uint8_t> upper, lower;
   DevBuf<int8_t> k;
-  explicit Planes(const fmt_::NestedTensor& t) : upper(t.upper.size()), lower(t.lower.size()), k(t.k.size()) {
+  explicit Planes(const fmt_::NestedTensor& t)
+      : upper(t.upper.size()), lower(t.lower.size()), k(t.k.size()) {
     cudaMemcpy(upper.p, t.upper.data(), t.upper.size(), cudaMemcpyHostToDevice);
     cudaMemcpy(lower.p, t.lower.data(), t.lower.size(), cudaMemcpyHostToDevice);
     cudaMemcpy(k.p, t.k.data(), t.k.size(), cudaMemcpyHostToDevice);
@@ -85,11 +85,12 @@ struct Planes {
 };
 
 // Runs the GEMM into a NaN-poisoned Y and returns the FP16 bits.
-std::vector<uint16_t> run_gemm(const Planes& pl, bool use_k, const DevBuf<__half>& X, int M, int N, int K,
-                               int config) {
+std::vector<uint16_t> run_gemm(const Planes& pl, bool use_k, const DevBuf<__half>& X, int M, int N,
+                               int K, int config) {
   DevBuf<__half> Y(size_t(M) * N);
   EXPECT_EQ(cudaMemset(Y.p, 0xFF, size_t(M) * N * 2), cudaSuccess);  // 0xFFFF is a NaN
-  nc::nested_fp16_gemm(pl.upper.p, pl.lower.p, use_k ? pl.k.p : nullptr, X.p, Y.p, M, N, K, nullptr, config);
+  nc::nested_fp16_gemm(pl.upper.p, pl.lower.p, use_k ? pl.k.p : nullptr, X.p, Y.p, M, N, K, nullptr,
+                       config);
   EXPECT_EQ(cudaGetLastError(), cudaSuccess);
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   std::vector<uint16_t> y(size_t(M) * N);
@@ -148,17 +149,18 @@ void check_case(const Case& c, uint32_t seed) {
       ref2 += ref * ref;
       // FP16 output rounding (2^-11 relative, 2^-25 absolute for subnormal results) plus FP32
       // accumulation error; a NaN (unwritten poison) fails the comparison.
-      const double tol = std::ldexp(std::fabs(ref), -10) + std::ldexp(mag, -17) + std::ldexp(1.0, -24);
+      const double tol =
+          std::ldexp(std::fabs(ref), -10) + std::ldexp(mag, -17) + std::ldexp(1.0, -24);
       if (!(std::fabs(y - ref) <= tol)) {
         if (bad < 5)
-          ADD_FAILURE() << "Y[" << m << "," << n << "] = " << y << " (bits 0x" << std::hex << y_none[i] << std::dec
-                        << "), reference " << ref << ", tol " << tol;
+          ADD_FAILURE() << "Y[" << m << "," << n << "] = " << y << " (bits 0x" << std::hex
+                        << y_none[i] << std::dec << "), reference " << ref << ", tol " << tol;
         ++bad;
       }
       if (y_none[i] != y_chan[i]) {
         if (mismatch < 5)
-          ADD_FAILURE() << "k=0 and per-channel results differ at [" << m << "," << n << "]: 0x" << std::hex
-                        << y_none[i] << " vs 0x" << y_chan[i] << std::dec;
+          ADD_FAILURE() << "k=0 and per-channel results differ at [" << m << "," << n << "]: 0x"
+                        << std::hex << y_none[i] << " vs 0x" << y_chan[i] << std::dec;
         ++mismatch;
       }
     }
@@ -182,7 +184,8 @@ TEST(NestedFp16Gemm, HeuristicAllM) {
   for (int M : {1, 7, 64, 300, 4096}) {
     check_case({M, 200, 336, -1}, seed++);  // N and K tails (200 = 128 + 72, 336 = 5*64 + 16)
   }
-  for (int M : {1, 16, 128, 300}) check_case({M, 1024, 2048, -1}, seed++);  // many K tiles, stream-K
+  for (int M : {1, 16, 128, 300})
+    check_case({M, 1024, 2048, -1}, seed++);  // many K tiles, stream-K
   check_case({4096, 520, 1040, -1}, seed++);
 }
 
@@ -204,11 +207,16 @@ TEST(NestedFp16Gemm, EveryConfig) {
 TEST(NestedFp16Gemm, RejectsUnalignedShapes) {
   DevBuf<uint8_t> u(4096), l(4096);
   DevBuf<__half> x(4096), y(4096);
-  EXPECT_THROW(nc::nested_fp16_gemm(u.p, l.p, nullptr, x.p, y.p, 4, 16, 24, nullptr), nestedfp::Error);  // K % 16
-  EXPECT_THROW(nc::nested_fp16_gemm(u.p, l.p, nullptr, x.p, y.p, 4, 12, 32, nullptr), nestedfp::Error);  // N % 8
-  EXPECT_THROW(nc::nested_fp16_gemm(u.p, l.p, nullptr, x.p, y.p, 0, 16, 32, nullptr), nestedfp::Error);  // M = 0
-  EXPECT_THROW(nc::nested_fp16_gemm(u.p + 1, l.p, nullptr, x.p, y.p, 4, 16, 32, nullptr), nestedfp::Error);
-  EXPECT_THROW(nc::nested_fp16_gemm(u.p, l.p, nullptr, x.p, y.p, 4, 16, 32, nullptr, 99), nestedfp::Error);
+  EXPECT_THROW(nc::nested_fp16_gemm(u.p, l.p, nullptr, x.p, y.p, 4, 16, 24, nullptr),
+               nestedfp::Error);  // K % 16
+  EXPECT_THROW(nc::nested_fp16_gemm(u.p, l.p, nullptr, x.p, y.p, 4, 12, 32, nullptr),
+               nestedfp::Error);  // N % 8
+  EXPECT_THROW(nc::nested_fp16_gemm(u.p, l.p, nullptr, x.p, y.p, 0, 16, 32, nullptr),
+               nestedfp::Error);  // M = 0
+  EXPECT_THROW(nc::nested_fp16_gemm(u.p + 1, l.p, nullptr, x.p, y.p, 4, 16, 32, nullptr),
+               nestedfp::Error);
+  EXPECT_THROW(nc::nested_fp16_gemm(u.p, l.p, nullptr, x.p, y.p, 4, 16, 32, nullptr, 99),
+               nestedfp::Error);
 }
 
 }  // namespace

@@ -56,7 +56,8 @@ TEST(Quant, StandaloneMatchesCpuReference) {
 }
 
 // Runs the standalone quantization on y (dense [M, K]) on the GPU.
-void standalone(const std::vector<uint16_t>& y, int M, int K, std::vector<uint8_t>& q, std::vector<float>& s) {
+void standalone(const std::vector<uint16_t>& y, int M, int K, std::vector<uint8_t>& q,
+                std::vector<float>& s) {
   DeviceBuffer<uint16_t> dy(y);
   DeviceBuffer<uint8_t> dq(size_t(M) * K);
   DeviceBuffer<float> ds(M);
@@ -70,7 +71,8 @@ void standalone(const std::vector<uint16_t>& y, int M, int K, std::vector<uint8_
 // Counts FP16 results that differ (as ordered integers) and those more than two ulps away: the
 // reference's fp64 sum of squares can move r by one fp32 ulp, hence fp16(x·r) by one ulp, and
 // the product with w by up to two.
-void compare_ulps(const std::vector<uint16_t>& got, const std::vector<uint16_t>& want, size_t& off1, size_t& far) {
+void compare_ulps(const std::vector<uint16_t>& got, const std::vector<uint16_t>& want, size_t& off1,
+                  size_t& far) {
   auto ord = [](uint16_t h) { return (h & 0x8000) ? -int(h & 0x7FFF) : int(h); };
   off1 = far = 0;
   for (size_t i = 0; i < want.size(); ++i) {
@@ -95,9 +97,12 @@ TEST(Quant, FusedRmsNormIsBitIdenticalToStandalone) {
       DeviceBuffer<uint8_t> q(size_t(M) * K), q2(size_t(M) * K);
       DeviceBuffer<float> s(M), s2(M);
       for (auto* b : {&y}) b->poison();
-      q.poison(); q2.poison(); s.poison(); s2.poison();
-      cuda::rmsnorm(as_half(dx.get()), K, as_half(dw.get()), eps, M, K, as_half(y.get()), q.get(), s.get(),
-                    nullptr, with_residual ? as_half(dres.get()) : nullptr);
+      q.poison();
+      q2.poison();
+      s.poison();
+      s2.poison();
+      cuda::rmsnorm(as_half(dx.get()), K, as_half(dw.get()), eps, M, K, as_half(y.get()), q.get(),
+                    s.get(), nullptr, with_residual ? as_half(dres.get()) : nullptr);
       const auto got_y = y.download();
       // CPU reference of the FP16 output (fp64 sum of squares): equal or one ulp (summation order).
       std::vector<uint16_t> want(size_t(M) * K), new_res(size_t(M) * K);
@@ -130,7 +135,8 @@ TEST(Quant, FusedRmsNormIsBitIdenticalToStandalone) {
       EXPECT_EQ(s.download(), ss);
       // Quantized output only (no FP16 store) gives the same bytes.
       if (!with_residual) {
-        cuda::rmsnorm(as_half(dx.get()), K, as_half(dw.get()), eps, M, K, nullptr, q2.get(), s2.get(), nullptr);
+        cuda::rmsnorm(as_half(dx.get()), K, as_half(dw.get()), eps, M, K, nullptr, q2.get(),
+                      s2.get(), nullptr);
         EXPECT_EQ(q2.download(), sq);
         EXPECT_EQ(s2.download(), ss);
       }
@@ -149,9 +155,13 @@ TEST(Quant, FusedSiluMulIsBitIdenticalToStandalone) {
     DeviceBuffer<uint16_t> dgu(gu), y(size_t(M) * I);
     DeviceBuffer<uint8_t> q(size_t(M) * I), q2(size_t(M) * I);
     DeviceBuffer<float> s(M), s2(M);
-    y.poison(); q.poison(); q2.poison(); s.poison(); s2.poison();
-    cuda::silu_mul(as_half(dgu.get()), as_half(dgu.get() + I), 2 * I, M, I, as_half(y.get()), q.get(), s.get(),
-                   nullptr);
+    y.poison();
+    q.poison();
+    q2.poison();
+    s.poison();
+    s2.poison();
+    cuda::silu_mul(as_half(dgu.get()), as_half(dgu.get() + I), 2 * I, M, I, as_half(y.get()),
+                   q.get(), s.get(), nullptr);
     const auto got_y = y.download();
     std::vector<uint16_t> want(size_t(M) * I);
     for (int m = 0; m < M; ++m)
@@ -169,7 +179,8 @@ TEST(Quant, FusedSiluMulIsBitIdenticalToStandalone) {
     standalone(got_y, M, I, sq, ss);
     EXPECT_EQ(q.download(), sq);
     EXPECT_EQ(s.download(), ss);
-    cuda::silu_mul(as_half(dgu.get()), as_half(dgu.get() + I), 2 * I, M, I, nullptr, q2.get(), s2.get(), nullptr);
+    cuda::silu_mul(as_half(dgu.get()), as_half(dgu.get() + I), 2 * I, M, I, nullptr, q2.get(),
+                   s2.get(), nullptr);
     EXPECT_EQ(q2.download(), sq);
     EXPECT_EQ(s2.download(), ss);
   }
@@ -179,9 +190,13 @@ TEST(Quant, RejectsBadArguments) {
   DeviceBuffer<uint16_t> x(16);
   DeviceBuffer<uint8_t> q(16);
   DeviceBuffer<float> s(1);
-  EXPECT_THROW(cuda::quantize_e4m3_per_token(as_half(x.get()), 8, 1, 16, q.get(), s.get(), nullptr), Error);
-  EXPECT_THROW(cuda::quantize_e4m3_per_token(as_half(x.get()), 70000, 1, 70000, q.get(), s.get(), nullptr), Error);
-  EXPECT_THROW(cuda::rmsnorm(as_half(x.get()), 16, as_half(x.get()), 1e-5f, 1, 16, nullptr, nullptr, nullptr, nullptr),
+  EXPECT_THROW(cuda::quantize_e4m3_per_token(as_half(x.get()), 8, 1, 16, q.get(), s.get(), nullptr),
+               Error);
+  EXPECT_THROW(
+      cuda::quantize_e4m3_per_token(as_half(x.get()), 70000, 1, 70000, q.get(), s.get(), nullptr),
+      Error);
+  EXPECT_THROW(cuda::rmsnorm(as_half(x.get()), 16, as_half(x.get()), 1e-5f, 1, 16, nullptr, nullptr,
+                             nullptr, nullptr),
                Error);
 }
 

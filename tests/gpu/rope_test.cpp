@@ -21,7 +21,8 @@ namespace {
 std::vector<float> host_inv_freq(const backend::RopeSpec& s) {
   const int half = s.head_dim / 2;
   std::vector<float> f(static_cast<size_t>(half));
-  for (int i = 0; i < half; ++i) f[size_t(i)] = 1.f / std::pow(float(s.theta), float(2 * i) / float(s.head_dim));
+  for (int i = 0; i < half; ++i)
+    f[size_t(i)] = 1.f / std::pow(float(s.theta), float(2 * i) / float(s.head_dim));
   if (s.scaling == "linear") {
     for (auto& v : f) v = float(v / s.factor);
   } else if (s.scaling == "llama3") {
@@ -31,7 +32,8 @@ std::vector<float> host_inv_freq(const backend::RopeSpec& s) {
       if (wl > old_len / s.low_freq_factor) {
         v = float(v / s.factor);
       } else if (wl >= old_len / s.high_freq_factor) {
-        const double smooth = (old_len / wl - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+        const double smooth =
+            (old_len / wl - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
         v = float((1 - smooth) * v / s.factor + smooth * v);
       }
     }
@@ -84,10 +86,10 @@ TEST(Rope, InvFreqHelperMatchesCpuFormula) {
     }
   // llama3 really rescales: the lowest frequency is divided by the factor, the highest kept.
   const auto l3 = backend::rope_inv_freq(spec_of("llama3", 128)), d = host_inv_freq([] {
-    auto s = spec_of("llama3", 128);
-    s.scaling = "default";
-    return s;
-  }());
+                                                                    auto s = spec_of("llama3", 128);
+                                                                    s.scaling = "default";
+                                                                    return s;
+                                                                  }());
   EXPECT_EQ(l3.front(), d.front());
   EXPECT_EQ(l3.back(), float(d.back() / 8.0));
   EXPECT_THROW(backend::rope_inv_freq(spec_of("yarn", 128)), Error);
@@ -98,29 +100,34 @@ TEST(Rope, MatchesCpuBackendBitForBit) {
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE(testing::Message() << "seed " << seed);
   std::mt19937_64 rng(seed);
-  struct Case { const char* scaling; int hd, nq, nkv, M, off; };
+  struct Case {
+    const char* scaling;
+    int hd, nq, nkv, M, off;
+  };
   // off = 1: q and k start one element in, so the 16-byte path is off; hd 36 (half 18) and 20
   // never take it.
-  const Case cases[] = {{"default", 128, 32, 8, 67, 0}, {"llama3", 128, 32, 8, 19, 0}, {"linear", 64, 12, 4, 33, 0},
-                        {"default", 64, 8, 8, 5, 1},    {"llama3", 36, 6, 2, 9, 0},   {"default", 256, 4, 1, 3, 0},
+  const Case cases[] = {{"default", 128, 32, 8, 67, 0}, {"llama3", 128, 32, 8, 19, 0},
+                        {"linear", 64, 12, 4, 33, 0},   {"default", 64, 8, 8, 5, 1},
+                        {"llama3", 36, 6, 2, 9, 0},     {"default", 256, 4, 1, 3, 0},
                         {"linear", 20, 3, 1, 7, 0}};
   for (const Case& c : cases) {
-    SCOPED_TRACE(testing::Message() << c.scaling << " hd " << c.hd << " nq " << c.nq << " nkv " << c.nkv << " M " << c.M
-                                    << " offset " << c.off);
+    SCOPED_TRACE(testing::Message() << c.scaling << " hd " << c.hd << " nq " << c.nq << " nkv "
+                                    << c.nkv << " M " << c.M << " offset " << c.off);
     const auto inv = host_inv_freq(spec_of(c.scaling, c.hd));
     std::vector<int32_t> pos(size_t(c.M));
     for (auto& p : pos) p = int32_t(rng() % 131072);
     pos[0] = 0;
     if (c.M > 1) pos[1] = 131071;
-    auto q = random_rows(rng, c.M * c.nq, c.hd, -2.f, 3.f), k = random_rows(rng, c.M * c.nkv, c.hd, -2.f, 3.f);
+    auto q = random_rows(rng, c.M * c.nq, c.hd, -2.f, 3.f),
+         k = random_rows(rng, c.M * c.nkv, c.hd, -2.f, 3.f);
     std::vector<uint16_t> qpad(q.size() + 8), kpad(k.size() + 8);
     std::copy(q.begin(), q.end(), qpad.begin() + c.off);
     std::copy(k.begin(), k.end(), kpad.begin() + c.off);
     DeviceBuffer<uint16_t> dq(qpad), dk(kpad);
     DeviceBuffer<int32_t> dp(pos);
     DeviceBuffer<float> di(inv);
-    cuda::rope_inplace(as_half(dq.get() + c.off), as_half(dk.get() + c.off), dp.get(), di.get(), c.M, c.nq, c.nkv,
-                       c.hd, nullptr);
+    cuda::rope_inplace(as_half(dq.get() + c.off), as_half(dk.get() + c.off), dp.get(), di.get(),
+                       c.M, c.nq, c.nkv, c.hd, nullptr);
     const auto gq = dq.download(), gk = dk.download();
     host_rope(q, c.M, c.nq, c.hd, pos, inv);
     host_rope(k, c.M, c.nkv, c.hd, pos, inv);
@@ -139,8 +146,11 @@ TEST(Rope, BadArgumentsThrow) {
   DeviceBuffer<uint16_t> q(64);
   DeviceBuffer<int32_t> p(1);
   DeviceBuffer<float> f(32);
-  EXPECT_THROW(cuda::rope_inplace(as_half(q.get()), as_half(q.get()), p.get(), f.get(), 1, 1, 1, 63, nullptr), Error);
-  EXPECT_THROW(cuda::rope_inplace(as_half(q.get()), nullptr, p.get(), f.get(), 1, 1, 1, 64, nullptr), Error);
+  EXPECT_THROW(cuda::rope_inplace(as_half(q.get()), as_half(q.get()), p.get(), f.get(), 1, 1, 1, 63,
+                                  nullptr),
+               Error);
+  EXPECT_THROW(
+      cuda::rope_inplace(as_half(q.get()), nullptr, p.get(), f.get(), 1, 1, 1, 64, nullptr), Error);
 }
 
 }  // namespace

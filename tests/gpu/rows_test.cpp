@@ -47,8 +47,16 @@ TEST(Rows, EmbeddingAndGatherCopyTheIndexedRows) {
       std::vector<uint16_t> want(size_t(M) * cols);
       for (int m = 0; m < M; ++m)
         std::copy_n(table.begin() + int64_t(ids[m]) * cols, cols, want.begin() + int64_t(m) * cols);
-      EXPECT_EQ(run_rows(want.size(), off, [&](__half* o) { cuda::embedding(as_half(dt.get()), cols, di.get(), M, o, nullptr); }), want);
-      EXPECT_EQ(run_rows(want.size(), off, [&](__half* o) { cuda::gather_rows(as_half(dt.get()), cols, di.get(), M, o, nullptr); }), want);
+      EXPECT_EQ(run_rows(want.size(), off,
+                         [&](__half* o) {
+                           cuda::embedding(as_half(dt.get()), cols, di.get(), M, o, nullptr);
+                         }),
+                want);
+      EXPECT_EQ(run_rows(want.size(), off,
+                         [&](__half* o) {
+                           cuda::gather_rows(as_half(dt.get()), cols, di.get(), M, o, nullptr);
+                         }),
+                want);
     }
   }
 }
@@ -76,7 +84,8 @@ TEST(Rows, AddInplaceRoundsTheFp32SumOnce) {
 TEST(Rows, FillConstant) {
   for (int off : {0, 1}) {
     const size_t n = 1001;
-    const auto got = run_rows(n, off, [&](__half* o) { cuda::fill_constant(o, int64_t(n), 0.3f, nullptr); });
+    const auto got =
+        run_rows(n, off, [&](__half* o) { cuda::fill_constant(o, int64_t(n), 0.3f, nullptr); });
     EXPECT_EQ(got, std::vector<uint16_t>(n, float_to_fp16(0.3f))) << "offset " << off;
   }
 }
@@ -86,14 +95,19 @@ TEST(Rows, FillNormalIsDeterministicAndNormal) {
   SCOPED_TRACE(testing::Message() << "seed " << seed);
   const size_t n = size_t(1) << 22;
   const float sd = 0.02f;
-  const auto a = run_rows(n, 0, [&](__half* o) { cuda::fill_normal(o, int64_t(n), sd, seed, nullptr); });
-  const auto b = run_rows(n, 0, [&](__half* o) { cuda::fill_normal(o, int64_t(n), sd, seed, nullptr); });
+  const auto a =
+      run_rows(n, 0, [&](__half* o) { cuda::fill_normal(o, int64_t(n), sd, seed, nullptr); });
+  const auto b =
+      run_rows(n, 0, [&](__half* o) { cuda::fill_normal(o, int64_t(n), sd, seed, nullptr); });
   EXPECT_EQ(a, b) << "same (seed, n) gave different weights";
   // A different length and an unaligned start (another grid and the scalar path): same prefix.
   const size_t n2 = 1001;
-  const auto c = run_rows(n2, 1, [&](__half* o) { cuda::fill_normal(o, int64_t(n2), sd, seed, nullptr); });
-  EXPECT_TRUE(std::equal(c.begin(), c.end(), a.begin())) << "element i depends on more than (seed, i)";
-  const auto d = run_rows(n2, 0, [&](__half* o) { cuda::fill_normal(o, int64_t(n2), sd, seed + 1, nullptr); });
+  const auto c =
+      run_rows(n2, 1, [&](__half* o) { cuda::fill_normal(o, int64_t(n2), sd, seed, nullptr); });
+  EXPECT_TRUE(std::equal(c.begin(), c.end(), a.begin()))
+      << "element i depends on more than (seed, i)";
+  const auto d =
+      run_rows(n2, 0, [&](__half* o) { cuda::fill_normal(o, int64_t(n2), sd, seed + 1, nullptr); });
   size_t same = 0;
   for (size_t i = 0; i < n2; ++i) same += d[i] == a[i];
   EXPECT_LT(same, n2 / 20) << "another seed gave (nearly) the same weights";
@@ -121,7 +135,8 @@ TEST(Rows, LmHeadGemmHasFp32Output) {
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE(testing::Message() << "seed " << seed);
   std::mt19937_64 rng(seed);
-  for (auto [M, N, K] : {std::tuple{1, 1000, 520}, std::tuple{5, 32000, 2048}, std::tuple{33, 136, 4096}}) {
+  for (auto [M, N, K] :
+       {std::tuple{1, 1000, 520}, std::tuple{5, 32000, 2048}, std::tuple{33, 136, 4096}}) {
     SCOPED_TRACE(testing::Message() << "M=" << M << " N=" << N << " K=" << K);
     const auto w = random_rows(rng, N, K, -6.f, -4.f), x = random_rows(rng, M, K, -1.f, 1.f);
     DeviceBuffer<uint16_t> dw(w), dx(x);
@@ -164,7 +179,8 @@ TEST(Rows, BadArgumentsThrow) {
   EXPECT_THROW(cuda::measure_copy_bandwidth(0), Error);
   DeviceBuffer<uint16_t> b(64);
   DeviceBuffer<int32_t> idx(std::vector<int32_t>{0});
-  EXPECT_THROW(cuda::gather_rows(as_half(b.get()), 8, idx.get(), 1, as_half(b.get()), nullptr), Error);
+  EXPECT_THROW(cuda::gather_rows(as_half(b.get()), 8, idx.get(), 1, as_half(b.get()), nullptr),
+               Error);
 }
 
 }  // namespace

@@ -77,7 +77,8 @@ float safe_top_p(const std::vector<float>& l, SampleParams p, double frac) {
   return float((cum[g - 1] + cum[g]) / 2);
 }
 
-std::vector<int32_t> run_sampler(const std::vector<float>& logits, int R, int V, const std::vector<SampleParams>& ps) {
+std::vector<int32_t> run_sampler(const std::vector<float>& logits, int R, int V,
+                                 const std::vector<SampleParams>& ps) {
   DeviceBuffer<float> dl(logits);
   DeviceBuffer<SampleParams> dp(ps);
   DeviceBuffer<int32_t> out(static_cast<size_t>(R));
@@ -103,7 +104,7 @@ TEST(Sampling, GreedyIsArgmaxWithLowestIdOnTies) {
       l[size_t(a)] = l[size_t(b)] = top;
       if (r == 2) l[size_t(V - 1)] = top;
     }
-    if (r == 3) std::fill(l.begin(), l.end(), -2.f);  // all equal: id 0
+    if (r == 3) std::fill(l.begin(), l.end(), -2.f);     // all equal: id 0
     if (r == 4) l[size_t(rng() % V)] = NAN, l[0] = NAN;  // NaN never wins
     if (r == 5) std::fill(l.begin(), l.end(), -INFINITY), l[size_t(V / 3)] = -1e30f;
     int best = -1;
@@ -144,8 +145,8 @@ TEST(Sampling, NeverPicksOutsideTopKOrNucleus) {
     ASSERT_GE(got[size_t(r)], 0) << "row " << r;
     ASSERT_LT(got[size_t(r)], V) << "row " << r;
     EXPECT_GT(dists[size_t(r)][size_t(got[size_t(r)])], 0.0)
-        << "row " << r << ": token " << got[size_t(r)] << " is outside top_k " << ps[size_t(r)].top_k << " / top_p "
-        << ps[size_t(r)].top_p;
+        << "row " << r << ": token " << got[size_t(r)] << " is outside top_k "
+        << ps[size_t(r)].top_k << " / top_p " << ps[size_t(r)].top_p;
   }
   EXPECT_EQ(run_sampler(logits, R, V, ps), got) << "not deterministic";
 }
@@ -155,8 +156,8 @@ TEST(Sampling, NeverPicksOutsideTopKOrNucleus) {
 // move the interval ends by ~1e-6 relative, i.e. R·1e-6 << 1 rows: the bound is 2 rows per token,
 // and exactly 0 rows for any token outside the kept set.
 void expect_distribution(const std::vector<float>& l, SampleParams p, int R) {
-  SCOPED_TRACE(testing::Message() << "V " << l.size() << " T " << p.temperature << " top_k " << p.top_k << " top_p "
-                                  << p.top_p);
+  SCOPED_TRACE(testing::Message() << "V " << l.size() << " T " << p.temperature << " top_k "
+                                  << p.top_k << " top_p " << p.top_p);
   const int V = int(l.size());
   std::vector<float> logits;
   logits.reserve(size_t(R) * V);
@@ -182,8 +183,8 @@ void expect_distribution(const std::vector<float>& l, SampleParams p, int R) {
     if (e > 0) chi2 += (count[size_t(j)] - e) * (count[size_t(j)] - e) / e;
   }
   EXPECT_EQ(outside, 0u);
-  EXPECT_EQ(bad, 0u) << "tokens off their expected count by more than 2 rows (chi2 " << chi2 << ", support "
-                     << support << ")";
+  EXPECT_EQ(bad, 0u) << "tokens off their expected count by more than 2 rows (chi2 " << chi2
+                     << ", support " << support << ")";
 }
 
 TEST(Sampling, DistributionMatchesHostForTemperatureTopKTopP) {
@@ -217,7 +218,8 @@ TEST(Sampling, LogprobsMatchHostLogSoftmax) {
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE(testing::Message() << "seed " << seed);
   std::mt19937_64 rng(seed);
-  for (auto [V, R, top_n] : {std::tuple{151936, 6, 20}, std::tuple{1000, 3, 5}, std::tuple{10, 2, 20}, std::tuple{77, 2, 0}}) {
+  for (auto [V, R, top_n] : {std::tuple{151936, 6, 20}, std::tuple{1000, 3, 5},
+                             std::tuple{10, 2, 20}, std::tuple{77, 2, 0}}) {
     SCOPED_TRACE(testing::Message() << "V " << V << " top_n " << top_n);
     std::vector<float> logits;
     std::vector<int32_t> chosen;
@@ -226,7 +228,8 @@ TEST(Sampling, LogprobsMatchHostLogSoftmax) {
       logits.insert(logits.end(), l.begin(), l.end());
       chosen.push_back(int32_t(rng() % V));
     }
-    DeviceBuffer<float> dl(logits), clp(static_cast<size_t>(R)), tlp(size_t(R) * std::max(top_n, 1));
+    DeviceBuffer<float> dl(logits), clp(static_cast<size_t>(R)),
+        tlp(size_t(R) * std::max(top_n, 1));
     DeviceBuffer<int32_t> dc(chosen), tid(size_t(R) * std::max(top_n, 1));
     clp.poison(), tlp.poison(), tid.poison();
     cuda::logprobs_topn(dl.get(), R, V, dc.get(), top_n, clp.get(), top_n ? tid.get() : nullptr,
@@ -240,14 +243,17 @@ TEST(Sampling, LogprobsMatchHostLogSoftmax) {
       for (int j = 0; j < V; ++j) s += std::exp(double(l[j]) - mx);
       const double lse = mx + std::log(s);
       // Both sides compute x - lse in double and round to float: at most an fp32 ulp apart.
-      const auto close = [](double got, double want) { return std::fabs(got - want) <= 0x1p-22 * std::max(1.0, std::fabs(want)); };
-      EXPECT_TRUE(close(g_c[size_t(r)], l[chosen[size_t(r)]] - lse)) << "row " << r << ": " << g_c[size_t(r)] << " vs "
-                                                                        << l[chosen[size_t(r)]] - lse;
+      const auto close = [](double got, double want) {
+        return std::fabs(got - want) <= 0x1p-22 * std::max(1.0, std::fabs(want));
+      };
+      EXPECT_TRUE(close(g_c[size_t(r)], l[chosen[size_t(r)]] - lse))
+          << "row " << r << ": " << g_c[size_t(r)] << " vs " << l[chosen[size_t(r)]] - lse;
       std::vector<int32_t> idx(static_cast<size_t>(V));
       std::iota(idx.begin(), idx.end(), 0);
       const int n = std::min(V, top_n);
-      std::partial_sort(idx.begin(), idx.begin() + n, idx.end(),
-                        [&](int32_t a, int32_t b) { return l[a] > l[b] || (l[a] == l[b] && a < b); });
+      std::partial_sort(idx.begin(), idx.begin() + n, idx.end(), [&](int32_t a, int32_t b) {
+        return l[a] > l[b] || (l[a] == l[b] && a < b);
+      });
       for (int t = 0; t < top_n; ++t) {
         const size_t o = size_t(r) * top_n + t;
         if (t < n) {
@@ -265,8 +271,10 @@ TEST(Sampling, LogprobsMatchHostLogSoftmax) {
 TEST(Sampling, BadArgumentsThrow) {
   DeviceBuffer<float> f(64);
   DeviceBuffer<int32_t> i(64);
-  EXPECT_THROW(cuda::logprobs_topn(f.get(), 1, 64, i.get(), 21, f.get(), i.get(), f.get(), nullptr), Error);
-  EXPECT_THROW(cuda::logprobs_topn(f.get(), 1, 64, i.get(), 1, nullptr, i.get(), f.get(), nullptr), Error);
+  EXPECT_THROW(cuda::logprobs_topn(f.get(), 1, 64, i.get(), 21, f.get(), i.get(), f.get(), nullptr),
+               Error);
+  EXPECT_THROW(cuda::logprobs_topn(f.get(), 1, 64, i.get(), 1, nullptr, i.get(), f.get(), nullptr),
+               Error);
   EXPECT_THROW(cuda::sample_tokens(f.get(), 1, 0, nullptr, i.get(), nullptr, 0, nullptr), Error);
   EXPECT_THROW(cuda::sample_tokens(f.get(), 1, 64, nullptr, i.get(), nullptr, 0, nullptr), Error);
 }

@@ -22,7 +22,8 @@ GpuSplit gpu_split(const std::vector<uint16_t>& w, int N, int K, bool channel) {
   lo.poison();
   dk.poison();
   GpuSplit g;
-  g.st = cuda::split_weight(as_half(dw.get()), N, K, channel, up.get(), lo.get(), dk.get(), nullptr);
+  g.st =
+      cuda::split_weight(as_half(dw.get()), N, K, channel, up.get(), lo.get(), dk.get(), nullptr);
   g.upper = up.download();
   g.lower = lo.download();
   g.k = dk.download();
@@ -35,7 +36,8 @@ void expect_same_as_cpu(const std::vector<uint16_t>& w, int N, int K, format::Sc
   ASSERT_TRUE(g.st.ok) << "GPU rejected row " << g.st.bad_row << " that the CPU codec nests";
   ASSERT_EQ(g.k, cpu.k);
   size_t bad = 0;
-  for (size_t i = 0; i < g.upper.size(); ++i) bad += g.upper[i] != cpu.upper[i] || g.lower[i] != cpu.lower[i];
+  for (size_t i = 0; i < g.upper.size(); ++i)
+    bad += g.upper[i] != cpu.upper[i] || g.lower[i] != cpu.lower[i];
   EXPECT_EQ(bad, 0u) << "plane bytes differing from the CPU codec";
   // Merge on the GPU gives back the scaled FP16 values bit for bit.
   DeviceBuffer<uint8_t> up(g.upper), lo(g.lower);
@@ -76,16 +78,16 @@ TEST(Split, AdversarialRowsMatchCpuCodec) {
     for (uint16_t v : vals) r[i++] = v;
     rows.push_back(r);
   };
-  row_of({0x3F00});                          // 1.75 exactly: k = 0
-  row_of({0x3F7F, 0xBF7F});                  // just below 1.875: negative k, lossless
-  row_of({0x3F7F, 0x0001});                  // negative k would drop a subnormal bit -> k = 0
-  row_of({0x4400, 0x0400});                  // 4.0 with the smallest normal: k = -2, exact
-  row_of({0x0001, 0x0003, 0x8002});          // subnormals only (rest set below)
+  row_of({0x3F00});                  // 1.75 exactly: k = 0
+  row_of({0x3F7F, 0xBF7F});          // just below 1.875: negative k, lossless
+  row_of({0x3F7F, 0x0001});          // negative k would drop a subnormal bit -> k = 0
+  row_of({0x4400, 0x0400});          // 4.0 with the smallest normal: k = -2, exact
+  row_of({0x0001, 0x0003, 0x8002});  // subnormals only (rest set below)
   rows.back().assign(K, 0x0001);
   rows.back()[1] = 0x83FF;
-  rows.push_back(std::vector<uint16_t>(K, 0));        // all-zero row: k = 0
-  rows.push_back(std::vector<uint16_t>(K, 0x8000));   // negative zeros
-  row_of({0x3B00, 0x3B80, 0x3BC0, 0x3C40});  // ties at the rounding boundary
+  rows.push_back(std::vector<uint16_t>(K, 0));       // all-zero row: k = 0
+  rows.push_back(std::vector<uint16_t>(K, 0x8000));  // negative zeros
+  row_of({0x3B00, 0x3B80, 0x3BC0, 0x3C40});          // ties at the rounding boundary
   std::vector<uint16_t> w;
   for (auto& r : rows) w.insert(w.end(), r.begin(), r.end());
   expect_same_as_cpu(w, int(rows.size()), K, format::ScaleMode::Channel);

@@ -41,8 +41,9 @@ engine::ModelRunner& cpu_runner() {
     engine::RunnerOptions o;
     o.num_kv_blocks = 64;
     o.max_num_batched_tokens = 512;
-    r = std::make_unique<engine::ModelRunner>(backend::make_cpu_backend(),
-                                              engine::ModelWeights::load(kModel, format::ScaleMode::None), o);
+    r = std::make_unique<engine::ModelRunner>(
+        backend::make_cpu_backend(), engine::ModelWeights::load(kModel, format::ScaleMode::None),
+        o);
   }
   return *r;
 }
@@ -87,7 +88,8 @@ TEST(CudaEngine, PerplexityMatchesCpuBackend) {
     EXPECT_NEAR(g / c, 1.0, 1e-3) << to_string(p) << ": cuda " << g << " cpu " << c;
     std::printf("[ perplexity %s, 64 chunks: cuda %.5f, cpu %.5f ]\n", to_string(p), g, c);
   }
-  const auto f16 = first8_chunk_nll(gpu(), Precision::FP16), f8 = first8_chunk_nll(gpu(), Precision::FP8);
+  const auto f16 = first8_chunk_nll(gpu(), Precision::FP16),
+             f8 = first8_chunk_nll(gpu(), Precision::FP8);
   EXPECT_NEAR(mean(f16), mean(reference_first8("fp16")), 0.002);
   EXPECT_NEAR(mean(f8), mean(reference_first8("nested_fp8")), 0.004);
   EXPECT_GT(mean(f8) - mean(f16), 0.0005) << "FP8 should cost accuracy: did the FP8 path run?";
@@ -98,7 +100,8 @@ TEST(CudaEngine, PerplexityMatchesCpuBackend) {
 TEST(CudaEngine, NestedFp16MatchesPlainFp16Engine) {
   auto plain = cuda_runner(false);
   EXPECT_EQ(plain->load_report().nested, 0);
-  const double a = ppl(first8_chunk_nll(gpu(), Precision::FP16)), b = ppl(first8_chunk_nll(*plain, Precision::FP16));
+  const double a = ppl(first8_chunk_nll(gpu(), Precision::FP16)),
+               b = ppl(first8_chunk_nll(*plain, Precision::FP16));
   EXPECT_NEAR(a / b, 1.0, 2e-4) << "nested " << a << " plain " << b;
 }
 
@@ -139,7 +142,8 @@ TEST(CudaEngine, GreedyMatchesReference) {
     req.max_tokens = int(n);
     req.sampling.temperature = 0.f;
     req.ignore_eos = true;
-    EXPECT_EQ(run_request(eng, req), std::vector<int32_t>(want.begin(), want.begin() + ptrdiff_t(n)))
+    EXPECT_EQ(run_request(eng, req),
+              std::vector<int32_t>(want.begin(), want.begin() + ptrdiff_t(n)))
         << "prompt: " << g["prompt"].get<std::string>().substr(0, 60);
   }
   EXPECT_GE(prompts, 4);
@@ -172,7 +176,8 @@ TEST(CudaEngine, SeededSamplingIsReproducible) {
       others.push_back(eng.add_request(o));
     }
     auto out = run_request(eng, req);
-    while (eng.step()) {}
+    while (eng.step()) {
+    }
     return out;
   };
   const auto a = mixed();

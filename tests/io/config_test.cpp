@@ -14,10 +14,10 @@ namespace {
 using nlohmann::json;
 
 json base(const char* type) {
-  return json{{"model_type", type},        {"architectures", {"XForCausalLM"}},
-              {"hidden_size", 512},        {"intermediate_size", 1536},
-              {"num_hidden_layers", 4},    {"num_attention_heads", 8},
-              {"vocab_size", 1000},        {"max_position_embeddings", 4096},
+  return json{{"model_type", type},     {"architectures", {"XForCausalLM"}},
+              {"hidden_size", 512},     {"intermediate_size", 1536},
+              {"num_hidden_layers", 4}, {"num_attention_heads", 8},
+              {"vocab_size", 1000},     {"max_position_embeddings", 4096},
               {"rms_norm_eps", 1e-6}};
 }
 
@@ -53,8 +53,10 @@ TEST(Config, Llama3RopeScalingOldForm) {
   json j = base("llama");
   j["num_key_value_heads"] = 2;
   j["rope_theta"] = 500000.0;
-  j["rope_scaling"] = {{"rope_type", "llama3"},         {"factor", 8.0},
-                       {"low_freq_factor", 1.0},        {"high_freq_factor", 4.0},
+  j["rope_scaling"] = {{"rope_type", "llama3"},
+                       {"factor", 8.0},
+                       {"low_freq_factor", 1.0},
+                       {"high_freq_factor", 4.0},
                        {"original_max_position_embeddings", 8192}};
   j["eos_token_id"] = {128001, 128008, 128009};
   j["bos_token_id"] = 128000;
@@ -76,9 +78,9 @@ TEST(Config, Llama3RopeScalingOldForm) {
 
 TEST(Config, RopeParametersNewForm) {
   json j = base("llama");
-  j["rope_parameters"] = {{"rope_type", "llama3"}, {"rope_theta", 500000.0}, {"factor", 32.0},
-                          {"low_freq_factor", 1.0}, {"high_freq_factor", 4.0},
-                          {"original_max_position_embeddings", 8192}};
+  j["rope_parameters"] = {{"rope_type", "llama3"},   {"rope_theta", 500000.0},
+                          {"factor", 32.0},          {"low_freq_factor", 1.0},
+                          {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 8192}};
   const ModelConfig c = parse_config(j);
   EXPECT_DOUBLE_EQ(c.rope_theta, 500000.0);
   EXPECT_EQ(c.rope_scaling.type, "llama3");

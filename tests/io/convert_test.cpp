@@ -47,11 +47,10 @@ TEST(ToFp16, Bf16ReportCountsOverflowInexactUnderflow) {
   ConversionReport r;
   const auto out = to_fp16(view(DType::BF16, in.data(), int64_t(in.size())), &r);
   ASSERT_EQ(out.size(), in.size());
-  for (size_t i = 0; i < std::size(cases); ++i)
-    EXPECT_EQ(out[i], cases[i].fp16) << cases[i].what;
+  for (size_t i = 0; i < std::size(cases); ++i) EXPECT_EQ(out[i], cases[i].fp16) << cases[i].what;
   EXPECT_TRUE(std::isnan(fp16_to_float(out.back())));
   EXPECT_EQ(r.overflow, 2);
-  EXPECT_EQ(r.inexact, 4);    // two inexact subnormals + two underflows
+  EXPECT_EQ(r.inexact, 4);  // two inexact subnormals + two underflows
   EXPECT_EQ(r.underflow, 2);
 }
 

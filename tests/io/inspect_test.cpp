@@ -47,9 +47,8 @@ TEST(Inspect, TinyModelNestsAll42LinearLayers) {
     const int64_t h = cfg.hidden_size, q = cfg.num_heads * cfg.head_dim,
                   kv = cfg.num_kv_heads * cfg.head_dim, f = cfg.intermediate_size;
     const std::pair<const char*, std::pair<int64_t, int64_t>> shapes[] = {
-        {"self_attn.q_proj", {q, h}},   {"self_attn.k_proj", {kv, h}},
-        {"self_attn.v_proj", {kv, h}},  {"self_attn.o_proj", {h, q}},
-        {"mlp.gate_proj", {f, h}},      {"mlp.up_proj", {f, h}},
+        {"self_attn.q_proj", {q, h}}, {"self_attn.k_proj", {kv, h}}, {"self_attn.v_proj", {kv, h}},
+        {"self_attn.o_proj", {h, q}}, {"mlp.gate_proj", {f, h}},     {"mlp.up_proj", {f, h}},
         {"mlp.down_proj", {h, f}}};
     for (int l = 0; l < cfg.num_layers; ++l)
       for (auto& [suffix, shape] : shapes) {
@@ -99,7 +98,7 @@ TEST(Inspect, CraftedModelReportsWhyLayersStayFp16) {
   auto f16 = [](float x) { return float_to_fp16(x); };
   auto bf16 = [](float x) { return float_to_bf16(x); };
   // q_proj: row 1 holds 2.5, nestable only with a per-row scale (k = -1); row 0 max 0.1 -> k = 4.
-  const uint16_t q[8] = {f16(0.1f), f16(-0.05f), 0, f16(0.01f),
+  const uint16_t q[8] = {f16(0.1f), f16(-0.05f), 0,         f16(0.01f),
                          f16(2.5f), f16(-1.0f),  f16(0.5f), f16(0.25f)};
   const uint16_t up[4] = {bf16(1.0f), bf16(-0.5f), bf16(0.25f), bf16(0.125f)};
   const uint16_t down[4] = {bf16(1.0f), bf16(65536.0f), bf16(0.5f), bf16(0.5f)};  // overflows FP16

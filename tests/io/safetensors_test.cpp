@@ -94,9 +94,8 @@ TEST(Safetensors, WriterRejectsWrongByteCount) {
 
 TEST(Safetensors, GapsBetweenTensorsAreAllowed) {
   // 'b' starts 4 bytes after 'a' ends (alignment padding some writers emit).
-  const std::string h =
-      R"({"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},)"
-      R"("b":{"dtype":"I16","shape":[2],"data_offsets":[8,12]}})";
+  const std::string h = R"({"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},)"
+                        R"("b":{"dtype":"I16","shape":[2],"data_offsets":[8,12]}})";
   const auto img = image(h, 16);
   auto f = SafetensorsFile::from_memory(img.data(), img.size(), "gap.safetensors");
   const TensorView* b = f->find("b");
@@ -131,18 +130,18 @@ std::vector<Corrupt> corrupt_cases() {
   c.push_back({"absurd header length", image(entry(ok), 8, UINT64_MAX - 3), "past the end"});
   c.push_back({"invalid json", image(R"({"w": {"dtype": "F16",)", 8), "not valid JSON"});
   c.push_back({"json not object", image("[1,2,3]", 0), "must be a JSON object"});
-  c.push_back({"deep nesting", image(std::string(5000, '[') + std::string(5000, ']'), 0),
-               "nested deeper"});
+  c.push_back(
+      {"deep nesting", image(std::string(5000, '[') + std::string(5000, ']'), 0), "nested deeper"});
   c.push_back({"entry not object", image(R"({"w":[1,2]})", 8), "must be an object"});
-  c.push_back({"missing dtype", image(entry(R"({"shape":[2,2],"data_offsets":[0,8]})"), 8),
-               "dtype"});
+  c.push_back(
+      {"missing dtype", image(entry(R"({"shape":[2,2],"data_offsets":[0,8]})"), 8), "dtype"});
   c.push_back({"dtype not string",
                image(entry(R"({"dtype":7,"shape":[2,2],"data_offsets":[0,8]})"), 8), "dtype"});
   c.push_back({"unknown dtype",
                image(entry(R"({"dtype":"F12","shape":[2,2],"data_offsets":[0,8]})"), 8),
                "unknown dtype 'F12'"});
-  c.push_back({"missing shape", image(entry(R"({"dtype":"F16","data_offsets":[0,8]})"), 8),
-               "shape"});
+  c.push_back(
+      {"missing shape", image(entry(R"({"dtype":"F16","data_offsets":[0,8]})"), 8), "shape"});
   c.push_back({"shape not ints",
                image(entry(R"({"dtype":"F16","shape":[2,"2"],"data_offsets":[0,8]})"), 8),
                "integers"});
@@ -154,8 +153,8 @@ std::vector<Corrupt> corrupt_cases() {
                            R"("data_offsets":[0,8]})"),
                      8),
                "too large"});
-  c.push_back({"missing offsets", image(entry(R"({"dtype":"F16","shape":[2,2]})"), 8),
-               "data_offsets"});
+  c.push_back(
+      {"missing offsets", image(entry(R"({"dtype":"F16","shape":[2,2]})"), 8), "data_offsets"});
   c.push_back({"offsets not a pair",
                image(entry(R"({"dtype":"F16","shape":[2,2],"data_offsets":[0,4,8]})"), 8),
                "data_offsets"});
@@ -176,11 +175,12 @@ std::vector<Corrupt> corrupt_cases() {
                      R"("b":{"dtype":"F16","shape":[2],"data_offsets":[6,10]}})",
                      16),
                "overlap"});
-  c.push_back({"metadata not strings", image(R"({"__metadata__":{"format":1}})", 0),
-               "__metadata__"});
-  c.push_back({"truncated data", [] {
-                 auto v = image(R"({"w":{"dtype":"F16","shape":[64],"data_offsets":[0,128]}})",
-                                128);
+  c.push_back(
+      {"metadata not strings", image(R"({"__metadata__":{"format":1}})", 0), "__metadata__"});
+  c.push_back({"truncated data",
+               [] {
+                 auto v =
+                     image(R"({"w":{"dtype":"F16","shape":[64],"data_offsets":[0,128]}})", 128);
                  v.resize(v.size() - 1);
                  return v;
                }(),

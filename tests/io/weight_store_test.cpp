@@ -26,14 +26,15 @@ void write_text(const std::string& path, const std::string& text) { std::ofstrea
 struct ShardedModel {
   std::vector<uint16_t> a = {1, 2, 3, 4, 5, 6}, b = {7, 8}, c = {9, 10, 11};
   explicit ShardedModel(const TempDir& d) {
-    write_safetensors(d.file("model-1.safetensors"),
-                      {{"x.a", DType::F16, {2, 3}, a.data(), 12}, {"x.b", DType::F16, {2}, b.data(), 4}});
+    write_safetensors(d.file("model-1.safetensors"), {{"x.a", DType::F16, {2, 3}, a.data(), 12},
+                                                      {"x.b", DType::F16, {2}, b.data(), 4}});
     write_safetensors(d.file("model-2.safetensors"), {{"x.c", DType::BF16, {3}, c.data(), 6}});
   }
   static std::string index(const std::string& c_shard = "model-2.safetensors",
                            const std::string& extra = "") {
     return R"({"metadata":{"total_size":22},"weight_map":{"x.a":"model-1.safetensors",)"
-           R"("x.b":"model-1.safetensors","x.c":")" + c_shard + "\"" + extra + "}}";
+           R"("x.b":"model-1.safetensors","x.c":")" +
+           c_shard + "\"" + extra + "}}";
   }
 };
 
@@ -86,8 +87,9 @@ TEST(WeightStore, TensorAbsentFromItsShardIsNamed) {
 
 TEST(WeightStore, BrokenIndexAndEmptyDirectory) {
   TempDir d;
-  EXPECT_NE(message_of([&] { WeightStore::open_dir(d.path.string()); }).find("no model.safetensors"),
-            std::string::npos);
+  EXPECT_NE(
+      message_of([&] { WeightStore::open_dir(d.path.string()); }).find("no model.safetensors"),
+      std::string::npos);
   EXPECT_NE(message_of([&] { WeightStore::open_dir(d.file("nope")); }).find("not a directory"),
             std::string::npos);
   ShardedModel m(d);

@@ -22,7 +22,8 @@ bool send_str(int fd, const std::string& s) {
 }
 
 // Reads until the peer closes, `until` appears `count` times, or `timeout` passes.
-std::string read_for(int fd, std::chrono::milliseconds timeout, const std::string& until = "", int count = 1) {
+std::string read_for(int fd, std::chrono::milliseconds timeout, const std::string& until = "",
+                     int count = 1) {
   std::string out;
   const auto end = Clock::now() + timeout;
   char buf[65536];
@@ -33,7 +34,8 @@ std::string read_for(int fd, std::chrono::milliseconds timeout, const std::strin
       if (seen >= count) break;
     }
     pollfd p{fd, POLLIN, 0};
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - Clock::now()).count();
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(end - Clock::now()).count();
     if (::poll(&p, 1, static_cast<int>(std::max<int64_t>(left, 0))) <= 0) break;
     const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
     if (n <= 0) break;
@@ -42,7 +44,8 @@ std::string read_for(int fd, std::chrono::milliseconds timeout, const std::strin
   return out;
 }
 
-std::string post_req(const std::string& path, const std::string& body, const std::string& extra = "") {
+std::string post_req(const std::string& path, const std::string& body,
+                     const std::string& extra = "") {
   return "POST " + path + " HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + extra +
          "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
 }
@@ -52,7 +55,9 @@ int status_of(const std::string& response) {
   return std::stoi(response.substr(9, 3));
 }
 
-double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
+double ms_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
 
 server::ServeConfig hostile_config() {
   auto c = config();
@@ -86,11 +91,15 @@ server::ServingStack* Hostile::stack_ = nullptr;
 TEST_F(Hostile, DeepNestingOnEveryEndpointIsA400AndTheServerLives) {
   const std::string deep = std::string(150000, '[') + std::string(150000, ']');
   Client c(port());
-  for (const std::string path : {"/v1/completions", "/v1/chat/completions", "/tokenize", "/detokenize", "/admin/precision"}) {
-    for (const std::string& body : {"{\"messages\": " + deep + "}", "{\"prompt\": " + deep + "}", deep}) {
+  for (const std::string path : {"/v1/completions", "/v1/chat/completions", "/tokenize",
+                                 "/detokenize", "/admin/precision"}) {
+    for (const std::string& body :
+         {"{\"messages\": " + deep + "}", "{\"prompt\": " + deep + "}", deep}) {
       auto r = c.post(path, body);
       ASSERT_EQ(r.status, 400) << path << ": " << r.body.substr(0, 200);
-      EXPECT_NE(r.j["error"]["message"].get<std::string>().find("deeper than 64"), std::string::npos) << r.body;
+      EXPECT_NE(r.j["error"]["message"].get<std::string>().find("deeper than 64"),
+                std::string::npos)
+          << r.body;
     }
   }
   EXPECT_EQ(c.get("/health").status, 200);
@@ -135,7 +144,8 @@ TEST_F(Hostile, SlowClientsDoNotStopHealthAndAreCutAtTheHeaderTimeout) {
 
 TEST_F(Hostile, AbandonedNonStreamingRequestsAreAbortedAndFreeTheirBlocks) {
   const double before = metric(metrics(), "nestedfp_client_disconnects_total");
-  const std::string body = json{{"prompt", "def f():"}, {"max_tokens", 900}, {"ignore_eos", true}}.dump();
+  const std::string body =
+      json{{"prompt", "def f():"}, {"max_tokens", 900}, {"ignore_eos", true}}.dump();
   std::vector<int> fds;
   for (int i = 0; i < 6; ++i) {
     int fd = connect_to(port());
@@ -154,15 +164,18 @@ TEST_F(Hostile, AbandonedNonStreamingRequestsAreAbortedAndFreeTheirBlocks) {
     freed = s.running == 0 && s.waiting == 0 && s.kv_blocks_used == 0;
     if (!freed) std::this_thread::sleep_for(10ms);
   }
-  EXPECT_TRUE(freed) << "running " << engine().stats().running << ", KV blocks " << engine().stats().kv_blocks_used;
+  EXPECT_TRUE(freed) << "running " << engine().stats().running << ", KV blocks "
+                     << engine().stats().kv_blocks_used;
   EXPECT_GE(metric(metrics(), "nestedfp_client_disconnects_total") - before, 6);
 }
 
 TEST_F(Hostile, PipelinedRequestsAreAllAnsweredInOrder) {
   int fd = connect_to(port());
   ASSERT_GE(fd, 0);
-  ASSERT_TRUE(send_str(fd, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n" + post_req("/tokenize", R"({"prompt": "abc"})") +
-                               "GET /version HTTP/1.1\r\nHost: x\r\n\r\n" + post_req("/detokenize", R"({"tokens": [999999]})")));
+  ASSERT_TRUE(send_str(fd, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n" +
+                               post_req("/tokenize", R"({"prompt": "abc"})") +
+                               "GET /version HTTP/1.1\r\nHost: x\r\n\r\n" +
+                               post_req("/detokenize", R"({"tokens": [999999]})")));
   std::string all = read_for(fd, 5s, "HTTP/1.1 ", 4);
   all += read_for(fd, 300ms);
   ::close(fd);
@@ -170,7 +183,8 @@ TEST_F(Hostile, PipelinedRequestsAreAllAnsweredInOrder) {
   for (size_t p = all.find("HTTP/1.1 "); p != std::string::npos; p = all.find("HTTP/1.1 ", p + 1))
     statuses.push_back(std::stoi(all.substr(p + 9, 3)));
   EXPECT_EQ(statuses, (std::vector<int>{200, 200, 200, 400})) << all;
-  const size_t tok = all.find("\"tokens\""), ver = all.find("\"version\""), det = all.find("outside the vocabulary");
+  const size_t tok = all.find("\"tokens\""), ver = all.find("\"version\""),
+               det = all.find("outside the vocabulary");
   EXPECT_TRUE(tok != std::string::npos && ver != std::string::npos && tok < ver) << all;
   EXPECT_NE(det, std::string::npos) << all;
 }
@@ -181,9 +195,13 @@ TEST_F(Hostile, BadContentLengthsAreAnsweredAtOnce) {
     int status;
   } cases[] = {
       {"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", 400},
-      {"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n", 413},
-      {"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n{\"prompt\": ", 413},
-      {"POST /v1/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"a\":\r\n", 411},
+      {"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n",
+       413},
+      {"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n{\"prompt\": ",
+       413},
+      {"POST /v1/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
+       "chunked\r\n\r\n5\r\n{\"a\":\r\n",
+       411},
   };
   for (const auto& k : cases) {
     int fd = connect_to(port());
@@ -198,7 +216,8 @@ TEST_F(Hostile, BadContentLengthsAreAnsweredAtOnce) {
   }
   // A body that stops short gets 408 after the body timeout, not a hang.
   int fd = connect_to(port());
-  ASSERT_TRUE(send_str(fd, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"prompt\""));
+  ASSERT_TRUE(send_str(
+      fd, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"prompt\""));
   EXPECT_EQ(status_of(read_for(fd, 8s)), 408);
   ::close(fd);
 }
@@ -234,10 +253,16 @@ TEST_F(Hostile, UnhonouredFieldsAndHugePromptsAre400s) {
     json body;
     const char* param;
   } cases[] = {
-      {"/v1/chat/completions", {{"messages", {{{"role", "hacker"}, {"content", "x"}}}}}, "messages"},
+      {"/v1/chat/completions",
+       {{"messages", {{{"role", "hacker"}, {"content", "x"}}}}},
+       "messages"},
       {"/v1/chat/completions", {{"messages", {{{"role", ""}, {"content", "x"}}}}}, "messages"},
-      {"/v1/chat/completions", {{"messages", {user}}, {"response_format", {{"type", "json_object"}}}}, "response_format"},
-      {"/v1/chat/completions", {{"messages", {user}}, {"response_format", {{"type", "json_schema"}}}}, "response_format"},
+      {"/v1/chat/completions",
+       {{"messages", {user}}, {"response_format", {{"type", "json_object"}}}},
+       "response_format"},
+      {"/v1/chat/completions",
+       {{"messages", {user}}, {"response_format", {{"type", "json_schema"}}}},
+       "response_format"},
       {"/v1/chat/completions", {{"messages", {user}}, {"tool_choice", "auto"}}, "tool_choice"},
       {"/v1/completions", {{"prompt", "x"}, {"logit_bias", {{"5", 10}}}}, "logit_bias"},
       {"/v1/completions", {{"prompt", "x"}, {"frobnicate", true}}, "frobnicate"},
@@ -249,12 +274,17 @@ TEST_F(Hostile, UnhonouredFieldsAndHugePromptsAre400s) {
   }
   // A 900 KB prompt is refused from its size, before the tokenizer runs.
   auto t0 = Clock::now();
-  auto big = c.post("/v1/completions", json{{"prompt", std::string(900000, 'a')}, {"max_tokens", 1}});
+  auto big =
+      c.post("/v1/completions", json{{"prompt", std::string(900000, 'a')}, {"max_tokens", 1}});
   EXPECT_EQ(big.status, 400) << big.body.substr(0, 300);
   EXPECT_EQ(big.j["error"]["code"], "context_length_exceeded");
-  EXPECT_NE(big.j["error"]["message"].get<std::string>().find("before tokenizing"), std::string::npos) << big.body;
+  EXPECT_NE(big.j["error"]["message"].get<std::string>().find("before tokenizing"),
+            std::string::npos)
+      << big.body;
   EXPECT_LT(ms_since(t0), 3000);
-  auto big_chat = c.post("/v1/chat/completions", json{{"messages", {{{"role", "user"}, {"content", std::string(900000, 'b')}}}}});
+  auto big_chat =
+      c.post("/v1/chat/completions",
+             json{{"messages", {{{"role", "user"}, {"content", std::string(900000, 'b')}}}}});
   EXPECT_EQ(big_chat.j["error"]["code"], "context_length_exceeded") << big_chat.body.substr(0, 300);
   auto big_tok = c.post("/tokenize", json{{"prompt", std::string(900000, 'c')}});
   EXPECT_EQ(big_tok.j["error"]["code"], "context_length_exceeded") << big_tok.body.substr(0, 300);
@@ -268,13 +298,15 @@ TEST_F(Hostile, TokenEndpointsAndVersion) {
   EXPECT_EQ(t.j["tokens"].get<std::vector<int32_t>>(), tok.encode("def add(a, b):", true));
   EXPECT_EQ(t.j["count"], t.j["tokens"].size());
   EXPECT_EQ(t.j["max_model_len"], 1024);
-  auto plain = c.post("/tokenize", json{{"prompt", "def add(a, b):"}, {"add_special_tokens", false}});
+  auto plain =
+      c.post("/tokenize", json{{"prompt", "def add(a, b):"}, {"add_special_tokens", false}});
   EXPECT_EQ(plain.j["tokens"].get<std::vector<int32_t>>(), tok.encode("def add(a, b):", false));
   auto d = c.post("/detokenize", json{{"tokens", plain.j["tokens"]}});
   ASSERT_EQ(d.status, 200) << d.body;
   EXPECT_EQ(d.j["prompt"], "def add(a, b):");
   // Chat tokenization counts what a chat completion is charged for its prompt.
-  const json msgs = {{{"role", "system"}, {"content", "Be brief."}}, {{"role", "user"}, {"content", "print hi"}}};
+  const json msgs = {{{"role", "system"}, {"content", "Be brief."}},
+                     {{"role", "user"}, {"content", "print hi"}}};
   auto ct = c.post("/tokenize", json{{"messages", msgs}});
   auto cc = c.post("/v1/chat/completions", json{{"messages", msgs}, {"max_tokens", 1}});
   ASSERT_EQ(cc.status, 200) << cc.body;
@@ -293,16 +325,21 @@ TEST(HostileAdmin, AdminKeyGuardsAdminAndLoopbackIsTheRuleWithoutKeys) {
   stack.start();
   const int port = stack.port();
   EXPECT_EQ(Client(port).get("/admin/precision").status, 401);
-  EXPECT_EQ(Client(port, "api").post("/admin/precision", json{{"precision", "fp8"}}).status, 401);  // not the admin key
+  EXPECT_EQ(Client(port, "api").post("/admin/precision", json{{"precision", "fp8"}}).status,
+            401);  // not the admin key
   EXPECT_EQ(Client(port, "api").get("/v1/models").status, 200);
   EXPECT_EQ(Client(port, "root").get("/v1/models").status, 401);  // the admin key is not an API key
   auto set = Client(port, "root").post("/admin/precision", json{{"precision", "fp8"}});
   EXPECT_EQ(set.status, 200) << set.body;
   EXPECT_EQ(stack.engine().precision_policy(), "fp8");
-  EXPECT_EQ(Client(port, "root").post("/admin/precision", json{{"precision", "fp8"}, {"extra", 1}}).status, 400);
+  EXPECT_EQ(Client(port, "root")
+                .post("/admin/precision", json{{"precision", "fp8"}, {"extra", 1}})
+                .status,
+            400);
   stack.stop();
   // No keys: loopback clients may administer (remote ones get 403: server::is_loopback_address).
   server::ServingStack open_stack(config());
   open_stack.start();
-  EXPECT_EQ(Client(open_stack.port()).post("/admin/precision", json{{"precision", "fp8"}}).status, 200);
+  EXPECT_EQ(Client(open_stack.port()).post("/admin/precision", json{{"precision", "fp8"}}).status,
+            200);
 }

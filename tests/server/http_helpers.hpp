@@ -37,8 +37,9 @@ inline server::ServeConfig config(const std::string& precision = "fp16") {
     ro.max_model_len = e.max_model_len;
     ro.max_num_batched_tokens = e.max_num_batched_tokens;
     ro.max_num_seqs = e.max_num_seqs;
-    return std::make_unique<engine::ModelRunner>(backend::make_cpu_backend(),
-                                                 engine::ModelWeights::load(model_dir(), format::ScaleMode::None), ro);
+    return std::make_unique<engine::ModelRunner>(
+        backend::make_cpu_backend(),
+        engine::ModelWeights::load(model_dir(), format::ScaleMode::None), ro);
   };
   return c;
 }
@@ -93,8 +94,10 @@ inline Sse parse_sse(const std::string& body) {
     pos = end + 2;
     if (ev.rfind("data: ", 0) != 0) continue;  // comments (keep-alive)
     std::string data = ev.substr(6);
-    if (data == "[DONE]") s.done = true;
-    else s.events.push_back(json::parse(data));
+    if (data == "[DONE]")
+      s.done = true;
+    else
+      s.events.push_back(json::parse(data));
   }
   return s;
 }
@@ -124,8 +127,10 @@ inline int connect_to(int port) {
 inline int raw_request(int port, const std::string& path, const std::string& body) {
   const int fd = connect_to(port);
   if (fd < 0) return -1;
-  std::string req = "POST " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: " +
-                    std::to_string(body.size()) + "\r\n\r\n" + body;
+  std::string req =
+      "POST " + path +
+      " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: " +
+      std::to_string(body.size()) + "\r\n\r\n" + body;
   if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) {
     ::close(fd);
     return -1;

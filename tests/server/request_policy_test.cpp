@@ -13,7 +13,8 @@ using namespace nestedfp::server;
 namespace {
 
 std::string nested(int depth, const std::string& inner = "1") {
-  return std::string(static_cast<size_t>(depth), '[') + inner + std::string(static_cast<size_t>(depth), ']');
+  return std::string(static_cast<size_t>(depth), '[') + inner +
+         std::string(static_cast<size_t>(depth), ']');
 }
 
 template <typename P>
@@ -42,9 +43,10 @@ TEST(JsonDepth, DeepBodiesAreRefusedOnEveryParser) {
       "{\"prompt\": \"x\", \"stop\": " + deep + "}",
   };
   for (const auto& b : bodies) {
-    for (const std::string& msg : {error_of(parse_chat_request(b)), error_of(parse_completion_request(b)),
-                                   error_of(parse_tokenize_request(b)), error_of(parse_detokenize_request(b)),
-                                   error_of(parse_json_object(b))})
+    for (const std::string& msg :
+         {error_of(parse_chat_request(b)), error_of(parse_completion_request(b)),
+          error_of(parse_tokenize_request(b)), error_of(parse_detokenize_request(b)),
+          error_of(parse_json_object(b))})
       EXPECT_NE(msg.find("deeper than 64 levels"), std::string::npos) << msg;
   }
   // 64 levels are still parsed (and then judged on their content).
@@ -58,26 +60,36 @@ TEST(FieldPolicy, FieldsTheServerDoesNotHonourAreRefusedByName) {
     const char* param;
     const char* says;
   } cases[] = {
-      {R"({"messages": [{"role": "hacker", "content": "x"}]})", "messages", "messages[0].role 'hacker'"},
-      {R"({"messages": [{"role": "user", "content": "a"}, {"role": "", "content": "x"}]})", "messages", "messages[1].role ''"},
-      {R"({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}})", "response_format", "json_object"},
+      {R"({"messages": [{"role": "hacker", "content": "x"}]})", "messages",
+       "messages[0].role 'hacker'"},
+      {R"({"messages": [{"role": "user", "content": "a"}, {"role": "", "content": "x"}]})",
+       "messages", "messages[1].role ''"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}})",
+       "response_format", "json_object"},
       {R"({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_schema", "json_schema": {}}})",
        "response_format", "json_schema"},
-      {R"({"messages": [{"role": "user", "content": "x"}], "response_format": "json"})", "response_format", "must be an object"},
-      {R"({"messages": [{"role": "user", "content": "x"}], "tool_choice": "auto"})", "tool_choice", "only allowed with 'tools'"},
-      {R"({"messages": [{"role": "user", "content": "x"}], "tool_choice": "none", "tools": []})", "tool_choice", "tools"},
-      {R"({"messages": [{"role": "user", "content": "x"}], "repetition_penalty": 1.2})", "repetition_penalty", "not a field"},
-      {R"({"messages": [{"role": "user", "content": "x"}], "functions": [{"name": "f"}]})", "functions", "not a field"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "response_format": "json"})",
+       "response_format", "must be an object"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "tool_choice": "auto"})", "tool_choice",
+       "only allowed with 'tools'"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "tool_choice": "none", "tools": []})",
+       "tool_choice", "tools"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "repetition_penalty": 1.2})",
+       "repetition_penalty", "not a field"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "functions": [{"name": "f"}]})",
+       "functions", "not a field"},
       {R"({"messages": [{"role": "user", "content": "x"}], "stream": true, "stream_options": {"continuous_usage_stats": true}})",
        "stream_options", "continuous_usage_stats"},
-      {R"({"messages": [{"role": "user", "content": "x"}], "user": 5})", "user", "must be a string"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "user": 5})", "user",
+       "must be a string"},
   };
   for (const auto& c : cases) {
     auto p = parse_chat_request(c.body);
     ASSERT_FALSE(p.ok()) << c.body;
     EXPECT_EQ(p.error.status, 400);
     EXPECT_EQ(p.error.param, c.param) << c.body;
-    EXPECT_NE(p.error.message.find(c.says), std::string::npos) << c.body << " -> " << p.error.message;
+    EXPECT_NE(p.error.message.find(c.says), std::string::npos)
+        << c.body << " -> " << p.error.message;
   }
   auto cp = parse_completion_request(R"({"prompt": "x", "min_tokens": 3})");
   ASSERT_FALSE(cp.ok());
@@ -85,7 +97,8 @@ TEST(FieldPolicy, FieldsTheServerDoesNotHonourAreRefusedByName) {
   EXPECT_NE(cp.error.message.find("/v1/completions"), std::string::npos);
   // Accepted: every OpenAI role, "user", text response_format, and nulls for absent fields.
   for (const char* role : {"system", "developer", "user", "assistant", "tool"}) {
-    auto ok = parse_chat_request(std::string(R"({"messages": [{"role": ")") + role + R"(", "content": "x"}]})");
+    auto ok = parse_chat_request(std::string(R"({"messages": [{"role": ")") + role +
+                                 R"(", "content": "x"}]})");
     EXPECT_TRUE(ok.ok()) << role << ": " << ok.error.message;
   }
   auto ok = parse_chat_request(
@@ -98,7 +111,8 @@ TEST(FieldPolicy, TokenizeAndDetokenizeBodies) {
   ASSERT_TRUE(t.ok()) << t.error.message;
   EXPECT_FALSE(t.request->chat);
   EXPECT_FALSE(t.request->add_special_tokens);
-  auto m = parse_tokenize_request(R"({"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}]}]})");
+  auto m = parse_tokenize_request(
+      R"({"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}]}]})");
   ASSERT_TRUE(m.ok()) << m.error.message;
   EXPECT_EQ(m.request->messages[0]["content"], "a");
   EXPECT_FALSE(parse_tokenize_request(R"({"prompt": "a", "messages": []})").ok());
@@ -114,12 +128,16 @@ TEST(RequestHead, LengthsAreJudgedBeforeTheBody) {
   const size_t kHead = 1024;
   const uint64_t kBody = 1000;
   auto scan = [&](const std::string& s) { return scan_request_head(s, kHead, kBody); };
-  auto h = scan("POST /v1/completions?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\n\r\n{\"prompt\"");
+  auto h =
+      scan("POST /v1/completions?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\n\r\n{\"prompt\"");
   ASSERT_EQ(h.state, HeadScan::State::Complete);
   EXPECT_EQ(h.method, "POST");
   EXPECT_EQ(h.path, "/v1/completions");
   EXPECT_EQ(h.body_bytes, 12u);
-  EXPECT_EQ(h.head_bytes, std::string("POST /v1/completions?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\n\r\n").size());
+  EXPECT_EQ(
+      h.head_bytes,
+      std::string("POST /v1/completions?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\n\r\n")
+          .size());
   EXPECT_FALSE(h.close);
   EXPECT_EQ(scan("GET /health HTTP/1.1\r\nHost: a\r\n").state, HeadScan::State::Incomplete);
 
@@ -160,7 +178,9 @@ TEST(RequestHead, LengthsAreJudgedBeforeTheBody) {
 }
 
 TEST(AdminRule, LoopbackAddresses) {
-  for (const char* ip : {"127.0.0.1", "127.1.2.3", "::1", "::ffff:127.0.0.1"}) EXPECT_TRUE(is_loopback_address(ip)) << ip;
-  for (const char* ip : {"10.0.0.1", "192.168.1.5", "::ffff:10.0.0.1", "fe80::1", "", "localhost", "128.0.0.1"})
+  for (const char* ip : {"127.0.0.1", "127.1.2.3", "::1", "::ffff:127.0.0.1"})
+    EXPECT_TRUE(is_loopback_address(ip)) << ip;
+  for (const char* ip :
+       {"10.0.0.1", "192.168.1.5", "::ffff:10.0.0.1", "fe80::1", "", "localhost", "128.0.0.1"})
     EXPECT_FALSE(is_loopback_address(ip)) << ip;
 }

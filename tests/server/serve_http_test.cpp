@@ -60,7 +60,10 @@ TEST_F(Serve, HealthModelsAndCompletion) {
   auto m = c.get("/v1/models");
   ASSERT_EQ(m.status, 200);
   EXPECT_EQ(m.j["data"][0]["id"], "pystd-16m");
-  auto r = c.post("/v1/completions", json{{"model", "pystd-16m"}, {"prompt", "def add(a, b):"}, {"max_tokens", 12}, {"temperature", 0}});
+  auto r = c.post("/v1/completions", json{{"model", "pystd-16m"},
+                                          {"prompt", "def add(a, b):"},
+                                          {"max_tokens", 12},
+                                          {"temperature", 0}});
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(r.j["object"], "text_completion");
   EXPECT_EQ(r.j["choices"][0]["finish_reason"], "length");
@@ -70,17 +73,24 @@ TEST_F(Serve, HealthModelsAndCompletion) {
   // The same greedy request through token ids gives the same text.
   Tokenizer tok = Tokenizer::load(model_dir());
   auto ids = tok.encode("def add(a, b):", true);
-  auto r2 = c.post("/v1/completions", json{{"prompt", ids}, {"max_tokens", 12}, {"temperature", 0}});
+  auto r2 =
+      c.post("/v1/completions", json{{"prompt", ids}, {"max_tokens", 12}, {"temperature", 0}});
   ASSERT_EQ(r2.status, 200) << r2.body;
   EXPECT_EQ(r2.j["choices"][0]["text"], r.j["choices"][0]["text"]);
 }
 
 TEST_F(Serve, ConcurrentSeededStreamsMatchOneAtATimeInFp16) {
-  const std::vector<std::string> prompts = {"import os\n", "class Stack:\n", "def parse(text):\n    ", "# Utilities for",
-                                            "for i in range(10):", "from typing import", "x = [", "def main():\n"};
+  const std::vector<std::string> prompts = {
+      "import os\n",     "class Stack:\n",      "def parse(text):\n    ",
+      "# Utilities for", "for i in range(10):", "from typing import",
+      "x = [",           "def main():\n"};
   auto body = [&](size_t i) {
-    return json{{"prompt", prompts[i]}, {"max_tokens", 24}, {"temperature", 0.9}, {"top_p", 0.95},
-                {"seed", 1234 + static_cast<int>(i)}, {"stream", true}};
+    return json{{"prompt", prompts[i]},
+                {"max_tokens", 24},
+                {"temperature", 0.9},
+                {"top_p", 0.95},
+                {"seed", 1234 + static_cast<int>(i)},
+                {"stream", true}};
   };
   std::vector<std::string> alone(prompts.size()), together(prompts.size());
   for (size_t i = 0; i < prompts.size(); ++i) {
@@ -94,7 +104,8 @@ TEST_F(Serve, ConcurrentSeededStreamsMatchOneAtATimeInFp16) {
   for (size_t i = 0; i < prompts.size(); ++i)
     ts.emplace_back([&, i] {
       auto r = Client(port()).post("/v1/completions", body(i));
-      together[i] = r.status == 200 ? stream_text(parse_sse(r.body), false) : "HTTP " + std::to_string(r.status);
+      together[i] = r.status == 200 ? stream_text(parse_sse(r.body), false)
+                                    : "HTTP " + std::to_string(r.status);
     });
   for (auto& t : ts) t.join();
   for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(together[i], alone[i]) << "prompt " << i;
@@ -111,29 +122,40 @@ TEST_F(Serve, DynamicPolicyRunsFp8UnderABurstAndFp16UnderLightLoad) {
   ASSERT_EQ(set.status, 200) << set.body;
   EXPECT_EQ(set.j["precision"], "dynamic:threshold=48,hysteresis=0");
   EXPECT_EQ(c.get("/admin/precision").j["precision"], "dynamic:threshold=48,hysteresis=0");
-  auto fp8 = [&] { return metric(c.get("/metrics").body, "nestedfp_steps_total{precision=\"fp8\"}"); };
-  auto fp16 = [&] { return metric(c.get("/metrics").body, "nestedfp_steps_total{precision=\"fp16\"}"); };
+  auto fp8 = [&] {
+    return metric(c.get("/metrics").body, "nestedfp_steps_total{precision=\"fp8\"}");
+  };
+  auto fp16 = [&] {
+    return metric(c.get("/metrics").body, "nestedfp_steps_total{precision=\"fp16\"}");
+  };
 
   // Light load: one short request; its prefill (< 48 tokens) and decodes are FP16.
   double a8 = fp8(), a16 = fp16();
-  ASSERT_EQ(c.post("/v1/completions", json{{"prompt", "def f(x):"}, {"max_tokens", 8}}).status, 200);
+  ASSERT_EQ(c.post("/v1/completions", json{{"prompt", "def f(x):"}, {"max_tokens", 8}}).status,
+            200);
   EXPECT_EQ(fp8(), a8);
   EXPECT_GE(fp16(), a16 + 8);
 
   // Burst: 12 requests with ~60-token prompts at once; steps above 48 tokens run FP8.
   std::string long_prompt;
-  for (int i = 0; i < 12; ++i) long_prompt += "value_" + std::to_string(i) + " = compute(" + std::to_string(i) + ")\n";
+  for (int i = 0; i < 12; ++i)
+    long_prompt += "value_" + std::to_string(i) + " = compute(" + std::to_string(i) + ")\n";
   double b8 = fp8();
   std::vector<std::future<int>> fs;
   for (int i = 0; i < 12; ++i)
     fs.push_back(std::async(std::launch::async, [&, i] {
-      return Client(port()).post("/v1/completions", json{{"prompt", long_prompt + "# " + std::to_string(i)}, {"max_tokens", 4}}).status;
+      return Client(port())
+          .post("/v1/completions",
+                json{{"prompt", long_prompt + "# " + std::to_string(i)}, {"max_tokens", 4}})
+          .status;
     }));
   for (auto& f : fs) EXPECT_EQ(f.get(), 200);
   EXPECT_GT(fp8(), b8);
   std::string m = c.get("/metrics").body;
   EXPECT_GT(metric(m, "nestedfp_step_tokens_total{precision=\"fp8\"}"), 48);
-  EXPECT_NE(m.find("nestedfp_precision_policy_info{policy=\"dynamic:threshold=48,hysteresis=0\"} 1"), std::string::npos);
+  EXPECT_NE(
+      m.find("nestedfp_precision_policy_info{policy=\"dynamic:threshold=48,hysteresis=0\"} 1"),
+      std::string::npos);
   EXPECT_EQ(c.post("/admin/precision", json{{"precision", "fp32"}}).status, 400);
   EXPECT_EQ(c.post("/admin/precision", std::string("{")).status, 400);
   EXPECT_EQ(c.get("/admin/precision").j["precision"], "dynamic:threshold=48,hysteresis=0");
@@ -161,7 +183,8 @@ TEST_F(Serve, ErrorsAreOpenAIStyleWithTheRightStatus) {
       {"/v1/completions", R"({"prompt": "x", "max_tokens": "10"})", 400, "max_tokens"},
       {"/v1/completions", R"({"prompt": "x", "max_tokens": -1})", 400, "max_tokens"},
       {"/v1/completions", R"({"prompt": "x", "max_tokens": 1000000000})", 400, "max_tokens"},
-      {"/v1/completions", R"({"prompt": "x", "max_tokens": 1023})", 400, "prompt"},  // 2 + 1023 > 1024
+      {"/v1/completions", R"({"prompt": "x", "max_tokens": 1023})", 400,
+       "prompt"},  // 2 + 1023 > 1024
       {"/v1/completions", too_long, 400, "prompt"},
       {"/v1/completions", R"({"prompt": "x", "temperature": -0.1})", 400, "temperature"},
       {"/v1/completions", R"({"prompt": "x", "temperature": "hot"})", 400, "temperature"},
@@ -180,7 +203,9 @@ TEST_F(Serve, ErrorsAreOpenAIStyleWithTheRightStatus) {
       {"/v1/chat/completions", R"({"messages": []})", 400, "messages"},
       {"/v1/chat/completions", R"({"messages": [{"content": "hi"}]})", 400, "messages"},
       {"/v1/chat/completions", R"({"messages": "hi"})", 400, "messages"},
-      {"/v1/chat/completions", R"({"messages": [{"role": "user", "content": "hi"}], "top_logprobs": 3})", 400, "top_logprobs"},
+      {"/v1/chat/completions",
+       R"({"messages": [{"role": "user", "content": "hi"}], "top_logprobs": 3})", 400,
+       "top_logprobs"},
       {"/v1/nothing", "{}", 404, nullptr},
   };
   for (const auto& k : cases) {
@@ -191,11 +216,14 @@ TEST_F(Serve, ErrorsAreOpenAIStyleWithTheRightStatus) {
     EXPECT_TRUE(e["message"].is_string() && !e["message"].get<std::string>().empty()) << r.body;
     EXPECT_TRUE(e["type"].is_string()) << r.body;
     EXPECT_TRUE(e.contains("code"));
-    if (k.param) EXPECT_EQ(e["param"], k.param) << k.body << " -> " << r.body;
-    else EXPECT_TRUE(e["param"].is_null()) << k.body << " -> " << r.body;
+    if (k.param)
+      EXPECT_EQ(e["param"], k.param) << k.body << " -> " << r.body;
+    else
+      EXPECT_TRUE(e["param"].is_null()) << k.body << " -> " << r.body;
   }
   auto ctx = c.post("/v1/completions", too_long);
-  EXPECT_NE(ctx.j["error"]["message"].get<std::string>().find("maximum context length is 1024"), std::string::npos);
+  EXPECT_NE(ctx.j["error"]["message"].get<std::string>().find("maximum context length is 1024"),
+            std::string::npos);
   EXPECT_EQ(ctx.j["error"]["code"], "context_length_exceeded");
   EXPECT_EQ(c.get("/v1/completions").status, 405);  // wrong method
   // The server is still fine.
@@ -206,7 +234,8 @@ TEST_F(Serve, ErrorsAreOpenAIStyleWithTheRightStatus) {
 TEST_F(Serve, EchoWithPromptLogprobsAndMaxTokensZero) {
   Client c(port());
   const std::string prompt = "def square(x):\n    return x * x\n";
-  auto r = c.post("/v1/completions", json{{"prompt", prompt}, {"max_tokens", 0}, {"echo", true}, {"logprobs", 2}});
+  auto r = c.post("/v1/completions",
+                  json{{"prompt", prompt}, {"max_tokens", 0}, {"echo", true}, {"logprobs", 2}});
   ASSERT_EQ(r.status, 200) << r.body;
   const json& ch = r.j["choices"][0];
   EXPECT_EQ(ch["text"], prompt);
@@ -234,7 +263,11 @@ TEST_F(Serve, EchoWithPromptLogprobsAndMaxTokensZero) {
   EXPECT_EQ(rebuilt, prompt);
 
   // echo + generation: the prompt's logprobs and then the generated tokens'.
-  auto g = c.post("/v1/completions", json{{"prompt", prompt}, {"max_tokens", 3}, {"echo", true}, {"logprobs", 1}, {"temperature", 0}});
+  auto g = c.post("/v1/completions", json{{"prompt", prompt},
+                                          {"max_tokens", 3},
+                                          {"echo", true},
+                                          {"logprobs", 1},
+                                          {"temperature", 0}});
   ASSERT_EQ(g.status, 200) << g.body;
   EXPECT_EQ(g.j["choices"][0]["logprobs"]["tokens"].size(), n + 3);
   EXPECT_EQ(g.j["choices"][0]["text"].get<std::string>().rfind(prompt, 0), 0u);
@@ -243,36 +276,50 @@ TEST_F(Serve, EchoWithPromptLogprobsAndMaxTokensZero) {
     const json& top = g.j["choices"][0]["logprobs"]["top_logprobs"][i];
     std::string tokn = g.j["choices"][0]["logprobs"]["tokens"][i];
     ASSERT_TRUE(top.contains(tokn)) << top.dump();
-    EXPECT_NEAR(top[tokn].get<double>(), g.j["choices"][0]["logprobs"]["token_logprobs"][i].get<double>(), 1e-6);
+    EXPECT_NEAR(top[tokn].get<double>(),
+                g.j["choices"][0]["logprobs"]["token_logprobs"][i].get<double>(), 1e-6);
   }
 }
 
 TEST_F(Serve, ListOfPromptsStopStringsAndStreamingFormats) {
   Client c(port());
-  auto r = c.post("/v1/completions", json{{"prompt", {"import re\n", "import json\n"}}, {"max_tokens", 6}, {"temperature", 0}});
+  auto r = c.post(
+      "/v1/completions",
+      json{{"prompt", {"import re\n", "import json\n"}}, {"max_tokens", 6}, {"temperature", 0}});
   ASSERT_EQ(r.status, 200) << r.body;
   ASSERT_EQ(r.j["choices"].size(), 2u);
   EXPECT_EQ(r.j["choices"][1]["index"], 1);
   EXPECT_EQ(r.j["usage"]["completion_tokens"], 12);
 
-  auto base = c.post("/v1/completions", json{{"prompt", "def main():\n"}, {"max_tokens", 30}, {"temperature", 0}});
+  auto base = c.post("/v1/completions",
+                     json{{"prompt", "def main():\n"}, {"max_tokens", 30}, {"temperature", 0}});
   std::string text = base.j["choices"][0]["text"];
   ASSERT_GE(text.size(), 12u);
   std::string stop = text.substr(6, 4);
   size_t at = text.find(stop);
-  auto s = c.post("/v1/completions", json{{"prompt", "def main():\n"}, {"max_tokens", 30}, {"temperature", 0}, {"stop", stop}});
+  auto s = c.post(
+      "/v1/completions",
+      json{{"prompt", "def main():\n"}, {"max_tokens", 30}, {"temperature", 0}, {"stop", stop}});
   EXPECT_EQ(s.j["choices"][0]["text"], text.substr(0, at));
   EXPECT_EQ(s.j["choices"][0]["finish_reason"], "stop");
-  auto ss = c.post("/v1/completions",
-                   json{{"prompt", "def main():\n"}, {"max_tokens", 30}, {"temperature", 0}, {"stop", {stop}}, {"stream", true}});
+  auto ss = c.post("/v1/completions", json{{"prompt", "def main():\n"},
+                                           {"max_tokens", 30},
+                                           {"temperature", 0},
+                                           {"stop", {stop}},
+                                           {"stream", true}});
   auto sse = parse_sse(ss.body);
   EXPECT_TRUE(sse.done);
   EXPECT_EQ(stream_text(sse, false), text.substr(0, at));
   EXPECT_EQ(sse.events.back()["choices"][0]["finish_reason"], "stop");
 
-  auto chat = c.post("/v1/chat/completions",
-                     json{{"messages", {{{"role", "user"}, {"content", "hello"}}}}, {"max_tokens", 5}, {"stream", true}, {"seed", 7},
-                          {"stream_options", {{"include_usage", true}}}, {"logprobs", true}, {"top_logprobs", 2}});
+  auto chat =
+      c.post("/v1/chat/completions", json{{"messages", {{{"role", "user"}, {"content", "hello"}}}},
+                                          {"max_tokens", 5},
+                                          {"stream", true},
+                                          {"seed", 7},
+                                          {"stream_options", {{"include_usage", true}}},
+                                          {"logprobs", true},
+                                          {"top_logprobs", 2}});
   ASSERT_EQ(chat.status, 200);
   auto cs = parse_sse(chat.body);
   ASSERT_TRUE(cs.done);
@@ -284,10 +331,14 @@ TEST_F(Serve, ListOfPromptsStopStringsAndStreamingFormats) {
   int lp_entries = 0;
   for (auto& e : cs.events)
     for (auto& ch : e["choices"])
-      if (ch["logprobs"].is_object()) lp_entries += static_cast<int>(ch["logprobs"]["content"].size());
+      if (ch["logprobs"].is_object())
+        lp_entries += static_cast<int>(ch["logprobs"]["content"].size());
   EXPECT_EQ(lp_entries, 5);
 
-  auto nc = c.post("/v1/chat/completions", json{{"messages", {{{"role", "user"}, {"content", "hello"}}}}, {"max_tokens", 5}, {"seed", 7}});
+  auto nc =
+      c.post("/v1/chat/completions", json{{"messages", {{{"role", "user"}, {"content", "hello"}}}},
+                                          {"max_tokens", 5},
+                                          {"seed", 7}});
   ASSERT_EQ(nc.status, 200) << nc.body;
   EXPECT_EQ(nc.j["choices"][0]["message"]["role"], "assistant");
   EXPECT_EQ(nc.j["choices"][0]["message"]["content"].get<std::string>(), stream_text(cs, true));
@@ -298,7 +349,11 @@ TEST_F(Serve, ClientDisconnectMidStreamAbortsAndFreesBlocks) {
   ASSERT_TRUE(idle_and_free());
   double before = metric(c.get("/metrics").body, "nestedfp_client_disconnects_total");
   int fd = raw_request(port(), "/v1/completions",
-                       json{{"prompt", "def long_function():\n"}, {"max_tokens", 900}, {"stream", true}, {"ignore_eos", true}}.dump());
+                       json{{"prompt", "def long_function():\n"},
+                            {"max_tokens", 900},
+                            {"stream", true},
+                            {"ignore_eos", true}}
+                           .dump());
   ASSERT_GE(fd, 0);
   char buf[4096];
   std::string got;
@@ -336,10 +391,14 @@ TEST(ServeAuthAndQueue, ApiKeyAndFullQueue) {
 
   // One running (max_num_seqs 1) and one waiting (max_queue 1): the next gets 429.
   auto slow = json{{"prompt", "x"}, {"max_tokens", 600}, {"ignore_eos", true}};
-  auto f1 = std::async(std::launch::async, [&] { return Client(port, "sekret").post("/v1/completions", slow).status; });
-  for (int i = 0; i < 500 && stack.engine().stats().running < 1; ++i) std::this_thread::sleep_for(5ms);
-  auto f2 = std::async(std::launch::async, [&] { return Client(port, "sekret").post("/v1/completions", slow).status; });
-  for (int i = 0; i < 500 && stack.engine().stats().waiting < 1; ++i) std::this_thread::sleep_for(5ms);
+  auto f1 = std::async(std::launch::async,
+                       [&] { return Client(port, "sekret").post("/v1/completions", slow).status; });
+  for (int i = 0; i < 500 && stack.engine().stats().running < 1; ++i)
+    std::this_thread::sleep_for(5ms);
+  auto f2 = std::async(std::launch::async,
+                       [&] { return Client(port, "sekret").post("/v1/completions", slow).status; });
+  for (int i = 0; i < 500 && stack.engine().stats().waiting < 1; ++i)
+    std::this_thread::sleep_for(5ms);
   ASSERT_EQ(stack.engine().stats().waiting, 1);
   auto full = ok.post("/v1/completions", json{{"prompt", "x"}, {"max_tokens", 2}});
   EXPECT_EQ(full.status, 429) << full.body;

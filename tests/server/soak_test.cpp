@@ -30,20 +30,35 @@ TEST(Soak, RandomTrafficLeavesTheServerHealthyAndAllBlocksFree) {
   auto worker = [&](int id) {
     std::mt19937 rng(static_cast<unsigned>(id) * 7919u + 1);
     Client c(port);
-    const std::vector<std::string> junk = {"{", "}", "[]", "null", "{\"prompt\":", "{\"prompt\": 1e999}",
-                                           "{\"prompt\": \"x\", \"max_tokens\": -3}", "\xff\xfe", "{\"messages\": [{}]}",
-                                           std::string(3000, '['), "{\"prompt\": [[[]]]}"};
+    const std::vector<std::string> junk = {"{",
+                                           "}",
+                                           "[]",
+                                           "null",
+                                           "{\"prompt\":",
+                                           "{\"prompt\": 1e999}",
+                                           "{\"prompt\": \"x\", \"max_tokens\": -3}",
+                                           "\xff\xfe",
+                                           "{\"messages\": [{}]}",
+                                           std::string(3000, '['),
+                                           "{\"prompt\": [[[]]]}"};
     while (std::chrono::steady_clock::now() < deadline) {
       ++requests;
       int kind = static_cast<int>(rng() % 6);
       json body = {{"prompt", "def f" + std::to_string(rng() % 100) + "(x):"},
-                   {"max_tokens", 1 + static_cast<int>(rng() % 40)}, {"seed", rng() % 1000}};
+                   {"max_tokens", 1 + static_cast<int>(rng() % 40)},
+                   {"seed", rng() % 1000}};
       if (kind == 0 || kind == 1) {
         auto r = c.post(kind == 0 ? "/v1/completions" : "/v1/chat/completions",
-                        kind == 0 ? body : json{{"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"max_tokens", 8}, {"stream", true}});
-        if (r.status == 200) ++ok;
-        else if (r.status == 429) ++rejected;
-        else ++bad_status;
+                        kind == 0 ? body
+                                  : json{{"messages", {{{"role", "user"}, {"content", "hi"}}}},
+                                         {"max_tokens", 8},
+                                         {"stream", true}});
+        if (r.status == 200)
+          ++ok;
+        else if (r.status == 429)
+          ++rejected;
+        else
+          ++bad_status;
       } else if (kind == 2) {  // stream, then vanish after a few chunks
         body["stream"] = true;
         body["max_tokens"] = 200;
@@ -60,17 +75,23 @@ TEST(Soak, RandomTrafficLeavesTheServerHealthyAndAllBlocksFree) {
         ++disconnects;
       } else if (kind == 3) {
         auto r = c.post("/v1/completions", junk[rng() % junk.size()]);
-        if (r.status == 400) ++ok;
-        else ++bad_status;
+        if (r.status == 400)
+          ++ok;
+        else
+          ++bad_status;
       } else if (kind == 4) {
         const char* specs[] = {"fp16", "fp8", "dynamic", "dynamic:threshold=16,hysteresis=4"};
         auto r = c.post("/admin/precision", json{{"precision", specs[rng() % 4]}});
-        if (r.status == 200) ++ok;
-        else ++bad_status;
+        if (r.status == 200)
+          ++ok;
+        else
+          ++bad_status;
       } else {
         auto r = c.get(rng() % 2 ? "/metrics" : "/health");
-        if (r.status == 200) ++ok;
-        else ++bad_status;
+        if (r.status == 200)
+          ++ok;
+        else
+          ++bad_status;
       }
     }
   };
@@ -92,8 +113,11 @@ TEST(Soak, RandomTrafficLeavesTheServerHealthyAndAllBlocksFree) {
   auto r = Client(port).post("/v1/completions", json{{"prompt", "x"}, {"max_tokens", 3}});
   EXPECT_EQ(r.status, 200);
   auto st = stack.engine().stats();
-  std::printf("soak: %d requests (%d ok, %d 429, %d disconnects), %llu preemptions, steps fp16 %llu fp8 %llu\n",
-              requests.load(), ok.load(), rejected.load(), disconnects.load(),
-              static_cast<unsigned long long>(st.preemptions), static_cast<unsigned long long>(st.steps_fp16),
-              static_cast<unsigned long long>(st.steps_fp8));
+  std::printf(
+      "soak: %d requests (%d ok, %d 429, %d disconnects), %llu preemptions, steps fp16 %llu fp8 "
+      "%llu\n",
+      requests.load(), ok.load(), rejected.load(), disconnects.load(),
+      static_cast<unsigned long long>(st.preemptions),
+      static_cast<unsigned long long>(st.steps_fp16),
+      static_cast<unsigned long long>(st.steps_fp8));
 }

@@ -1,4 +1,5 @@
-// Byte-level BPE on the bundled pystd-16m tokenizer, checked against the Hugging Face reference ids.
+// Byte-level BPE on the bundled pystd-16m tokenizer, checked against the Hugging Face reference
+// ids.
 #include <chrono>
 #include <map>
 #include <random>
@@ -32,7 +33,8 @@ const WholeFile& whole_file() {
 }
 
 // Textbook BPE on strings (lowest rank first, leftmost on ties), independent of the library.
-std::vector<int32_t> naive_bpe(const std::string& mapped_word, const std::map<std::pair<std::string, std::string>, int>& ranks,
+std::vector<int32_t> naive_bpe(const std::string& mapped_word,
+                               const std::map<std::pair<std::string, std::string>, int>& ranks,
                                const nlohmann::json& vocab) {
   std::vector<std::string> s;
   for (size_t i = 0; i < mapped_word.size();) {
@@ -71,7 +73,8 @@ std::string to_byte_level(const std::string& raw) {
         if (!((x >= '!' && x <= '~') || (x >= 0xA1 && x <= 0xAC) || (x >= 0xAE))) ++n;
       cp = 256 + n;
     }
-    if (cp < 0x80) out += char(cp);
+    if (cp < 0x80)
+      out += char(cp);
     else {
       out += char(0xC0 | (cp >> 6));
       out += char(0x80 | (cp & 0x3F));
@@ -96,16 +99,19 @@ TEST(ByteLevel, FirstIdsMatchReference) {
 
 TEST(ByteLevel, TotalTokenCountMatchesReference) {
   ASSERT_FALSE(eval_text().empty());
-  EXPECT_EQ(int64_t(whole_file().ids.size()), reference()["perplexity"]["total_tokens_in_file"].get<int64_t>());
+  EXPECT_EQ(int64_t(whole_file().ids.size()),
+            reference()["perplexity"]["total_tokens_in_file"].get<int64_t>());
 }
 
 TEST(ByteLevel, WholeFileRoundTripsAndIsFast) {
   ASSERT_FALSE(eval_text().empty());
   const auto& w = whole_file();
-  std::printf("encoded %zu bytes into %zu tokens in %.2f s\n", eval_text().size(), w.ids.size(), w.seconds);
+  std::printf("encoded %zu bytes into %zu tokens in %.2f s\n", eval_text().size(), w.ids.size(),
+              w.seconds);
   const auto t0 = std::chrono::steady_clock::now();
   const std::string back = pystd().decode(w.ids);
-  std::printf("decoded in %.2f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  std::printf("decoded in %.2f s\n",
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   EXPECT_TRUE(back == eval_text()) << "decode(encode(text)) differs from the text";
   EXPECT_LT(w.seconds, 15.0) << "encoding the eval text should take a few seconds at most";
 }
@@ -127,7 +133,8 @@ TEST(ByteLevel, SpecialIdsFromConfigs) {
   EXPECT_EQ(pystd().eos_ids(), std::vector<int32_t>{1});
   EXPECT_EQ(pystd().vocab_size(), 8192);
   EXPECT_EQ(pystd().token_id("<|end_of_text|>"), 1);
-  EXPECT_EQ(pystd().encode("  "), std::vector<int32_t>{*pystd().token_id("\xC4\xA0\xC4\xA0")});  // "ĠĠ" is a piece
+  EXPECT_EQ(pystd().encode("  "),
+            std::vector<int32_t>{*pystd().token_id("\xC4\xA0\xC4\xA0")});  // "ĠĠ" is a piece
   EXPECT_FALSE(pystd().token_id("no such piece").has_value());
   EXPECT_TRUE(pystd().is_special(0));
   EXPECT_FALSE(pystd().is_special(100));
@@ -150,18 +157,30 @@ TEST(ByteLevel, AddedTokensAreMatchedInText) {
 TEST(ByteLevel, RandomUtf8RoundTrips) {
   std::mt19937 rng(1234);
   const std::vector<std::pair<uint32_t, uint32_t>> ranges = {
-      {0x20, 0x7E}, {0x09, 0x0D}, {0xA0, 0x24F}, {0x391, 0x3C9}, {0x400, 0x4FF}, {0x3000, 0x3000},
-      {0x4E00, 0x4FFF}, {0xAC00, 0xAD00}, {0x1F600, 0x1F64F}, {0x2000, 0x200A}, {0x30, 0x39}};
+      {0x20, 0x7E},       {0x09, 0x0D},     {0xA0, 0x24F},    {0x391, 0x3C9},
+      {0x400, 0x4FF},     {0x3000, 0x3000}, {0x4E00, 0x4FFF}, {0xAC00, 0xAD00},
+      {0x1F600, 0x1F64F}, {0x2000, 0x200A}, {0x30, 0x39}};
   for (int iter = 0; iter < 300; ++iter) {
     std::string s;
     const int len = int(rng() % 60);
     for (int k = 0; k < len; ++k) {
       const auto& r = ranges[rng() % ranges.size()];
       const uint32_t cp = r.first + rng() % (r.second - r.first + 1);
-      if (cp < 0x80) s += char(cp);
-      else if (cp < 0x800) { s += char(0xC0 | (cp >> 6)); s += char(0x80 | (cp & 0x3F)); }
-      else if (cp < 0x10000) { s += char(0xE0 | (cp >> 12)); s += char(0x80 | ((cp >> 6) & 0x3F)); s += char(0x80 | (cp & 0x3F)); }
-      else { s += char(0xF0 | (cp >> 18)); s += char(0x80 | ((cp >> 12) & 0x3F)); s += char(0x80 | ((cp >> 6) & 0x3F)); s += char(0x80 | (cp & 0x3F)); }
+      if (cp < 0x80)
+        s += char(cp);
+      else if (cp < 0x800) {
+        s += char(0xC0 | (cp >> 6));
+        s += char(0x80 | (cp & 0x3F));
+      } else if (cp < 0x10000) {
+        s += char(0xE0 | (cp >> 12));
+        s += char(0x80 | ((cp >> 6) & 0x3F));
+        s += char(0x80 | (cp & 0x3F));
+      } else {
+        s += char(0xF0 | (cp >> 18));
+        s += char(0x80 | ((cp >> 12) & 0x3F));
+        s += char(0x80 | ((cp >> 6) & 0x3F));
+        s += char(0x80 | (cp & 0x3F));
+      }
     }
     ASSERT_EQ(pystd().decode(pystd().encode(s)), s) << "iteration " << iter;
   }
@@ -194,7 +213,8 @@ TEST(ByteLevel, LongWordsMatchTextbookBpe) {
   const auto j = pystd_tokenizer_json();
   std::map<std::pair<std::string, std::string>, int> ranks;
   int r = 0;
-  for (const auto& m : j["model"]["merges"]) ranks.emplace(std::pair{m[0].get<std::string>(), m[1].get<std::string>()}, r++);
+  for (const auto& m : j["model"]["merges"])
+    ranks.emplace(std::pair{m[0].get<std::string>(), m[1].get<std::string>()}, r++);
   std::mt19937 rng(7);
   const std::string letters = "etaoinshrdlucmfwypvbgkqjxz_";
   for (int iter = 0; iter < 60; ++iter) {
@@ -210,11 +230,18 @@ TEST(ByteLevel, LongWordsMatchTextbookBpe) {
 TEST(ByteLevel, SplitThenByteLevelSequenceMatchesPlainByteLevel) {
   // Llama-3 / Qwen layout: Sequence[Split(regex, Isolated), ByteLevel(use_regex=false)].
   auto j = pystd_tokenizer_json();
-  const std::string gpt2 = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
+  const std::string gpt2 =
+      R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
   j["pre_tokenizer"] = {{"type", "Sequence"},
                         {"pretokenizers",
-                         {{{"type", "Split"}, {"pattern", {{"Regex", gpt2}}}, {"behavior", "Isolated"}, {"invert", false}},
-                          {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", false}}}}};
+                         {{{"type", "Split"},
+                           {"pattern", {{"Regex", gpt2}}},
+                           {"behavior", "Isolated"},
+                           {"invert", false}},
+                          {{"type", "ByteLevel"},
+                           {"add_prefix_space", false},
+                           {"trim_offsets", true},
+                           {"use_regex", false}}}}};
   const Tokenizer seq = from(j);
   ASSERT_FALSE(eval_text().empty());
   const std::string sample = eval_text().substr(0, 300000);
@@ -234,17 +261,19 @@ TEST(ByteLevel, SplitThenByteLevelSequenceMatchesPlainByteLevel) {
 
 TEST(ByteLevel, MergeRanksAndIgnoreMerges) {
   // Tiny byte-level model: "abc" is in the vocab but no merge path reaches it.
-  nlohmann::json j = {{"model",
-                       {{"type", "BPE"},
-                        {"vocab", {{"a", 0}, {"b", 1}, {"c", 2}, {"ab", 3}, {"bc", 4}, {"abc", 5}}},
-                        {"merges", nlohmann::json::array({"b c", "a b"})},
-                        {"ignore_merges", false}}},
-                      {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
-                      {"decoder", {{"type", "ByteLevel"}}}};
+  nlohmann::json j = {
+      {"model",
+       {{"type", "BPE"},
+        {"vocab", {{"a", 0}, {"b", 1}, {"c", 2}, {"ab", 3}, {"bc", 4}, {"abc", 5}}},
+        {"merges", nlohmann::json::array({"b c", "a b"})},
+        {"ignore_merges", false}}},
+      {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
+      {"decoder", {{"type", "ByteLevel"}}}};
   EXPECT_EQ(from(j).encode("abc"), (std::vector<int32_t>{0, 4}));  // "b c" ranks first
   j["model"]["merges"] = nlohmann::json::array({"a b", "b c"});
   EXPECT_EQ(from(j).encode("abc"), (std::vector<int32_t>{3, 2}));
-  j["model"]["merges"] = nlohmann::json::array({nlohmann::json::array({"a", "b"}), nlohmann::json::array({"b", "c"})});  // [l, r] form
+  j["model"]["merges"] = nlohmann::json::array(
+      {nlohmann::json::array({"a", "b"}), nlohmann::json::array({"b", "c"})});  // [l, r] form
   EXPECT_EQ(from(j).encode("abc"), (std::vector<int32_t>{3, 2}));
   j["model"]["ignore_merges"] = true;
   EXPECT_EQ(from(j).encode("abc"), (std::vector<int32_t>{5}));
@@ -253,10 +282,20 @@ TEST(ByteLevel, MergeRanksAndIgnoreMerges) {
 
 TEST(ByteLevel, AddedTokenStripOptions) {
   auto j = pystd_tokenizer_json();
-  j["added_tokens"].push_back({{"id", 8192}, {"content", "<mask>"}, {"single_word", false}, {"lstrip", true},
-                               {"rstrip", true}, {"normalized", false}, {"special", false}});
-  j["added_tokens"].push_back({{"id", 8193}, {"content", "cat"}, {"single_word", true}, {"lstrip", false},
-                               {"rstrip", false}, {"normalized", false}, {"special", false}});
+  j["added_tokens"].push_back({{"id", 8192},
+                               {"content", "<mask>"},
+                               {"single_word", false},
+                               {"lstrip", true},
+                               {"rstrip", true},
+                               {"normalized", false},
+                               {"special", false}});
+  j["added_tokens"].push_back({{"id", 8193},
+                               {"content", "cat"},
+                               {"single_word", true},
+                               {"lstrip", false},
+                               {"rstrip", false},
+                               {"normalized", false},
+                               {"special", false}});
   const Tokenizer t = from(j);
   EXPECT_EQ(t.vocab_size(), 8194);
   auto expect = t.encode("a");

@@ -32,7 +32,10 @@ TEST(TokenizerErrors, UnsupportedModelTypes) {
 
 TEST(TokenizerErrors, UnknownComponents) {
   const std::vector<std::pair<const char*, const char*>> cases = {
-      {"normalizer", "NFKD"}, {"pre_tokenizer", "BertPreTokenizer"}, {"decoder", "WordPiece"}, {"post_processor", "Fancy"}};
+      {"normalizer", "NFKD"},
+      {"pre_tokenizer", "BertPreTokenizer"},
+      {"decoder", "WordPiece"},
+      {"post_processor", "Fancy"}};
   for (auto [component, type] : cases) {
     auto j = sp_tokenizer_json();
     j[component] = {{"type", type}};
@@ -47,10 +50,14 @@ TEST(TokenizerErrors, UnknownComponents) {
 }
 
 TEST(TokenizerErrors, BrokenFiles) {
-  EXPECT_NE(error_of([] { Tokenizer::from_json("{not json", "x.json"); }).find("x.json"), std::string::npos);
-  EXPECT_NE(error_of([] { Tokenizer::from_json("{}", "x.json"); }).find("model"), std::string::npos);
-  EXPECT_NE(error_of([] { Tokenizer::load("/nonexistent/model"); }).find("/nonexistent/model"), std::string::npos);
-  EXPECT_NE(error_of([] { Tokenizer::load(NESTEDFP_SOURCE_DIR "/tests"); }).find("tokenizer.json"), std::string::npos);
+  EXPECT_NE(error_of([] { Tokenizer::from_json("{not json", "x.json"); }).find("x.json"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { Tokenizer::from_json("{}", "x.json"); }).find("model"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { Tokenizer::load("/nonexistent/model"); }).find("/nonexistent/model"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { Tokenizer::load(NESTEDFP_SOURCE_DIR "/tests"); }).find("tokenizer.json"),
+            std::string::npos);
   auto j = sp_tokenizer_json();
   j["model"]["merges"].push_back("x y");  // pieces that are not in the vocab
   EXPECT_NE(error_of([&] { from(j); }).find("merge"), std::string::npos);
@@ -58,14 +65,18 @@ TEST(TokenizerErrors, BrokenFiles) {
   j["model"]["vocab"] = 3;
   EXPECT_NE(error_of([&] { from(j); }).find("vocab"), std::string::npos);
   j = sp_tokenizer_json();
-  j["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"Regex", "(unclosed"}}}, {"behavior", "Isolated"}};
+  j["pre_tokenizer"] = {
+      {"type", "Split"}, {"pattern", {{"Regex", "(unclosed"}}}, {"behavior", "Isolated"}};
   EXPECT_NE(error_of([&] { from(j); }).find("regex"), std::string::npos);
 }
 
 TEST(TokenizerErrors, IdsOutOfRange) {
   const Tokenizer t = from(sp_tokenizer_json());
   const int32_t n = t.vocab_size();
-  EXPECT_NE(error_of([&] { t.decode(std::vector<int32_t>{1, n}); }).find(std::to_string(n)), std::string::npos);
+  EXPECT_NE(error_of([&] {
+              t.decode(std::vector<int32_t>{1, n});
+            }).find(std::to_string(n)),
+            std::string::npos);
   EXPECT_FALSE(error_of([&] { t.decode(std::vector<int32_t>{-1}); }).empty());
   EXPECT_FALSE(error_of([&] { t.id_to_piece(n + 5); }).empty());
   EXPECT_TRUE(error_of([&] { t.decode(std::vector<int32_t>{n - 1}); }).empty());

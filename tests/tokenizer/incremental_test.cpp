@@ -11,7 +11,8 @@ using namespace tok_test;
 namespace {
 
 // Streams ids one by one; every chunk must be valid UTF-8. Returns the concatenation.
-std::string stream(const Tokenizer& t, const std::vector<int32_t>& ids, int* empty_pushes = nullptr) {
+std::string stream(const Tokenizer& t, const std::vector<int32_t>& ids,
+                   int* empty_pushes = nullptr) {
   IncrementalDecoder dec(t);
   std::string all;
   for (int32_t id : ids) {
@@ -29,7 +30,9 @@ std::string stream(const Tokenizer& t, const std::vector<int32_t>& ids, int* emp
 
 TEST(Incremental, ByteLevelMultiByteCharactersSplitAcrossTokens) {
   const Tokenizer t = Tokenizer::load(model_dir());
-  const std::string text = "caf\xC3\xA9 \xE4\xB8\x96\xE7\x95\x8C \xF0\x9F\x99\x82 ok\n\xE2\x82\xAC";  // café 世界 🙂 ok\n€
+  const std::string text =
+      "caf\xC3\xA9 \xE4\xB8\x96\xE7\x95\x8C \xF0\x9F\x99\x82 ok\n\xE2\x82\xAC";  // café 世界 🙂
+                                                                                 // ok\n€
   const auto ids = t.encode(text);
   // The test means something only if some token ends inside a character.
   int partial = 0;

@@ -7,8 +7,8 @@ using Ids = std::vector<int32_t>;
 
 namespace {
 // Ids of the synthetic vocab (see sp_tokenizer_json).
-constexpr int32_t kUnk = 0, kBos = 1, kEos = 2, kSpace = 259, kH = 260, kHe = 267, kSpaceHe = 269, kLlo = 270, kHello = 271,
-                  kWorld = 276, kEAcute = 277;
+constexpr int32_t kUnk = 0, kBos = 1, kEos = 2, kSpace = 259, kH = 260, kHe = 267, kSpaceHe = 269,
+                  kLlo = 270, kHello = 271, kWorld = 276, kEAcute = 277;
 int32_t byte_id(unsigned char b) { return 3 + b; }
 }  // namespace
 
@@ -32,7 +32,8 @@ TEST(SentencePiece, ByteFallbackForUnknownCharacters) {
 
 TEST(SentencePiece, DecodeStripsOneLeadingSpace) {
   const Tokenizer t = from(sp_tokenizer_json());
-  for (const std::string s : {"  hi there", "hello world", " x", "a\tb\n c", "wor ld  "}) EXPECT_EQ(t.decode(t.encode(s)), s);
+  for (const std::string s : {"  hi there", "hello world", " x", "a\tb\n c", "wor ld  "})
+    EXPECT_EQ(t.decode(t.encode(s)), s);
   EXPECT_EQ(t.decode(Ids{kBos, kHello, kWorld}), "hello world");
   EXPECT_EQ(t.decode(Ids{kBos, kHello, kWorld}, false), "<s> hello world");  // as Hugging Face does
 }
@@ -59,11 +60,14 @@ TEST(SentencePiece, InvalidUtf8UsesByteFallback) {
 TEST(SentencePiece, MetaspacePreTokenizerPrependSchemes) {
   auto j = sp_tokenizer_json();
   j["normalizer"] = nullptr;
-  j["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", kU}, {"prepend_scheme", "first"}, {"split", true}};
-  j["decoder"] = {{"type", "Metaspace"}, {"replacement", kU}, {"prepend_scheme", "first"}, {"split", true}};
+  j["pre_tokenizer"] = {
+      {"type", "Metaspace"}, {"replacement", kU}, {"prepend_scheme", "first"}, {"split", true}};
+  j["decoder"] = {
+      {"type", "Metaspace"}, {"replacement", kU}, {"prepend_scheme", "first"}, {"split", true}};
   const Tokenizer first = from(j);
   EXPECT_EQ(first.encode("hello world"), (Ids{kHello, kWorld}));
-  EXPECT_EQ(first.encode("</s>hello"), (Ids{kEos, kHe, kLlo}));  // "first": not after an added token
+  EXPECT_EQ(first.encode("</s>hello"),
+            (Ids{kEos, kHe, kLlo}));  // "first": not after an added token
   EXPECT_EQ(first.decode(first.encode("hello world")), "hello world");
   j["pre_tokenizer"]["prepend_scheme"] = "always";
   EXPECT_EQ(from(j).encode("</s>hello"), (Ids{kEos, kHello}));
@@ -75,16 +79,21 @@ TEST(SentencePiece, SideFilesGiveSpecialIdsAndChatTemplate) {
   const std::string dir = std::string(NESTEDFP_BINARY_DIR) + "/tok_sidefiles_test";
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
-  auto write = [&](const char* name, const std::string& text) { std::ofstream(dir + "/" + name) << text; };
+  auto write = [&](const char* name, const std::string& text) {
+    std::ofstream(dir + "/" + name) << text;
+  };
   write("tokenizer.json", sp_tokenizer_json().dump());
-  write("tokenizer_config.json",
-        R"({"bos_token": {"content": "<s>", "lstrip": false}, "eos_token": "</s>", "chat_template": "{{ messages }}"})");
+  write(
+      "tokenizer_config.json",
+      R"({"bos_token": {"content": "<s>", "lstrip": false}, "eos_token": "</s>", "chat_template": "{{ messages }}"})");
   write("generation_config.json", R"({"eos_token_id": [0, 2]})");
   Tokenizer t = Tokenizer::load(dir);
   EXPECT_EQ(t.bos_id(), kBos);
   EXPECT_EQ(t.eos_ids(), (Ids{kUnk, kEos}));
   EXPECT_EQ(t.chat_template(), "{{ messages }}");
-  write("tokenizer_config.json", R"({"chat_template": [{"name": "tool_use", "template": "T"}, {"name": "default", "template": "D"}]})");
+  write(
+      "tokenizer_config.json",
+      R"({"chat_template": [{"name": "tool_use", "template": "T"}, {"name": "default", "template": "D"}]})");
   EXPECT_EQ(Tokenizer::load(dir).chat_template(), "D");
   write("chat_template.jinja", "J");
   EXPECT_EQ(Tokenizer::load(dir + "/tokenizer.json").chat_template(), "J");

@@ -14,7 +14,9 @@
 namespace tok_test {
 
 inline std::string model_dir() { return std::string(NESTEDFP_SOURCE_DIR) + "/models/pystd-16m"; }
-inline std::string eval_text_path() { return std::string(NESTEDFP_SOURCE_DIR) + "/../shared/data/eval/pystd_public.txt.gz"; }
+inline std::string eval_text_path() {
+  return std::string(NESTEDFP_SOURCE_DIR) + "/../shared/data/eval/pystd_public.txt.gz";
+}
 
 inline std::string read_text(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
@@ -23,8 +25,12 @@ inline std::string read_text(const std::string& path) {
   return ss.str();
 }
 
-inline nlohmann::json reference() { return nlohmann::json::parse(read_text(model_dir() + "/REFERENCE.json")); }
-inline nlohmann::json pystd_tokenizer_json() { return nlohmann::json::parse(read_text(model_dir() + "/tokenizer.json")); }
+inline nlohmann::json reference() {
+  return nlohmann::json::parse(read_text(model_dir() + "/REFERENCE.json"));
+}
+inline nlohmann::json pystd_tokenizer_json() {
+  return nlohmann::json::parse(read_text(model_dir() + "/tokenizer.json"));
+}
 
 // The whole public eval text; empty (and a test failure with the reason) when it cannot be read.
 inline const std::string& eval_text() {
@@ -33,7 +39,8 @@ inline const std::string& eval_text() {
     gzFile f = gzopen(eval_text_path().c_str(), "rb");
     if (!f) {
       ADD_FAILURE() << "cannot open " << eval_text_path()
-                    << ": the tokenizer tests need ../shared/data/eval/pystd_public.txt.gz next to the source tree";
+                    << ": the tokenizer tests need ../shared/data/eval/pystd_public.txt.gz next to "
+                       "the source tree";
       return out;
     }
     char buf[1 << 16];
@@ -78,16 +85,22 @@ inline nlohmann::json sp_tokenizer_json(bool byte_fallback = true, bool fuse_unk
     std::snprintf(name, sizeof name, "<0x%02X>", b);
     vocab[name] = 3 + b;
   }
-  const std::vector<std::string> pieces = {u,     "h",      "e",   "l",      "o",    "w",       "r",  "d",
-                                           "he",  "ll",     u + "he", "llo", u + "hello", u + "w", "or", u + "wor",
-                                           "ld",  u + "world", "\xC3\xA9" /* é */};
+  const std::vector<std::string> pieces = {u,         "h",   "e",         "l",       "o",
+                                           "w",       "r",   "d",         "he",      "ll",
+                                           u + "he",  "llo", u + "hello", u + "w",   "or",
+                                           u + "wor", "ld",  u + "world", "\xC3\xA9" /* é */};
   for (size_t i = 0; i < pieces.size(); ++i) vocab[pieces[i]] = int(259 + i);
-  json merges = json::array({"h e", "l l", u + " he", "ll o", u + "he llo", u + " w", "o r", u + "w or", "l d",
-                             u + "wor ld"});
+  json merges = json::array({"h e", "l l", u + " he", "ll o", u + "he llo", u + " w", "o r",
+                             u + "w or", "l d", u + "wor ld"});
   json added = json::array();
   for (auto [c, id] : {std::pair{"<unk>", 0}, {"<s>", 1}, {"</s>", 2}})
-    added.push_back({{"id", id}, {"content", c}, {"single_word", false}, {"lstrip", false}, {"rstrip", false},
-                     {"normalized", false}, {"special", true}});
+    added.push_back({{"id", id},
+                     {"content", c},
+                     {"single_word", false},
+                     {"lstrip", false},
+                     {"rstrip", false},
+                     {"normalized", false},
+                     {"special", true}});
   return json{
       {"version", "1.0"},
       {"added_tokens", added},
@@ -105,10 +118,11 @@ inline nlohmann::json sp_tokenizer_json(bool byte_fallback = true, bool fuse_unk
         {"special_tokens", {{"<s>", {{"id", "<s>"}, {"ids", {1}}, {"tokens", {"<s>"}}}}}}}},
       {"decoder",
        {{"type", "Sequence"},
-        {"decoders", json::array({{{"type", "Replace"}, {"pattern", {{"String", u}}}, {"content", " "}},
-                                  {{"type", "ByteFallback"}},
-                                  {{"type", "Fuse"}},
-                                  {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}})}}},
+        {"decoders",
+         json::array({{{"type", "Replace"}, {"pattern", {{"String", u}}}, {"content", " "}},
+                      {{"type", "ByteFallback"}},
+                      {{"type", "Fuse"}},
+                      {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}})}}},
       {"model",
        {{"type", "BPE"},
         {"dropout", nullptr},
@@ -122,6 +136,8 @@ inline nlohmann::json sp_tokenizer_json(bool byte_fallback = true, bool fuse_unk
         {"merges", merges}}}};
 }
 
-inline nestedfp::Tokenizer from(const nlohmann::json& j) { return nestedfp::Tokenizer::from_json(j.dump(), "synthetic.json"); }
+inline nestedfp::Tokenizer from(const nlohmann::json& j) {
+  return nestedfp::Tokenizer::from_json(j.dump(), "synthetic.json");
+}
 
 }  // namespace tok_test

@@ -18,11 +18,16 @@ bool ref_valid(const std::string& s) {
     const unsigned b0 = static_cast<unsigned char>(s[i]);
     int len;
     uint32_t cp;
-    if (b0 < 0x80) len = 1, cp = b0;
-    else if ((b0 & 0xE0) == 0xC0) len = 2, cp = b0 & 0x1F;
-    else if ((b0 & 0xF0) == 0xE0) len = 3, cp = b0 & 0x0F;
-    else if ((b0 & 0xF8) == 0xF0) len = 4, cp = b0 & 0x07;
-    else return false;
+    if (b0 < 0x80)
+      len = 1, cp = b0;
+    else if ((b0 & 0xE0) == 0xC0)
+      len = 2, cp = b0 & 0x1F;
+    else if ((b0 & 0xF0) == 0xE0)
+      len = 3, cp = b0 & 0x0F;
+    else if ((b0 & 0xF8) == 0xF0)
+      len = 4, cp = b0 & 0x07;
+    else
+      return false;
     if (i + size_t(len) > s.size()) return false;
     for (int k = 1; k < len; ++k) {
       const unsigned b = static_cast<unsigned char>(s[i + size_t(k)]);
@@ -65,7 +70,8 @@ TEST(Utf8, ValidityMatchesRfc3629OnFourByteStrings) {
   for (int lead = 0xF0; lead <= 0xF7; ++lead)
     for (int second = 0; second < 256; ++second)
       for (int r = 0; r < 64; ++r) {
-        s = {char(lead), char(second), char(0x80 | (g() & 0x3F)), char(r < 48 ? 0x80 | (g() & 0x3F) : g() & 0xFF)};
+        s = {char(lead), char(second), char(0x80 | (g() & 0x3F)),
+             char(r < 48 ? 0x80 | (g() & 0x3F) : g() & 0xFF)};
         ASSERT_EQ(utf8_valid(s), ref_valid(s)) << std::hex << lead << " " << second;
       }
 }
@@ -74,7 +80,7 @@ TEST(Utf8, SurrogatesAndOverlongsAreSanitizedAndSplit) {
   EXPECT_EQ(utf8_sanitize("a\xED\xA0\x80z"), "a\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBDz");  // U+D800
   EXPECT_EQ(utf8_sanitize("\xED\x9F\xBF"), "\xED\x9F\xBF");                              // U+D7FF
   EXPECT_EQ(utf8_unit_len("\xED\xA0\x80", 0), 1u);
-  EXPECT_EQ(utf8_unit_len("\xC0\xAF", 0), 1u);  // overlong '/'
+  EXPECT_EQ(utf8_unit_len("\xC0\xAF", 0), 1u);          // overlong '/'
   EXPECT_EQ(utf8_unit_len("\xF4\x8F\xBF\xBF", 0), 4u);  // U+10FFFF
   EXPECT_EQ(utf8_unit_len("\xF4\x90\x80\x80", 0), 1u);  // past U+10FFFF
 }

@@ -21,7 +21,8 @@ using cpu::ThreadPool;
 
 class CpuBuffer final : public Buffer {
  public:
-  explicit CpuBuffer(size_t n) : n_(n), p_(static_cast<uint8_t*>(std::aligned_alloc(64, round(n)))) {
+  explicit CpuBuffer(size_t n)
+      : n_(n), p_(static_cast<uint8_t*>(std::aligned_alloc(64, round(n)))) {
     if (!p_) fail("cpu backend: out of memory allocating {} bytes", n);
   }
   ~CpuBuffer() override { std::free(p_); }
@@ -37,12 +38,16 @@ class CpuBuffer final : public Buffer {
 
 template <typename T>
 T* ptr(Buffer& b, size_t elems, const char* what) {
-  if (b.bytes() < elems * sizeof(T)) fail("cpu backend: buffer for {} too small ({} < {} bytes)", what, b.bytes(), elems * sizeof(T));
+  if (b.bytes() < elems * sizeof(T))
+    fail("cpu backend: buffer for {} too small ({} < {} bytes)", what, b.bytes(),
+         elems * sizeof(T));
   return reinterpret_cast<T*>(static_cast<CpuBuffer&>(b).data());
 }
 template <typename T>
 const T* ptr(const Buffer& b, size_t elems, const char* what) {
-  if (b.bytes() < elems * sizeof(T)) fail("cpu backend: buffer for {} too small ({} < {} bytes)", what, b.bytes(), elems * sizeof(T));
+  if (b.bytes() < elems * sizeof(T))
+    fail("cpu backend: buffer for {} too small ({} < {} bytes)", what, b.bytes(),
+         elems * sizeof(T));
   return reinterpret_cast<const T*>(static_cast<const CpuBuffer&>(b).data());
 }
 
@@ -161,12 +166,15 @@ class CpuBackend final : public Backend {
     if (s.nested) {
       const auto& t = *s.nested;
       if (t.rows != s.out_features || t.cols != s.in_features)
-        fail("create_linear: nested tensor is {}x{}, expected {}x{}", t.rows, t.cols, s.out_features, s.in_features);
-      w->packed = cpu::pack_nested(t.upper.data(), t.lower.data(), t.k.empty() ? nullptr : t.k.data(), t.rows, t.cols);
+        fail("create_linear: nested tensor is {}x{}, expected {}x{}", t.rows, t.cols,
+             s.out_features, s.in_features);
+      w->packed = cpu::pack_nested(t.upper.data(), t.lower.data(),
+                                   t.k.empty() ? nullptr : t.k.data(), t.rows, t.cols);
     } else if (s.fp8) {
       const auto& t = *s.fp8;
       if (t.rows != s.out_features || t.cols != s.in_features)
-        fail("create_linear: fp8 tensor is {}x{}, expected {}x{}", t.rows, t.cols, s.out_features, s.in_features);
+        fail("create_linear: fp8 tensor is {}x{}, expected {}x{}", t.rows, t.cols, s.out_features,
+             s.in_features);
       w->packed = cpu::pack_fp8(t.q.data(), t.scale.data(), t.rows, t.cols);
     } else if (s.fp16) {
       w->packed = cpu::pack_plain(s.fp16, s.out_features, s.in_features);
@@ -220,7 +228,8 @@ class CpuBackend final : public Backend {
       const int32_t q0 = layout.q_indptr[size_t(i)], qn = layout.q_indptr[size_t(i) + 1] - q0;
       const int32_t b0 = layout.kv_indptr[size_t(i)], nb = layout.kv_indptr[size_t(i) + 1] - b0;
       const int32_t ctx = (nb - 1) * kKvBlockSize + layout.kv_last_page_len[size_t(i)];
-      attn_seqs_.push_back({q0, qn, ctx - qn, std::span<const int32_t>(layout.kv_indices.data() + b0, size_t(nb))});
+      attn_seqs_.push_back(
+          {q0, qn, ctx - qn, std::span<const int32_t>(layout.kv_indices.data() + b0, size_t(nb))});
     }
   }
 
@@ -235,7 +244,8 @@ class CpuBackend final : public Backend {
   }
 
   // HF LlamaRMSNorm in fp16: fp32 statistics, cast the normalised value, multiply by the weight.
-  static void rmsnorm_row(const uint16_t* x, const uint16_t* w, int64_t n, float eps, uint16_t* out) {
+  static void rmsnorm_row(const uint16_t* x, const uint16_t* w, int64_t n, float eps,
+                          uint16_t* out) {
     double ss = 0;
     for (int64_t i = 0; i < n; ++i) {
       const double v = fp16_to_float(x[i]);
@@ -243,11 +253,12 @@ class CpuBackend final : public Backend {
     }
     const float r = 1.f / std::sqrt(float(ss / double(n)) + eps);
     for (int64_t i = 0; i < n; ++i)
-      out[i] = float_to_fp16(fp16_to_float(w[i]) * fp16_to_float(float_to_fp16(fp16_to_float(x[i]) * r)));
+      out[i] = float_to_fp16(fp16_to_float(w[i]) *
+                             fp16_to_float(float_to_fp16(fp16_to_float(x[i]) * r)));
   }
 
-  void rmsnorm(const Buffer& x, Buffer* residual, const Buffer& w, int64_t rows, int64_t cols, float eps,
-               const NormOut& o) override {
+  void rmsnorm(const Buffer& x, Buffer* residual, const Buffer& w, int64_t rows, int64_t cols,
+               float eps, const NormOut& o) override {
     const size_t n = size_t(rows * cols);
     const uint16_t* xp = ptr<uint16_t>(x, n, "rmsnorm x");
     const uint16_t* wp = ptr<uint16_t>(w, size_t(cols), "rmsnorm weight");
@@ -257,7 +268,8 @@ class CpuBackend final : public Backend {
       const uint16_t* src = xp + r * cols;
       if (rp) {  // fused residual add: residual = fp16(x + residual), normalise that
         uint16_t* res = rp + r * cols;
-        for (int64_t i = 0; i < cols; ++i) res[i] = float_to_fp16(fp16_to_float(src[i]) + fp16_to_float(res[i]));
+        for (int64_t i = 0; i < cols; ++i)
+          res[i] = float_to_fp16(fp16_to_float(src[i]) + fp16_to_float(res[i]));
         src = res;
       }
       out.write_row(r, [&](uint16_t* y) { rmsnorm_row(src, wp, cols, eps, y); });
@@ -268,10 +280,13 @@ class CpuBackend final : public Backend {
     const uint16_t* xp = ptr<uint16_t>(x, size_t(rows * cols), "quantize x");
     uint8_t* qp = ptr<uint8_t>(q8, size_t(rows * cols), "q8");
     float* sp = ptr<float>(scale, size_t(rows), "scale");
-    pool_.parallel_for(rows, [&](int64_t r, int) { cpu::quantize_row_fp16(xp + r * cols, cols, qp + r * cols, sp + r); });
+    pool_.parallel_for(rows, [&](int64_t r, int) {
+      cpu::quantize_row_fp16(xp + r * cols, cols, qp + r * cols, sp + r);
+    });
   }
 
-  void linear(Precision precision, const LinearWeight& lw, const Activation& x, int64_t M, Buffer& out) override {
+  void linear(Precision precision, const LinearWeight& lw, const Activation& x, int64_t M,
+              Buffer& out) override {
     const auto& w = static_cast<const CpuLinear&>(lw).packed;
     const int64_t K = w.K;
     uint16_t* y = ptr<uint16_t>(out, size_t(M * w.N), "linear out");
@@ -279,10 +294,12 @@ class CpuBackend final : public Backend {
     const bool fp8 = precision == Precision::FP8 && lw.runs_fp8();
     if (fp8 && !x.q8 && x.f16) {  // weights-only FP8 (accuracy studies)
       const uint16_t* a = ptr<uint16_t>(*x.f16, size_t(M * K), "linear x");
-      pool_.parallel_for(M, [&](int64_t m, int) { cpu::fp16_to_f32(a + m * K, act_.data() + m * K, K); });
+      pool_.parallel_for(
+          M, [&](int64_t m, int) { cpu::fp16_to_f32(a + m * K, act_.data() + m * K, K); });
       cpu::gemm(pool_, act_.data(), M, w, true, nullptr, y);
     } else if (fp8) {
-      if (!x.q8 || !x.scale) fail("linear: FP8 on a {} weight needs quantized activations", to_string(lw.format));
+      if (!x.q8 || !x.scale)
+        fail("linear: FP8 on a {} weight needs quantized activations", to_string(lw.format));
       const uint8_t* q = ptr<uint8_t>(*x.q8, size_t(M * K), "linear q8");
       const float* lut = cpu::e4m3_values();
       for (int64_t i = 0; i < M * K; ++i) act_[i] = lut[q[i]];
@@ -290,7 +307,8 @@ class CpuBackend final : public Backend {
     } else {  // FP16 (FP8 baseline weights: weights-only, gemm decodes their E4M3 bytes)
       if (!x.f16) fail("linear: an FP16 linear needs fp16 activations");
       const uint16_t* a = ptr<uint16_t>(*x.f16, size_t(M * K), "linear x");
-      pool_.parallel_for(M, [&](int64_t m, int) { cpu::fp16_to_f32(a + m * K, act_.data() + m * K, K); });
+      pool_.parallel_for(
+          M, [&](int64_t m, int) { cpu::fp16_to_f32(a + m * K, act_.data() + m * K, K); });
       cpu::gemm(pool_, act_.data(), M, w, false, nullptr, y);
     }
   }
@@ -335,10 +353,13 @@ class CpuBackend final : public Backend {
     const uint16_t* vp = ptr<uint16_t>(v, slots.size() * row, "write_kv v");
     for (size_t m = 0; m < slots.size(); ++m) {
       const int32_t block = slots[m] / kKvBlockSize, off = slots[m] % kKvBlockSize;
-      if (slots[m] < 0 || block >= s.num_blocks) fail("write_kv: slot {} outside the cache", slots[m]);
+      if (slots[m] < 0 || block >= s.num_blocks)
+        fail("write_kv: slot {} outside the cache", slots[m]);
       for (int h = 0; h < s.num_kv_heads; ++h) {
-        std::memcpy(&c.k[layer][c.offset(block, h, off)], kp + m * row + size_t(h) * s.head_dim, size_t(s.head_dim) * 2);
-        std::memcpy(&c.v[layer][c.offset(block, h, off)], vp + m * row + size_t(h) * s.head_dim, size_t(s.head_dim) * 2);
+        std::memcpy(&c.k[layer][c.offset(block, h, off)], kp + m * row + size_t(h) * s.head_dim,
+                    size_t(s.head_dim) * 2);
+        std::memcpy(&c.v[layer][c.offset(block, h, off)], vp + m * row + size_t(h) * s.head_dim,
+                    size_t(s.head_dim) * 2);
       }
     }
   }
@@ -356,10 +377,12 @@ class CpuBackend final : public Backend {
       M = std::max<int64_t>(M, sq.q_begin + sq.q_len);
       const int64_t ctx = int64_t(sq.start_pos) + sq.q_len;
       if (int64_t(sq.block_table.size()) * kKvBlockSize < ctx)
-        fail("attention: block table of {} blocks cannot hold {} tokens", sq.block_table.size(), ctx);
+        fail("attention: block table of {} blocks cannot hold {} tokens", sq.block_table.size(),
+             ctx);
       for (int64_t b = 0; b < (ctx + kKvBlockSize - 1) / kKvBlockSize; ++b)
         if (sq.block_table[b] < 0 || sq.block_table[b] >= s.num_blocks)
-          fail("attention: block id {} outside the cache ({} blocks)", sq.block_table[b], s.num_blocks);
+          fail("attention: block id {} outside the cache ({} blocks)", sq.block_table[b],
+               s.num_blocks);
     }
     const uint16_t* qp = ptr<uint16_t>(q, size_t(M * nq * hd), "attention q");
     uint16_t* op = ptr<uint16_t>(out, size_t(M * nq * hd), "attention out");
@@ -368,7 +391,9 @@ class CpuBackend final : public Backend {
 
     // Tasks: (sequence, kv head, block of 64 queries). Each gathers its keys/values to fp32.
     constexpr int kQb = 64;
-    struct Task { int seq, kvh, q0; };
+    struct Task {
+      int seq, kvh, q0;
+    };
     std::vector<Task> tasks;
     for (int i = 0; i < int(seqs.size()); ++i)
       for (int h = 0; h < nkv; ++h)
@@ -379,7 +404,8 @@ class CpuBackend final : public Backend {
       const int q1 = std::min(sq.q_len, t.q0 + kQb);
       const int64_t ctx = int64_t(sq.start_pos) + q1;  // causal: later keys are never needed
       thread_local std::vector<float> K, V, qf, sc, acc;
-      K.resize(size_t(ctx * hd)), V.resize(size_t(ctx * hd)), qf.resize(size_t(hd)), sc.resize(size_t(ctx)), acc.resize(size_t(hd));
+      K.resize(size_t(ctx * hd)), V.resize(size_t(ctx * hd)), qf.resize(size_t(hd)),
+          sc.resize(size_t(ctx)), acc.resize(size_t(hd));
       for (int64_t j = 0; j < ctx; ++j) {
         const size_t o = c.offset(sq.block_table[j / kKvBlockSize], t.kvh, int(j % kKvBlockSize));
         cpu::fp16_to_f32(&kc[o], &K[size_t(j * hd)], hd);
@@ -408,7 +434,8 @@ class CpuBackend final : public Backend {
     });
   }
 
-  void silu_mul(const Buffer& gate, const Buffer& up, int64_t rows, int64_t cols, const NormOut& o) override {
+  void silu_mul(const Buffer& gate, const Buffer& up, int64_t rows, int64_t cols,
+                const NormOut& o) override {
     const size_t n = size_t(rows * cols);
     const uint16_t* g = ptr<uint16_t>(gate, n, "silu gate");
     const uint16_t* u = ptr<uint16_t>(up, n, "silu up");
@@ -420,18 +447,22 @@ class CpuBackend final : public Backend {
 
   static void silu_mul_row(const uint16_t* g, const uint16_t* u, int64_t n, uint16_t* o) {
     for (int64_t i = 0; i < n; ++i)
-      o[i] = float_to_fp16(fp16_to_float(float_to_fp16(silu(fp16_to_float(g[i])))) * fp16_to_float(u[i]));
+      o[i] = float_to_fp16(fp16_to_float(float_to_fp16(silu(fp16_to_float(g[i])))) *
+                           fp16_to_float(u[i]));
   }
 
   void add(Buffer& x, const Buffer& y, int64_t n) override {
     uint16_t* xp = ptr<uint16_t>(x, size_t(n), "add x");
     const uint16_t* yp = ptr<uint16_t>(y, size_t(n), "add y");
-    for (int64_t i = 0; i < n; ++i) xp[i] = float_to_fp16(fp16_to_float(xp[i]) + fp16_to_float(yp[i]));
+    for (int64_t i = 0; i < n; ++i)
+      xp[i] = float_to_fp16(fp16_to_float(xp[i]) + fp16_to_float(yp[i]));
   }
 
-  void gather_logit_rows(const Buffer& src, int64_t cols, int64_t row_begin, int64_t rows, Buffer& dst) override {
+  void gather_logit_rows(const Buffer& src, int64_t cols, int64_t row_begin, int64_t rows,
+                         Buffer& dst) override {
     const auto& lr = step().logit_rows;
-    if (row_begin < 0 || row_begin + rows > int64_t(lr.size())) fail("gather_logit_rows: rows outside the step");
+    if (row_begin < 0 || row_begin + rows > int64_t(lr.size()))
+      fail("gather_logit_rows: rows outside the step");
     const size_t src_rows = src.bytes() / (size_t(cols) * 2);
     const uint16_t* s = ptr<uint16_t>(src, 0, "gather src");
     uint16_t* d = ptr<uint16_t>(dst, size_t(rows * cols), "gather dst");
@@ -452,15 +483,16 @@ class CpuBackend final : public Backend {
     pool_.parallel_for(M, [&](int64_t m, int) { cpu::fp16_to_f32(y + m * N, o + m * N, N); });
   }
 
-  std::vector<SampledToken> sample(const Buffer& logits, int64_t vocab, int64_t row_begin, int64_t rows) override {
+  std::vector<SampledToken> sample(const Buffer& logits, int64_t vocab, int64_t row_begin,
+                                   int64_t rows) override {
     const StepLayout& L = step();
     const float* lp = ptr<float>(logits, size_t(rows * vocab), "sample logits");
     std::vector<SampledToken> res;
     for (size_t i = 0; i < L.sample_rows.size(); ++i) {
       const int64_t r = L.sample_rows[i] - row_begin;
       if (r < 0 || r >= rows) continue;
-      res.push_back(sample_row(std::span<const float>(lp + r * vocab, size_t(vocab)), L.sampling[i], L.uniforms[i],
-                               L.top_logprobs[i], cand_));
+      res.push_back(sample_row(std::span<const float>(lp + r * vocab, size_t(vocab)), L.sampling[i],
+                               L.uniforms[i], L.top_logprobs[i], cand_));
     }
     return res;
   }
@@ -481,6 +513,8 @@ class CpuBackend final : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cpu_backend(int threads) { return std::make_unique<CpuBackend>(threads); }
+std::unique_ptr<Backend> make_cpu_backend(int threads) {
+  return std::make_unique<CpuBackend>(threads);
+}
 
 }  // namespace nestedfp::backend

@@ -1,10 +1,11 @@
 // Scalar kernels, ISA dispatch, weight packing and the blocked GEMM driver.
 #include "backend/cpu/kernels.hpp"
 
+#include <cpuid.h>
+
 #include <algorithm>
 #include <array>
 #include <bit>
-#include <cpuid.h>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -23,9 +24,8 @@ Isa detected_isa() {
     // F16C through cpuid: clang 14's __builtin_cpu_supports does not know "f16c".
     unsigned a = 0, b = 0, c = 0, d = 0;
     const bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
-    return (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c)
-               ? Isa::Avx2
-               : Isa::Scalar;
+    return (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c) ? Isa::Avx2
+                                                                                     : Isa::Scalar;
   }();
   return isa;
 }
@@ -38,7 +38,9 @@ static Isa initial_isa() {
 static Isa g_isa = initial_isa();
 
 Isa active_isa() { return g_isa; }
-void set_active_isa(Isa isa) { g_isa = (isa == Isa::Avx2 && detected_isa() != Isa::Avx2) ? Isa::Scalar : isa; }
+void set_active_isa(Isa isa) {
+  g_isa = (isa == Isa::Avx2 && detected_isa() != Isa::Avx2) ? Isa::Scalar : isa;
+}
 const char* to_string(Isa isa) { return isa == Isa::Avx2 ? "avx2+fma+f16c" : "scalar"; }
 
 // ---- E4M3 --------------------------------------------------------------------------------------
@@ -53,7 +55,7 @@ uint8_t e4m3_rne(float x) {
     return sign | uint8_t(std::nearbyint(af * 512.f));  // 8 encodes 2^-6, the smallest normal
   }
   uint32_t r = (a + 0x7FFFFu + ((a >> 20) & 1)) >> 20;  // RNE to 3 mantissa bits
-  int code = int(r) - (120 << 3);                         // rebias 127 -> 7
+  int code = int(r) - (120 << 3);                       // rebias 127 -> 7
   return sign | uint8_t(std::min(code, 0x7E));
 }
 
@@ -183,7 +185,8 @@ void gemm(ThreadPool& pool, const float* A, int64_t M, const PackedWeight& w, bo
     ctile.assign(size_t(rows * ldc), 0.f);
     for (int64_t k0 = 0; k0 < K; k0 += kKc) {
       const int64_t kc = std::min(kKc, K - k0);
-      for (int64_t p = 0; p < np; ++p) decode(w, p0 + p, k0, kc, fp8, bbuf.data() + p * kKc * kPanel);
+      for (int64_t p = 0; p < np; ++p)
+        decode(w, p0 + p, k0, kc, fp8, bbuf.data() + p * kKc * kPanel);
       for (int64_t p = 0; p < np; ++p)
         for (int64_t r = 0; r < rows; r += kMr)
           micro(A + (m0 + r) * K + k0, K, bbuf.data() + p * kKc * kPanel, kc,

@@ -14,8 +14,8 @@ class ThreadPool;
 
 // ---- ISA selection ---------------------------------------------------------------------------
 enum class Isa { Scalar, Avx2 };
-Isa detected_isa();       // what the CPU supports
-Isa active_isa();         // what runs (NESTEDFP_CPU_ISA=scalar forces the fallback)
+Isa detected_isa();        // what the CPU supports
+Isa active_isa();          // what runs (NESTEDFP_CPU_ISA=scalar forces the fallback)
 void set_active_isa(Isa);  // tests; clamps to detected_isa()
 const char* to_string(Isa);
 

@@ -26,8 +26,8 @@ NFP_AVX2 void decode_panel_avx2(const PackedWeight& w, int64_t panel, int64_t k0
     // subnormals alike), so F16C does the decode.
     const __m256i m80 = _mm256_set1_epi16(0x80), m7f = _mm256_set1_epi16(0x7F);
     for (int64_t k = 0; k < kc; ++k) {
-      const __m256i u = _mm256_cvtepu8_epi16(
-          _mm_loadu_si128(reinterpret_cast<const __m128i*>(up + k * kPanel)));
+      const __m256i u =
+          _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(up + k * kPanel)));
       const __m256i h = _mm256_or_si256(_mm256_slli_epi16(_mm256_and_si256(u, m80), 8),
                                         _mm256_slli_epi16(_mm256_and_si256(u, m7f), 7));
       _mm256_storeu_ps(out + k * kPanel, _mm256_cvtph_ps(_mm256_castsi256_si128(h)));
@@ -95,7 +95,8 @@ NFP_AVX2 float dot_avx2(const float* a, const float* b, int64_t n) {
     s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
     s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
   }
-  for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+  for (; i + 8 <= n; i += 8)
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
   s0 = _mm256_add_ps(s0, s1);
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(s0), _mm256_extractf128_ps(s0, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));

@@ -1,17 +1,15 @@
 // FlashInferAttention: host scheduling (FlashInfer's PrefillPlan) and the FA2 paged batch-prefill
 // launch. The only translation unit that includes FlashInfer; CMake gives it FlashInfer's own
 // CCCL first on the include path and -static-global-template-stub=false (nvcc 13).
-#include "backend/cuda/attention_flashinfer.hpp"
-
+#include <algorithm>
+#include <exception>
 #include <flashinfer/attention/default_prefill_params.cuh>
 #include <flashinfer/attention/mask.cuh>
 #include <flashinfer/attention/prefill.cuh>
 #include <flashinfer/attention/scheduler.cuh>
 #include <flashinfer/attention/variants.cuh>
 
-#include <algorithm>
-#include <exception>
-
+#include "backend/cuda/attention_flashinfer.hpp"
 #include "backend/cuda/kernels.hpp"
 
 namespace nestedfp::cuda {
@@ -59,11 +57,17 @@ bool FlashInferAttention::supports(int nq, int nkv, int head_dim) {
 
 FlashInferAttention::FlashInferAttention(int nq, int nkv, int head_dim, int max_tokens,
                                          int max_seqs, int max_graph_seqs)
-    : nq_(nq), nkv_(nkv), head_dim_(head_dim), max_tokens_(max_tokens), max_seqs_(max_seqs),
-      max_graph_seqs_(max_graph_seqs), plan_(std::make_unique<Plan>()) {
+    : nq_(nq),
+      nkv_(nkv),
+      head_dim_(head_dim),
+      max_tokens_(max_tokens),
+      max_seqs_(max_seqs),
+      max_graph_seqs_(max_graph_seqs),
+      plan_(std::make_unique<Plan>()) {
   if (!supports(nq, nkv, head_dim))
-    cuda_fail("FlashInfer attention: ", nq, " query heads, ", nkv, " KV heads, head_dim ", head_dim,
-              " is not built (needs nq % nkv == 0 and head_dim 64 or 128): use attention_reference");
+    cuda_fail(
+        "FlashInfer attention: ", nq, " query heads, ", nkv, " KV heads, head_dim ", head_dim,
+        " is not built (needs nq % nkv == 0 and head_dim 64 or 128): use attention_reference");
   if (max_tokens < 1 || max_seqs < 1 || max_seqs > max_tokens || max_graph_seqs < 0 ||
       max_graph_seqs > max_seqs)
     cuda_fail("FlashInfer attention: bad limits max_tokens ", max_tokens, ", max_seqs ", max_seqs,
@@ -143,8 +147,8 @@ void FlashInferAttention::plan(const int32_t* q_indptr, const int32_t* kv_indptr
   if (!q_indptr || !kv_indptr || !kv_last_page_len)
     cuda_fail("FlashInfer attention plan: null host array");
   if (q_indptr[0] != 0 || kv_indptr[0] != 0)
-    cuda_fail("FlashInfer attention plan: q_indptr[0] = ", q_indptr[0], " and kv_indptr[0] = ",
-              kv_indptr[0], ", both must be 0");
+    cuda_fail("FlashInfer attention plan: q_indptr[0] = ", q_indptr[0],
+              " and kv_indptr[0] = ", kv_indptr[0], ", both must be 0");
   for (int s = 0; s < num_seqs; ++s) {
     const int64_t q_len = int64_t(q_indptr[s + 1]) - q_indptr[s];
     const int64_t pages = int64_t(kv_indptr[s + 1]) - kv_indptr[s];
@@ -173,19 +177,18 @@ void FlashInferAttention::plan(const int32_t* q_indptr, const int32_t* kv_indptr
   fi::PrefillPlanInfo info;
   cudaError_t e = cudaSuccess;
   try {
-    e = fi::PrefillPlan<int32_t>(
-        float_ws_, float_bytes_, int_ws_, int_ws_host_, int_bytes_, info,
-        const_cast<int32_t*>(q_indptr), const_cast<int32_t*>(kv_indptr), uint32_t(total),
-        uint32_t(num_seqs), nq_, nkv_, head_dim_, head_dim_, kPageSize, for_cuda_graph,
-        /*sizeof_dtype_o=*/2, /*window_left=*/-1, /*fixed_split_size=*/-1,
-        /*disable_split_kv=*/false, /*num_colocated_ctas=*/0,
-        /*uniform_q_len=*/for_cuda_graph ? 1 : 0, stream);
+    e = fi::PrefillPlan<int32_t>(float_ws_, float_bytes_, int_ws_, int_ws_host_, int_bytes_, info,
+                                 const_cast<int32_t*>(q_indptr), const_cast<int32_t*>(kv_indptr),
+                                 uint32_t(total), uint32_t(num_seqs), nq_, nkv_, head_dim_,
+                                 head_dim_, kPageSize, for_cuda_graph,
+                                 /*sizeof_dtype_o=*/2, /*window_left=*/-1, /*fixed_split_size=*/-1,
+                                 /*disable_split_kv=*/false, /*num_colocated_ctas=*/0,
+                                 /*uniform_q_len=*/for_cuda_graph ? 1 : 0, stream);
   } catch (const std::exception& ex) {
     cuda_fail("FlashInfer attention plan failed for ", num_seqs, " sequences, ", total,
               " query rows (workspaces ", float_bytes_, " + ", int_bytes_, " bytes): ", ex.what());
   }
-  if (e != cudaSuccess)
-    cuda_fail("FlashInfer attention plan: CUDA error ", cudaGetErrorString(e));
+  if (e != cudaSuccess) cuda_fail("FlashInfer attention plan: CUDA error ", cudaGetErrorString(e));
   NFP_CUDA_CHECK(cudaEventRecord(uploaded_, stream));
   plan_->info = info;
   planned_seqs_ = num_seqs;

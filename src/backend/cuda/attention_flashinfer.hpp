@@ -63,10 +63,10 @@ class FlashInferAttention {
   struct Plan;  // FlashInfer's PrefillPlanInfo, kept out of this header
   int nq_, nkv_, head_dim_, max_tokens_, max_seqs_, max_graph_seqs_;
   size_t float_bytes_ = 0, int_bytes_ = 0;
-  void* float_ws_ = nullptr;       // device: partial outputs and log-sum-exps of split-KV chunks
-  void* int_ws_ = nullptr;         // device: the schedule (tile -> sequence, KV chunk, merge)
-  void* int_ws_host_ = nullptr;    // pinned staging copy of int_ws_ written by plan()
-  cudaEvent_t uploaded_ = nullptr; // the last plan's staging copy has left int_ws_host_
+  void* float_ws_ = nullptr;        // device: partial outputs and log-sum-exps of split-KV chunks
+  void* int_ws_ = nullptr;          // device: the schedule (tile -> sequence, KV chunk, merge)
+  void* int_ws_host_ = nullptr;     // pinned staging copy of int_ws_ written by plan()
+  cudaEvent_t uploaded_ = nullptr;  // the last plan's staging copy has left int_ws_host_
   std::unique_ptr<Plan> plan_;
   bool planned_ = false;
   int planned_seqs_ = 0, planned_rows_ = 0;

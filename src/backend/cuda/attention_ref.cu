@@ -20,8 +20,8 @@ constexpr int kWarps = 4;
 constexpr int kPerLane = kMaxHeadDim / 32;
 
 __global__ void __launch_bounds__(kWarps * 32)
-attention_ref_kernel(PagedKv cache, const __half* __restrict__ q, AttnBatch b, int nq, int group, float scale,
-                     __half* __restrict__ out) {
+    attention_ref_kernel(PagedKv cache, const __half* __restrict__ q, AttnBatch b, int nq,
+                         int group, float scale, __half* __restrict__ out) {
   __shared__ float s_m[kWarps], s_l[kWarps];
   __shared__ float s_acc[kWarps][kMaxHeadDim];
   const int row = blockIdx.x, h = blockIdx.y, hd = cache.head_dim, nkv = cache.nkv;
@@ -31,7 +31,10 @@ attention_ref_kernel(PagedKv cache, const __half* __restrict__ q, AttnBatch b, i
   int lo = 0, hi = b.num_seqs - 1;
   while (lo < hi) {
     const int mid = (lo + hi + 1) / 2;
-    if (b.q_indptr[mid] <= row) lo = mid; else hi = mid - 1;
+    if (b.q_indptr[mid] <= row)
+      lo = mid;
+    else
+      hi = mid - 1;
   }
   const int s = lo;
   const int q_begin = b.q_indptr[s], q_len = b.q_indptr[s + 1] - q_begin;
@@ -104,23 +107,28 @@ attention_ref_kernel(PagedKv cache, const __half* __restrict__ q, AttnBatch b, i
 
 }  // namespace
 
-void attention_reference(const PagedKv& cache, const __half* q, const AttnBatch& batch, int nq, float softmax_scale,
-                         __half* out, cudaStream_t stream) {
+void attention_reference(const PagedKv& cache, const __half* q, const AttnBatch& batch, int nq,
+                         float softmax_scale, __half* out, cudaStream_t stream) {
   if (cache.head_dim <= 0 || cache.head_dim > kMaxHeadDim)
     cuda_fail("attention_reference: head_dim ", cache.head_dim, " outside [1, ", kMaxHeadDim, "]");
   if (cache.nkv <= 0 || nq <= 0 || nq % cache.nkv)
-    cuda_fail("attention_reference: ", nq, " query heads must be a positive multiple of the ", cache.nkv, " kv heads");
-  if (nq > 65535) cuda_fail("attention_reference: ", nq, " query heads exceed the grid limit 65535");
+    cuda_fail("attention_reference: ", nq, " query heads must be a positive multiple of the ",
+              cache.nkv, " kv heads");
+  if (nq > 65535)
+    cuda_fail("attention_reference: ", nq, " query heads exceed the grid limit 65535");
   if (!std::isfinite(softmax_scale)) cuda_fail("attention_reference: softmax_scale must be finite");
   if (batch.num_seqs < 0 || batch.total_q < 0)
-    cuda_fail("attention_reference: negative batch layout (", batch.num_seqs, " sequences, ", batch.total_q, " rows)");
+    cuda_fail("attention_reference: negative batch layout (", batch.num_seqs, " sequences, ",
+              batch.total_q, " rows)");
   if (batch.total_q == 0) return;
-  if (batch.num_seqs == 0) cuda_fail("attention_reference: ", batch.total_q, " query rows but no sequence");
-  if (!cache.k || !cache.v || !q || !out || !batch.q_indptr || !batch.kv_indptr || !batch.kv_indices ||
-      !batch.kv_last_page_len)
+  if (batch.num_seqs == 0)
+    cuda_fail("attention_reference: ", batch.total_q, " query rows but no sequence");
+  if (!cache.k || !cache.v || !q || !out || !batch.q_indptr || !batch.kv_indptr ||
+      !batch.kv_indices || !batch.kv_last_page_len)
     cuda_fail("attention_reference: null pointer (cache, q, out or a batch index array)");
   const dim3 grid(unsigned(batch.total_q), unsigned(nq));
-  attention_ref_kernel<<<grid, kWarps * 32, 0, stream>>>(cache, q, batch, nq, nq / cache.nkv, softmax_scale, out);
+  attention_ref_kernel<<<grid, kWarps * 32, 0, stream>>>(cache, q, batch, nq, nq / cache.nkv,
+                                                         softmax_scale, out);
   NFP_CUDA_CHECK_LAUNCH();
 }
 

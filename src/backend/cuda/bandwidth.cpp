@@ -34,13 +34,15 @@ double measure_copy_bandwidth(size_t bytes) {
   Scoped s;
   if (cudaMalloc(&s.a, bytes) != cudaSuccess || cudaMalloc(&s.b, bytes) != cudaSuccess) {
     cudaGetLastError();  // an allocation failure is not sticky: clear it and report
-    fail("measure_copy_bandwidth: cannot allocate 2 x {} bytes on the device; pass a smaller size", bytes);
+    fail("measure_copy_bandwidth: cannot allocate 2 x {} bytes on the device; pass a smaller size",
+         bytes);
   }
   NFP_CUDA_CHECK(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
   NFP_CUDA_CHECK(cudaEventCreate(&s.start));
   NFP_CUDA_CHECK(cudaEventCreate(&s.stop));
   NFP_CUDA_CHECK(cudaMemsetAsync(s.a, 0, bytes, s.stream));
-  for (int i = 0; i < kWarmup; ++i) NFP_CUDA_CHECK(cudaMemcpyAsync(s.b, s.a, bytes, cudaMemcpyDeviceToDevice, s.stream));
+  for (int i = 0; i < kWarmup; ++i)
+    NFP_CUDA_CHECK(cudaMemcpyAsync(s.b, s.a, bytes, cudaMemcpyDeviceToDevice, s.stream));
   std::vector<float> ms;
   for (int i = 0; i < kRuns; ++i) {
     NFP_CUDA_CHECK(cudaEventRecord(s.start, s.stream));
@@ -53,7 +55,8 @@ double measure_copy_bandwidth(size_t bytes) {
   }
   std::nth_element(ms.begin(), ms.begin() + kRuns / 2, ms.end());
   const double sec = double(ms[kRuns / 2]) * 1e-3;
-  if (!(sec > 0)) fail("measure_copy_bandwidth: the timed copy of {} bytes took no measurable time", bytes);
+  if (!(sec > 0))
+    fail("measure_copy_bandwidth: the timed copy of {} bytes took no measurable time", bytes);
   return 2.0 * double(bytes) / sec;  // each copy reads and writes `bytes`
 }
 

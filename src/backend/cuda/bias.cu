@@ -9,8 +9,10 @@
 namespace nestedfp::cuda {
 namespace {
 
-__global__ void add_bias_kernel(__half* __restrict__ y, const __half* __restrict__ bias, int64_t total, int N) {
-  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total; t += int64_t(gridDim.x) * blockDim.x)
+__global__ void add_bias_kernel(__half* __restrict__ y, const __half* __restrict__ bias,
+                                int64_t total, int N) {
+  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total;
+       t += int64_t(gridDim.x) * blockDim.x)
     y[t] = __float2half_rn(__half2float(y[t]) + __half2float(bias[t % N]));
 }
 

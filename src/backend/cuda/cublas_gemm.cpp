@@ -20,7 +20,8 @@ constexpr size_t kWorkspaceBytes = 32u << 20;
 
 void check_cublas(cublasStatus_t s, const char* expr, int line) {
   if (s != CUBLAS_STATUS_SUCCESS)
-    fail("cuBLAS error {} ({}) in `{}` at cublas_gemm.cpp:{}", int(s), cublasGetStatusString(s), expr, line);
+    fail("cuBLAS error {} ({}) in `{}` at cublas_gemm.cpp:{}", int(s), cublasGetStatusString(s),
+         expr, line);
 }
 #define NFP_CUBLAS_CHECK(expr) check_cublas((expr), #expr, __LINE__)
 
@@ -68,12 +69,16 @@ LtPlan& lt_plan(Handles& h, int N, int K, int M, bool per_row) {
   auto p = std::make_unique<LtPlan>();
   NFP_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-  NFP_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
-  NFP_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+  NFP_CUBLAS_CHECK(
+      cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+  NFP_CUBLAS_CHECK(
+      cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
   if (per_row) {
     const int32_t mode = CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F;
-    NFP_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &mode, sizeof mode));
-    NFP_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &mode, sizeof mode));
+    NFP_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_A_SCALE_MODE,
+                                                    &mode, sizeof mode));
+    NFP_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE,
+                                                    &mode, sizeof mode));
   }
   // Column-major view: A = Wᵀ stored K×N (ld K), B = Xqᵀ stored K×M (ld K), D = Yᵀ N×M (ld N).
   NFP_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->a, CUDA_R_8F_E4M3, K, N, K));
@@ -82,7 +87,8 @@ LtPlan& lt_plan(Handles& h, int N, int K, int M, bool per_row) {
   cublasLtMatmulPreference_t pref = nullptr;
   NFP_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
   const size_t ws = kWorkspaceBytes;
-  NFP_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+  NFP_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+      pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
   cublasLtMatmulHeuristicResult_t res{};
   int found = 0;
   const cublasStatus_t st =
@@ -99,42 +105,52 @@ LtPlan& lt_plan(Handles& h, int N, int K, int M, bool per_row) {
 
 }  // namespace
 
-void cublas_fp16_gemm(const __half* W, int N, int K, const __half* X, __half* Y, int M, cudaStream_t stream) {
+void cublas_fp16_gemm(const __half* W, int N, int K, const __half* X, __half* Y, int M,
+                      cudaStream_t stream) {
   if (M < 1 || N < 1 || K < 1) fail("cublas_fp16_gemm: bad shape M={} N={} K={}", M, N, K);
   auto& h = handles();
   NFP_CUBLAS_CHECK(cublasSetStream(h.blas, stream));
   const float alpha = 1.f, beta = 0.f;
   // Column-major: Yᵀ[N, M] = (W as K×N)ᵀ · (X as K×M).
-  NFP_CUBLAS_CHECK(cublasGemmEx(h.blas, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &alpha, W, CUDA_R_16F, K, X,
-                                CUDA_R_16F, K, &beta, Y, CUDA_R_16F, N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  NFP_CUBLAS_CHECK(cublasGemmEx(h.blas, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &alpha, W, CUDA_R_16F, K,
+                                X, CUDA_R_16F, K, &beta, Y, CUDA_R_16F, N, CUBLAS_COMPUTE_32F,
+                                CUBLAS_GEMM_DEFAULT));
 }
 
 // lm_head: the same GEMM with fp32 output, so logits skip a rounding to fp16 (ops.hpp).
-void cublas_fp16_gemm_f32out(const __half* W, int N, int K, const __half* X, float* Y, int M, cudaStream_t stream) {
+void cublas_fp16_gemm_f32out(const __half* W, int N, int K, const __half* X, float* Y, int M,
+                             cudaStream_t stream) {
   if (M < 1 || N < 1 || K < 1) fail("cublas_fp16_gemm_f32out: bad shape M={} N={} K={}", M, N, K);
   if (!W || !X || !Y) fail("cublas_fp16_gemm_f32out: null pointer (W, X or Y)");
   auto& h = handles();
   NFP_CUBLAS_CHECK(cublasSetStream(h.blas, stream));
   const float alpha = 1.f, beta = 0.f;
-  NFP_CUBLAS_CHECK(cublasGemmEx(h.blas, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &alpha, W, CUDA_R_16F, K, X,
-                                CUDA_R_16F, K, &beta, Y, CUDA_R_32F, N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  NFP_CUBLAS_CHECK(cublasGemmEx(h.blas, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &alpha, W, CUDA_R_16F, K,
+                                X, CUDA_R_16F, K, &beta, Y, CUDA_R_32F, N, CUBLAS_COMPUTE_32F,
+                                CUBLAS_GEMM_DEFAULT));
 }
 
 void cublaslt_fp8_gemm(const uint8_t* wq, int N, int K, const uint8_t* xq, __half* Y, int M,
-                       const float* a_scale, const float* b_scale, LtScaling scaling, cudaStream_t stream) {
+                       const float* a_scale, const float* b_scale, LtScaling scaling,
+                       cudaStream_t stream) {
   if (M < 1 || N < 1 || K < 1 || K % 16 != 0 || N % 8 != 0)
-    fail("cublaslt_fp8_gemm: unsupported shape M={} N={} K={} (FP8 needs K % 16 == 0, N % 8 == 0)", M, N, K);
+    fail("cublaslt_fp8_gemm: unsupported shape M={} N={} K={} (FP8 needs K % 16 == 0, N % 8 == 0)",
+         M, N, K);
   auto& h = handles();
   const bool per_row = scaling == LtScaling::PerRow;
   LtPlan& p = lt_plan(h, N, K, M, per_row);
   if (!p.ok)
-    fail("cublaslt_fp8_gemm: cuBLASLt {} has no algorithm for E4M3 x E4M3 -> FP16 with {} scales (M={} N={} K={})",
-         cublasLtGetVersion(), per_row ? "outer-vector (per-row)" : "per-tensor", M, N, K);
-  NFP_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &a_scale, sizeof a_scale));
-  NFP_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &b_scale, sizeof b_scale));
+    fail(
+        "cublaslt_fp8_gemm: cuBLASLt {} has no algorithm for E4M3 x E4M3 -> FP16 with {} scales "
+        "(M={} N={} K={})",
+        cublasLtGetVersion(), per_row ? "outer-vector (per-row)" : "per-tensor", M, N, K);
+  NFP_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER,
+                                                  &a_scale, sizeof a_scale));
+  NFP_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER,
+                                                  &b_scale, sizeof b_scale));
   const float alpha = 1.f, beta = 0.f;
-  NFP_CUBLAS_CHECK(cublasLtMatmul(h.lt, p.desc, &alpha, wq, p.a, xq, p.b, &beta, Y, p.d, Y, p.d, &p.algo,
-                                  h.workspace, kWorkspaceBytes, stream));
+  NFP_CUBLAS_CHECK(cublasLtMatmul(h.lt, p.desc, &alpha, wq, p.a, xq, p.b, &beta, Y, p.d, Y, p.d,
+                                  &p.algo, h.workspace, kWorkspaceBytes, stream));
 }
 
 bool cublaslt_fp8_per_row_supported(int N, int K, int M) {

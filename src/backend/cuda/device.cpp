@@ -9,8 +9,8 @@ namespace nestedfp::cuda {
 void throw_error(const std::string& msg) { throw Error(msg); }
 
 void throw_cuda_error(cudaError_t e, const char* expr, const char* file, int line) {
-  fail("CUDA error {} ({}) in `{}` at {}:{}", cudaGetErrorName(e), cudaGetErrorString(e), expr, file,
-       line);
+  fail("CUDA error {} ({}) in `{}` at {}:{}", cudaGetErrorName(e), cudaGetErrorString(e), expr,
+       file, line);
 }
 
 DeviceInfo device_info() {

@@ -32,31 +32,42 @@ __device__ __forceinline__ uint64_t mix64(uint64_t z) {
 __device__ __forceinline__ float normal_at(uint64_t seed, uint64_t i) {
   const uint64_t r = mix64(mix64(seed) + i * 0x9E3779B97F4A7C15ull);
   const double u1 = (double(uint32_t(r >> 32)) + 1.0) * 0x1.0p-32;  // (0, 1]: log is finite
-  const double u2 = double(uint32_t(r)) * 0x1.0p-32;                 // [0, 1)
+  const double u2 = double(uint32_t(r)) * 0x1.0p-32;                // [0, 1)
   return float(sqrt(-2.0 * log(u1)) * cospi(2.0 * u2));
 }
 
-__global__ void normal_kernel(__half* __restrict__ out, int64_t n, float std, uint64_t seed, bool vec) {
-  const int64_t stride = int64_t(gridDim.x) * blockDim.x, first = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+__global__ void normal_kernel(__half* __restrict__ out, int64_t n, float std, uint64_t seed,
+                              bool vec) {
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x,
+                first = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   int64_t body = 0;
   if (vec) {
     body = n / 8 * 8;
     for (int64_t v = first; v < n / 8; v += stride) {
-      union { uint4 u; __half h[8]; } o;
+      union {
+        uint4 u;
+        __half h[8];
+      } o;
 #pragma unroll
-      for (int j = 0; j < 8; ++j) o.h[j] = __float2half_rn(std * normal_at(seed, uint64_t(v * 8 + j)));
+      for (int j = 0; j < 8; ++j)
+        o.h[j] = __float2half_rn(std * normal_at(seed, uint64_t(v * 8 + j)));
       reinterpret_cast<uint4*>(out)[v] = o.u;
     }
   }
-  for (int64_t i = body + first; i < n; i += stride) out[i] = __float2half_rn(std * normal_at(seed, uint64_t(i)));
+  for (int64_t i = body + first; i < n; i += stride)
+    out[i] = __float2half_rn(std * normal_at(seed, uint64_t(i)));
 }
 
 __global__ void constant_kernel(__half* __restrict__ out, int64_t n, __half value, bool vec) {
-  const int64_t stride = int64_t(gridDim.x) * blockDim.x, first = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x,
+                first = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   int64_t body = 0;
   if (vec) {
     body = n / 8 * 8;
-    union { uint4 u; __half h[8]; } o;
+    union {
+      uint4 u;
+      __half h[8];
+    } o;
 #pragma unroll
     for (int j = 0; j < 8; ++j) o.h[j] = value;
     for (int64_t v = first; v < n / 8; v += stride) reinterpret_cast<uint4*>(out)[v] = o.u;
@@ -70,7 +81,8 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 
 void fill_normal(__half* out, int64_t n, float std, uint64_t seed, cudaStream_t stream) {
   if (n < 0) cuda_fail("fill_normal: negative length ", n);
-  if (!std::isfinite(std) || std < 0.f) cuda_fail("fill_normal: std must be finite and >= 0 (got ", std, ")");
+  if (!std::isfinite(std) || std < 0.f)
+    cuda_fail("fill_normal: std must be finite and >= 0 (got ", std, ")");
   if (n == 0) return;
   if (!out) cuda_fail("fill_normal: null output");
   const bool vec = aligned16(out);
@@ -83,7 +95,8 @@ void fill_constant(__half* out, int64_t n, float value, cudaStream_t stream) {
   if (n == 0) return;
   if (!out) cuda_fail("fill_constant: null output");
   const bool vec = aligned16(out);
-  constant_kernel<<<grid_for(vec ? (n + 7) / 8 : n), kThreads, 0, stream>>>(out, n, __float2half_rn(value), vec);
+  constant_kernel<<<grid_for(vec ? (n + 7) / 8 : n), kThreads, 0, stream>>>(
+      out, n, __float2half_rn(value), vec);
   NFP_CUDA_CHECK_LAUNCH();
 }
 

@@ -17,7 +17,8 @@
 #define NFP_TIER_ALL 2
 
 #ifndef NESTEDFP_CUDA_KERNEL_SET_LEVEL  // set by CMake; direct nvcc builds pass it themselves
-#error "NESTEDFP_CUDA_KERNEL_SET_LEVEL undefined: configure with CMake, or define it as 0 (ci), 1 (default) or 2 (all)"
+#error \
+    "NESTEDFP_CUDA_KERNEL_SET_LEVEL undefined: configure with CMake, or define it as 0 (ci), 1 (default) or 2 (all)"
 #endif
 #if NESTEDFP_CUDA_KERNEL_SET_LEVEL < NFP_TIER_CI || NESTEDFP_CUDA_KERNEL_SET_LEVEL > NFP_TIER_ALL
 #error "NESTEDFP_CUDA_KERNEL_SET_LEVEL must be 0 (ci), 1 (default) or 2 (all)"
@@ -29,13 +30,13 @@
 // A registry entry's kernel: &fn where this build compiles `tier`, else nullptr. fn is named only
 // in the discarded branch of `if constexpr` when left out, so it needs no definition (the linker
 // never sees a reference to the empty translation unit's function).
-#define NFP_KERNEL_OR_NULL(tier, fn)         \
-  ([]() -> decltype(&fn) {                   \
-    if constexpr (NFP_KERNEL_BUILT(tier)) {  \
-      return &fn;                            \
-    } else {                                 \
-      return nullptr;                        \
-    }                                        \
+#define NFP_KERNEL_OR_NULL(tier, fn)        \
+  ([]() -> decltype(&fn) {                  \
+    if constexpr (NFP_KERNEL_BUILT(tier)) { \
+      return &fn;                           \
+    } else {                                \
+      return nullptr;                       \
+    }                                       \
   }())
 
 namespace nestedfp::cuda::kernel_set {
@@ -50,8 +51,10 @@ constexpr bool built(int tier) { return NFP_KERNEL_BUILT(tier); }
 // "configuration <config> is not built in this build (...); rebuild with ..." for the dispatchers'
 // errors, which put their family's name in front.
 inline std::string not_built_message(const char* config, int tier) {
-  return std::string("configuration ") + config + " is not built in this build (NESTEDFP_CUDA_KERNEL_SET=" + name() +
-         "); rebuild with -DNESTEDFP_CUDA_KERNEL_SET=" + (tier <= NFP_TIER_DEFAULT ? "default or all" : "all");
+  return std::string("configuration ") + config +
+         " is not built in this build (NESTEDFP_CUDA_KERNEL_SET=" + name() +
+         "); rebuild with -DNESTEDFP_CUDA_KERNEL_SET=" +
+         (tier <= NFP_TIER_DEFAULT ? "default or all" : "all");
 }
 
 }  // namespace nestedfp::cuda::kernel_set

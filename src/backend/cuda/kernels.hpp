@@ -109,8 +109,8 @@ void rmsnorm(const __half* X, int64_t ld, const __half* weight, float eps, int M
 // gate and up have row stride ld (for a fused [M, 2I] gate_up output: up = gate + I, ld = 2I).
 // Writes y to Y (if not null, row stride I) and/or its quantization to q/scale (if q not null),
 // bit-identical to quantize_e4m3_per_token applied to y.
-void silu_mul(const __half* gate, const __half* up, int64_t ld, int M, int I, __half* Y,
-              uint8_t* q, float* scale, cudaStream_t stream);
+void silu_mul(const __half* gate, const __half* up, int64_t ld, int M, int I, __half* Y, uint8_t* q,
+              float* scale, cudaStream_t stream);
 
 // ---- NestedFP8 GEMM (CUTLASS 4.2, sm90 TMA warp-specialized, swap AB) -------------------------
 // Y[M, N] = fp16( (Σ_c e4m3(xq[m,c]) · e4m3(upper[n,c])) · 2^-k[n] · 2^-8 · x_scale[m] ), FP32
@@ -121,7 +121,8 @@ void nested_fp8_gemm(const NestedWeight& w, const uint8_t* xq, const float* x_sc
                      int M, cudaStream_t stream, const GemmConfig* cfg = nullptr);
 const std::vector<std::string>& nested_fp8_gemm_variant_names();
 // False for variants this build leaves out (CMake's NESTEDFP_CUDA_KERNEL_SET: default builds the
-// heuristic's picks, ci one kernel, all every one); running one throws an Error saying how to rebuild.
+// heuristic's picks, ci one kernel, all every one); running one throws an Error saying how to
+// rebuild.
 bool nested_fp8_gemm_variant_built(int variant);
 int nested_fp8_gemm_heuristic(int M, int N, int K);  // the variant index the heuristic picks
 
@@ -130,8 +131,8 @@ int nested_fp8_gemm_heuristic(int M, int N, int K);  // the variant index the he
 // registers, FP32 accumulation, FP32 epilogue scale, FP16 out. X row-major [M, K] (row stride K).
 // Exact FP16 semantics: the result for --nested-scale none and channel is bit-identical.
 // Same alignment contract as the FP8 GEMM (K % 16 == 0, N % 8 == 0), checked with an Error.
-void nested_fp16_gemm(const NestedWeight& w, const __half* X, __half* Y, int M,
-                      cudaStream_t stream, const GemmConfig* cfg = nullptr);
+void nested_fp16_gemm(const NestedWeight& w, const __half* X, __half* Y, int M, cudaStream_t stream,
+                      const GemmConfig* cfg = nullptr);
 
 // ---- cuBLAS baselines / fallbacks --------------------------------------------------------------
 // Plain FP16 GEMM for tensors that cannot be nested: Y[M, N] = X[M, K] · W[N, K]ᵀ, FP32 accumulate.

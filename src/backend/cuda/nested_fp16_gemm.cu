@@ -1,13 +1,12 @@
 // NestedFP16 GEMM: the variant table, the heuristic, argument checks and dispatch, and the
 // NestedWeight overload of kernels.hpp. The kernels are instantiated one per translation unit
 // (nested_fp16_gemm_v_<config>.cu); this build's kernel set decides which (gemm_kernel_set.hpp).
-#include "backend/cuda/nested_fp16_gemm.hpp"
-
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "backend/cuda/kernels.hpp"
+#include "backend/cuda/nested_fp16_gemm.hpp"
 #include "backend/cuda/nested_fp16_gemm_kernels.hpp"
 
 namespace nestedfp::cuda {
@@ -19,7 +18,8 @@ struct Config {
   int tier;   // the smallest kernel set that contains it
   RunFn run;  // nullptr where this build leaves the configuration out
 };
-#define NFP16_CONFIG(id) Config{#id, NFP16_TIER_##id, NFP_KERNEL_OR_NULL(NFP16_TIER_##id, run_##id)}
+#define NFP16_CONFIG(id) \
+  Config { #id, NFP16_TIER_##id, NFP_KERNEL_OR_NULL(NFP16_TIER_##id, run_##id) }
 // The index is the variant number (GemmConfig::variant, the benchmarks' "per config" columns):
 // append new configurations, do not reorder.
 constexpr Config kConfigs[] = {
@@ -39,7 +39,8 @@ static_assert(sizeof(kConfigs) / sizeof(kConfigs[0]) == kNfp16_NumConfigs,
 consteval int pick(std::string_view name) {
   for (int i = 0; i < kNfp16_NumConfigs; ++i) {
     if (name == kConfigs[i].name) {
-      if (kConfigs[i].tier > NFP_TIER_DEFAULT) throw "the heuristic may pick only default-set configurations";
+      if (kConfigs[i].tier > NFP_TIER_DEFAULT)
+        throw "the heuristic may pick only default-set configurations";
       return i;
     }
   }
@@ -83,21 +84,25 @@ int nested_fp16_pick_config(int M, int N, int K) {
 
 int nested_fp16_gemm_heuristic(int M, int N, int K) { return nested_fp16_pick_config(M, N, K); }
 
-void nested_fp16_gemm(const uint8_t* upper, const uint8_t* lower, const int8_t* k, const __half* X, __half* Y,
-                      int M, int N, int K, cudaStream_t stream, int config) {
+void nested_fp16_gemm(const uint8_t* upper, const uint8_t* lower, const int8_t* k, const __half* X,
+                      __half* Y, int M, int N, int K, cudaStream_t stream, int config) {
   if (M < 1 || N < 1 || K < 1)
-    raise("empty problem M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K));
+    raise("empty problem M=" + std::to_string(M) + " N=" + std::to_string(N) +
+          " K=" + std::to_string(K));
   if (K % 16 != 0)
-    raise("K=" + std::to_string(K) + " must be a multiple of 16 (TMA needs 16-byte row strides for the byte planes)");
+    raise("K=" + std::to_string(K) +
+          " must be a multiple of 16 (TMA needs 16-byte row strides for the byte planes)");
   if (N % 8 != 0)
-    raise("N=" + std::to_string(N) + " must be a multiple of 8 (TMA stores rows of Y with 16-byte strides)");
+    raise("N=" + std::to_string(N) +
+          " must be a multiple of 8 (TMA stores rows of Y with 16-byte strides)");
   auto misaligned = [](const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) != 0; };
   if (!upper || !lower || !X || !Y) raise("null operand pointer");
   if (misaligned(upper) || misaligned(lower) || misaligned(X) || misaligned(Y))
     raise("upper, lower, X and Y must be 16-byte aligned");
   if (config < 0) config = nested_fp16_pick_config(M, N, K);
   if (config >= kNfp16_NumConfigs)
-    raise("unknown config " + std::to_string(config) + " (0.." + std::to_string(kNfp16_NumConfigs - 1) + ")");
+    raise("unknown config " + std::to_string(config) + " (0.." +
+          std::to_string(kNfp16_NumConfigs - 1) + ")");
   const nfp16::Config& c = nfp16::kConfigs[config];
   if (!c.run) raise(kernel_set::not_built_message(c.name, c.tier));
   c.run({upper, lower, k, X, Y, M, N, K, stream});

@@ -65,10 +65,14 @@ SchedChoice sched_choice(int tile_m, int tile_n, int tile_k, int M, int N, int K
       if (eq != std::string::npos) {
         const std::string key = kv.substr(0, eq);
         const int v = std::atoi(kv.c_str() + eq + 1);
-        if (key == "raster") c.raster = v;
-        else if (key == "swizzle") c.swizzle = v;
-        else if (key == "decomp") c.decomposition = v;
-        else if (key == "splits") c.splits = v;
+        if (key == "raster")
+          c.raster = v;
+        else if (key == "swizzle")
+          c.swizzle = v;
+        else if (key == "decomp")
+          c.decomposition = v;
+        else if (key == "splits")
+          c.splits = v;
       }
       pos = end + 1;
     }
@@ -83,7 +87,8 @@ int sm_count(int device) {
   auto it = g_sm_count.find(device);
   if (it != g_sm_count.end()) return it->second;
   int n = 0;
-  check(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
+  check(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device),
+        "cudaDeviceGetAttribute");
   g_sm_count[device] = n;
   return n;
 }
@@ -96,8 +101,11 @@ void* workspace(int device, size_t bytes, cudaStream_t stream) {
   cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
   check(cudaStreamIsCapturing(stream, &cap), "cudaStreamIsCapturing");
   if (cap != cudaStreamCaptureStatusNone)
-    fail("nested_fp16_gemm: needs {} bytes of stream-K workspace while the stream is being captured; "
-         "run the same shape once on this stream before capturing", bytes);
+    fail(
+        "nested_fp16_gemm: needs {} bytes of stream-K workspace while the stream is being "
+        "captured; "
+        "run the same shape once on this stream before capturing",
+        bytes);
   if (b.ptr) g_retired.push_back(b.ptr);
   b = {};
   void* p = nullptr;

@@ -43,7 +43,6 @@ struct SchedChoice {
 };
 SchedChoice sched_choice(int tile_m, int tile_n, int tile_k, int M, int N, int K, int sms);
 
-
 using namespace cute;
 
 // Epilogue compute node: acc * 2^-k, with k an integer carried as float. The power of two is
@@ -85,33 +84,43 @@ struct NestedConfig {
   using ColK = cutlass::epilogue::fusion::Sm90ColBroadcast<0, TileShape, int8_t, float,
                                                            Stride<_1, _0, int64_t>, 1>;
   using Fusion = cutlass::epilogue::fusion::Sm90EVT<
-      cutlass::epilogue::fusion::Sm90Compute<MulPow2Neg, ElementD, float, cutlass::FloatRoundStyle::round_to_nearest>,
+      cutlass::epilogue::fusion::Sm90Compute<MulPow2Neg, ElementD, float,
+                                             cutlass::FloatRoundStyle::round_to_nearest>,
       cutlass::epilogue::fusion::Sm90AccFetch, ColK>;
 
   using CollectiveEpilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
-      cutlass::epilogue::collective::EpilogueTileAuto, float, float, void, LayoutD, AlignD, ElementD, LayoutD,
-      AlignD, EpilogueSchedule, Fusion>::CollectiveOp;
+      cutlass::epilogue::collective::EpilogueTileAuto, float, float, void, LayoutD, AlignD,
+      ElementD, LayoutD, AlignD, EpilogueSchedule, Fusion>::CollectiveOp;
 
-  static constexpr int BM = size<0>(TileShape{}), BN = size<1>(TileShape{}), BK = size<2>(TileShape{});
-  using SmemAtomA = decltype(cutlass::gemm::collective::detail::ss_smem_selector<GMMA::Major::K, uint8_t, Int<BM>, Int<BK>>());
-  using SmemAtomB = decltype(cutlass::gemm::collective::detail::ss_smem_selector<GMMA::Major::K, cutlass::half_t, Int<BN>, Int<BK>>());
-  using TiledMma = decltype(make_tiled_mma(
-      GMMA::rs_op_selector<cutlass::half_t, cutlass::half_t, float, Shape<Int<BM / AtomM>, Int<BN>, Int<BK>>,
-                           GMMA::Major::K, GMMA::Major::K>(),
-      Layout<Shape<Int<AtomM>, _1, _1>>{}));
+  static constexpr int BM = size<0>(TileShape{}), BN = size<1>(TileShape{}),
+                       BK = size<2>(TileShape{});
+  using SmemAtomA =
+      decltype(cutlass::gemm::collective::detail::ss_smem_selector<GMMA::Major::K, uint8_t, Int<BM>,
+                                                                   Int<BK>>());
+  using SmemAtomB =
+      decltype(cutlass::gemm::collective::detail::ss_smem_selector<GMMA::Major::K, cutlass::half_t,
+                                                                   Int<BN>, Int<BK>>());
+  using TiledMma =
+      decltype(make_tiled_mma(GMMA::rs_op_selector<cutlass::half_t, cutlass::half_t, float,
+                                                   Shape<Int<BM / AtomM>, Int<BN>, Int<BK>>,
+                                                   GMMA::Major::K, GMMA::Major::K>(),
+                              Layout<Shape<Int<AtomM>, _1, _1>>{}));
 
   static constexpr int StageBytes = 2 * BM * BK + 2 * BN * BK;
   static constexpr int EpiBytes = int(sizeof(typename CollectiveEpilogue::SharedStorage));
-  static constexpr int Stages = cute::min(MaxStages, (kSmemBytes - EpiBytes - 4096) / (StageBytes + 64));
+  static constexpr int Stages =
+      cute::min(MaxStages, (kSmemBytes - EpiBytes - 4096) / (StageBytes + 64));
   static_assert(Stages >= 2, "tile too large for shared memory");
 
-  using GmemCopyA = cute::conditional_t<size<1>(ClusterShape{}) == 1, SM90_TMA_LOAD, SM90_TMA_LOAD_MULTICAST>;
-  using GmemCopyB = cute::conditional_t<size<0>(ClusterShape{}) == 1, SM90_TMA_LOAD, SM90_TMA_LOAD_MULTICAST>;
-  using Mainloop = NestedFp16MmaRs<MainloopNestedFp16Rs<Stages, ClusterShape, MainloopSchedule>, TileShape, TiledMma,
-                                   SmemAtomA, SmemAtomB, GmemCopyA, GmemCopyB>;
-  using Kernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, CollectiveEpilogue,
-                                                      TileScheduler>;
+  using GmemCopyA =
+      cute::conditional_t<size<1>(ClusterShape{}) == 1, SM90_TMA_LOAD, SM90_TMA_LOAD_MULTICAST>;
+  using GmemCopyB =
+      cute::conditional_t<size<0>(ClusterShape{}) == 1, SM90_TMA_LOAD, SM90_TMA_LOAD_MULTICAST>;
+  using Mainloop = NestedFp16MmaRs<MainloopNestedFp16Rs<Stages, ClusterShape, MainloopSchedule>,
+                                   TileShape, TiledMma, SmemAtomA, SmemAtomB, GmemCopyA, GmemCopyB>;
+  using Kernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop,
+                                                      CollectiveEpilogue, TileScheduler>;
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
 };
 
@@ -124,9 +133,10 @@ inline void run(const Problem& p) {
   check_cuda(cudaGetDevice(&device), "cudaGetDevice");
 
   // GEMM coordinates: M' = N (weight rows), N' = M (tokens).
-  typename Mainloop::Arguments mainloop{upper, lower, typename Mainloop::StrideA{int64_t(K), _1{}, int64_t(N) * K},
-                                        reinterpret_cast<const cutlass::half_t*>(X),
-                                        typename Mainloop::StrideB{int64_t(K), _1{}, int64_t(M) * K}};
+  typename Mainloop::Arguments mainloop{
+      upper, lower, typename Mainloop::StrideA{int64_t(K), _1{}, int64_t(N) * K},
+      reinterpret_cast<const cutlass::half_t*>(X),
+      typename Mainloop::StrideB{int64_t(K), _1{}, int64_t(M) * K}};
   using StrideD = Stride<_1, int64_t, int64_t>;
   StrideD dD{_1{}, int64_t(N), int64_t(N) * M};
   typename Gemm::GemmKernel::EpilogueArguments epilogue{};
@@ -136,13 +146,16 @@ inline void run(const Problem& p) {
   epilogue.ptr_D = reinterpret_cast<cutlass::half_t*>(Y);
   epilogue.dD = dD;
 
-  typename Gemm::Arguments args{cutlass::gemm::GemmUniversalMode::kGemm, {N, M, K, 1}, mainloop, epilogue};
+  typename Gemm::Arguments args{
+      cutlass::gemm::GemmUniversalMode::kGemm, {N, M, K, 1}, mainloop, epilogue};
   args.hw_info.device_id = device;
   args.hw_info.sm_count = sm_count(device);
 
   using Raster = cutlass::gemm::kernel::detail::RasterOrderOptions;
   const SchedChoice sc = sched_choice(Cfg::BM, Cfg::BN, Cfg::BK, N, M, K, args.hw_info.sm_count);
-  args.scheduler.raster_order = sc.raster == 1 ? Raster::AlongM : sc.raster == 2 ? Raster::AlongN : Raster::Heuristic;
+  args.scheduler.raster_order = sc.raster == 1   ? Raster::AlongM
+                                : sc.raster == 2 ? Raster::AlongN
+                                                 : Raster::Heuristic;
   args.scheduler.max_swizzle_size = sc.swizzle;
   if constexpr (cute::is_same_v<typename Cfg::TileScheduler, cutlass::gemm::StreamKScheduler>) {
     using Decomp = cutlass::gemm::kernel::detail::DecompositionMode;
@@ -161,7 +174,8 @@ inline void run(const Problem& p) {
   if (st != cutlass::Status::kSuccess)
     raise(std::string("initialize failed: ") + cutlassGetStatusString(st));
   st = gemm.run(stream);
-  if (st != cutlass::Status::kSuccess) raise(std::string("launch failed: ") + cutlassGetStatusString(st));
+  if (st != cutlass::Status::kSuccess)
+    raise(std::string("launch failed: ") + cutlassGetStatusString(st));
   check_cuda(cudaGetLastError(), "kernel launch");
 }
 

@@ -26,8 +26,8 @@ struct Variant {
 #define NFP8_KERNEL(id) NFP8_TIER_##id, NFP_KERNEL_OR_NULL(NFP8_TIER_##id, run_##id)
 
 // "p8": the same kernel promoting every 8 k-blocks (256 K) instead of 4: fewer pipeline stalls
-// for the FP32 promotion, accumulation still exact to ~1e-4 (tests/gpu holds every variant to 1e-3).
-// The index is the variant number (GemmConfig::variant): append, do not reorder.
+// for the FP32 promotion, accumulation still exact to ~1e-4 (tests/gpu holds every variant to
+// 1e-3). The index is the variant number (GemmConfig::variant): append, do not reorder.
 constexpr Variant kVariants[] = {
     {"pp64x16", NFP8_KERNEL(pp64x16), 64, 16, false, 0},
     {"pp64x32", NFP8_KERNEL(pp64x32), 64, 32, false, 0},
@@ -53,9 +53,11 @@ constexpr Variant kVariants[] = {
 #undef NFP8_KERNEL
 constexpr int kNumVariants = int(sizeof(kVariants) / sizeof(kVariants[0]));
 
-// K slices for split-K: enough output tiles x slices to give every SM work, each slice >= 2 K tiles.
+// K slices for split-K: enough output tiles x slices to give every SM work, each slice >= 2 K
+// tiles.
 int split_count(const Variant& v, int M, int N, int K, int sms) {
-  const int tiles = ((N + v.tile_rows - 1) / v.tile_rows) * ((M + v.tile_tokens - 1) / v.tile_tokens);
+  const int tiles =
+      ((N + v.tile_rows - 1) / v.tile_rows) * ((M + v.tile_tokens - 1) / v.tile_tokens);
   const int k_tiles = (K + 127) / 128;
   return std::max(1, std::min(sms / std::max(tiles, 1), k_tiles / 2));
 }
@@ -65,7 +67,8 @@ int split_count(const Variant& v, int M, int N, int K, int sms) {
 consteval int pick(std::string_view name) {
   for (int i = 0; i < kNumVariants; ++i) {
     if (name == kVariants[i].name) {
-      if (kVariants[i].tier > NFP_TIER_DEFAULT) throw "the heuristic may pick only default-set variants";
+      if (kVariants[i].tier > NFP_TIER_DEFAULT)
+        throw "the heuristic may pick only default-set variants";
       return i;
     }
   }
@@ -98,7 +101,8 @@ void* workspace_for(size_t bytes, cudaStream_t stream) {
   cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
   NFP_CUDA_CHECK(cudaStreamIsCapturing(stream, &cap));
   if (cap != cudaStreamCaptureStatusNone)
-    cuda_fail("nested_fp8_gemm: needs ", bytes, " bytes of workspace during graph capture; run the same "
+    cuda_fail("nested_fp8_gemm: needs ", bytes,
+              " bytes of workspace during graph capture; run the same "
               "shape once before capturing");
   if (ptr) NFP_CUDA_CHECK(cudaFree(ptr));
   ptr = nullptr;
@@ -111,7 +115,8 @@ void* workspace_for(size_t bytes, cudaStream_t stream) {
 }  // namespace fp8gemm
 
 bool nested_fp8_gemm_variant_built(int variant) {
-  return variant >= 0 && variant < fp8gemm::kNumVariants && fp8gemm::kVariants[variant].run != nullptr;
+  return variant >= 0 && variant < fp8gemm::kNumVariants &&
+         fp8gemm::kVariants[variant].run != nullptr;
 }
 
 const std::vector<std::string>& nested_fp8_gemm_variant_names() {
@@ -139,20 +144,23 @@ int nested_fp8_gemm_heuristic(int M, int N, int K) {
     return N <= 4096 ? pick("pp64x16p8") : K >= 24576 ? pick("pp64x32") : pick("sk128x16");
   }
   if (M <= 64) return pick("pp64x64p8");
-  if (M <= 128) return many_rows ? pick("coop128x128p8") : N <= 4096 ? pick("pp64x64p8") : pick("sk128x64p8");
+  if (M <= 128)
+    return many_rows ? pick("coop128x128p8") : N <= 4096 ? pick("pp64x64p8") : pick("sk128x64p8");
   if (M <= 256) return !many_rows && N <= 4096 ? pick("sk128x64p8") : pick("coop128x128p8");
   if (M <= 512 && !many_rows && K >= 24576) return pick("sk128x64p8");
   return pick("coop128x128p8");
 }
 
-void nested_fp8_gemm(const NestedWeight& w, const uint8_t* xq, const float* x_scale, __half* Y, int M,
-                     cudaStream_t stream, const GemmConfig* cfg) {
+void nested_fp8_gemm(const NestedWeight& w, const uint8_t* xq, const float* x_scale, __half* Y,
+                     int M, cudaStream_t stream, const GemmConfig* cfg) {
   if (M < 1) cuda_fail("nested_fp8_gemm: M = ", M, " (need M >= 1)");
   if (w.N < 8 || w.K < 16 || w.N % 8 != 0 || w.K % 16 != 0)
-    cuda_fail("nested_fp8_gemm: weight [", w.N, ", ", w.K, "] unsupported: TMA needs K % 16 == 0 "
+    cuda_fail("nested_fp8_gemm: weight [", w.N, ", ", w.K,
+              "] unsupported: TMA needs K % 16 == 0 "
               "(16-byte FP8 rows) and N % 8 == 0 (16-byte FP16 output rows)");
   auto misaligned = [](const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) != 0; };
-  if (!w.upper || !w.k || !xq || !x_scale || !Y || misaligned(w.upper) || misaligned(xq) || misaligned(Y))
+  if (!w.upper || !w.k || !xq || !x_scale || !Y || misaligned(w.upper) || misaligned(xq) ||
+      misaligned(Y))
     cuda_fail("nested_fp8_gemm: null or not 16-byte aligned operand pointer");
   const int v = cfg && cfg->variant >= 0 ? cfg->variant : nested_fp8_gemm_heuristic(M, w.N, w.K);
   if (v >= fp8gemm::kNumVariants)
@@ -161,7 +169,8 @@ void nested_fp8_gemm(const NestedWeight& w, const uint8_t* xq, const float* x_sc
   if (!var.run) cuda_fail("nested_fp8_gemm: ", kernel_set::not_built_message(var.name, var.tier));
   const auto& dc = fp8gemm::device_cache();
   const int splits = var.split_k ? fp8gemm::split_count(var, M, w.N, w.K, dc.sms) : 0;
-  fp8gemm::Problem p{&w, xq, x_scale, Y, M, stream, dc.device, dc.sms, var.name, splits, var.promotion};
+  fp8gemm::Problem p{&w,       xq,     x_scale,      Y, M, stream, dc.device, dc.sms,
+                     var.name, splits, var.promotion};
   var.run(p);
 }
 

@@ -5,9 +5,9 @@
 //
 // Swap AB: the CUTLASS problem is Yᵀ[N, M] = W_upper[N, K] · Xq[M, K]ᵀ, so the weight rows fill
 // the 64/128-wide wgmma M dimension and a few tokens fit the narrow N tile (16..256).
-//   A = upper plane, e4m3, [N, K] K-major (RowMajor)        -> TMA, 16-byte aligned rows: K % 16 == 0
-//   B = quantized activations, e4m3, [M, K] K-major (ColumnMajor as CUTLASS's K×M operand)
-//   D = Y, fp16, column-major [N, M] == row-major Y[M, N]   -> N % 8 == 0
+//   A = upper plane, e4m3, [N, K] K-major (RowMajor)        -> TMA, 16-byte aligned rows: K % 16 ==
+//   0 B = quantized activations, e4m3, [M, K] K-major (ColumnMajor as CUTLASS's K×M operand) D = Y,
+//   fp16, column-major [N, M] == row-major Y[M, N]   -> N % 8 == 0
 // Kernel schedules: the default FP8 mainloops promote the wgmma accumulators into a second FP32
 // accumulator every 4 k-blocks (exact FP32 sums); "fa" variants use the FP8 fast-accumulation
 // schedules (no promotion: fewer registers, so 128x256 tiles fit, at lower accumulation precision).
@@ -18,6 +18,8 @@
 // the only roundings are acc·x_scale to fp32 and the final fp16 conversion.
 #include <cuda_runtime.h>
 
+#include "backend/cuda/kernels.hpp"
+#include "backend/cuda/nested_fp8_gemm_impl.hpp"
 #include "cute/tensor.hpp"
 #include "cutlass/cutlass.h"
 #include "cutlass/epilogue/collective/collective_builder.hpp"
@@ -26,9 +28,6 @@
 #include "cutlass/gemm/device/gemm_universal_adapter.h"
 #include "cutlass/gemm/kernel/gemm_universal.hpp"
 #include "cutlass/gemm/kernel/tile_scheduler.hpp"
-
-#include "backend/cuda/kernels.hpp"
-#include "backend/cuda/nested_fp8_gemm_impl.hpp"
 
 namespace nestedfp::cuda::fp8gemm {
 
@@ -76,24 +75,27 @@ struct Kernel {
   using TileShape = typename Cfg::TileShape;
   static constexpr auto RN = cutlass::FloatRoundStyle::round_to_nearest;
 
-  using ColK = cutlass::epilogue::fusion::Sm90ColBroadcast<0, TileShape, int8_t, float,
-                                                           cute::Stride<cute::_1, cute::_0, int64_t>, 1>;
-  using RowS = cutlass::epilogue::fusion::Sm90RowBroadcast<0, TileShape, float, float,
-                                                           cute::Stride<cute::_0, cute::_1, int64_t>>;
+  using ColK =
+      cutlass::epilogue::fusion::Sm90ColBroadcast<0, TileShape, int8_t, float,
+                                                  cute::Stride<cute::_1, cute::_0, int64_t>, 1>;
+  using RowS =
+      cutlass::epilogue::fusion::Sm90RowBroadcast<0, TileShape, float, float,
+                                                  cute::Stride<cute::_0, cute::_1, int64_t>>;
   using KScaled = cutlass::epilogue::fusion::Sm90EVT<
       cutlass::epilogue::fusion::Sm90Compute<ScaleByNegPow2K, float, float, RN>,
       cutlass::epilogue::fusion::Sm90AccFetch, ColK>;
   using Fusion = cutlass::epilogue::fusion::Sm90EVT<
-      cutlass::epilogue::fusion::Sm90Compute<cutlass::multiplies, ElementD, float, RN>, RowS, KScaled>;
+      cutlass::epilogue::fusion::Sm90Compute<cutlass::multiplies, ElementD, float, RN>, RowS,
+      KScaled>;
 
   using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, typename Cfg::ClusterShape,
-      cutlass::epilogue::collective::EpilogueTileAuto, ElementAcc, ElementCompute, void, LayoutD, kAlignD,
-      ElementD, LayoutD, kAlignD, typename Cfg::EpilogueSchedule, Fusion>::CollectiveOp;
+      cutlass::epilogue::collective::EpilogueTileAuto, ElementAcc, ElementCompute, void, LayoutD,
+      kAlignD, ElementD, LayoutD, kAlignD, typename Cfg::EpilogueSchedule, Fusion>::CollectiveOp;
 
   using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
-      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, ElementA, LayoutA, kAlignA, ElementB, LayoutB,
-      kAlignB, ElementAcc, TileShape, typename Cfg::ClusterShape,
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, ElementA, LayoutA, kAlignA, ElementB,
+      LayoutB, kAlignB, ElementAcc, TileShape, typename Cfg::ClusterShape,
       cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(
           sizeof(typename Epilogue::SharedStorage))>,
       typename Cfg::KernelSchedule>::CollectiveOp;
@@ -127,10 +129,9 @@ void run(const Problem& p) {
     if (p.promotion > 0) args.mainloop.mma_promotion_interval = uint32_t(p.promotion);
   }
   auto& th = args.epilogue.thread;
-  th = {
-      {p.x_scale, 0.f, {cute::_0{}, cute::_1{}, int64_t(0)}},                // RowS: per token
-      {{}, {p.w->k, int8_t(0), {cute::_1{}, cute::_0{}, int64_t(0)}}, {}},  // acc · 2^-(k+8)
-      {}};
+  th = {{p.x_scale, 0.f, {cute::_0{}, cute::_1{}, int64_t(0)}},               // RowS: per token
+        {{}, {p.w->k, int8_t(0), {cute::_1{}, cute::_0{}, int64_t(0)}}, {}},  // acc · 2^-(k+8)
+        {}};
   args.epilogue.ptr_C = nullptr;
   args.epilogue.dC = sD;
   args.epilogue.ptr_D = reinterpret_cast<typename K::ElementD*>(p.Y);
@@ -147,16 +148,18 @@ void run(const Problem& p) {
 
   Gemm gemm;
   if (gemm.can_implement(args) != cutlass::Status::kSuccess)
-    cuda_fail("nested_fp8_gemm: CUTLASS cannot run variant ", p.variant_name, " on M=", M, " N=", N, " K=", Kd,
-              " (check K % 16 == 0, N % 8 == 0)");
+    cuda_fail("nested_fp8_gemm: CUTLASS cannot run variant ", p.variant_name, " on M=", M, " N=", N,
+              " K=", Kd, " (check K % 16 == 0, N % 8 == 0)");
   const size_t ws = Gemm::get_workspace_size(args);
   void* workspace = ws ? workspace_for(ws, p.stream) : nullptr;
   cutlass::Status st = gemm.initialize(args, workspace, p.stream);
   if (st != cutlass::Status::kSuccess)
-    cuda_fail("nested_fp8_gemm: initialize failed for variant ", p.variant_name, ": ", cutlassGetStatusString(st));
+    cuda_fail("nested_fp8_gemm: initialize failed for variant ", p.variant_name, ": ",
+              cutlassGetStatusString(st));
   st = gemm.run(p.stream);
   if (st != cutlass::Status::kSuccess)
-    cuda_fail("nested_fp8_gemm: launch failed for variant ", p.variant_name, ": ", cutlassGetStatusString(st));
+    cuda_fail("nested_fp8_gemm: launch failed for variant ", p.variant_name, ": ",
+              cutlassGetStatusString(st));
   NFP_CUDA_CHECK_LAUNCH();
 }
 

@@ -19,8 +19,9 @@ struct Problem {
   cudaStream_t stream;
   int device, sm_count;
   const char* variant_name;
-  int splits;     // stream-K kernels only: > 1 forces split-K with this many K slices, else stream-K
-  int promotion;  // promoted (non-"fa") mainloops: k-blocks between FP32 promotions (0: CUTLASS's 4)
+  int splits;  // stream-K kernels only: > 1 forces split-K with this many K slices, else stream-K
+  int promotion;  // promoted (non-"fa") mainloops: k-blocks between FP32 promotions (0: CUTLASS's
+                  // 4)
 };
 
 // Grow-only device workspace (stream-K partials); throws if it must grow during graph capture.
@@ -30,17 +31,17 @@ void* workspace_for(size_t bytes, cudaStream_t stream);
 // nested_fp8_gemm_v_<kernel>.cu only in builds whose kernel set contains the tier. The variant
 // table in nested_fp8_gemm.cu runs each kernel under one or more variant names. NFP_TIER_ALL:
 // not the heuristic's choice on any measured shape (and each costs minutes of nvcc).
-#define NFP8_TIER_pp64x16         NFP_TIER_CI
-#define NFP8_TIER_pp64x32         NFP_TIER_DEFAULT
-#define NFP8_TIER_pp64x64         NFP_TIER_DEFAULT
-#define NFP8_TIER_pp64x128        NFP_TIER_ALL
-#define NFP8_TIER_sk128x16        NFP_TIER_DEFAULT
-#define NFP8_TIER_sk128x32        NFP_TIER_DEFAULT
-#define NFP8_TIER_sk128x64        NFP_TIER_DEFAULT
-#define NFP8_TIER_coop128x128     NFP_TIER_DEFAULT
-#define NFP8_TIER_coop128x128c2   NFP_TIER_ALL
-#define NFP8_TIER_coop128x128fa   NFP_TIER_ALL
-#define NFP8_TIER_coop128x256fa   NFP_TIER_ALL
+#define NFP8_TIER_pp64x16 NFP_TIER_CI
+#define NFP8_TIER_pp64x32 NFP_TIER_DEFAULT
+#define NFP8_TIER_pp64x64 NFP_TIER_DEFAULT
+#define NFP8_TIER_pp64x128 NFP_TIER_ALL
+#define NFP8_TIER_sk128x16 NFP_TIER_DEFAULT
+#define NFP8_TIER_sk128x32 NFP_TIER_DEFAULT
+#define NFP8_TIER_sk128x64 NFP_TIER_DEFAULT
+#define NFP8_TIER_coop128x128 NFP_TIER_DEFAULT
+#define NFP8_TIER_coop128x128c2 NFP_TIER_ALL
+#define NFP8_TIER_coop128x128fa NFP_TIER_ALL
+#define NFP8_TIER_coop128x256fa NFP_TIER_ALL
 #define NFP8_TIER_coop128x256fac2 NFP_TIER_ALL
 
 void run_pp64x16(const Problem&);

@@ -33,10 +33,10 @@ void add_inplace(__half* x, const __half* y, int64_t n, cudaStream_t stream);
 // ---- RoPE (Hugging Face rotate_half / "neox" layout) -------------------------------------------
 // In place on q [M, nq, head_dim] and k [M, nkv, head_dim]. inv_freq: device float [head_dim/2],
 // computed on the host from the rope scaling (default | llama3 | linear) exactly as the cpu
-// backend does (backend::rope_inv_freq, nestedfp/backend.hpp). Angle = fp32(inv_freq[i] * float(pos[m])); cos/sin of it
-// rounded to fp16 (HF computes cos/sin in fp32 and casts them to the model dtype); out =
-// fp16(fp16(x*cos) + fp16(rot(x)*sin)): each product rounded to fp16 as HF's fp16 tensor
-// multiplies do, the sum in fp32 rounded once — the cpu backend's order, bit for bit.
+// backend does (backend::rope_inv_freq, nestedfp/backend.hpp). Angle = fp32(inv_freq[i] *
+// float(pos[m])); cos/sin of it rounded to fp16 (HF computes cos/sin in fp32 and casts them to the
+// model dtype); out = fp16(fp16(x*cos) + fp16(rot(x)*sin)): each product rounded to fp16 as HF's
+// fp16 tensor multiplies do, the sum in fp32 rounded once — the cpu backend's order, bit for bit.
 // head_dim even, <= 1024.
 void rope_inplace(__half* q, __half* k, const int32_t* pos, const float* inv_freq, int M, int nq,
                   int nkv, int head_dim, cudaStream_t stream);
@@ -60,12 +60,12 @@ void write_kv(const PagedKv& cache, const __half* k, const __half* v, const int3
 // kv_len(s) - q_len(s) + i and attends causally to keys [0, that position].
 struct AttnBatch {
   int num_seqs = 0;
-  int total_q = 0;                           // q_indptr[num_seqs]
-  int max_q_len = 0, max_kv_len = 0;         // maxima over the sequences (grid sizing)
-  const int32_t* q_indptr = nullptr;         // [num_seqs + 1]
-  const int32_t* kv_indptr = nullptr;        // [num_seqs + 1]
-  const int32_t* kv_indices = nullptr;       // [kv_indptr[num_seqs]] block ids
-  const int32_t* kv_last_page_len = nullptr; // [num_seqs], 1..kPageSize
+  int total_q = 0;                            // q_indptr[num_seqs]
+  int max_q_len = 0, max_kv_len = 0;          // maxima over the sequences (grid sizing)
+  const int32_t* q_indptr = nullptr;          // [num_seqs + 1]
+  const int32_t* kv_indptr = nullptr;         // [num_seqs + 1]
+  const int32_t* kv_indices = nullptr;        // [kv_indptr[num_seqs]] block ids
+  const int32_t* kv_last_page_len = nullptr;  // [num_seqs], 1..kPageSize
 };
 
 // Plain reference kernel (tests, and the fallback for head dims FlashInfer is not built for):

@@ -65,7 +65,8 @@ __device__ void quantize_row(const __half* s, int K, float local_amax, float* re
 #pragma unroll
       for (int j = 0; j < 4; ++j) lo |= uint32_t(to_e4m3(__half2float(x.h[j]), scale)) << (8 * j);
 #pragma unroll
-      for (int j = 0; j < 4; ++j) hi |= uint32_t(to_e4m3(__half2float(x.h[4 + j]), scale)) << (8 * j);
+      for (int j = 0; j < 4; ++j)
+        hi |= uint32_t(to_e4m3(__half2float(x.h[4 + j]), scale)) << (8 * j);
       reinterpret_cast<uint2*>(q)[v] = make_uint2(lo, hi);
     }
   } else {
@@ -74,8 +75,8 @@ __device__ void quantize_row(const __half* s, int K, float local_amax, float* re
 }
 
 template <bool kVec>
-__global__ void quant_kernel(const __half* __restrict__ X, int64_t ld, int K, uint8_t* __restrict__ q,
-                             float* __restrict__ scale) {
+__global__ void quant_kernel(const __half* __restrict__ X, int64_t ld, int K,
+                             uint8_t* __restrict__ q, float* __restrict__ scale) {
   extern __shared__ uint4 smem_u4[];
   __shared__ float red[32];
   __half* s = reinterpret_cast<__half*>(smem_u4);
@@ -100,8 +101,9 @@ __global__ void quant_kernel(const __half* __restrict__ X, int64_t ld, int K, ui
 }
 
 template <bool kVec>
-__global__ void rmsnorm_kernel(const __half* __restrict__ X, int64_t ld, const __half* __restrict__ w,
-                               float eps, int K, __half* __restrict__ Y, uint8_t* __restrict__ q,
+__global__ void rmsnorm_kernel(const __half* __restrict__ X, int64_t ld,
+                               const __half* __restrict__ w, float eps, int K,
+                               __half* __restrict__ Y, uint8_t* __restrict__ q,
                                float* __restrict__ scale, __half* __restrict__ residual) {
   extern __shared__ uint4 smem_u4[];
   __shared__ float red[32];
@@ -119,12 +121,16 @@ __global__ void rmsnorm_kernel(const __half* __restrict__ X, int64_t ld, const _
         H8 r;
         r.u = reinterpret_cast<const uint4*>(res)[v];
 #pragma unroll
-        for (int j = 0; j < 8; ++j) t.h[j] = __float2half_rn(__half2float(t.h[j]) + __half2float(r.h[j]));
+        for (int j = 0; j < 8; ++j)
+          t.h[j] = __float2half_rn(__half2float(t.h[j]) + __half2float(r.h[j]));
         reinterpret_cast<uint4*>(res)[v] = t.u;
       }
       reinterpret_cast<uint4*>(s)[v] = t.u;
 #pragma unroll
-      for (int j = 0; j < 8; ++j) { const float f = __half2float(t.h[j]); ss = fmaf(f, f, ss); }
+      for (int j = 0; j < 8; ++j) {
+        const float f = __half2float(t.h[j]);
+        ss = fmaf(f, f, ss);
+      }
     }
   } else {
     for (int c = threadIdx.x; c < K; c += blockDim.x) {
@@ -175,8 +181,8 @@ __device__ __forceinline__ __half silu_mul_one(__half g, __half u) {
 }
 
 template <bool kVec>
-__global__ void silu_mul_kernel(const __half* __restrict__ G, const __half* __restrict__ U, int64_t ld,
-                                int K, __half* __restrict__ Y, uint8_t* __restrict__ q,
+__global__ void silu_mul_kernel(const __half* __restrict__ G, const __half* __restrict__ U,
+                                int64_t ld, int K, __half* __restrict__ Y, uint8_t* __restrict__ q,
                                 float* __restrict__ scale) {
   extern __shared__ uint4 smem_u4[];
   __shared__ float red[32];
@@ -218,7 +224,8 @@ int threads_for(int K) {
 
 void check_row_args(const char* what, int M, int K, int64_t ld) {
   if (M < 0 || K <= 0 || K > kMaxK || ld < K)
-    cuda_fail(what, ": unsupported shape M=", M, " K=", K, " ld=", ld, " (need 0 < K <= ", kMaxK, ", ld >= K)");
+    cuda_fail(what, ": unsupported shape M=", M, " K=", K, " ld=", ld, " (need 0 < K <= ", kMaxK,
+              ", ld >= K)");
 }
 
 // Raises the dynamic shared-memory limit once per kernel (before any graph capture uses it).
@@ -242,7 +249,8 @@ void quantize_e4m3_per_token(const __half* X, int64_t ld, int M, int K, uint8_t*
                              cudaStream_t stream) {
   check_row_args("quantize_e4m3_per_token", M, K, ld);
   if (M == 0) return;
-  const bool vec = K % 8 == 0 && ld % 8 == 0 && aligned16(X) && (reinterpret_cast<uintptr_t>(q) & 7) == 0;
+  const bool vec =
+      K % 8 == 0 && ld % 8 == 0 && aligned16(X) && (reinterpret_cast<uintptr_t>(q) & 7) == 0;
   const size_t smem = size_t(K) * sizeof(__half);
   if (vec) {
     static bool done = false;
@@ -268,11 +276,13 @@ void rmsnorm(const __half* X, int64_t ld, const __half* weight, float eps, int M
   if (vec) {
     static bool done = false;
     prepare(rmsnorm_kernel<true>, done);
-    rmsnorm_kernel<true><<<M, threads_for(K), smem, stream>>>(X, ld, weight, eps, K, Y, q, scale, residual);
+    rmsnorm_kernel<true>
+        <<<M, threads_for(K), smem, stream>>>(X, ld, weight, eps, K, Y, q, scale, residual);
   } else {
     static bool done = false;
     prepare(rmsnorm_kernel<false>, done);
-    rmsnorm_kernel<false><<<M, threads_for(K), smem, stream>>>(X, ld, weight, eps, K, Y, q, scale, residual);
+    rmsnorm_kernel<false>
+        <<<M, threads_for(K), smem, stream>>>(X, ld, weight, eps, K, Y, q, scale, residual);
   }
   NFP_CUDA_CHECK_LAUNCH();
 }

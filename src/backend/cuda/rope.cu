@@ -27,8 +27,9 @@ __device__ __forceinline__ void rotate(__half& a, __half& b, float c, float s) {
 // One block per token. The block first tabulates fp16-rounded cos/sin for its position, then
 // rotates every head of q and k. kVec: 8 pairs per thread with 16-byte accesses (half % 8 == 0).
 template <bool kVec>
-__global__ void rope_kernel(__half* __restrict__ q, __half* __restrict__ k, const int32_t* __restrict__ pos,
-                            const float* __restrict__ inv_freq, int nq, int nkv, int head_dim) {
+__global__ void rope_kernel(__half* __restrict__ q, __half* __restrict__ k,
+                            const int32_t* __restrict__ pos, const float* __restrict__ inv_freq,
+                            int nq, int nkv, int head_dim) {
   extern __shared__ float cs[];  // cos [half] then sin [half]
   const int half = head_dim / 2;
   const int64_t m = blockIdx.x;
@@ -46,7 +47,10 @@ __global__ void rope_kernel(__half* __restrict__ q, __half* __restrict__ k, cons
     const int h = t / units, u = t - h * units;
     __half* x = h < nq ? q + (m * nq + h) * head_dim : k + (m * nkv + (h - nq)) * head_dim;
     if constexpr (kVec) {
-      union { uint4 v; __half e[8]; } a, b;
+      union {
+        uint4 v;
+        __half e[8];
+      } a, b;
       a.v = reinterpret_cast<const uint4*>(x)[u];
       b.v = reinterpret_cast<const uint4*>(x + half)[u];
 #pragma unroll
@@ -63,21 +67,25 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 
 }  // namespace
 
-void rope_inplace(__half* q, __half* k, const int32_t* pos, const float* inv_freq, int M, int nq, int nkv,
-                  int head_dim, cudaStream_t stream) {
-  if (M < 0 || nq < 0 || nkv < 0) cuda_fail("rope_inplace: negative shape (M ", M, ", nq ", nq, ", nkv ", nkv, ")");
+void rope_inplace(__half* q, __half* k, const int32_t* pos, const float* inv_freq, int M, int nq,
+                  int nkv, int head_dim, cudaStream_t stream) {
+  if (M < 0 || nq < 0 || nkv < 0)
+    cuda_fail("rope_inplace: negative shape (M ", M, ", nq ", nq, ", nkv ", nkv, ")");
   if (head_dim <= 0 || head_dim % 2 || head_dim > 1024)
     cuda_fail("rope_inplace: head_dim ", head_dim, " must be even and in [2, 1024]");
   if (M == 0 || nq + nkv == 0) return;
-  if (!pos || !inv_freq || (nq && !q) || (nkv && !k)) cuda_fail("rope_inplace: null pointer (q, k, positions or inv_freq)");
+  if (!pos || !inv_freq || (nq && !q) || (nkv && !k))
+    cuda_fail("rope_inplace: null pointer (q, k, positions or inv_freq)");
   const int half = head_dim / 2;
   // A row's second half starts at half * 2 bytes: 16-byte aligned exactly when half % 8 == 0.
   const bool vec = half % 8 == 0 && (!nq || aligned16(q)) && (!nkv || aligned16(k));
   const size_t smem = size_t(head_dim) * sizeof(float);
   if (vec)
-    rope_kernel<true><<<unsigned(M), kThreads, smem, stream>>>(q, k, pos, inv_freq, nq, nkv, head_dim);
+    rope_kernel<true>
+        <<<unsigned(M), kThreads, smem, stream>>>(q, k, pos, inv_freq, nq, nkv, head_dim);
   else
-    rope_kernel<false><<<unsigned(M), kThreads, smem, stream>>>(q, k, pos, inv_freq, nq, nkv, head_dim);
+    rope_kernel<false>
+        <<<unsigned(M), kThreads, smem, stream>>>(q, k, pos, inv_freq, nq, nkv, head_dim);
   NFP_CUDA_CHECK_LAUNCH();
 }
 

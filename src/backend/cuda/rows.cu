@@ -24,26 +24,30 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 // row length in T. A negative index (never produced by the engine) leaves the row untouched
 // rather than reading outside the table.
 template <typename T>
-__global__ void copy_rows_kernel(const T* __restrict__ src, int64_t units, const int32_t* __restrict__ idx,
-                                 int64_t rows, T* __restrict__ dst) {
+__global__ void copy_rows_kernel(const T* __restrict__ src, int64_t units,
+                                 const int32_t* __restrict__ idx, int64_t rows,
+                                 T* __restrict__ dst) {
   const int64_t total = rows * units;
-  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total; t += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total;
+       t += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = t / units, c = t - r * units;
     const int32_t s = idx[r];
     if (s >= 0) dst[t] = src[int64_t(s) * units + c];
   }
 }
 
-void copy_rows(const char* op, const __half* src, int64_t cols, const int32_t* idx, int R, __half* dst,
-               cudaStream_t stream) {
+void copy_rows(const char* op, const __half* src, int64_t cols, const int32_t* idx, int R,
+               __half* dst, cudaStream_t stream) {
   if (R < 0 || cols < 0) cuda_fail(op, ": negative shape (rows ", R, ", cols ", cols, ")");
   if (R == 0 || cols == 0) return;
   if (!src || !idx || !dst) cuda_fail(op, ": null pointer (src, index array or dst)");
-  if (src == dst) cuda_fail(op, ": src and dst are the same buffer; rows are copied in parallel, use another buffer");
+  if (src == dst)
+    cuda_fail(op,
+              ": src and dst are the same buffer; rows are copied in parallel, use another buffer");
   if (cols % 8 == 0 && aligned16(src) && aligned16(dst)) {
     const int64_t units = cols / 8;
-    copy_rows_kernel<<<grid_for(R * units), kThreads, 0, stream>>>(reinterpret_cast<const uint4*>(src), units, idx,
-                                                                  R, reinterpret_cast<uint4*>(dst));
+    copy_rows_kernel<<<grid_for(R * units), kThreads, 0, stream>>>(
+        reinterpret_cast<const uint4*>(src), units, idx, R, reinterpret_cast<uint4*>(dst));
   } else {
     copy_rows_kernel<<<grid_for(R * cols), kThreads, 0, stream>>>(src, cols, idx, R, dst);
   }
@@ -60,8 +64,10 @@ __device__ __forceinline__ __half add_round(__half a, __half b) {
 }
 
 // x[i] = fp16(x[i] + y[i]) for i < n: 8 per thread on the 16-byte-aligned body, then the tail.
-__global__ void add_kernel(__half* __restrict__ x, const __half* __restrict__ y, int64_t n, bool vec) {
-  const int64_t stride = int64_t(gridDim.x) * blockDim.x, first = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+__global__ void add_kernel(__half* __restrict__ x, const __half* __restrict__ y, int64_t n,
+                           bool vec) {
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x,
+                first = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   int64_t body = 0;
   if (vec) {
     body = n / 8 * 8;
@@ -79,11 +85,13 @@ __global__ void add_kernel(__half* __restrict__ x, const __half* __restrict__ y,
 
 }  // namespace
 
-void embedding(const __half* table, int64_t hidden, const int32_t* ids, int M, __half* out, cudaStream_t stream) {
+void embedding(const __half* table, int64_t hidden, const int32_t* ids, int M, __half* out,
+               cudaStream_t stream) {
   copy_rows("embedding", table, hidden, ids, M, out, stream);
 }
 
-void gather_rows(const __half* src, int64_t cols, const int32_t* rows, int R, __half* dst, cudaStream_t stream) {
+void gather_rows(const __half* src, int64_t cols, const int32_t* rows, int R, __half* dst,
+                 cudaStream_t stream) {
   copy_rows("gather_rows", src, cols, rows, R, dst, stream);
 }
 

@@ -46,7 +46,8 @@ __device__ blk::ArgMax row_argmax(const float* x, int V, blk::ArgMax* scratch) {
 
 // Key of the k-th largest logit (1 <= k <= V), exactly: most significant byte first, each pass
 // histograms the next byte of the keys that share the bytes fixed so far.
-__device__ uint32_t kth_largest_key(const float* x, int V, int k, int* hist, uint32_t* s_prefix, int* s_k) {
+__device__ uint32_t kth_largest_key(const float* x, int V, int k, int* hist, uint32_t* s_prefix,
+                                    int* s_k) {
   uint32_t prefix = 0;
   int kk = k;  // rank still to find among the keys matching `prefix`
   for (int shift = 24; shift >= 0; shift -= 8) {
@@ -82,15 +83,16 @@ __device__ __forceinline__ float weight(float x, uint32_t threshold, float mx, f
   return key_of(x) >= threshold && !isnan(x) ? expf((x - mx) * inv_t) : 0.f;
 }
 
-__device__ float kept_mass(const float* x, int V, uint32_t threshold, float mx, float inv_t, float* scratch) {
+__device__ float kept_mass(const float* x, int V, uint32_t threshold, float mx, float inv_t,
+                           float* scratch) {
   float s = 0.f;
   for (int j = threadIdx.x; j < V; j += blockDim.x) s += weight(x[j], threshold, mx, inv_t);
   return blk::reduce(s, 0.f, blk::Sum{}, scratch);
 }
 
 __global__ void __launch_bounds__(kThreads)
-sample_kernel(const float* __restrict__ logits, int V, const SampleParams* __restrict__ params,
-              int32_t* __restrict__ out) {
+    sample_kernel(const float* __restrict__ logits, int V, const SampleParams* __restrict__ params,
+                  int32_t* __restrict__ out) {
   __shared__ blk::ArgMax s_arg[32];
   __shared__ float s_f[32];
   __shared__ int s_i[32];
@@ -120,7 +122,10 @@ sample_kernel(const float* __restrict__ logits, int V, const SampleParams* __res
     uint32_t lo = threshold, hi = key_of(mx);
     while (lo < hi) {
       const uint32_t mid = lo + uint32_t((uint64_t(hi - lo) + 1) / 2);
-      if (kept_mass(x, V, mid, mx, inv_t, s_f) >= target) lo = mid; else hi = mid - 1;
+      if (kept_mass(x, V, mid, mx, inv_t, s_f) >= target)
+        lo = mid;
+      else
+        hi = mid - 1;
     }
     threshold = lo;
   }
@@ -178,8 +183,9 @@ __device__ __forceinline__ bool after(float v, int j, float pv, int pi) {
 }
 
 __global__ void __launch_bounds__(kThreads)
-logprobs_kernel(const float* __restrict__ logits, int V, const int32_t* __restrict__ chosen, int top_n,
-                float* __restrict__ chosen_lp, int32_t* __restrict__ top_ids, float* __restrict__ top_lp) {
+    logprobs_kernel(const float* __restrict__ logits, int V, const int32_t* __restrict__ chosen,
+                    int top_n, float* __restrict__ chosen_lp, int32_t* __restrict__ top_ids,
+                    float* __restrict__ top_lp) {
   __shared__ blk::ArgMax s_arg[32];
   __shared__ double s_d[32];
   const int64_t row = blockIdx.x;
@@ -216,8 +222,8 @@ logprobs_kernel(const float* __restrict__ logits, int V, const int32_t* __restri
 
 size_t sample_workspace_bytes(int, int) { return 0; }
 
-void sample_tokens(const float* logits, int R, int V, const SampleParams* params, int32_t* out, void*, size_t,
-                   cudaStream_t stream) {
+void sample_tokens(const float* logits, int R, int V, const SampleParams* params, int32_t* out,
+                   void*, size_t, cudaStream_t stream) {
   if (R < 0 || V <= 0) cuda_fail("sample_tokens: bad shape (", R, " rows, vocabulary ", V, ")");
   if (R == 0) return;
   if (!logits || !params || !out) cuda_fail("sample_tokens: null pointer (logits, params or out)");
@@ -225,17 +231,21 @@ void sample_tokens(const float* logits, int R, int V, const SampleParams* params
   NFP_CUDA_CHECK_LAUNCH();
 }
 
-void logprobs_topn(const float* logits, int R, int V, const int32_t* chosen, int top_n, float* chosen_lp,
-                   int32_t* top_ids, float* top_lp, cudaStream_t stream) {
+void logprobs_topn(const float* logits, int R, int V, const int32_t* chosen, int top_n,
+                   float* chosen_lp, int32_t* top_ids, float* top_lp, cudaStream_t stream) {
   if (R < 0 || V <= 0) cuda_fail("logprobs_topn: bad shape (", R, " rows, vocabulary ", V, ")");
   if (top_n < 0 || top_n > kMaxTopLogprobs)
     cuda_fail("logprobs_topn: top_n ", top_n, " outside [0, ", kMaxTopLogprobs, "]");
   if (R == 0) return;
   if (!logits) cuda_fail("logprobs_topn: null logits");
   if (bool(chosen) != bool(chosen_lp))
-    cuda_fail("logprobs_topn: chosen and chosen_lp must both be given (or both null to skip the chosen token)");
-  if (top_n > 0 && (!top_ids || !top_lp)) cuda_fail("logprobs_topn: top_n ", top_n, " needs top_ids and top_lp");
-  logprobs_kernel<<<unsigned(R), kThreads, 0, stream>>>(logits, V, chosen, top_n, chosen_lp, top_ids, top_lp);
+    cuda_fail(
+        "logprobs_topn: chosen and chosen_lp must both be given (or both null to skip the chosen "
+        "token)");
+  if (top_n > 0 && (!top_ids || !top_lp))
+    cuda_fail("logprobs_topn: top_n ", top_n, " needs top_ids and top_lp");
+  logprobs_kernel<<<unsigned(R), kThreads, 0, stream>>>(logits, V, chosen, top_n, chosen_lp,
+                                                        top_ids, top_lp);
   NFP_CUDA_CHECK_LAUNCH();
 }
 

@@ -14,7 +14,7 @@ __device__ __forceinline__ uint8_t split_upper(uint16_t h) {
   uint32_t mag = (h >> 7) & 0x7F;  // e3..e0 m9 m8 m7 (e4 is zero for representable values)
   const uint32_t rem = h & 0x7F;   // dropped bits m6..m0
   if (rem > 0x40 || (rem == 0x40 && (mag & 1))) ++mag;  // round to nearest even; may carry
-  if (mag == 0x7F) mag = 0x7E;                           // never produce E4M3 NaN
+  if (mag == 0x7F) mag = 0x7E;                          // never produce E4M3 NaN
   return uint8_t(((h >> 8) & 0x80) | mag);
 }
 
@@ -82,8 +82,14 @@ __global__ void split_rows_kernel(const uint16_t* __restrict__ W, int K, bool ch
     if (channel && !bad && mx != 0) {
       // Largest k with max · 2^k <= 1.75; powers of two scale floats exactly.
       float v = __half2float(__ushort_as_half(uint16_t(mx)));
-      while (v * 2.f <= 1.75f) { v *= 2.f; ++k; }
-      while (v > 1.75f) { v *= 0.5f; --k; }
+      while (v * 2.f <= 1.75f) {
+        v *= 2.f;
+        ++k;
+      }
+      while (v > 1.75f) {
+        v *= 0.5f;
+        --k;
+      }
     }
     s_k = k;
   }
@@ -99,7 +105,10 @@ __global__ void split_rows_kernel(const uint16_t* __restrict__ W, int K, bool ch
       if (!scale_pow2(w[c], k, o)) lossy = 1;
     }
     if (block_max_u32(lossy, red)) {
-      if (mx < 0x3F80) k = 0; else bad = true;
+      if (mx < 0x3F80)
+        k = 0;
+      else
+        bad = true;
     }
   }
   for (int c = threadIdx.x; c < K && !bad; c += blockDim.x) {
@@ -149,8 +158,8 @@ void merge_planes(const uint8_t* upper, const uint8_t* lower, __half* out, int64
                   cudaStream_t stream) {
   if (n <= 0) return;
   const int64_t blocks = std::min<int64_t>((n + 255) / 256, 65535);
-  merge_kernel<<<unsigned(blocks), 256, 0, stream>>>(upper, lower,
-                                                     reinterpret_cast<uint16_t*>(out), n);
+  merge_kernel<<<unsigned(blocks), 256, 0, stream>>>(upper, lower, reinterpret_cast<uint16_t*>(out),
+                                                     n);
   NFP_CUDA_CHECK_LAUNCH();
 }
 

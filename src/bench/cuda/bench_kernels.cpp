@@ -8,7 +8,6 @@
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <cctype>
@@ -22,6 +21,7 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
 
@@ -38,9 +38,9 @@ struct Shape {
 };
 
 const std::vector<Shape> kDefaultShapes = {
-    {6144, 4096, "Llama-3.1-8B qkv_proj"},      {4096, 4096, "Llama-3.1-8B o_proj"},
-    {28672, 4096, "Llama-3.1-8B gate_up_proj"}, {4096, 14336, "Llama-3.1-8B down_proj"},
-    {6144, 5120, "Mistral-Small-24B qkv_proj"}, {5120, 4096, "Mistral-Small-24B o_proj"},
+    {6144, 4096, "Llama-3.1-8B qkv_proj"},           {4096, 4096, "Llama-3.1-8B o_proj"},
+    {28672, 4096, "Llama-3.1-8B gate_up_proj"},      {4096, 14336, "Llama-3.1-8B down_proj"},
+    {6144, 5120, "Mistral-Small-24B qkv_proj"},      {5120, 4096, "Mistral-Small-24B o_proj"},
     {65536, 5120, "Mistral-Small-24B gate_up_proj"}, {5120, 32768, "Mistral-Small-24B down_proj"},
 };
 const std::vector<int> kDefaultMs = {1, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192};
@@ -49,7 +49,9 @@ template <typename T>
 struct Dev {
   T* p = nullptr;
   explicit Dev(size_t n) { NFP_CUDA_CHECK(cudaMalloc(&p, std::max<size_t>(n, 1) * sizeof(T))); }
-  ~Dev() { if (p) cudaFree(p); }
+  ~Dev() {
+    if (p) cudaFree(p);
+  }
   Dev(const Dev&) = delete;
   Dev& operator=(const Dev&) = delete;
 };
@@ -127,7 +129,8 @@ class Timer {
     for (int r = 0; r < kRounds; ++r) {
       std::shuffle(order.begin(), order.end(), rng);
       for (size_t i : order) {
-        const int reps = std::clamp(int(target_ms_ / kRounds / std::max(est[i], 1e-3f)), 2, kMaxReps);
+        const int reps =
+            std::clamp(int(target_ms_ / kRounds / std::max(est[i], 1e-3f)), 2, kMaxReps);
         NFP_CUDA_CHECK(cudaGraphLaunch(execs[i], s_));  // untimed: the same state for every kernel
         const auto v = replay(execs[i], reps);
         t[i].insert(t[i].end(), v.begin(), v.end());
@@ -151,7 +154,8 @@ class Timer {
     }
     NFP_CUDA_CHECK(cudaStreamSynchronize(s_));
     std::vector<float> t(reps);
-    for (int r = 0; r < reps; ++r) NFP_CUDA_CHECK(cudaEventElapsedTime(&t[r], ev_[2 * r], ev_[2 * r + 1]));
+    for (int r = 0; r < reps; ++r)
+      NFP_CUDA_CHECK(cudaEventElapsedTime(&t[r], ev_[2 * r], ev_[2 * r + 1]));
     return t;
   }
   cudaStream_t s_;
@@ -178,8 +182,8 @@ double geomean(const std::vector<double>& v) {
 int bench_kernels(const BenchKernelsOptions& opts) {
   const auto dev = device_info();
   if (dev.cc_major != 9)
-    fail("bench kernels: needs a Hopper GPU (compute capability 9.x); this is {} ({}.{})", dev.name, dev.cc_major,
-         dev.cc_minor);
+    fail("bench kernels: needs a Hopper GPU (compute capability 9.x); this is {} ({}.{})", dev.name,
+         dev.cc_major, dev.cc_minor);
   std::vector<Shape> shapes;
   if (opts.shapes.empty()) {
     shapes = kDefaultShapes;
@@ -188,19 +192,22 @@ int bench_kernels(const BenchKernelsOptions& opts) {
   }
   const std::vector<int> ms = opts.ms.empty() ? kDefaultMs : opts.ms;
   for (auto& s : shapes)
-    if (s.N % 8 || s.K % 16) fail("bench kernels: shape {}x{}: N must be a multiple of 8 and K of 16", s.N, s.K);
+    if (s.N % 8 || s.K % 16)
+      fail("bench kernels: shape {}x{}: N must be a multiple of 8 and K of 16", s.N, s.K);
   const int max_m = *std::max_element(ms.begin(), ms.end());
   if (*std::min_element(ms.begin(), ms.end()) < 1) fail("bench kernels: token counts must be >= 1");
 
-  const std::string driver = run_text("nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null");
+  const std::string driver =
+      run_text("nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null");
   std::string commit = std::getenv("NESTEDFP_GIT_COMMIT") ? std::getenv("NESTEDFP_GIT_COMMIT") : "";
   if (commit.empty()) commit = run_text("git rev-parse --short HEAD 2>/dev/null");
   if (commit.empty()) commit = "unknown";
   const auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
   char date[16];
   std::strftime(date, sizeof date, "%Y-%m-%d", std::gmtime(&now));
-  fmt::print(stderr, "bench kernels: {} ({} SMs, L2 {} MB), driver {}, CUDA runtime {}, cuBLASLt {}\n", dev.name,
-             dev.sms, dev.l2_bytes >> 20, driver, dev.runtime, cublasLtGetVersion());
+  fmt::print(stderr,
+             "bench kernels: {} ({} SMs, L2 {} MB), driver {}, CUDA runtime {}, cuBLASLt {}\n",
+             dev.name, dev.sms, dev.l2_bytes >> 20, driver, dev.runtime, cublasLtGetVersion());
 
   cudaStream_t stream;
   NFP_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
@@ -214,8 +221,8 @@ int bench_kernels(const BenchKernelsOptions& opts) {
     const size_t nk = size_t(N) * K;
     // Enough copies that the FP8 plane set is >= 3x L2 (and at least 4 copies).
     const int copies = std::max<int>(4, int((3 * dev.l2_bytes + nk - 1) / nk));
-    fmt::print(stderr, "bench kernels: {} [{} x {}], {} weight copies ({:.0f} MB of FP8 planes)\n", sh.label, N, K,
-               copies, double(copies * nk) / 1e6);
+    fmt::print(stderr, "bench kernels: {} [{} x {}], {} weight copies ({:.0f} MB of FP8 planes)\n",
+               sh.label, N, K, copies, double(copies * nk) / 1e6);
     Dev<__half> w16(copies * nk);
     Dev<uint8_t> upper(copies * nk), lower(copies * nk);
     Dev<int8_t> kk(size_t(copies) * N);
@@ -230,11 +237,16 @@ int bench_kernels(const BenchKernelsOptions& opts) {
     const float ts = std::ldexp(1.f, -8);
     NFP_CUDA_CHECK(cudaMemcpy(tensor_scale.p, &ts, sizeof ts, cudaMemcpyHostToDevice));
     for (int c = 0; c < copies; ++c) {
-      NFP_CUDA_CHECK(cudaMemcpyAsync(w16.p + c * nk, w16.p, nk * 2, cudaMemcpyDeviceToDevice, stream));
-      NFP_CUDA_CHECK(cudaMemcpyAsync(upper.p + c * nk, upper.p, nk, cudaMemcpyDeviceToDevice, stream));
-      NFP_CUDA_CHECK(cudaMemcpyAsync(lower.p + c * nk, lower.p, nk, cudaMemcpyDeviceToDevice, stream));
-      NFP_CUDA_CHECK(cudaMemcpyAsync(kk.p + size_t(c) * N, kk.p, N, cudaMemcpyDeviceToDevice, stream));
-      NFP_CUDA_CHECK(cudaMemcpy(row_scale.p + size_t(c) * N, hrs.data(), N * sizeof(float), cudaMemcpyHostToDevice));
+      NFP_CUDA_CHECK(
+          cudaMemcpyAsync(w16.p + c * nk, w16.p, nk * 2, cudaMemcpyDeviceToDevice, stream));
+      NFP_CUDA_CHECK(
+          cudaMemcpyAsync(upper.p + c * nk, upper.p, nk, cudaMemcpyDeviceToDevice, stream));
+      NFP_CUDA_CHECK(
+          cudaMemcpyAsync(lower.p + c * nk, lower.p, nk, cudaMemcpyDeviceToDevice, stream));
+      NFP_CUDA_CHECK(
+          cudaMemcpyAsync(kk.p + size_t(c) * N, kk.p, N, cudaMemcpyDeviceToDevice, stream));
+      NFP_CUDA_CHECK(cudaMemcpy(row_scale.p + size_t(c) * N, hrs.data(), N * sizeof(float),
+                                cudaMemcpyHostToDevice));
     }
     Dev<__half> x(size_t(max_m) * K), y(size_t(max_m) * N);
     Dev<uint8_t> xq(size_t(max_m) * K);
@@ -242,7 +254,9 @@ int bench_kernels(const BenchKernelsOptions& opts) {
     fill_random_half(x.p, size_t(max_m) * K, 0xacdc0000ull + K, 1.f, stream);
     quantize_e4m3_per_token(x.p, K, max_m, K, xq.p, xs.p, stream);
     NFP_CUDA_CHECK(cudaStreamSynchronize(stream));
-    auto weight = [&](int c) { return NestedWeight{upper.p + c * nk, lower.p + c * nk, kk.p + size_t(c) * N, N, K}; };
+    auto weight = [&](int c) {
+      return NestedWeight{upper.p + c * nk, lower.p + c * nk, kk.p + size_t(c) * N, N, K};
+    };
 
     for (int M : ms) {
       const double mk = double(M) * K, mn = double(M) * N, dnk = double(nk);
@@ -255,25 +269,38 @@ int bench_kernels(const BenchKernelsOptions& opts) {
         fns.push_back(std::move(f));
         bytes.push_back(b);
       };
-      add("cublas_fp16", [&](int c) { cublas_fp16_gemm(w16.p + c * nk, N, K, x.p, y.p, M, stream); },
+      add(
+          "cublas_fp16",
+          [&](int c) { cublas_fp16_gemm(w16.p + c * nk, N, K, x.p, y.p, M, stream); },
           2 * dnk + 2 * mk + 2 * mn);
-      add("nestedfp16", [&](int c) { nested_fp16_gemm(weight(c), x.p, y.p, M, stream); }, 2 * dnk + N + 2 * mk + 2 * mn);
+      add(
+          "nestedfp16", [&](int c) { nested_fp16_gemm(weight(c), x.p, y.p, M, stream); },
+          2 * dnk + N + 2 * mk + 2 * mn);
       const double fp8_bytes = dnk + N + mk + 4.0 * M + 2 * mn;
-      add("nestedfp8", [&](int c) { nested_fp8_gemm(weight(c), xq.p, xs.p, y.p, M, stream); }, fp8_bytes);
-      add("nestedfp8+quant", [&](int c) {
+      add(
+          "nestedfp8", [&](int c) { nested_fp8_gemm(weight(c), xq.p, xs.p, y.p, M, stream); },
+          fp8_bytes);
+      add(
+          "nestedfp8+quant",
+          [&](int c) {
             quantize_e4m3_per_token(x.p, K, M, K, xq.p, xs.p, stream);
             nested_fp8_gemm(weight(c), xq.p, xs.p, y.p, M, stream);
           },
           fp8_bytes + 3 * mk + 4.0 * M);
-      add("cublaslt_fp8_tensor", [&](int c) {
-            cublaslt_fp8_gemm(upper.p + c * nk, N, K, xq.p, y.p, M, tensor_scale.p, xs.p, LtScaling::PerTensor, stream);
+      add(
+          "cublaslt_fp8_tensor",
+          [&](int c) {
+            cublaslt_fp8_gemm(upper.p + c * nk, N, K, xq.p, y.p, M, tensor_scale.p, xs.p,
+                              LtScaling::PerTensor, stream);
           },
           dnk + mk + 2 * mn);
       const bool lt_row = cublaslt_fp8_per_row_supported(N, K, M);
       if (lt_row)
-        add("cublaslt_fp8_row", [&](int c) {
-              cublaslt_fp8_gemm(upper.p + c * nk, N, K, xq.p, y.p, M, row_scale.p + size_t(c) * N, xs.p,
-                                LtScaling::PerRow, stream);
+        add(
+            "cublaslt_fp8_row",
+            [&](int c) {
+              cublaslt_fp8_gemm(upper.p + c * nk, N, K, xq.p, y.p, M, row_scale.p + size_t(c) * N,
+                                xs.p, LtScaling::PerRow, stream);
             },
             dnk + mk + 2 * mn + 4.0 * (N + M));
       if (opts.all_variants) {
@@ -284,7 +311,9 @@ int bench_kernels(const BenchKernelsOptions& opts) {
           const auto& name = variants[v];
           const int tile_tokens = std::atoi(name.c_str() + name.find('x') + 1);
           if (tile_tokens * 64 < M) continue;
-          add("nestedfp8[" + name + "]", [&, v](int c) {
+          add(
+              "nestedfp8[" + name + "]",
+              [&, v](int c) {
                 const GemmConfig cfg{v};
                 nested_fp8_gemm(weight(c), xq.p, xs.p, y.p, M, stream, &cfg);
               },
@@ -296,7 +325,8 @@ int bench_kernels(const BenchKernelsOptions& opts) {
       for (size_t i = 0; i < names.size(); ++i) {
         recs.push_back({names[i], sh.label, N, K, M, us[i], bytes[i]});
         // The oracle column considers only variants within the accuracy bound (not "fa"/"fac2").
-        const bool fast_accum = names[i].find("fa]") != std::string::npos || names[i].find("fac2]") != std::string::npos;
+        const bool fast_accum = names[i].find("fa]") != std::string::npos ||
+                                names[i].find("fac2]") != std::string::npos;
         if (names[i].rfind("nestedfp8[", 0) == 0 && !fast_accum && us[i] < best) {
           best = us[i];
           best_variant[{N, K, M}] = names[i].substr(10, names[i].size() - 11);
@@ -309,9 +339,12 @@ int bench_kernels(const BenchKernelsOptions& opts) {
           if (it->kernel == k && it->M == M && it->N == N && it->K == K) return it->us;
         return double(NAN);
       };
-      fmt::print(stderr, "  M={:5d}: cuBLAS16 {:8.1f}  NFP8 {:8.1f} ({})  NFP8+q {:8.1f}  LtFP8 {:8.1f}  LtFP8row {:8.1f} us\n",
-                 M, find("cublas_fp16"), find("nestedfp8"), variants[nested_fp8_gemm_heuristic(M, N, K)],
-                 find("nestedfp8+quant"), find("cublaslt_fp8_tensor"), find("cublaslt_fp8_row"));
+      fmt::print(stderr,
+                 "  M={:5d}: cuBLAS16 {:8.1f}  NFP8 {:8.1f} ({})  NFP8+q {:8.1f}  LtFP8 {:8.1f}  "
+                 "LtFP8row {:8.1f} us\n",
+                 M, find("cublas_fp16"), find("nestedfp8"),
+                 variants[nested_fp8_gemm_heuristic(M, N, K)], find("nestedfp8+quant"),
+                 find("cublaslt_fp8_tensor"), find("cublaslt_fp8_row"));
     }
   }
   NFP_CUDA_CHECK(cudaStreamDestroy(stream));
@@ -329,23 +362,34 @@ int bench_kernels(const BenchKernelsOptions& opts) {
   std::vector<double> g_q_lt, g_fp8_lt, g_speed, g_speed_q, g_nfp16, g_q_ltrow, g_best_lt;
   std::string md;
   md += fmt::format("# Kernel benchmark: {}\n\n", dev.name);
-  md += fmt::format("- GPU: {} ({} SMs, L2 {} MB), driver {}, CUDA runtime {}, cuBLASLt {}\n", dev.name, dev.sms,
-                    dev.l2_bytes >> 20, driver, dev.runtime, cublasLtGetVersion());
+  md +=
+      fmt::format("- GPU: {} ({} SMs, L2 {} MB), driver {}, CUDA runtime {}, cuBLASLt {}\n",
+                  dev.name, dev.sms, dev.l2_bytes >> 20, driver, dev.runtime, cublasLtGetVersion());
   md += fmt::format("- commit: {}; date: {}\n- command: `{}`\n", commit, date, opts.command);
-  md += "- method: per kernel a CUDA graph of >= 8 launches cycling over >= 4 weight copies (FP8 planes >= 3x "
-        "L2); the kernels of one (shape, M) point are replayed interleaved in 5 rounds, in a new random order each round; median replay time / "
-        "launches per graph. Times in microseconds.\n";
-  md += "- NFP8 = NestedFP8 GEMM alone (heuristic variant); NFP8+q = per-token quantization kernel + NFP8 "
-        "(the unfused worst case); Lt8 = cuBLASLt FP8 per-tensor scales, Lt8row = per-row (outer vector) scales; "
-        "speedup = cuBLAS FP16 time / NFP8 time.\n\n";
+  md +=
+      "- method: per kernel a CUDA graph of >= 8 launches cycling over >= 4 weight copies (FP8 "
+      "planes >= 3x "
+      "L2); the kernels of one (shape, M) point are replayed interleaved in 5 rounds, in a new "
+      "random order each round; median replay time / "
+      "launches per graph. Times in microseconds.\n";
+  md +=
+      "- NFP8 = NestedFP8 GEMM alone (heuristic variant); NFP8+q = per-token quantization kernel + "
+      "NFP8 "
+      "(the unfused worst case); Lt8 = cuBLASLt FP8 per-tensor scales, Lt8row = per-row (outer "
+      "vector) scales; "
+      "speedup = cuBLAS FP16 time / NFP8 time.\n\n";
   for (const auto& sh : shapes) {
     md += fmt::format("## {} (N={}, K={})\n\n", sh.label, sh.N, sh.K);
-    md += "| M | cuBLAS16 | NFP16 | NFP8 | NFP8+q | Lt8 | Lt8row | NFP8+q/Lt8 | NFP8/Lt8 | speedup vs FP16 | NFP16/FP16 | NFP8 TFLOP/s | NFP8 TB/s | best variant |\n";
+    md +=
+        "| M | cuBLAS16 | NFP16 | NFP8 | NFP8+q | Lt8 | Lt8row | NFP8+q/Lt8 | NFP8/Lt8 | speedup "
+        "vs FP16 | NFP16/FP16 | NFP8 TFLOP/s | NFP8 TB/s | best variant |\n";
     md += "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     for (int M : ms) {
       const double c16 = get("cublas_fp16", sh.N, sh.K, M), n16 = get("nestedfp16", sh.N, sh.K, M),
-                   n8 = get("nestedfp8", sh.N, sh.K, M), n8q = get("nestedfp8+quant", sh.N, sh.K, M),
-                   lt = get("cublaslt_fp8_tensor", sh.N, sh.K, M), ltr = get("cublaslt_fp8_row", sh.N, sh.K, M);
+                   n8 = get("nestedfp8", sh.N, sh.K, M),
+                   n8q = get("nestedfp8+quant", sh.N, sh.K, M),
+                   lt = get("cublaslt_fp8_tensor", sh.N, sh.K, M),
+                   ltr = get("cublaslt_fp8_row", sh.N, sh.K, M);
       double bytes8 = 0;
       for (auto& r : recs)
         if (r.kernel == "nestedfp8" && r.N == sh.N && r.K == sh.K && r.M == M) bytes8 = r.bytes;
@@ -358,41 +402,62 @@ int bench_kernels(const BenchKernelsOptions& opts) {
       g_nfp16.push_back(n16 / c16);
       const double b = best_of(sh.N, sh.K, M);
       if (!std::isnan(b)) g_best_lt.push_back(b / lt);
-      auto f1 = [](double v) { return std::isnan(v) ? std::string("n/a") : fmt::format("{:.1f}", v); };
-      auto f2 = [](double v) { return std::isnan(v) ? std::string("n/a") : fmt::format("{:.2f}", v); };
+      auto f1 = [](double v) {
+        return std::isnan(v) ? std::string("n/a") : fmt::format("{:.1f}", v);
+      };
+      auto f2 = [](double v) {
+        return std::isnan(v) ? std::string("n/a") : fmt::format("{:.2f}", v);
+      };
       auto bv = best_variant.find({sh.N, sh.K, M});
-      md += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n", M, f1(c16),
-                        f1(n16), f1(n8), f1(n8q), f1(lt), f1(ltr), f2(n8q / lt), f2(n8 / lt), f2(c16 / n8),
-                        f2(n16 / c16), f1(flops / n8 * 1e-6), f2(bytes8 / n8 * 1e-6),
-                        bv == best_variant.end() ? std::string("-") : fmt::format("{} {:.1f}", bv->second, b));
+      md += fmt::format(
+          "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n", M, f1(c16),
+          f1(n16), f1(n8), f1(n8q), f1(lt), f1(ltr), f2(n8q / lt), f2(n8 / lt), f2(c16 / n8),
+          f2(n16 / c16), f1(flops / n8 * 1e-6), f2(bytes8 / n8 * 1e-6),
+          bv == best_variant.end() ? std::string("-") : fmt::format("{} {:.1f}", bv->second, b));
     }
     md += "\n";
   }
   auto gm = [](const std::vector<double>& v) {
-    return v.empty() ? std::string("n/a") : fmt::format("{:.3f} (over {} points)", geomean(v), v.size());
+    return v.empty() ? std::string("n/a")
+                     : fmt::format("{:.3f} (over {} points)", geomean(v), v.size());
   };
   std::string summary;
   summary += "## Summary (geometric means over all shapes and M)\n\n";
-  summary += fmt::format("- NestedFP8 incl. quantization / cuBLASLt FP8 (per-tensor): {}  (goal <= 1.05)\n", gm(g_q_lt));
+  summary += fmt::format(
+      "- NestedFP8 incl. quantization / cuBLASLt FP8 (per-tensor): {}  (goal <= 1.05)\n",
+      gm(g_q_lt));
   summary += fmt::format("- NestedFP8 GEMM alone / cuBLASLt FP8 (per-tensor): {}\n", gm(g_fp8_lt));
-  summary += fmt::format("- NestedFP8 incl. quantization / cuBLASLt FP8 (per-row): {}\n", gm(g_q_ltrow));
+  summary +=
+      fmt::format("- NestedFP8 incl. quantization / cuBLASLt FP8 (per-row): {}\n", gm(g_q_ltrow));
   summary += fmt::format("- speedup cuBLAS FP16 / NestedFP8: {}  (goal >= 1.7)\n", gm(g_speed));
-  summary += fmt::format("- speedup cuBLAS FP16 / NestedFP8 incl. quantization: {}\n", gm(g_speed_q));
+  summary +=
+      fmt::format("- speedup cuBLAS FP16 / NestedFP8 incl. quantization: {}\n", gm(g_speed_q));
   summary += fmt::format("- NestedFP16 / cuBLAS FP16: {}  (goal <= 1.05)\n", gm(g_nfp16));
   if (opts.all_variants)
-    summary += fmt::format("- best NestedFP8 variant per point / cuBLASLt FP8 (per-tensor), an oracle heuristic over the "
-                           "variants that meet the 1e-3 accuracy bound (no 'fa'): {}\n",
-                           gm(g_best_lt));
+    summary += fmt::format(
+        "- best NestedFP8 variant per point / cuBLASLt FP8 (per-tensor), an oracle heuristic over "
+        "the "
+        "variants that meet the 1e-3 accuracy bound (no 'fa'): {}\n",
+        gm(g_best_lt));
   md += summary;
 
   nlohmann::json j;
-  j["header"] = {{"gpu", dev.name},       {"sms", dev.sms},         {"l2_bytes", dev.l2_bytes},
-                 {"driver", driver},      {"cuda_runtime", dev.runtime}, {"cublaslt", cublasLtGetVersion()},
-                 {"git_commit", commit},  {"command", opts.command}, {"date", date},
-                 {"method", "CUDA graph replays over >= 4 weight copies (FP8 planes >= 3x L2), kernels of a point interleaved in 5 rounds; median replay / launches"}};
+  j["header"] = {{"gpu", dev.name},
+                 {"sms", dev.sms},
+                 {"l2_bytes", dev.l2_bytes},
+                 {"driver", driver},
+                 {"cuda_runtime", dev.runtime},
+                 {"cublaslt", cublasLtGetVersion()},
+                 {"git_commit", commit},
+                 {"command", opts.command},
+                 {"date", date},
+                 {"method",
+                  "CUDA graph replays over >= 4 weight copies (FP8 planes >= 3x L2), kernels of a "
+                  "point interleaved in 5 rounds; median replay / launches"}};
   j["records"] = nlohmann::json::array();
   for (auto& r : recs) {
-    nlohmann::json o = {{"kernel", r.kernel}, {"shape", r.shape}, {"N", r.N}, {"K", r.K}, {"M", r.M}};
+    nlohmann::json o = {
+        {"kernel", r.kernel}, {"shape", r.shape}, {"N", r.N}, {"K", r.K}, {"M", r.M}};
     if (std::isnan(r.us)) {
       o["median_us"] = nullptr;
       o["note"] = "not supported by this library version";
@@ -403,11 +468,12 @@ int bench_kernels(const BenchKernelsOptions& opts) {
     }
     j["records"].push_back(o);
   }
-  j["summary"] = {{"nestedfp8_quant_over_cublaslt_fp8", geomean(g_q_lt)},
-                  {"nestedfp8_over_cublaslt_fp8", geomean(g_fp8_lt)},
-                  {"nestedfp8_quant_over_cublaslt_fp8_row", g_q_ltrow.empty() ? NAN : geomean(g_q_ltrow)},
-                  {"cublas_fp16_over_nestedfp8", geomean(g_speed)},
-                  {"cublas_fp16_over_nestedfp8_quant", geomean(g_speed_q)}};
+  j["summary"] = {
+      {"nestedfp8_quant_over_cublaslt_fp8", geomean(g_q_lt)},
+      {"nestedfp8_over_cublaslt_fp8", geomean(g_fp8_lt)},
+      {"nestedfp8_quant_over_cublaslt_fp8_row", g_q_ltrow.empty() ? NAN : geomean(g_q_ltrow)},
+      {"cublas_fp16_over_nestedfp8", geomean(g_speed)},
+      {"cublas_fp16_over_nestedfp8_quant", geomean(g_speed_q)}};
   j["summary"]["nestedfp16_over_cublas_fp16"] = geomean(g_nfp16);
   if (opts.all_variants) j["summary"]["best_variant_over_cublaslt_fp8"] = geomean(g_best_lt);
 

@@ -23,21 +23,21 @@
 
 namespace nc = nestedfp::cuda;
 
-#define CK(x)                                                                                   \
-  do {                                                                                          \
-    cudaError_t e_ = (x);                                                                       \
-    if (e_ != cudaSuccess) {                                                                    \
+#define CK(x)                                                                                 \
+  do {                                                                                        \
+    cudaError_t e_ = (x);                                                                     \
+    if (e_ != cudaSuccess) {                                                                  \
       std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                             \
-    }                                                                                           \
+      std::exit(1);                                                                           \
+    }                                                                                         \
   } while (0)
-#define CB(x)                                                                          \
-  do {                                                                                 \
-    cublasStatus_t s_ = (x);                                                           \
-    if (s_ != CUBLAS_STATUS_SUCCESS) {                                                 \
+#define CB(x)                                                                           \
+  do {                                                                                  \
+    cublasStatus_t s_ = (x);                                                            \
+    if (s_ != CUBLAS_STATUS_SUCCESS) {                                                  \
       std::fprintf(stderr, "%s:%d %s: cublas status %d\n", __FILE__, __LINE__, #x, s_); \
-      std::exit(1);                                                                    \
-    }                                                                                  \
+      std::exit(1);                                                                     \
+    }                                                                                   \
   } while (0)
 
 static std::vector<int> parse_ints(const char* s) {
@@ -90,9 +90,12 @@ int main(int argc, char** argv) {
   bool sched_sweep = std::getenv("NFP16_SWEEP_SCHED") != nullptr;
   int reps = 15;
   for (int i = 1; i + 1 < argc; i += 2) {
-    if (!std::strcmp(argv[i], "--m")) ms = parse_ints(argv[i + 1]);
-    else if (!std::strcmp(argv[i], "--configs")) all_configs = std::strcmp(argv[i + 1], "heur") != 0;
-    else if (!std::strcmp(argv[i], "--reps")) reps = std::atoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--m"))
+      ms = parse_ints(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--configs"))
+      all_configs = std::strcmp(argv[i + 1], "heur") != 0;
+    else if (!std::strcmp(argv[i], "--reps"))
+      reps = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--shapes")) {
       shapes.clear();
       for (const char* p = argv[i + 1]; *p;) {
@@ -110,8 +113,8 @@ int main(int argc, char** argv) {
   int drv = 0, rt = 0;
   cudaDriverGetVersion(&drv);
   cudaRuntimeGetVersion(&rt);
-  std::printf("device %s, %d SMs, L2 %d MB, driver %d, runtime %d\n", prop.name, prop.multiProcessorCount,
-              prop.l2CacheSize >> 20, drv, rt);
+  std::printf("device %s, %d SMs, L2 %d MB, driver %d, runtime %d\n", prop.name,
+              prop.multiProcessorCount, prop.l2CacheSize >> 20, drv, rt);
 
   cudaStream_t st;
   CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
@@ -127,8 +130,8 @@ int main(int argc, char** argv) {
   std::mt19937 rng(7);
   std::uniform_real_distribution<float> u(-1.f, 1.f);
   std::vector<double> ratios_heur, ratios_best;
-  std::printf("\n%-12s %5s | %9s | %9s %6s | %9s %6s %-34s | %7s %7s\n", "NxK", "M", "cuBLAS us", "nfp16 us",
-              "ratio", "best us", "ratio", "best config", "TFLOP/s", "TB/s");
+  std::printf("\n%-12s %5s | %9s | %9s %6s | %9s %6s %-34s | %7s %7s\n", "NxK", "M", "cuBLAS us",
+              "nfp16 us", "ratio", "best us", "ratio", "best config", "TFLOP/s", "TB/s");
   for (auto [N, K] : shapes) {
     const size_t wn = size_t(N) * K;
     std::vector<uint16_t> w(wn);
@@ -163,8 +166,9 @@ int main(int argc, char** argv) {
       const float one = 1.f, zero = 0.f;
       auto cublas_call = [&](int i) {
         const int c = i % copies;
-        CB(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, dW[c], CUDA_R_16F, K, dX[c], CUDA_R_16F, K,
-                        &zero, dY[c], CUDA_R_16F, N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        CB(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, dW[c], CUDA_R_16F, K, dX[c],
+                        CUDA_R_16F, K, &zero, dY[c], CUDA_R_16F, N, CUBLAS_COMPUTE_32F,
+                        CUBLAS_GEMM_DEFAULT));
       };
       const double t_cublas = time_graph(st, calls, reps, cublas_call);
       // Reference output of copy 0 for a correctness spot check.
@@ -187,16 +191,17 @@ int main(int argc, char** argv) {
           r2 += b * b;
         }
         const double rel = std::sqrt(e2 / r2);
-        if (!(rel < 2e-3)) std::printf("  !! config %d: relative difference to cuBLAS %.3e\n", cfg, rel);
+        if (!(rel < 2e-3))
+          std::printf("  !! config %d: relative difference to cuBLAS %.3e\n", cfg, rel);
         return t;
       };
       const int heur = nc::nested_fp16_pick_config(M, N, K);
       // Scheduler settings (NFP16_SCHED, read by every call) on the heuristic configuration.
       if (sched_sweep) {
         std::string line;
-        for (const char* sc : {"raster=0,swizzle=1", "raster=1,swizzle=1", "raster=1,swizzle=8", "raster=2,swizzle=1",
-                               "raster=2,swizzle=8", "decomp=1", "decomp=3", "decomp=2,splits=2", "decomp=2,splits=4",
-                               "decomp=2,splits=8"}) {
+        for (const char* sc : {"raster=0,swizzle=1", "raster=1,swizzle=1", "raster=1,swizzle=8",
+                               "raster=2,swizzle=1", "raster=2,swizzle=8", "decomp=1", "decomp=3",
+                               "decomp=2,splits=2", "decomp=2,splits=4", "decomp=2,splits=8"}) {
           setenv("NFP16_SCHED", sc, 1);
           char buf[96];
           std::snprintf(buf, sizeof buf, " [%s]:%.1f", sc, nfp_time(-1));
@@ -221,9 +226,9 @@ int main(int argc, char** argv) {
       const double flops = 2.0 * M * N * K, bytes = 2.0 * N * K + 2.0 * M * K + 2.0 * M * N;
       char shape[32];
       std::snprintf(shape, sizeof shape, "%dx%d", N, K);
-      std::printf("%-12s %5d | %9.1f | %9.1f %6.3f | %9.1f %6.3f %-34s | %7.1f %7.2f\n", shape, M, t_cublas, t_heur,
-                  t_heur / t_cublas, t_best, t_best / t_cublas, nc::nested_fp16_config_name(best),
-                  flops / t_best * 1e-6, bytes / t_best * 1e-6);
+      std::printf("%-12s %5d | %9.1f | %9.1f %6.3f | %9.1f %6.3f %-34s | %7.1f %7.2f\n", shape, M,
+                  t_cublas, t_heur, t_heur / t_cublas, t_best, t_best / t_cublas,
+                  nc::nested_fp16_config_name(best), flops / t_best * 1e-6, bytes / t_best * 1e-6);
       if (all_configs) std::printf("   per config us:%s (heuristic %d)\n", per_cfg.c_str(), heur);
       ratios_heur.push_back(t_heur / t_cublas);
       ratios_best.push_back(t_best / t_cublas);
@@ -244,7 +249,7 @@ int main(int argc, char** argv) {
     for (double x : v) s += std::log(x);
     return std::exp(s / v.size());
   };
-  std::printf("\ngeomean NestedFP16/cuBLAS FP16: heuristic %.3f, best config per shape %.3f\n", geo(ratios_heur),
-              geo(ratios_best));
+  std::printf("\ngeomean NestedFP16/cuBLAS FP16: heuristic %.3f, best config per shape %.3f\n",
+              geo(ratios_heur), geo(ratios_best));
   return 0;
 }

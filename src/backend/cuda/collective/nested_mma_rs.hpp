@@ -78,19 +78,22 @@ struct NestedFp16MmaRs {
   static constexpr int NumProducerThreadEvents = 1;
 
   static_assert(cute::is_same_v<typename TiledMma::ValTypeA, cutlass::half_t> &&
-                cute::is_same_v<typename TiledMma::ValTypeB, cutlass::half_t>,
+                    cute::is_same_v<typename TiledMma::ValTypeB, cutlass::half_t>,
                 "NestedFP16 merges to FP16 and multiplies FP16 x FP16");
-  static_assert(!cute::is_base_of<cute::GMMA::DescriptorIterator, typename TiledMma::FrgTypeA>::value &&
-                    cute::is_base_of<cute::GMMA::DescriptorIterator, typename TiledMma::FrgTypeB>::value,
-                "A must come from registers (RS wgmma), B from shared memory");
+  static_assert(
+      !cute::is_base_of<cute::GMMA::DescriptorIterator, typename TiledMma::FrgTypeA>::value &&
+          cute::is_base_of<cute::GMMA::DescriptorIterator, typename TiledMma::FrgTypeB>::value,
+      "A must come from registers (RS wgmma), B from shared memory");
 
   using SmemLayoutA = decltype(cute::tile_to_shape(
       SmemLayoutAtomA{},
-      cute::make_shape(cute::shape<0>(TileShape{}), cute::shape<2>(TileShape{}), cute::Int<DispatchPolicy::Stages>{}),
+      cute::make_shape(cute::shape<0>(TileShape{}), cute::shape<2>(TileShape{}),
+                       cute::Int<DispatchPolicy::Stages>{}),
       cute::Step<cute::_1, cute::_2, cute::_3>{}));
   using SmemLayoutB = decltype(cute::tile_to_shape(
       SmemLayoutAtomB{},
-      cute::make_shape(cute::shape<1>(TileShape{}), cute::shape<2>(TileShape{}), cute::Int<DispatchPolicy::Stages>{}),
+      cute::make_shape(cute::shape<1>(TileShape{}), cute::shape<2>(TileShape{}),
+                       cute::Int<DispatchPolicy::Stages>{}),
       cute::Step<cute::_1, cute::_2, cute::_3>{}));
 
   static constexpr int kBlkM = cute::size<0>(TileShape{});
@@ -126,11 +129,13 @@ struct NestedFp16MmaRs {
   struct Params {
     using TMA_A = decltype(make_tma_copy_A_sm90(
         GmemTiledCopyA{},
-        cute::make_tensor(static_cast<uint8_t const*>(nullptr), cute::repeat_like(StrideA{}, int32_t(0)), StrideA{}),
+        cute::make_tensor(static_cast<uint8_t const*>(nullptr),
+                          cute::repeat_like(StrideA{}, int32_t(0)), StrideA{}),
         SmemLayoutA{}(cute::_, cute::_, cute::Int<0>{}), TileShape{}, ClusterShape{}));
     using TMA_B = decltype(make_tma_copy_B_sm90(
         GmemTiledCopyB{},
-        cute::make_tensor(static_cast<uint16_t const*>(nullptr), cute::repeat_like(StrideB{}, int32_t(0)), StrideB{}),
+        cute::make_tensor(static_cast<uint16_t const*>(nullptr),
+                          cute::repeat_like(StrideB{}, int32_t(0)), StrideB{}),
         SmemLayoutB{}(cute::_, cute::_, cute::Int<0>{}), TileShape{}, ClusterShape{}));
     TMA_A tma_load_u;
     TMA_A tma_load_l;
@@ -139,8 +144,8 @@ struct NestedFp16MmaRs {
   };
 
   template <class ProblemShape>
-  static constexpr Params to_underlying_arguments(ProblemShape const& problem_shape, Arguments const& args,
-                                                  void* /*workspace*/) {
+  static constexpr Params to_underlying_arguments(ProblemShape const& problem_shape,
+                                                  Arguments const& args, void* /*workspace*/) {
     auto [M, N, K, L] = cute::append<4>(problem_shape, 1);
     auto tU = cute::make_tensor(args.ptr_U, cute::make_layout(cute::make_shape(M, K, L), args.dA));
     auto tL = cute::make_tensor(args.ptr_L, cute::make_layout(cute::make_shape(M, K, L), args.dA));
@@ -160,8 +165,8 @@ struct NestedFp16MmaRs {
   static bool can_implement(ProblemShape const& problem_shape, Arguments const& args) {
     auto [M, N, K, L] = cute::append<4>(problem_shape, 1);
     auto aligned = [](void const* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; };
-    return K % 16 == 0 && K > 0 && aligned(args.ptr_U) && aligned(args.ptr_L) && aligned(args.ptr_B) &&
-           cute::get<0>(args.dA) % 16 == 0 && cute::get<0>(args.dB) % 8 == 0;
+    return K % 16 == 0 && K > 0 && aligned(args.ptr_U) && aligned(args.ptr_L) &&
+           aligned(args.ptr_B) && cute::get<0>(args.dA) % 16 == 0 && cute::get<0>(args.dB) % 8 == 0;
   }
 
   CUTLASS_DEVICE static void prefetch_tma_descriptors(Params const& params) {
@@ -173,22 +178,27 @@ struct NestedFp16MmaRs {
   // Returns (gA_mkl, gB_nkl) as the kernel expects; the upper and lower planes share the
   // coordinate tensor (their TMA descriptors differ only in the base address).
   template <class ProblemShape_MNKL>
-  CUTLASS_DEVICE auto load_init(ProblemShape_MNKL const& problem_shape_MNKL, Params const& params) const {
+  CUTLASS_DEVICE auto load_init(ProblemShape_MNKL const& problem_shape_MNKL,
+                                Params const& params) const {
     using X = cute::Underscore;
     auto [M, N, K, L] = problem_shape_MNKL;
     auto mA = params.tma_load_u.get_tma_tensor(cute::make_shape(M, K, L));
     auto mB = params.tma_load_b.get_tma_tensor(cute::make_shape(N, K, L));
-    auto gA = cute::local_tile(mA, TileShape{}, cute::make_coord(cute::_, cute::_, cute::_), cute::Step<cute::_1, X, cute::_1>{});
-    auto gB = cute::local_tile(mB, TileShape{}, cute::make_coord(cute::_, cute::_, cute::_), cute::Step<X, cute::_1, cute::_1>{});
+    auto gA = cute::local_tile(mA, TileShape{}, cute::make_coord(cute::_, cute::_, cute::_),
+                               cute::Step<cute::_1, X, cute::_1>{});
+    auto gB = cute::local_tile(mB, TileShape{}, cute::make_coord(cute::_, cute::_, cute::_),
+                               cute::Step<X, cute::_1, cute::_1>{});
     return cute::make_tuple(gA, gB);
   }
 
   // Producer: one elected thread issues the three TMA loads of each stage.
   template <class TensorA, class TensorB, class KTileIterator, class BlockCoord>
-  CUTLASS_DEVICE void load(Params const& params, MainloopPipeline pipeline, PipelineState smem_pipe_write,
-                           cute::tuple<TensorA, TensorB> const& load_inputs, BlockCoord const& blk_coord,
-                           KTileIterator k_tile_iter, int k_tile_count, int /*thread_idx*/,
-                           uint32_t block_rank_in_cluster, TensorStorage& shared_tensors) {
+  CUTLASS_DEVICE void load(Params const& params, MainloopPipeline pipeline,
+                           PipelineState smem_pipe_write,
+                           cute::tuple<TensorA, TensorB> const& load_inputs,
+                           BlockCoord const& blk_coord, KTileIterator k_tile_iter, int k_tile_count,
+                           int /*thread_idx*/, uint32_t block_rank_in_cluster,
+                           TensorStorage& shared_tensors) {
     using namespace cute;
     if (!cute::elect_one_sync()) return;
     Tensor sU = make_tensor(make_smem_ptr(shared_tensors.smem_U.data()), SmemLayoutA{});
@@ -196,7 +206,8 @@ struct NestedFp16MmaRs {
     Tensor sB = make_tensor(make_smem_ptr(shared_tensors.smem_B.data()), SmemLayoutB{});
 
     constexpr uint32_t cluster_shape_x = get<0>(ClusterShape{});
-    uint2 cluster_local_block_id = {block_rank_in_cluster % cluster_shape_x, block_rank_in_cluster / cluster_shape_x};
+    uint2 cluster_local_block_id = {block_rank_in_cluster % cluster_shape_x,
+                                    block_rank_in_cluster / cluster_shape_x};
     auto block_tma_u = params.tma_load_u.get_slice(cluster_local_block_id.y);
     auto block_tma_l = params.tma_load_l.get_slice(cluster_local_block_id.y);
     auto block_tma_b = params.tma_load_b.get_slice(cluster_local_block_id.x);
@@ -228,9 +239,12 @@ struct NestedFp16MmaRs {
       pipeline.producer_acquire(smem_pipe_write);
       auto* tma_barrier = pipeline.producer_get_barrier(smem_pipe_write);
       const int s = smem_pipe_write.index();
-      copy(params.tma_load_u.with(*tma_barrier, mcast_mask_a), tUgU(_, _, _, *k_tile_iter), tUsU(_, _, _, s));
-      copy(params.tma_load_l.with(*tma_barrier, mcast_mask_a), tLgL(_, _, _, *k_tile_iter), tLsL(_, _, _, s));
-      copy(params.tma_load_b.with(*tma_barrier, mcast_mask_b), tBgB(_, _, _, *k_tile_iter), tBsB(_, _, _, s));
+      copy(params.tma_load_u.with(*tma_barrier, mcast_mask_a), tUgU(_, _, _, *k_tile_iter),
+           tUsU(_, _, _, s));
+      copy(params.tma_load_l.with(*tma_barrier, mcast_mask_a), tLgL(_, _, _, *k_tile_iter),
+           tLsL(_, _, _, s));
+      copy(params.tma_load_b.with(*tma_barrier, mcast_mask_b), tBgB(_, _, _, *k_tile_iter),
+           tBsB(_, _, _, s));
       ++k_tile_iter;
       ++smem_pipe_write;
     }
@@ -242,22 +256,25 @@ struct NestedFp16MmaRs {
 
   // Consumer: smem bytes -> registers (A-operand layout) -> merge -> RS wgmma.
   template <class FrgTensorC>
-  CUTLASS_DEVICE void mma(MainloopPipeline pipeline, PipelineState smem_pipe_read, FrgTensorC& accum,
-                          int k_tile_count, int thread_idx, TensorStorage& shared_tensors,
-                          Params const& /*params*/) {
+  CUTLASS_DEVICE void mma(MainloopPipeline pipeline, PipelineState smem_pipe_read,
+                          FrgTensorC& accum, int k_tile_count, int thread_idx,
+                          TensorStorage& shared_tensors, Params const& /*params*/) {
     using namespace cute;
     static_assert(is_rmem<FrgTensorC>::value, "C tensor must be rmem resident.");
     if (k_tile_count <= 0) return;
 
-    Tensor sU = as_position_independent_swizzle_tensor(
-        make_tensor(make_smem_ptr(shared_tensors.smem_U.data()), SmemLayoutA{}));  // (BLK_M,BLK_K,PIPE)
+    Tensor sU = as_position_independent_swizzle_tensor(make_tensor(
+        make_smem_ptr(shared_tensors.smem_U.data()), SmemLayoutA{}));  // (BLK_M,BLK_K,PIPE)
     Tensor sL = as_position_independent_swizzle_tensor(
         make_tensor(make_smem_ptr(shared_tensors.smem_L.data()), SmemLayoutA{}));
-    Tensor sB = make_tensor(make_smem_ptr(shared_tensors.smem_B.data()), SmemLayoutB{});  // (BLK_N,BLK_K,PIPE)
+    Tensor sB = make_tensor(make_smem_ptr(shared_tensors.smem_B.data()),
+                            SmemLayoutB{});  // (BLK_N,BLK_K,PIPE)
 
     constexpr int MmaWarpGroups = size(TiledMma{}) / cutlass::NumThreadsPerWarpGroup;
-    Layout warp_group_thread_layout = make_layout(Int<MmaWarpGroups>{}, Int<cutlass::NumThreadsPerWarpGroup>{});
-    const int warp_group_idx = __shfl_sync(0xFFFFFFFF, thread_idx / cutlass::NumThreadsPerWarpGroup, 0);
+    Layout warp_group_thread_layout =
+        make_layout(Int<MmaWarpGroups>{}, Int<cutlass::NumThreadsPerWarpGroup>{});
+    const int warp_group_idx =
+        __shfl_sync(0xFFFFFFFF, thread_idx / cutlass::NumThreadsPerWarpGroup, 0);
 
     TiledMma tiled_mma;
     auto thr_mma = tiled_mma.get_thread_slice(thread_idx);
@@ -266,8 +283,8 @@ struct NestedFp16MmaRs {
     Tensor tCrA = thr_mma.partition_fragment_A(sU(_, _, Int<0>{}));  // (MMA,MMA_M,MMA_K) half
 
     auto wg_mma = tiled_mma.get_slice(warp_group_thread_layout(warp_group_idx));
-    Tensor tCsB = wg_mma.partition_B(sB);          // (MMA,MMA_N,MMA_K,PIPE)
-    Tensor tCrB = wg_mma.make_fragment_B(tCsB);    // descriptors
+    Tensor tCsB = wg_mma.partition_B(sB);        // (MMA,MMA_N,MMA_K,PIPE)
+    Tensor tCrB = wg_mma.make_fragment_B(tCsB);  // descriptors
 
     CUTE_STATIC_ASSERT_V(size<1>(tCrA) == size<1>(accum));  // MMA_M
     CUTE_STATIC_ASSERT_V(size<1>(tCsB) == size<2>(accum));  // MMA_N
@@ -291,8 +308,8 @@ struct NestedFp16MmaRs {
     const int word_off = odd ? 6 : 0;
     const uint32_t sel_keep = odd ? 0x7362u : 0x5140u;  // odd keeps weights 2,3; even 0,1
     const uint32_t sel_send = odd ? 0x5140u : 0x7362u;
-    const uint32_t sel_lo = odd ? 0x7654u : 0x3210u;    // A word k-lo: even own, odd received
-    const uint32_t sel_hi = odd ? 0x3210u : 0x7654u;    // A word k-hi: even received, odd own
+    const uint32_t sel_lo = odd ? 0x7654u : 0x3210u;  // A word k-lo: even own, odd received
+    const uint32_t sel_hi = odd ? 0x3210u : 0x7654u;  // A word k-hi: even received, odd own
     uint32_t ru[K_BLOCK_MAX][MMA_M][2];
     uint32_t rl[K_BLOCK_MAX][MMA_M][2];
 
@@ -385,7 +402,8 @@ struct NestedFp16MmaRs {
   }
 
   // Retire the last wgmma and release the last stage (mma released all but one).
-  CUTLASS_DEVICE void mma_tail(MainloopPipeline pipeline, PipelineState smem_pipe_release, int k_tile_count) {
+  CUTLASS_DEVICE void mma_tail(MainloopPipeline pipeline, PipelineState smem_pipe_release,
+                               int k_tile_count) {
     cute::warpgroup_wait<0>();
     if (k_tile_count > 0) {
       smem_pipe_release.advance(k_tile_count - 1);

@@ -26,9 +26,12 @@ class CudaBuffer final : public Buffer {
       cudaGetLastError();
       size_t free_b = 0, total_b = 0;
       cudaMemGetInfo(&free_b, &total_b);
-      fail("cuda backend: out of GPU memory allocating {:.1f} MiB ({:.1f} MiB free of {:.1f} MiB); lower "
-           "--gpu-memory-utilization, --max-num-batched-tokens or --max-num-seqs, or use a smaller model",
-           double(n) / (1 << 20), double(free_b) / (1 << 20), double(total_b) / (1 << 20));
+      fail(
+          "cuda backend: out of GPU memory allocating {:.1f} MiB ({:.1f} MiB free of {:.1f} MiB); "
+          "lower "
+          "--gpu-memory-utilization, --max-num-batched-tokens or --max-num-seqs, or use a smaller "
+          "model",
+          double(n) / (1 << 20), double(free_b) / (1 << 20), double(total_b) / (1 << 20));
     }
   }
   ~CudaBuffer() override { cudaFree(p_); }
@@ -42,10 +45,13 @@ class CudaBuffer final : public Buffer {
 
 template <typename T = void>
 T* dptr(const Buffer& b, size_t bytes, const char* what) {
-  if (b.bytes() < bytes) fail("cuda backend: buffer for {} too small ({} < {} bytes)", what, b.bytes(), bytes);
+  if (b.bytes() < bytes)
+    fail("cuda backend: buffer for {} too small ({} < {} bytes)", what, b.bytes(), bytes);
   return static_cast<T*>(static_cast<const CudaBuffer&>(b).data());
 }
-const __half* h16(const Buffer& b, int64_t n, const char* what) { return dptr<const __half>(b, size_t(n) * 2, what); }
+const __half* h16(const Buffer& b, int64_t n, const char* what) {
+  return dptr<const __half>(b, size_t(n) * 2, what);
+}
 __half* h16(Buffer& b, int64_t n, const char* what) { return dptr<__half>(b, size_t(n) * 2, what); }
 
 class CudaLinear final : public LinearWeight {
@@ -67,8 +73,8 @@ class CudaKvCache final : public KvCache {
  public:
   std::vector<BufferPtr> k, v;  // per layer [num_blocks, nkv, 16, head_dim]
   cuda::PagedKv layer(int l) const {
-    return {dptr<__half>(*k[size_t(l)], 0, "k cache"), dptr<__half>(*v[size_t(l)], 0, "v cache"), spec.num_blocks,
-            spec.num_kv_heads, spec.head_dim};
+    return {dptr<__half>(*k[size_t(l)], 0, "k cache"), dptr<__half>(*v[size_t(l)], 0, "v cache"),
+            spec.num_blocks, spec.num_kv_heads, spec.head_dim};
   }
 };
 
@@ -83,7 +89,8 @@ class CudaBackend final : public Backend {
     NFP_CUDA_CHECK(cudaSetDevice(gpu));
     NFP_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     const cuda::DeviceInfo d = cuda::device_info();
-    name_ = fmt::format("cuda (GPU {}: {}, {} SMs, CUDA runtime {})", gpu, d.name, d.sms, d.runtime);
+    name_ =
+        fmt::format("cuda (GPU {}: {}, {} SMs, CUDA runtime {})", gpu, d.name, d.sms, d.runtime);
   }
   ~CudaBackend() override {
     cudaStreamSynchronize(stream_);
@@ -108,9 +115,12 @@ class CudaBackend final : public Backend {
   }
   void fill_random(Buffer& dst, int64_t n, const RandomFill& r) override {
     __half* p = h16(dst, n, "fill_random");
-    if (r.std == 0.f) cuda::fill_constant(p, n, r.mean, stream_);
-    else if (r.mean == 0.f) cuda::fill_normal(p, n, r.std, r.seed, stream_);
-    else fail("cuda backend: random fill with both a mean and a std is not supported");
+    if (r.std == 0.f)
+      cuda::fill_constant(p, n, r.mean, stream_);
+    else if (r.mean == 0.f)
+      cuda::fill_normal(p, n, r.std, r.seed, stream_);
+    else
+      fail("cuda backend: random fill with both a mean and a std is not supported");
   }
   std::pair<size_t, size_t> memory_info() const override {
     size_t free_b = 0, total_b = 0;
@@ -133,15 +143,20 @@ class CudaBackend final : public Backend {
     auto c = std::make_unique<CudaKvCache>();
     c->spec = s;
     const size_t per_layer = size_t(s.num_blocks) * s.num_kv_heads * kKvBlockSize * s.head_dim * 2;
-    for (int l = 0; l < s.num_layers; ++l) c->k.push_back(alloc(per_layer)), c->v.push_back(alloc(per_layer));
+    for (int l = 0; l < s.num_layers; ++l)
+      c->k.push_back(alloc(per_layer)), c->v.push_back(alloc(per_layer));
     const int nq = s.num_q_heads > 0 ? s.num_q_heads : s.num_kv_heads;
     if (cuda::FlashInferAttention::supports(nq, s.num_kv_heads, s.head_dim)) {
-      fi_ = std::make_unique<cuda::FlashInferAttention>(nq, s.num_kv_heads, s.head_dim, int(max_tokens_), max_seqs_);
-      spdlog::info("cuda backend: FlashInfer FA2 paged attention (head_dim {}, {} q / {} kv heads)", s.head_dim, nq,
-                   s.num_kv_heads);
+      fi_ = std::make_unique<cuda::FlashInferAttention>(nq, s.num_kv_heads, s.head_dim,
+                                                        int(max_tokens_), max_seqs_);
+      spdlog::info("cuda backend: FlashInfer FA2 paged attention (head_dim {}, {} q / {} kv heads)",
+                   s.head_dim, nq, s.num_kv_heads);
     } else {
-      spdlog::warn("cuda backend: FlashInfer has no kernel for head_dim {} ({} q / {} kv heads); using the reference "
-                   "attention kernel (slow)", s.head_dim, nq, s.num_kv_heads);
+      spdlog::warn(
+          "cuda backend: FlashInfer has no kernel for head_dim {} ({} q / {} kv heads); using the "
+          "reference "
+          "attention kernel (slow)",
+          s.head_dim, nq, s.num_kv_heads);
     }
     return c;
   }
@@ -150,9 +165,11 @@ class CudaBackend final : public Backend {
   void reserve_steps(int64_t max_tokens, int max_seqs, int64_t max_blocks, int max_rows) override {
     max_tokens_ = max_tokens, max_seqs_ = max_seqs, max_rows_ = max_rows;
     static_assert(sizeof(cuda::SampleParams) % 4 == 0);
-    const size_t T = size_t(max_tokens), S = size_t(max_seqs), R = size_t(std::max<int64_t>(max_rows, max_tokens));
+    const size_t T = size_t(max_tokens), S = size_t(max_seqs),
+                 R = size_t(std::max<int64_t>(max_rows, max_tokens));
     BlobLayout& b = blob_;
-    b.ids = 0, b.pos = b.ids + T, b.slots = b.pos + T, b.logit_rows = b.slots + T, b.params = b.logit_rows + R;
+    b.ids = 0, b.pos = b.ids + T, b.slots = b.pos + T, b.logit_rows = b.slots + T,
+    b.params = b.logit_rows + R;
     b.q_indptr = b.params + R * (sizeof(cuda::SampleParams) / 4);
     b.kv_indptr = b.q_indptr + S + 1, b.kv_last = b.kv_indptr + S + 1, b.kv_indices = b.kv_last + S;
     b.end = b.kv_indices + size_t(max_blocks);
@@ -168,14 +185,14 @@ class CudaBackend final : public Backend {
 
   // ---- ops ----------------------------------------------------------------------------------
   void embedding(const Buffer& table, int64_t vocab, int64_t hidden, Buffer& out) override {
-    cuda::embedding(h16(table, vocab * hidden, "embedding table"), hidden, blob<int32_t>(blob_.ids), int(T_),
-                    h16(out, T_ * hidden, "embedding out"), stream_);
+    cuda::embedding(h16(table, vocab * hidden, "embedding table"), hidden, blob<int32_t>(blob_.ids),
+                    int(T_), h16(out, T_ * hidden, "embedding out"), stream_);
   }
-  void rmsnorm(const Buffer& x, Buffer* residual, const Buffer& w, int64_t rows, int64_t cols, float eps,
-               const NormOut& o) override {
+  void rmsnorm(const Buffer& x, Buffer* residual, const Buffer& w, int64_t rows, int64_t cols,
+               float eps, const NormOut& o) override {
     const int64_t n = rows * cols;
-    cuda::rmsnorm(h16(x, n, "rmsnorm x"), cols, h16(w, cols, "rmsnorm weight"), eps, int(rows), int(cols),
-                  o.out ? h16(*o.out, n, "rmsnorm out") : nullptr,
+    cuda::rmsnorm(h16(x, n, "rmsnorm x"), cols, h16(w, cols, "rmsnorm weight"), eps, int(rows),
+                  int(cols), o.out ? h16(*o.out, n, "rmsnorm out") : nullptr,
                   o.q8 ? dptr<uint8_t>(*o.q8, size_t(n), "q8") : nullptr,
                   o.q8 ? dptr<float>(*o.scale, size_t(rows) * 4, "scale") : nullptr, stream_,
                   residual ? h16(*residual, n, "residual") : nullptr);
@@ -185,47 +202,59 @@ class CudaBackend final : public Backend {
                                   dptr<uint8_t>(q8, size_t(rows * cols), "q8"),
                                   dptr<float>(scale, size_t(rows) * 4, "scale"), stream_);
   }
-  void linear(Precision precision, const LinearWeight& lw, const Activation& x, int64_t M, Buffer& out) override;
+  void linear(Precision precision, const LinearWeight& lw, const Activation& x, int64_t M,
+              Buffer& out) override;
   void rope(const Rope& r, Buffer& q, Buffer& k, int nq, int nkv, int hd) override {
     const auto& rp = static_cast<const CudaRope&>(r);
     if (hd != rp.head_dim) fail("rope: head_dim {} != {}", hd, rp.head_dim);
-    cuda::rope_inplace(h16(q, T_ * nq * hd, "rope q"), h16(k, T_ * nkv * hd, "rope k"), blob<int32_t>(blob_.pos),
-                       dptr<float>(*rp.inv_freq, 0, "inv_freq"), int(T_), nq, nkv, hd, stream_);
+    cuda::rope_inplace(h16(q, T_ * nq * hd, "rope q"), h16(k, T_ * nkv * hd, "rope k"),
+                       blob<int32_t>(blob_.pos), dptr<float>(*rp.inv_freq, 0, "inv_freq"), int(T_),
+                       nq, nkv, hd, stream_);
   }
   void write_kv(KvCache& cache, int layer, const Buffer& k, const Buffer& v) override {
     const auto& c = static_cast<CudaKvCache&>(cache);
     const int64_t n = T_ * c.spec.num_kv_heads * c.spec.head_dim;
-    cuda::write_kv(c.layer(layer), h16(k, n, "write_kv k"), h16(v, n, "write_kv v"), blob<int32_t>(blob_.slots),
-                   int(T_), stream_);
+    cuda::write_kv(c.layer(layer), h16(k, n, "write_kv k"), h16(v, n, "write_kv v"),
+                   blob<int32_t>(blob_.slots), int(T_), stream_);
   }
-  void attention(const KvCache& cache, int layer, const Buffer& q, int nq, float scale, Buffer& out) override {
+  void attention(const KvCache& cache, int layer, const Buffer& q, int nq, float scale,
+                 Buffer& out) override {
     const auto& c = static_cast<const CudaKvCache&>(cache);
     const int64_t n = T_ * nq * c.spec.head_dim;
-    if (fi_) fi_->run(c.layer(layer), h16(q, n, "attention q"), batch_, scale, h16(out, n, "attention out"), stream_);
-    else cuda::attention_reference(c.layer(layer), h16(q, n, "attention q"), batch_, nq, scale, h16(out, n, "attention out"), stream_);
+    if (fi_)
+      fi_->run(c.layer(layer), h16(q, n, "attention q"), batch_, scale,
+               h16(out, n, "attention out"), stream_);
+    else
+      cuda::attention_reference(c.layer(layer), h16(q, n, "attention q"), batch_, nq, scale,
+                                h16(out, n, "attention out"), stream_);
   }
-  void silu_mul(const Buffer& gate, const Buffer& up, int64_t rows, int64_t cols, const NormOut& o) override {
+  void silu_mul(const Buffer& gate, const Buffer& up, int64_t rows, int64_t cols,
+                const NormOut& o) override {
     const int64_t n = rows * cols;
     cuda::silu_mul(h16(gate, n, "silu gate"), h16(up, n, "silu up"), cols, int(rows), int(cols),
-                   o.out ? h16(*o.out, n, "silu out") : nullptr, o.q8 ? dptr<uint8_t>(*o.q8, size_t(n), "q8") : nullptr,
+                   o.out ? h16(*o.out, n, "silu out") : nullptr,
+                   o.q8 ? dptr<uint8_t>(*o.q8, size_t(n), "q8") : nullptr,
                    o.q8 ? dptr<float>(*o.scale, size_t(rows) * 4, "scale") : nullptr, stream_);
   }
   void add(Buffer& x, const Buffer& y, int64_t n) override {
     cuda::add_inplace(h16(x, n, "add x"), h16(y, n, "add y"), n, stream_);
   }
-  void gather_logit_rows(const Buffer& src, int64_t cols, int64_t row_begin, int64_t rows, Buffer& dst) override {
+  void gather_logit_rows(const Buffer& src, int64_t cols, int64_t row_begin, int64_t rows,
+                         Buffer& dst) override {
     if (row_begin < 0 || row_begin + rows > R_) fail("gather_logit_rows: rows outside the step");
-    cuda::gather_rows(h16(src, 0, "gather src"), cols, blob<int32_t>(blob_.logit_rows) + row_begin, int(rows),
-                      h16(dst, rows * cols, "gather dst"), stream_);
+    cuda::gather_rows(h16(src, 0, "gather src"), cols, blob<int32_t>(blob_.logit_rows) + row_begin,
+                      int(rows), h16(dst, rows * cols, "gather dst"), stream_);
   }
   void logits(const LinearWeight& lm, const Buffer& x, int64_t M, Buffer& out) override {
     const auto& w = static_cast<const CudaLinear&>(lm);
     if (!w.fp16) fail("cuda backend: the lm_head must be a plain FP16 weight");
-    cuda::cublas_fp16_gemm_f32out(h16(*w.fp16, w.out_features * w.in_features, "lm_head"), int(w.out_features),
-                                  int(w.in_features), h16(x, M * w.in_features, "logits x"),
-                                  dptr<float>(out, size_t(M * w.out_features) * 4, "logits out"), int(M), stream_);
+    cuda::cublas_fp16_gemm_f32out(
+        h16(*w.fp16, w.out_features * w.in_features, "lm_head"), int(w.out_features),
+        int(w.in_features), h16(x, M * w.in_features, "logits x"),
+        dptr<float>(out, size_t(M * w.out_features) * 4, "logits out"), int(M), stream_);
   }
-  std::vector<SampledToken> sample(const Buffer& logits, int64_t vocab, int64_t row_begin, int64_t rows) override;
+  std::vector<SampledToken> sample(const Buffer& logits, int64_t vocab, int64_t row_begin,
+                                   int64_t rows) override;
   void synchronize() override { NFP_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
 
  private:
@@ -254,46 +283,62 @@ std::unique_ptr<LinearWeight> CudaBackend::create_linear(const LinearSpec& s) {
   const int64_t N = s.out_features, K = s.in_features, n = N * K;
   w->out_features = N, w->in_features = K;
   if (s.fp8 || s.storage == RawStorage::Fp8PerTensor || s.storage == RawStorage::Fp8PerChannel)
-    fail("cuda backend: FP8 baseline weights (fp8-per-tensor/-channel) run on the cpu backend only (--device cpu)");
+    fail(
+        "cuda backend: FP8 baseline weights (fp8-per-tensor/-channel) run on the cpu backend only "
+        "(--device cpu)");
   if (s.nested) {
     const auto& t = *s.nested;
-    if (t.rows != N || t.cols != K) fail("create_linear: nested tensor is {}x{}, expected {}x{}", t.rows, t.cols, N, K);
+    if (t.rows != N || t.cols != K)
+      fail("create_linear: nested tensor is {}x{}, expected {}x{}", t.rows, t.cols, N, K);
     w->upper = alloc(size_t(n)), w->lower = alloc(size_t(n));
     upload(*w->upper, t.upper.data(), size_t(n));
     upload(*w->lower, t.lower.data(), size_t(n));
     // The FP8 GEMM's epilogue always reads k (all zero for --nested-scale none).
     w->k = alloc(size_t(N));
-    if (!t.k.empty()) upload(*w->k, t.k.data(), size_t(N));
-    else NFP_CUDA_CHECK(cudaMemsetAsync(dptr<void>(*w->k, size_t(N), "k"), 0, size_t(N), stream_));
+    if (!t.k.empty())
+      upload(*w->k, t.k.data(), size_t(N));
+    else
+      NFP_CUDA_CHECK(cudaMemsetAsync(dptr<void>(*w->k, size_t(N), "k"), 0, size_t(N), stream_));
     w->format = WeightFormat::Nested;
   } else if (s.fp16 || ((s.raw16 || s.random) && s.storage == RawStorage::Plain)) {
     w->fp16 = alloc(size_t(n) * 2);
-    if (s.fp16 || s.raw16) upload(*w->fp16, s.fp16 ? s.fp16 : s.raw16, size_t(n) * 2);
-    else fill_random(*w->fp16, n, *s.random);
+    if (s.fp16 || s.raw16)
+      upload(*w->fp16, s.fp16 ? s.fp16 : s.raw16, size_t(n) * 2);
+    else
+      fill_random(*w->fp16, n, *s.random);
     w->format = WeightFormat::FP16;
   } else if (s.raw16 || s.random) {
     // Stream the fp16 values into the staging buffer and split them there.
-    if (!staging_ || staging_->bytes() < size_t(n) * 2) staging_.reset(), staging_ = alloc(size_t(n) * 2);
-    if (s.raw16) upload(*staging_, s.raw16, size_t(n) * 2);
-    else fill_random(*staging_, n, *s.random);
+    if (!staging_ || staging_->bytes() < size_t(n) * 2)
+      staging_.reset(), staging_ = alloc(size_t(n) * 2);
+    if (s.raw16)
+      upload(*staging_, s.raw16, size_t(n) * 2);
+    else
+      fill_random(*staging_, n, *s.random);
     if (K % 16 || N % 8) {
-      spdlog::warn("cuda backend: a {}x{} weight does not meet the nested GEMMs' alignment (K % 16, N % 8); kept FP16", N, K);
+      spdlog::warn(
+          "cuda backend: a {}x{} weight does not meet the nested GEMMs' alignment (K % 16, N % 8); "
+          "kept FP16",
+          N, K);
     } else {
       // k is kept even without channel scales (all zero): the FP8 GEMM's epilogue reads it.
       w->upper = alloc(size_t(n)), w->lower = alloc(size_t(n)), w->k = alloc(size_t(N));
       int8_t* kd = dptr<int8_t>(*w->k, size_t(N), "k");
-      const cuda::SplitStatus st = cuda::split_weight(h16(*staging_, n, "staging"), int(N), int(K), s.channel_scale,
-                                                      dptr<uint8_t>(*w->upper, size_t(n), "upper"),
-                                                      dptr<uint8_t>(*w->lower, size_t(n), "lower"), kd, stream_);
+      const cuda::SplitStatus st =
+          cuda::split_weight(h16(*staging_, n, "staging"), int(N), int(K), s.channel_scale,
+                             dptr<uint8_t>(*w->upper, size_t(n), "upper"),
+                             dptr<uint8_t>(*w->lower, size_t(n), "lower"), kd, stream_);
       if (st.ok) {
         w->format = WeightFormat::Nested;
       } else {
         w->upper.reset(), w->lower.reset(), w->k.reset();
       }
     }
-    if (w->format != WeightFormat::Nested) {  // not representable: plain FP16, copied off the staging buffer
+    if (w->format !=
+        WeightFormat::Nested) {  // not representable: plain FP16, copied off the staging buffer
       w->fp16 = alloc(size_t(n) * 2);
-      NFP_CUDA_CHECK(cudaMemcpyAsync(dptr<void>(*w->fp16, 0, "fp16"), dptr<void>(*staging_, 0, "staging"), size_t(n) * 2,
+      NFP_CUDA_CHECK(cudaMemcpyAsync(dptr<void>(*w->fp16, 0, "fp16"),
+                                     dptr<void>(*staging_, 0, "staging"), size_t(n) * 2,
                                      cudaMemcpyDeviceToDevice, stream_));
       w->format = WeightFormat::FP16;
     }
@@ -309,21 +354,27 @@ std::unique_ptr<LinearWeight> CudaBackend::create_linear(const LinearSpec& s) {
   return w;
 }
 
-void CudaBackend::linear(Precision precision, const LinearWeight& lw, const Activation& x, int64_t M, Buffer& out) {
+void CudaBackend::linear(Precision precision, const LinearWeight& lw, const Activation& x,
+                         int64_t M, Buffer& out) {
   const auto& w = static_cast<const CudaLinear&>(lw);
   const int64_t N = w.out_features, K = w.in_features;
   __half* y = h16(out, M * N, "linear out");
   if (M == 0) return;
   if (w.format == WeightFormat::Nested && precision == Precision::FP8) {
     if (!x.q8 || !x.scale)
-      fail("cuda backend: FP8 linear needs per-token quantized activations (weights-only FP8 runs on the cpu backend)");
+      fail(
+          "cuda backend: FP8 linear needs per-token quantized activations (weights-only FP8 runs "
+          "on the cpu backend)");
     cuda::nested_fp8_gemm(w.nested(), dptr<const uint8_t>(*x.q8, size_t(M * K), "linear q8"),
-                          dptr<const float>(*x.scale, size_t(M) * 4, "linear scale"), y, int(M), stream_);
+                          dptr<const float>(*x.scale, size_t(M) * 4, "linear scale"), y, int(M),
+                          stream_);
   } else {
     if (!x.f16) fail("cuda backend: an FP16 linear needs fp16 activations");
     const __half* a = h16(*x.f16, M * K, "linear x");
-    if (w.format == WeightFormat::Nested) cuda::nested_fp16_gemm(w.nested(), a, y, int(M), stream_);
-    else cuda::cublas_fp16_gemm(h16(*w.fp16, N * K, "weight"), int(N), int(K), a, y, int(M), stream_);
+    if (w.format == WeightFormat::Nested)
+      cuda::nested_fp16_gemm(w.nested(), a, y, int(M), stream_);
+    else
+      cuda::cublas_fp16_gemm(h16(*w.fp16, N * K, "weight"), int(N), int(K), a, y, int(M), stream_);
   }
   if (w.bias) cuda::add_bias_rows(y, h16(*w.bias, N, "bias"), int(M), int(N), stream_);
 }
@@ -334,13 +385,19 @@ void CudaBackend::begin_step(const StepLayout& L) {
   const int S = L.num_seqs();
   if (T > max_tokens_ || S > max_seqs_ || R > std::max<int64_t>(max_rows_, max_tokens_) ||
       L.kv_indices.size() > blob_.end - blob_.kv_indices)
-    fail("cuda backend: a step of {} tokens, {} sequences, {} blocks exceeds the reserved {} / {} / {}", T, S,
-         L.kv_indices.size(), max_tokens_, max_seqs_, blob_.end - blob_.kv_indices);
+    fail(
+        "cuda backend: a step of {} tokens, {} sequences, {} blocks exceeds the reserved {} / {} / "
+        "{}",
+        T, S, L.kv_indices.size(), max_tokens_, max_seqs_, blob_.end - blob_.kv_indices);
   int32_t* h = host_blob_;
   NFP_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the previous step's copy has left the blob
-  auto put = [&](size_t off, const std::vector<int32_t>& v) { std::memcpy(h + off, v.data(), v.size() * 4); };
-  put(blob_.ids, L.ids), put(blob_.pos, L.positions), put(blob_.slots, L.slots), put(blob_.logit_rows, L.logit_rows);
-  put(blob_.q_indptr, L.q_indptr), put(blob_.kv_indptr, L.kv_indptr), put(blob_.kv_last, L.kv_last_page_len);
+  auto put = [&](size_t off, const std::vector<int32_t>& v) {
+    std::memcpy(h + off, v.data(), v.size() * 4);
+  };
+  put(blob_.ids, L.ids), put(blob_.pos, L.positions), put(blob_.slots, L.slots),
+      put(blob_.logit_rows, L.logit_rows);
+  put(blob_.q_indptr, L.q_indptr), put(blob_.kv_indptr, L.kv_indptr),
+      put(blob_.kv_last, L.kv_last_page_len);
   put(blob_.kv_indices, L.kv_indices);
   // Sampling parameters per logits row: the sampled rows' own, greedy for the others.
   auto* params = reinterpret_cast<cuda::SampleParams*>(h + blob_.params);
@@ -350,19 +407,29 @@ void CudaBackend::begin_step(const StepLayout& L) {
     params[L.sample_rows[i]] = {sp.temperature, sp.top_p, sp.top_k, float(L.uniforms[i])};
   }
   const size_t bytes = (blob_.kv_indices + L.kv_indices.size()) * 4;
-  NFP_CUDA_CHECK(cudaMemcpyAsync(dptr<int32_t>(*dev_blob_, bytes, "step blob"), h, bytes, cudaMemcpyHostToDevice, stream_));
+  NFP_CUDA_CHECK(cudaMemcpyAsync(dptr<int32_t>(*dev_blob_, bytes, "step blob"), h, bytes,
+                                 cudaMemcpyHostToDevice, stream_));
   T_ = T, R_ = R, step_ = &L;
-  batch_ = cuda::AttnBatch{S, int(T), L.max_q_len, L.max_kv_len, blob<int32_t>(blob_.q_indptr),
-                           blob<int32_t>(blob_.kv_indptr), blob<int32_t>(blob_.kv_indices), blob<int32_t>(blob_.kv_last)};
-  if (fi_ && S > 0) fi_->plan(L.q_indptr.data(), L.kv_indptr.data(), L.kv_last_page_len.data(), S, stream_);
+  batch_ = cuda::AttnBatch{S,
+                           int(T),
+                           L.max_q_len,
+                           L.max_kv_len,
+                           blob<int32_t>(blob_.q_indptr),
+                           blob<int32_t>(blob_.kv_indptr),
+                           blob<int32_t>(blob_.kv_indices),
+                           blob<int32_t>(blob_.kv_last)};
+  if (fi_ && S > 0)
+    fi_->plan(L.q_indptr.data(), L.kv_indptr.data(), L.kv_last_page_len.data(), S, stream_);
 }
 
-std::vector<SampledToken> CudaBackend::sample(const Buffer& logits, int64_t V, int64_t row_begin, int64_t rows) {
+std::vector<SampledToken> CudaBackend::sample(const Buffer& logits, int64_t V, int64_t row_begin,
+                                              int64_t rows) {
   const StepLayout& L = *step_;
   std::vector<SampledToken> res;
   int top = -1;
   for (size_t i = 0; i < L.sample_rows.size(); ++i)
-    if (L.sample_rows[i] >= row_begin && L.sample_rows[i] < row_begin + rows) top = std::max(top, L.top_logprobs[i]);
+    if (L.sample_rows[i] >= row_begin && L.sample_rows[i] < row_begin + rows)
+      top = std::max(top, L.top_logprobs[i]);
   bool any = false;
   for (int32_t r : L.sample_rows) any |= r >= row_begin && r < row_begin + rows;
   if (!any) return res;
@@ -371,19 +438,23 @@ std::vector<SampledToken> CudaBackend::sample(const Buffer& logits, int64_t V, i
   auto* tokens = reinterpret_cast<int32_t*>(out);
   auto* chosen_lp = reinterpret_cast<float*>(out + size_t(max_rows_) * 4);
   auto* top_ids = reinterpret_cast<int32_t*>(out + size_t(max_rows_) * 8);
-  auto* top_lp = reinterpret_cast<float*>(out + size_t(max_rows_) * (8 + 4 * cuda::kMaxTopLogprobs));
-  cuda::sample_tokens(lg, int(rows), int(V), blob<cuda::SampleParams>(blob_.params) + row_begin, tokens, nullptr, 0,
-                      stream_);
+  auto* top_lp =
+      reinterpret_cast<float*>(out + size_t(max_rows_) * (8 + 4 * cuda::kMaxTopLogprobs));
+  cuda::sample_tokens(lg, int(rows), int(V), blob<cuda::SampleParams>(blob_.params) + row_begin,
+                      tokens, nullptr, 0, stream_);
   const int n = std::max(top, 0);
-  if (top >= 0) cuda::logprobs_topn(lg, int(rows), int(V), tokens, n, chosen_lp, top_ids, top_lp, stream_);
+  if (top >= 0)
+    cuda::logprobs_topn(lg, int(rows), int(V), tokens, n, chosen_lp, top_ids, top_lp, stream_);
   // One copy back: tokens, and the log-probabilities when asked for.
-  const size_t bytes = top >= 0 ? size_t(max_rows_) * (8 + 8 * cuda::kMaxTopLogprobs) : size_t(rows) * 4;
+  const size_t bytes =
+      top >= 0 ? size_t(max_rows_) * (8 + 8 * cuda::kMaxTopLogprobs) : size_t(rows) * 4;
   NFP_CUDA_CHECK(cudaMemcpyAsync(host_out_, out, bytes, cudaMemcpyDeviceToHost, stream_));
   NFP_CUDA_CHECK(cudaStreamSynchronize(stream_));
   const auto* ht = reinterpret_cast<const int32_t*>(host_out_);
   const auto* hc = reinterpret_cast<const float*>(host_out_ + size_t(max_rows_) * 4);
   const auto* hi = reinterpret_cast<const int32_t*>(host_out_ + size_t(max_rows_) * 8);
-  const auto* hl = reinterpret_cast<const float*>(host_out_ + size_t(max_rows_) * (8 + 4 * cuda::kMaxTopLogprobs));
+  const auto* hl = reinterpret_cast<const float*>(host_out_ + size_t(max_rows_) *
+                                                                  (8 + 4 * cuda::kMaxTopLogprobs));
   for (size_t i = 0; i < L.sample_rows.size(); ++i) {
     const int64_t r = L.sample_rows[i] - row_begin;
     if (r < 0 || r >= rows) continue;
@@ -392,7 +463,8 @@ std::vector<SampledToken> CudaBackend::sample(const Buffer& logits, int64_t V, i
     if (L.top_logprobs[i] >= 0) {
       LogprobInfo info;
       info.chosen = {t.token, hc[r]};
-      for (int j = 0; j < L.top_logprobs[i]; ++j) info.top.push_back({hi[r * n + j], hl[r * n + j]});
+      for (int j = 0; j < L.top_logprobs[i]; ++j)
+        info.top.push_back({hi[r * n + j], hl[r * n + j]});
       t.logprobs = std::move(info);
     }
     res.push_back(std::move(t));
@@ -410,12 +482,15 @@ std::string cuda_unusable_reason(int gpu) {
     return fmt::format("no usable CUDA GPU ({}: {})", cudaGetErrorName(e), cudaGetErrorString(e));
   }
   if (count == 0) return "no CUDA GPU found";
-  if (gpu < 0 || gpu >= count) return fmt::format("GPU {} does not exist ({} GPU{} found)", gpu, count, count == 1 ? "" : "s");
+  if (gpu < 0 || gpu >= count)
+    return fmt::format("GPU {} does not exist ({} GPU{} found)", gpu, count, count == 1 ? "" : "s");
   cudaDeviceProp p{};
-  if (cudaGetDeviceProperties(&p, gpu) != cudaSuccess) return fmt::format("cannot read the properties of GPU {}", gpu);
+  if (cudaGetDeviceProperties(&p, gpu) != cudaSuccess)
+    return fmt::format("cannot read the properties of GPU {}", gpu);
   if (p.major != 9 || p.minor != 0)
-    return fmt::format("GPU {} ({}) is sm_{}{}; the cuda backend's kernels are built for Hopper (sm_90a) only", gpu, p.name,
-                       p.major, p.minor);
+    return fmt::format(
+        "GPU {} ({}) is sm_{}{}; the cuda backend's kernels are built for Hopper (sm_90a) only",
+        gpu, p.name, p.major, p.minor);
   return "";
 }
 
