@@ -16,6 +16,7 @@
 //    plain FP16 weights run the FP16 linear in both precisions;
 //  - FP8 baseline weights (WeightFormat::FP8) have no FP16 copy: FP16 steps run them with fp16
 //    activations x dequantized weights (weights-only FP8).
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -25,6 +26,7 @@
 #include <utility>
 #include <vector>
 
+#include "nestedfp/penalties.hpp"
 #include "nestedfp/sampler.hpp"
 #include "nestedfp/step.hpp"
 
@@ -141,6 +143,19 @@ struct StepLayout {
   std::vector<SamplingParams> sampling;  // parallel to sample_rows
   std::vector<double> uniforms;          // parallel to sample_rows (ignored when greedy)
   std::vector<int32_t> top_logprobs;     // parallel to sample_rows: < 0 none, else alternatives
+  // Penalties of the sampled rows (penalties.hpp) in CSR form, parallel to sample_rows: row i's
+  // seen tokens are penalty_tokens[penalty_indptr[i] .. penalty_indptr[i+1]) with their output
+  // counts and prompt flags, its bias entries bias_tokens / bias_values[bias_indptr[i] ..
+  // bias_indptr[i+1]); penalty_factors[i] = {repetition, frequency, presence}. The backend applies
+  // them to the logits it samples from; log-probs stay those of the raw logits.
+  std::vector<std::array<float, 3>> penalty_factors;
+  std::vector<int32_t> penalty_indptr, penalty_tokens, penalty_counts;
+  std::vector<uint8_t> penalty_in_prompt;
+  std::vector<int32_t> bias_indptr, bias_tokens;
+  std::vector<float> bias_values;
+  bool has_penalties() const { return !penalty_tokens.empty() || !bias_tokens.empty(); }
+  // Row i's penalty inputs (i < sample_rows.size()).
+  PenaltyView penalties(size_t i) const;
   int64_t tokens() const { return int64_t(ids.size()); }
   int num_seqs() const { return q_indptr.empty() ? 0 : int(q_indptr.size()) - 1; }
 };

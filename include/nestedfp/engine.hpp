@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "nestedfp/error.hpp"
+#include "nestedfp/penalties.hpp"
 #include "nestedfp/sampler.hpp"
 #include "nestedfp/step.hpp"
 
@@ -58,6 +59,7 @@ struct GenerationRequest {
   std::vector<int32_t> prompt;
   int max_tokens = 16;            // 0 allowed: prompt only (with prompt_logprobs)
   SamplingParams sampling;        // seed absent: the engine draws a random one
+  PenaltyParams penalties;        // penalties, logit_bias, min_tokens (penalties.hpp)
   std::vector<std::string> stop;  // stop strings; the text ends before the first match
   bool include_stop_str = false;
   std::vector<int32_t> stop_token_ids;  // like EOS: finish "stop", not part of the text
@@ -73,8 +75,9 @@ const char* to_string(FinishReason r);  // "", "stop", "length", "abort", "error
 // slower than the engine).
 struct RequestEvent {
   std::vector<int32_t> token_ids;  // newly generated ids (EOS / stop ids included)
-  // Parallel to token_ids when logprobs >= 0: log-softmax of the raw logits (before temperature,
-  // top-k, top-p) of the chosen token and of the `logprobs` most likely ones (sampler.hpp).
+  // Parallel to token_ids when logprobs >= 0: log-softmax of the raw logits (before penalties,
+  // logit bias, temperature, top-k, top-p) of the chosen token and of the `logprobs` most likely
+  // ones (sampler.hpp).
   std::vector<LogprobInfo> logprobs;
   std::string text;  // newly released text (UTF-8; held back near stop strings)
   // Once, with or before the first token, when prompt_logprobs was asked: one entry per prompt

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "nestedfp/penalties.hpp"
 #include "nestedfp/sampler.hpp"
 
 namespace nestedfp {
@@ -27,6 +28,9 @@ struct SeqChunk {
   SamplingParams sampling;
   double uniform = 0.0;
   int top_logprobs = -1;         // >= 0: logprob of the sampled token and this many alternatives
+  // Penalties, logit bias and min_tokens mask of the sampled token (penalties.hpp); null: none.
+  // Owned by the caller (the engine's request record) and only read during execute.
+  const RowPenalties* penalties = nullptr;
   bool need_logits = true;       // logits of the last token to the host (offline tools, tests)
   bool need_all_logits = false;  // logits of every token (prompt logprobs, perplexity)
 };

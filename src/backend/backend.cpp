@@ -17,6 +17,21 @@ const char* to_string(WeightFormat f) {
   return "fp16";
 }
 
+PenaltyView StepLayout::penalties(size_t i) const {
+  if (penalty_indptr.size() <= i + 1 || bias_indptr.size() <= i + 1) return {};
+  const auto p0 = size_t(penalty_indptr[i]), pn = size_t(penalty_indptr[i + 1]) - p0;
+  const auto b0 = size_t(bias_indptr[i]), bn = size_t(bias_indptr[i + 1]) - b0;
+  const auto& f = penalty_factors[i];
+  return {f[0],
+          f[1],
+          f[2],
+          std::span(penalty_tokens).subspan(p0, pn),
+          std::span(penalty_counts).subspan(p0, pn),
+          std::span(penalty_in_prompt).subspan(p0, pn),
+          std::span(bias_tokens).subspan(b0, bn),
+          std::span(bias_values).subspan(b0, bn)};
+}
+
 std::vector<float> rope_inv_freq(const RopeSpec& s) {
   if (s.head_dim <= 0 || s.head_dim % 2)
     fail("rope: head_dim {} must be positive and even", s.head_dim);

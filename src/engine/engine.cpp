@@ -12,6 +12,7 @@
 
 #include "engine/block_manager.hpp"
 #include "engine/metrics.hpp"
+#include "engine/penalty_state.hpp"
 #include "engine/scheduler.hpp"
 #include "engine/stop_checker.hpp"
 #include "nestedfp/precision_policy.hpp"
@@ -77,6 +78,7 @@ struct Record {
   engine::Sequence seq;
   GenerationRequest req;
   std::unique_ptr<RequestSampler> sampler;
+  engine::PenaltyState penalties;  // updated as tokens are committed
   std::unique_ptr<TextDecoder> decoder;
   engine::StopChecker stops;
   std::shared_ptr<RequestStream> stream;
@@ -177,6 +179,7 @@ void Engine::Impl::finish(Record& r, FinishReason why, RequestEvent ev) {
 void Engine::Impl::commit_token(Record& r, int32_t token, LogprobInfo lp, RequestEvent& ev) {
   r.seq.tokens.push_back(token);
   ++r.generated;
+  r.penalties.commit(token, r.generated);
   metrics.generation_tokens(1);
   auto now = Clock::now();
   if (r.generated == 1) {
@@ -253,6 +256,8 @@ bool Engine::Impl::step() {
         sc.sampling = r->sampler->params();
         if (sc.sampling.temperature > 0.f) sc.uniform = r->sampler->next_uniform();
         sc.top_logprobs = r->req.logprobs >= 0 ? std::max(0, r->req.logprobs) : -1;
+        // The record outlives the step (in_flight) and commits tokens only after it.
+        if (r->penalties.active()) sc.penalties = &r->penalties.row();
       }
       in.seqs.push_back(std::move(sc));
       load.num_tokens += c.num_tokens;
@@ -443,6 +448,14 @@ std::shared_ptr<RequestStream> Engine::add_request(GenerationRequest req) {
   if (req.logprobs > kMaxLogprobs)
     throw RequestError(
         fmt::format("logprobs must be at most {} (got {})", kMaxLogprobs, req.logprobs));
+  try {
+    req.penalties.validate(I.vocab);
+  } catch (const Error& e) {
+    throw RequestError(e.what());
+  }
+  if (req.penalties.min_tokens > req.max_tokens)
+    throw RequestError(fmt::format("min_tokens ({}) must not exceed max_tokens ({})",
+                                   req.penalties.min_tokens, req.max_tokens));
 
   std::shared_ptr<RequestStream> stream;
   {
@@ -464,6 +477,12 @@ std::shared_ptr<RequestStream> Engine::add_request(GenerationRequest req) {
     if (req.prompt_logprobs) r.prompt_lp.resize(static_cast<size_t>(n));
     uint64_t seed = sp.seed ? *sp.seed : I.seed_rng();
     r.sampler = std::make_unique<RequestSampler>(sp, seed);
+    std::vector<int32_t> stop_ids;  // what min_tokens holds back (ids the model can produce)
+    for (const auto* ids : {&req.stop_token_ids, req.ignore_eos ? nullptr : &I.cfg.eos_token_ids})
+      if (ids)
+        for (int32_t t : *ids)
+          if (t >= 0 && t < I.vocab) stop_ids.push_back(t);
+    r.penalties = engine::PenaltyState(req.penalties, req.prompt, stop_ids);
     if (I.cfg.text_decoder) r.decoder = I.cfg.text_decoder();
     r.stops = engine::StopChecker(req.stop, req.include_stop_str);
     r.stream = stream = std::make_shared<RequestStream>(id);

@@ -254,6 +254,11 @@ void ModelRunner::validate(const StepInput& in) const {
       if (t < 0 || t >= config_.vocab_size)
         fail("sequence {}: token id {} outside [0, {})", s.seq_id, t, config_.vocab_size);
     if (s.sample) s.sampling.validate();
+    if (s.sample && s.penalties) try {
+        check_penalties(s.penalties->view(), config_.vocab_size, seen_);
+      } catch (const Error& e) {
+        fail("sequence {}: {}", s.seq_id, e.what());
+      }
     if (s.top_logprobs > kMaxLogprobs)
       fail("sequence {}: {} top logprobs asked, at most {}", s.seq_id, s.top_logprobs,
            kMaxLogprobs);
@@ -271,6 +276,11 @@ void ModelRunner::build_layout(const StepInput& in) {
                   &L.kv_last_page_len, &L.logit_rows, &L.sample_rows, &L.top_logprobs})
     v->clear();
   L.sampling.clear(), L.uniforms.clear(), host_rows_.clear();
+  for (auto* v : {&L.penalty_indptr, &L.penalty_tokens, &L.penalty_counts, &L.bias_indptr,
+                  &L.bias_tokens})
+    v->clear();
+  L.penalty_factors.clear(), L.penalty_in_prompt.clear(), L.bias_values.clear();
+  L.penalty_indptr.push_back(0), L.bias_indptr.push_back(0);
   L.max_q_len = L.max_kv_len = 0;
   L.q_indptr.push_back(0), L.kv_indptr.push_back(0);
   for (size_t si = 0; si < in.seqs.size(); ++si) {
@@ -300,6 +310,17 @@ void ModelRunner::build_layout(const StepInput& in) {
       L.sampling.push_back(s.sampling);
       L.uniforms.push_back(s.uniform);
       L.top_logprobs.push_back(s.top_logprobs);
+      if (const RowPenalties* p = s.penalties) {
+        auto append = [](auto& dst, const auto& src) { dst.insert(dst.end(), src.begin(), src.end()); };
+        append(L.penalty_tokens, p->tokens), append(L.penalty_counts, p->output_counts);
+        append(L.penalty_in_prompt, p->in_prompt);
+        append(L.bias_tokens, p->bias_tokens), append(L.bias_values, p->bias_values);
+        L.penalty_factors.push_back({p->repetition, p->frequency, p->presence});
+      } else {
+        L.penalty_factors.push_back({1.f, 0.f, 0.f});
+      }
+      L.penalty_indptr.push_back(int32_t(L.penalty_tokens.size()));
+      L.bias_indptr.push_back(int32_t(L.bias_tokens.size()));
     }
   }
 }

@@ -93,6 +93,7 @@ class ModelRunner final : public ModelExecutor {
   std::unique_ptr<backend::KvCache> kv_;
   std::unique_ptr<Scratch> s_;
   backend::StepLayout layout_;
+  mutable std::vector<uint8_t> seen_;  // scratch of check_penalties (vocab entries, all zero)
   std::vector<int32_t>
       host_rows_;  // per logits row: index of the sequence wanting it on the host, or -1
   LoadReport report_;

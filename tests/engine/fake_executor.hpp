@@ -98,7 +98,9 @@ class FakeExecutor : public ModelExecutor {
       // Sampling as a real executor does it (on its "device"), with the engine's uniform draw.
       SampledToken t;
       if (s.sample && !s.tokens.empty())
-        t = sample_row(last_row, s.sampling, s.uniform, s.top_logprobs, cand_);
+        t = s.penalties ? sample_row(last_row, s.penalties->view(), s.sampling, s.uniform,
+                                     s.top_logprobs, penalized_, cand_)
+                        : sample_row(last_row, s.sampling, s.uniform, s.top_logprobs, cand_);
       out.tokens.push_back(t.token);
       out.logprobs.push_back(std::move(t.logprobs));
     }
@@ -126,6 +128,7 @@ class FakeExecutor : public ModelExecutor {
   int vocab_, blocks_, max_len_;
   std::vector<Cell> cells_;
   std::vector<std::pair<float, int32_t>> cand_;
+  std::vector<float> penalized_;
   std::mutex mu_;
 };
 

@@ -491,8 +491,10 @@ class CpuBackend final : public Backend {
     for (size_t i = 0; i < L.sample_rows.size(); ++i) {
       const int64_t r = L.sample_rows[i] - row_begin;
       if (r < 0 || r >= rows) continue;
-      res.push_back(sample_row(std::span<const float>(lp + r * vocab, size_t(vocab)), L.sampling[i],
-                               L.uniforms[i], L.top_logprobs[i], cand_));
+      // Penalties apply to a copy of the row: the logits buffer stays raw (log-probs, downloads).
+      res.push_back(sample_row(std::span<const float>(lp + r * vocab, size_t(vocab)),
+                               L.penalties(i), L.sampling[i], L.uniforms[i], L.top_logprobs[i],
+                               penalized_, cand_));
     }
     return res;
   }
@@ -509,6 +511,7 @@ class CpuBackend final : public Backend {
   const StepLayout* step_ = nullptr;
   std::vector<AttentionSeq> attn_seqs_;
   std::vector<std::pair<float, int32_t>> cand_;
+  std::vector<float> penalized_;
 };
 
 }  // namespace
