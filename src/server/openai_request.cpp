@@ -209,6 +209,45 @@ void only_fields(const json& body, std::initializer_list<std::string_view> known
   }
 }
 
+// presence/frequency/repetition penalties, logit_bias and min_tokens (penalties.hpp).
+void parse_penalties(const Fields& f, PenaltyParams& p, std::optional<int64_t> max_tokens) {
+  for (auto [k, dst] : {std::pair{"presence_penalty", &p.presence_penalty},
+                        std::pair{"frequency_penalty", &p.frequency_penalty}})
+    if (auto v = f.number(k)) {
+      if (!(std::fabs(*v) <= kMaxFreqPresence)) bad(k, fmt::format("'{}' must be between -2 and 2", k));
+      *dst = static_cast<float>(*v);
+    }
+  if (auto v = f.number("repetition_penalty")) {
+    if (!(*v > 0) || !std::isfinite(static_cast<float>(*v)))
+      bad("repetition_penalty", "'repetition_penalty' must be greater than 0 (1 turns it off)");
+    p.repetition_penalty = static_cast<float>(*v);
+  }
+  if (auto m = f.integer("min_tokens", 0, kMaxTokensLimit)) {
+    if (max_tokens && *m > *max_tokens)
+      bad("min_tokens", fmt::format("'min_tokens' ({}) must not exceed 'max_tokens' ({})", *m,
+                                    *max_tokens));
+    p.min_tokens = static_cast<int>(*m);
+  }
+  if (const json* lb = f.get("logit_bias")) {
+    if (!lb->is_object())
+      bad("logit_bias", "'logit_bias' must be an object mapping token ids to a bias, like {\"50256\": -100}");
+    for (const auto& [k, v] : lb->items()) {
+      const bool digits = !k.empty() && k.size() <= 9 &&
+                          std::all_of(k.begin(), k.end(), [](char c) { return c >= '0' && c <= '9'; });
+      if (!digits)
+        bad("logit_bias", fmt::format("'logit_bias' keys must be token ids written in decimal, got '{}'", k));
+      if (!v.is_number() || !(std::fabs(v.get<double>()) <= kMaxLogitBias))
+        bad("logit_bias", fmt::format("'logit_bias' value for token {} must be a number between -100 and 100", k));
+      p.logit_bias.emplace_back(static_cast<int32_t>(std::stol(k)), static_cast<float>(v.get<double>()));
+    }
+    std::vector<int32_t> ids;
+    for (const auto& e : p.logit_bias) ids.push_back(e.first);
+    std::sort(ids.begin(), ids.end());
+    if (auto d = std::adjacent_find(ids.begin(), ids.end()); d != ids.end())
+      bad("logit_bias", fmt::format("'logit_bias' lists token id {} twice", *d));
+  }
+}
+
 void parse_common(const json& body, CommonParams& p, bool chat) {
   Fields f(body);
   (void)f.string("user");  // accepted without effect; must still be a string
@@ -268,11 +307,7 @@ void parse_common(const json& body, CommonParams& p, bool chat) {
   }
   if (auto n = f.integer("n", 1, 1, " (this server returns one choice per prompt)")) (void)n;
   if (auto n = f.integer("best_of", 1, 1, " (this server does not rank candidates)")) (void)n;
-  for (const char* k : {"presence_penalty", "frequency_penalty"})
-    if (auto v = f.number(k); v && *v != 0)
-      bad(k, fmt::format("'{}' is not supported: leave it out or set 0", k));
-  if (const json* lb = f.get("logit_bias"); lb && !(lb->is_object() && lb->empty()))
-    bad("logit_bias", "'logit_bias' is not supported: leave it out");
+  parse_penalties(f, p.penalties, p.max_tokens);
   p.ignore_eos = f.boolean("ignore_eos").value_or(false);
   p.include_stop_str_in_output = f.boolean("include_stop_str_in_output").value_or(false);
   if (const json* s = f.get("stop_token_ids")) {
@@ -334,6 +369,8 @@ Parsed<CompletionRequest> parse_completion_request(std::string_view body) {
                  "presence_penalty",
                  "frequency_penalty",
                  "logit_bias",
+                 "repetition_penalty",
+                 "min_tokens",
                  "ignore_eos",
                  "include_stop_str_in_output",
                  "stop_token_ids",
@@ -407,6 +444,8 @@ Parsed<ChatRequest> parse_chat_request(std::string_view body) {
                  "presence_penalty",
                  "frequency_penalty",
                  "logit_bias",
+                 "repetition_penalty",
+                 "min_tokens",
                  "ignore_eos",
                  "include_stop_str_in_output",
                  "stop_token_ids",

@@ -10,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include "nestedfp/penalties.hpp"
 #include "nestedfp/sampler.hpp"
 
 namespace nestedfp::server {
@@ -48,6 +49,7 @@ struct CommonParams {
   std::string model;                  // empty when not given
   std::optional<int64_t> max_tokens;  // absent: the endpoint's default
   SamplingParams sampling;
+  PenaltyParams penalties;  // token ids of logit_bias are checked against the vocabulary later
   std::vector<std::string> stop;
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
@@ -78,7 +80,7 @@ struct Parsed {
 };
 
 // Every top-level field is either honoured or refused with a 400 naming it: a field the server
-// does not act on (penalties, JSON modes, tools, unknown names) is never silently dropped. The
+// does not act on (JSON modes, tools, unknown names) is never silently dropped. The
 // one field accepted without effect is "user" (an end-user id for the provider's logs).
 Parsed<CompletionRequest> parse_completion_request(std::string_view body);
 Parsed<ChatRequest> parse_chat_request(std::string_view body);

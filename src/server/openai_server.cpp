@@ -195,6 +195,7 @@ std::optional<ApiError> OpenAIServer::Impl::submit(Job& job,
       g.max_tokens =
           static_cast<int>(std::max<int64_t>(1, default_max ? std::min(*default_max, room) : room));
     g.sampling = p.sampling;
+    g.penalties = p.penalties;
     g.stop = p.stop;
     g.include_stop_str = p.include_stop_str_in_output;
     g.stop_token_ids = p.stop_token_ids;

@@ -264,7 +264,7 @@ TEST_F(Hostile, UnhonouredFieldsAndHugePromptsAre400s) {
        {{"messages", {user}}, {"response_format", {{"type", "json_schema"}}}},
        "response_format"},
       {"/v1/chat/completions", {{"messages", {user}}, {"tool_choice", "auto"}}, "tool_choice"},
-      {"/v1/completions", {{"prompt", "x"}, {"logit_bias", {{"5", 10}}}}, "logit_bias"},
+      {"/v1/completions", {{"prompt", "x"}, {"logit_bias", {{"5", 200}}}}, "logit_bias"},
       {"/v1/completions", {{"prompt", "x"}, {"frobnicate", true}}, "frobnicate"},
   };
   for (const auto& k : cases) {

@@ -74,8 +74,8 @@ TEST(FieldPolicy, FieldsTheServerDoesNotHonourAreRefusedByName) {
        "only allowed with 'tools'"},
       {R"({"messages": [{"role": "user", "content": "x"}], "tool_choice": "none", "tools": []})",
        "tool_choice", "tools"},
-      {R"({"messages": [{"role": "user", "content": "x"}], "repetition_penalty": 1.2})",
-       "repetition_penalty", "not a field"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "guided_json": {}})", "guided_json",
+       "not a field"},
       {R"({"messages": [{"role": "user", "content": "x"}], "functions": [{"name": "f"}]})",
        "functions", "not a field"},
       {R"({"messages": [{"role": "user", "content": "x"}], "stream": true, "stream_options": {"continuous_usage_stats": true}})",
@@ -91,9 +91,9 @@ TEST(FieldPolicy, FieldsTheServerDoesNotHonourAreRefusedByName) {
     EXPECT_NE(p.error.message.find(c.says), std::string::npos)
         << c.body << " -> " << p.error.message;
   }
-  auto cp = parse_completion_request(R"({"prompt": "x", "min_tokens": 3})");
+  auto cp = parse_completion_request(R"({"prompt": "x", "guided_regex": "a+"})");
   ASSERT_FALSE(cp.ok());
-  EXPECT_EQ(cp.error.param, "min_tokens");
+  EXPECT_EQ(cp.error.param, "guided_regex");
   EXPECT_NE(cp.error.message.find("/v1/completions"), std::string::npos);
   // Accepted: every OpenAI role, "user", text response_format, and nulls for absent fields.
   for (const char* role : {"system", "developer", "user", "assistant", "tool"}) {

@@ -1,8 +1,8 @@
 #pragma once
 // Host API of the CUDA kernels the engine's forward needs besides the GEMMs and the fused
 // norm/activation quantization of kernels.hpp: embedding, row gather, residual add, RoPE, paged
-// KV writes, paged attention (a plain reference kernel and FlashInfer's FA2), sampling and
-// log-probabilities on the device, random weights, and the copy-bandwidth floor.
+// KV writes, paged attention (a plain reference kernel and FlashInfer's FA2), penalties, sampling
+// and log-probabilities on the device, random weights, and the copy-bandwidth floor.
 //
 // Conventions (as kernels.hpp): row-major tensors, all work enqueued on `stream`, nothing
 // synchronizes or allocates device memory unless it says so (CUDA-graph capturable), every CUDA
@@ -100,6 +100,33 @@ void sample_tokens(const float* logits, int R, int V, const SampleParams* params
 inline constexpr int kMaxTopLogprobs = 20;
 void logprobs_topn(const float* logits, int R, int V, const int32_t* chosen, int top_n,
                    float* chosen_lp, int32_t* top_ids, float* top_lp, cudaStream_t stream);
+
+// ---- penalties, logit bias, min_tokens (nestedfp/penalties.hpp) --------------------------------
+// The sampled rows' sparse penalty inputs, device arrays in CSR form: sampled row i reads logits
+// row rows[i] of the step and owns the seen-token entries [pen_indptr[i], pen_indptr[i+1]) and
+// the bias entries [bias_indptr[i], bias_indptr[i+1]). Token ids are within the vocabulary and
+// unique within each list of a row (the host checked: entries are updated in parallel).
+struct PenaltyBatch {
+  int num_rows = 0;                   // sampled rows of the step
+  const int32_t* rows = nullptr;      // [num_rows] logits row in the step
+  const float* factors = nullptr;     // [num_rows][3]: repetition, frequency, presence
+  const int32_t* pen_indptr = nullptr;   // [num_rows + 1]
+  const int32_t* pen_tokens = nullptr;   // [P]
+  const int32_t* pen_counts = nullptr;   // [P] occurrences in the output
+  const uint8_t* pen_in_prompt = nullptr;  // [P] 1: the prompt holds the token
+  const int32_t* bias_indptr = nullptr;  // [num_rows + 1]
+  const int32_t* bias_tokens = nullptr;  // [B]
+  const float* bias_values = nullptr;    // [B]
+  float* saved = nullptr;                // [P + B] device scratch: overwritten logits
+};
+// In place on logits fp32 [rows, V] holding step rows [row_begin, row_begin + rows): the rows of
+// the batch that fall there get the rule of apply_penalties (the same fp32 operations in the same
+// order, no contraction: bit-identical to the host), and the values they overwrite go to `saved`.
+void apply_penalties(float* logits, int V, int row_begin, int rows, const PenaltyBatch& b,
+                     cudaStream_t stream);
+// Puts back what apply_penalties saved (the raw logits again, for log-probs and downloads).
+void restore_penalized(float* logits, int V, int row_begin, int rows, const PenaltyBatch& b,
+                       cudaStream_t stream);
 
 // ---- lm_head -----------------------------------------------------------------------------------
 // Y[M, N] fp32 = X[M, K] fp16 · W[N, K]ᵀ fp16, FP32 accumulation (cuBLAS, graph capturable).

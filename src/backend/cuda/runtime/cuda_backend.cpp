@@ -78,10 +78,15 @@ class CudaKvCache final : public KvCache {
   }
 };
 
-// Fixed sections of the per-step blob (int32 units), sized by reserve_steps.
+// Fixed sections of the per-step blob (int32 units), sized by reserve_steps, then a tail for the
+// sampled rows' penalty lists, whose capacity grows on demand (begin_step).
 struct BlobLayout {
-  size_t ids, pos, slots, logit_rows, params, q_indptr, kv_indptr, kv_last, kv_indices, end;
+  size_t ids, pos, slots, logit_rows, params, sample_rows, factors, pen_indptr, bias_indptr,
+      q_indptr, kv_indptr, kv_last, kv_indices, end;
 };
+// Penalty lists start with this much tail room (int32 units, 256 KiB); a step that needs more
+// reallocates the blob to max(need, twice the room) before anything of the step is enqueued.
+constexpr size_t kInitialPenaltyTail = size_t(1) << 16;
 
 class CudaBackend final : public Backend {
  public:
@@ -170,11 +175,13 @@ class CudaBackend final : public Backend {
     BlobLayout& b = blob_;
     b.ids = 0, b.pos = b.ids + T, b.slots = b.pos + T, b.logit_rows = b.slots + T,
     b.params = b.logit_rows + R;
-    b.q_indptr = b.params + R * (sizeof(cuda::SampleParams) / 4);
+    // A step samples at most one row per sequence.
+    b.sample_rows = b.params + R * (sizeof(cuda::SampleParams) / 4);
+    b.factors = b.sample_rows + S, b.pen_indptr = b.factors + 3 * S;
+    b.bias_indptr = b.pen_indptr + S + 1, b.q_indptr = b.bias_indptr + S + 1;
     b.kv_indptr = b.q_indptr + S + 1, b.kv_last = b.kv_indptr + S + 1, b.kv_indices = b.kv_last + S;
     b.end = b.kv_indices + size_t(max_blocks);
-    NFP_CUDA_CHECK(cudaMallocHost(&host_blob_, b.end * 4));
-    dev_blob_ = alloc(b.end * 4);
+    grow_blob(kInitialPenaltyTail);
     const size_t out_bytes = size_t(max_rows) * (4 + 4 + cuda::kMaxTopLogprobs * 8);
     NFP_CUDA_CHECK(cudaMallocHost(&host_out_, out_bytes));
     dev_out_ = alloc(out_bytes);
@@ -258,6 +265,22 @@ class CudaBackend final : public Backend {
   void synchronize() override { NFP_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
 
  private:
+  // Reallocates the blob with `tail` int32 units of penalty room; only between steps (after the
+  // stream synchronized), as every op reads its indices from the blob.
+  void grow_blob(size_t tail) {
+    int32_t* h = nullptr;
+    NFP_CUDA_CHECK(cudaMallocHost(&h, (blob_.end + tail) * 4));
+    BufferPtr d;
+    try {
+      d = alloc((blob_.end + tail) * 4);
+    } catch (...) {
+      cudaFreeHost(h);
+      throw;
+    }
+    if (host_blob_) cudaFreeHost(host_blob_);
+    host_blob_ = h, dev_blob_ = std::move(d), penalty_tail_ = tail;
+  }
+
   template <typename T>
   T* blob(size_t offset) const {
     return reinterpret_cast<T*>(dptr<int32_t>(*dev_blob_, 0, "step blob") + offset);
@@ -271,6 +294,8 @@ class CudaBackend final : public Backend {
   int max_seqs_ = 0, max_rows_ = 0;
   BlobLayout blob_{};
   int32_t* host_blob_ = nullptr;
+  size_t penalty_tail_ = 0;  // int32 units after blob_.end
+  cuda::PenaltyBatch penalties_{};  // this step's; num_rows 0 when no row has any
   BufferPtr dev_blob_, dev_out_;
   uint8_t* host_out_ = nullptr;
   cuda::AttnBatch batch_{};
@@ -389,8 +414,18 @@ void CudaBackend::begin_step(const StepLayout& L) {
         "cuda backend: a step of {} tokens, {} sequences, {} blocks exceeds the reserved {} / {} / "
         "{}",
         T, S, L.kv_indices.size(), max_tokens_, max_seqs_, blob_.end - blob_.kv_indices);
-  int32_t* h = host_blob_;
+  const size_t n = L.sample_rows.size(), P = L.penalty_tokens.size(), B = L.bias_tokens.size();
+  if (n > size_t(max_seqs_))
+    fail("cuda backend: a step samples {} rows, more than the {} sequences reserved", n, max_seqs_);
   NFP_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the previous step's copy has left the blob
+  // Penalty tail: tokens, counts, prompt flags (bytes), bias tokens, bias values, then the
+  // device-only room where the kernel saves the logits it overwrites.
+  const size_t pen_tokens = blob_.end, pen_counts = pen_tokens + P, pen_flags = pen_counts + P,
+               bias_tokens = pen_flags + (P + 3) / 4, bias_values = bias_tokens + B,
+               saved = bias_values + B, tail_need = saved + P + B - blob_.end;
+  if (L.has_penalties() && tail_need > penalty_tail_)
+    grow_blob(std::max(tail_need, 2 * penalty_tail_));
+  int32_t* h = host_blob_;
   auto put = [&](size_t off, const std::vector<int32_t>& v) {
     std::memcpy(h + off, v.data(), v.size() * 4);
   };
@@ -405,6 +440,31 @@ void CudaBackend::begin_step(const StepLayout& L) {
   for (size_t i = 0; i < L.sample_rows.size(); ++i) {
     const SamplingParams& sp = L.sampling[i];
     params[L.sample_rows[i]] = {sp.temperature, sp.top_p, sp.top_k, float(L.uniforms[i])};
+  }
+  penalties_ = cuda::PenaltyBatch{};
+  if (L.has_penalties()) {
+    put(blob_.sample_rows, L.sample_rows), put(blob_.pen_indptr, L.penalty_indptr);
+    put(blob_.bias_indptr, L.bias_indptr);
+    static_assert(sizeof(L.penalty_factors[0]) == 12);
+    std::memcpy(h + blob_.factors, L.penalty_factors.data(), n * 12);
+    put(pen_tokens, L.penalty_tokens), put(pen_counts, L.penalty_counts);
+    std::memcpy(h + pen_flags, L.penalty_in_prompt.data(), P);
+    put(bias_tokens, L.bias_tokens);
+    std::memcpy(h + bias_values, L.bias_values.data(), B * 4);
+    const size_t tail_bytes = (saved - blob_.end) * 4;
+    NFP_CUDA_CHECK(cudaMemcpyAsync(blob<int32_t>(blob_.end), h + blob_.end, tail_bytes,
+                                   cudaMemcpyHostToDevice, stream_));
+    penalties_ = {int(n),
+                  blob<int32_t>(blob_.sample_rows),
+                  blob<float>(blob_.factors),
+                  blob<int32_t>(blob_.pen_indptr),
+                  blob<int32_t>(pen_tokens),
+                  blob<int32_t>(pen_counts),
+                  blob<uint8_t>(pen_flags),
+                  blob<int32_t>(blob_.bias_indptr),
+                  blob<int32_t>(bias_tokens),
+                  blob<float>(bias_values),
+                  blob<float>(saved)};
   }
   const size_t bytes = (blob_.kv_indices + L.kv_indices.size()) * 4;
   NFP_CUDA_CHECK(cudaMemcpyAsync(dptr<int32_t>(*dev_blob_, bytes, "step blob"), h, bytes,
@@ -440,8 +500,13 @@ std::vector<SampledToken> CudaBackend::sample(const Buffer& logits, int64_t V, i
   auto* top_ids = reinterpret_cast<int32_t*>(out + size_t(max_rows_) * 8);
   auto* top_lp =
       reinterpret_cast<float*>(out + size_t(max_rows_) * (8 + 4 * cuda::kMaxTopLogprobs));
+  // Penalties change the rows in place for sampling only: what they overwrite is put back, so
+  // log-probs (and any download of these logits) see the raw values, as on the cpu backend.
+  float* raw = const_cast<float*>(lg);
+  cuda::apply_penalties(raw, int(V), int(row_begin), int(rows), penalties_, stream_);
   cuda::sample_tokens(lg, int(rows), int(V), blob<cuda::SampleParams>(blob_.params) + row_begin,
                       tokens, nullptr, 0, stream_);
+  cuda::restore_penalized(raw, int(V), int(row_begin), int(rows), penalties_, stream_);
   const int n = std::max(top, 0);
   if (top >= 0)
     cuda::logprobs_topn(lg, int(rows), int(V), tokens, n, chosen_lp, top_ids, top_lp, stream_);
