@@ -22,15 +22,15 @@
 
 namespace nestedfp {
 
-inline constexpr float kMaxLogitBias = 100.f;     // |bias| limit (OpenAI)
-inline constexpr float kMaxFreqPresence = 2.f;    // |frequency_penalty|, |presence_penalty| limit
+inline constexpr float kMaxLogitBias = 100.f;   // |bias| limit (OpenAI)
+inline constexpr float kMaxFreqPresence = 2.f;  // |frequency_penalty|, |presence_penalty| limit
 
 // What a request asks for.
 struct PenaltyParams {
-  float repetition_penalty = 1.f;  // > 0; 1: off
-  float frequency_penalty = 0.f;   // [-2, 2]
-  float presence_penalty = 0.f;    // [-2, 2]
-  int min_tokens = 0;              // >= 0, at most max_tokens
+  float repetition_penalty = 1.f;                     // > 0; 1: off
+  float frequency_penalty = 0.f;                      // [-2, 2]
+  float presence_penalty = 0.f;                       // [-2, 2]
+  int min_tokens = 0;                                 // >= 0, at most max_tokens
   std::vector<std::pair<int32_t, float>> logit_bias;  // (token id, bias in [-100, 100]), ids unique
   bool uses_history() const {
     return repetition_penalty != 1.f || frequency_penalty != 0.f || presence_penalty != 0.f;
@@ -59,8 +59,8 @@ struct RowPenalties {
   std::vector<int32_t> bias_tokens;
   std::vector<float> bias_values;
   PenaltyView view() const {
-    return {repetition, frequency, presence, tokens, output_counts, in_prompt, bias_tokens,
-            bias_values};
+    return {repetition,    frequency, presence,    tokens,
+            output_counts, in_prompt, bias_tokens, bias_values};
   }
 };
 
@@ -77,7 +77,6 @@ void apply_penalties(std::span<float> logits, const PenaltyView& p);
 // log-probabilities from the raw ones. Equals sample_row when `p` is empty.
 SampledToken sample_row(std::span<const float> logits, const PenaltyView& p,
                         const SamplingParams& params, double u, int top_logprobs,
-                        std::vector<float>& scratch,
-                        std::vector<std::pair<float, int32_t>>& cand);
+                        std::vector<float>& scratch, std::vector<std::pair<float, int32_t>>& cand);
 
 }  // namespace nestedfp

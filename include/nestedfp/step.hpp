@@ -27,7 +27,7 @@ struct SeqChunk {
   bool sample = false;
   SamplingParams sampling;
   double uniform = 0.0;
-  int top_logprobs = -1;         // >= 0: logprob of the sampled token and this many alternatives
+  int top_logprobs = -1;  // >= 0: logprob of the sampled token and this many alternatives
   // Penalties, logit bias and min_tokens mask of the sampled token (penalties.hpp); null: none.
   // Owned by the caller (the engine's request record) and only read during execute.
   const RowPenalties* penalties = nullptr;

@@ -276,8 +276,8 @@ void ModelRunner::build_layout(const StepInput& in) {
                   &L.kv_last_page_len, &L.logit_rows, &L.sample_rows, &L.top_logprobs})
     v->clear();
   L.sampling.clear(), L.uniforms.clear(), host_rows_.clear();
-  for (auto* v : {&L.penalty_indptr, &L.penalty_tokens, &L.penalty_counts, &L.bias_indptr,
-                  &L.bias_tokens})
+  for (auto* v :
+       {&L.penalty_indptr, &L.penalty_tokens, &L.penalty_counts, &L.bias_indptr, &L.bias_tokens})
     v->clear();
   L.penalty_factors.clear(), L.penalty_in_prompt.clear(), L.bias_values.clear();
   L.penalty_indptr.push_back(0), L.bias_indptr.push_back(0);
@@ -311,7 +311,9 @@ void ModelRunner::build_layout(const StepInput& in) {
       L.uniforms.push_back(s.uniform);
       L.top_logprobs.push_back(s.top_logprobs);
       if (const RowPenalties* p = s.penalties) {
-        auto append = [](auto& dst, const auto& src) { dst.insert(dst.end(), src.begin(), src.end()); };
+        auto append = [](auto& dst, const auto& src) {
+          dst.insert(dst.end(), src.begin(), src.end());
+        };
         append(L.penalty_tokens, p->tokens), append(L.penalty_counts, p->output_counts);
         append(L.penalty_in_prompt, p->in_prompt);
         append(L.bias_tokens, p->bias_tokens), append(L.bias_values, p->bias_values);

@@ -51,8 +51,7 @@ void check_penalties(const PenaltyView& p, int vocab, std::vector<uint8_t>& seen
     const bool ok = i == ids.size();
     const int32_t bad = ok ? 0 : ids[i];
     for (size_t j = 0; j < i; ++j) seen[size_t(ids[j])] = 0;
-    if (!ok)
-      fail("penalties: {} token id {} is outside [0, {}) or listed twice", what, bad, vocab);
+    if (!ok) fail("penalties: {} token id {} is outside [0, {}) or listed twice", what, bad, vocab);
   };
   unique_ids(p.tokens, "seen");
   unique_ids(p.bias_tokens, "bias");
@@ -63,7 +62,8 @@ void check_penalties(const PenaltyView& p, int vocab, std::vector<uint8_t>& seen
 }
 
 void apply_penalties(std::span<float> logits, const PenaltyView& p) {
-  for (size_t i = 0; i < p.bias_tokens.size(); ++i) logits[size_t(p.bias_tokens[i])] += p.bias_values[i];
+  for (size_t i = 0; i < p.bias_tokens.size(); ++i)
+    logits[size_t(p.bias_tokens[i])] += p.bias_values[i];
   for (size_t i = 0; i < p.tokens.size(); ++i) {
     float& l = logits[size_t(p.tokens[i])];
     const int32_t c = p.output_counts[i];
@@ -78,8 +78,7 @@ void apply_penalties(std::span<float> logits, const PenaltyView& p) {
 
 SampledToken sample_row(std::span<const float> logits, const PenaltyView& p,
                         const SamplingParams& params, double u, int top_logprobs,
-                        std::vector<float>& scratch,
-                        std::vector<std::pair<float, int32_t>>& cand) {
+                        std::vector<float>& scratch, std::vector<std::pair<float, int32_t>>& cand) {
   if (p.empty()) return sample_row(logits, params, u, top_logprobs, cand);
   scratch.assign(logits.begin(), logits.end());
   apply_penalties(scratch, p);

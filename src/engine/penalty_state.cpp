@@ -17,7 +17,8 @@ PenaltyState::PenaltyState(const PenaltyParams& p, std::span<const int32_t> prom
     for (int32_t t : stop_ids) {
       size_t i = 0;
       while (i < row_.bias_tokens.size() && row_.bias_tokens[i] != t) ++i;
-      if (i == row_.bias_tokens.size()) row_.bias_tokens.push_back(t), row_.bias_values.push_back(0);
+      if (i == row_.bias_tokens.size())
+        row_.bias_tokens.push_back(t), row_.bias_values.push_back(0);
       row_.bias_values[i] = -INFINITY;
     }
   if (history_)

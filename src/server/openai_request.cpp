@@ -214,7 +214,8 @@ void parse_penalties(const Fields& f, PenaltyParams& p, std::optional<int64_t> m
   for (auto [k, dst] : {std::pair{"presence_penalty", &p.presence_penalty},
                         std::pair{"frequency_penalty", &p.frequency_penalty}})
     if (auto v = f.number(k)) {
-      if (!(std::fabs(*v) <= kMaxFreqPresence)) bad(k, fmt::format("'{}' must be between -2 and 2", k));
+      if (!(std::fabs(*v) <= kMaxFreqPresence))
+        bad(k, fmt::format("'{}' must be between -2 and 2", k));
       *dst = static_cast<float>(*v);
     }
   if (auto v = f.number("repetition_penalty")) {
@@ -224,21 +225,27 @@ void parse_penalties(const Fields& f, PenaltyParams& p, std::optional<int64_t> m
   }
   if (auto m = f.integer("min_tokens", 0, kMaxTokensLimit)) {
     if (max_tokens && *m > *max_tokens)
-      bad("min_tokens", fmt::format("'min_tokens' ({}) must not exceed 'max_tokens' ({})", *m,
-                                    *max_tokens));
+      bad("min_tokens",
+          fmt::format("'min_tokens' ({}) must not exceed 'max_tokens' ({})", *m, *max_tokens));
     p.min_tokens = static_cast<int>(*m);
   }
   if (const json* lb = f.get("logit_bias")) {
     if (!lb->is_object())
-      bad("logit_bias", "'logit_bias' must be an object mapping token ids to a bias, like {\"50256\": -100}");
+      bad("logit_bias",
+          "'logit_bias' must be an object mapping token ids to a bias, like {\"50256\": -100}");
     for (const auto& [k, v] : lb->items()) {
-      const bool digits = !k.empty() && k.size() <= 9 &&
-                          std::all_of(k.begin(), k.end(), [](char c) { return c >= '0' && c <= '9'; });
+      const bool digits =
+          !k.empty() && k.size() <= 9 &&
+          std::all_of(k.begin(), k.end(), [](char c) { return c >= '0' && c <= '9'; });
       if (!digits)
-        bad("logit_bias", fmt::format("'logit_bias' keys must be token ids written in decimal, got '{}'", k));
+        bad("logit_bias",
+            fmt::format("'logit_bias' keys must be token ids written in decimal, got '{}'", k));
       if (!v.is_number() || !(std::fabs(v.get<double>()) <= kMaxLogitBias))
-        bad("logit_bias", fmt::format("'logit_bias' value for token {} must be a number between -100 and 100", k));
-      p.logit_bias.emplace_back(static_cast<int32_t>(std::stol(k)), static_cast<float>(v.get<double>()));
+        bad("logit_bias",
+            fmt::format("'logit_bias' value for token {} must be a number between -100 and 100",
+                        k));
+      p.logit_bias.emplace_back(static_cast<int32_t>(std::stol(k)),
+                                static_cast<float>(v.get<double>()));
     }
     std::vector<int32_t> ids;
     for (const auto& e : p.logit_bias) ids.push_back(e.first);

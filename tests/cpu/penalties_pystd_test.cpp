@@ -103,8 +103,7 @@ TEST(PystdPenalties, BatchedGreedyAndSeededEqualThePlainReference) {
   auto d = request("class Stack:\n", 16, 1.f, 7);  // no penalties, batched with the others
   rs.push_back(d);
   const auto got = run(rs);
-  for (size_t i = 0; i < rs.size(); ++i)
-    EXPECT_EQ(got[i], expected(rs[i], {})) << "request " << i;
+  for (size_t i = 0; i < rs.size(); ++i) EXPECT_EQ(got[i], expected(rs[i], {})) << "request " << i;
 }
 
 TEST(PystdPenalties, RepetitionPenaltyChangesGreedyOutputOnARepetitivePrompt) {

@@ -25,7 +25,8 @@ inline std::vector<float> penalized(std::vector<float> l, const GenerationReques
   }
   for (size_t v = 0; v < l.size(); ++v) {
     const auto count = std::count(output.begin(), output.end(), int32_t(v));
-    const bool in_prompt = std::find(r.prompt.begin(), r.prompt.end(), int32_t(v)) != r.prompt.end();
+    const bool in_prompt =
+        std::find(r.prompt.begin(), r.prompt.end(), int32_t(v)) != r.prompt.end();
     if (count > 0 || in_prompt)
       l[v] = l[v] > 0 ? l[v] / p.repetition_penalty : l[v] * p.repetition_penalty;
     if (count > 0) {

@@ -2,6 +2,8 @@
 // nestedfp/penalties.hpp) on fresh random data: bit-identical penalized rows (both repetition
 // branches, zero logits, -inf masks, tokens in both lists, lists longer than a block), rows
 // outside the buffer or not sampled untouched, and the raw logits back after the restore.
+#include "nestedfp/penalties.hpp"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -12,14 +14,13 @@
 #include "backend/cuda/ops.hpp"
 #include "gpu_util.hpp"
 #include "nestedfp/error.hpp"
-#include "nestedfp/penalties.hpp"
 
 namespace nestedfp::gputest {
 namespace {
 
 // `n` distinct token ids below V.
 std::vector<int32_t> distinct(std::mt19937_64& rng, int V, size_t n) {
-  std::vector<int32_t> all(size_t(V));
+  std::vector<int32_t> all(static_cast<size_t>(V));
   std::iota(all.begin(), all.end(), 0);
   std::shuffle(all.begin(), all.end(), rng);
   all.resize(n);
@@ -82,8 +83,16 @@ TEST(Penalties, KernelEqualsHostRuleAndRestores) {
   DeviceBuffer<uint8_t> d_flags(in_prompt);
   DeviceBuffer<float> d_saved(pen_tokens.size() + bias_tokens.size());
   d_saved.poison();
-  b = {int(step_rows.size()), d_rows.get(), d_factors.get(), d_pi.get(),       d_pt.get(),
-       d_pc.get(),            d_flags.get(), d_bi.get(),     d_bt.get(), d_bias_values.get(),
+  b = {int(step_rows.size()),
+       d_rows.get(),
+       d_factors.get(),
+       d_pi.get(),
+       d_pt.get(),
+       d_pc.get(),
+       d_flags.get(),
+       d_bi.get(),
+       d_bt.get(),
+       d_bias_values.get(),
        d_saved.get()};
 
   cuda::apply_penalties(d_logits.get(), V, row_begin, rows, b, nullptr);

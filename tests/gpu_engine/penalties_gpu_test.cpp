@@ -76,8 +76,9 @@ TEST(CudaPenalties, GreedyEqualsThePlainReferenceOnCudaLogits) {
   RequestSampler draws(r.sampling, 1);
   for (int i = 0; i < r.max_tokens; ++i) {
     want.push_back(reference::pick(reference::penalized(logits, r, want, {}), r.sampling, draws));
-    if (size_t(i) < got.logprobs.size())  // raw log-probs, whatever the penalties
+    if (size_t(i) < got.logprobs.size()) {  // raw log-probs, whatever the penalties
       EXPECT_NEAR(got.logprobs[size_t(i)].chosen.logprob, token_logprob(logits, want.back()), 2e-3);
+    }
     logits = seq.feed(std::span(&want.back(), 1), Precision::FP16);
   }
   EXPECT_EQ(got.token_ids, want);

@@ -87,13 +87,12 @@ TEST(PenaltyHttp, BiasForcesATokenAndIdsAreCheckedAgainstTheVocabulary) {
   const int vocab = stack.engine().vocab_size();
   Tokenizer tok = Tokenizer::load(model_dir());
   const int32_t forced = tok.encode("while", false).at(0);
-  auto r = c.post("/v1/completions",
-                  json{{"prompt", "def add(a, b):"},
-                       {"max_tokens", 5},
-                       {"temperature", 0.9},
-                       {"seed", 7},
-                       {"logprobs", 1},
-                       {"logit_bias", {{std::to_string(forced), 100}}}});
+  auto r = c.post("/v1/completions", json{{"prompt", "def add(a, b):"},
+                                          {"max_tokens", 5},
+                                          {"temperature", 0.9},
+                                          {"seed", 7},
+                                          {"logprobs", 1},
+                                          {"logit_bias", {{std::to_string(forced), 100}}}});
   ASSERT_EQ(r.status, 200) << r.body;
   const auto& toks = r.j["choices"][0]["logprobs"]["tokens"];
   ASSERT_EQ(toks.size(), 5u) << r.body;
@@ -102,17 +101,18 @@ TEST(PenaltyHttp, BiasForcesATokenAndIdsAreCheckedAgainstTheVocabulary) {
   for (const auto& lp : r.j["choices"][0]["logprobs"]["token_logprobs"])
     EXPECT_LT(lp.get<double>(), -0.01) << r.body;
 
-  auto chat = c.post("/v1/chat/completions",
-                     json{{"messages", {{{"role", "user"}, {"content", "hi"}}}},
-                          {"max_tokens", 3},
-                          {"temperature", 0},
-                          {"logit_bias", {{std::to_string(forced), 100}}}});
+  auto chat =
+      c.post("/v1/chat/completions", json{{"messages", {{{"role", "user"}, {"content", "hi"}}}},
+                                          {"max_tokens", 3},
+                                          {"temperature", 0},
+                                          {"logit_bias", {{std::to_string(forced), 100}}}});
   ASSERT_EQ(chat.status, 200) << chat.body;
-  EXPECT_EQ(chat.j["choices"][0]["message"]["content"], tok.decode(std::vector<int32_t>(3, forced)));
+  EXPECT_EQ(chat.j["choices"][0]["message"]["content"],
+            tok.decode(std::vector<int32_t>(3, forced)));
 
-  auto out = c.post("/v1/completions", json{{"prompt", "x"},
-                                            {"max_tokens", 2},
-                                            {"logit_bias", {{std::to_string(vocab), 1}}}});
+  auto out = c.post(
+      "/v1/completions",
+      json{{"prompt", "x"}, {"max_tokens", 2}, {"logit_bias", {{std::to_string(vocab), 1}}}});
   EXPECT_EQ(out.status, 400) << out.body;
   EXPECT_NE(out.body.find("logit_bias"), std::string::npos) << out.body;
   // min_tokens above the default max_tokens (the room left in the context) is the engine's 400.

@@ -107,17 +107,17 @@ void logprobs_topn(const float* logits, int R, int V, const int32_t* chosen, int
 // the bias entries [bias_indptr[i], bias_indptr[i+1]). Token ids are within the vocabulary and
 // unique within each list of a row (the host checked: entries are updated in parallel).
 struct PenaltyBatch {
-  int num_rows = 0;                   // sampled rows of the step
-  const int32_t* rows = nullptr;      // [num_rows] logits row in the step
-  const float* factors = nullptr;     // [num_rows][3]: repetition, frequency, presence
-  const int32_t* pen_indptr = nullptr;   // [num_rows + 1]
-  const int32_t* pen_tokens = nullptr;   // [P]
-  const int32_t* pen_counts = nullptr;   // [P] occurrences in the output
+  int num_rows = 0;                        // sampled rows of the step
+  const int32_t* rows = nullptr;           // [num_rows] logits row in the step
+  const float* factors = nullptr;          // [num_rows][3]: repetition, frequency, presence
+  const int32_t* pen_indptr = nullptr;     // [num_rows + 1]
+  const int32_t* pen_tokens = nullptr;     // [P]
+  const int32_t* pen_counts = nullptr;     // [P] occurrences in the output
   const uint8_t* pen_in_prompt = nullptr;  // [P] 1: the prompt holds the token
-  const int32_t* bias_indptr = nullptr;  // [num_rows + 1]
-  const int32_t* bias_tokens = nullptr;  // [B]
-  const float* bias_values = nullptr;    // [B]
-  float* saved = nullptr;                // [P + B] device scratch: overwritten logits
+  const int32_t* bias_indptr = nullptr;    // [num_rows + 1]
+  const int32_t* bias_tokens = nullptr;    // [B]
+  const float* bias_values = nullptr;      // [B]
+  float* saved = nullptr;                  // [P + B] device scratch: overwritten logits
 };
 // In place on logits fp32 [rows, V] holding step rows [row_begin, row_begin + rows): the rows of
 // the batch that fall there get the rule of apply_penalties (the same fp32 operations in the same

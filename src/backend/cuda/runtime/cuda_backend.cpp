@@ -294,7 +294,7 @@ class CudaBackend final : public Backend {
   int max_seqs_ = 0, max_rows_ = 0;
   BlobLayout blob_{};
   int32_t* host_blob_ = nullptr;
-  size_t penalty_tail_ = 0;  // int32 units after blob_.end
+  size_t penalty_tail_ = 0;         // int32 units after blob_.end
   cuda::PenaltyBatch penalties_{};  // this step's; num_rows 0 when no row has any
   BufferPtr dev_blob_, dev_out_;
   uint8_t* host_out_ = nullptr;
