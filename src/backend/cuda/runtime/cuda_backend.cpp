@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
 
 #include "backend/cuda/attention_flashinfer.hpp"
 #include "backend/cuda/kernels.hpp"
@@ -94,6 +95,7 @@ class CudaBackend final : public Backend {
   }
   ~CudaBackend() override {
     cudaStreamSynchronize(stream_);
+    for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
     if (host_blob_) cudaFreeHost(host_blob_);
     if (host_out_) cudaFreeHost(host_out_);
     cudaStreamDestroy(stream_);
@@ -147,8 +149,9 @@ class CudaBackend final : public Backend {
       c->k.push_back(alloc(per_layer)), c->v.push_back(alloc(per_layer));
     const int nq = s.num_q_heads > 0 ? s.num_q_heads : s.num_kv_heads;
     if (cuda::FlashInferAttention::supports(nq, s.num_kv_heads, s.head_dim)) {
+      // Graph plans for decode batches up to max_seqs (the runner's largest graph bucket).
       fi_ = std::make_unique<cuda::FlashInferAttention>(nq, s.num_kv_heads, s.head_dim,
-                                                        int(max_tokens_), max_seqs_);
+                                                        int(max_tokens_), max_seqs_, max_seqs_);
       spdlog::info("cuda backend: FlashInfer FA2 paged attention (head_dim {}, {} q / {} kv heads)",
                    s.head_dim, nq, s.num_kv_heads);
     } else {
@@ -253,8 +256,14 @@ class CudaBackend final : public Backend {
         int(w.in_features), h16(x, M * w.in_features, "logits x"),
         dptr<float>(out, size_t(M * w.out_features) * 4, "logits out"), int(M), stream_);
   }
-  std::vector<SampledToken> sample(const Buffer& logits, int64_t vocab, int64_t row_begin,
-                                   int64_t rows) override;
+  void sample_enqueue(const Buffer& logits, int64_t vocab, int64_t row_begin,
+                      int64_t rows) override;
+  std::vector<SampledToken> sample_collect(int64_t row_begin, int64_t rows) override;
+  // Graphs need FlashInfer's graph-mode plan (the reference kernel's grid depends on lengths).
+  bool supports_graphs() const override { return fi_ != nullptr; }
+  void graph_capture_begin() override;
+  void graph_capture_end(int64_t key) override;
+  bool graph_replay(int64_t key) override;
   void synchronize() override { NFP_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
 
  private:
@@ -276,6 +285,9 @@ class CudaBackend final : public Backend {
   cuda::AttnBatch batch_{};
   std::unique_ptr<cuda::FlashInferAttention> fi_;
   const StepLayout* step_ = nullptr;
+  int pending_top_ = -1;  // of the last sample_enqueue
+  bool pending_any_ = false;
+  std::map<int64_t, cudaGraphExec_t> graphs_;
 };
 
 std::unique_ptr<LinearWeight> CudaBackend::create_linear(const LinearSpec& s) {
@@ -419,20 +431,19 @@ void CudaBackend::begin_step(const StepLayout& L) {
                            blob<int32_t>(blob_.kv_indices),
                            blob<int32_t>(blob_.kv_last)};
   if (fi_ && S > 0)
-    fi_->plan(L.q_indptr.data(), L.kv_indptr.data(), L.kv_last_page_len.data(), S, stream_);
+    fi_->plan(L.q_indptr.data(), L.kv_indptr.data(), L.kv_last_page_len.data(), S, stream_,
+              L.graph);
 }
 
-std::vector<SampledToken> CudaBackend::sample(const Buffer& logits, int64_t V, int64_t row_begin,
-                                              int64_t rows) {
+void CudaBackend::sample_enqueue(const Buffer& logits, int64_t V, int64_t row_begin, int64_t rows) {
   const StepLayout& L = *step_;
-  std::vector<SampledToken> res;
-  int top = -1;
+  pending_top_ = -1, pending_any_ = false;
   for (size_t i = 0; i < L.sample_rows.size(); ++i)
-    if (L.sample_rows[i] >= row_begin && L.sample_rows[i] < row_begin + rows)
-      top = std::max(top, L.top_logprobs[i]);
-  bool any = false;
-  for (int32_t r : L.sample_rows) any |= r >= row_begin && r < row_begin + rows;
-  if (!any) return res;
+    if (L.sample_rows[i] >= row_begin && L.sample_rows[i] < row_begin + rows) {
+      pending_any_ = true;
+      pending_top_ = std::max(pending_top_, L.top_logprobs[i]);
+    }
+  if (!pending_any_) return;
   const float* lg = dptr<const float>(logits, size_t(rows * V) * 4, "sample logits");
   auto* out = dptr<uint8_t>(*dev_out_, 0, "sample out");
   auto* tokens = reinterpret_cast<int32_t*>(out);
@@ -442,13 +453,21 @@ std::vector<SampledToken> CudaBackend::sample(const Buffer& logits, int64_t V, i
       reinterpret_cast<float*>(out + size_t(max_rows_) * (8 + 4 * cuda::kMaxTopLogprobs));
   cuda::sample_tokens(lg, int(rows), int(V), blob<cuda::SampleParams>(blob_.params) + row_begin,
                       tokens, nullptr, 0, stream_);
-  const int n = std::max(top, 0);
-  if (top >= 0)
-    cuda::logprobs_topn(lg, int(rows), int(V), tokens, n, chosen_lp, top_ids, top_lp, stream_);
+  if (pending_top_ >= 0)
+    cuda::logprobs_topn(lg, int(rows), int(V), tokens, pending_top_, chosen_lp, top_ids, top_lp,
+                        stream_);
+}
+
+std::vector<SampledToken> CudaBackend::sample_collect(int64_t row_begin, int64_t rows) {
+  const StepLayout& L = *step_;
+  std::vector<SampledToken> res;
+  if (!pending_any_) return res;
+  const int top = pending_top_, n = std::max(top, 0);
   // One copy back: tokens, and the log-probabilities when asked for.
   const size_t bytes =
       top >= 0 ? size_t(max_rows_) * (8 + 8 * cuda::kMaxTopLogprobs) : size_t(rows) * 4;
-  NFP_CUDA_CHECK(cudaMemcpyAsync(host_out_, out, bytes, cudaMemcpyDeviceToHost, stream_));
+  NFP_CUDA_CHECK(cudaMemcpyAsync(host_out_, dptr<uint8_t>(*dev_out_, bytes, "sample out"), bytes,
+                                 cudaMemcpyDeviceToHost, stream_));
   NFP_CUDA_CHECK(cudaStreamSynchronize(stream_));
   const auto* ht = reinterpret_cast<const int32_t*>(host_out_);
   const auto* hc = reinterpret_cast<const float*>(host_out_ + size_t(max_rows_) * 4);
@@ -470,6 +489,29 @@ std::vector<SampledToken> CudaBackend::sample(const Buffer& logits, int64_t V, i
     res.push_back(std::move(t));
   }
   return res;
+}
+
+void CudaBackend::graph_capture_begin() {
+  // Thread-local: other threads (HTTP) never touch this stream; their CUDA calls stay legal.
+  NFP_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+}
+
+void CudaBackend::graph_capture_end(int64_t key) {
+  cudaGraph_t g = nullptr;
+  NFP_CUDA_CHECK(cudaStreamEndCapture(stream_, &g));
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t e = cudaGraphInstantiate(&exec, g, 0);
+  cudaGraphDestroy(g);
+  NFP_CUDA_CHECK(e);
+  if (auto it = graphs_.find(key); it != graphs_.end()) cudaGraphExecDestroy(it->second);
+  graphs_[key] = exec;
+}
+
+bool CudaBackend::graph_replay(int64_t key) {
+  const auto it = graphs_.find(key);
+  if (it == graphs_.end()) return false;
+  NFP_CUDA_CHECK(cudaGraphLaunch(it->second, stream_));
+  return true;
 }
 
 }  // namespace
