@@ -114,8 +114,7 @@ uint64_t BlockManager::register_full(int32_t block, uint64_t parent,
                                      std::span<const int32_t> tokens) {
   check_id(block, "register_full");
   if (!caching_) fail("register_full: the prefix cache is off");
-  if (refcount_[static_cast<size_t>(block)] == 0)
-    fail("register_full: KV block {} is free", block);
+  if (refcount_[static_cast<size_t>(block)] == 0) fail("register_full: KV block {} is free", block);
   Content c = content(parent, tokens);
   auto& mine = content_[static_cast<size_t>(block)];
   if (mine) {  // registered already (a cache hit): its key stands

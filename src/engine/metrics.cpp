@@ -144,8 +144,9 @@ std::string Metrics::render(const Gauges& g) const {
   counter("nestedfp_prefix_cache_hits_total",
           "Of those, tokens whose KV was reused (cached blocks, forks of n > 1).", g.prefix_hits);
   gauge("nestedfp_prefix_cache_hit_rate", "prefix_cache_hits_total / prefix_cache_queries_total.",
-        g.prefix_queries ? static_cast<double>(g.prefix_hits) / static_cast<double>(g.prefix_queries)
-                         : 0.0);
+        g.prefix_queries
+            ? static_cast<double>(g.prefix_hits) / static_cast<double>(g.prefix_queries)
+            : 0.0);
   gauge("nestedfp_kv_blocks_cached",
         "KV blocks holding a cached prefix (in use or evictable; evictable ones count as free).",
         g.kv_blocks_cached);

@@ -124,8 +124,8 @@ int Scheduler::share_prefix(Sequence* s) {
   const int limit = shareable_blocks(s);
   if (const Sequence* p = s->fork_of; p && p->running) {
     // The same prompt: p's computed full blocks hold exactly this sequence's KV.
-    const int k = std::min({limit, p->num_computed / kKvBlockSize,
-                            static_cast<int>(p->blocks.size())});
+    const int k =
+        std::min({limit, p->num_computed / kKvBlockSize, static_cast<int>(p->blocks.size())});
     for (int i = 0; i < k; ++i) {
       bm_.add_ref(p->blocks[static_cast<size_t>(i)]);
       s->blocks.push_back(p->blocks[static_cast<size_t>(i)]);
@@ -136,9 +136,9 @@ int Scheduler::share_prefix(Sequence* s) {
   if (bm_.caching() && s->block_keys.size() == s->blocks.size()) {
     uint64_t parent = s->block_keys.empty() ? BlockManager::kRootKey : s->block_keys.back();
     for (int i = static_cast<int>(s->blocks.size()); i < limit; ++i) {
-      auto hit = bm_.acquire_cached(
-          parent, std::span<const int32_t>(s->tokens).subspan(
-                      static_cast<size_t>(i) * kKvBlockSize, kKvBlockSize));
+      auto hit =
+          bm_.acquire_cached(parent, std::span<const int32_t>(s->tokens).subspan(
+                                         static_cast<size_t>(i) * kKvBlockSize, kKvBlockSize));
       if (!hit) break;
       s->blocks.push_back(hit->block);
       s->block_keys.push_back(hit->key);

@@ -43,8 +43,8 @@ struct Sequence {
   // admission. Cleared when it forks or when fork_of leaves the scheduler.
   Sequence* fork_of = nullptr;
   std::vector<Sequence*> forks;  // the samples waiting to fork from this one
-  bool running = false;    // admitted (holds blocks or is about to)
-  bool scheduled = false;  // part of the step being built
+  bool running = false;          // admitted (holds blocks or is about to)
+  bool scheduled = false;        // part of the step being built
 
   int remaining() const { return static_cast<int>(tokens.size()) - num_computed; }
   bool is_decode() const { return running && num_computed > 0 && remaining() == 1; }

@@ -105,8 +105,8 @@ struct Outcome {
 // A wave entry may refer to the output of an earlier request (chat turns): `continue_from`.
 struct Planned {
   GenerationRequest req;
-  int continue_from = -1;      // index of an earlier request whose prompt + output lead this one
-  std::vector<int32_t> tail;   // appended after that
+  int continue_from = -1;     // index of an earlier request whose prompt + output lead this one
+  std::vector<int32_t> tail;  // appended after that
 };
 
 Outcome run(const std::vector<std::vector<Planned>>& waves, bool caching, int kv_blocks = 256,
@@ -157,8 +157,9 @@ TEST(PrefixCacheModel, LogitsAndTokensAreIdenticalWithAndWithoutTheCache) {
   ASSERT_GE(shared.size(), 80u);
   const auto s1 = ids("            result[key.strip()] = value.strip()\n    return result\n");
   const auto s2 = ids("            if key in result:\n                raise KeyError(key)\n");
-  const auto user = ids("System: You write Python.\n\nUser: a function that adds two numbers\n\n"
-                        "Assistant:");
+  const auto user =
+      ids("System: You write Python.\n\nUser: a function that adds two numbers\n\n"
+          "Assistant:");
   const auto user2 = ids("\n\nUser: now make it subtract\n\nAssistant:");
   std::vector<std::vector<Planned>> waves = {
       {{request(cat(shared, s1), 10, 0.f, 1)}, {request(user, 12, 0.8f, 9)}},
@@ -190,8 +191,8 @@ TEST(PrefixCacheModel, NoBlockLeaksAndSameOutputsUnderPreemption) {
   const auto shared = ids(kShared);
   std::vector<Planned> wave;
   for (int i = 0; i < 6; ++i)
-    wave.push_back({request(cat(shared, ids(std::string("    # step ") + char('a' + i) + "\n")),
-                            40, 0.9f, 100 + static_cast<uint64_t>(i))});
+    wave.push_back({request(cat(shared, ids(std::string("    # step ") + char('a' + i) + "\n")), 40,
+                            0.9f, 100 + static_cast<uint64_t>(i))});
   std::vector<std::vector<Planned>> waves = {{wave[0]}, wave};
   // 14 blocks hold 224 tokens; six requests of ~130 tokens each cannot all run at once.
   Outcome tight = run(waves, true, 14, 6);

@@ -32,8 +32,8 @@ server::ServingStack* Samples::stack_ = nullptr;
 const char* kPrompt = "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n";
 
 json completion(uint64_t seed, int n = 1) {
-  return {{"prompt", kPrompt}, {"max_tokens", 8},   {"temperature", 1.0},
-          {"seed", seed},      {"n", n},            {"ignore_eos", true}};
+  return {{"prompt", kPrompt}, {"max_tokens", 8}, {"temperature", 1.0},
+          {"seed", seed},      {"n", n},          {"ignore_eos", true}};
 }
 
 std::string text_alone(Client& c, uint64_t seed) {
