@@ -104,8 +104,10 @@ struct Outcome {
 // Waves of requests: each wave's requests run concurrently, after the previous wave finished.
 // A wave entry may refer to the output of an earlier request (chat turns): `continue_from`.
 struct Planned {
+  Planned(GenerationRequest r, int from = -1, std::vector<int32_t> t = {})
+      : req(std::move(r)), continue_from(from), tail(std::move(t)) {}
   GenerationRequest req;
-  int continue_from = -1;     // index of an earlier request whose prompt + output lead this one
+  int continue_from;          // index of an earlier request whose prompt + output lead this one
   std::vector<int32_t> tail;  // appended after that
 };
 
