@@ -137,6 +137,9 @@ struct StepLayout {
   // context - q_len + i and attends causally.
   std::vector<int32_t> q_indptr, kv_indptr, kv_indices, kv_last_page_len;
   int max_q_len = 0, max_kv_len = 0;
+  // A decode step padded to a CUDA-graph batch size: every sequence one query, and the attention
+  // plan must keep the launch shape that graph replays depend on.
+  bool graph = false;
   std::vector<int32_t> logit_rows;  // [R] rows of the step whose logits are computed
   // Rows (indices into logit_rows) that sample a token, with their parameters and uniform draws.
   std::vector<int32_t> sample_rows;
@@ -229,9 +232,26 @@ class Backend {
   // Samples the step's sample_rows that fall in logits rows [row_begin, row_begin + rows) from
   // logits float [rows, vocab] (row r of the buffer is logits row row_begin + r), on the device;
   // returns one result per such sample row, in order (the only device-to-host transfer of a
-  // serving step).
-  virtual std::vector<SampledToken> sample(const Buffer& logits, int64_t vocab, int64_t row_begin,
-                                           int64_t rows) = 0;
+  // serving step). In two halves so that the first can be captured in a CUDA graph:
+  // sample_enqueue queues the sampling; sample_collect waits for it and returns the results.
+  virtual void sample_enqueue(const Buffer& logits, int64_t vocab, int64_t row_begin,
+                              int64_t rows) = 0;
+  virtual std::vector<SampledToken> sample_collect(int64_t row_begin, int64_t rows) = 0;
+  std::vector<SampledToken> sample(const Buffer& logits, int64_t vocab, int64_t row_begin,
+                                   int64_t rows) {
+    sample_enqueue(logits, vocab, row_begin, rows);
+    return sample_collect(row_begin, rows);
+  }
+
+  // ---- CUDA graphs (decode steps, docs/DESIGN.md §3.3) -----------------------------------------
+  // Between graph_capture_begin and graph_capture_end(key) the ops are recorded, not run; they
+  // must not synchronize or copy to the host. graph_replay(key) runs the recording again over the
+  // same buffers (the step layout uploaded by begin_step lives at fixed addresses).
+  virtual bool supports_graphs() const { return false; }
+  virtual void graph_capture_begin() {}
+  virtual void graph_capture_end(int64_t key) { (void)key; }
+  virtual bool graph_replay(int64_t key) { return (void)key, false; }
+
   // Waits for queued work (no-op on the cpu backend).
   virtual void synchronize() {}
 };

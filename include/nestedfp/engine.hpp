@@ -44,6 +44,8 @@ namespace nestedfp {
 
 class Tokenizer;
 
+inline constexpr int kMaxSamples = 8;  // most samples of one request (n, best_of)
+
 // A request the engine cannot take: the message says what to change (HTTP 400).
 class RequestError : public Error {
  public:
@@ -131,6 +133,10 @@ struct EngineConfig {
   // request was among the at most max_num_seqs running ones). Metrics report the two apart.
   size_t max_queue = 256;
   std::string precision = "fp16";  // policy spec, see precision_policy.hpp
+  // Automatic prefix caching (docs/DESIGN.md §3.6): full KV blocks stay cached after their
+  // request ends and a request whose prompt starts with the same blocks reuses their KV. Outputs
+  // are the same with and without it wherever the seed guarantee above holds. false: no cache.
+  bool enable_prefix_caching = true;
   std::vector<int32_t> eos_token_ids;
   TextDecoderFactory text_decoder;  // null: events carry token ids only
 };
@@ -140,6 +146,8 @@ struct EngineStats {
   int waiting = 0, running = 0;  // waiting: new and preempted requests
   int waiting_preempted = 0;     // of `waiting`, preempted ones (outside max_queue)
   uint64_t preemptions = 0;
+  uint64_t prefix_cache_queries = 0, prefix_cache_hits = 0;  // tokens (Scheduler)
+  int kv_blocks_cached = 0;                                  // registered, in use or evictable
   uint64_t steps_fp16 = 0, steps_fp8 = 0, tokens_fp16 = 0, tokens_fp8 = 0;
   uint64_t requests_added = 0, requests_finished = 0, requests_aborted = 0;
   std::string precision_policy;
@@ -158,6 +166,12 @@ class Engine {
 
   // Validates and queues a request; throws RequestError (fix the request) or QueueFullError.
   std::shared_ptr<RequestStream> add_request(GenerationRequest req);
+  // `n` samples (1..kMaxSamples) of one request, each its own request with its own stream; sample
+  // j draws from seed + j (the seed drawn once when absent), so sample j equals the request run
+  // alone with that seed. The prompt is computed once: samples 1.. wait for sample 0 to compute
+  // it and share its full KV blocks; each recomputes the partial last block (at most 16 tokens)
+  // itself, so no KV is ever copied. The queue bound counts all n; all or none are queued.
+  std::vector<std::shared_ptr<RequestStream>> add_requests(GenerationRequest req, int n);
   // Ends a request now: its blocks are freed at once and its stream gets a final "abort" event.
   // False when the id is unknown or already finished.
   bool abort(int64_t request_id);

@@ -1,7 +1,8 @@
 // `nestedfp bench engine MODEL --load-format dummy`: offline engine benchmark (no HTTP) — decode
 // step time per batch size at a fixed context, for the plain FP16 engine (--weights fp16),
 // NestedFP16 and NestedFP8, next to the weight-bytes / copy-bandwidth floor measured in the same
-// run; prefill throughput on the way. Writes engine.json and engine.md to --out.
+// run; prefill throughput on the way. Writes engine.{json,md} (engine-eager.* with
+// --enforce-eager) to --out. Decode steps replay CUDA graphs unless --enforce-eager.
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -176,7 +177,9 @@ int run(const EngineBenchArgs& a, const std::string& command) {
       if (w == "nested") precs.push_back(Precision::FP8);
       for (Precision p : precs) {
         const int ctx0 = seqs[0].len;
+        const uint64_t replays0 = runner->graph_replays();
         const double ms = decode_step_ms(*runner, seqs, p, a.warmup, a.steps);
+        const uint64_t replays = runner->graph_replays() - replays0;
         const double floor_ms = bw > 0 ? weight_bytes(cfg, p == Precision::FP8) / bw * 1e3 : 0;
         const std::string label = w == "fp16"            ? "plain FP16 (cuBLAS)"
                                   : p == Precision::FP16 ? "NestedFP16"
@@ -208,7 +211,8 @@ int run(const EngineBenchArgs& a, const std::string& command) {
                       {"command", command},
                       {"results", rows}};
   std::filesystem::create_directories(a.out);
-  std::ofstream(a.out + "/engine.json") << j.dump(2) << "\n";
+  const std::string stem = a.out + (a.m.enforce_eager ? "/engine-eager" : "/engine");
+  std::ofstream(stem + ".json") << j.dump(2) << "\n";
   std::string md = fmt::format(
       "# bench engine: {} ({})\n\nGPU: {}; copy bandwidth {:.0f} GB/s; commit {}\n\n`{}`\n\n",
       a.m.model, a.m.load_format, dev.value("name", "?"), bw / 1e9, commit ? commit : "?", command);
@@ -221,7 +225,7 @@ int run(const EngineBenchArgs& a, const std::string& command) {
                       r["context"].get<int>(), r["decode_step_ms"].get<double>(),
                       r["decode_tok_s"].get<double>(), r["floor_ms"].get<double>(),
                       r["floor_fraction"].get<double>(), r["prefill_tok_s"].get<double>());
-  std::ofstream(a.out + "/engine.md") << md;
+  std::ofstream(stem + ".md") << md;
   std::printf("%s", md.c_str());
   return 0;
 }
@@ -247,6 +251,7 @@ const BenchRegistration reg(
             "nestedfp bench engine {} --load-format {} --weights-list {} --batch {} --context {} "
             "--steps {}",
             a->m.model, a->m.load_format, a->weights_list, a->batches, a->context, a->steps);
+        if (a->m.enforce_eager) cmd += " --enforce-eager";
         return run(*a, cmd);
       };
     },

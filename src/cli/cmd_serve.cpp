@@ -20,6 +20,7 @@ struct ServeArgs {
   int max_connections = 512;
   double header_timeout = 10, body_timeout = 30;
   size_t max_queue = 256;
+  bool prefix_caching = true;
 };
 
 Registration reg{
@@ -37,6 +38,10 @@ Registration reg{
       sub.add_option("--max-queue", a->max_queue,
                      "new requests waiting for admission before more get 429 (preempted requests "
                      "wait outside this bound)")
+          ->capture_default_str();
+      sub.add_flag("--enable-prefix-caching,!--no-enable-prefix-caching", a->prefix_caching,
+                   "reuse the KV of full 16-token blocks of earlier prompts (on by default; "
+                   "outputs are the same either way)")
           ->capture_default_str();
       sub.add_option("--api-key", a->api_key,
                      "require 'Authorization: Bearer KEY' on /v1/*, /tokenize, /detokenize (and "
@@ -64,6 +69,7 @@ Registration reg{
         cfg.engine.max_model_len = a->m.max_model_len;
         cfg.engine.max_queue = a->max_queue;
         cfg.engine.precision = a->precision;
+        cfg.engine.enable_prefix_caching = a->prefix_caching;
         cfg.server.host = a->host;
         cfg.server.port = a->port;
         cfg.server.api_key = a->api_key;

@@ -38,6 +38,7 @@ struct ModelArgs {
   uint64_t seed = 0;  // dummy weights
   int threads = 0, gpu = 0;
   double gpu_memory_utilization = 0.90;
+  bool enforce_eager = false;
   int max_num_batched_tokens = 2048, max_num_seqs = 256, max_model_len = 0, kv_blocks = 0;
 };
 
@@ -65,6 +66,8 @@ inline void add_model_options(CLI::App& sub, ModelArgs& a, bool serving) {
                  "share of GPU memory for weights, scratch and the KV cache")
       ->check(CLI::Range(0.05, 1.0))
       ->capture_default_str();
+  sub.add_flag("--enforce-eager", a.enforce_eager,
+               "launch every kernel of every step (no CUDA graphs for decode steps)");
   sub.add_option("--kv-blocks", a.kv_blocks,
                  "KV cache blocks of 16 tokens (0: from free GPU memory, or 256 MiB on cpu)");
   sub.add_option("--max-model-len", a.max_model_len,
@@ -96,6 +99,7 @@ inline std::unique_ptr<engine::ModelRunner> build_runner(
   ro.gpu_memory_utilization = a.gpu_memory_utilization;
   ro.max_num_batched_tokens = a.max_num_batched_tokens;
   ro.max_num_seqs = a.max_num_seqs;
+  ro.cuda_graphs = !a.enforce_eager;
   return engine::ModelRunner::load(std::move(be), lo, ro);
 }
 

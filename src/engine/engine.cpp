@@ -138,7 +138,7 @@ Engine::Impl::Impl(ModelExecutor& e, EngineConfig c) : exec(e), cfg(std::move(c)
   if (cfg.max_num_batched_tokens > exec.max_step_tokens())
     fail("--max-num-batched-tokens {} exceeds the {} tokens a step of the model executor holds",
          cfg.max_num_batched_tokens, exec.max_step_tokens());
-  bm = std::make_unique<engine::BlockManager>(blocks);
+  bm = std::make_unique<engine::BlockManager>(blocks, cfg.enable_prefix_caching);
   sched = std::make_unique<engine::Scheduler>(
       *bm, engine::SchedulerConfig{cfg.max_num_batched_tokens, cfg.max_num_seqs});
   max_len = exec.max_model_len();
@@ -422,7 +422,14 @@ void Engine::stop() {
 }
 
 std::shared_ptr<RequestStream> Engine::add_request(GenerationRequest req) {
+  return add_requests(std::move(req), 1).front();
+}
+
+std::vector<std::shared_ptr<RequestStream>> Engine::add_requests(GenerationRequest req, int count) {
   auto& I = *impl_;
+  if (count < 1 || count > kMaxSamples)
+    throw RequestError(
+        fmt::format("the number of samples must be between 1 and {} (got {})", kMaxSamples, count));
   const int n = static_cast<int>(req.prompt.size());
   if (n == 0) throw RequestError("the prompt is empty: send at least one token");
   for (int32_t t : req.prompt)
@@ -457,47 +464,62 @@ std::shared_ptr<RequestStream> Engine::add_request(GenerationRequest req) {
     throw RequestError(fmt::format("min_tokens ({}) must not exceed max_tokens ({})",
                                    req.penalties.min_tokens, req.max_tokens));
 
-  std::shared_ptr<RequestStream> stream;
+  std::vector<std::shared_ptr<RequestStream>> streams;
   {
     std::lock_guard lk(I.mu);
     // The bound is on new requests: a preempted one was admitted before and is never refused.
-    if (static_cast<size_t>(I.sched->num_waiting() - I.sched->num_waiting_preempted()) >=
-        I.cfg.max_queue)
-      throw QueueFullError(
-          fmt::format("the request queue is full ({} waiting): retry later", I.cfg.max_queue));
-    auto rec = std::make_unique<Record>();
-    Record& r = *rec;
-    const int64_t id = I.next_id++;
-    r.seq.id = id;
-    r.seq.arrival = I.next_arrival++;
-    r.seq.tokens = req.prompt;
-    r.seq.prompt_len = n;
-    r.seq.samples = req.max_tokens > 0;
-    r.seq.want_prompt_logits = req.prompt_logprobs;
-    if (req.prompt_logprobs) r.prompt_lp.resize(static_cast<size_t>(n));
-    uint64_t seed = sp.seed ? *sp.seed : I.seed_rng();
-    r.sampler = std::make_unique<RequestSampler>(sp, seed);
+    const auto waiting_new =
+        static_cast<size_t>(I.sched->num_waiting() - I.sched->num_waiting_preempted());
+    if (waiting_new + static_cast<size_t>(count) > I.cfg.max_queue)
+      throw QueueFullError(fmt::format("the request queue is full ({} waiting{}): retry later",
+                                       I.cfg.max_queue,
+                                       count > 1 ? fmt::format(", {} samples asked", count) : ""));
+    const uint64_t base_seed = sp.seed ? *sp.seed : I.seed_rng();
     std::vector<int32_t> stop_ids;  // what min_tokens holds back (ids the model can produce)
     for (const auto* ids : {&req.stop_token_ids, req.ignore_eos ? nullptr : &I.cfg.eos_token_ids})
       if (ids)
         for (int32_t t : *ids)
           if (t >= 0 && t < I.vocab) stop_ids.push_back(t);
-    r.penalties = engine::PenaltyState(req.penalties, req.prompt, stop_ids);
-    if (I.cfg.text_decoder) r.decoder = I.cfg.text_decoder();
-    r.stops = engine::StopChecker(req.stop, req.include_stop_str);
-    r.stream = stream = std::make_shared<RequestStream>(id);
-    r.arrival = Clock::now();
-    r.req = std::move(req);
-    I.metrics.request_added(n);
-    I.recs.emplace(id, std::move(rec));
-    if (!r.seq.samples && !r.seq.want_prompt_logits) {
-      I.finish(r, FinishReason::Length, {});  // nothing to compute
-      return stream;
+    Record* first = nullptr;
+    for (int j = 0; j < count; ++j) {
+      auto rec = std::make_unique<Record>();
+      Record& r = *rec;
+      const int64_t id = I.next_id++;
+      r.seq.id = id;
+      r.seq.arrival = I.next_arrival++;
+      r.seq.tokens = req.prompt;
+      r.seq.prompt_len = n;
+      r.seq.samples = req.max_tokens > 0;
+      r.seq.want_prompt_logits = req.prompt_logprobs;
+      if (req.prompt_logprobs) r.prompt_lp.resize(static_cast<size_t>(n));
+      SamplingParams sj = sp;
+      if (sj.seed) sj.seed = base_seed + static_cast<uint64_t>(j);  // sample j: seed + j
+      r.sampler = std::make_unique<RequestSampler>(sj, base_seed + static_cast<uint64_t>(j));
+      r.penalties = engine::PenaltyState(req.penalties, req.prompt, stop_ids);
+      if (I.cfg.text_decoder) r.decoder = I.cfg.text_decoder();
+      r.stops = engine::StopChecker(req.stop, req.include_stop_str);
+      r.stream = std::make_shared<RequestStream>(id);
+      streams.push_back(r.stream);
+      r.arrival = Clock::now();
+      r.req = j + 1 < count ? req : std::move(req);
+      r.req.sampling = sj;
+      I.metrics.request_added(n);
+      I.recs.emplace(id, std::move(rec));
+      if (!r.seq.samples && !r.seq.want_prompt_logits) {
+        I.finish(r, FinishReason::Length, {});  // nothing to compute
+        continue;
+      }
+      if (first) {  // waits for the first sample's prompt KV (Scheduler)
+        r.seq.fork_of = &first->seq;
+        first->seq.forks.push_back(&r.seq);
+      } else {
+        first = &r;
+      }
+      I.sched->add(&r.seq);
     }
-    I.sched->add(&r.seq);
   }
   I.work_cv.notify_all();
-  return stream;
+  return streams;
 }
 
 bool Engine::abort(int64_t request_id) {
@@ -536,6 +558,9 @@ EngineStats Engine::stats() const {
     s.waiting_preempted = I.sched->num_waiting_preempted();
     s.running = I.sched->num_running();
     s.preemptions = I.sched->num_preemptions();
+    s.prefix_cache_queries = I.sched->prefix_queries();
+    s.prefix_cache_hits = I.sched->prefix_hits();
+    s.kv_blocks_cached = I.bm->num_cached();
     s.requests_aborted = I.aborted;
     s.precision_policy = I.policy->spec();
   }
@@ -562,6 +587,9 @@ std::string Engine::metrics_text() const {
     g.waiting = I.sched->num_waiting() - g.waiting_preempted;
     g.running = I.sched->num_running();
     g.preemptions = I.sched->num_preemptions();
+    g.prefix_queries = I.sched->prefix_queries();
+    g.prefix_hits = I.sched->prefix_hits();
+    g.kv_blocks_cached = I.bm->num_cached();
     g.policy = I.policy->spec();
   }
   return I.metrics.render(g);

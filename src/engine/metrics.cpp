@@ -139,6 +139,17 @@ std::string Metrics::render(const Gauges& g) const {
                      step_seconds_[i]);
   counter("nestedfp_preemptions_total", "Sequences preempted (KV freed, recomputed later).",
           g.preemptions);
+  counter("nestedfp_prefix_cache_queries_total",
+          "Tokens of admitted sequences looked up in the prefix cache.", g.prefix_queries);
+  counter("nestedfp_prefix_cache_hits_total",
+          "Of those, tokens whose KV was reused (cached blocks, forks of n > 1).", g.prefix_hits);
+  gauge("nestedfp_prefix_cache_hit_rate", "prefix_cache_hits_total / prefix_cache_queries_total.",
+        g.prefix_queries
+            ? static_cast<double>(g.prefix_hits) / static_cast<double>(g.prefix_queries)
+            : 0.0);
+  gauge("nestedfp_kv_blocks_cached",
+        "KV blocks holding a cached prefix (in use or evictable; evictable ones count as free).",
+        g.kv_blocks_cached);
   gauge("nestedfp_kv_blocks_total", "KV cache blocks (16 tokens each).", g.kv_blocks_total);
   gauge("nestedfp_kv_blocks_used", "KV cache blocks in use.", g.kv_blocks_used);
   gauge("nestedfp_kv_blocks_free", "KV cache blocks free.", g.kv_blocks_free);

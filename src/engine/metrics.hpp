@@ -32,6 +32,8 @@ struct Gauges {
   int waiting = 0, running = 0;  // waiting: new requests only (bounded by max_queue)
   int waiting_preempted = 0;
   uint64_t preemptions = 0;
+  uint64_t prefix_queries = 0, prefix_hits = 0;  // tokens (Scheduler)
+  int kv_blocks_cached = 0;
   std::string policy;
 };
 

@@ -228,7 +228,22 @@ void ModelRunner::finish_setup() {
         int((opt_.kv_cache_bytes ? opt_.kv_cache_bytes : (size_t(256) << 20)) / per_block);
   }
   if (num_blocks_ <= 0) fail("KV cache budget too small for one block ({} bytes)", per_block);
-  kv_ = be_->create_kv_cache({c.num_layers, num_blocks_, c.num_kv_heads, c.head_dim, c.num_heads});
+  // Decode steps replay CUDA graphs on device backends: one extra block (never given to the
+  // engine) takes the KV writes of the pad sequences that fill a batch up to its graph size.
+  const bool want_graphs = opt_.cuda_graphs && be_->is_gpu();
+  if (want_graphs) pad_block_ = num_blocks_;
+  kv_ = be_->create_kv_cache(
+      {c.num_layers, num_blocks_ + (want_graphs ? 1 : 0), c.num_kv_heads, c.head_dim, c.num_heads});
+  graphs_ = want_graphs && be_->supports_graphs();
+  if (graphs_) {
+    const int cap = std::min({opt_.max_num_seqs, opt_.max_num_batched_tokens, max_logit_rows_});
+    for (int b = 1; b < cap; b *= 2) graph_buckets_.push_back(b);
+    graph_buckets_.push_back(cap);
+    spdlog::info(
+        "decode steps of up to {} sequences replay CUDA graphs (captured on first use; "
+        "--enforce-eager turns them off)",
+        cap);
+  }
   spdlog::info(
       "model runner on {}: KV cache of {} blocks = {} tokens ({:.2f} GiB); steps of up to {} "
       "tokens, {} sequences",
@@ -437,6 +452,83 @@ void ModelRunner::logits_and_samples(const StepInput& in, StepOutput& out) {
   }
 }
 
+// The graph batch size for a step that can replay a CUDA graph, or 0: decode only (one sampled
+// token per sequence), no logits to the host, no logprobs, no penalties, no activation tap.
+int ModelRunner::graph_batch(const StepInput& in) const {
+  if (!graphs_ || tap_) return 0;
+  int S = 0;
+  for (const SeqChunk& s : in.seqs) {
+    if (s.tokens.empty()) continue;
+    // Penalty lists change size every step: those steps run eagerly (the cuda backend keeps them
+    // outside the graphs' fixed addresses).
+    if (s.tokens.size() != 1 || !s.sample || s.need_logits || s.need_all_logits ||
+        s.top_logprobs >= 0 || s.penalties)
+      return 0;
+    ++S;
+  }
+  for (int b : graph_buckets_)
+    if (b >= S && S > 0) return b;
+  return 0;
+}
+
+// Pads the layout of a decode step to B sequences: each pad is one greedy token at position 0 of
+// the reserved pad block, so the padded step has the launch shape of the captured graph.
+void ModelRunner::pad_layout(int B) {
+  backend::StepLayout& L = layout_;
+  while (L.num_seqs() < B) {
+    const int32_t row = int32_t(L.ids.size());
+    L.ids.push_back(0), L.positions.push_back(0), L.slots.push_back(pad_block_ * kKvBlockSize);
+    L.q_indptr.push_back(row + 1);
+    L.kv_indices.push_back(pad_block_);
+    L.kv_indptr.push_back(int32_t(L.kv_indices.size()));
+    L.kv_last_page_len.push_back(1);
+    L.logit_rows.push_back(row), host_rows_.push_back(-1);
+    L.sample_rows.push_back(int32_t(L.logit_rows.size()) - 1);
+    SamplingParams greedy;
+    greedy.temperature = 0.f;
+    L.sampling.push_back(greedy), L.uniforms.push_back(0.0), L.top_logprobs.push_back(-1);
+    L.penalty_factors.push_back({1.f, 0.f, 0.f});
+    L.penalty_indptr.push_back(L.penalty_indptr.back());
+    L.bias_indptr.push_back(L.bias_indptr.back());
+  }
+  L.max_q_len = 1, L.max_kv_len = std::max(L.max_kv_len, 1);
+  L.graph = true;
+}
+
+// A decode step through the CUDA graph of its (batch bucket, precision): replayed when captured,
+// else run eagerly (which also warms every kernel configuration up) and captured for next time.
+void ModelRunner::run_graph(const StepInput& in, int B, StepOutput& out) {
+  auto& be = *be_;
+  Scratch& s = *s_;
+  const auto& c = config_;
+  pad_layout(B);
+  be.begin_step(layout_);
+  const int64_t key = int64_t(B) * 2 + (in.precision == Precision::FP8 ? 1 : 0);
+  auto enqueue = [&] {
+    forward(in.precision);
+    be.gather_logit_rows(*s.h, c.hidden_size, 0, B, *s.xl);
+    be.rmsnorm(*s.xl, nullptr, *final_norm_, B, c.hidden_size, float(c.rms_norm_eps),
+               NormOut{s.xl.get()});
+    be.logits(*lm_head_, *s.xl, B, *s.logits);
+    be.sample_enqueue(*s.logits, c.vocab_size, 0, B);
+  };
+  std::vector<SampledToken> sampled;
+  if (be.graph_replay(key)) {
+    ++graph_replays_;
+    sampled = be.sample_collect(0, B);
+  } else {
+    enqueue();
+    sampled = be.sample_collect(0, B);
+    be.graph_capture_begin();
+    enqueue();
+    be.graph_capture_end(key);
+    spdlog::debug("captured the decode graph of batch {} ({})", B, to_string(in.precision));
+  }
+  size_t k = 0;
+  for (size_t i = 0; i < in.seqs.size(); ++i)
+    if (!in.seqs[i].tokens.empty()) out.tokens[i] = sampled.at(k++).token;
+}
+
 StepOutput ModelRunner::execute(const StepInput& in) {
   validate(in);
   build_layout(in);
@@ -445,6 +537,10 @@ StepOutput ModelRunner::execute(const StepInput& in) {
   out.tokens.assign(in.seqs.size(), -1);
   out.logprobs.resize(in.seqs.size());
   if (layout_.tokens() == 0) return out;
+  if (const int B = graph_batch(in); B > 0) {
+    run_graph(in, B, out);
+    return out;
+  }
   be_->begin_step(layout_);
   forward(in.precision);
   logits_and_samples(in, out);

@@ -30,6 +30,9 @@ struct RunnerOptions {
   // FP8 steps quantize activations per token (NestedFP8). false: weights-only FP8 with fp16
   // activations, the "nested_fp8_weights_only" mode of REFERENCE.json (accuracy studies).
   bool fp8_activations = true;
+  // Decode steps replay a CUDA graph per (batch bucket, precision) on device backends
+  // (--enforce-eager: false).
+  bool cuda_graphs = true;
 };
 
 // Where the weights come from when the runner loads them itself (streaming: each tensor goes to
@@ -69,6 +72,8 @@ class ModelRunner final : public ModelExecutor {
   backend::Backend& backend() { return *be_; }
   static size_t kv_bytes_per_block(const io::ModelConfig& c);
   void set_linear_tap(LinearTap tap) { tap_ = std::move(tap); }
+  // Decode steps that replayed a captured CUDA graph (0 on the cpu backend or with eager steps).
+  uint64_t graph_replays() const { return graph_replays_; }
 
  private:
   struct Layer;
@@ -81,6 +86,9 @@ class ModelRunner final : public ModelExecutor {
   void build_layout(const StepInput& in);
   void forward(Precision precision);
   void logits_and_samples(const StepInput& in, StepOutput& out);
+  int graph_batch(const StepInput& in) const;
+  void pad_layout(int B);
+  void run_graph(const StepInput& in, int B, StepOutput& out);
 
   std::unique_ptr<backend::Backend> be_;
   io::ModelConfig config_;
@@ -96,6 +104,10 @@ class ModelRunner final : public ModelExecutor {
   mutable std::vector<uint8_t> seen_;  // scratch of check_penalties (vocab entries, all zero)
   std::vector<int32_t>
       host_rows_;  // per logits row: index of the sequence wanting it on the host, or -1
+  bool graphs_ = false;
+  int pad_block_ = -1;              // KV block of the graph pads (not given to the engine)
+  std::vector<int> graph_buckets_;  // batch sizes decode graphs are captured for
+  uint64_t graph_replays_ = 0;
   LoadReport report_;
   LinearTap tap_;
 };

@@ -1,6 +1,7 @@
 #include "engine/scheduler.hpp"
 
 #include <algorithm>
+#include <span>
 
 #include "nestedfp/error.hpp"
 
@@ -19,8 +20,11 @@ void Scheduler::add(Sequence* seq) {
 }
 
 void Scheduler::remove(Sequence* seq) {
-  bm_.release_all(seq->blocks);
-  seq->num_computed = 0;
+  drop_blocks(seq);
+  for (Sequence* f : seq->forks) f->fork_of = nullptr;  // they prefill on their own now
+  seq->forks.clear();
+  if (seq->fork_of) std::erase(seq->fork_of->forks, seq);
+  seq->fork_of = nullptr;
   if (seq->running) {
     std::erase(running_, seq);
   } else {
@@ -67,9 +71,14 @@ int Scheduler::num_waiting_preempted() const {
                                         [](const Sequence* s) { return s->num_preemptions > 0; }));
 }
 
-void Scheduler::preempt(Sequence* s) {
+void Scheduler::drop_blocks(Sequence* s) {
   bm_.release_all(s->blocks);
+  s->block_keys.clear();
   s->num_computed = 0;
+}
+
+void Scheduler::preempt(Sequence* s) {
+  drop_blocks(s);
   s->running = false;
   s->scheduled = false;
   std::erase(running_, s);
@@ -90,6 +99,65 @@ void Scheduler::insert_waiting_front(Sequence* s) {
   auto it = std::find_if(waiting_.begin(), waiting_.end(),
                          [&](const Sequence* w) { return w->arrival > s->arrival; });
   waiting_.insert(it, s);
+}
+
+namespace {
+
+// Leading full blocks a sequence may take from others: never all of its tokens (the step must
+// compute at least the last one to get its logits), and none whose prompt logprobs it still lacks
+// (those rows must be computed).
+int shareable_blocks(const Sequence* s) {
+  int n = (static_cast<int>(s->tokens.size()) - 1) / kKvBlockSize;
+  if (s->want_prompt_logits && s->prompt_logit_rows < s->prompt_len - 1)
+    n = std::min(n, s->prompt_logit_rows / kKvBlockSize);
+  return std::max(0, n);
+}
+
+}  // namespace
+
+bool Scheduler::waits_for_fork(const Sequence* s) const {
+  const Sequence* p = s->fork_of;
+  return p && p->running && p->num_computed < shareable_blocks(s) * kKvBlockSize;
+}
+
+int Scheduler::share_prefix(Sequence* s) {
+  const int limit = shareable_blocks(s);
+  if (const Sequence* p = s->fork_of; p && p->running) {
+    // The same prompt: p's computed full blocks hold exactly this sequence's KV.
+    const int k =
+        std::min({limit, p->num_computed / kKvBlockSize, static_cast<int>(p->blocks.size())});
+    for (int i = 0; i < k; ++i) {
+      bm_.add_ref(p->blocks[static_cast<size_t>(i)]);
+      s->blocks.push_back(p->blocks[static_cast<size_t>(i)]);
+    }
+    if (static_cast<int>(p->block_keys.size()) >= k)
+      s->block_keys.assign(p->block_keys.begin(), p->block_keys.begin() + k);
+  }
+  if (bm_.caching() && s->block_keys.size() == s->blocks.size()) {
+    uint64_t parent = s->block_keys.empty() ? BlockManager::kRootKey : s->block_keys.back();
+    for (int i = static_cast<int>(s->blocks.size()); i < limit; ++i) {
+      auto hit =
+          bm_.acquire_cached(parent, std::span<const int32_t>(s->tokens).subspan(
+                                         static_cast<size_t>(i) * kKvBlockSize, kKvBlockSize));
+      if (!hit) break;
+      s->blocks.push_back(hit->block);
+      s->block_keys.push_back(hit->key);
+      parent = hit->key;
+    }
+  }
+  s->num_computed = static_cast<int>(s->blocks.size()) * kKvBlockSize;
+  return s->num_computed;
+}
+
+void Scheduler::register_blocks(Sequence* s) {
+  if (!bm_.caching()) return;
+  const size_t full = static_cast<size_t>(s->num_computed / kKvBlockSize);
+  for (size_t i = s->block_keys.size(); i < full; ++i) {
+    const uint64_t parent = i ? s->block_keys[i - 1] : BlockManager::kRootKey;
+    s->block_keys.push_back(bm_.register_full(
+        s->blocks[i], parent,
+        std::span<const int32_t>(s->tokens).subspan(i * kKvBlockSize, kKvBlockSize)));
+  }
 }
 
 ScheduledChunk Scheduler::make_chunk(Sequence* s, int n) const {
@@ -146,13 +214,24 @@ std::vector<ScheduledChunk> Scheduler::schedule() {
   const int watermark = std::max(1, bm_.num_blocks() / 100);
   while (!waiting_.empty() && !full() && running_.size() < max_seqs) {
     Sequence* s = waiting_.front();
+    if (waits_for_fork(s)) break;  // its first sample is computing the shared prompt
+    const int shared = share_prefix(s);
     int cap = free_token_capacity(s, running_.empty() ? 0 : watermark);
-    if (cap < 1) break;
+    if (cap < 1) {
+      drop_blocks(s);
+      break;
+    }
+    if (s->fork_of) std::erase(s->fork_of->forks, s);
+    s->fork_of = nullptr;
+    if (bm_.caching()) {
+      prefix_queries_ += s->tokens.size();
+      prefix_hits_ += static_cast<uint64_t>(shared);
+    }
     int n = std::min({s->remaining(), budget, cap});
     waiting_.pop_front();
     s->running = true;
     insert_running(s);
-    allocate_for(s, n);
+    allocate_for(s, s->num_computed + n);
     take(s, n);
   }
   return out;
@@ -162,6 +241,7 @@ void Scheduler::complete(const ScheduledChunk& chunk) {
   Sequence* s = chunk.seq;
   s->num_computed = chunk.start + chunk.num_tokens;
   s->scheduled = false;
+  register_blocks(s);
 }
 
 }  // namespace nestedfp::engine

@@ -12,6 +12,11 @@
 // already hold the prompt plus everything generated, so re-prefilling them recomputes exactly the
 // lost KV. If the sequence needing the block is itself the newest, it preempts itself.
 //
+// Prefix sharing (§3.6): at admission a sequence takes the KV of its leading full blocks from the
+// prefix cache, or, as a fork (one of a request's n samples), from the first sample once that one
+// has computed the prompt; its first chunk then starts after them. Forks wait at the head of the
+// queue until then. Full blocks are registered in the cache as they are computed.
+//
 // Not thread-safe: the engine calls it under its lock.
 #include <cstdint>
 #include <deque>
@@ -32,8 +37,14 @@ struct Sequence {
   bool want_prompt_logits = false;
   int prompt_logit_rows = 0;  // rows collected: logits of positions [0, prompt_logit_rows)
   int num_preemptions = 0;
-  bool running = false;    // admitted (holds blocks or is about to)
-  bool scheduled = false;  // part of the step being built
+  // Prefix-cache keys of blocks [0, block_keys.size()), all full and computed (BlockManager).
+  std::vector<uint64_t> block_keys;
+  // A sample of an n > 1 request that has not forked yet: shares fork_of's prompt blocks at
+  // admission. Cleared when it forks or when fork_of leaves the scheduler.
+  Sequence* fork_of = nullptr;
+  std::vector<Sequence*> forks;  // the samples waiting to fork from this one
+  bool running = false;          // admitted (holds blocks or is about to)
+  bool scheduled = false;        // part of the step being built
 
   int remaining() const { return static_cast<int>(tokens.size()) - num_computed; }
   bool is_decode() const { return running && num_computed > 0 && remaining() == 1; }
@@ -68,6 +79,9 @@ class Scheduler {
   int num_waiting_preempted() const;
   int num_running() const { return static_cast<int>(running_.size()); }
   uint64_t num_preemptions() const { return preemptions_; }
+  // Tokens of admitted sequences looked up in the prefix cache, and those found (with forks).
+  uint64_t prefix_queries() const { return prefix_queries_; }
+  uint64_t prefix_hits() const { return prefix_hits_; }
   const SchedulerConfig& config() const { return cfg_; }
 
  private:
@@ -75,6 +89,10 @@ class Scheduler {
   int free_token_capacity(const Sequence* s, int reserve_blocks) const;
   void allocate_for(Sequence* s, int tokens);
   void preempt(Sequence* s);
+  void drop_blocks(Sequence* s);
+  bool waits_for_fork(const Sequence* s) const;
+  int share_prefix(Sequence* s);  // tokens whose KV it took (blocks, num_computed, block_keys)
+  void register_blocks(Sequence* s);
   void insert_running(Sequence* s);
   void insert_waiting_front(Sequence* s);
   ScheduledChunk make_chunk(Sequence* s, int n) const;
@@ -84,6 +102,7 @@ class Scheduler {
   std::deque<Sequence*> waiting_;
   std::vector<Sequence*> running_;  // sorted by arrival (priority)
   uint64_t preemptions_ = 0;
+  uint64_t prefix_queries_ = 0, prefix_hits_ = 0;
 };
 
 }  // namespace nestedfp::engine

@@ -312,8 +312,16 @@ void parse_common(const json& body, CommonParams& p, bool chat) {
             fmt::format("'stream_options.{}' is not supported (only include_usage is)", k));
     p.include_usage = Fields(*so).boolean("include_usage").value_or(false);
   }
-  if (auto n = f.integer("n", 1, 1, " (this server returns one choice per prompt)")) (void)n;
-  if (auto n = f.integer("best_of", 1, 1, " (this server does not rank candidates)")) (void)n;
+  if (auto n = f.integer("n", 1, kMaxSamples, " (choices per prompt)")) p.n = static_cast<int>(*n);
+  p.best_of = p.n;
+  if (auto b = f.integer("best_of", 1, kMaxSamples, " (samples per prompt)")) {
+    if (*b < p.n) bad("best_of", fmt::format("'best_of' ({}) must be at least 'n' ({})", *b, p.n));
+    p.best_of = static_cast<int>(*b);
+  }
+  if (p.best_of > p.n && p.stream)
+    bad("best_of",
+        "'best_of' greater than 'n' needs \"stream\": false (samples are ranked once all have "
+        "finished)");
   parse_penalties(f, p.penalties, p.max_tokens);
   p.ignore_eos = f.boolean("ignore_eos").value_or(false);
   p.include_stop_str_in_output = f.boolean("include_stop_str_in_output").value_or(false);
@@ -465,6 +473,8 @@ Parsed<ChatRequest> parse_chat_request(std::string_view body) {
                  "user"},
                 "/v1/chat/completions");
     parse_common(j, r, true);
+    if (r.best_of > r.n)
+      bad("best_of", "'best_of' is only supported on /v1/completions: use 'n' for more choices");
     Fields f(j);
     r.messages = chat_messages(f.get("messages"));
     r.logprobs = f.boolean("logprobs").value_or(false);

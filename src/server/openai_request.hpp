@@ -53,6 +53,8 @@ struct CommonParams {
   std::vector<std::string> stop;
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
+  int n = 1;                   // choices per prompt (1..kMaxSamples)
+  int best_of = 1;  // samples per prompt, the n with the highest cumulative logprob returned
   // Extensions (as vLLM names them).
   bool ignore_eos = false;
   std::vector<int32_t> stop_token_ids;

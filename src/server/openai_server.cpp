@@ -2,6 +2,7 @@
 #include <httplib.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <csignal>
 
 #include "chat/chat_template.hpp"
@@ -114,6 +115,7 @@ Piece OpenAIServer::Impl::absorb(Job& job, Choice& c, RequestEvent& ev) const {
   }
   for (size_t i = 0; i < ev.token_ids.size(); ++i) {
     const int32_t id = ev.token_ids[i];
+    if (i < ev.logprobs.size()) c.cum_logprob += ev.logprobs[i].chosen.logprob;
     if (want_lp) add(id, i < ev.logprobs.size() ? &ev.logprobs[i] : nullptr, c.chars);
     try {
       c.chars += codepoints(c.offsets->push(id));
@@ -132,9 +134,9 @@ Piece OpenAIServer::Impl::absorb(Job& job, Choice& c, RequestEvent& ev) const {
 }
 
 json OpenAIServer::Impl::usage(const Job& job) const {
-  int pt = 0, ct = 0;
+  int pt = 0, ct = 0;  // each prompt once; the tokens of every sample, returned or not
   for (const auto& c : job.choices) {
-    pt += c.prompt_tokens;
+    if (c.sample == 0) pt += c.prompt_tokens;
     ct += c.completion_tokens;
   }
   return {{"prompt_tokens", pt}, {"completion_tokens", ct}, {"total_tokens", pt + ct}};
@@ -185,6 +187,8 @@ std::optional<ApiError> OpenAIServer::Impl::submit(Job& job,
                                                    std::optional<int64_t> default_max,
                                                    bool prompt_logprobs) {
   const int ctx = engine.max_model_len();
+  job.n = p.n;
+  job.best_of = p.best_of;
   for (size_t i = 0; i < prompts.size(); ++i) {
     auto& ids = prompts[i];
     GenerationRequest g;
@@ -200,15 +204,14 @@ std::optional<ApiError> OpenAIServer::Impl::submit(Job& job,
     g.include_stop_str = p.include_stop_str_in_output;
     g.stop_token_ids = p.stop_token_ids;
     g.ignore_eos = p.ignore_eos;
-    g.logprobs = job.logprobs;
+    // Ranking needs each sample's chosen-token logprobs; they reach the response only if asked.
+    g.logprobs = p.best_of > p.n ? std::max(job.logprobs, 0) : job.logprobs;
     g.prompt_logprobs = prompt_logprobs;
-    Choice c;
-    c.index = static_cast<int>(i);
-    c.prompt_ids = ids;
-    c.offsets = std::make_unique<IncrementalDecoder>(tok, true);
+    const std::vector<int32_t> prompt_ids = ids;
     g.prompt = std::move(ids);
+    std::vector<std::shared_ptr<RequestStream>> streams;
     try {
-      c.stream = engine.add_request(std::move(g));
+      streams = engine.add_requests(std::move(g), p.best_of);
     } catch (const QueueFullError& e) {
       ++rejected_queue_full;
       return error(429, e.what(), "rate_limit_exceeded", "",
@@ -220,7 +223,16 @@ std::optional<ApiError> OpenAIServer::Impl::submit(Job& job,
                    "invalid_request_error", ctx_err ? "prompt" : "",
                    ctx_err ? "context_length_exceeded" : "");
     }
-    job.choices.push_back(std::move(c));
+    for (size_t j = 0; j < streams.size(); ++j) {
+      Choice c;
+      c.index = static_cast<int>(i) * p.n + static_cast<int>(j);
+      c.prompt_index = static_cast<int>(i);
+      c.sample = static_cast<int>(j);
+      c.prompt_ids = prompt_ids;
+      c.offsets = std::make_unique<IncrementalDecoder>(tok, true);
+      c.stream = std::move(streams[j]);
+      job.choices.push_back(std::move(c));
+    }
   }
   return std::nullopt;
 }
@@ -266,8 +278,28 @@ void OpenAIServer::Impl::respond(std::shared_ptr<Job> job, httplib::Response& re
         return send_error(
             res, error(503, "the request was aborted (server shutting down)", "server_error"));
     }
+    // best_of > n: per prompt, the n samples with the highest cumulative logprob, best first
+    // (ties: the lower sample); their indices are 0..n-1 in that order.
+    std::vector<size_t> order;
+    for (size_t i = 0; i < job->choices.size(); ++i) order.push_back(i);
+    if (job->best_of > job->n) {
+      std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+        const Choice &x = job->choices[a], &y = job->choices[b];
+        if (x.prompt_index != y.prompt_index) return x.prompt_index < y.prompt_index;
+        return x.cum_logprob > y.cum_logprob;
+      });
+      std::vector<size_t> kept;
+      for (size_t k = 0; k < order.size(); ++k) {
+        Choice& c = job->choices[order[k]];
+        const int rank = static_cast<int>(k) - c.prompt_index * job->best_of;
+        if (rank >= job->n) continue;
+        c.index = c.prompt_index * job->n + rank;
+        kept.push_back(order[k]);
+      }
+      order = std::move(kept);
+    }
     json choices = json::array();
-    for (size_t i = 0; i < job->choices.size(); ++i) {
+    for (size_t i : order) {
       const Choice& c = job->choices[i];
       if (job->kind == Job::Kind::Completion) {
         choices.push_back({{"index", c.index},
@@ -419,7 +451,7 @@ void OpenAIServer::Impl::completions(const httplib::Request& req, httplib::Respo
   if (auto e =
           submit(*job, std::move(prompts), r, /*default max_tokens=*/16, r.echo && r.logprobs >= 0))
     return send_error(res, *e);
-  for (size_t i = 0; i < job->choices.size(); ++i) job->choices[i].echo_text = std::move(echo[i]);
+  for (auto& c : job->choices) c.echo_text = echo[static_cast<size_t>(c.prompt_index)];
   respond(job, res);
 }
 

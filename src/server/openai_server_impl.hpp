@@ -39,9 +39,12 @@ inline ApiError error(int status, std::string message, std::string type, std::st
   return ApiError{status, std::move(message), std::move(type), std::move(param), std::move(code)};
 }
 
-// One prompt's request inside an HTTP request.
+// One sample of one prompt inside an HTTP request (n × prompts of them, or best_of × prompts).
 struct Choice {
-  int index = 0;
+  int index = 0;           // in the response (reassigned after ranking when best_of > n)
+  int prompt_index = 0;    // which prompt of the request
+  int sample = 0;          // 0..best_of-1 within its prompt (seed + sample)
+  double cum_logprob = 0;  // sum of the chosen tokens' logprobs (best_of ranking)
   std::shared_ptr<RequestStream> stream;
   std::vector<int32_t> prompt_ids;
   std::string echo_text;
@@ -60,6 +63,7 @@ struct Job {
   int64_t created = 0;
   bool stream = false, include_usage = false, echo = false;
   int logprobs = -1;  // alternatives per token; -1: no logprobs
+  int n = 1, best_of = 1;
   std::vector<Choice> choices;
   Clock::time_point last_write =
       Clock::now();  // streaming: last write; else: last disconnect check

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
 #include <memory>
 #include <numeric>
 
@@ -10,7 +11,8 @@ using namespace nestedfp::engine;
 namespace {
 
 struct Fixture {
-  Fixture(int blocks, int budget, int max_seqs) : bm(blocks), sched(bm, {budget, max_seqs}) {}
+  Fixture(int blocks, int budget, int max_seqs, bool caching = false)
+      : bm(blocks, caching), sched(bm, {budget, max_seqs}) {}
   Sequence* add(int prompt_len) {
     auto s = std::make_unique<Sequence>();
     s->id = static_cast<int64_t>(seqs.size()) + 1;
@@ -167,4 +169,131 @@ TEST(Scheduler, PromptLogitsAreRequestedUntilCollected) {
   s = f.sched.schedule();  // positions 16..19: 16..18 still needed
   EXPECT_TRUE(s[0].need_all_logits);
   EXPECT_TRUE(s[0].need_logits);
+}
+
+namespace {
+
+// Every block's reference count equals the number of block tables holding it: nothing leaked,
+// nothing freed while still listed.
+void expect_refcounts_match(const Fixture& f) {
+  std::map<int32_t, int> owners;
+  for (const auto& s : f.seqs)
+    for (int32_t b : s->blocks) ++owners[b];
+  for (int32_t b = 0; b < f.bm.num_blocks(); ++b)
+    ASSERT_EQ(f.bm.refcount(b), owners.count(b) ? owners.at(b) : 0) << "block " << b;
+}
+
+}  // namespace
+
+TEST(Scheduler, PrefixCacheHitStartsAfterTheSharedBlocksAndLeavesATokenToCompute) {
+  Fixture f(20, 100, 4, /*caching=*/true);
+  Sequence* a = f.add(40);
+  f.step();  // a's prompt: blocks 0 and 1 are full and get cached
+  f.sched.remove(a);
+  EXPECT_EQ(f.bm.num_used(), 0);
+  EXPECT_EQ(f.bm.num_cached(), 2);
+  Sequence* b = f.add(40);  // the same 40 tokens
+  auto s = f.step();
+  ASSERT_EQ(s.size(), 1u);
+  EXPECT_EQ(s[0].seq, b);
+  EXPECT_EQ(s[0].start, 32);
+  EXPECT_EQ(s[0].num_tokens, 8);
+  EXPECT_TRUE(s[0].need_logits);
+  Sequence* c = f.add(32);  // exactly two blocks: the second is recomputed, not shared
+  s = f.step();
+  ASSERT_EQ(s.size(), 2u);
+  EXPECT_EQ(s[1].seq, c);
+  EXPECT_EQ(s[1].start, 16);
+  EXPECT_EQ(s[1].num_tokens, 16);
+  EXPECT_EQ(c->blocks[0], b->blocks[0]);
+  EXPECT_NE(c->blocks[1], b->blocks[1]);
+  EXPECT_EQ(f.sched.prefix_queries(), 40u + 40u + 32u);
+  EXPECT_EQ(f.sched.prefix_hits(), 32u + 16u);
+  expect_refcounts_match(f);
+  // Prompt logprobs still missing: those rows must be computed, so no hit.
+  Sequence* d = f.add(40);
+  d->want_prompt_logits = true;
+  s = f.step();
+  ASSERT_EQ(s.back().seq, d);
+  EXPECT_EQ(s.back().start, 0);
+}
+
+TEST(Scheduler, ForksWaitForTheFirstSampleAndShareItsFullPromptBlocks) {
+  Fixture f(20, 100, 8);  // no prefix cache: forks share anyway
+  Sequence* a = f.add(40);
+  Sequence* f1 = f.add(40);
+  Sequence* f2 = f.add(40);
+  for (Sequence* x : {f1, f2}) {
+    x->fork_of = a;
+    a->forks.push_back(x);
+  }
+  Sequence* late = f.add(5);
+  auto s = f.step();
+  ASSERT_EQ(s.size(), 1u);  // the forks wait at the head of the queue, and so does `late`
+  EXPECT_EQ(s[0].seq, a);
+  s = f.step();
+  ASSERT_EQ(s.size(), 4u);
+  EXPECT_TRUE(s[0].decode);
+  for (int i : {1, 2}) {
+    EXPECT_EQ(s[static_cast<size_t>(i)].start, 32);
+    EXPECT_EQ(s[static_cast<size_t>(i)].num_tokens, 8);  // the partial block, recomputed
+  }
+  EXPECT_EQ(s[3].seq, late);
+  EXPECT_EQ(f1->blocks[0], a->blocks[0]);
+  EXPECT_EQ(f2->blocks[1], a->blocks[1]);
+  EXPECT_NE(f1->blocks[2], a->blocks[2]);
+  EXPECT_NE(f1->blocks[2], f2->blocks[2]);
+  EXPECT_EQ(f.bm.refcount(a->blocks[0]), 3);
+  EXPECT_TRUE(a->forks.empty());
+  EXPECT_EQ(f1->fork_of, nullptr);
+  expect_refcounts_match(f);
+  for (auto& x : f.seqs) f.sched.remove(x.get());
+  EXPECT_EQ(f.bm.num_used(), 0);
+}
+
+TEST(Scheduler, ForksOfARemovedSequencePrefillAlone) {
+  Fixture f(20, 100, 8);
+  Sequence* a = f.add(40);
+  Sequence* f1 = f.add(40);
+  f1->fork_of = a;
+  a->forks.push_back(f1);
+  f.step();
+  f.sched.remove(a);  // e.g. aborted: f1 must not read a's freed blocks
+  EXPECT_EQ(f1->fork_of, nullptr);
+  auto s = f.step();
+  ASSERT_EQ(s.size(), 1u);
+  EXPECT_EQ(s[0].seq, f1);
+  EXPECT_EQ(s[0].start, 0);
+  EXPECT_EQ(s[0].num_tokens, 40);
+}
+
+TEST(Scheduler, SharedAndCachedBlocksAreNeverLeakedUnderPreemption) {
+  // 12 blocks for 6 sequences sharing a 34-token prompt that each grow to 90 tokens: preemption
+  // is certain; after every step the reference counts must equal the block-table owners.
+  Fixture f(12, 48, 6, /*caching=*/true);
+  for (int i = 0; i < 6; ++i) f.add(34);
+  for (size_t i = 1; i < f.seqs.size(); ++i) {  // one request with n = 3, two alone
+    if (i == 1 || i == 2) {
+      f.seqs[i]->fork_of = f.seqs[0].get();
+      f.seqs[0]->forks.push_back(f.seqs[i].get());
+    }
+  }
+  int done = 0;
+  for (int step = 0; step < 2000 && done < 6; ++step) {
+    f.step();
+    expect_refcounts_match(f);
+    for (auto& x : f.seqs) {
+      if (x->tokens.size() >= 90 && x->running && !x->scheduled && x->prompt_len > 0) {
+        f.sched.remove(x.get());
+        x->prompt_len = 0;  // marks it finished for this loop
+        ++done;
+      }
+    }
+  }
+  EXPECT_EQ(done, 6);
+  EXPECT_GT(f.sched.num_preemptions(), 0u);
+  EXPECT_GT(f.sched.prefix_hits(), 0u);
+  EXPECT_EQ(f.bm.num_used(), 0);
+  EXPECT_GT(f.bm.num_evictable(), 0);
+  expect_refcounts_match(f);
 }

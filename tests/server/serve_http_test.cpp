@@ -192,7 +192,7 @@ TEST_F(Serve, ErrorsAreOpenAIStyleWithTheRightStatus) {
       {"/v1/completions", R"({"prompt": "x", "top_p": 0})", 400, "top_p"},
       {"/v1/completions", R"({"prompt": "x", "top_p": 1.01})", 400, "top_p"},
       {"/v1/completions", R"({"prompt": "x", "top_k": -5})", 400, "top_k"},
-      {"/v1/completions", R"({"prompt": "x", "n": 2})", 400, "n"},
+      {"/v1/completions", R"({"prompt": "x", "n": 9})", 400, "n"},
       {"/v1/completions", R"({"prompt": "x", "logprobs": 50})", 400, "logprobs"},
       {"/v1/completions", R"({"prompt": "x", "stop": [1]})", 400, "stop"},
       {"/v1/completions", R"({"prompt": "x", "stop": ""})", 400, "stop"},

@@ -483,11 +483,12 @@ class CpuBackend final : public Backend {
     pool_.parallel_for(M, [&](int64_t m, int) { cpu::fp16_to_f32(y + m * N, o + m * N, N); });
   }
 
-  std::vector<SampledToken> sample(const Buffer& logits, int64_t vocab, int64_t row_begin,
-                                   int64_t rows) override {
+  void sample_enqueue(const Buffer& logits, int64_t vocab, int64_t row_begin,
+                      int64_t rows) override {
     const StepLayout& L = step();
     const float* lp = ptr<float>(logits, size_t(rows * vocab), "sample logits");
-    std::vector<SampledToken> res;
+    std::vector<SampledToken>& res = pending_;
+    res.clear();
     for (size_t i = 0; i < L.sample_rows.size(); ++i) {
       const int64_t r = L.sample_rows[i] - row_begin;
       if (r < 0 || r >= rows) continue;
@@ -496,7 +497,9 @@ class CpuBackend final : public Backend {
                                L.penalties(i), L.sampling[i], L.uniforms[i], L.top_logprobs[i],
                                penalized_, cand_));
     }
-    return res;
+  }
+  std::vector<SampledToken> sample_collect(int64_t, int64_t) override {
+    return std::move(pending_);
   }
 
  private:
@@ -512,6 +515,7 @@ class CpuBackend final : public Backend {
   std::vector<AttentionSeq> attn_seqs_;
   std::vector<std::pair<float, int32_t>> cand_;
   std::vector<float> penalized_;
+  std::vector<SampledToken> pending_;  // computed by sample_enqueue (the host is the device)
 };
 
 }  // namespace

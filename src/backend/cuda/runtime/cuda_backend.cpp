@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
 
 #include "backend/cuda/attention_flashinfer.hpp"
 #include "backend/cuda/kernels.hpp"
@@ -78,15 +79,10 @@ class CudaKvCache final : public KvCache {
   }
 };
 
-// Fixed sections of the per-step blob (int32 units), sized by reserve_steps, then a tail for the
-// sampled rows' penalty lists, whose capacity grows on demand (begin_step).
+// Fixed sections of the per-step blob (int32 units), sized by reserve_steps.
 struct BlobLayout {
-  size_t ids, pos, slots, logit_rows, params, sample_rows, factors, pen_indptr, bias_indptr,
-      q_indptr, kv_indptr, kv_last, kv_indices, end;
+  size_t ids, pos, slots, logit_rows, params, q_indptr, kv_indptr, kv_last, kv_indices, end;
 };
-// Penalty lists start with this much tail room (int32 units, 256 KiB); a step that needs more
-// reallocates the blob to max(need, twice the room) before anything of the step is enqueued.
-constexpr size_t kInitialPenaltyTail = size_t(1) << 16;
 
 class CudaBackend final : public Backend {
  public:
@@ -99,7 +95,9 @@ class CudaBackend final : public Backend {
   }
   ~CudaBackend() override {
     cudaStreamSynchronize(stream_);
+    for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
     if (host_blob_) cudaFreeHost(host_blob_);
+    if (host_pen_) cudaFreeHost(host_pen_);
     if (host_out_) cudaFreeHost(host_out_);
     cudaStreamDestroy(stream_);
   }
@@ -152,8 +150,9 @@ class CudaBackend final : public Backend {
       c->k.push_back(alloc(per_layer)), c->v.push_back(alloc(per_layer));
     const int nq = s.num_q_heads > 0 ? s.num_q_heads : s.num_kv_heads;
     if (cuda::FlashInferAttention::supports(nq, s.num_kv_heads, s.head_dim)) {
+      // Graph plans for decode batches up to max_seqs (the runner's largest graph bucket).
       fi_ = std::make_unique<cuda::FlashInferAttention>(nq, s.num_kv_heads, s.head_dim,
-                                                        int(max_tokens_), max_seqs_);
+                                                        int(max_tokens_), max_seqs_, max_seqs_);
       spdlog::info("cuda backend: FlashInfer FA2 paged attention (head_dim {}, {} q / {} kv heads)",
                    s.head_dim, nq, s.num_kv_heads);
     } else {
@@ -175,13 +174,11 @@ class CudaBackend final : public Backend {
     BlobLayout& b = blob_;
     b.ids = 0, b.pos = b.ids + T, b.slots = b.pos + T, b.logit_rows = b.slots + T,
     b.params = b.logit_rows + R;
-    // A step samples at most one row per sequence.
-    b.sample_rows = b.params + R * (sizeof(cuda::SampleParams) / 4);
-    b.factors = b.sample_rows + S, b.pen_indptr = b.factors + 3 * S;
-    b.bias_indptr = b.pen_indptr + S + 1, b.q_indptr = b.bias_indptr + S + 1;
+    b.q_indptr = b.params + R * (sizeof(cuda::SampleParams) / 4);
     b.kv_indptr = b.q_indptr + S + 1, b.kv_last = b.kv_indptr + S + 1, b.kv_indices = b.kv_last + S;
     b.end = b.kv_indices + size_t(max_blocks);
-    grow_blob(kInitialPenaltyTail);
+    NFP_CUDA_CHECK(cudaMallocHost(&host_blob_, b.end * 4));
+    dev_blob_ = alloc(b.end * 4);
     const size_t out_bytes = size_t(max_rows) * (4 + 4 + cuda::kMaxTopLogprobs * 8);
     NFP_CUDA_CHECK(cudaMallocHost(&host_out_, out_bytes));
     dev_out_ = alloc(out_bytes);
@@ -260,31 +257,22 @@ class CudaBackend final : public Backend {
         int(w.in_features), h16(x, M * w.in_features, "logits x"),
         dptr<float>(out, size_t(M * w.out_features) * 4, "logits out"), int(M), stream_);
   }
-  std::vector<SampledToken> sample(const Buffer& logits, int64_t vocab, int64_t row_begin,
-                                   int64_t rows) override;
+  void sample_enqueue(const Buffer& logits, int64_t vocab, int64_t row_begin,
+                      int64_t rows) override;
+  std::vector<SampledToken> sample_collect(int64_t row_begin, int64_t rows) override;
+  // Graphs need FlashInfer's graph-mode plan (the reference kernel's grid depends on lengths).
+  bool supports_graphs() const override { return fi_ != nullptr; }
+  void graph_capture_begin() override;
+  void graph_capture_end(int64_t key) override;
+  bool graph_replay(int64_t key) override;
   void synchronize() override { NFP_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
 
  private:
-  // Reallocates the blob with `tail` int32 units of penalty room; only between steps (after the
-  // stream synchronized), as every op reads its indices from the blob.
-  void grow_blob(size_t tail) {
-    int32_t* h = nullptr;
-    NFP_CUDA_CHECK(cudaMallocHost(&h, (blob_.end + tail) * 4));
-    BufferPtr d;
-    try {
-      d = alloc((blob_.end + tail) * 4);
-    } catch (...) {
-      cudaFreeHost(h);
-      throw;
-    }
-    if (host_blob_) cudaFreeHost(host_blob_);
-    host_blob_ = h, dev_blob_ = std::move(d), penalty_tail_ = tail;
-  }
-
   template <typename T>
   T* blob(size_t offset) const {
     return reinterpret_cast<T*>(dptr<int32_t>(*dev_blob_, 0, "step blob") + offset);
   }
+  void upload_penalties(const StepLayout& L);
 
   int gpu_;
   std::string name_;
@@ -294,13 +282,21 @@ class CudaBackend final : public Backend {
   int max_seqs_ = 0, max_rows_ = 0;
   BlobLayout blob_{};
   int32_t* host_blob_ = nullptr;
-  size_t penalty_tail_ = 0;         // int32 units after blob_.end
-  cuda::PenaltyBatch penalties_{};  // this step's; num_rows 0 when no row has any
   BufferPtr dev_blob_, dev_out_;
   uint8_t* host_out_ = nullptr;
   cuda::AttnBatch batch_{};
   std::unique_ptr<cuda::FlashInferAttention> fi_;
   const StepLayout* step_ = nullptr;
+  int pending_top_ = -1;  // of the last sample_enqueue
+  bool pending_any_ = false;
+  std::map<int64_t, cudaGraphExec_t> graphs_;
+  // The sampled rows' penalty lists (penalties.hpp): their own pinned/device pair, laid out per
+  // step and grown on demand, apart from the step blob so that its addresses (which graphs
+  // replay) never move. Steps with penalties never run as graphs (ModelRunner::graph_batch).
+  int32_t* host_pen_ = nullptr;
+  BufferPtr dev_pen_;
+  size_t pen_room_ = 0;             // int32 units of both
+  cuda::PenaltyBatch penalties_{};  // this step's; num_rows 0 when no row has any
 };
 
 std::unique_ptr<LinearWeight> CudaBackend::create_linear(const LinearSpec& s) {
@@ -414,18 +410,8 @@ void CudaBackend::begin_step(const StepLayout& L) {
         "cuda backend: a step of {} tokens, {} sequences, {} blocks exceeds the reserved {} / {} / "
         "{}",
         T, S, L.kv_indices.size(), max_tokens_, max_seqs_, blob_.end - blob_.kv_indices);
-  const size_t n = L.sample_rows.size(), P = L.penalty_tokens.size(), B = L.bias_tokens.size();
-  if (n > size_t(max_seqs_))
-    fail("cuda backend: a step samples {} rows, more than the {} sequences reserved", n, max_seqs_);
-  NFP_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the previous step's copy has left the blob
-  // Penalty tail: tokens, counts, prompt flags (bytes), bias tokens, bias values, then the
-  // device-only room where the kernel saves the logits it overwrites.
-  const size_t pen_tokens = blob_.end, pen_counts = pen_tokens + P, pen_flags = pen_counts + P,
-               bias_tokens = pen_flags + (P + 3) / 4, bias_values = bias_tokens + B,
-               saved = bias_values + B, tail_need = saved + P + B - blob_.end;
-  if (L.has_penalties() && tail_need > penalty_tail_)
-    grow_blob(std::max(tail_need, 2 * penalty_tail_));
   int32_t* h = host_blob_;
+  NFP_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the previous step's copy has left the blob
   auto put = [&](size_t off, const std::vector<int32_t>& v) {
     std::memcpy(h + off, v.data(), v.size() * 4);
   };
@@ -441,34 +427,10 @@ void CudaBackend::begin_step(const StepLayout& L) {
     const SamplingParams& sp = L.sampling[i];
     params[L.sample_rows[i]] = {sp.temperature, sp.top_p, sp.top_k, float(L.uniforms[i])};
   }
-  penalties_ = cuda::PenaltyBatch{};
-  if (L.has_penalties()) {
-    put(blob_.sample_rows, L.sample_rows), put(blob_.pen_indptr, L.penalty_indptr);
-    put(blob_.bias_indptr, L.bias_indptr);
-    static_assert(sizeof(L.penalty_factors[0]) == 12);
-    std::memcpy(h + blob_.factors, L.penalty_factors.data(), n * 12);
-    put(pen_tokens, L.penalty_tokens), put(pen_counts, L.penalty_counts);
-    std::memcpy(h + pen_flags, L.penalty_in_prompt.data(), P);
-    put(bias_tokens, L.bias_tokens);
-    std::memcpy(h + bias_values, L.bias_values.data(), B * 4);
-    const size_t tail_bytes = (saved - blob_.end) * 4;
-    NFP_CUDA_CHECK(cudaMemcpyAsync(blob<int32_t>(blob_.end), h + blob_.end, tail_bytes,
-                                   cudaMemcpyHostToDevice, stream_));
-    penalties_ = {int(n),
-                  blob<int32_t>(blob_.sample_rows),
-                  blob<float>(blob_.factors),
-                  blob<int32_t>(blob_.pen_indptr),
-                  blob<int32_t>(pen_tokens),
-                  blob<int32_t>(pen_counts),
-                  blob<uint8_t>(pen_flags),
-                  blob<int32_t>(blob_.bias_indptr),
-                  blob<int32_t>(bias_tokens),
-                  blob<float>(bias_values),
-                  blob<float>(saved)};
-  }
   const size_t bytes = (blob_.kv_indices + L.kv_indices.size()) * 4;
   NFP_CUDA_CHECK(cudaMemcpyAsync(dptr<int32_t>(*dev_blob_, bytes, "step blob"), h, bytes,
                                  cudaMemcpyHostToDevice, stream_));
+  upload_penalties(L);
   T_ = T, R_ = R, step_ = &L;
   batch_ = cuda::AttnBatch{S,
                            int(T),
@@ -479,20 +441,71 @@ void CudaBackend::begin_step(const StepLayout& L) {
                            blob<int32_t>(blob_.kv_indices),
                            blob<int32_t>(blob_.kv_last)};
   if (fi_ && S > 0)
-    fi_->plan(L.q_indptr.data(), L.kv_indptr.data(), L.kv_last_page_len.data(), S, stream_);
+    fi_->plan(L.q_indptr.data(), L.kv_indptr.data(), L.kv_last_page_len.data(), S, stream_,
+              L.graph);
 }
 
-std::vector<SampledToken> CudaBackend::sample(const Buffer& logits, int64_t V, int64_t row_begin,
-                                              int64_t rows) {
+// Sections, int32 units: sample rows [n], factors [3n], pen_indptr [n+1], bias_indptr [n+1],
+// seen tokens [P], their output counts [P], prompt flags [P bytes], bias tokens [B], bias values
+// [B]; then device-only room where the kernel saves the logits it overwrites [P + B]. Called by
+// begin_step after the stream synchronized: the previous step's copy has left the host buffer.
+void CudaBackend::upload_penalties(const StepLayout& L) {
+  penalties_ = cuda::PenaltyBatch{};
+  if (!L.has_penalties()) return;
+  if (L.graph) fail("cuda backend: internal: a graph step carries penalties");
+  const size_t n = L.sample_rows.size(), P = L.penalty_tokens.size(), B = L.bias_tokens.size();
+  const size_t rows = 0, factors = rows + n, pen_indptr = factors + 3 * n,
+               bias_indptr = pen_indptr + n + 1, pen_tokens = bias_indptr + n + 1,
+               pen_counts = pen_tokens + P, pen_flags = pen_counts + P,
+               bias_tokens = pen_flags + (P + 3) / 4, bias_values = bias_tokens + B,
+               saved = bias_values + B, need = saved + P + B;
+  if (need > pen_room_) {  // grow: max(need, twice the room), 256 KiB at least
+    const size_t room = std::max({need, 2 * pen_room_, size_t(1) << 16});
+    int32_t* h = nullptr;
+    NFP_CUDA_CHECK(cudaMallocHost(&h, room * 4));
+    BufferPtr d;
+    try {
+      d = alloc(room * 4);
+    } catch (...) {
+      cudaFreeHost(h);
+      throw;
+    }
+    if (host_pen_) cudaFreeHost(host_pen_);
+    host_pen_ = h, dev_pen_ = std::move(d), pen_room_ = room;
+  }
+  int32_t* h = host_pen_;
+  auto put = [&](size_t off, const void* src, size_t bytes) { std::memcpy(h + off, src, bytes); };
+  static_assert(sizeof(L.penalty_factors[0]) == 12);
+  put(rows, L.sample_rows.data(), n * 4), put(factors, L.penalty_factors.data(), n * 12);
+  put(pen_indptr, L.penalty_indptr.data(), (n + 1) * 4);
+  put(bias_indptr, L.bias_indptr.data(), (n + 1) * 4);
+  put(pen_tokens, L.penalty_tokens.data(), P * 4), put(pen_counts, L.penalty_counts.data(), P * 4);
+  put(pen_flags, L.penalty_in_prompt.data(), P);
+  put(bias_tokens, L.bias_tokens.data(), B * 4), put(bias_values, L.bias_values.data(), B * 4);
+  int32_t* d = dptr<int32_t>(*dev_pen_, saved * 4, "penalty lists");
+  NFP_CUDA_CHECK(cudaMemcpyAsync(d, h, saved * 4, cudaMemcpyHostToDevice, stream_));
+  penalties_ = {int(n),
+                d + rows,
+                reinterpret_cast<const float*>(d + factors),
+                d + pen_indptr,
+                d + pen_tokens,
+                d + pen_counts,
+                reinterpret_cast<const uint8_t*>(d + pen_flags),
+                d + bias_indptr,
+                d + bias_tokens,
+                reinterpret_cast<const float*>(d + bias_values),
+                reinterpret_cast<float*>(d + saved)};
+}
+
+void CudaBackend::sample_enqueue(const Buffer& logits, int64_t V, int64_t row_begin, int64_t rows) {
   const StepLayout& L = *step_;
-  std::vector<SampledToken> res;
-  int top = -1;
+  pending_top_ = -1, pending_any_ = false;
   for (size_t i = 0; i < L.sample_rows.size(); ++i)
-    if (L.sample_rows[i] >= row_begin && L.sample_rows[i] < row_begin + rows)
-      top = std::max(top, L.top_logprobs[i]);
-  bool any = false;
-  for (int32_t r : L.sample_rows) any |= r >= row_begin && r < row_begin + rows;
-  if (!any) return res;
+    if (L.sample_rows[i] >= row_begin && L.sample_rows[i] < row_begin + rows) {
+      pending_any_ = true;
+      pending_top_ = std::max(pending_top_, L.top_logprobs[i]);
+    }
+  if (!pending_any_) return;
   const float* lg = dptr<const float>(logits, size_t(rows * V) * 4, "sample logits");
   auto* out = dptr<uint8_t>(*dev_out_, 0, "sample out");
   auto* tokens = reinterpret_cast<int32_t*>(out);
@@ -507,13 +520,21 @@ std::vector<SampledToken> CudaBackend::sample(const Buffer& logits, int64_t V, i
   cuda::sample_tokens(lg, int(rows), int(V), blob<cuda::SampleParams>(blob_.params) + row_begin,
                       tokens, nullptr, 0, stream_);
   cuda::restore_penalized(raw, int(V), int(row_begin), int(rows), penalties_, stream_);
-  const int n = std::max(top, 0);
-  if (top >= 0)
-    cuda::logprobs_topn(lg, int(rows), int(V), tokens, n, chosen_lp, top_ids, top_lp, stream_);
+  if (pending_top_ >= 0)
+    cuda::logprobs_topn(lg, int(rows), int(V), tokens, pending_top_, chosen_lp, top_ids, top_lp,
+                        stream_);
+}
+
+std::vector<SampledToken> CudaBackend::sample_collect(int64_t row_begin, int64_t rows) {
+  const StepLayout& L = *step_;
+  std::vector<SampledToken> res;
+  if (!pending_any_) return res;
+  const int top = pending_top_, n = std::max(top, 0);
   // One copy back: tokens, and the log-probabilities when asked for.
   const size_t bytes =
       top >= 0 ? size_t(max_rows_) * (8 + 8 * cuda::kMaxTopLogprobs) : size_t(rows) * 4;
-  NFP_CUDA_CHECK(cudaMemcpyAsync(host_out_, out, bytes, cudaMemcpyDeviceToHost, stream_));
+  NFP_CUDA_CHECK(cudaMemcpyAsync(host_out_, dptr<uint8_t>(*dev_out_, bytes, "sample out"), bytes,
+                                 cudaMemcpyDeviceToHost, stream_));
   NFP_CUDA_CHECK(cudaStreamSynchronize(stream_));
   const auto* ht = reinterpret_cast<const int32_t*>(host_out_);
   const auto* hc = reinterpret_cast<const float*>(host_out_ + size_t(max_rows_) * 4);
@@ -535,6 +556,29 @@ std::vector<SampledToken> CudaBackend::sample(const Buffer& logits, int64_t V, i
     res.push_back(std::move(t));
   }
   return res;
+}
+
+void CudaBackend::graph_capture_begin() {
+  // Thread-local: other threads (HTTP) never touch this stream; their CUDA calls stay legal.
+  NFP_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+}
+
+void CudaBackend::graph_capture_end(int64_t key) {
+  cudaGraph_t g = nullptr;
+  NFP_CUDA_CHECK(cudaStreamEndCapture(stream_, &g));
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t e = cudaGraphInstantiate(&exec, g, 0);
+  cudaGraphDestroy(g);
+  NFP_CUDA_CHECK(e);
+  if (auto it = graphs_.find(key); it != graphs_.end()) cudaGraphExecDestroy(it->second);
+  graphs_[key] = exec;
+}
+
+bool CudaBackend::graph_replay(int64_t key) {
+  const auto it = graphs_.find(key);
+  if (it == graphs_.end()) return false;
+  NFP_CUDA_CHECK(cudaGraphLaunch(it->second, stream_));
+  return true;
 }
 
 }  // namespace
