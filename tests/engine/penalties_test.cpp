@@ -274,3 +274,19 @@ TEST(EnginePenalties, BadValuesAreRequestErrors) {
   r.penalties.repetition_penalty = -1.f;
   EXPECT_THROW(e.add_request(r), RequestError);
 }
+
+// n samples of one request: each keeps its own output counts (sample j runs as the request alone
+// with seed + j would).
+TEST(EnginePenalties, EachOfNSamplesHasItsOwnHistory) {
+  auto r = request(16, 0.9f, 50, 1);
+  r.penalties.frequency_penalty = 1.5f, r.penalties.repetition_penalty = 1.3f;
+  FakeExecutor ex(kVocab, 128, 1024);
+  Engine e(ex, EngineConfig{});
+  auto ss = e.add_requests(r, 3);
+  ASSERT_EQ(ss.size(), 3u);
+  for (uint64_t j = 0; j < 3; ++j) {
+    auto rj = r;
+    rj.sampling.seed = 50 + j;
+    EXPECT_EQ(drain(*ss[j], &e).token_ids, expected(rj, {})) << "sample " << j;
+  }
+}
