@@ -287,6 +287,7 @@ void ModelRunner::build_layout(const StepInput& in) {
     v->clear();
   L.sampling.clear(), L.uniforms.clear(), host_rows_.clear();
   L.max_q_len = L.max_kv_len = 0;
+  L.graph = false;
   L.q_indptr.push_back(0), L.kv_indptr.push_back(0);
   for (size_t si = 0; si < in.seqs.size(); ++si) {
     const SeqChunk& s = in.seqs[si];
