@@ -297,6 +297,7 @@ void ModelRunner::build_layout(const StepInput& in) {
   L.penalty_factors.clear(), L.penalty_in_prompt.clear(), L.bias_values.clear();
   L.penalty_indptr.push_back(0), L.bias_indptr.push_back(0);
   L.max_q_len = L.max_kv_len = 0;
+  L.graph = false;
   L.q_indptr.push_back(0), L.kv_indptr.push_back(0);
   for (size_t si = 0; si < in.seqs.size(); ++si) {
     const SeqChunk& s = in.seqs[si];
