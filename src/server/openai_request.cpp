@@ -200,11 +200,38 @@ json chat_messages(const json* m) {
   return out;
 }
 
-// Refuses any top-level field outside `known` (null values count as absent, as everywhere).
+// The generation fields both /v1/completions and /v1/chat/completions honour (parse_common).
+constexpr std::string_view kGenerationFields[] = {"model",
+                                                  "max_tokens",
+                                                  "temperature",
+                                                  "top_p",
+                                                  "top_k",
+                                                  "seed",
+                                                  "stop",
+                                                  "stream",
+                                                  "stream_options",
+                                                  "n",
+                                                  "best_of",
+                                                  "presence_penalty",
+                                                  "frequency_penalty",
+                                                  "logit_bias",
+                                                  "repetition_penalty",
+                                                  "min_tokens",
+                                                  "ignore_eos",
+                                                  "include_stop_str_in_output",
+                                                  "stop_token_ids",
+                                                  "logprobs",
+                                                  "user"};
+
+// Refuses any top-level field outside `known` (and kGenerationFields when `generation`); null
+// values count as absent, as everywhere.
 void only_fields(const json& body, std::initializer_list<std::string_view> known,
-                 const char* endpoint) {
+                 const char* endpoint, bool generation = false) {
+  auto in = [](const auto& list, const std::string& k) {
+    return std::find(std::begin(list), std::end(list), k) != std::end(list);
+  };
   for (const auto& [k, v] : body.items()) {
-    if (v.is_null() || std::find(known.begin(), known.end(), k) != known.end()) continue;
+    if (v.is_null() || in(known, k) || (generation && in(kGenerationFields, k))) continue;
     bad(k, fmt::format("'{}' is not a field this server honours on {}: remove it", k, endpoint));
   }
 }
@@ -368,32 +395,7 @@ Parsed<T> run(std::string_view body, F&& fill) {
 
 Parsed<CompletionRequest> parse_completion_request(std::string_view body) {
   return run<CompletionRequest>(body, [](const json& j, CompletionRequest& r) {
-    only_fields(j,
-                {"model",
-                 "prompt",
-                 "max_tokens",
-                 "temperature",
-                 "top_p",
-                 "top_k",
-                 "seed",
-                 "stop",
-                 "stream",
-                 "stream_options",
-                 "n",
-                 "best_of",
-                 "presence_penalty",
-                 "frequency_penalty",
-                 "logit_bias",
-                 "repetition_penalty",
-                 "min_tokens",
-                 "ignore_eos",
-                 "include_stop_str_in_output",
-                 "stop_token_ids",
-                 "logprobs",
-                 "echo",
-                 "suffix",
-                 "user"},
-                "/v1/completions");
+    only_fields(j, {"prompt", "echo", "suffix"}, "/v1/completions", true);
     parse_common(j, r, false);
     Fields f(j);
     const json* p = f.get("prompt");
@@ -443,35 +445,9 @@ Parsed<CompletionRequest> parse_completion_request(std::string_view body) {
 Parsed<ChatRequest> parse_chat_request(std::string_view body) {
   return run<ChatRequest>(body, [](const json& j, ChatRequest& r) {
     only_fields(j,
-                {"model",
-                 "messages",
-                 "max_tokens",
-                 "max_completion_tokens",
-                 "temperature",
-                 "top_p",
-                 "top_k",
-                 "seed",
-                 "stop",
-                 "stream",
-                 "stream_options",
-                 "n",
-                 "best_of",
-                 "presence_penalty",
-                 "frequency_penalty",
-                 "logit_bias",
-                 "repetition_penalty",
-                 "min_tokens",
-                 "ignore_eos",
-                 "include_stop_str_in_output",
-                 "stop_token_ids",
-                 "logprobs",
-                 "top_logprobs",
-                 "add_generation_prompt",
-                 "tools",
-                 "tool_choice",
-                 "response_format",
-                 "user"},
-                "/v1/chat/completions");
+                {"messages", "max_completion_tokens", "top_logprobs", "add_generation_prompt",
+                 "tools", "tool_choice", "response_format"},
+                "/v1/chat/completions", true);
     parse_common(j, r, true);
     if (r.best_of > r.n)
       bad("best_of", "'best_of' is only supported on /v1/completions: use 'n' for more choices");
