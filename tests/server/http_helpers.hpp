@@ -2,6 +2,7 @@
 // Helpers for the HTTP tests: an in-process server on pystd-16m on a free loopback port, a JSON
 // client, an SSE parser and a raw socket for disconnect tests.
 #include <arpa/inet.h>
+#include <gtest/gtest.h>
 #include <httplib.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -137,5 +138,22 @@ inline int raw_request(int port, const std::string& path, const std::string& bod
   }
   return fd;
 }
+
+// One in-process server (config()) shared by every test of a suite: started before the suite's
+// first test, stopped after its last.
+class SuiteServer : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    stack_ = new server::ServingStack(config());
+    stack_->start();
+  }
+  static void TearDownTestSuite() {
+    delete stack_;
+    stack_ = nullptr;
+  }
+  static int port() { return stack_->port(); }
+  static Engine& engine() { return stack_->engine(); }
+  static inline server::ServingStack* stack_ = nullptr;
+};
 
 }  // namespace nestedfp::httptest

@@ -14,20 +14,7 @@ using namespace nestedfp::httptest;
 
 namespace {
 
-class Samples : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    stack_ = new server::ServingStack(config());
-    stack_->start();
-  }
-  static void TearDownTestSuite() {
-    delete stack_;
-    stack_ = nullptr;
-  }
-  static int port() { return stack_->port(); }
-  static server::ServingStack* stack_;
-};
-server::ServingStack* Samples::stack_ = nullptr;
+class Samples : public SuiteServer {};
 
 const char* kPrompt = "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n";
 

@@ -12,19 +12,9 @@ using namespace std::chrono_literals;
 
 namespace {
 
-class Serve : public ::testing::Test {
+class Serve : public SuiteServer {
  protected:
-  static void SetUpTestSuite() {
-    stack_ = new server::ServingStack(config());
-    stack_->start();
-  }
-  static void TearDownTestSuite() {
-    delete stack_;
-    stack_ = nullptr;
-  }
   void SetUp() override { stack_->engine().set_precision_policy("fp16"); }
-  static int port() { return stack_->port(); }
-  static Engine& engine() { return stack_->engine(); }
   static bool idle_and_free() {
     for (int i = 0; i < 500; ++i) {
       auto s = engine().stats();
@@ -33,9 +23,7 @@ class Serve : public ::testing::Test {
     }
     return false;
   }
-  static server::ServingStack* stack_;
 };
-server::ServingStack* Serve::stack_ = nullptr;
 
 std::string stream_text(const Sse& s, bool chat) {
   std::string t;
