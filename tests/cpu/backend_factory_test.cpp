@@ -1,0 +1,48 @@
+// make_backend: the one place that picks a backend (auto | cpu | cuda) and explains refusals.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "nestedfp/backend.hpp"
+#include "nestedfp/error.hpp"
+
+using namespace nestedfp;
+
+namespace {
+std::string error_of(const backend::BackendOptions& o) {
+  try {
+    backend::make_backend(o);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+}  // namespace
+
+TEST(BackendFactory, CpuAndUnknownDevices) {
+  backend::BackendOptions o;
+  o.device = "cpu";
+  o.cpu_threads = 1;
+  auto be = backend::make_backend(o);
+  ASSERT_TRUE(be);
+  EXPECT_FALSE(be->is_gpu());
+  EXPECT_NE(be->name().find("cpu"), std::string::npos);
+  o.device = "tpu";
+  EXPECT_NE(error_of(o).find("unknown device 'tpu'"), std::string::npos) << error_of(o);
+}
+
+#ifndef NESTEDFP_HAVE_CUDA
+// A build without CUDA: auto falls back to the cpu backend; asking for cuda says why not and what
+// to do instead.
+TEST(BackendFactory, CudaWithoutCudaBuildIsRefusedClearly) {
+  backend::BackendOptions o;
+  o.cpu_threads = 1;
+  o.device = "auto";
+  EXPECT_FALSE(backend::make_backend(o)->is_gpu());
+  EXPECT_NE(backend::describe_auto_device().find("cpu"), std::string::npos);
+  o.device = "cuda";
+  const std::string e = error_of(o);
+  EXPECT_NE(e.find("built without CUDA"), std::string::npos) << e;
+  EXPECT_NE(e.find("--device cpu"), std::string::npos) << e;
+}
+#endif
