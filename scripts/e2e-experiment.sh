@@ -18,6 +18,7 @@
 #   E2E_CODE=1              also replay the code trace (bursty) at E2E_CODE_SCALE, one window
 #   E2E_GRID=1              the throughput grid (E2E_IN, E2E_OUT, E2E_CONC, E2E_PROMPTS)
 #   E2E_PLAIN=1             the plain FP16 server for the grid
+#   E2E_DEADLINE_S=500      no run starts (or continues) later than this; the report follows
 #   BIN, MODEL, DEVICE, PORT, TRACES (../shared/data/traces)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,6 +43,7 @@ OUT=${OUT:-build/e2e}
 TRACES=${TRACES:-$root/../shared/data/traces}
 PORT=${PORT:-18431}
 shrink=${E2E_SHRINK:-1}
+deadline=${E2E_DEADLINE_S:-$([ "$small" = 1 ] && echo 300 || echo 500)}  # s after start; then the report
 replay=$(awk -v r="$replay" -v s="$shrink" 'BEGIN { printf "%.1f", r * s }')
 do_code=${E2E_CODE:-1}; do_grid=${E2E_GRID:-1}; do_plain=${E2E_PLAIN:-1}
 policies="fp16 fp8 dynamic slo"
@@ -68,7 +70,7 @@ est=$(awk -v ns="$n_scales" -v r="$replay" -v code="$do_code" -v grid="$do_grid"
     drain = small ? 2 : 7; t = load + 4 * ns * (r + drain) + (code ? 4 * (r + drain) : 0)
     if (grid) t += (small ? 6 : 35) * (plain ? 3 : 2) + (plain ? load : 0)
     printf "%d", t + 10 }')
-note "estimate: ~${est} s ($n_scales conv scales x 4 policies x ${replay} s replays, code trace: $do_code, grid: $do_grid, plain FP16: $do_plain)"
+note "estimate: ~${est} s, deadline ${deadline} s + report ($n_scales conv scales x 4 policies x ${replay} s replays, code trace: $do_code, grid: $do_grid, plain FP16: $do_plain)"
 rm -rf "$OUT"; mkdir -p "$OUT/results"
 t_start=$(date +%s)
 
@@ -86,15 +88,27 @@ start_server() {  # name, extra serve args...
   done
   note "server $name not healthy after 300 s"; exit 1
 }
-stop_server() { [ -n "$pid" ] && { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; pid=""; }; }
+stop_server() {
+  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; pid=""; fi
+}
 trap stop_server EXIT
 set_policy() {
   local r; r=$(curl -sf -X POST "$url/admin/precision" -H 'Content-Type: application/json' -d "{\"precision\": \"$1\"}") \
     || { note "POST /admin/precision $1 failed"; exit 1; }
   note "policy: $r"
 }
-bench() { "$BIN" bench serve --url "$url" --ignore-eos --timeout 120 --metrics-interval 0.5 "$@" > "$OUT/bench.log" 2>&1 \
-  || { tail -20 "$OUT/bench.log"; note "bench serve $* failed"; exit 1; }; tail -2 "$OUT/bench.log" | head -1 >&2; }
+# Every run must end by the deadline: a run that cannot start with `need` seconds left is skipped,
+# one still going at the deadline is stopped; the report covers what finished.
+left() { echo $(( deadline - ($(date +%s) - t_start) )); }
+bench() {  # need_s, bench serve args...
+  local need=$1 rest rc=0; shift; rest=$(left)
+  if [ "$rest" -lt "$need" ]; then note "skipped (${rest} s left before the deadline): $*"; return 1; fi
+  timeout "$rest" "$BIN" bench serve --url "$url" --ignore-eos --timeout 120 --metrics-interval 0.5 "$@" \
+    > "$OUT/bench.log" 2>&1 || rc=$?
+  if [ "$rc" = 124 ]; then note "stopped at the deadline: $*"; return 1; fi
+  [ "$rc" = 0 ] || { tail -20 "$OUT/bench.log"; note "bench serve $* failed"; exit 1; }
+  tail -2 "$OUT/bench.log" | head -1 >&2
+}
 
 # The nested server starts with an slo policy so its latency model is calibrated once, at start;
 # the placeholder targets are replaced after the unloaded latency is measured.
@@ -111,9 +125,9 @@ replay_trace() {  # trace, start, scales; the first run (fp16) measures the unlo
         *) set_policy "$p" ;;
       esac
       note "$trace x$sc $p ($(( $(date +%s) - t_start )) s so far)"
-      bench --mode trace --trace "$TRACES/azure_llm_2023_$trace.csv" --start "$start" \
+      bench "$(awk -v r="$replay" 'BEGIN { printf "%d", r + 3 }')" --mode trace --trace "$TRACES/azure_llm_2023_$trace.csv" --start "$start" \
         --duration "$(awk -v s="$sc" -v r="$replay" 'BEGIN { print s * r }')" --time-scale "$sc" \
-        --middle-ratio 0.7 "${lens[@]}" "${extra[@]}" --out "$dir"
+        --middle-ratio 0.7 "${lens[@]}" "${extra[@]}" --out "$dir" || { rm -rf "$dir"; [ -n "$slo_spec" ] || return 0; continue; }
       [ "$p" = slo ] && { curl -s "$url/metrics" | grep -E "^nestedfp_(slo|latency_model)" > "$dir/slo-metrics.txt" || true; }
       if [ -z "$slo_spec" ]; then  # the slo policy aims at the stricter SLO: 10x unloaded FP16
         slo_spec=$("$BIN" bench e2e-report --slo-spec-from "$dir/bench_serve_trace.json" --scale 10)
@@ -122,20 +136,21 @@ replay_trace() {  # trace, start, scales; the first run (fp16) measures the unlo
     done
   done
 }
+# Grid first on the nested server (the throughput goal), then the replays, then the plain server.
+grid=(--mode throughput --input-lens "$grid_in" --output-lens "$grid_out" --concurrency "$grid_conc" --num-prompts "$prompts")
+grid_s=$([ "$small" = 1 ] && echo 5 || echo 30)
+if [ "$do_grid" = 1 ]; then
+  set_policy fp16; note "grid nested-fp16"; bench "$grid_s" "${grid[@]}" --out "$OUT/throughput/nested-fp16" || rm -rf "$OUT/throughput/nested-fp16"
+  set_policy fp8; note "grid nested-fp8"; bench "$grid_s" "${grid[@]}" --out "$OUT/throughput/nested-fp8" || rm -rf "$OUT/throughput/nested-fp8"
+fi
 replay_trace conv 60 "$scales"
 [ "$do_code" = 1 ] && replay_trace code 186 "$code_scale"  # 196-200 s: ~25 requests/s of ~2k tokens
-
-if [ "$do_grid" = 1 ]; then
-  grid=(--mode throughput --input-lens "$grid_in" --output-lens "$grid_out" --concurrency "$grid_conc" --num-prompts "$prompts")
-  set_policy fp16; note "grid nested-fp16"; bench "${grid[@]}" --out "$OUT/throughput/nested-fp16"
-  set_policy fp8; note "grid nested-fp8"; bench "${grid[@]}" --out "$OUT/throughput/nested-fp8"
-  stop_server
-  if [ "$do_plain" = 1 ]; then
-    start_server plain --weights fp16 --precision fp16
-    note "grid fp16-plain"; bench "${grid[@]}" --out "$OUT/throughput/fp16-plain"
-  fi
-fi
 stop_server
+if [ "$do_grid" = 1 ] && [ "$do_plain" = 1 ] && [ "$(left)" -gt $((load_s + grid_s)) ]; then
+  start_server plain --weights fp16 --precision fp16
+  note "grid fp16-plain"; bench "$grid_s" "${grid[@]}" --out "$OUT/throughput/fp16-plain" || rm -rf "$OUT/throughput/fp16-plain"
+  stop_server
+fi
 
 prefix=$OUT/results/$(date -u +%F)-e2e
 "$BIN" bench e2e-report "$OUT" --out "$prefix" --title "$title" --device "$device" --commit "$commit" \

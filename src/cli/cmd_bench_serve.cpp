@@ -71,7 +71,7 @@ struct Opts {
   std::string token_range = "100:8000";
   bool ignore_eos = false;
   uint64_t seed = 0;
-  double metrics_interval = 1, timeout = 600;
+  double metrics_interval = 0.5, timeout = 600;
 };
 
 int run(const Opts& o) {
