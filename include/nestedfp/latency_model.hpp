@@ -38,7 +38,8 @@ class LatencyModel {
   // A measured step of the engine.
   void observe(const StepTiming& t);
 
-  // Predicted seconds of a step (never below 10 us). An unknown precision (no prior, nothing
+  // Predicted seconds of a step, never below the fastest step measured in that precision (a
+  // least-squares line can have a negative intercept). An unknown precision (no prior, nothing
   // observed) borrows the other's prediction, so it never looks faster than a known one.
   double predict(Precision p, int tokens, int seqs) const;
   bool known(Precision p) const { return st_[idx(p)].known; }
@@ -53,6 +54,7 @@ class LatencyModel {
     std::array<double, 9> xtx{};  // decayed sums over observations (scaled features)
     std::array<double, 3> xty{};
     uint64_t observed = 0;
+    double floor_s = 1e-5;  // the fastest step measured: no prediction goes below it
   };
   void refit(State& s) const;
   double decay_;

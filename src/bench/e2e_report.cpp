@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -93,6 +94,17 @@ E2eData load_e2e(const std::string& dir, const E2eOptions& o) {
                              m.at("steps_fp8").get<double>(), m.at("tokens_fp16").get<double>(),
                              m.at("tokens_fp8").get<double>()});
       r.fp16_step_share = step_share(r.metrics);
+      if (std::ifstream sm(rd / "slo-metrics.txt"); sm) {  // written by the script after slo runs
+        std::string line;
+        while (std::getline(sm, line)) {
+          auto sp = line.rfind(' ');
+          if (sp == std::string::npos) continue;
+          if (line.rfind("nestedfp_slo_target_seconds{target=\"ttft\"}", 0) == 0)
+            r.slo_ttft_s = std::atof(line.c_str() + sp + 1);
+          if (line.rfind("nestedfp_slo_target_seconds{target=\"tpot\"}", 0) == 0)
+            r.slo_tpot_s = std::atof(line.c_str() + sp + 1);
+        }
+      }
       t.runs.push_back(std::move(r));
     }
     if (t.runs.empty()) continue;

@@ -29,8 +29,9 @@ struct TraceRun {
   double time_scale = 0, rate = 0;  // offered requests/s over the replay
   std::vector<RequestResult> requests;
   std::vector<MetricsSample> metrics;
-  double fp16_step_share = 0;     // over the whole replay (NaN: no metrics)
-  std::vector<Summary> at_scale;  // one per E2eOptions::slo_scales, middle ratio applied
+  double fp16_step_share = 0;             // over the whole replay (NaN: no metrics)
+  double slo_ttft_s = 0, slo_tpot_s = 0;  // the slo policy's targets (its slo-metrics.txt)
+  std::vector<Summary> at_scale;          // one per E2eOptions::slo_scales, middle ratio applied
 };
 
 struct TraceExperiment {

@@ -155,7 +155,8 @@ std::vector<std::string> write_e2e_report(const E2eData& d, const E2eOptions& o,
       "the unloaded FP16 TTFT and TPOT (measured first, at the trace window's median lengths); a "
       "request meets the SLO when it meets both. Policies are switched with POST "
       "/admin/precision on one server; `dynamic` switches at half the token budget (1024 of "
-      "2048 on the GPU, the original system's rule); `slo` aims at the first multiple.\n\n"
+      "2048 on the GPU, the original system's rule); `slo`'s targets are given below each trace "
+      "table.\n\n"
       "## Goals\n\n| goal | result | numbers |\n|---|---|---|\n",
       o.middle_ratio * 100, multiples);
   for (auto& g : goals)
@@ -196,6 +197,15 @@ std::vector<std::string> write_e2e_report(const E2eData& d, const E2eOptions& o,
             std::isnan(r.fp16_step_share) ? nlohmann::json() : nlohmann::json(r.fp16_step_share)},
            {"summary", to_json(s)}});
     }
+    for (auto& r : t.runs)
+      if (r.slo_ttft_s > 0 || r.slo_tpot_s > 0) {
+        md += fmt::format(
+            "\nThe slo policy's targets: TTFT {:.1f} ms, TPOT {:.2f} ms ({:.1f}x and "
+            "{:.1f}x unloaded).\n",
+            r.slo_ttft_s * 1e3, r.slo_tpot_s * 1e3, r.slo_ttft_s / t.unloaded_ttft_s,
+            t.unloaded_tpot_s > 0 ? r.slo_tpot_s / t.unloaded_tpot_s : 0.0);
+        break;
+      }
     std::string png = ti == 0 ? prefix + ".png" : prefix + "-" + t.name + ".png";
     trace_png(t, o, png);
     written.push_back(png);

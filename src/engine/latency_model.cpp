@@ -73,7 +73,7 @@ void LatencyModel::set_prior(Precision p, Coeffs c) {
 void LatencyModel::set_prior(Precision p, const std::vector<StepTiming>& timings) {
   std::array<double, 9> A{};
   std::array<double, 3> y{};
-  double mean = 0;
+  double mean = 0, fastest = 1e30;
   int n = 0;
   for (const auto& t : timings) {
     if (t.precision != p) continue;
@@ -83,10 +83,12 @@ void LatencyModel::set_prior(Precision p, const std::vector<StepTiming>& timings
       y[i] += x[i] * t.seconds;
     }
     mean += t.seconds, ++n;
+    fastest = std::min(fastest, t.seconds);
   }
   if (n == 0) fail("latency model: no {} timings to fit", to_string(p));
   // A tiny ridge towards "constant time" keeps under-determined fits (one or two points) sane.
   set_prior(p, unscale(ridge_solve(A, y, 1e-8, {mean / n, 0, 0})));
+  st_[idx(p)].floor_s = std::max(1e-5, fastest);
 }
 
 void LatencyModel::observe(const StepTiming& t) {
@@ -102,7 +104,9 @@ void LatencyModel::observe(const StepTiming& t) {
   if (!s.known) {  // the first observation stands in for a prior: constant time
     s.known = true;
     s.prior = {t.seconds, 0, 0};
+    s.floor_s = t.seconds;
   }
+  s.floor_s = std::max(1e-5, std::min(s.floor_s, t.seconds));
   ++s.observed;
   refit(s);
 }
@@ -116,7 +120,7 @@ double LatencyModel::predict(Precision p, int tokens, int seqs) const {
   if (!s->known) s = &st_[1 - idx(p)];
   if (!s->known) return 1e-5;
   double v = s->fit.a + s->fit.b * tokens + s->fit.c * seqs;
-  return std::max(v, 1e-5);
+  return std::max(v, s->floor_s);
 }
 
 std::vector<StepTiming> load_step_timings(const std::string& path) {

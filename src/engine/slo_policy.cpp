@@ -17,6 +17,7 @@ namespace {
 constexpr const char* kSloForm = "slo[:ttft=MS,tpot=MS,hysteresis=F,gain=F]";
 // Steps over which TPOT is averaged: roughly the next output tokens of a running request.
 constexpr int kTpotHorizon = 32;
+constexpr double kRecentWeight = 1.0 / kTpotHorizon;  // EWMA weight of the latest step's shape
 
 struct SloParams {
   double ttft_ms = 0, tpot_ms = 0;  // 0 = no target (kept in ms so the spec prints back exactly)
@@ -42,7 +43,16 @@ class SloPolicy final : public PrecisionPolicy {
 
   Precision choose(const StepLoad& load) override {
     const double tighten = last_ == Precision::FP8 ? 1 - p_.hysteresis : 1;
-    for (Precision p : {Precision::FP16, Precision::FP8}) pred_[idx(p)] = predict(p, load);
+    for (Precision p : {Precision::FP16, Precision::FP8}) {
+      // The recent steps that running requests waited through, at this precision: under steady
+      // arrivals each new prompt brings a full step that the current queue does not show yet.
+      // Starts at 0, so a single large step early on does not dominate.
+      double& r = recent_[idx(p)];
+      if (load.num_decode_seqs > 0)
+        r += kRecentWeight * (m_.predict(p, load.num_tokens, load.num_seqs) - r);
+      pred_[idx(p)] = predict(p, load);
+      if (load.num_decode_seqs > 0) pred_[idx(p)].tpot_s = std::max(pred_[idx(p)].tpot_s, r);
+    }
     const Pred &h = pred_[0], &e = pred_[1];
     const bool miss_ttft = p_.ttft_s() > 0 && h.savable && h.ttft_s > tighten * p_.ttft_s();
     const bool miss_tpot = p_.tpot_s() > 0 && h.tpot_s > 0 && h.tpot_s > tighten * p_.tpot_s();
@@ -131,6 +141,7 @@ class SloPolicy final : public PrecisionPolicy {
   const LatencyModel& m_;
   Precision last_ = Precision::FP16;
   std::array<Pred, 2> pred_{};
+  std::array<double, 2> recent_{};  // EWMA of predicted step times over the recent steps
   std::array<std::array<uint64_t, kReasons>, 2> decisions_{};
 };
 

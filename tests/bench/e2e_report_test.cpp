@@ -63,6 +63,9 @@ TEST(E2eReport, RecomputesAttainmentAndJudgesTheGoals) {
   trace_run(d / "trace-conv/fp8-x2", 2, 0, 100);         // 6 of 7
   trace_run(d / "trace-conv/dynamic-x2", 2, 40, 60);     // 6 of 7 but 40% FP16
   trace_run(d / "trace-conv/slo-x2", 1, 70, 30);         // 7 of 7, 70% FP16
+  std::ofstream(d / "trace-conv/slo-x2/slo-metrics.txt")
+      << "nestedfp_slo_target_seconds{target=\"ttft\"} 0.8\n"
+         "nestedfp_slo_target_seconds{target=\"tpot\"} 0.08\n";
   grid_run(d / "throughput/nested-fp16", 100);
   grid_run(d / "throughput/nested-fp8", 170);
   E2eOptions o;
@@ -78,6 +81,8 @@ TEST(E2eReport, RecomputesAttainmentAndJudgesTheGoals) {
   EXPECT_NEAR(t.runs[1].at_scale[0].slo_attainment, 6.0 / 7, 1e-12);
   EXPECT_NEAR(t.runs[3].at_scale[1].slo_attainment, 1.0, 1e-12);
   EXPECT_NEAR(t.runs[2].fp16_step_share, 0.4, 1e-12);
+  EXPECT_DOUBLE_EQ(t.runs[3].slo_ttft_s, 0.8);
+  EXPECT_DOUBLE_EQ(t.runs[3].slo_tpot_s, 0.08);
   auto goals = evaluate_goals(data, o);
   ASSERT_EQ(goals.size(), 3u);
   EXPECT_TRUE(goals[0].met) << goals[0].detail;  // 1.70x
@@ -87,6 +92,11 @@ TEST(E2eReport, RecomputesAttainmentAndJudgesTheGoals) {
 
   auto files = write_e2e_report(data, o, (d / "out").string());
   for (auto& f : files) EXPECT_GT(fs::file_size(f), 100u) << f;
+  std::ifstream md(files[0]);
+  std::string text((std::istreambuf_iterator<char>(md)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("TTFT 800.0 ms, TPOT 80.00 ms (8.0x and 8.0x unloaded)"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("| 2 | 1.00 | slo | 100.0% | 100.0% | 70.0% |"), std::string::npos) << text;
   EXPECT_EQ(files.size(), 4u);  // md, json, trace png, throughput png
 
   // slo below fp8 and dynamic short of FP16 steps: goal 2 fails; slo < dynamic: goal 3 fails.

@@ -116,6 +116,32 @@ TEST(SloPolicy, TpotTargetOverTheComingSteps) {
       << o;
 }
 
+TEST(SloPolicy, TpotCountsTheFullStepsThatSteadyArrivalsBring) {
+  LatencyModel m;
+  m.set_prior(Precision::FP16, LatencyModel::Coeffs{0.010, 1e-3, 0});
+  m.set_prior(Precision::FP8, LatencyModel::Coeffs{0.005, 5e-4, 0});
+  // A lone request: its prefill step has no decodes (not part of any TPOT), then 18 ms steps.
+  auto lone = slo(m, "slo:tpot=50,hysteresis=0");
+  EXPECT_EQ(lone->choose(queue(1, 200)), Precision::FP16);
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(lone->choose(queue(0, 0, 0, 8)), Precision::FP16) << i;
+  // A new 200-token prompt every other step beside 8 decodes: each queue alone shows one full
+  // step among 32 (24 ms), but the decodes wait through 218 ms steps half the time (~118 ms).
+  auto p = slo(m, "slo:tpot=50,hysteresis=0");
+  int fp8 = 0, first = -1;
+  for (int i = 0; i < 100; ++i) {
+    Precision c = p->choose(i % 2 ? queue(0, 0, 0, 9) : queue(1, 200, 0, 8));
+    if (c == Precision::FP8) fp8 += 1, first = first < 0 ? i : first;
+  }
+  EXPECT_GT(first, 5);  // the recent average has to build up first
+  EXPECT_GE(fp8, 60);
+  std::string o;
+  p->render_metrics(o);
+  EXPECT_NE(o.find("nestedfp_slo_decisions_total{precision=\"fp8\",reason=\"tpot\"} " +
+                   std::to_string(fp8)),
+            std::string::npos)
+      << o;
+}
+
 TEST(SloPolicy, SpecsDefaultsAndErrors) {
   auto m = model();
   EXPECT_EQ(slo(m, "slo:ttft=250,tpot=40")->spec(),
@@ -141,6 +167,17 @@ TEST(SloPolicy, SpecsDefaultsAndErrors) {
     }
   }
   EXPECT_THROW(make_precision_policy("slo:ttft=100", 512), Error);  // no latency model
+}
+
+TEST(LatencyModel, NoPredictionBelowTheFastestMeasuredStep) {
+  LatencyModel m;  // a line through these has a negative intercept
+  m.set_prior(Precision::FP8, {{Precision::FP8, 256, 1, 0.10},
+                               {Precision::FP8, 512, 2, 0.25},
+                               {Precision::FP8, 1024, 4, 0.55}});
+  EXPECT_LT(m.coeffs(Precision::FP8).a, 0);
+  EXPECT_DOUBLE_EQ(m.predict(Precision::FP8, 1, 1), 0.10);
+  m.observe({Precision::FP8, 1, 1, 0.02});
+  EXPECT_GE(m.predict(Precision::FP8, 1, 1), 0.02);
 }
 
 TEST(LatencyModel, FitRecoversALinearModelAndBorrowsForAnUnknownPrecision) {
