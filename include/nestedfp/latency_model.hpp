@@ -68,7 +68,10 @@ class LatencyModel {
 // token budget) in `prefill_precision` (default fp16: bench engine prefills in FP16). Throws Error
 // naming the file and what is missing.
 std::vector<StepTiming> load_step_timings(const std::string& path);
-// Fits both precisions' priors from such timings; throws when one precision has none.
+// Fits both precisions' priors from such timings; throws when one precision has none. A precision
+// whose largest step is under a quarter of the other's (bench engine prefills in FP16 only)
+// borrows the other's larger steps, scaled by the two precisions' geometric-mean time ratio on the
+// (tokens, seqs) points both have.
 void fit_priors(LatencyModel& m, const std::vector<StepTiming>& timings, const std::string& what);
 
 // Times a few synthetic steps through `exec` (before any request: they write KV into blocks

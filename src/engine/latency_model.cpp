@@ -167,13 +167,34 @@ std::vector<StepTiming> load_step_timings(const std::string& path) {
 }
 
 void fit_priors(LatencyModel& m, const std::vector<StepTiming>& timings, const std::string& what) {
+  auto max_tokens = [&](Precision p) {
+    int n = 0;
+    for (auto& t : timings)
+      if (t.precision == p) n = std::max(n, t.tokens);
+    return n;
+  };
+  std::vector<StepTiming> all = timings;
   for (Precision p : {Precision::FP16, Precision::FP8}) {
-    bool any = std::any_of(timings.begin(), timings.end(),
-                           [&](const StepTiming& t) { return t.precision == p; });
-    if (!any)
+    if (max_tokens(p) == 0)
       fail("{}: no {} step timings; the latency model needs both precisions", what, to_string(p));
-    m.set_prior(p, timings);
+    // bench engine measures prefill in FP16 only: a precision without large steps borrows the
+    // other's, scaled by their ratio on the steps both have (else its per-token cost is a guess
+    // from decode steps alone and large steps look nearly free).
+    Precision o = p == Precision::FP16 ? Precision::FP8 : Precision::FP16;
+    if (max_tokens(p) * 4 > max_tokens(o)) continue;
+    double lsum = 0;
+    int n = 0;
+    for (auto& a : timings)
+      for (auto& b : timings)
+        if (a.precision == p && b.precision == o && a.tokens == b.tokens && a.seqs == b.seqs &&
+            b.seconds > 0 && a.seconds > 0)
+          lsum += std::log(a.seconds / b.seconds), ++n;
+    if (n == 0) continue;
+    for (auto& b : timings)
+      if (b.precision == o && b.tokens > max_tokens(p))
+        all.push_back({p, b.tokens, b.seqs, b.seconds * std::exp(lsum / n)});
   }
+  for (Precision p : {Precision::FP16, Precision::FP8}) m.set_prior(p, all);
 }
 
 void render_latency_model(const LatencyModel& m, std::string& o) {

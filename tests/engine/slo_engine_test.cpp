@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <string>
 #include <thread>
 
 #include "engine/fake_executor.hpp"
@@ -34,6 +36,12 @@ GenerationRequest req(int prompt_len, int max_tokens, int salt) {
   return r;
 }
 
+// The value of a Prometheus line starting with `name` (NaN when absent).
+double metric(const std::string& text, const std::string& name) {
+  auto p = text.find("\n" + name + " ");
+  return p == std::string::npos ? NAN : std::stod(text.substr(p + name.size() + 2));
+}
+
 bool served(const FakeExecutor::StepRecord& s) { return !s.seq_ids.empty() && s.seq_ids[0] > 0; }
 
 }  // namespace
@@ -53,8 +61,11 @@ TEST(SloEngine, CalibratesThenUsesFp8OnlyForTheSurge) {
   ASSERT_GE(calib, 12u);
   for (auto& s : ex.steps) EXPECT_FALSE(served(s));
   std::string m = e.metrics_text();
-  EXPECT_NE(m.find("nestedfp_latency_model_coefficient{precision=\"fp16\",term=\"b\"} 0.0002"),
-            std::string::npos)
+  EXPECT_NEAR(metric(m, "nestedfp_latency_model_coefficient{precision=\"fp16\",term=\"b\"}"), 2e-4,
+              4e-5)
+      << m;  // the sleeps' 0.2 ms per token
+  EXPECT_NEAR(metric(m, "nestedfp_latency_model_coefficient{precision=\"fp8\",term=\"b\"}"), 5e-5,
+              4e-5)
       << m;
 
   // Light load: one short request at a time, FP16 throughout (~4 ms to the first token).

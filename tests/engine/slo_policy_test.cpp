@@ -2,6 +2,7 @@
 // latency model (fit, online refinement, files). docs/DESIGN.md §3.12.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -244,6 +245,8 @@ TEST(LatencyModel, LoadsStepListsAndBenchEngineFiles) {
   fit_priors(e, t, eng);
   EXPECT_NEAR(e.predict(Precision::FP16, 1, 1), 0.007, 5e-4);
   EXPECT_NEAR(e.predict(Precision::FP8, 64, 64), 0.007, 5e-4);
+  // FP8 had no prefill row: it borrows FP16's 2048-token step x (4.5/7 * 7/10)^(1/2) = 0.561.
+  EXPECT_NEAR(e.predict(Precision::FP8, 2048, 2), 0.1 * std::sqrt(4.5 / 7 * 7.0 / 10), 2e-3);
 
   std::ofstream(steps)
       << R"({"steps": [{"precision": "fp16", "tokens": 1, "seqs": 1, "seconds": 1}]})";
