@@ -126,6 +126,14 @@ GemmBytes gemm_bytes(const io::ModelConfig& c, bool fp8) {
 json profile_decode(engine::ModelRunner& r, std::vector<Seq>& seqs, Precision p, int steps,
                     const io::ModelConfig& cfg, double bw) {
   auto& be = r.backend();
+  // Unprofiled eager steps first: what the marks themselves cost is profiled - eager.
+  std::vector<double> eager;
+  r.pause_graphs(true);
+  for (int it = 0; it <= steps; ++it) {
+    const double ms = decode_step(r, seqs, p);
+    if (it > 0) eager.push_back(ms);
+  }
+  r.pause_graphs(false);
   std::map<std::string, double> sum;
   std::vector<std::string> order;
   std::vector<double> walls;
@@ -161,7 +169,7 @@ json profile_decode(engine::ModelRunner& r, std::vector<Seq>& seqs, Precision p,
   }
   double mean_wall = 0;
   for (double w : walls) mean_wall += w / double(walls.size());
-  return {{"step_ms", mean_wall}, {"sum_ms", total}, {"ops", ops}};
+  return {{"step_ms", mean_wall}, {"eager_ms", median(eager)}, {"sum_ms", total}, {"ops", ops}};
 }
 
 // Decode steps alternating FP16 / FP8 against runs of one precision (all graph replays).
@@ -335,9 +343,9 @@ json run_engine_bench(const EngineBenchOptions& o, const RunnerFactory& factory,
   all.insert(o.profile_batches.begin(), o.profile_batches.end());
   const int max_b = *all.rbegin();
   // Tokens each sequence gains after its prefill: decode points, switch runs (4 warm-up steps,
-  // then 4 x switch_steps), profiled steps (one warm-up each), and a margin.
+  // then 4 x switch_steps), eager and profiled steps (one warm-up each), and a margin.
   const int extra =
-      2 * (o.warmup + o.steps) + 4 * o.switch_steps + 4 + 2 * (o.profile_steps + 1) + 8;
+      2 * (o.warmup + o.steps) + 4 * o.switch_steps + 4 + 4 * (o.profile_steps + 1) + 8;
   const int per_seq = (o.context + extra + kKvBlockSize - 1) / kKvBlockSize + 1;
   const int offline_blocks =
       o.offline_requests > 0

@@ -58,7 +58,10 @@ std::string top_others(const Split& s, size_t n) {
 }
 
 std::string gb(double bytes) { return fmt::format("{:.2f} GB", bytes / 1e9); }
-std::string gib(double bytes) { return fmt::format("{:.2f} GiB", bytes / double(1 << 30)); }
+std::string gib(double bytes) {  // MiB below 1 GiB, so small models read too
+  return bytes < double(1 << 30) ? fmt::format("{:.1f} MiB", bytes / double(1 << 20))
+                                 : fmt::format("{:.2f} GiB", bytes / double(1 << 30));
+}
 
 // Why a decode step of `engine` at the smallest profiled batch is above the floor.
 std::string explain_floor(const json& r, const std::string& engine) {
@@ -71,12 +74,12 @@ std::string explain_floor(const json& r, const std::string& engine) {
   const double bw = r.value("copy_bandwidth_GBps", 0.0) * 1e9;
   return fmt::format(
       "{} batch 1: graph step {:.3f} ms against a floor of {:.3f} ms ({:.2f}). Eager profile at "
-      "batch {} ({:.3f} ms per step, of which graphs save {:.3f} ms of launch gaps): GEMMs + "
-      "lm_head "
-      "{:.3f} ms ({:.0f}%) reading {} at {:.0f} GB/s = {:.2f} of the copy bandwidth (at copy "
+      "batch {} ({:.3f} ms per profiled step; eager steps without marks take {:.3f} ms more than "
+      "graph replays: the launch gaps graphs remove): GEMMs + lm_head {:.3f} ms ({:.0f}%) reading "
+      "{} at {:.0f} GB/s = {:.2f} of the copy bandwidth (at copy "
       "bandwidth they would take {:.3f} ms); the rest {:.3f} ms: {}.",
       engine, num(d, "step_ms"), num(d, "floor_ms"), num(d, "floor_fraction"), b->value("batch", 0),
-      num(b, "step_ms"), num(b, "step_ms") - num(d, "step_ms"), s.gemm_ms,
+      num(b, "step_ms"), num(b, "eager_ms") - num(d, "step_ms"), s.gemm_ms,
       100 * s.gemm_ms / std::max(1e-9, num(b, "sum_ms")), gb(s.gemm_bytes),
       s.gemm_bytes / std::max(1e-9, s.gemm_ms) / 1e6,
       bw > 0 ? s.gemm_bytes / (s.gemm_ms * 1e-3) / bw : 0.0, bw > 0 ? s.gemm_bytes / bw * 1e3 : 0.0,
@@ -89,12 +92,14 @@ std::string explain_offline(const json& r, const std::string& engine) {
   if (!a || !p) return engine + ": offline run missing.";
   std::string s = fmt::format(
       "{} / plain FP16 offline = {:.3f}: executor time {:.2f} s vs {:.2f} s (executor-only ratio "
-      "{:.3f}); host time outside execute {:.2f} s vs {:.2f} s ({:.0f}% / {:.0f}% of wall), the "
-      "same host work in every mode, so it pulls the ratio towards 1.",
+      "{:.3f}); host time outside execute {:.2f} s vs {:.2f} s ({:.1f}% / {:.1f}% of wall).",
       engine, num(a, "total_tok_s") / num(p, "total_tok_s"), num(a, "executor_s"),
       num(p, "executor_s"), num(p, "executor_s") / std::max(1e-9, num(a, "executor_s")),
       num(a, "host_s"), num(p, "host_s"), 100 * num(a, "host_fraction"),
       100 * num(p, "host_fraction"));
+  if (num(a, "host_fraction") > 0.02)
+    s += " The host time is the same work in every mode and is not overlapped with the GPU, so "
+         "it pulls the ratio towards 1.";
   int big = -1;  // the largest profiled batch of both: closest to the offline steps
   for (const auto& e : r["breakdown"])
     if (e["engine"] == engine && find(r["breakdown"], "plain FP16", e["batch"].get<int>()))
@@ -152,10 +157,10 @@ void add_goals(json& r) {
     if (!(s["cost_fraction"].get<double>() <= worst))
       worst = s["cost_fraction"],
       at = fmt::format("{:+.4f} ms at batch {}", s["cost_ms"].get<double>(), s["batch"].get<int>());
-  goal("precision switch between graph steps: extra time per step / step time", worst,
+  goal("precision switch between decode steps: extra time per step / step time", worst,
        std::isfinite(worst) ? fmt::format("{:+.2f}% ({})", 100 * worst, at) : "n/a (no nested run)",
        "<= 1% (\"costs nothing\")", worst <= 0.01,
-       fmt::format("Alternating FP16/FP8 graph replays cost {} more per step than runs of one "
+       fmt::format("Alternating FP16/FP8 decode steps cost {} more per step than runs of one "
                    "precision.",
                    at));
   double host = NAN;
@@ -207,12 +212,15 @@ std::string engine_bench_markdown(const json& r) {
       "| engine | batch | step ms | tok/s | floor ms | floor / step | graph steps |\n"
       "|---|---|---|---|---|---|---|\n",
       r["options"].value("context", 0));
-  for (const auto& d : r["decode"])
-    md += fmt::format("| {} | {} | {:.3f} | {:.0f} | {:.3f} | {:.2f} | {} |\n",
-                      d["engine"].get<std::string>(), d["batch"].get<int>(),
-                      d["step_ms"].get<double>(), d["tok_s"].get<double>(),
-                      d["floor_ms"].get<double>(), d["floor_fraction"].get<double>(),
-                      d["graph_steps"].get<int>());
+  for (const char* e : kEngines)  // one engine's batches together
+    for (const auto& d : r["decode"]) {
+      if (d["engine"] != e) continue;
+      md += fmt::format("| {} | {} | {:.3f} | {:.0f} | {:.3f} | {:.2f} | {} |\n",
+                        d["engine"].get<std::string>(), d["batch"].get<int>(),
+                        d["step_ms"].get<double>(), d["tok_s"].get<double>(),
+                        d["floor_ms"].get<double>(), d["floor_fraction"].get<double>(),
+                        d["graph_steps"].get<int>());
+    }
 
   md += "\n## Prefill\n\n| engine | chunk tokens | tok/s |\n|---|---|---|\n";
   for (const auto& p : r["prefill"])
@@ -221,8 +229,9 @@ std::string engine_bench_markdown(const json& r) {
 
   if (!r["switch"].empty()) {
     md +=
-        "\n## Precision switch between graph steps (NestedFP16 <-> NestedFP8)\n\nMedian step "
-        "time of runs of one precision against steps alternating FP16/FP8 every step.\n\n"
+        "\n## Precision switch between decode steps (NestedFP16 <-> NestedFP8)\n\nMedian step "
+        "time of runs of one precision against steps alternating FP16/FP8 every step (graph "
+        "replays where the backend has graphs).\n\n"
         "| batch | FP16 runs ms | FP8 runs ms | alternating FP16 ms | alternating FP8 ms | cost "
         "ms/step |\n|---|---|---|---|---|---|\n";
     for (const auto& s : r["switch"])
@@ -238,10 +247,10 @@ std::string engine_bench_markdown(const json& r) {
       "GEMM rows: weight bytes / time, and that as a share of the copy bandwidth.\n";
   for (const auto& b : r["breakdown"]) {
     md += fmt::format(
-        "\n### {}, batch {}: step {:.3f} ms, ops sum {:.3f} ms\n\n| op | ms | share | GB/s | of "
-        "copy bw |\n|---|---|---|---|---|\n",
+        "\n### {}, batch {}: profiled step {:.3f} ms (eager without marks {:.3f} ms), ops sum "
+        "{:.3f} ms\n\n| op | ms | share | GB/s | of copy bw |\n|---|---|---|---|---|\n",
         b["engine"].get<std::string>(), b["batch"].get<int>(), b["step_ms"].get<double>(),
-        b["sum_ms"].get<double>());
+        b.value("eager_ms", 0.0), b["sum_ms"].get<double>());
     for (const auto& o : b["ops"])
       md += fmt::format("| {} | {:.3f} | {:.1f}% | {} | {} |\n", o["op"].get<std::string>(),
                         o["ms"].get<double>(), 100 * o["share"].get<double>(),

@@ -495,7 +495,8 @@ void ModelRunner::logits_and_samples(const StepInput& in, StepOutput& out) {
 // The graph batch size for a step that can replay a CUDA graph, or 0: decode only (one sampled
 // token per sequence), no logits to the host, no logprobs, no penalties, no activation tap.
 int ModelRunner::graph_batch(const StepInput& in) const {
-  if (!graphs_ || tap_ || be_->profiling()) return 0;  // profiled steps mark every op: eager
+  if (!graphs_ || graphs_paused_ || tap_ || be_->profiling())
+    return 0;  // profiled steps mark every op: eager
   int S = 0;
   for (const SeqChunk& s : in.seqs) {
     if (s.tokens.empty()) continue;

@@ -86,6 +86,9 @@ class ModelRunner final : public ModelExecutor {
   void set_linear_tap(LinearTap tap) { tap_ = std::move(tap); }
   // Decode steps that replayed a captured CUDA graph (0 on the cpu backend or with eager steps).
   uint64_t graph_replays() const { return graph_replays_; }
+  // true: decode steps run eagerly until set back (bench engine's eager timings); captured
+  // graphs are kept.
+  void pause_graphs(bool paused) { graphs_paused_ = paused; }
   RunnerMemory memory() const;
 
  private:
@@ -121,6 +124,7 @@ class ModelRunner final : public ModelExecutor {
   int pad_block_ = -1;              // KV block of the graph pads (not given to the engine)
   std::vector<int> graph_buckets_;  // batch sizes decode graphs are captured for
   uint64_t graph_replays_ = 0;
+  bool graphs_paused_ = false;
   LoadReport report_;
   LinearTap tap_;
 };

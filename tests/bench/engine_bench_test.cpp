@@ -105,6 +105,7 @@ TEST(EngineBench, SmokeOnPystdHasEverySection) {
   for (const auto& b : r["breakdown"]) {
     const double step = b["step_ms"], sum = b["sum_ms"];
     EXPECT_NEAR(sum, step, 0.1 * step) << b["engine"] << " batch " << b["batch"];
+    EXPECT_GT(b["eager_ms"].get<double>(), 0.0);
     double ops = 0, share = 0;
     for (const auto& op : b["ops"])
       ops += op["ms"].get<double>(), share += op["share"].get<double>();
