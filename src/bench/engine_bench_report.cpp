@@ -371,6 +371,9 @@ void engine_bench_png(const json& r, const std::string& path) {
         s.x = {double(i)}, s.y = {num(o, "total_tok_s")};
         off.series.push_back(s);
       }
+    double top = 0;
+    for (const auto& se : off.series) top = std::max(top, se.y[0]);
+    off.y_max = top * 1.3;  // room for the legend above the bars
     charts.push_back(off);
   }
   plot::save_charts_png(path, charts);

@@ -73,8 +73,11 @@ TEST(ProfileHook, OffRecordsNothingAndOnCoversTheStep) {
   EXPECT_LE(sum, wall * 1.001 + 0.01);  // the marks lie inside the timed call
   EXPECT_GT(sum, wall * 0.9);
   // Per layer: one qkv segment (three GEMMs under one mark), then o, gate_up, down.
-  for (const auto& o : ops)
-    if (o.op == engine::op::kQkv) EXPECT_EQ(o.segments, r->config().num_layers);
+  for (const auto& o : ops) {
+    if (o.op == engine::op::kQkv) {
+      EXPECT_EQ(o.segments, r->config().num_layers);
+    }
+  }
 }
 
 TEST(EngineBench, SmokeOnPystdHasEverySection) {
