@@ -61,11 +61,11 @@ class LatencyModel {
   std::array<State, 2> st_;
 };
 
-// Timings from a file: either {"steps": [{"precision", "tokens", "seqs", "seconds"}, ...]} (what
-// `calibration_json` writes) or a `nestedfp bench engine` engine.json, whose rows for the nested
-// weights give decode steps (batch tokens, batch seqs, decode_step_ms) per precision and, where a
-// row has prefill_tok_s, a full prefill step of `prefill_step_tokens` (default 2048, the bench's
-// token budget) in `prefill_precision` (default fp16: bench engine prefills in FP16). Throws Error
+// Timings from a file: either {"steps": [{"precision", "tokens", "seqs", "seconds"}, ...]} (easy
+// to write by hand) or a `nestedfp bench engine` engine.json: its "decode" rows of the
+// nested weights (batch tokens and seqs, step_ms) and "prefill" rows of NestedFP16/NestedFP8 (one
+// `chunk`-token step at tok_s); or the older "results" rows (decode_step_ms, and prefill_tok_s
+// measured in FP16: a step of `prefill_step_tokens`, default 2048). Throws Error
 // naming the file and what is missing.
 std::vector<StepTiming> load_step_timings(const std::string& path);
 // Fits both precisions' priors from such timings; throws when one precision has none. A precision

@@ -143,7 +143,21 @@ std::vector<StepTiming> load_step_timings(const std::string& path) {
       for (const auto& s : j.at("steps"))
         out.push_back({prec(s.at("precision").get<std::string>()), s.at("tokens").get<int>(),
                        s.at("seqs").get<int>(), s.at("seconds").get<double>()});
-    } else if (j.contains("results")) {  // nestedfp bench engine
+    } else if (j.contains("decode")) {  // nestedfp bench engine (decode and prefill per mode)
+      for (const auto& r : j.at("decode"))
+        if (r.value("weights", std::string()) == "nested")
+          out.push_back({prec(r.at("precision").get<std::string>()), r.at("batch").get<int>(),
+                         r.at("batch").get<int>(), r.at("step_ms").get<double>() / 1e3});
+      for (const auto& r : j.value("prefill", nlohmann::json::array())) {
+        std::string e = r.value("engine", std::string());
+        if (e != "NestedFP16" && e != "NestedFP8") continue;
+        int chunk = r.at("chunk").get<int>();
+        double tps = r.at("tok_s").get<double>();
+        if (chunk > 0 && tps > 0)
+          out.push_back(
+              {e == "NestedFP16" ? Precision::FP16 : Precision::FP8, chunk, 1, chunk / tps});
+      }
+    } else if (j.contains("results")) {  // bench engine before 2026-12-02
       for (const auto& r : j.at("results")) {
         if (r.value("weights", std::string("nested")) != "nested") continue;
         Precision p = prec(r.at("precision").get<std::string>());
@@ -156,8 +170,10 @@ std::vector<StepTiming> load_step_timings(const std::string& path) {
         if (pf > 0 && pt > 0 && pp == p) out.push_back({p, pt, std::max(1, pt / ctx), pt / pf});
       }
     } else {
-      fail("--latency-model {}: expected a \"steps\" list or a bench engine \"results\" list",
-           path);
+      fail(
+          "--latency-model {}: expected a \"steps\" list or a bench engine engine.json "
+          "(\"decode\" or \"results\")",
+          path);
     }
   } catch (const nlohmann::json::exception& e) {
     fail("--latency-model {}: {} (fields: precision, tokens, seqs, seconds; or bench engine rows)",

@@ -248,6 +248,24 @@ TEST(LatencyModel, LoadsStepListsAndBenchEngineFiles) {
   // FP8 had no prefill row: it borrows FP16's 2048-token step x (4.5/7 * 7/10)^(1/2) = 0.561.
   EXPECT_NEAR(e.predict(Precision::FP8, 2048, 2), 0.1 * std::sqrt(4.5 / 7 * 7.0 / 10), 2e-3);
 
+  // The current bench engine format: decode and prefill rows per engine.
+  std::ofstream(eng) << R"({"decode": [
+    {"engine": "plain FP16", "weights": "fp16", "precision": "fp16", "batch": 1, "step_ms": 1.0},
+    {"engine": "NestedFP16", "weights": "nested", "precision": "fp16", "batch": 1, "step_ms": 7.0},
+    {"engine": "NestedFP8", "weights": "nested", "precision": "fp8", "batch": 1, "step_ms": 4.5},
+    {"engine": "NestedFP16", "weights": "nested", "precision": "fp16", "batch": 64, "step_ms": 10.0},
+    {"engine": "NestedFP8", "weights": "nested", "precision": "fp8", "batch": 64, "step_ms": 7.0}],
+    "prefill": [{"engine": "plain FP16", "chunk": 2048, "tok_s": 40000},
+                {"engine": "NestedFP16", "chunk": 2048, "tok_s": 20480},
+                {"engine": "NestedFP8", "chunk": 2048, "tok_s": 34133}]})";
+  t = load_step_timings(eng);
+  ASSERT_EQ(t.size(), 6u);
+  EXPECT_EQ(t[4].precision, Precision::FP16);
+  EXPECT_DOUBLE_EQ(t[4].seconds, 0.1);
+  LatencyModel n;
+  fit_priors(n, t, eng);
+  EXPECT_NEAR(n.predict(Precision::FP8, 2048, 1), 0.06, 2e-3);
+  EXPECT_NEAR(n.predict(Precision::FP16, 64, 64), 0.010, 5e-4);
   std::ofstream(steps)
       << R"({"steps": [{"precision": "fp16", "tokens": 1, "seqs": 1, "seconds": 1}]})";
   LatencyModel x;
