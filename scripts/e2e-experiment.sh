@@ -20,7 +20,7 @@
 #   E2E_PLAIN=1             the plain FP16 server for the grid
 #   E2E_SLO_AIM=8           the slo policy's targets, x the unloaded FP16 TTFT/TPOT (SLOs: 10x, 15x)
 #   E2E_DEADLINE_S=500      no run starts (or continues) later than this; the report follows
-#   BIN, MODEL, DEVICE, PORT, TRACES (../shared/data/traces)
+#   BIN, MODEL, DEVICE, PORT, TRACES (../shared/data/traces, else .carry/ on the GPU machine)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -41,7 +41,10 @@ else
   prompts=${E2E_PROMPTS:-16}; load_s=35; title="Llama-3.1-8B config, dummy weights, one H200"
 fi
 OUT=${OUT:-build/e2e}
-TRACES=${TRACES:-$root/../shared/data/traces}
+# The GPU machine has no ../shared: pack-device.sh carries the traces in .carry/.
+if [ -z "${TRACES:-}" ]; then
+  TRACES=$root/../shared/data/traces; [ -d "$TRACES" ] || TRACES=$root/.carry
+fi
 PORT=${PORT:-18431}
 shrink=${E2E_SHRINK:-1}
 aim=${E2E_SLO_AIM:-8}
@@ -53,9 +56,10 @@ url=http://127.0.0.1:$PORT
 note() { echo "e2e: $*" >&2; }
 
 [ -x "$BIN" ] || { note "$BIN missing: build it first (scripts/gpu-check.sh, or cmake --build build/cpu --target nestedfp)"; exit 1; }
-for t in conv code; do
-  [ -f "$TRACES/azure_llm_2023_$t.csv" ] || { note "$TRACES/azure_llm_2023_$t.csv missing (../shared beside the checkout, or TRACES=)"; exit 1; }
-done
+[ -f "$TRACES/azure_llm_2023_conv.csv" ] || { note "$TRACES/azure_llm_2023_conv.csv missing (../shared beside the checkout, .carry/ from pack-device.sh, or TRACES=)"; exit 1; }
+if [ "$do_code" = 1 ] && [ ! -f "$TRACES/azure_llm_2023_code.csv" ]; then
+  note "$TRACES/azure_llm_2023_code.csv missing: no code-trace replay (re-run scripts/pack-device.sh)"; do_code=0
+fi
 command -v curl >/dev/null || { note "curl is needed to switch policies"; exit 1; }
 # The GPU machine's libraries come from the carried sysroot, as in gpu-check.sh.
 if [ -f .carry/sysroot.tar.xz ] && [ "$DEVICE" != cpu ]; then
