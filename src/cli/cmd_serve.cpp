@@ -75,6 +75,7 @@ Registration reg{
       return [a] {
         server::ServeConfig cfg;
         cfg.model_dir = a->m.model;
+        cfg.placeholder_tokenizer = a->m.load_format == "dummy";
         cfg.engine.max_num_batched_tokens = a->m.max_num_batched_tokens;
         cfg.engine.max_num_seqs = a->m.max_num_seqs;
         cfg.engine.max_model_len = a->m.max_model_len;
