@@ -48,7 +48,11 @@ void RequestStream::push(RequestEvent ev) {
 std::optional<RequestEvent> RequestStream::next(std::chrono::milliseconds timeout) {
   std::unique_lock lk(mu_);
   if (final_taken_) return std::nullopt;
-  if (!cv_.wait_for(lk, timeout, [&] { return !pending_.empty(); })) return std::nullopt;
+  // A zero timeout is a poll: no condition-variable wait (a timed wait is a system call even when
+  // it expires at once, and an offline client polls thousands of streams per step).
+  if (timeout.count() <= 0 ? pending_.empty()
+                           : !cv_.wait_for(lk, timeout, [&] { return !pending_.empty(); }))
+    return std::nullopt;
   RequestEvent out = std::move(pending_.front());
   for (size_t i = 1; i < pending_.size(); ++i) {
     auto& e = pending_[i];
