@@ -133,6 +133,9 @@ struct EngineConfig {
   // request was among the at most max_num_seqs running ones). Metrics report the two apart.
   size_t max_queue = 256;
   std::string precision = "fp16";  // policy spec, see precision_policy.hpp
+  // Self-speculative decoding (speculative.hpp): "off", "fp8", "fp8:k=N", "fp8:k=auto,...". Steps
+  // whose policy choice is FP16 draft with FP8 and verify in FP16; FP8 steps decode plainly.
+  std::string speculative = "off";
   // Automatic prefix caching (docs/DESIGN.md §3.6): full KV blocks stay cached after their
   // request ends and a request whose prompt starts with the same blocks reuses their KV. Outputs
   // are the same with and without it wherever the seed guarantee above holds. false: no cache.
@@ -150,6 +153,9 @@ struct EngineStats {
   int kv_blocks_cached = 0;                                  // registered, in use or evictable
   uint64_t steps_fp16 = 0, steps_fp8 = 0, tokens_fp16 = 0, tokens_fp8 = 0;
   uint64_t requests_added = 0, requests_finished = 0, requests_aborted = 0;
+  // Speculative decoding: per sequence and cycle, tokens drafted, drafts accepted, tokens
+  // committed (accepted + the one FP16 adds, fewer when a stop ends the request).
+  uint64_t spec_cycles = 0, spec_drafted = 0, spec_accepted = 0, spec_committed = 0;
   std::string precision_policy;
 };
 

@@ -15,7 +15,8 @@ namespace {
 
 struct ServeArgs {
   ModelArgs m;
-  std::string host = "127.0.0.1", precision = "fp16", api_key, admin_key, served_name;
+  std::string host = "127.0.0.1", precision = "fp16", speculative = "off", api_key, admin_key,
+              served_name;
   int port = 8000, http_threads = 64;
   int max_connections = 512;
   double header_timeout = 10, body_timeout = 30;
@@ -35,6 +36,7 @@ Registration reg{
                      "fp16 | fp8 | dynamic[:threshold=N[,hysteresis=H]] (changeable at run time: "
                      "POST /admin/precision)")
           ->capture_default_str();
+      add_speculative_option(sub, a->speculative);
       sub.add_option("--max-queue", a->max_queue,
                      "new requests waiting for admission before more get 429 (preempted requests "
                      "wait outside this bound)")
@@ -69,6 +71,8 @@ Registration reg{
         cfg.engine.max_model_len = a->m.max_model_len;
         cfg.engine.max_queue = a->max_queue;
         cfg.engine.precision = a->precision;
+        check_speculative(a->speculative, a->m);
+        cfg.engine.speculative = a->speculative;
         cfg.engine.enable_prefix_caching = a->prefix_caching;
         cfg.server.host = a->host;
         cfg.server.port = a->port;
