@@ -169,3 +169,39 @@ TEST(PystdSpeculative, SeededSamplingRepeats) {
   EXPECT_LT(a.stats.spec_accepted, a.stats.spec_drafted);
   EXPECT_EQ(a.stats.kv_blocks_used, 0);
 }
+
+// The runner's verify layout: sample_all returns the greedy token after every row, equal to the
+// argmax of that row's logits, across several logits groups and mixed with an ordinary chunk.
+TEST(PystdSpeculative, SampleAllRowsAreTheRowsArgmax) {
+  engine::ModelRunner& r = runner();
+  const auto& ids = text_ids();
+  StepInput in;
+  for (int s = 0; s < 3; ++s) {  // 3 x 40 rows (plus a plain chunk): more than 64 logits rows
+    SeqChunk c;
+    c.seq_id = s;
+    c.tokens.assign(ids.begin() + 1000 * s, ids.begin() + 1000 * s + 40);
+    for (int b = 0; b < 3; ++b) c.block_table.push_back(s * 3 + b);
+    c.sample = c.sample_all = s != 1;
+    c.sampling.temperature = 0.f;
+    c.need_all_logits = true;
+    in.seqs.push_back(c);
+  }
+  const StepOutput out = r.execute(in);
+  const size_t V = size_t(r.vocab_size());
+  for (size_t s = 0; s < in.seqs.size(); ++s) {
+    ASSERT_EQ(out.logits[s].size(), 40 * V);
+    if (s == 1) {
+      EXPECT_TRUE(out.row_tokens[s].empty());
+      continue;
+    }
+    ASSERT_EQ(out.row_tokens[s].size(), 40u);
+    for (size_t i = 0; i < 40; ++i)
+      EXPECT_EQ(out.row_tokens[s][i],
+                argmax(std::span<const float>(out.logits[s]).subspan(i * V, V)))
+          << "sequence " << s << " row " << i;
+    EXPECT_EQ(out.tokens[s], out.row_tokens[s].back());
+  }
+  SeqChunk bad = in.seqs[0];
+  bad.sampling.temperature = 1.f;
+  EXPECT_THROW(r.execute(StepInput{{bad}, Precision::FP16}), Error);
+}
