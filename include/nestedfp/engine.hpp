@@ -23,6 +23,9 @@
 // backend and build: the cpu and cuda backends do not give bit-identical logits, and the cuda
 // backend's logits depend on the step's batch (GEMM configurations by token count, attention
 // splits), so there a seeded request repeats exactly only for the same batch composition.
+// With speculative decoding (EngineConfig::speculative) greedy tokens are those of plain FP16
+// decoding; sampled tokens follow FP16's distribution but draw from the generator per draft and
+// per check, so a seed repeats for the same draft lengths (docs/DESIGN.md §3.12).
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
