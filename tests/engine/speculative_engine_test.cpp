@@ -5,6 +5,7 @@
 
 #include "engine/fake_executor.hpp"
 #include "nestedfp/engine.hpp"
+#include "nestedfp/speculative.hpp"
 
 using namespace nestedfp;
 using nestedfp::fake::FakeExecutor;
@@ -219,4 +220,63 @@ TEST(SpeculativeEngine, MetricsExportSpeculation) {
                         return bad;
                       }()),
                Error);
+}
+
+// The rule through the whole engine: the second token (the first one a speculative cycle emits,
+// after drafts from the perturbed FP8 logits) must follow the FP16 distribution given the first.
+// Expected counts come from the fake model's FP16 logits for each request's own prefix; the
+// statistic is Pearson's over bins with expected count >= 5 (the FP8 drafts alone fail it).
+TEST(SpeculativeEngine, SampledTokensFollowTheFp16Distribution) {
+  const int n = 20000;
+  const std::vector<int32_t> prompt = {3, 10, 17, 24, 31};
+  FakeExecutor ex(kVocab, 4096, 1024);
+  EngineConfig c;
+  c.max_num_batched_tokens = 4096;
+  c.max_num_seqs = 256;
+  c.speculative = "fp8:k=2";
+  c.max_queue = size_t(n);
+  Engine e(ex, c);
+  std::vector<std::shared_ptr<RequestStream>> ss;
+  for (int i = 0; i < n; ++i) {
+    GenerationRequest r;
+    r.prompt = prompt;
+    r.max_tokens = 3;
+    r.sampling.temperature = 1.f;
+    r.sampling.seed = 1000 + uint64_t(i);
+    ss.push_back(e.add_request(r));
+  }
+  while (e.step()) {
+  }
+  EXPECT_GT(e.stats().spec_cycles, uint64_t(n) / 2);
+  std::vector<double> expected(kVocab, 0.0), observed(kVocab, 0.0);
+  std::vector<float> logits(kVocab);
+  SamplingParams sp;
+  sp.temperature = 1.f;
+  for (auto& s : ss) {
+    const RequestEvent ev = fake::drain(*s);
+    ASSERT_EQ(ev.token_ids.size(), 3u);
+    std::vector<int32_t> prefix = prompt;
+    prefix.push_back(ev.token_ids[0]);
+    FakeExecutor::logits_for(FakeExecutor::prefix_hash(prefix, prefix.size()), kVocab,
+                             Precision::FP16, logits.data());
+    const std::vector<double> p = sampling_probs(logits, sp);
+    for (int t = 0; t < kVocab; ++t) expected[size_t(t)] += p[size_t(t)];
+    observed[size_t(ev.token_ids[1])] += 1;
+  }
+  double chi2 = 0, rest_e = 0, rest_o = 0;
+  int bins = 0;
+  for (int t = 0; t < kVocab; ++t) {
+    if (expected[size_t(t)] < 5) {
+      rest_e += expected[size_t(t)], rest_o += observed[size_t(t)];
+      continue;
+    }
+    chi2 += (observed[size_t(t)] - expected[size_t(t)]) *
+            (observed[size_t(t)] - expected[size_t(t)]) / expected[size_t(t)];
+    ++bins;
+  }
+  if (rest_e > 0) chi2 += (rest_o - rest_e) * (rest_o - rest_e) / rest_e, ++bins;
+  ASSERT_GE(bins, 20);
+  // df = bins - 1 <= 39: P(chi2 > 72.05) = 0.001 at 39 df, a stricter bound for fewer bins.
+  EXPECT_LT(chi2, 72.05) << bins << " bins";
+  RecordProperty("chi2", std::to_string(chi2));
 }
