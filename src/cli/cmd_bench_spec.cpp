@@ -18,6 +18,7 @@
 #include <random>
 #include <string_view>
 
+#include "bench/plot_png.hpp"
 #include "cli/bench_command.hpp"
 #include "cli/model_cli.hpp"
 #include "engine/offline.hpp"
@@ -164,6 +165,35 @@ double identical_fraction(const RunResult& a, const RunResult& ref) {
   size_t same = 0;
   for (size_t i = 0; i < a.tokens.size(); ++i) same += a.tokens[i] == ref.tokens[i];
   return a.tokens.empty() ? 0 : double(same) / double(a.tokens.size());
+}
+
+// Acceptance and tokens per cycle against k; decode tokens/s against batch, per engine.
+void save_plots(const std::string& path, const nlohmann::json& accept, const nlohmann::json& rows) {
+  namespace plot = bench::plot;
+  plot::Chart ka{"ACCEPTANCE PER K", "k (drafted tokens per cycle)", "rate / tokens", {}};
+  plot::Series acc{"acceptance", {}, {}, plot::palette(0), true, true};
+  plot::Series tpc{"tokens per cycle", {}, {}, plot::palette(1), true, true};
+  for (const auto& r : accept) {
+    acc.x.push_back(r["k"].get<int>()), acc.y.push_back(r["acceptance"].get<double>());
+    tpc.x.push_back(r["k"].get<int>()), tpc.y.push_back(r["tokens_per_cycle"].get<double>());
+  }
+  ka.series = {acc, tpc};
+  plot::Chart tb{"DECODE TOKENS/S", "batch", "tokens/s", {}};
+  std::map<std::string, size_t> index;
+  for (const auto& r : rows) {
+    const std::string name = r["engine"].get<std::string>();
+    if (!index.count(name)) {
+      index[name] = tb.series.size();
+      tb.series.push_back({name, {}, {}, plot::palette(tb.series.size()), true, true});
+    }
+    auto& ser = tb.series[index[name]];
+    ser.x.push_back(r["batch"].get<int>()), ser.y.push_back(r["decode_tok_s"].get<double>());
+  }
+  try {
+    plot::save_charts_png(path, {ka, tb});
+  } catch (const std::exception& e) {
+    spdlog::warn("bench spec: no plot: {}", e.what());
+  }
 }
 
 int run(const SpecBenchArgs& a, const std::string& command) {
@@ -334,6 +364,7 @@ int run(const SpecBenchArgs& a, const std::string& command) {
                         p["speedup"].get<double>());
   }
   std::ofstream(a.out + "/spec.md") << md;
+  save_plots(a.out + "/spec.png", accept, rows);
   std::printf("%s", md.c_str());
   return 0;
 }
@@ -365,7 +396,8 @@ const BenchRegistration reg(
                      "spec.json of a real model: project this model's speed at its tokens per "
                      "cycle");
       sub.add_flag("--skip-plain", a->skip_plain, "leave out the plain FP16 (--weights fp16) runs");
-      sub.add_option("--out", a->out, "folder for spec.json and spec.md")->capture_default_str();
+      sub.add_option("--out", a->out, "folder for spec.json, spec.md and spec.png")
+          ->capture_default_str();
       return [a] {
         std::string cmd = fmt::format(
             "nestedfp bench spec {} --load-format {} --k {} --batch {} --spec-k {} --accept-batch "
