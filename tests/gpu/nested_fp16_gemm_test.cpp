@@ -219,4 +219,66 @@ TEST(NestedFp16Gemm, RejectsUnalignedShapes) {
                nestedfp::Error);
 }
 
+// Every FP16 value a weight can hold (|w| < 1.75, subnormals and zeros included) goes through the
+// merge exactly, in both scale modes and every built configuration: with one-hot activations each
+// output is a single product w * 1 (all other products are zero), so Y must be Wᵀ bit for bit.
+// A merge that is off by a low bit would otherwise show only as rare 1-ulp flips of a dot product.
+TEST(NestedFp16Gemm, MergesEveryValueExactly) {
+  const int K = 1024, N = 32, M = K;  // row r holds bit patterns [r*K, (r+1)*K): one binade each
+  std::vector<uint16_t> w(size_t(N) * K);
+  for (size_t i = 0; i < w.size(); ++i) {
+    const uint32_t mag = uint32_t(i / 2) % 0x3F00;  // 0 .. 1.75 - ulp, each with both signs
+    w[i] = uint16_t(mag | (i % 2 ? 0x8000u : 0u));
+  }
+  std::vector<uint16_t> x(size_t(M) * K, 0);
+  for (int m = 0; m < M; ++m) x[size_t(m) * K + m] = 0x3C00;  // 1.0
+  DevBuf<__half> X(x.size());
+  ASSERT_EQ(cudaMemcpy(X.p, x.data(), x.size() * 2, cudaMemcpyHostToDevice), cudaSuccess);
+  for (auto mode : {fmt_::ScaleMode::None, fmt_::ScaleMode::Channel}) {
+    const auto planes = fmt_::split_tensor(w.data(), N, K, mode);
+    Planes pl(planes);
+    for (int cfg = -1; cfg < nc::kNfp16_NumConfigs; ++cfg) {
+      if (cfg >= 0 && !nc::nested_fp16_config_available(cfg)) continue;
+      SCOPED_TRACE(testing::Message()
+                   << "mode " << (mode == fmt_::ScaleMode::None ? "none" : "channel") << " config "
+                   << cfg);
+      const auto y = run_gemm(pl, mode == fmt_::ScaleMode::Channel, X, M, N, K, cfg);
+      size_t bad = 0;
+      for (int n = 0; n < N; ++n) {
+        for (int m = 0; m < M; ++m) {
+          const uint16_t want = w[size_t(n) * K + m], got = y[size_t(m) * N + n];
+          // -0 * 1 summed with +0 products gives +0.
+          if (got == want || ((want & 0x7FFF) == 0 && (got & 0x7FFF) == 0)) continue;
+          if (bad++ < 5)
+            ADD_FAILURE() << "w[" << n << "," << m << "] = 0x" << std::hex << want << " came out 0x"
+                          << got << std::dec
+                          << " (row k = " << int(planes.k.empty() ? 0 : planes.k[n]) << ")";
+        }
+      }
+      EXPECT_EQ(bad, 0u);
+    }
+  }
+}
+
+// The same planes and activations give the same bits twice (stream-K reductions are
+// deterministic), so a none/channel difference can only come from the values themselves.
+TEST(NestedFp16Gemm, RepeatsBitIdentically) {
+  uint32_t seed = fresh_seed();
+  SCOPED_TRACE(testing::Message() << "seed " << seed);
+  std::mt19937 rng(seed);
+  for (const Case c :
+       {Case{4096, 520, 1040, -1}, Case{128, 1024, 2048, -1}, Case{16, 4096, 4096, -1}}) {
+    const auto w = random_weights(rng, c.N, c.K);
+    const auto x = random_activations(rng, c.M, c.K);
+    DevBuf<__half> X(x.size());
+    ASSERT_EQ(cudaMemcpy(X.p, x.data(), x.size() * 2, cudaMemcpyHostToDevice), cudaSuccess);
+    Planes pl(fmt_::split_tensor(w.data(), c.N, c.K, fmt_::ScaleMode::Channel));
+    const auto a = run_gemm(pl, true, X, c.M, c.N, c.K, c.config);
+    const auto b = run_gemm(pl, true, X, c.M, c.N, c.K, c.config);
+    size_t diff = 0;
+    for (size_t i = 0; i < a.size(); ++i) diff += a[i] != b[i];
+    EXPECT_EQ(diff, 0u) << name(c);
+  }
+}
+
 }  // namespace
