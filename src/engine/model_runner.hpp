@@ -51,6 +51,18 @@ struct LoadOptions {
 using LinearTap =
     std::function<void(int layer, const char* linear, const backend::Activation& x, int64_t M)>;
 
+// Memory the runner holds on its backend, in bytes (`bench engine`'s memory report).
+struct RunnerMemory {
+  size_t nested_linears = 0;  // decoder linears held nested: both planes, row exponents, biases
+  size_t plain_linears = 0;   // decoder linears held plain FP16 (--weights fp16, or not nestable)
+  size_t lm_head = 0, embedding = 0, norms = 0;
+  size_t kv_cache = 0;
+  int kv_blocks = 0;                         // allocated, the CUDA-graph pad block included
+  size_t scratch = 0;                        // activations and logits for the largest step
+  std::vector<backend::MemoryItem> backend;  // the backend's own workspaces
+  size_t weights() const { return nested_linears + plain_linears + lm_head + embedding + norms; }
+};
+
 class ModelRunner final : public ModelExecutor {
  public:
   // Uploads host weights that are already split (the host copy may be dropped afterwards).
@@ -74,6 +86,10 @@ class ModelRunner final : public ModelExecutor {
   void set_linear_tap(LinearTap tap) { tap_ = std::move(tap); }
   // Decode steps that replayed a captured CUDA graph (0 on the cpu backend or with eager steps).
   uint64_t graph_replays() const { return graph_replays_; }
+  // true: decode steps run eagerly until set back (bench engine's eager timings); captured
+  // graphs are kept.
+  void pause_graphs(bool paused) { graphs_paused_ = paused; }
+  RunnerMemory memory() const;
 
  private:
   struct Layer;
@@ -113,6 +129,7 @@ class ModelRunner final : public ModelExecutor {
   int pad_block_ = -1;              // KV block of the graph pads (not given to the engine)
   std::vector<int> graph_buckets_;  // batch sizes decode graphs are captured for
   uint64_t graph_replays_ = 0;
+  bool graphs_paused_ = false;
   LoadReport report_;
   LinearTap tap_;
 };
