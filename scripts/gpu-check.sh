@@ -10,6 +10,8 @@
 #   GTEST_ARGS="--gtest_filter=Split*"         extra arguments for test_gpu
 #   SKIP_BENCH=1 / SKIP_TESTS=1                 skip the kernel benchmark / all tests
 #   SKIP_ENGINE_BENCH=1, ENGINE_BENCH_ARGS="..."  skip or shape `bench engine` (Llama-3.1-8B, dummy)
+#   SKIP_SPEC_BENCH=1, SPEC_BENCH_ARGS="..."      skip or shape `bench spec` (pystd-16m, then
+#                                                 Llama-3.1-8B dummy projected at pystd's acceptance)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-build/gpu-check}
@@ -141,6 +143,25 @@ if [ -z "${SKIP_ENGINE_BENCH:-}" ] && [ $have_bench = 1 ]; then
   note "bench engine exit $rc in $(( $(date +%s) - t0 )) s"
   [ $rc -eq 0 ] || { tail -20 "$OUT/bench-engine.log"; status=1; }
   cat "$OUT/bench-engine-stdout.txt"
+fi
+
+# Self-speculative decoding (DESIGN §3.13): acceptance per k and decode tok/s on pystd-16m (real
+# weights), then Llama-3.1-8B shapes (dummy weights) with a projection at pystd's tokens per cycle.
+if [ -z "${SKIP_SPEC_BENCH:-}" ] && [ $have_bench = 1 ]; then
+  t0=$(date +%s)
+  # shellcheck disable=SC2086
+  build/cuda/nestedfp bench spec models/pystd-16m --device cuda --out "$OUT/spec-pystd" \
+    ${SPEC_BENCH_ARGS:---k 1..8 --batch 1,4,8,32 --max-tokens 128} \
+    > "$OUT/bench-spec-stdout.txt" 2> "$OUT/bench-spec.log"
+  rc=$?
+  # shellcheck disable=SC2086
+  [ $rc -ne 0 ] || build/cuda/nestedfp bench spec bench/configs/llama-3.1-8b --device cuda \
+    --load-format dummy --out "$OUT/spec-llama" --acceptance-from "$OUT/spec-pystd/spec.json" \
+    ${SPEC_BENCH_ARGS:---k 1,2,4,8 --batch 1,4,8,32 --max-tokens 64} \
+    >> "$OUT/bench-spec-stdout.txt" 2>> "$OUT/bench-spec.log" || rc=1
+  note "bench spec exit $rc in $(( $(date +%s) - t0 )) s"
+  [ $rc -eq 0 ] || { tail -20 "$OUT/bench-spec.log"; status=1; }
+  cat "$OUT/bench-spec-stdout.txt"
 fi
 
 # ---- benchmark ---------------------------------------------------------------------------------

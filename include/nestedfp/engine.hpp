@@ -23,6 +23,9 @@
 // backend and build: the cpu and cuda backends do not give bit-identical logits, and the cuda
 // backend's logits depend on the step's batch (GEMM configurations by token count, attention
 // splits), so there a seeded request repeats exactly only for the same batch composition.
+// With speculative decoding (EngineConfig::speculative) greedy tokens are those of plain FP16
+// decoding; sampled tokens follow FP16's distribution but draw from the generator per draft and
+// per check, so a seed repeats for the same draft lengths (docs/DESIGN.md §3.13).
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -138,6 +141,9 @@ struct EngineConfig {
   // Step timings (latency_model.hpp) for the latency model's prior. Empty: with an slo policy at
   // start the engine times a few synthetic steps instead; otherwise it learns from served steps.
   std::string latency_model_file;
+  // Self-speculative decoding (speculative.hpp): "off", "fp8", "fp8:k=N", "fp8:k=auto,...". Steps
+  // whose policy choice is FP16 draft with FP8 and verify in FP16; FP8 steps decode plainly.
+  std::string speculative = "off";
   // Automatic prefix caching (docs/DESIGN.md §3.6): full KV blocks stay cached after their
   // request ends and a request whose prompt starts with the same blocks reuses their KV. Outputs
   // are the same with and without it wherever the seed guarantee above holds. false: no cache.
@@ -155,6 +161,9 @@ struct EngineStats {
   int kv_blocks_cached = 0;                                  // registered, in use or evictable
   uint64_t steps_fp16 = 0, steps_fp8 = 0, tokens_fp16 = 0, tokens_fp8 = 0;
   uint64_t requests_added = 0, requests_finished = 0, requests_aborted = 0;
+  // Speculative decoding: per sequence and cycle, tokens drafted, drafts accepted, tokens
+  // committed (accepted + the one FP16 adds, fewer when a stop ends the request).
+  uint64_t spec_cycles = 0, spec_drafted = 0, spec_accepted = 0, spec_committed = 0;
   std::string precision_policy;
 };
 

@@ -33,6 +33,10 @@ struct SeqChunk {
   const RowPenalties* penalties = nullptr;
   bool need_logits = true;       // logits of the last token to the host (offline tools, tests)
   bool need_all_logits = false;  // logits of every token (prompt logprobs, perplexity)
+  // With `sample`: the greedy token after *every* token of the chunk, on the device, returned in
+  // StepOutput::row_tokens (speculative verification, docs/DESIGN.md §3.13). Greedy only, no
+  // penalties or logprobs.
+  bool sample_all = false;
 };
 
 struct StepInput {
@@ -48,6 +52,9 @@ struct StepOutput {
   // top_logprobs >= 0.
   std::vector<int32_t> tokens;
   std::vector<std::optional<LogprobInfo>> logprobs;
+  // Per sequence: with sample_all, the greedy token after each of its tokens (tokens.size());
+  // empty otherwise. `tokens` then holds the last of them.
+  std::vector<std::vector<int32_t>> row_tokens;
 };
 
 // Implemented by each backend's model runner.

@@ -16,7 +16,7 @@ namespace {
 
 struct GenerateArgs {
   ModelArgs m;
-  std::string prompt, precision = "fp16";
+  std::string prompt, precision = "fp16", speculative = "off";
   int max_tokens = 128;
   SamplingParams sp;
   int64_t seed = -1;
@@ -34,6 +34,7 @@ Registration reg{
           ->required();
       sub.add_option("--precision", a->precision, "fp16|fp8")
           ->check(CLI::IsMember({"fp16", "fp8"}));
+      add_speculative_option(sub, a->speculative);
       sub.add_option("--max-tokens", a->max_tokens, "tokens to generate at most")
           ->check(CLI::Range(1, 1 << 20));
       sub.add_option("--temperature", a->sp.temperature, "0 = greedy (default)")
@@ -48,6 +49,7 @@ Registration reg{
         req.sampling = a->sp;
         if (a->seed >= 0) req.sampling.seed = uint64_t(a->seed);
         req.sampling.validate();
+        check_speculative(a->speculative, a->m);
         req.max_tokens = a->max_tokens;
         req.ignore_eos = a->ignore_eos;
         log_to_stderr();
@@ -66,6 +68,7 @@ Registration reg{
         ec.max_num_batched_tokens = m.max_num_batched_tokens;
         ec.max_num_seqs = 1;
         ec.precision = a->precision;
+        ec.speculative = a->speculative;
         ec.text_decoder = text_decoder_factory(tok);
         ec.eos_token_ids = tok.eos_ids();
         for (int32_t e : runner->config().eos_token_ids)
@@ -108,6 +111,15 @@ Registration reg{
             runner->backend().name().c_str(), generated, prefill,
             generated > 1 ? (generated - 1) / std::max(decode, 1e-9) : 0.0, a->precision.c_str(),
             to_string(why));
+        if (const EngineStats st = eng.stats(); st.spec_cycles > 0)
+          std::fprintf(
+              stderr,
+              "[speculative %s: %llu drafted, %llu accepted (%.1f%%), %.2f tokens per "
+              "verify step]\n",
+              ec.speculative.c_str(), (unsigned long long)st.spec_drafted,
+              (unsigned long long)st.spec_accepted,
+              100.0 * double(st.spec_accepted) / double(std::max<uint64_t>(st.spec_drafted, 1)),
+              double(st.spec_committed) / double(st.spec_cycles));
         return 0;
       };
     },

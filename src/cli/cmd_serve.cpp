@@ -15,7 +15,8 @@ namespace {
 
 struct ServeArgs {
   ModelArgs m;
-  std::string host = "127.0.0.1", precision = "fp16", api_key, admin_key, served_name;
+  std::string host = "127.0.0.1", precision = "fp16", speculative = "off", api_key, admin_key,
+              served_name;
   int port = 8000, http_threads = 64;
   int max_connections = 512;
   double header_timeout = 10, body_timeout = 30;
@@ -46,6 +47,7 @@ Registration reg{
                      "step timings for the slo policy's latency model: a bench engine engine.json "
                      "or {\"steps\": [...]} (default: time synthetic steps at start when "
                      "--precision is slo)");
+      add_speculative_option(sub, a->speculative);
       sub.add_option("--max-queue", a->max_queue,
                      "new requests waiting for admission before more get 429 (preempted requests "
                      "wait outside this bound)")
@@ -84,6 +86,8 @@ Registration reg{
         cfg.engine.slo_ttft_ms = a->slo_ttft;
         cfg.engine.slo_tpot_ms = a->slo_tpot;
         cfg.engine.latency_model_file = a->latency_model;
+        check_speculative(a->speculative, a->m);
+        cfg.engine.speculative = a->speculative;
         cfg.engine.enable_prefix_caching = a->prefix_caching;
         cfg.server.host = a->host;
         cfg.server.port = a->port;

@@ -10,6 +10,7 @@
 
 #include "engine/model_runner.hpp"
 #include "nestedfp/error.hpp"
+#include "nestedfp/speculative.hpp"
 #include "nestedfp/step.hpp"
 
 namespace nestedfp::cli {
@@ -78,6 +79,25 @@ inline void add_model_options(CLI::App& sub, ModelArgs& a, bool serving) {
     sub.add_option("--max-num-seqs", a.max_num_seqs, "sequences per step and running at once")
         ->capture_default_str();
   }
+}
+
+// --speculative (serve, generate, bench spec): FP8 drafts verified in FP16 (speculative.hpp).
+inline void add_speculative_option(CLI::App& sub, std::string& spec) {
+  sub.add_option("--speculative", spec,
+                 "self-speculative decoding: off | fp8[:k=N] (FP8 drafts N tokens, FP16 verifies; "
+                 "fp8 = k=4) | fp8:k=auto[,max=M][,cost=C] (k per sequence from its acceptance)")
+      ->capture_default_str();
+}
+
+// Parses the spec (Error with the accepted forms) and refuses weights without an FP8 plane.
+inline SpeculativeConfig check_speculative(const std::string& spec, const ModelArgs& a) {
+  SpeculativeConfig c = parse_speculative(spec);
+  if (c.enabled && a.weights == "fp16")
+    fail(
+        "--speculative {} drafts with the FP8 plane of nested weights, and --weights fp16 has "
+        "none: use --weights nested, or drop --speculative",
+        spec);
+  return c;
 }
 
 // The backend and the streamed weights of `a`. storage: FP8 baselines (eval only).

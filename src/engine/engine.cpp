@@ -14,10 +14,12 @@
 #include "engine/metrics.hpp"
 #include "engine/penalty_state.hpp"
 #include "engine/scheduler.hpp"
+#include "engine/spec_decode.hpp"
 #include "engine/stop_checker.hpp"
 #include "nestedfp/latency_model.hpp"
 #include "nestedfp/precision_policy.hpp"
 #include "nestedfp/sampler.hpp"
+#include "nestedfp/speculative.hpp"
 
 namespace nestedfp {
 
@@ -93,6 +95,7 @@ struct Record {
   bool in_flight = false;         // in the step the executor is running (record must stay alive)
   std::vector<std::optional<LogprobInfo>> prompt_lp;
   bool prompt_lp_sent = false;
+  AcceptanceEstimate acceptance;  // of its speculative cycles (adaptive k)
 };
 
 double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
@@ -114,6 +117,7 @@ struct Engine::Impl {
   std::unique_ptr<engine::Scheduler> sched;
   std::unique_ptr<PrecisionPolicy> policy;
   LatencyModel latency;  // step times per precision, learnt from every step (§3.12)
+  SpeculativeConfig spec;
   std::unordered_map<int64_t, std::unique_ptr<Record>> recs;
   int64_t next_id = 1;
   uint64_t next_arrival = 0;
@@ -126,6 +130,8 @@ struct Engine::Impl {
   bool has_work() const { return sched->num_waiting() + sched->num_running() > 0; }
   void finish(Record& r, FinishReason why, RequestEvent ev);
   void commit_token(Record& r, int32_t token, LogprobInfo lp, RequestEvent& ev);
+  int draft_want(const Record& r) const;
+  void commit_verified(Record& r, const engine::SpecSeq& sp, engine::ScheduledChunk chunk);
   void loop();
   bool step();
   PolicyContext policy_context() const {
@@ -172,6 +178,20 @@ Engine::Impl::Impl(ModelExecutor& e, EngineConfig c) : exec(e), cfg(std::move(c)
   }
   policy = make_precision_policy(cfg.precision, policy_context());
   cfg.precision = policy->spec();
+  spec = parse_speculative(cfg.speculative);
+  cfg.speculative = spec.spec();
+}
+
+// Drafts to ask the scheduler for after r's next decode token: none for requests whose sampling
+// reads per-token state the drafts would have to update (penalties, min_tokens) or that want
+// logprobs; at most what max_tokens and the context leave after that token.
+int Engine::Impl::draft_want(const Record& r) const {
+  if (!spec.enabled || r.penalties.active() || r.req.logprobs >= 0) return 0;
+  int k =
+      spec.adaptive ? choose_draft_len(r.acceptance.rate(), spec.max_k, spec.draft_cost) : spec.k;
+  k = std::min(k, r.req.max_tokens - r.generated - 1);
+  k = std::min(k, max_len - static_cast<int>(r.seq.tokens.size()));
+  return std::max(0, k);
 }
 
 void Engine::Impl::finish(Record& r, FinishReason why, RequestEvent ev) {
@@ -238,6 +258,28 @@ void Engine::Impl::commit_token(Record& r, int32_t token, LogprobInfo lp, Reques
   ev.finish = why;  // tells the caller the record may be gone
 }
 
+// The tokens a verify step produced, one by one as plain decoding would emit them: a stop, EOS or
+// the length limit ends the request there and the rest are dropped. Otherwise the KV of the
+// last token and the accepted drafts (all rewritten in FP16 by the verify step) counts as
+// computed; blocks holding only rejected positions go back to the pool (Scheduler::complete).
+void Engine::Impl::commit_verified(Record& r, const engine::SpecSeq& sp,
+                                   engine::ScheduledChunk chunk) {
+  RequestEvent ev;
+  int committed = 0;
+  for (int32_t t : sp.emitted) {
+    ++committed;
+    commit_token(r, t, {}, ev);
+    if (ev.finish != FinishReason::None) break;  // finished (record may be gone)
+  }
+  metrics.speculation(static_cast<int>(sp.drafts.size()), sp.accepted, committed);
+  if (ev.finish != FinishReason::None) return;
+  chunk.num_tokens = sp.accepted + 1;
+  sched->complete(chunk);
+  ev.prompt_tokens = r.seq.prompt_len;
+  ev.completion_tokens = r.generated;
+  r.stream->push(std::move(ev));
+}
+
 bool Engine::Impl::step() {
   std::lock_guard step_lk(step_mu);
   struct Work {
@@ -246,11 +288,15 @@ bool Engine::Impl::step() {
     std::optional<int32_t> token;
     LogprobInfo token_lp;
     std::vector<std::pair<int, LogprobInfo>> prompt_lps;  // (position of the scored token, lp)
+    int spec = -1;                                        // its speculative cycle in `specs`
   };
   std::vector<Work> work;
+  std::vector<engine::SpecSeq> specs;
   StepInput in;
   {
     std::lock_guard lk(mu);
+    if (spec.enabled)
+      for (auto& [id, r] : recs) r->seq.draft_want = r->done ? 0 : draft_want(*r);
     auto chunks = sched->schedule();
     if (chunks.empty()) return false;
     StepLoad load;
@@ -292,14 +338,31 @@ bool Engine::Impl::step() {
       for (auto& e : q) load.prompts.push_back(e.second);
     }
     in.precision = policy->choose(load);
+    // Speculation verifies in FP16: steps the policy makes FP8 decode plainly (their draft
+    // blocks go back in Scheduler::complete).
+    for (size_t i = 0; i < work.size() && in.precision == Precision::FP16; ++i) {
+      if (work[i].chunk.draft <= 0) continue;
+      engine::SpecSeq sp;
+      sp.index = i;
+      sp.k = work[i].chunk.draft;
+      sp.sampling = in.seqs[i].sampling;
+      sp.sampler = work[i].rec->sampler.get();
+      sp.first_uniform = in.seqs[i].uniform;
+      work[i].spec = static_cast<int>(specs.size());
+      specs.push_back(std::move(sp));
+    }
   }
 
-  int total_tokens = 0;
-  for (auto& s : in.seqs) total_tokens += static_cast<int>(s.tokens.size());
   auto t0 = Clock::now();
   StepOutput out;
   std::string error;
+  std::vector<engine::DraftStep> drafts;
+  double draft_seconds = 0;
   try {
+    if (!specs.empty()) {
+      drafts = engine::run_drafts(exec, in, specs);
+      for (auto& d : drafts) draft_seconds += d.seconds;
+    }
     out = exec.execute(in);
     if (out.logits.size() != in.seqs.size() || out.tokens.size() != in.seqs.size() ||
         out.logprobs.size() != in.seqs.size())
@@ -317,11 +380,14 @@ bool Engine::Impl::step() {
       if (s.sample && s.top_logprobs >= 0 && !out.logprobs[i])
         fail("executor returned no logprobs for sequence {}", s.seq_id);
     }
+    if (!specs.empty()) engine::accept_drafts(in, out, vocab, specs);
   } catch (const std::exception& e) {
     error = e.what();
     spdlog::error("engine step failed: {}", error);
   }
-  double dt = seconds(Clock::now() - t0);
+  double dt = seconds(Clock::now() - t0) - draft_seconds;
+  int total_tokens = 0;
+  for (auto& s : in.seqs) total_tokens += static_cast<int>(s.tokens.size());
 
   // Sampling and log-probs outside the lock: only this thread touches samplers and token lists.
   if (error.empty()) {
@@ -342,7 +408,10 @@ bool Engine::Impl::step() {
                                     logprobs(row, s.tokens[static_cast<size_t>(p) + 1], top));
         }
       }
-      if (in.seqs[i].sample) {
+      if (w.spec >= 0) {
+        auto& sp = specs[static_cast<size_t>(w.spec)];
+        w.rec->acceptance.update(static_cast<int>(sp.drafts.size()), sp.accepted);
+      } else if (in.seqs[i].sample) {
         w.token = out.tokens[i];
         if (out.logprobs[i]) w.token_lp = std::move(*out.logprobs[i]);
       }
@@ -351,6 +420,7 @@ bool Engine::Impl::step() {
 
   {
     std::lock_guard lk(mu);
+    for (auto& d : drafts) metrics.step(Precision::FP8, d.tokens, d.seconds);
     metrics.step(in.precision, total_tokens, dt);
     if (error.empty())
       latency.observe({in.precision, total_tokens, static_cast<int>(in.seqs.size()), dt});
@@ -365,6 +435,10 @@ bool Engine::Impl::step() {
         RequestEvent ev;
         ev.error = "model step failed: " + error;
         finish(r, FinishReason::Error, std::move(ev));
+        continue;
+      }
+      if (w.spec >= 0) {
+        commit_verified(r, specs[static_cast<size_t>(w.spec)], w.chunk);
         continue;
       }
       sched->complete(w.chunk);
@@ -596,6 +670,9 @@ EngineStats Engine::stats() const {
   s.steps_fp8 = I.metrics.steps(Precision::FP8);
   s.tokens_fp16 = I.metrics.step_tokens(Precision::FP16);
   s.tokens_fp8 = I.metrics.step_tokens(Precision::FP8);
+  const auto sc = I.metrics.spec_counts();
+  s.spec_cycles = sc.cycles, s.spec_drafted = sc.drafted, s.spec_accepted = sc.accepted;
+  s.spec_committed = sc.committed;
   s.requests_added = I.metrics.requests_added();
   s.requests_finished = I.metrics.requests_finished("stop") +
                         I.metrics.requests_finished("length") +

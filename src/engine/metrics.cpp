@@ -88,6 +88,18 @@ void Metrics::step(Precision p, int tokens, double seconds) {
   step_time_.observe(seconds);
 }
 
+void Metrics::speculation(int drafted, int accepted, int committed) {
+  std::lock_guard lk(mu_);
+  ++spec_.cycles;
+  spec_.drafted += static_cast<uint64_t>(drafted);
+  spec_.accepted += static_cast<uint64_t>(accepted);
+  spec_.committed += static_cast<uint64_t>(committed);
+}
+Metrics::SpecCounts Metrics::spec_counts() const {
+  std::lock_guard lk(mu_);
+  return spec_;
+}
+
 uint64_t Metrics::steps(Precision p) const {
   std::lock_guard lk(mu_);
   return steps_[pi(p)];
@@ -137,6 +149,20 @@ std::string Metrics::render(const Gauges& g) const {
   for (size_t i = 0; i < 2; ++i)
     o += fmt::format("nestedfp_step_seconds_total{{precision=\"{}\"}} {}\n", names[i],
                      step_seconds_[i]);
+  counter("nestedfp_spec_verify_total",
+          "Speculative cycles (one sequence's FP8 drafts verified by an FP16 step).", spec_.cycles);
+  counter("nestedfp_spec_draft_tokens_total", "Tokens drafted by FP8 steps.", spec_.drafted);
+  counter("nestedfp_spec_accepted_tokens_total", "Drafted tokens FP16 verification accepted.",
+          spec_.accepted);
+  counter("nestedfp_spec_emitted_tokens_total",
+          "Tokens committed by speculative cycles (accepted drafts + FP16's own token).",
+          spec_.committed);
+  gauge("nestedfp_spec_acceptance_rate", "spec_accepted_tokens_total / spec_draft_tokens_total.",
+        spec_.drafted ? static_cast<double>(spec_.accepted) / static_cast<double>(spec_.drafted)
+                      : 0.0);
+  gauge("nestedfp_spec_tokens_per_cycle", "spec_emitted_tokens_total / spec_verify_total.",
+        spec_.cycles ? static_cast<double>(spec_.committed) / static_cast<double>(spec_.cycles)
+                     : 0.0);
   counter("nestedfp_preemptions_total", "Sequences preempted (KV freed, recomputed later).",
           g.preemptions);
   counter("nestedfp_prefix_cache_queries_total",

@@ -48,6 +48,8 @@ class Metrics {
   void request_tpot(double tpot_s);
   void request_latency(double e2e_s);
   void step(Precision p, int tokens, double seconds);
+  // One sequence's speculative cycle (docs/DESIGN.md §3.13).
+  void speculation(int drafted, int accepted, int committed);
 
   std::string render(const Gauges& g) const;
 
@@ -55,6 +57,10 @@ class Metrics {
   uint64_t step_tokens(Precision p) const;
   uint64_t requests_added() const;
   uint64_t requests_finished(const char* reason) const;
+  struct SpecCounts {
+    uint64_t cycles = 0, drafted = 0, accepted = 0, committed = 0;
+  };
+  SpecCounts spec_counts() const;
 
  private:
   static size_t reason_index(const char* reason);
@@ -63,6 +69,7 @@ class Metrics {
   std::array<uint64_t, 4> finished_{};  // stop, length, abort, error
   std::array<uint64_t, 2> steps_{}, step_tokens_{};
   std::array<double, 2> step_seconds_{};
+  SpecCounts spec_;
   Histogram ttft_, itl_, tpot_, e2e_, step_time_;
 };
 

@@ -298,6 +298,11 @@ void ModelRunner::validate(const StepInput& in) const {
       } catch (const Error& e) {
         fail("sequence {}: {}", s.seq_id, e.what());
       }
+    if (s.sample_all && (s.sampling.temperature != 0.f || s.penalties || s.top_logprobs >= 0))
+      fail(
+          "sequence {}: sample_all (speculative verification) samples greedily, without "
+          "penalties or logprobs",
+          s.seq_id);
     if (s.top_logprobs > kMaxLogprobs)
       fail("sequence {}: {} top logprobs asked, at most {}", s.seq_id, s.top_logprobs,
            kMaxLogprobs);
@@ -314,7 +319,7 @@ void ModelRunner::build_layout(const StepInput& in) {
   for (auto* v : {&L.ids, &L.positions, &L.slots, &L.q_indptr, &L.kv_indptr, &L.kv_indices,
                   &L.kv_last_page_len, &L.logit_rows, &L.sample_rows, &L.top_logprobs})
     v->clear();
-  L.sampling.clear(), L.uniforms.clear(), host_rows_.clear();
+  L.sampling.clear(), L.uniforms.clear(), host_rows_.clear(), sample_owner_.clear();
   for (auto* v :
        {&L.penalty_indptr, &L.penalty_tokens, &L.penalty_counts, &L.bias_indptr, &L.bias_tokens})
     v->clear();
@@ -340,12 +345,23 @@ void ModelRunner::build_layout(const StepInput& in) {
     L.kv_indptr.push_back(int32_t(L.kv_indices.size()));
     L.kv_last_page_len.push_back((ctx - 1) % kKvBlockSize + 1);
     L.max_q_len = std::max(L.max_q_len, int(n)), L.max_kv_len = std::max(L.max_kv_len, int(ctx));
-    const int32_t first = s.need_all_logits ? 0 : (s.need_logits || s.sample) ? n - 1 : n;
+    const bool all_rows = s.need_all_logits || (s.sample && s.sample_all);
+    const int32_t first = all_rows ? 0 : (s.need_logits || s.sample) ? n - 1 : n;
     for (int32_t i = first; i < n; ++i) {
       L.logit_rows.push_back(q0 + i);
       host_rows_.push_back(s.need_all_logits || (s.need_logits && i == n - 1) ? int32_t(si) : -1);
+      // A verify chunk samples every row greedily (validate() refused penalties and logprobs).
+      if (s.sample && s.sample_all && i + 1 < n) {
+        L.sample_rows.push_back(int32_t(L.logit_rows.size()) - 1);
+        L.sampling.push_back(s.sampling), L.uniforms.push_back(0.0), L.top_logprobs.push_back(-1);
+        L.penalty_factors.push_back({1.f, 0.f, 0.f});
+        L.penalty_indptr.push_back(int32_t(L.penalty_tokens.size()));
+        L.bias_indptr.push_back(int32_t(L.bias_tokens.size()));
+        sample_owner_.push_back({int32_t(si), i});
+      }
     }
     if (s.sample) {
+      sample_owner_.push_back({int32_t(si), n - 1});
       L.sample_rows.push_back(int32_t(L.logit_rows.size()) - 1);
       L.sampling.push_back(s.sampling);
       L.uniforms.push_back(s.uniform);
@@ -469,15 +485,9 @@ void ModelRunner::logits_and_samples(const StepInput& in, StepOutput& out) {
     be.logits(*lm_head_, *s.xl, gn, *s.logits);
     be.profile_mark(op::kSampling);
     std::vector<SampledToken> sampled = be.sample(*s.logits, V, g0, gn);
-    for (auto& t : sampled) {  // in sample_rows order, which follows the sequences
-      while (next_sample < in.seqs.size() &&
-             !(in.seqs[next_sample].sample && !in.seqs[next_sample].tokens.empty()))
-        ++next_sample;
-      if (next_sample == in.seqs.size())
-        fail("internal: more sampled rows than sampling sequences");
-      out.tokens[next_sample] = t.token;
-      out.logprobs[next_sample] = std::move(t.logprobs);
-      ++next_sample;
+    for (auto& t : sampled) {  // in sample_rows order
+      if (next_sample == sample_owner_.size()) fail("internal: more sampled rows than asked for");
+      store_sample(in, sample_owner_[next_sample++], std::move(t), out);
     }
     for (int64_t r = 0, r1; r < gn; r = r1) {  // one download per run of a sequence's rows
       const int32_t si = host_rows_[size_t(g0 + r)];
@@ -565,9 +575,22 @@ void ModelRunner::run_graph(const StepInput& in, int B, StepOutput& out) {
     be.graph_capture_end(key);
     spdlog::debug("captured the decode graph of batch {} ({})", B, to_string(in.precision));
   }
-  size_t k = 0;
-  for (size_t i = 0; i < in.seqs.size(); ++i)
-    if (!in.seqs[i].tokens.empty()) out.tokens[i] = sampled.at(k++).token;
+  for (size_t k = 0; k < sample_owner_.size(); ++k)
+    store_sample(in, sample_owner_[k], std::move(sampled.at(k)), out);
+}
+
+void ModelRunner::store_sample(const StepInput& in, SampleOwner o, SampledToken&& t,
+                               StepOutput& out) const {
+  const SeqChunk& s = in.seqs[size_t(o.seq)];
+  if (s.sample_all) {
+    auto& rows = out.row_tokens[size_t(o.seq)];
+    rows.resize(s.tokens.size(), -1);
+    rows[size_t(o.row)] = t.token;
+  }
+  if (o.row + 1 == int32_t(s.tokens.size())) {
+    out.tokens[size_t(o.seq)] = t.token;
+    out.logprobs[size_t(o.seq)] = std::move(t.logprobs);
+  }
 }
 
 StepOutput ModelRunner::execute(const StepInput& in) {
@@ -578,6 +601,7 @@ StepOutput ModelRunner::execute(const StepInput& in) {
   out.logits.resize(in.seqs.size());
   out.tokens.assign(in.seqs.size(), -1);
   out.logprobs.resize(in.seqs.size());
+  out.row_tokens.resize(in.seqs.size());
   if (layout_.tokens() == 0) return out;
   if (const int B = graph_batch(in); B > 0) {
     run_graph(in, B, out);

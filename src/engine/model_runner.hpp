@@ -105,6 +105,10 @@ class ModelRunner final : public ModelExecutor {
   int graph_batch(const StepInput& in) const;
   void pad_layout(int B);
   void run_graph(const StepInput& in, int B, StepOutput& out);
+  struct SampleOwner {
+    int32_t seq = 0, row = 0;  // sequence index in the step, row within its chunk
+  };
+  void store_sample(const StepInput& in, SampleOwner o, SampledToken&& t, StepOutput& out) const;
 
   std::unique_ptr<backend::Backend> be_;
   io::ModelConfig config_;
@@ -120,6 +124,7 @@ class ModelRunner final : public ModelExecutor {
   mutable std::vector<uint8_t> seen_;  // scratch of check_penalties (vocab entries, all zero)
   std::vector<int32_t>
       host_rows_;  // per logits row: index of the sequence wanting it on the host, or -1
+  std::vector<SampleOwner> sample_owner_;  // per sample row (layout order): whose token it is
   bool graphs_ = false;
   int pad_block_ = -1;              // KV block of the graph pads (not given to the engine)
   std::vector<int> graph_buckets_;  // batch sizes decode graphs are captured for

@@ -192,6 +192,8 @@ std::vector<ScheduledChunk> Scheduler::schedule() {
     if (!s->running || !s->is_decode()) continue;
     if (!ensure_capacity(s, s->num_computed + 1)) continue;  // preempted itself
     take(s, 1);
+    out.back().draft = std::min(s->draft_want, budget);  // blocks for them come last (4.)
+    budget -= out.back().draft;
   }
 
   // 2. Prefill chunks of admitted sequences whose known tokens are not all computed yet.
@@ -234,6 +236,15 @@ std::vector<ScheduledChunk> Scheduler::schedule() {
     allocate_for(s, s->num_computed + n);
     take(s, n);
   }
+
+  // 4. Blocks for drafts from what is still free: fewer drafts rather than any preemption.
+  for (ScheduledChunk& c : out) {
+    if (c.draft == 0) continue;
+    Sequence* s = c.seq;
+    const int have = (static_cast<int>(s->blocks.size()) + bm_.num_free()) * kKvBlockSize;
+    c.draft = std::max(0, std::min(c.draft, have - (c.start + 1)));
+    allocate_for(s, c.start + 1 + c.draft);
+  }
   return out;
 }
 
@@ -241,6 +252,8 @@ void Scheduler::complete(const ScheduledChunk& chunk) {
   Sequence* s = chunk.seq;
   s->num_computed = chunk.start + chunk.num_tokens;
   s->scheduled = false;
+  const size_t keep = static_cast<size_t>(BlockManager::blocks_for_tokens(s->num_computed));
+  for (; s->blocks.size() > keep; s->blocks.pop_back()) bm_.release(s->blocks.back());
   register_blocks(s);
 }
 

@@ -45,6 +45,10 @@ struct Sequence {
   std::vector<Sequence*> forks;  // the samples waiting to fork from this one
   bool running = false;          // admitted (holds blocks or is about to)
   bool scheduled = false;        // part of the step being built
+  // Speculative decoding (docs/DESIGN.md §3.13): tokens the engine would like to draft after this
+  // sequence's next decode token (0: none). The scheduler grants fewer when the token budget or
+  // the free KV blocks do not allow them; it never preempts for drafts.
+  int draft_want = 0;
 
   int remaining() const { return static_cast<int>(tokens.size()) - num_computed; }
   bool is_decode() const { return running && num_computed > 0 && remaining() == 1; }
@@ -57,6 +61,9 @@ struct ScheduledChunk {
   bool decode = false;
   bool need_logits = false;      // last row: the chunk completes the known tokens and seq samples
   bool need_all_logits = false;  // every row: prompt logprobs still missing for these positions
+  // A decode chunk: tokens that may be drafted after it; the budget holds them and the block table
+  // covers positions [0, start + 1 + draft).
+  int draft = 0;
 };
 
 struct SchedulerConfig {
@@ -71,7 +78,8 @@ class Scheduler {
   void add(Sequence* seq);     // to the back of the waiting queue
   void remove(Sequence* seq);  // finished or aborted: frees its blocks, leaves the queues
   std::vector<ScheduledChunk> schedule();
-  // After the executor ran `chunk`: its tokens' KV is cached now.
+  // After the executor ran `chunk`: its tokens' KV is cached now. Blocks past the computed
+  // tokens (drafts that were not used or not accepted) go back to the pool.
   void complete(const ScheduledChunk& chunk);
 
   int num_waiting() const { return static_cast<int>(waiting_.size()); }

@@ -75,6 +75,7 @@ class FakeExecutor : public ModelExecutor {
         h = c.hash;
       }
       std::vector<float> logits, last_row(static_cast<size_t>(vocab_));
+      std::vector<int32_t> row_tokens;  // sample_all: the greedy token after every position
       for (size_t i = 0; i < s.tokens.size(); ++i) {
         int p = s.start_pos + static_cast<int>(i);
         int32_t blk = s.block_table[static_cast<size_t>(p / kKvBlockSize)];
@@ -92,9 +93,11 @@ class FakeExecutor : public ModelExecutor {
           logits.resize(off + static_cast<size_t>(vocab_));
           logits_for(h, vocab_, in.precision, logits.data() + off);
         }
-        if (last) logits_for(h, vocab_, in.precision, last_row.data());
+        if (last || s.sample_all) logits_for(h, vocab_, in.precision, last_row.data());
+        if (s.sample && s.sample_all) row_tokens.push_back(argmax(last_row));
       }
       out.logits.push_back(std::move(logits));
+      out.row_tokens.push_back(std::move(row_tokens));
       // Sampling as a real executor does it (on its "device"), with the engine's uniform draw.
       SampledToken t;
       if (s.sample && !s.tokens.empty())
