@@ -145,7 +145,7 @@ if [ -z "${SKIP_ENGINE_BENCH:-}" ] && [ $have_bench = 1 ]; then
   cat "$OUT/bench-engine-stdout.txt"
 fi
 
-# Self-speculative decoding (DESIGN §3.12): acceptance per k and decode tok/s on pystd-16m (real
+# Self-speculative decoding (DESIGN §3.13): acceptance per k and decode tok/s on pystd-16m (real
 # weights), then Llama-3.1-8B shapes (dummy weights) with a projection at pystd's tokens per cycle.
 if [ -z "${SKIP_SPEC_BENCH:-}" ] && [ $have_bench = 1 ]; then
   t0=$(date +%s)

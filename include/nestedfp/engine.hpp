@@ -25,7 +25,7 @@
 // splits), so there a seeded request repeats exactly only for the same batch composition.
 // With speculative decoding (EngineConfig::speculative) greedy tokens are those of plain FP16
 // decoding; sampled tokens follow FP16's distribution but draw from the generator per draft and
-// per check, so a seed repeats for the same draft lengths (docs/DESIGN.md §3.12).
+// per check, so a seed repeats for the same draft lengths (docs/DESIGN.md §3.13).
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -139,6 +139,11 @@ struct EngineConfig {
   // Self-speculative decoding (speculative.hpp): "off", "fp8", "fp8:k=N", "fp8:k=auto,...". Steps
   // whose policy choice is FP16 draft with FP8 and verify in FP16; FP8 steps decode plainly.
   std::string speculative = "off";
+  // Defaults of the slo policy's targets (serve --slo-ttft / --slo-tpot); 0: the spec gives them.
+  double slo_ttft_ms = 0, slo_tpot_ms = 0;
+  // Step timings (latency_model.hpp) for the latency model's prior. Empty: with an slo policy at
+  // start the engine times a few synthetic steps instead; otherwise it learns from served steps.
+  std::string latency_model_file;
   // Automatic prefix caching (docs/DESIGN.md §3.6): full KV blocks stay cached after their
   // request ends and a request whose prompt starts with the same blocks reuses their KV. Outputs
   // are the same with and without it wherever the seed guarantee above holds. false: no cache.

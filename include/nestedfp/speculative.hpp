@@ -1,5 +1,5 @@
 #pragma once
-// Exact-FP16 self-speculative decoding (docs/DESIGN.md §3.12): cheap FP8 steps over the nested
+// Exact-FP16 self-speculative decoding (docs/DESIGN.md §3.13): cheap FP8 steps over the nested
 // weights draft k tokens, one FP16 step verifies them (k + 1 query tokens per sequence) and keeps
 // the longest prefix FP16 agrees with. No draft model, no second weight copy, no extra KV pool.
 //

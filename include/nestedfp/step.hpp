@@ -34,7 +34,7 @@ struct SeqChunk {
   bool need_logits = true;       // logits of the last token to the host (offline tools, tests)
   bool need_all_logits = false;  // logits of every token (prompt logprobs, perplexity)
   // With `sample`: the greedy token after *every* token of the chunk, on the device, returned in
-  // StepOutput::row_tokens (speculative verification, docs/DESIGN.md §3.12). Greedy only, no
+  // StepOutput::row_tokens (speculative verification, docs/DESIGN.md §3.13). Greedy only, no
   // penalties or logprobs.
   bool sample_all = false;
 };

@@ -29,6 +29,10 @@ class Tokenizer {
   // From tokenizer.json text alone (tests, tools); `source` names it in error messages.
   static Tokenizer from_json(std::string_view tokenizer_json,
                              const std::string& source = "tokenizer.json");
+  // A stand-in for models without a tokenizer.json (random `--load-format dummy` weights of a
+  // bare config): ids 0..255 are the 256 bytes, every other id decodes to " t<id>", text encodes
+  // byte by byte, and there is no EOS. Benchmarks send token ids, so only the text is fake.
+  static Tokenizer placeholder(int32_t vocab_size);
 
   std::vector<int32_t> encode(std::string_view text, bool add_special_tokens = false) const;
 

@@ -1,4 +1,4 @@
-// `nestedfp bench spec MODEL`: self-speculative decoding (docs/DESIGN.md §3.12) through the real
+// `nestedfp bench spec MODEL`: self-speculative decoding (docs/DESIGN.md §3.13) through the real
 // Engine, offline. Greedy requests of the same length (ignore_eos) decode together; per batch size
 // it reports decode tokens/s of plain FP16 weights (--weights fp16), NestedFP16, NestedFP8 and
 // speculation (FP8 drafts, FP16 verify), the acceptance per k (--accept-batch), and whether

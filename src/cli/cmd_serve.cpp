@@ -22,6 +22,8 @@ struct ServeArgs {
   double header_timeout = 10, body_timeout = 30;
   size_t max_queue = 256;
   bool prefix_caching = true;
+  double slo_ttft = 0, slo_tpot = 0;
+  std::string latency_model;
 };
 
 Registration reg{
@@ -33,10 +35,19 @@ Registration reg{
       sub.add_option("--port", a->port, "port to listen on (0: any free port, printed at start)")
           ->capture_default_str();
       sub.add_option("--precision", a->precision,
-                     "fp16 | fp8 | dynamic[:threshold=N[,hysteresis=H]] (changeable at run time: "
+                     "fp16 | fp8 | dynamic[:threshold=N[,hysteresis=H]] | "
+                     "slo[:ttft=MS,tpot=MS,hysteresis=F,gain=F] (changeable at run time: "
                      "POST /admin/precision)")
           ->capture_default_str();
       add_speculative_option(sub, a->speculative);
+      sub.add_option("--slo-ttft", a->slo_ttft,
+                     "TTFT target in ms of the slo policy when its spec gives none");
+      sub.add_option("--slo-tpot", a->slo_tpot,
+                     "TPOT target in ms of the slo policy when its spec gives none");
+      sub.add_option("--latency-model", a->latency_model,
+                     "step timings for the slo policy's latency model: a bench engine engine.json "
+                     "or {\"steps\": [...]} (default: time synthetic steps at start when "
+                     "--precision is slo)");
       sub.add_option("--max-queue", a->max_queue,
                      "new requests waiting for admission before more get 429 (preempted requests "
                      "wait outside this bound)")
@@ -66,6 +77,7 @@ Registration reg{
       return [a] {
         server::ServeConfig cfg;
         cfg.model_dir = a->m.model;
+        cfg.placeholder_tokenizer = a->m.load_format == "dummy";
         cfg.engine.max_num_batched_tokens = a->m.max_num_batched_tokens;
         cfg.engine.max_num_seqs = a->m.max_num_seqs;
         cfg.engine.max_model_len = a->m.max_model_len;
@@ -73,6 +85,9 @@ Registration reg{
         cfg.engine.precision = a->precision;
         check_speculative(a->speculative, a->m);
         cfg.engine.speculative = a->speculative;
+        cfg.engine.slo_ttft_ms = a->slo_ttft;
+        cfg.engine.slo_tpot_ms = a->slo_tpot;
+        cfg.engine.latency_model_file = a->latency_model;
         cfg.engine.enable_prefix_caching = a->prefix_caching;
         cfg.server.host = a->host;
         cfg.server.port = a->port;

@@ -48,7 +48,7 @@ class Metrics {
   void request_tpot(double tpot_s);
   void request_latency(double e2e_s);
   void step(Precision p, int tokens, double seconds);
-  // One sequence's speculative cycle (docs/DESIGN.md §3.12).
+  // One sequence's speculative cycle (docs/DESIGN.md §3.13).
   void speculation(int drafted, int accepted, int committed);
 
   std::string render(const Gauges& g) const;

@@ -45,7 +45,7 @@ struct Sequence {
   std::vector<Sequence*> forks;  // the samples waiting to fork from this one
   bool running = false;          // admitted (holds blocks or is about to)
   bool scheduled = false;        // part of the step being built
-  // Speculative decoding (docs/DESIGN.md §3.12): tokens the engine would like to draft after this
+  // Speculative decoding (docs/DESIGN.md §3.13): tokens the engine would like to draft after this
   // sequence's next decode token (0: none). The scheduler grants fewer when the token budget or
   // the free KV blocks do not allow them; it never preempts for drafts.
   int draft_want = 0;

@@ -1,5 +1,5 @@
 #pragma once
-// One self-speculative cycle (docs/DESIGN.md §3.12) for the engine's step: the FP8 draft steps
+// One self-speculative cycle (docs/DESIGN.md §3.13) for the engine's step: the FP8 draft steps
 // before the FP16 verify step, and the acceptance of drafted tokens after it. The engine owns
 // scheduling, blocks and committing; this file owns what the cycle computes.
 #include <cstdint>

@@ -238,6 +238,19 @@ Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, const std::strin
   return Tokenizer(build(tokenizer_json, source));
 }
 
+Tokenizer Tokenizer::placeholder(int32_t vocab_size) {
+  if (vocab_size < 256 || vocab_size > (1 << 24))
+    fail("placeholder tokenizer: vocab size {} outside 256..{}", vocab_size, 1 << 24);
+  json vocab = json::object();
+  const auto& chars = tok::byte_to_unicode();
+  for (int b = 0; b < 256; ++b) vocab[chars[b]] = b;
+  for (int32_t id = 256; id < vocab_size; ++id) vocab[chars[' '] + "t" + std::to_string(id)] = id;
+  const json j = {{"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", json::array()}}},
+                  {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}}},
+                  {"decoder", {{"type", "ByteLevel"}}}};
+  return Tokenizer(build(j.dump(), "placeholder tokenizer"));
+}
+
 Tokenizer Tokenizer::load(const std::string& path) {
   const fs::path p(path);
   fs::path file, dir;

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <filesystem>
+#include <optional>
 
 #include "nestedfp/error.hpp"
 #include "nestedfp/tokenizer.hpp"
@@ -17,8 +18,20 @@ struct ServingStack::Impl {
 
 ServingStack::ServingStack(ServeConfig cfg) : impl_(std::make_unique<Impl>()) {
   if (!cfg.executor) fail("serving: no model executor factory given");
-  Tokenizer tok = Tokenizer::load(cfg.model_dir);
+  const bool have_tokenizer =
+      !std::filesystem::is_directory(cfg.model_dir) ||
+      std::filesystem::exists(std::filesystem::path(cfg.model_dir) / "tokenizer.json");
+  std::optional<Tokenizer> loaded;
+  if (have_tokenizer || !cfg.placeholder_tokenizer) loaded = Tokenizer::load(cfg.model_dir);
   impl_->runner = cfg.executor(cfg.engine);
+  if (!loaded) {
+    spdlog::warn(
+        "{}: no tokenizer.json; with dummy weights a placeholder tokenizer stands in "
+        "(ids 0..255 are bytes, id N reads \" tN\", no EOS): send token ids",
+        cfg.model_dir);
+    loaded = Tokenizer::placeholder(impl_->runner->vocab_size());
+  }
+  Tokenizer tok = std::move(*loaded);
   if (tok.vocab_size() > impl_->runner->vocab_size())
     spdlog::warn("the tokenizer has {} ids but the model only {}", tok.vocab_size(),
                  impl_->runner->vocab_size());

@@ -19,6 +19,9 @@ struct ServeConfig {
   EngineConfig engine;       // text_decoder and eos ids are filled from the tokenizer
   ServerOptions server;      // model_name defaults to the model directory's name
   ExecutorFactory executor;  // builds the model executor (backend + weights); required
+  // No tokenizer.json in model_dir: use Tokenizer::placeholder for the model's vocabulary instead
+  // of failing (serve with --load-format dummy on a bare config).
+  bool placeholder_tokenizer = false;
 };
 
 class ServingStack {

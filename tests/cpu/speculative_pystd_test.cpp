@@ -1,5 +1,5 @@
 // Self-speculative decoding on pystd-16m, the real model on the cpu backend (docs/DESIGN.md
-// §3.12): greedy output is bit-identical to `--precision fp16` for many prompts, batch
+// §3.13): greedy output is bit-identical to `--precision fp16` for many prompts, batch
 // compositions and k, including verify steps that carry prefill chunks, stop strings, max_tokens
 // cutting a cycle and preemption in a tiny KV pool; no KV block stays used; seeded sampling
 // repeats.

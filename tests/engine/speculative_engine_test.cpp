@@ -1,4 +1,4 @@
-// Self-speculative decoding through the engine on the fake model (docs/DESIGN.md §3.12): greedy
+// Self-speculative decoding through the engine on the fake model (docs/DESIGN.md §3.13): greedy
 // output equals plain FP16 decoding for every k, batch mix, stop string, length limit and under
 // preemption; no KV block stays used; FP8 policy steps do not speculate; seeds repeat.
 #include <gtest/gtest.h>

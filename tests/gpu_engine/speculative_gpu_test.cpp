@@ -1,4 +1,4 @@
-// Self-speculative decoding on the cuda backend, pystd-16m (docs/DESIGN.md §3.12): the verify
+// Self-speculative decoding on the cuda backend, pystd-16m (docs/DESIGN.md §3.13): the verify
 // step's per-row device argmax (sample_all) equals the argmax of the same rows' logits, many
 // rows at once (more than one logits group); speculative greedy decoding through the engine
 // agrees with plain FP16 decoding on the GPU (the verify step's GEMM shape differs from a

@@ -81,3 +81,19 @@ TEST(TokenizerErrors, IdsOutOfRange) {
   EXPECT_FALSE(error_of([&] { t.id_to_piece(n + 5); }).empty());
   EXPECT_TRUE(error_of([&] { t.decode(std::vector<int32_t>{n - 1}); }).empty());
 }
+
+// The stand-in for dummy-weight models without a tokenizer.json: bytes round-trip, every id of the
+// vocabulary decodes, nothing is an EOS, and a bad size is refused.
+TEST(PlaceholderTokenizer, CoversTheVocabulary) {
+  const nestedfp::Tokenizer t = nestedfp::Tokenizer::placeholder(128256);
+  EXPECT_EQ(t.vocab_size(), 128256);
+  EXPECT_TRUE(t.eos_ids().empty());
+  const std::string text = "def f(x):\n    return x + 1  # é";
+  const auto ids = t.encode(text);
+  EXPECT_EQ(ids.size(), text.size());  // byte by byte: no merges
+  for (int32_t id : ids) EXPECT_LT(id, 256);
+  EXPECT_EQ(t.decode(ids), text);
+  const std::vector<int32_t> high = {256, 128255};
+  EXPECT_EQ(t.decode(high), " t256 t128255");
+  EXPECT_THROW(nestedfp::Tokenizer::placeholder(100), nestedfp::Error);
+}
