@@ -136,14 +136,14 @@ struct EngineConfig {
   // request was among the at most max_num_seqs running ones). Metrics report the two apart.
   size_t max_queue = 256;
   std::string precision = "fp16";  // policy spec, see precision_policy.hpp
-  // Self-speculative decoding (speculative.hpp): "off", "fp8", "fp8:k=N", "fp8:k=auto,...". Steps
-  // whose policy choice is FP16 draft with FP8 and verify in FP16; FP8 steps decode plainly.
-  std::string speculative = "off";
   // Defaults of the slo policy's targets (serve --slo-ttft / --slo-tpot); 0: the spec gives them.
   double slo_ttft_ms = 0, slo_tpot_ms = 0;
   // Step timings (latency_model.hpp) for the latency model's prior. Empty: with an slo policy at
   // start the engine times a few synthetic steps instead; otherwise it learns from served steps.
   std::string latency_model_file;
+  // Self-speculative decoding (speculative.hpp): "off", "fp8", "fp8:k=N", "fp8:k=auto,...". Steps
+  // whose policy choice is FP16 draft with FP8 and verify in FP16; FP8 steps decode plainly.
+  std::string speculative = "off";
   // Automatic prefix caching (docs/DESIGN.md §3.6): full KV blocks stay cached after their
   // request ends and a request whose prompt starts with the same blocks reuses their KV. Outputs
   // are the same with and without it wherever the seed guarantee above holds. false: no cache.

@@ -39,7 +39,6 @@ Registration reg{
                      "slo[:ttft=MS,tpot=MS,hysteresis=F,gain=F] (changeable at run time: "
                      "POST /admin/precision)")
           ->capture_default_str();
-      add_speculative_option(sub, a->speculative);
       sub.add_option("--slo-ttft", a->slo_ttft,
                      "TTFT target in ms of the slo policy when its spec gives none");
       sub.add_option("--slo-tpot", a->slo_tpot,
@@ -48,6 +47,7 @@ Registration reg{
                      "step timings for the slo policy's latency model: a bench engine engine.json "
                      "or {\"steps\": [...]} (default: time synthetic steps at start when "
                      "--precision is slo)");
+      add_speculative_option(sub, a->speculative);
       sub.add_option("--max-queue", a->max_queue,
                      "new requests waiting for admission before more get 429 (preempted requests "
                      "wait outside this bound)")
@@ -83,11 +83,11 @@ Registration reg{
         cfg.engine.max_model_len = a->m.max_model_len;
         cfg.engine.max_queue = a->max_queue;
         cfg.engine.precision = a->precision;
-        check_speculative(a->speculative, a->m);
-        cfg.engine.speculative = a->speculative;
         cfg.engine.slo_ttft_ms = a->slo_ttft;
         cfg.engine.slo_tpot_ms = a->slo_tpot;
         cfg.engine.latency_model_file = a->latency_model;
+        check_speculative(a->speculative, a->m);
+        cfg.engine.speculative = a->speculative;
         cfg.engine.enable_prefix_caching = a->prefix_caching;
         cfg.server.host = a->host;
         cfg.server.port = a->port;

@@ -116,8 +116,8 @@ struct Engine::Impl {
   std::unique_ptr<engine::BlockManager> bm;
   std::unique_ptr<engine::Scheduler> sched;
   std::unique_ptr<PrecisionPolicy> policy;
-  SpeculativeConfig spec;
   LatencyModel latency;  // step times per precision, learnt from every step (§3.12)
+  SpeculativeConfig spec;
   std::unordered_map<int64_t, std::unique_ptr<Record>> recs;
   int64_t next_id = 1;
   uint64_t next_arrival = 0;
