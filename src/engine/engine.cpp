@@ -422,8 +422,11 @@ bool Engine::Impl::step() {
     std::lock_guard lk(mu);
     for (auto& d : drafts) metrics.step(Precision::FP8, d.tokens, d.seconds);
     metrics.step(in.precision, total_tokens, dt);
-    if (error.empty())
+    if (error.empty()) {
+      // Draft steps are ordinary FP8 decode steps (one token per sequence) for the model too.
+      for (auto& d : drafts) latency.observe({Precision::FP8, d.tokens, d.tokens, d.seconds});
       latency.observe({in.precision, total_tokens, static_cast<int>(in.seqs.size()), dt});
+    }
     for (auto& w : work) {
       Record& r = *w.rec;
       r.in_flight = false;
