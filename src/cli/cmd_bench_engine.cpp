@@ -52,12 +52,13 @@ std::vector<int> int_list(const std::string& s) {
 }
 
 // Bytes a decode step must read: every linear weight once (2 bytes per parameter in FP16 — nested
-// planes or plain —, 1 in FP8 for nested weights), plus the fp16 lm_head.
-double weight_bytes(const io::ModelConfig& c, bool fp8_nested) {
+// planes or plain —, 1 in FP8 for nested weights), plus the fp16 lm_head. Per GPU under tensor
+// parallelism: the decoder's linears are split over `tp` ranks, lm_head is replicated.
+double weight_bytes(const io::ModelConfig& c, bool fp8_nested, int tp) {
   const double H = c.hidden_size, I = c.intermediate_size, qd = double(c.num_heads) * c.head_dim,
                kvd = double(c.num_kv_heads) * c.head_dim;
   const double per_layer = H * (qd + 2 * kvd) + qd * H + 3 * H * I;
-  return per_layer * c.num_layers * (fp8_nested ? 1.0 : 2.0) + 2.0 * c.vocab_size * H;
+  return per_layer * c.num_layers * (fp8_nested ? 1.0 : 2.0) / tp + 2.0 * c.vocab_size * H;
 }
 
 struct Seq {
@@ -163,7 +164,7 @@ int run(const EngineBenchArgs& a, const std::string& command) {
     m.max_num_seqs = max_b;
     m.kv_blocks = max_b * ((a.context + a.warmup + a.steps * 2 + 16) / 16 + 1) + 8;
     auto runner = build_runner(m);
-    const std::string backend_name = runner->backend().name();
+    const std::string backend_name = runner_of(*runner).backend().name();
     for (int B : batches) {
       std::vector<Seq> seqs(static_cast<size_t>(B), Seq{});
       const int per_seq = (a.context + a.warmup + a.steps * 2 + 16) / 16 + 1;
@@ -177,10 +178,11 @@ int run(const EngineBenchArgs& a, const std::string& command) {
       if (w == "nested") precs.push_back(Precision::FP8);
       for (Precision p : precs) {
         const int ctx0 = seqs[0].len;
-        const uint64_t replays0 = runner->graph_replays();
+        const uint64_t replays0 = runner_of(*runner).graph_replays();
         const double ms = decode_step_ms(*runner, seqs, p, a.warmup, a.steps);
-        const uint64_t replays = runner->graph_replays() - replays0;
-        const double floor_ms = bw > 0 ? weight_bytes(cfg, p == Precision::FP8) / bw * 1e3 : 0;
+        const uint64_t replays = runner_of(*runner).graph_replays() - replays0;
+        const double floor_ms =
+            bw > 0 ? weight_bytes(cfg, p == Precision::FP8, m.tensor_parallel_size) / bw * 1e3 : 0;
         const std::string label = w == "fp16"            ? "plain FP16 (cuBLAS)"
                                   : p == Precision::FP16 ? "NestedFP16"
                                                          : "NestedFP8";
@@ -204,6 +206,7 @@ int run(const EngineBenchArgs& a, const std::string& command) {
   }
   const char* commit = std::getenv("NESTEDFP_GIT_COMMIT");
   nlohmann::json j = {{"model", a.m.model},
+                      {"tensor_parallel_size", a.m.tensor_parallel_size},
                       {"load_format", a.m.load_format},
                       {"device", dev},
                       {"copy_bandwidth_GBps", bw / 1e9},
@@ -214,8 +217,10 @@ int run(const EngineBenchArgs& a, const std::string& command) {
   const std::string stem = a.out + (a.m.enforce_eager ? "/engine-eager" : "/engine");
   std::ofstream(stem + ".json") << j.dump(2) << "\n";
   std::string md = fmt::format(
-      "# bench engine: {} ({})\n\nGPU: {}; copy bandwidth {:.0f} GB/s; commit {}\n\n`{}`\n\n",
-      a.m.model, a.m.load_format, dev.value("name", "?"), bw / 1e9, commit ? commit : "?", command);
+      "# bench engine: {} ({}, tensor parallel {})\n\nGPU: {}; copy bandwidth {:.0f} GB/s; "
+      "commit {}\n\n`{}`\n\n",
+      a.m.model, a.m.load_format, a.m.tensor_parallel_size, dev.value("name", "?"), bw / 1e9,
+      commit ? commit : "?", command);
   md +=
       "| engine | batch | context | decode step ms | tok/s | floor ms | floor / step | prefill "
       "tok/s |\n|---|---|---|---|---|---|---|---|\n";
