@@ -214,7 +214,9 @@ int run(const EngineBenchArgs& a, const std::string& command) {
                       {"command", command},
                       {"results", rows}};
   std::filesystem::create_directories(a.out);
-  const std::string stem = a.out + (a.m.enforce_eager ? "/engine-eager" : "/engine");
+  const std::string stem =
+      a.out + (a.m.enforce_eager ? "/engine-eager" : "/engine") +
+      (a.m.tensor_parallel_size > 1 ? fmt::format("-tp{}", a.m.tensor_parallel_size) : "");
   std::ofstream(stem + ".json") << j.dump(2) << "\n";
   std::string md = fmt::format(
       "# bench engine: {} ({}, tensor parallel {})\n\nGPU: {}; copy bandwidth {:.0f} GB/s; "
