@@ -12,8 +12,8 @@ void check_tensor_parallel(const io::ModelConfig& c, int size) {
   if (size == 1) return;
   auto why = [&](const char* field, int64_t v) {
     fail(
-        "--tensor-parallel-size {}: {} = {} is not divisible by {}; this model runs with a "
-        "tensor-parallel size that divides it",
+        "--tensor-parallel-size {}: {} = {} is not divisible by {}; choose a size that divides "
+        "it",
         size, field, v, size);
   };
   if (c.num_heads % size) why("num_attention_heads", c.num_heads);
