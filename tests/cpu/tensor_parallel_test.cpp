@@ -184,7 +184,8 @@ TEST_P(TensorParallelRandom, GivesTheTp1Logits) {
   c.num_kv_heads = 2, c.head_dim = 16, c.vocab_size = 512, c.max_position_embeddings = 256;
   c.rms_norm_eps = 1e-6;
   const auto w = engine::ModelWeights::random(c, format::ScaleMode::Channel, 5);
-  const std::string dir = testing_models::write_model(w, "llama", "tp-random");
+  const std::string dir = testing_models::write_model(
+      w, "llama", "tp-random-" + std::to_string(tp));  // ctest -j: own dir
   // FP8 steps weights-only (fp16 activations): exact up to the reduction's rounding.
   auto tp1 = load(dir, 1, format::ScaleMode::Channel, false, false);
   auto tpn = load(dir, tp, format::ScaleMode::Channel, false, false);
