@@ -125,17 +125,22 @@ if [ -z "${SKIP_TESTS:-}" ] && [ $have_bench = 1 ]; then
   note "serve e2e on cuda exit $rc in $(( $(date +%s) - t0 )) s"
   [ $rc -eq 0 ] || status=1
 fi
-# Decode step times of Llama-3.1-8B with dummy weights: plain FP16, NestedFP16, NestedFP8.
+# The engine on Llama-3.1-8B with dummy weights, plain FP16 and nested (two loads): decode step time
+# at batch 1..256 (context 1024) against the copy-bandwidth floor, prefill, the precision-switch
+# cost, a per-op breakdown of eager steps, offline throughput (2000 x 512/128 through the Engine),
+# memory and the goals table: engine.{md,json,png} under $OUT (docs/DESIGN.md §5.5). About 4 min
+# on an H200 with the defaults; ENGINE_BENCH_EAGER=1 adds the same run with --enforce-eager.
 if [ -z "${SKIP_ENGINE_BENCH:-}" ] && [ $have_bench = 1 ]; then
   t0=$(date +%s)
   # shellcheck disable=SC2086
   build/cuda/nestedfp bench engine bench/configs/llama-3.1-8b --device cuda --out "$OUT" \
-    ${ENGINE_BENCH_ARGS:---batch 1,64 --context 1024} > "$OUT/bench-engine-stdout.txt" 2> "$OUT/bench-engine.log"
+    ${ENGINE_BENCH_ARGS:-} > "$OUT/bench-engine-stdout.txt" 2> "$OUT/bench-engine.log"
   rc=$?
-  # The same without CUDA graphs: what the graphs save.
-  # shellcheck disable=SC2086
-  build/cuda/nestedfp bench engine bench/configs/llama-3.1-8b --device cuda --out "$OUT" --enforce-eager \
-    ${ENGINE_BENCH_ARGS:---batch 1,64 --context 1024} >> "$OUT/bench-engine-stdout.txt" 2>> "$OUT/bench-engine.log" || rc=1
+  if [ -n "${ENGINE_BENCH_EAGER:-}" ]; then  # the same without CUDA graphs: what the graphs save
+    # shellcheck disable=SC2086
+    build/cuda/nestedfp bench engine bench/configs/llama-3.1-8b --device cuda --out "$OUT" --enforce-eager \
+      ${ENGINE_BENCH_ARGS:-} >> "$OUT/bench-engine-stdout.txt" 2>> "$OUT/bench-engine.log" || rc=1
+  fi
   note "bench engine exit $rc in $(( $(date +%s) - t0 )) s"
   [ $rc -eq 0 ] || { tail -20 "$OUT/bench-engine.log"; status=1; }
   cat "$OUT/bench-engine-stdout.txt"

@@ -60,6 +60,7 @@ class LinearWeight {
   int64_t out_features = 0, in_features = 0;
   WeightFormat format = WeightFormat::FP16;
   bool has_bias = false;
+  size_t bytes = 0;  // memory the backend holds for it (planes, row scales, fp16 copy, bias)
   // FP8 steps run this weight as an FP8 GEMM (so its input is quantized per token).
   bool runs_fp8() const { return format != WeightFormat::FP16; }
 };
@@ -171,6 +172,20 @@ struct NormOut {
   Buffer* scale = nullptr;
 };
 
+// Per-op profiling (`bench engine`, docs/DESIGN.md §5.5): time of one op kind summed over the
+// marks that opened it.
+struct OpTime {
+  std::string op;
+  double ms = 0;
+  int64_t segments = 0;
+};
+// Memory a backend allocated for itself (workspaces, staging), as opposed to the buffers it
+// handed out through alloc / create_*.
+struct MemoryItem {
+  std::string what;
+  size_t bytes = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -259,7 +274,44 @@ class Backend {
 
   // Waits for queued work (no-op on the cpu backend).
   virtual void synchronize() {}
+
+  // ---- memory the backend keeps for itself ----------------------------------------------------
+  virtual std::vector<MemoryItem> workspace_memory() const { return {}; }
+
+  // ---- per-op profiling ---------------------------------------------------------------------
+  // profile_mark(op) attributes the time from here to the next mark to `op` (a string literal:
+  // the pointer is kept; nullptr attributes the time that follows to nothing). Off by default,
+  // when it costs one branch; while on, the runner runs every step eagerly (no CUDA graphs), and
+  // the cuda backend records a CUDA event from a pool it allocated in profile_begin (never while
+  // capturing a graph), the cpu backend reads a host clock. Time between marks is wall time on
+  // the device's timeline, so gaps where the device waits for the host count for the op after.
+  void profile_mark(const char* op) {
+    if (profiling_ && op != profile_op_) profile_op_ = op, record_mark(op);
+  }
+  bool profiling() const { return profiling_; }
+  void profile_begin() {
+    start_profile();
+    profiling_ = true, profile_op_ = nullptr;
+  }
+  // Waits for queued work and returns the time per op since profile_begin, in first-mark order.
+  std::vector<OpTime> profile_end() {
+    profile_mark(nullptr);
+    profiling_ = false;
+    return finish_profile();
+  }
+
+ protected:
+  virtual void start_profile() {}
+  virtual void record_mark(const char* op) { (void)op; }
+  virtual std::vector<OpTime> finish_profile() { return {}; }
+
+ private:
+  bool profiling_ = false;
+  const char* profile_op_ = nullptr;
 };
+
+// Sums timed segments (op, ms) by op (nullptr segments dropped), in first-appearance order.
+std::vector<OpTime> sum_segments(const std::vector<std::pair<const char*, double>>& segments);
 
 // Inverse frequencies of RoPE [head_dim / 2] as transformers computes them in fp32, with the
 // scaling of `spec` (default | llama3 | linear). Throws Error for other scalings.

@@ -1,6 +1,7 @@
 // Backend-independent helpers of nestedfp/backend.hpp.
 #include "nestedfp/backend.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <numbers>
 
@@ -15,6 +16,17 @@ const char* to_string(WeightFormat f) {
     case WeightFormat::FP16: break;
   }
   return "fp16";
+}
+
+std::vector<OpTime> sum_segments(const std::vector<std::pair<const char*, double>>& segments) {
+  std::vector<OpTime> r;
+  for (const auto& [op, ms] : segments) {
+    if (!op) continue;
+    auto it = std::find_if(r.begin(), r.end(), [&](const OpTime& t) { return t.op == op; });
+    if (it == r.end()) it = r.insert(r.end(), OpTime{op});
+    it->ms += ms, ++it->segments;
+  }
+  return r;
 }
 
 PenaltyView StepLayout::penalties(size_t i) const {

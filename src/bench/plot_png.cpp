@@ -326,6 +326,12 @@ void draw_chart(Canvas& cv, const Chart& ch, int x0, int y0, int w, int h) {
         continue;
       }
       int cx = std::clamp(X(s.x[i]), left, right), cy = std::clamp(Y(s.y[i]), top, bottom);
+      if (s.bar_width > 0) {
+        const int bx0 = std::clamp(X(s.x[i] - s.bar_width / 2), left, right),
+                  bx1 = std::clamp(X(s.x[i] + s.bar_width / 2), left, right),
+                  by0 = std::clamp(Y(std::max(ymin, 0.0)), top, bottom);
+        cv.fill_rect(bx0, std::min(cy, by0), bx1, std::max(cy, by0), s.color);
+      }
       if (s.lines && have_prev) cv.line(px, py, cx, cy, s.color, 2);
       if (s.markers) cv.marker(cx, cy, s.color, 2);
       px = cx, py = cy, have_prev = true;

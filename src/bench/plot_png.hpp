@@ -44,6 +44,7 @@ struct Series {
   Rgb color{31, 119, 180};
   bool lines = true;     // connect points in x order
   bool markers = false;  // draw a disc at each point
+  double bar_width = 0;  // > 0: a filled bar from y = 0 to each point, this wide in x units
 };
 
 struct Chart {

@@ -131,10 +131,6 @@ inline std::unique_ptr<ModelExecutor> build_runner(
 
 // The runner behind an executor of build_runner (rank 0's under tensor parallelism): its backend,
 // config and counters.
-inline engine::ModelRunner& runner_of(ModelExecutor& ex) {
-  if (auto* r = dynamic_cast<engine::ModelRunner*>(&ex)) return *r;
-  if (auto* t = dynamic_cast<engine::TpExecutor*>(&ex)) return t->rank(0);
-  fail("internal: unknown model executor");
-}
+inline engine::ModelRunner& runner_of(ModelExecutor& ex) { return *engine::ranks_of(ex).front(); }
 
 }  // namespace nestedfp::cli

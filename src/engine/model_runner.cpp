@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "engine/checkpoint.hpp"
+#include "engine/op_names.hpp"
 #include "nestedfp/error.hpp"
 
 namespace nestedfp::engine {
@@ -272,6 +273,29 @@ void ModelRunner::finish_setup() {
       double(num_blocks_) * double(per_block) / (1 << 30), T, opt_.max_num_seqs);
 }
 
+RunnerMemory ModelRunner::memory() const {
+  RunnerMemory m;
+  auto bytes = [](const BufferPtr& b) { return b ? b->bytes() : size_t(0); };
+  for (const Layer& L : layers_) {
+    for (const auto* w : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down})
+      if (*w)
+        ((*w)->format == backend::WeightFormat::FP16 ? m.plain_linears : m.nested_linears) +=
+            (*w)->bytes;
+    m.norms += bytes(L.input_norm) + bytes(L.post_norm) + bytes(L.q_norm) + bytes(L.k_norm);
+  }
+  m.norms += bytes(final_norm_);
+  m.embedding = bytes(embed_);
+  m.lm_head = lm_head_ ? lm_head_->bytes : 0;
+  m.kv_blocks = num_blocks_ + (pad_block_ >= 0 ? 1 : 0);
+  m.kv_cache = size_t(m.kv_blocks) * kv_bytes_per_block(config_);
+  const Scratch& s = *s_;
+  for (const BufferPtr* b : {&s.h, &s.x, &s.q, &s.k, &s.v, &s.attn, &s.o, &s.gate, &s.up, &s.act,
+                             &s.q8, &s.scale, &s.xl, &s.logits})
+    m.scratch += bytes(*b);
+  m.backend = be_->workspace_memory();
+  return m;
+}
+
 void ModelRunner::validate(const StepInput& in) const {
   int64_t tokens = 0;
   for (const SeqChunk& s : in.seqs) {
@@ -385,6 +409,7 @@ void ModelRunner::forward(Precision precision) {
               need8 ? s.scale.get() : nullptr};
     Activation a;
     if (norm_w) {
+      be.profile_mark(op::kRmsnorm);
       if (pending)
         be.rmsnorm(*pending, &src, *norm_w, T, cols, eps, o);
       else
@@ -392,19 +417,24 @@ void ModelRunner::forward(Precision precision) {
       pending = nullptr;
       a.f16 = o.out;
     } else {
-      if (need8) be.quantize(src, T, cols, *s.q8, *s.scale);
+      if (need8) be.profile_mark(op::kQuantize), be.quantize(src, T, cols, *s.q8, *s.scale);
       a.f16 = need16 ? &src : nullptr;
     }
     if (need8) a.q8 = s.q8.get(), a.scale = s.scale.get();
     return a;
   };
 
+  be.profile_mark(op::kEmbedding);
   be.embedding(*embed_, c.vocab_size, H, *s.h);
   for (size_t li = 0; li < layers_.size(); ++li) {
     const Layer& L = layers_[li];
     auto linear = [&](const char* name, const LinearWeight& w, const Activation& a,
                       backend::Buffer& y) {
       if (tap_) tap_(int(li), name, a, T);
+      be.profile_mark(&w == L.o.get()                          ? op::kO
+                      : &w == L.down.get()                     ? op::kDown
+                      : &w == L.gate.get() || &w == L.up.get() ? op::kGateUp
+                                                               : op::kQkv);
       be.linear(precision, w, a, T, y);
     };
     Activation a = prepare(L.input_norm.get(), *s.h, H, {L.q.get(), L.k.get(), L.v.get()});
@@ -412,11 +442,14 @@ void ModelRunner::forward(Precision precision) {
     linear("k", *L.k, a, *s.k);
     linear("v", *L.v, a, *s.v);
     if (c.qk_norm) {
+      be.profile_mark(op::kRmsnorm);
       be.rmsnorm(*s.q, nullptr, *L.q_norm, T * nq, hd, eps, NormOut{s.q.get()});
       be.rmsnorm(*s.k, nullptr, *L.k_norm, T * nkv, hd, eps, NormOut{s.k.get()});
     }
+    be.profile_mark(op::kRopeKv);
     be.rope(*rope_, *s.q, *s.k, nq, nkv, int(hd));
     be.write_kv(*kv_, int(li), *s.k, *s.v);
+    be.profile_mark(op::kAttention);
     be.attention(*kv_, int(li), *s.q, nq, 1.f / std::sqrt(float(hd)), *s.attn);
     a = prepare(nullptr, *s.attn, int64_t(nq) * hd, {L.o.get()});
     linear("o", *L.o, a, *s.o);
@@ -426,6 +459,7 @@ void ModelRunner::forward(Precision precision) {
     a = prepare(L.post_norm.get(), *s.h, H, {L.gate.get(), L.up.get()});
     linear("gate", *L.gate, a, *s.gate);
     linear("up", *L.up, a, *s.up);
+    be.profile_mark(op::kSiluMul);
     if (fp8_acts && L.down->runs_fp8()) {
       be.silu_mul(*s.gate, *s.up, T, I, NormOut{nullptr, s.q8.get(), s.scale.get()});
       a = Activation{nullptr, s.q8.get(), s.scale.get()};
@@ -437,6 +471,7 @@ void ModelRunner::forward(Precision precision) {
     if (tp_) tp_->reduce(be, *s.o, T * H);
     pending = s.o.get();
   }
+  be.profile_mark(op::kFinalNorm);
   if (pending) be.add(*s.h, *pending, T * H);
 }
 
@@ -450,9 +485,12 @@ void ModelRunner::logits_and_samples(const StepInput& in, StepOutput& out) {
   size_t next_sample = 0;
   for (int64_t g0 = 0; g0 < R; g0 += max_logit_rows_) {
     const int64_t gn = std::min<int64_t>(max_logit_rows_, R - g0);
+    be.profile_mark(op::kFinalNorm);
     be.gather_logit_rows(*s.h, H, g0, gn, *s.xl);
     be.rmsnorm(*s.xl, nullptr, *final_norm_, gn, H, float(c.rms_norm_eps), NormOut{s.xl.get()});
+    be.profile_mark(op::kLmHead);
     be.logits(*lm_head_, *s.xl, gn, *s.logits);
+    be.profile_mark(op::kSampling);
     std::vector<SampledToken> sampled = be.sample(*s.logits, V, g0, gn);
     for (auto& t : sampled) {  // in sample_rows order, which follows the sequences
       while (next_sample < in.seqs.size() &&
@@ -468,6 +506,7 @@ void ModelRunner::logits_and_samples(const StepInput& in, StepOutput& out) {
       const int32_t si = host_rows_[size_t(g0 + r)];
       for (r1 = r + 1; r1 < gn && host_rows_[size_t(g0 + r1)] == si;) ++r1;
       if (si < 0) continue;
+      be.profile_mark(op::kLogitsToHost);
       auto& dst = out.logits[size_t(si)];
       const size_t off = dst.size();
       dst.resize(off + size_t((r1 - r) * V));
@@ -479,7 +518,8 @@ void ModelRunner::logits_and_samples(const StepInput& in, StepOutput& out) {
 // The graph batch size for a step that can replay a CUDA graph, or 0: decode only (one sampled
 // token per sequence), no logits to the host, no logprobs, no penalties, no activation tap.
 int ModelRunner::graph_batch(const StepInput& in) const {
-  if (!graphs_ || tap_) return 0;
+  if (!graphs_ || graphs_paused_ || tap_ || be_->profiling())
+    return 0;  // profiled steps mark every op: eager
   int S = 0;
   for (const SeqChunk& s : in.seqs) {
     if (s.tokens.empty()) continue;
@@ -554,6 +594,7 @@ void ModelRunner::run_graph(const StepInput& in, int B, StepOutput& out) {
 }
 
 StepOutput ModelRunner::execute(const StepInput& in) {
+  be_->profile_mark(op::kSetup);
   validate(in);
   build_layout(in);
   StepOutput out;
@@ -569,6 +610,7 @@ StepOutput ModelRunner::execute(const StepInput& in) {
   forward(in.precision);
   logits_and_samples(in, out);
   be_->synchronize();
+  be_->profile_mark(nullptr);
   return out;
 }
 

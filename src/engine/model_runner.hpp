@@ -55,6 +55,18 @@ struct LoadOptions {
 using LinearTap =
     std::function<void(int layer, const char* linear, const backend::Activation& x, int64_t M)>;
 
+// Memory the runner holds on its backend, in bytes (`bench engine`'s memory report).
+struct RunnerMemory {
+  size_t nested_linears = 0;  // decoder linears held nested: both planes, row exponents, biases
+  size_t plain_linears = 0;   // decoder linears held plain FP16 (--weights fp16, or not nestable)
+  size_t lm_head = 0, embedding = 0, norms = 0;
+  size_t kv_cache = 0;
+  int kv_blocks = 0;                         // allocated, the CUDA-graph pad block included
+  size_t scratch = 0;                        // activations and logits for the largest step
+  std::vector<backend::MemoryItem> backend;  // the backend's own workspaces
+  size_t weights() const { return nested_linears + plain_linears + lm_head + embedding + norms; }
+};
+
 class ModelRunner final : public ModelExecutor {
  public:
   // Uploads host weights that are already split (the host copy may be dropped afterwards).
@@ -71,7 +83,8 @@ class ModelRunner final : public ModelExecutor {
   int max_model_len() const override { return max_len_; }
   int max_step_tokens() const override { return opt_.max_num_batched_tokens; }
 
-  const io::ModelConfig& config() const { return config_; }
+  const io::ModelConfig& config() const { return config_; }  // this rank's shard under TP
+  const io::ModelConfig& full_config() const { return tp_ ? tp_->full : config_; }
   const LoadReport& load_report() const { return report_; }
   backend::Backend& backend() { return *be_; }
   static size_t kv_bytes_per_block(const io::ModelConfig& c);
@@ -81,6 +94,10 @@ class ModelRunner final : public ModelExecutor {
   const TpShard* shard() const { return tp_ ? &tp_->shard : nullptr; }
   // Decode steps that replayed a captured CUDA graph (0 on the cpu backend or with eager steps).
   uint64_t graph_replays() const { return graph_replays_; }
+  // true: decode steps run eagerly until set back (bench engine's eager timings); captured
+  // graphs are kept.
+  void pause_graphs(bool paused) { graphs_paused_ = paused; }
+  RunnerMemory memory() const;
 
  private:
   struct Layer;
@@ -115,6 +132,7 @@ class ModelRunner final : public ModelExecutor {
   int pad_block_ = -1;              // KV block of the graph pads (not given to the engine)
   std::vector<int> graph_buckets_;  // batch sizes decode graphs are captured for
   uint64_t graph_replays_ = 0;
+  bool graphs_paused_ = false;
   LoadReport report_;
   LinearTap tap_;
   std::unique_ptr<TpPlan> tp_;  // set when this runner is one rank of a sharded model

@@ -188,6 +188,16 @@ StepOutput TpExecutor::execute(const StepInput& in) {
   return std::move(outs[0]);
 }
 
+std::vector<ModelRunner*> ranks_of(ModelExecutor& ex) {
+  if (auto* r = dynamic_cast<ModelRunner*>(&ex)) return {r};
+  if (auto* t = dynamic_cast<TpExecutor*>(&ex)) {
+    std::vector<ModelRunner*> v;
+    for (int i = 0; i < t->size(); ++i) v.push_back(&t->rank(i));
+    return v;
+  }
+  fail("internal: an executor that is neither a ModelRunner nor a TpExecutor");
+}
+
 std::unique_ptr<TpExecutor> load_tensor_parallel(
     int tp_size, const std::function<std::unique_ptr<backend::Backend>(int rank)>& make_backend,
     const LoadOptions& load, const RunnerOptions& options) {

@@ -53,6 +53,9 @@ class TpExecutor final : public ModelExecutor {
   std::string broken_;  // why steps are refused (a failed step)
 };
 
+// The runners behind an executor: {the runner} or every rank of a TpExecutor (rank 0 first).
+std::vector<ModelRunner*> ranks_of(ModelExecutor& ex);
+
 // The executor for `load` at `tp_size` ranks: rank r on make_backend(r) with LoadOptions::shard
 // {r, tp_size}. tp_size 1 still runs one worker thread (use ModelRunner::load directly instead).
 std::unique_ptr<TpExecutor> load_tensor_parallel(

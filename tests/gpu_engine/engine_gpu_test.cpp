@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <memory>
+#include <set>
 #include <stdexcept>
 
 #include "cpu/pystd_fixture.hpp"
@@ -260,4 +261,67 @@ TEST(CudaEngine, DecodeGraphsMatchEagerSteps) {
       EXPECT_EQ(eager->graph_replays(), 0u);
     }
   }
+}
+
+// Per-op profiling (bench engine): a profiled decode step runs eagerly (CUDA events cannot be
+// graph nodes), marks every op kind, and its op times add up to its wall time; graphs replay again
+// once profiling is off, and pause_graphs keeps them off. Memory accessors report what was
+// allocated.
+TEST(CudaEngine, ProfiledStepsRunEagerAndCoverTheStep) {
+  auto r = cuda_runner(true, 8);
+  StepInput pre;
+  SeqChunk c;
+  c.seq_id = 1, c.start_pos = 0, c.block_table = {0, 1, 2, 3, 4, 5, 6, 7};
+  c.tokens.assign(text_ids().begin(), text_ids().begin() + 30);
+  c.need_logits = false, c.sample = true, c.sampling.temperature = 0;
+  pre.seqs.push_back(c);
+  int32_t last = r->execute(pre).tokens[0], pos = 30;
+  auto decode = [&](Precision p) {
+    StepInput in;
+    in.precision = p;
+    SeqChunk d = c;
+    d.start_pos = pos++, d.tokens = {last};
+    in.seqs.push_back(d);
+    last = r->execute(in).tokens[0];
+  };
+  for (Precision p : {Precision::FP16, Precision::FP8}) {
+    decode(p), decode(p);  // capture, then replay
+    const uint64_t replays = r->graph_replays();
+    auto& be = r->backend();
+    be.profile_begin();
+    const auto t0 = std::chrono::steady_clock::now();
+    decode(p);
+    const double wall =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    const auto ops = be.profile_end();
+    EXPECT_EQ(r->graph_replays(), replays) << "a profiled step replayed a graph";
+    std::set<std::string> names;
+    double sum = 0;
+    for (const auto& o : ops) names.insert(o.op), sum += o.ms;
+    for (const char* op :
+         {"step setup", "embedding", "rmsnorm", "qkv GEMM", "rope + kv write", "attention",
+          "o GEMM", "gate_up GEMM", "silu_mul", "down GEMM", "final norm", "lm_head", "sampling"})
+      EXPECT_TRUE(names.count(op)) << op << " " << to_string(p);
+    EXPECT_EQ(names.count("quantize"), p == Precision::FP8 ? 1u : 0u);
+    EXPECT_GT(sum, 0.5 * wall);
+    EXPECT_LT(sum, wall + 0.05);
+    decode(p);
+    EXPECT_EQ(r->graph_replays(), replays + 1) << "graphs did not resume after profiling";
+    r->pause_graphs(true);
+    decode(p);
+    EXPECT_EQ(r->graph_replays(), replays + 1) << "pause_graphs did not stop graph replays";
+    r->pause_graphs(false);
+  }
+  const engine::RunnerMemory m = r->memory();
+  EXPECT_GT(m.nested_linears, 0u);
+  EXPECT_EQ(m.plain_linears, 0u);
+  EXPECT_EQ(m.kv_blocks, 513);  // the graph pad block included
+  EXPECT_EQ(m.kv_cache, size_t(513) * engine::ModelRunner::kv_bytes_per_block(r->config()));
+  size_t fi = 0, cublas = 0;
+  for (const auto& it : m.backend) {
+    if (it.what.rfind("FlashInfer", 0) == 0) fi = it.bytes;
+    if (it.what.rfind("cuBLAS", 0) == 0) cublas = it.bytes;
+  }
+  EXPECT_GT(fi, 0u);
+  EXPECT_GT(cublas, 0u);  // the lm_head runs on cuBLAS
 }

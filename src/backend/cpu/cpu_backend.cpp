@@ -1,6 +1,7 @@
 // The cpu reference backend: plain host memory, a small thread pool, and the kernels of
 // kernels.hpp. Rounding to fp16 follows Hugging Face's fp16 Llama op by op (see backend.hpp).
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -196,6 +197,9 @@ class CpuBackend final : public Backend {
       w->packed.bias.resize(size_t(s.out_features));
       for (int64_t i = 0; i < s.out_features; ++i) w->packed.bias[i] = fp16_to_float(s.bias[i]);
     }
+    const auto& p = w->packed;
+    w->bytes = p.upper.size() + p.lower.size() + p.f16.size() * 2 + p.col_scale.size() * 4 +
+               p.bias.size() * 4;
     return w;
   }
 
@@ -502,7 +506,23 @@ class CpuBackend final : public Backend {
     return std::move(pending_);
   }
 
+ protected:
+  // Every op has finished when it returns, so the host clock times the ops themselves.
+  void start_profile() override { marks_.clear(); }
+  void record_mark(const char* op) override { marks_.push_back({op, Clock::now()}); }
+  std::vector<OpTime> finish_profile() override {
+    std::vector<std::pair<const char*, double>> seg;
+    for (size_t i = 0; i + 1 < marks_.size(); ++i)
+      seg.push_back({marks_[i].first, std::chrono::duration<double, std::milli>(
+                                          marks_[i + 1].second - marks_[i].second)
+                                          .count()});
+    marks_.clear();
+    return sum_segments(seg);
+  }
+
  private:
+  using Clock = std::chrono::steady_clock;
+  std::vector<std::pair<const char*, Clock::time_point>> marks_;
   const StepLayout& step() const {
     if (!step_) fail("cpu backend: an op that reads the step layout ran before begin_step");
     return *step_;

@@ -5,6 +5,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <tuple>
@@ -17,6 +18,7 @@ namespace nestedfp::cuda {
 namespace {
 
 constexpr size_t kWorkspaceBytes = 32u << 20;
+std::atomic<size_t> g_workspace_total{0};  // over every thread's handles
 
 void check_cublas(cublasStatus_t s, const char* expr, int line) {
   if (s != CUBLAS_STATUS_SUCCESS)
@@ -56,6 +58,7 @@ Handles& handles() {
     NFP_CUBLAS_CHECK(cublasCreate(&h.blas));
     NFP_CUBLAS_CHECK(cublasLtCreate(&h.lt));
     NFP_CUDA_CHECK(cudaMalloc(&h.workspace, kWorkspaceBytes));
+    g_workspace_total += kWorkspaceBytes;
     NFP_CUBLAS_CHECK(cublasSetWorkspace(h.blas, h.workspace, kWorkspaceBytes));
     h.device = dev;
   }
@@ -157,5 +160,7 @@ bool cublaslt_fp8_per_row_supported(int N, int K, int M) {
   auto& h = handles();
   return lt_plan(h, N, K, M, true).ok;
 }
+
+size_t cublas_workspace_bytes() { return g_workspace_total.load(); }
 
 }  // namespace nestedfp::cuda

@@ -158,4 +158,11 @@ struct DeviceInfo {
 };
 DeviceInfo device_info();
 
+// Device memory the GEMM wrappers allocated for themselves so far (reported by `bench engine`):
+// cuBLAS handles' workspaces, NestedFP16 stream-K workspaces (outgrown ones included: graphs may
+// still point into them), the NestedFP8 workspace.
+size_t cublas_workspace_bytes();
+size_t nested_fp16_workspace_bytes();
+size_t nested_fp8_workspace_bytes();
+
 }  // namespace nestedfp::cuda

@@ -30,6 +30,7 @@ std::map<int, int> g_sm_count;
 std::map<std::pair<int, cudaStream_t>, Buffer> g_workspaces;
 // Outgrown buffers are kept, not freed: a captured CUDA graph may still point into them.
 std::vector<void*> g_retired;
+size_t g_total_bytes = 0;  // live and retired workspaces
 }  // namespace
 
 struct SchedChoice {
@@ -111,7 +112,15 @@ void* workspace(int device, size_t bytes, cudaStream_t stream) {
   void* p = nullptr;
   check(cudaMalloc(&p, bytes), "cudaMalloc(stream-K workspace)");
   b = {p, bytes};
+  g_total_bytes += bytes;
   return p;
 }
 
 }  // namespace nestedfp::cuda::nfp16
+
+namespace nestedfp::cuda {
+size_t nested_fp16_workspace_bytes() {
+  std::lock_guard<std::mutex> lock(nfp16::g_mutex);
+  return nfp16::g_total_bytes;
+}
+}  // namespace nestedfp::cuda

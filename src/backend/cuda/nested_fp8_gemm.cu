@@ -92,11 +92,15 @@ DeviceCache& device_cache() {
 
 }  // namespace
 
+namespace {
+std::mutex g_ws_mutex;
+size_t g_ws_size = 0;
+}  // namespace
+
 void* workspace_for(size_t bytes, cudaStream_t stream) {
-  static std::mutex mu;
   static void* ptr = nullptr;
-  static size_t size = 0;
-  std::lock_guard<std::mutex> lock(mu);
+  size_t& size = g_ws_size;
+  std::lock_guard<std::mutex> lock(g_ws_mutex);
   if (bytes <= size) return ptr;
   cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
   NFP_CUDA_CHECK(cudaStreamIsCapturing(stream, &cap));
@@ -113,6 +117,11 @@ void* workspace_for(size_t bytes, cudaStream_t stream) {
 }
 
 }  // namespace fp8gemm
+
+size_t nested_fp8_workspace_bytes() {
+  std::lock_guard<std::mutex> lock(fp8gemm::g_ws_mutex);
+  return fp8gemm::g_ws_size;
+}
 
 bool nested_fp8_gemm_variant_built(int variant) {
   return variant >= 0 && variant < fp8gemm::kNumVariants &&

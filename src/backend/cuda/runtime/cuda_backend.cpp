@@ -96,6 +96,7 @@ class CudaBackend final : public Backend {
   ~CudaBackend() override {
     cudaStreamSynchronize(stream_);
     for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
+    for (cudaEvent_t e : events_) cudaEventDestroy(e);
     if (host_blob_) cudaFreeHost(host_blob_);
     if (host_pen_) cudaFreeHost(host_pen_);
     if (host_out_) cudaFreeHost(host_out_);
@@ -269,6 +270,12 @@ class CudaBackend final : public Backend {
   void graph_capture_end(int64_t key) override;
   bool graph_replay(int64_t key) override;
   void synchronize() override { NFP_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+  std::vector<MemoryItem> workspace_memory() const override;
+
+ protected:
+  void start_profile() override;
+  void record_mark(const char* op) override;
+  std::vector<OpTime> finish_profile() override;
 
  private:
   template <typename T>
@@ -293,6 +300,11 @@ class CudaBackend final : public Backend {
   int pending_top_ = -1;  // of the last sample_enqueue
   bool pending_any_ = false;
   std::map<int64_t, cudaGraphExec_t> graphs_;
+  bool capturing_ = false;
+  // Profiling (Backend::profile_mark): events created once, in the first profile_begin.
+  std::vector<cudaEvent_t> events_;
+  std::vector<const char*> event_ops_;  // op of each recorded event
+  bool profile_overflow_ = false;
   // The sampled rows' penalty lists (penalties.hpp): their own pinned/device pair, laid out per
   // step and grown on demand, apart from the step blob so that its addresses (which graphs
   // replay) never move. Steps with penalties never run as graphs (ModelRunner::graph_batch).
@@ -375,6 +387,8 @@ std::unique_ptr<LinearWeight> CudaBackend::create_linear(const LinearSpec& s) {
     w->bias = alloc(size_t(N) * 2);
     upload(*w->bias, s.bias, size_t(N) * 2);
   }
+  for (const BufferPtr* b : {&w->upper, &w->lower, &w->k, &w->fp16, &w->bias})
+    if (*b) w->bytes += (*b)->bytes();
   return w;
 }
 
@@ -564,10 +578,12 @@ std::vector<SampledToken> CudaBackend::sample_collect(int64_t row_begin, int64_t
 void CudaBackend::graph_capture_begin() {
   // Thread-local: other threads (HTTP) never touch this stream; their CUDA calls stay legal.
   NFP_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+  capturing_ = true;
 }
 
 void CudaBackend::graph_capture_end(int64_t key) {
   cudaGraph_t g = nullptr;
+  capturing_ = false;
   NFP_CUDA_CHECK(cudaStreamEndCapture(stream_, &g));
   cudaGraphExec_t exec = nullptr;
   const cudaError_t e = cudaGraphInstantiate(&exec, g, 0);
@@ -582,6 +598,60 @@ bool CudaBackend::graph_replay(int64_t key) {
   if (it == graphs_.end()) return false;
   NFP_CUDA_CHECK(cudaGraphLaunch(it->second, stream_));
   return true;
+}
+
+std::vector<MemoryItem> CudaBackend::workspace_memory() const {
+  std::vector<MemoryItem> m = {
+      {"step layout blob (device)", dev_blob_ ? dev_blob_->bytes() : 0},
+      {"sampling outputs (device)", dev_out_ ? dev_out_->bytes() : 0},
+      {"penalty lists (device, grown on demand)", dev_pen_ ? dev_pen_->bytes() : 0},
+      {"FlashInfer workspaces (float + int)",
+       fi_ ? fi_->float_workspace_bytes() + fi_->int_workspace_bytes() : 0},
+      {"cuBLAS workspaces", cuda::cublas_workspace_bytes()},
+      {"NestedFP16 GEMM stream-K workspaces", cuda::nested_fp16_workspace_bytes()},
+      {"NestedFP8 GEMM workspace", cuda::nested_fp8_workspace_bytes()},
+      {"weight staging (freed after loading)", staging_ ? staging_->bytes() : 0}};
+  return m;
+}
+
+// 8192 events: about 19 eager decode steps of a 32-layer model (~13 marks per layer).
+constexpr size_t kProfileEvents = 8192;
+
+void CudaBackend::start_profile() {
+  if (events_.empty()) {
+    events_.resize(kProfileEvents);
+    for (cudaEvent_t& e : events_) NFP_CUDA_CHECK(cudaEventCreate(&e));
+    event_ops_.reserve(kProfileEvents);
+  }
+  event_ops_.clear();
+  profile_overflow_ = false;
+}
+
+void CudaBackend::record_mark(const char* op) {
+  if (capturing_) return;  // an event recorded now would become a node of the graph
+  if (event_ops_.size() == events_.size()) {
+    profile_overflow_ = true;
+    return;
+  }
+  NFP_CUDA_CHECK(cudaEventRecord(events_[event_ops_.size()], stream_));
+  event_ops_.push_back(op);
+}
+
+std::vector<OpTime> CudaBackend::finish_profile() {
+  NFP_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  if (profile_overflow_)
+    fail(
+        "cuda backend: a profile took more than {} marks; call profile_end after fewer steps "
+        "(one step per profile is the intended use)",
+        events_.size());
+  std::vector<std::pair<const char*, double>> seg;
+  for (size_t i = 0; i + 1 < event_ops_.size(); ++i) {
+    float ms = 0;
+    NFP_CUDA_CHECK(cudaEventElapsedTime(&ms, events_[i], events_[i + 1]));
+    seg.push_back({event_ops_[i], double(ms)});
+  }
+  event_ops_.clear();
+  return sum_segments(seg);
 }
 
 }  // namespace
