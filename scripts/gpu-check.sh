@@ -12,7 +12,8 @@
 #   SKIP_ENGINE_BENCH=1, ENGINE_BENCH_ARGS="..."  skip or shape `bench engine` (Llama-3.1-8B, dummy)
 #   TP_CHECK=1                                   tensor parallelism on 2 GPUs (an nvidia-h200-x2):
 #                                                its GPU tests, pystd-16m perplexity at TP 1 and 2,
-#                                                `bench engine` at TP 2 (docs/DESIGN.md §3.12)
+#                                                `bench engine` at TP 2 (TP_ENGINE_BENCH_ARGS;
+#                                                docs/DESIGN.md §3.12)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-build/gpu-check}
@@ -165,7 +166,7 @@ if [ -n "${TP_CHECK:-}" ] && [ $have_bench = 1 ]; then
   done
   # shellcheck disable=SC2086
   build/cuda/nestedfp bench engine bench/configs/llama-3.1-8b --device cuda --tensor-parallel-size 2 \
-    --out "$OUT" ${ENGINE_BENCH_ARGS:---batch 1,64 --context 1024} > "$OUT/bench-engine-tp2-stdout.txt" \
+    --out "$OUT" ${TP_ENGINE_BENCH_ARGS:---batch 1,8,64 --offline-requests 200} > "$OUT/bench-engine-tp2-stdout.txt" \
     2> "$OUT/bench-engine-tp2.log" || { tail -20 "$OUT/bench-engine-tp2.log"; status=1; }
   cat "$OUT/bench-engine-tp2-stdout.txt"
 fi

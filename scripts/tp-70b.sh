@@ -9,7 +9,7 @@
 #      (fp16, fp8, dynamic). The paper's SLO-driven policy is not built (DESIGN §3.8): skipped.
 # Knobs: OUT (default build/tp-70b), TP (4), TRACE (.carry/azure_llm_2023_conv.csv or ../shared),
 #   DURATION (trace window, s; 120), TIME_SCALE (1), POLICIES ("fp16 fp8 dynamic"),
-#   ENGINE_BENCH_ARGS ("--batch 1,8,64 --context 1024").
+#   ENGINE_BENCH_ARGS ("--batch 1,8,64 --context 1024 --offline-requests 500").
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-build/tp-70b}
@@ -36,7 +36,8 @@ ngpu=$(nvidia-smi -L 2>/dev/null | wc -l)
 t0=$(date +%s)
 # shellcheck disable=SC2086
 "$BIN" bench engine "$CONFIG" --device cuda --tensor-parallel-size "$TP" --max-num-batched-tokens 2048 \
-  --out "$OUT" ${ENGINE_BENCH_ARGS:---batch 1,8,64 --context 1024} > "$OUT/bench-engine-stdout.txt" \
+  --out "$OUT" ${ENGINE_BENCH_ARGS:---batch 1,8,64 --context 1024 --offline-requests 500} \
+  > "$OUT/bench-engine-stdout.txt" \
   2> "$OUT/bench-engine.log" || { tail -20 "$OUT/bench-engine.log"; status=1; }
 note "bench engine exit $status in $(( $(date +%s) - t0 )) s"
 cat "$OUT/bench-engine-stdout.txt"
