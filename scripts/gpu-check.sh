@@ -13,7 +13,7 @@
 #   TP_CHECK=1                                   tensor parallelism on 2 GPUs (an nvidia-h200-x2):
 #                                                its GPU tests, pystd-16m perplexity at TP 1 and 2,
 #                                                `bench engine` at TP 2 (TP_ENGINE_BENCH_ARGS;
-#                                                docs/DESIGN.md §3.12)
+#                                                docs/DESIGN.md §3.13)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-build/gpu-check}

@@ -63,8 +63,10 @@ Libs: -L\${libdir} -lz
 Cflags: -I\${includedir}
 PC
 tar -C "$tmp" -cJf "$out/sysroot.tar.xz" sysroot
-# The device has no ../shared: the eval text (engine GPU tests) and a trace (serve e2e) travel too.
-cp ../shared/data/eval/pystd_public.txt.gz ../shared/data/traces/azure_llm_2023_conv.csv "$out/"
+# The device has no ../shared: the eval text (engine GPU tests) and the traces (serve e2e,
+# scripts/e2e-experiment.sh) travel too.
+cp ../shared/data/eval/pystd_public.txt.gz ../shared/data/traces/azure_llm_2023_conv.csv \
+  ../shared/data/traces/azure_llm_2023_code.csv "$out/"
 # The device copy of the tree has no .git: record the commit the results belong to.
 { git rev-parse --short HEAD 2>/dev/null || echo unknown; } | tr -d '\n' > "$out/git-commit"
 git diff --quiet HEAD 2>/dev/null && git ls-files --others --exclude-standard | grep -q . && echo -n "+untracked" >> "$out/git-commit"

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# The 4-GPU experiment of the NestedFP paper on this engine (docs/DESIGN.md §3.12): Llama-3.1-70B
+# The 4-GPU experiment of the NestedFP paper on this engine (docs/DESIGN.md §3.13): Llama-3.1-70B
 # (bench/configs/llama-3.1-70b, dummy weights) at tensor-parallel size 4, --max-num-batched-tokens
 # 2048. Run on an nvidia-h200-x4 machine from the repository root after scripts/gpu-check.sh has
 # built build/cuda (or with BUILD=1 to build nestedfp here first).
 #   1. `bench engine`: decode step time per batch for plain FP16, NestedFP16, NestedFP8 against the
 #      per-GPU floor (decoder weights / 4 + the replicated lm_head, at the measured copy bandwidth);
-#   2. the Azure conv trace replayed against `nestedfp serve` under each precision policy
-#      (fp16, fp8, dynamic). The paper's SLO-driven policy is not built (DESIGN §3.8): skipped.
-# Knobs: OUT (default build/tp-70b), TP (4), TRACE (.carry/azure_llm_2023_conv.csv or ../shared),
-#   DURATION (trace window, s; 120), TIME_SCALE (1), POLICIES ("fp16 fp8 dynamic"),
+#   2. scripts/e2e-experiment.sh with the 70B model at TP 4: Azure conv/code trace replays under
+#      the fp16, fp8, dynamic and slo policies and the throughput grid (its E2E_* knobs apply).
+# Knobs: OUT (default build/tp-70b), TP (4), PARTS ("bench e2e": run them as two commands where a
+#   command may take at most 10 minutes), E2E_DEADLINE_S (420),
 #   ENGINE_BENCH_ARGS ("--batch 1,8,64 --context 1024 --offline-requests 500").
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -16,8 +16,6 @@ OUT=${OUT:-build/tp-70b}
 TP=${TP:-4}
 BIN=build/cuda/nestedfp
 CONFIG=bench/configs/llama-3.1-70b
-TRACE=${TRACE:-.carry/azure_llm_2023_conv.csv}
-[ -f "$TRACE" ] || TRACE=../shared/data/traces/azure_llm_2023_conv.csv
 mkdir -p "$OUT"
 status=0
 note() { echo "tp-70b: $*" >&2; }
@@ -33,6 +31,8 @@ ngpu=$(nvidia-smi -L 2>/dev/null | wc -l)
 [ -f .carry/git-commit ] && export NESTEDFP_GIT_COMMIT=$(cat .carry/git-commit)
 
 # ---- 1. decode step time against the floor ---------------------------------------------------------
+PARTS=${PARTS:-bench e2e}
+if [[ " $PARTS " == *" bench "* ]]; then
 t0=$(date +%s)
 # shellcheck disable=SC2086
 "$BIN" bench engine "$CONFIG" --device cuda --tensor-parallel-size "$TP" --max-num-batched-tokens 2048 \
@@ -41,35 +41,18 @@ t0=$(date +%s)
   2> "$OUT/bench-engine.log" || { tail -20 "$OUT/bench-engine.log"; status=1; }
 note "bench engine exit $status in $(( $(date +%s) - t0 )) s"
 cat "$OUT/bench-engine-stdout.txt"
+fi
+[[ " $PARTS " == *" e2e "* ]] || exit $status
 
-# ---- 2. trace replay per policy --------------------------------------------------------------------
-# serve needs a tokenizer beside config.json; bench serve sends token-id prompts, so pystd-16m's
+# ---- 2. trace replays per policy (scripts/e2e-experiment.sh at TP 4) -------------------------------
+# serve needs a tokenizer beside config.json; the replays send token-id prompts, so pystd-16m's
 # tokenizer (ids < 8192 of the 128256) only names the model and decodes the text it returns.
 model=$(mktemp -d /tmp/llama-3.1-70b.XXXX)
 cp "$CONFIG/config.json" models/pystd-16m/tokenizer.json models/pystd-16m/tokenizer_config.json "$model/"
-port=18123
-for policy in ${POLICIES:-fp16 fp8 dynamic}; do
-  log="$OUT/serve-$policy.log"
-  "$BIN" serve "$model" --load-format dummy --device cuda --tensor-parallel-size "$TP" \
-    --max-num-batched-tokens 2048 --precision "$policy" --port $port > "$log" 2>&1 &
-  pid=$!
-  ok=0
-  for _ in $(seq 1 600); do  # dummy 70B weights load in well under 10 minutes
-    curl -sf "http://127.0.0.1:$port/health" > /dev/null && { ok=1; break; }
-    kill -0 $pid 2> /dev/null || break
-    sleep 1
-  done
-  if [ $ok = 1 ]; then
-    "$BIN" bench serve --url "http://127.0.0.1:$port" --mode trace --trace "$TRACE" \
-      --duration "${DURATION:-120}" --time-scale "${TIME_SCALE:-1}" --middle-ratio 0.8 \
-      --token-range 100:8000 --ignore-eos --out "$OUT/trace-$policy" > "$OUT/trace-$policy.txt" 2>&1 \
-      || { note "bench serve ($policy) failed"; status=1; }
-    tail -25 "$OUT/trace-$policy.txt"
-  else
-    note "serve ($policy) did not come up: $(tail -3 "$log")"; status=1
-  fi
-  kill $pid 2> /dev/null; wait $pid 2> /dev/null
-done
-note "slo policy: not built (docs/DESIGN.md §3.8), skipped"
+# fp16, fp8, dynamic and slo on one nested server, the throughput grid on a plain FP16 one; the
+# report (<date>-e2e.md/.json/.png) lands in $OUT/e2e/results/.
+MODEL=$model SERVE_ARGS="--tensor-parallel-size $TP" OUT=$OUT/e2e \
+  E2E_TITLE="Llama-3.1-70B config, dummy weights, TP $TP over $TP H200" \
+  E2E_DEADLINE_S=${E2E_DEADLINE_S:-420} bash scripts/e2e-experiment.sh || status=1
 rm -rf "$model"
 exit $status

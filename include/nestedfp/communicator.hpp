@@ -1,5 +1,5 @@
 #pragma once
-// Collectives between the ranks of a tensor-parallel model (docs/DESIGN.md §3.12): one rank per
+// Collectives between the ranks of a tensor-parallel model (docs/DESIGN.md §3.13): one rank per
 // backend, all in one process, one thread per rank. Every rank calls the same collectives in the
 // same order. The cpu backend uses an in-process group (threads, exact sums in rank order); the
 // cuda backend uses NCCL (built only when the NCCL wheel was found, see README "Dependencies").

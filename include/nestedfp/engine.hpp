@@ -133,6 +133,11 @@ struct EngineConfig {
   // request was among the at most max_num_seqs running ones). Metrics report the two apart.
   size_t max_queue = 256;
   std::string precision = "fp16";  // policy spec, see precision_policy.hpp
+  // Defaults of the slo policy's targets (serve --slo-ttft / --slo-tpot); 0: the spec gives them.
+  double slo_ttft_ms = 0, slo_tpot_ms = 0;
+  // Step timings (latency_model.hpp) for the latency model's prior. Empty: with an slo policy at
+  // start the engine times a few synthetic steps instead; otherwise it learns from served steps.
+  std::string latency_model_file;
   // Automatic prefix caching (docs/DESIGN.md §3.6): full KV blocks stay cached after their
   // request ends and a request whose prompt starts with the same blocks reuses their KV. Outputs
   // are the same with and without it wherever the seed guarantee above holds. false: no cache.

@@ -8,18 +8,36 @@
 //     FP8 when the step schedules more than N tokens; N defaults to half the token budget
 //     (--max-num-batched-tokens / 2). With H > 0 a step that follows an FP8 step stays FP8 until
 //     the token count drops to N - H or below, so load hovering at N does not flip every step.
+//   slo[:ttft=MS,tpot=MS,hysteresis=F,gain=F]
+//     FP16 unless the latency model (latency_model.hpp) predicts that FP16 misses the TTFT target
+//     of a waiting request that could still meet it, or the TPOT target of the running ones, and
+//     FP8 would do measurably better (by the fraction `gain`, default 0.05). While in FP8 the
+//     targets are tightened by `hysteresis` (default 0.2) before FP16 is tried again.
+//     Defaults of ttft/tpot: PolicyContext (serve's --slo-ttft / --slo-tpot).
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "nestedfp/step.hpp"
 
 namespace nestedfp {
 
+class LatencyModel;
+
+// A request still without its first token.
+struct QueuedPrompt {
+  double age_s = 0;          // since it arrived
+  int remaining_tokens = 0;  // prompt tokens without KV yet, this step's chunk included
+};
+
 struct StepLoad {
   int num_tokens = 0;  // all tokens of the step
   int num_seqs = 0;
   int num_decode_seqs = 0;  // sequences contributing one decode token
+  // Filled only for a policy whose needs_queue() is true: requests without a first token (the
+  // waiting queue and prompts being chunked), oldest first.
+  std::vector<QueuedPrompt> prompts;
 };
 
 class PrecisionPolicy {
@@ -29,10 +47,30 @@ class PrecisionPolicy {
   virtual Precision choose(const StepLoad& load) = 0;
   // Canonical spec with defaults filled in, e.g. "dynamic:threshold=256,hysteresis=0".
   virtual std::string spec() const = 0;
+  // Whether choose() reads StepLoad::prompts (building it costs a pass over the requests).
+  virtual bool needs_queue() const { return false; }
+  // Appends the policy's own Prometheus metrics (decisions, predictions) to `out`.
+  virtual void render_metrics(std::string& /*out*/) const {}
+};
+
+// What a spec may leave out.
+struct PolicyContext {
+  int max_num_batched_tokens = 512;
+  double slo_ttft_ms = 0, slo_tpot_ms = 0;  // slo defaults; 0 = the spec must give them
+  // The engine's step-time model (slo only; must outlive the policy). Null: slo cannot be built.
+  const LatencyModel* latency = nullptr;
 };
 
 // Throws Error with what is wrong and the accepted forms for a spec it cannot parse.
 std::unique_ptr<PrecisionPolicy> make_precision_policy(std::string_view spec,
-                                                       int max_num_batched_tokens);
+                                                       const PolicyContext& ctx);
+inline std::unique_ptr<PrecisionPolicy> make_precision_policy(std::string_view spec,
+                                                              int max_num_batched_tokens) {
+  return make_precision_policy(spec, PolicyContext{max_num_batched_tokens});
+}
+// The slo policy; also reached through make_precision_policy("slo...").
+std::unique_ptr<PrecisionPolicy> make_slo_policy(std::string_view spec, const PolicyContext& ctx);
+// "slo" or "slo:..." (the engine calibrates its latency model when it starts with one).
+bool is_slo_spec(std::string_view spec);
 
 }  // namespace nestedfp

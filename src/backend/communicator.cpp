@@ -1,5 +1,5 @@
 // The in-process communicator group (threads of one process, host memory) and the factory that
-// picks it or NCCL. docs/DESIGN.md §3.12.
+// picks it or NCCL. docs/DESIGN.md §3.13.
 #include "nestedfp/communicator.hpp"
 
 #include <condition_variable>

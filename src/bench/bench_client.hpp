@@ -138,6 +138,16 @@ struct MetricsSample {
 // Prometheus text page; nullopt when the page has none of them.
 std::optional<MetricsSample> parse_precision_metrics(const std::string& prometheus_text);
 
+// Per interval between consecutive samples (t_s = its middle): the FP16 share of engine steps and
+// of step tokens (NaN when the engine was idle), steps per second of each precision, and requests
+// sent per second (from `send_times_s`, same time base).
+struct PrecisionTimeline {
+  std::vector<double> t_s, fp16_step_share, fp16_token_share, fp16_steps_per_s, fp8_steps_per_s,
+      arrivals_per_s;
+};
+PrecisionTimeline precision_timeline(const std::vector<MetricsSample>& samples,
+                                     const std::vector<double>& send_times_s);
+
 // Polls GET /metrics every `interval_s` on a thread until stop().
 class MetricsPoller {
  public:

@@ -1,6 +1,7 @@
 // Bench reports: JSON records, the console table, and the PNG plots.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 
@@ -117,28 +118,44 @@ std::vector<std::string> write_plots(const std::string& dir,
   written.push_back(p);
 
   if (metrics.size() >= 2) {
-    Series steps{"FP8 share of steps", {}, {}, plot::palette(3), true, true};
-    Series toks{"FP8 share of tokens", {}, {}, plot::palette(4), true, false};
-    Series r16{"FP16 steps/s", {}, {}, plot::palette(0), true, false};
-    Series r8{"FP8 steps/s", {}, {}, plot::palette(3), true, false};
-    for (size_t k = 1; k < metrics.size(); ++k) {
-      const auto &a = metrics[k - 1], &b = metrics[k];
-      double t = (a.t_s + b.t_s) / 2, dt = std::max(1e-9, b.t_s - a.t_s);
-      double d16 = b.steps_fp16 - a.steps_fp16, d8 = b.steps_fp8 - a.steps_fp8;
-      double k16 = b.tokens_fp16 - a.tokens_fp16, k8 = b.tokens_fp8 - a.tokens_fp8;
-      steps.x.push_back(t), steps.y.push_back(d16 + d8 > 0 ? d8 / (d16 + d8) : NAN);  // idle: gap
-      toks.x.push_back(t), toks.y.push_back(k16 + k8 > 0 ? k8 / (k16 + k8) : NAN);
-      r16.x.push_back(t), r16.y.push_back(d16 / dt);
-      r8.x.push_back(t), r8.y.push_back(d8 / dt);
-    }
-    Chart share{title + ": precision share over time", "time (s)", "FP8 share", {steps, toks}};
+    std::vector<double> sends;
+    for (auto& r : results) sends.push_back(r.start_s);
+    PrecisionTimeline tl = precision_timeline(metrics, sends);
+    Series steps{"FP16 share of steps", tl.t_s, tl.fp16_step_share, plot::palette(0), true, true};
+    Series toks{"FP16 share of tokens", tl.t_s, tl.fp16_token_share, plot::palette(4), true, false};
+    Series r16{"FP16 steps/s", tl.t_s, tl.fp16_steps_per_s, plot::palette(0), true, false};
+    Series r8{"FP8 steps/s", tl.t_s, tl.fp8_steps_per_s, plot::palette(3), true, false};
+    Series arr{"requests sent/s", tl.t_s, tl.arrivals_per_s, plot::palette(2), true, true};
+    Chart share{title + ": precision share over time", "time (s)", "FP16 share", {steps, toks}};
     share.y_min = 0, share.y_max = 1;
     Chart rate{"Engine steps per second", "time (s)", "steps/s", {r16, r8}};
+    Chart load{"Arrival rate", "time (s)", "requests/s", {arr}};
     p = (std::filesystem::path(dir) / "precision_share.png").string();
-    plot::save_charts_png(p, {share, rate}, 900, 320);
+    plot::save_charts_png(p, {share, rate, load}, 900, 300);
     written.push_back(p);
   }
   return written;
+}
+
+PrecisionTimeline precision_timeline(const std::vector<MetricsSample>& m,
+                                     const std::vector<double>& send_times_s) {
+  PrecisionTimeline tl;
+  for (size_t k = 1; k < m.size(); ++k) {
+    const auto &a = m[k - 1], &b = m[k];
+    double dt = std::max(1e-9, b.t_s - a.t_s);
+    double d16 = b.steps_fp16 - a.steps_fp16, d8 = b.steps_fp8 - a.steps_fp8;
+    double k16 = b.tokens_fp16 - a.tokens_fp16, k8 = b.tokens_fp8 - a.tokens_fp8;
+    tl.t_s.push_back((a.t_s + b.t_s) / 2);
+    tl.fp16_step_share.push_back(d16 + d8 > 0 ? d16 / (d16 + d8) : NAN);  // idle: a gap
+    tl.fp16_token_share.push_back(k16 + k8 > 0 ? k16 / (k16 + k8) : NAN);
+    tl.fp16_steps_per_s.push_back(d16 / dt);
+    tl.fp8_steps_per_s.push_back(d8 / dt);
+    size_t sent =
+        static_cast<size_t>(std::count_if(send_times_s.begin(), send_times_s.end(),
+                                          [&](double t) { return t >= a.t_s && t < b.t_s; }));
+    tl.arrivals_per_s.push_back(static_cast<double>(sent) / dt);
+  }
+  return tl;
 }
 
 }  // namespace nestedfp::bench

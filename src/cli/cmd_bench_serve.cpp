@@ -14,7 +14,8 @@
 // SLOs: --slo-ttft/--slo-tpot in ms, or --slo-scale K: K x the unloaded TTFT/TPOT, measured first
 //   with --unloaded-requests sequential requests at the median lengths of the run.
 // While it runs, /metrics is polled each --metrics-interval for nestedfp_steps_total and
-//   nestedfp_step_tokens_total by precision (the precision-share plot).
+//   nestedfp_step_tokens_total by precision (the precision-share plot: FP16 share of steps and
+//   tokens, steps/s and arrival rate per interval; 0.5 s resolves one surge).
 // Output: a table on stdout; with --out DIR also bench_serve_<mode>.json, latency_over_time.png and
 //   precision_share.png.
 #include <algorithm>
@@ -70,7 +71,7 @@ struct Opts {
   std::string token_range = "100:8000";
   bool ignore_eos = false;
   uint64_t seed = 0;
-  double metrics_interval = 1, timeout = 600;
+  double metrics_interval = 0.5, timeout = 600;
 };
 
 int run(const Opts& o) {

@@ -21,6 +21,8 @@ struct ServeArgs {
   double header_timeout = 10, body_timeout = 30;
   size_t max_queue = 256;
   bool prefix_caching = true;
+  double slo_ttft = 0, slo_tpot = 0;
+  std::string latency_model;
 };
 
 Registration reg{
@@ -32,9 +34,18 @@ Registration reg{
       sub.add_option("--port", a->port, "port to listen on (0: any free port, printed at start)")
           ->capture_default_str();
       sub.add_option("--precision", a->precision,
-                     "fp16 | fp8 | dynamic[:threshold=N[,hysteresis=H]] (changeable at run time: "
+                     "fp16 | fp8 | dynamic[:threshold=N[,hysteresis=H]] | "
+                     "slo[:ttft=MS,tpot=MS,hysteresis=F,gain=F] (changeable at run time: "
                      "POST /admin/precision)")
           ->capture_default_str();
+      sub.add_option("--slo-ttft", a->slo_ttft,
+                     "TTFT target in ms of the slo policy when its spec gives none");
+      sub.add_option("--slo-tpot", a->slo_tpot,
+                     "TPOT target in ms of the slo policy when its spec gives none");
+      sub.add_option("--latency-model", a->latency_model,
+                     "step timings for the slo policy's latency model: a bench engine engine.json "
+                     "or {\"steps\": [...]} (default: time synthetic steps at start when "
+                     "--precision is slo)");
       sub.add_option("--max-queue", a->max_queue,
                      "new requests waiting for admission before more get 429 (preempted requests "
                      "wait outside this bound)")
@@ -69,6 +80,9 @@ Registration reg{
         cfg.engine.max_model_len = a->m.max_model_len;
         cfg.engine.max_queue = a->max_queue;
         cfg.engine.precision = a->precision;
+        cfg.engine.slo_ttft_ms = a->slo_ttft;
+        cfg.engine.slo_tpot_ms = a->slo_tpot;
+        cfg.engine.latency_model_file = a->latency_model;
         cfg.engine.enable_prefix_caching = a->prefix_caching;
         cfg.server.host = a->host;
         cfg.server.port = a->port;

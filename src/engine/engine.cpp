@@ -15,6 +15,7 @@
 #include "engine/penalty_state.hpp"
 #include "engine/scheduler.hpp"
 #include "engine/stop_checker.hpp"
+#include "nestedfp/latency_model.hpp"
 #include "nestedfp/precision_policy.hpp"
 #include "nestedfp/sampler.hpp"
 
@@ -108,6 +109,7 @@ struct Engine::Impl {
   std::unique_ptr<engine::BlockManager> bm;
   std::unique_ptr<engine::Scheduler> sched;
   std::unique_ptr<PrecisionPolicy> policy;
+  LatencyModel latency;  // step times per precision, learnt from every step (§3.12)
   std::unordered_map<int64_t, std::unique_ptr<Record>> recs;
   int64_t next_id = 1;
   uint64_t next_arrival = 0;
@@ -122,6 +124,9 @@ struct Engine::Impl {
   void commit_token(Record& r, int32_t token, LogprobInfo lp, RequestEvent& ev);
   void loop();
   bool step();
+  PolicyContext policy_context() const {
+    return {cfg.max_num_batched_tokens, cfg.slo_ttft_ms, cfg.slo_tpot_ms, &latency};
+  }
 };
 
 Engine::Impl::Impl(ModelExecutor& e, EngineConfig c) : exec(e), cfg(std::move(c)) {
@@ -154,7 +159,14 @@ Engine::Impl::Impl(ModelExecutor& e, EngineConfig c) : exec(e), cfg(std::move(c)
                  max_len, blocks * kKvBlockSize, blocks, kKvBlockSize);
     max_len = blocks * kKvBlockSize;
   }
-  policy = make_precision_policy(cfg.precision, cfg.max_num_batched_tokens);
+  if (!cfg.latency_model_file.empty()) {
+    fit_priors(latency, load_step_timings(cfg.latency_model_file), cfg.latency_model_file);
+  } else if (is_slo_spec(cfg.precision)) {
+    auto t = calibrate_steps(exec, cfg.max_num_batched_tokens, cfg.max_num_seqs, blocks, max_len);
+    fit_priors(latency, t, "latency calibration");
+    spdlog::info("slo latency model calibrated in {} steps", 3 * t.size());
+  }
+  policy = make_precision_policy(cfg.precision, policy_context());
   cfg.precision = policy->spec();
 }
 
@@ -265,6 +277,16 @@ bool Engine::Impl::step() {
       load.num_decode_seqs += c.decode ? 1 : 0;
       work.push_back({r, c, std::nullopt, {}, {}});
     }
+    if (policy->needs_queue()) {  // requests still without a first token, oldest first
+      auto now = Clock::now();
+      std::vector<std::pair<uint64_t, QueuedPrompt>> q;
+      for (auto& [id, r] : recs)
+        if (!r->done && r->generated == 0 && r->seq.prompt_len > r->seq.num_computed)
+          q.push_back({r->seq.arrival,
+                       {seconds(now - r->arrival), r->seq.prompt_len - r->seq.num_computed}});
+      std::sort(q.begin(), q.end(), [](auto& a, auto& b) { return a.first < b.first; });
+      for (auto& e : q) load.prompts.push_back(e.second);
+    }
     in.precision = policy->choose(load);
   }
 
@@ -326,6 +348,8 @@ bool Engine::Impl::step() {
   {
     std::lock_guard lk(mu);
     metrics.step(in.precision, total_tokens, dt);
+    if (error.empty())
+      latency.observe({in.precision, total_tokens, static_cast<int>(in.seqs.size()), dt});
     for (auto& w : work) {
       Record& r = *w.rec;
       r.in_flight = false;
@@ -535,7 +559,7 @@ bool Engine::abort(int64_t request_id) {
 bool Engine::step() { return impl_->step(); }
 
 void Engine::set_precision_policy(std::string_view spec) {
-  auto p = make_precision_policy(spec, impl_->cfg.max_num_batched_tokens);
+  auto p = make_precision_policy(spec, impl_->policy_context());
   std::lock_guard lk(impl_->mu);
   impl_->policy = std::move(p);
   spdlog::info("precision policy is now {}", impl_->policy->spec());
@@ -592,7 +616,11 @@ std::string Engine::metrics_text() const {
     g.kv_blocks_cached = I.bm->num_cached();
     g.policy = I.policy->spec();
   }
-  return I.metrics.render(g);
+  std::string text = I.metrics.render(g);
+  std::lock_guard lk(I.mu);
+  I.policy->render_metrics(text);
+  render_latency_model(I.latency, text);
+  return text;
 }
 
 bool Engine::wait_idle(std::chrono::milliseconds timeout) const {

@@ -45,7 +45,7 @@ struct LoadOptions {
   format::ScaleMode scale_mode = format::ScaleMode::None;
   bool nested = true;  // --weights nested|fp16 (fp16: a plain FP16 engine, no planes)
   LinearStorage storage = LinearStorage::Nested;  // FP8 baselines (accuracy studies)
-  // Tensor parallelism: load only this rank's shard (docs/DESIGN.md §3.12; TpExecutor runs the
+  // Tensor parallelism: load only this rank's shard (docs/DESIGN.md §3.13; TpExecutor runs the
   // ranks). size 1: the whole model.
   TpShard shard;
 };

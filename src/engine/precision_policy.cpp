@@ -7,7 +7,9 @@
 namespace nestedfp {
 namespace {
 
-constexpr const char* kForms = "expected fp16, fp8 or dynamic[:threshold=N[,hysteresis=H]]";
+constexpr const char* kForms =
+    "expected fp16, fp8, dynamic[:threshold=N[,hysteresis=H]] or "
+    "slo[:ttft=MS,tpot=MS,hysteresis=F,gain=F]";
 
 class FixedPolicy final : public PrecisionPolicy {
  public:
@@ -46,13 +48,16 @@ int parse_int(std::string_view spec, std::string_view key, std::string_view v) {
 
 }  // namespace
 
+bool is_slo_spec(std::string_view spec) { return spec.substr(0, spec.find(':')) == "slo"; }
+
 std::unique_ptr<PrecisionPolicy> make_precision_policy(std::string_view spec,
-                                                       int max_num_batched_tokens) {
+                                                       const PolicyContext& ctx) {
   if (spec == "fp16") return std::make_unique<FixedPolicy>(Precision::FP16);
   if (spec == "fp8") return std::make_unique<FixedPolicy>(Precision::FP8);
+  if (is_slo_spec(spec)) return make_slo_policy(spec, ctx);
   std::string_view head = spec.substr(0, spec.find(':'));
   if (head != "dynamic") fail("unknown precision policy '{}': {}", spec, kForms);
-  int threshold = max_num_batched_tokens / 2, hysteresis = 0;
+  int threshold = ctx.max_num_batched_tokens / 2, hysteresis = 0;
   if (head.size() < spec.size()) {
     std::string_view rest = spec.substr(head.size() + 1);
     if (rest.empty()) fail("precision policy '{}': nothing after ':'; {}", spec, kForms);

@@ -1,5 +1,5 @@
 #pragma once
-// Tensor parallelism of one model runner (docs/DESIGN.md §3.12): which slice of each weight a
+// Tensor parallelism of one model runner (docs/DESIGN.md §3.13): which slice of each weight a
 // rank holds, and the all-reduce of the row-parallel outputs. Column-parallel q, k, v, gate, up
 // (a rank holds whole heads / a block of intermediate rows); row-parallel o and down (the
 // matching input columns, partial sums all-reduced); the embedding, norms and lm_head replicated.

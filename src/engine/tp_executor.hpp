@@ -3,7 +3,7 @@
 // of the weights and a KV cache for its heads), one worker thread per rank, in one process.
 // execute() hands the same StepInput to every rank, which run the same step at the same
 // precision; row-parallel outputs are summed over the ranks' communicators; rank 0's output is
-// the step's. docs/DESIGN.md §3.12.
+// the step's. docs/DESIGN.md §3.13.
 //
 // Failures never hang: ranks are built in parallel with no collective in flight, and every rank
 // is joined before an error is thrown (naming the rank); a rank that fails during a step aborts

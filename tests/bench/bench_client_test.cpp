@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -411,6 +412,25 @@ TEST(BenchMetrics, ParsesPrecisionCounters) {
   EXPECT_EQ(s->tokens_fp16, 100);
   EXPECT_EQ(s->tokens_fp8, 4096);
   EXPECT_FALSE(parse_precision_metrics("other_metric 1\n").has_value());
+}
+
+TEST(BenchMetrics, PrecisionTimelinePerInterval) {
+  std::vector<MetricsSample> m = {{0.0, 0, 0, 0, 0},
+                                  {0.5, 30, 10, 300, 900},   // 30 fp16 + 10 fp8 steps
+                                  {1.0, 30, 10, 300, 900},   // idle
+                                  {1.5, 50, 10, 400, 900}};  // fp16 only
+  auto tl = precision_timeline(m, {0.1, 0.2, 0.3, 0.6, 1.49, 1.5});
+  ASSERT_EQ(tl.t_s.size(), 3u);
+  EXPECT_DOUBLE_EQ(tl.t_s[0], 0.25);
+  EXPECT_DOUBLE_EQ(tl.fp16_step_share[0], 0.75);
+  EXPECT_DOUBLE_EQ(tl.fp16_token_share[0], 0.25);
+  EXPECT_TRUE(std::isnan(tl.fp16_step_share[1]));
+  EXPECT_DOUBLE_EQ(tl.fp16_step_share[2], 1.0);
+  EXPECT_DOUBLE_EQ(tl.fp16_steps_per_s[0], 60);
+  EXPECT_DOUBLE_EQ(tl.fp8_steps_per_s[0], 20);
+  EXPECT_DOUBLE_EQ(tl.arrivals_per_s[0], 6);  // 3 sends in [0, 0.5)
+  EXPECT_DOUBLE_EQ(tl.arrivals_per_s[1], 2);  // 0.6
+  EXPECT_DOUBLE_EQ(tl.arrivals_per_s[2], 2);  // 1.49; 1.5 is past the last sample
 }
 
 namespace {

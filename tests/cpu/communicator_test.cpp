@@ -1,4 +1,4 @@
-// The in-process communicator group (docs/DESIGN.md §3.12): exact sums in rank order whatever the
+// The in-process communicator group (docs/DESIGN.md §3.13): exact sums in rank order whatever the
 // thread timing, and failures that reach every rank instead of leaving it blocked.
 #include "nestedfp/communicator.hpp"
 

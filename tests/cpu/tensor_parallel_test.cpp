@@ -1,4 +1,4 @@
-// Tensor parallelism on the cpu backend (docs/DESIGN.md §3.12): ranks on threads, summed by the
+// Tensor parallelism on the cpu backend (docs/DESIGN.md §3.13): ranks on threads, summed by the
 // in-process communicator, must give the unsplit model's logits within rounding (pystd-16m at
 // TP 2; a random model with channel scales at TP 2 and 4, KV heads split and replicated), the
 // same greedy tokens, and clear errors instead of hangs when a rank fails.
@@ -93,7 +93,7 @@ std::vector<int32_t> greedy(ModelExecutor& ex, std::vector<int32_t> p, int n) {
   return out;
 }
 
-// Limit on the logits' deviation from TP 1, relative to the largest logit (docs/DESIGN.md §3.12;
+// Limit on the logits' deviation from TP 1, relative to the largest logit (docs/DESIGN.md §3.13;
 // measured 0.4% on pystd-16m, 0.1% on the random model): the partial sums of o and down are
 // rounded to fp16 per rank before they are added, one extra rounding per layer and branch. A
 // wrong slice, a missed reduction or a doubled one moves logits by a large share of their range.

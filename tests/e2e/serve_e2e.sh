@@ -63,4 +63,17 @@ assert s["tpot_ms"]["n"] > 0 and s["tpot_ms"]["mean"] > 0, "no TPOT samples"
 assert s["output_tokens"] > 0, "summary counts no output tokens"
 PY
 grep -qi "ttft" "$work/bench.txt" || { echo "serve_e2e: no table printed" >&2; exit 1; }
+
+# The slo policy at run time: canonical spec back, then its decisions and the latency model in
+# /metrics after one light request (FP16, nothing to save: reason "none").
+r=$(curl -sf -X POST "http://127.0.0.1:$port/admin/precision" -H 'Content-Type: application/json' \
+  -d '{"precision": "slo:ttft=5000"}')
+echo "$r" | grep -q '"slo:ttft=5000,tpot=0,hysteresis=0.2,gain=0.05"' || { echo "serve_e2e: slo policy not set: $r" >&2; exit 1; }
+curl -sf "http://127.0.0.1:$port/v1/completions" -H 'Content-Type: application/json' \
+  -d '{"model": "pystd-16m", "prompt": "x = 1", "max_tokens": 4, "temperature": 0}' >/dev/null
+m=$(curl -sf "http://127.0.0.1:$port/metrics")
+echo "$m" | grep -Eq '^nestedfp_slo_decisions_total\{precision="fp16",reason="none"\} [1-9]' \
+  || { echo "$m" | grep nestedfp_slo >&2; echo "serve_e2e: no slo decisions in /metrics" >&2; exit 1; }
+echo "$m" | grep -Eq '^nestedfp_latency_model_coefficient\{precision="fp8",term="b"\} ' \
+  || { echo "serve_e2e: no latency model in /metrics" >&2; exit 1; }
 echo "serve_e2e: ok"

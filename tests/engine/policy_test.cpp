@@ -6,7 +6,7 @@
 using namespace nestedfp;
 
 namespace {
-Precision at(PrecisionPolicy& p, int tokens) { return p.choose({tokens, 1, 0}); }
+Precision at(PrecisionPolicy& p, int tokens) { return p.choose({tokens, 1, 0, {}}); }
 }  // namespace
 
 TEST(PrecisionPolicy, FixedPolicies) {

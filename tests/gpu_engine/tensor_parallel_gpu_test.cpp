@@ -1,4 +1,4 @@
-// Tensor parallelism on GPUs (docs/DESIGN.md §3.12): pystd-16m split over 2 GPUs with NCCL must
+// Tensor parallelism on GPUs (docs/DESIGN.md §3.13): pystd-16m split over 2 GPUs with NCCL must
 // give the single-GPU perplexity within 0.1% and the same greedy tokens where the reference
 // margin is clear, with and without CUDA graphs; a rank that fails to start or fails mid-step
 // must end in a clear error, not a hang. Skips (saying why) with fewer than 2 usable GPUs.

@@ -1,5 +1,5 @@
 // NCCL communicators for the cuda backends of a tensor-parallel model in one process
-// (docs/DESIGN.md §3.12). Built only when CMake found the NCCL wheel (NESTEDFP_HAVE_NCCL).
+// (docs/DESIGN.md §3.13). Built only when CMake found the NCCL wheel (NESTEDFP_HAVE_NCCL).
 #ifdef NESTEDFP_HAVE_NCCL
 
 #include <cuda_runtime.h>

@@ -1,0 +1,201 @@
+// The `slo` precision policy (docs/DESIGN.md §3.12): FP8 only while the latency model predicts
+// that FP16 would miss a TTFT or TPOT target and FP8 would do measurably better.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <array>
+#include <charconv>
+#include <cmath>
+
+#include "nestedfp/error.hpp"
+#include "nestedfp/latency_model.hpp"
+#include "nestedfp/precision_policy.hpp"
+
+namespace nestedfp {
+namespace {
+
+constexpr const char* kSloForm = "slo[:ttft=MS,tpot=MS,hysteresis=F,gain=F]";
+// Steps over which TPOT is averaged: roughly the next output tokens of a running request.
+constexpr int kTpotHorizon = 32;
+constexpr double kRecentWeight = 1.0 / kTpotHorizon;  // EWMA weight of the latest step's shape
+
+struct SloParams {
+  double ttft_ms = 0, tpot_ms = 0;  // 0 = no target (kept in ms so the spec prints back exactly)
+  double ttft_s() const { return ttft_ms / 1e3; }
+  double tpot_s() const { return tpot_ms / 1e3; }
+  double hysteresis = 0.2;  // in FP8, FP16 must meet targets x (1 - hysteresis)
+  double gain = 0.05;       // FP8 must be predicted at least this much better
+};
+
+enum Reason { kNone, kTtft, kTpot, kNoGain, kReasons };
+constexpr const char* kReasonNames[kReasons] = {"none", "ttft", "tpot", "no_gain"};
+
+class SloPolicy final : public PrecisionPolicy {
+ public:
+  SloPolicy(SloParams p, int budget, const LatencyModel& m) : p_(p), budget_(budget), m_(m) {}
+
+  bool needs_queue() const override { return true; }
+
+  std::string spec() const override {
+    return fmt::format("slo:ttft={},tpot={},hysteresis={},gain={}", p_.ttft_ms, p_.tpot_ms,
+                       p_.hysteresis, p_.gain);
+  }
+
+  Precision choose(const StepLoad& load) override {
+    const double tighten = last_ == Precision::FP8 ? 1 - p_.hysteresis : 1;
+    for (Precision p : {Precision::FP16, Precision::FP8}) {
+      // The recent steps that running requests waited through, at this precision: under steady
+      // arrivals each new prompt brings a full step that the current queue does not show yet.
+      // Starts at 0, so a single large step early on does not dominate.
+      double& r = recent_[idx(p)];
+      if (load.num_decode_seqs > 0)
+        r += kRecentWeight * (m_.predict(p, load.num_tokens, load.num_seqs) - r);
+      pred_[idx(p)] = predict(p, load);
+      if (load.num_decode_seqs > 0) pred_[idx(p)].tpot_s = std::max(pred_[idx(p)].tpot_s, r);
+    }
+    const Pred &h = pred_[0], &e = pred_[1];
+    const bool miss_ttft = p_.ttft_s() > 0 && h.savable && h.ttft_s > tighten * p_.ttft_s();
+    const bool miss_tpot = p_.tpot_s() > 0 && h.tpot_s > 0 && h.tpot_s > tighten * p_.tpot_s();
+    const bool help_ttft = e.ttft_s < (1 - p_.gain) * h.ttft_s;
+    const bool help_tpot = e.tpot_s < (1 - p_.gain) * h.tpot_s;
+    Reason why = kNone;
+    if (miss_ttft && help_ttft)
+      why = kTtft;
+    else if (miss_tpot && help_tpot)
+      why = kTpot;
+    else if (miss_ttft || miss_tpot)
+      why = kNoGain;
+    last_ = why == kTtft || why == kTpot ? Precision::FP8 : Precision::FP16;
+    ++decisions_[idx(last_)][why];
+    return last_;
+  }
+
+  void render_metrics(std::string& o) const override {
+    o += "# HELP nestedfp_slo_decisions_total Steps chosen by the slo policy, by precision and "
+         "reason (ttft/tpot: FP16 predicted to miss that target; no_gain: it would, but FP8 is "
+         "not predicted to help; none: FP16 meets the targets).\n"
+         "# TYPE nestedfp_slo_decisions_total counter\n";
+    for (Precision p : {Precision::FP16, Precision::FP8})
+      for (int r = 0; r < kReasons; ++r)
+        if (decisions_[idx(p)][r] || (p == Precision::FP8) == (r == kTtft || r == kTpot))
+          o += fmt::format("nestedfp_slo_decisions_total{{precision=\"{}\",reason=\"{}\"}} {}\n",
+                           to_string(p), kReasonNames[r], decisions_[idx(p)][r]);
+    auto gauge2 = [&](const char* name, const char* help, double Pred::*f) {
+      o += fmt::format("# HELP {0} {1}\n# TYPE {0} gauge\n", name, help);
+      for (Precision p : {Precision::FP16, Precision::FP8})
+        o += fmt::format("{}{{precision=\"{}\"}} {}\n", name, to_string(p), pred_[idx(p)].*f);
+    };
+    gauge2("nestedfp_slo_predicted_ttft_seconds",
+           "At the last step: the latest predicted TTFT among waiting requests that can still meet "
+           "the target, if all steps ran at this precision (0: none waiting).",
+           &Pred::ttft_s);
+    gauge2("nestedfp_slo_predicted_tpot_seconds",
+           "At the last step: predicted time per output token of running requests over the next "
+           "steps at this precision (0: none decoding).",
+           &Pred::tpot_s);
+    o += fmt::format(
+        "# HELP nestedfp_slo_target_seconds The slo policy's targets.\n# TYPE "
+        "nestedfp_slo_target_seconds gauge\nnestedfp_slo_target_seconds{{target=\"ttft\"}} "
+        "{}\nnestedfp_slo_target_seconds{{target=\"tpot\"}} {}\n",
+        p_.ttft_s(), p_.tpot_s());
+  }
+
+ private:
+  struct Pred {
+    double ttft_s = 0, tpot_s = 0;
+    bool savable = false;  // some waiting request can still meet the TTFT target
+  };
+  static size_t idx(Precision p) { return p == Precision::FP16 ? 0 : 1; }
+
+  // Drains the prompt queue at this precision: each step keeps its decodes and fills the rest of
+  // the token budget with prompt tokens in arrival order; a request's first token comes at the end
+  // of the step that computes its last prompt token.
+  Pred predict(Precision p, const StepLoad& load) const {
+    Pred out;
+    const int decodes = load.num_decode_seqs;
+    const int cap = std::max(1, budget_ - decodes);
+    long pending = 0;
+    for (const auto& q : load.prompts) pending += q.remaining_tokens;
+    const int prompt_seqs = std::max(1, static_cast<int>(load.prompts.size()));
+    const int full_tokens = decodes + static_cast<int>(std::min<long>(cap, pending));
+    const double t_full =
+        m_.predict(p, std::max(1, full_tokens), decodes + std::min(prompt_seqs, cap));
+    long cum = 0;
+    for (const auto& q : load.prompts) {
+      cum += q.remaining_tokens;
+      if (q.age_s >= p_.ttft_s()) continue;  // already late: it cannot be saved, only its queue
+      double steps = std::ceil(static_cast<double>(cum) / cap);
+      out.ttft_s = std::max(out.ttft_s, q.age_s + steps * t_full);
+      out.savable = true;
+    }
+    if (decodes > 0) {
+      const double full_steps = std::min<double>(kTpotHorizon, std::ceil(double(pending) / cap));
+      const double t_dec = m_.predict(p, decodes, decodes);
+      out.tpot_s = (full_steps * t_full + (kTpotHorizon - full_steps) * t_dec) / kTpotHorizon;
+    }
+    return out;
+  }
+
+  SloParams p_;
+  int budget_;
+  const LatencyModel& m_;
+  Precision last_ = Precision::FP16;
+  std::array<Pred, 2> pred_{};
+  std::array<double, 2> recent_{};  // EWMA of predicted step times over the recent steps
+  std::array<std::array<uint64_t, kReasons>, 2> decisions_{};
+};
+
+double parse_num(std::string_view spec, std::string_view key, std::string_view v) {
+  double out = 0;
+  auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), out);
+  if (ec != std::errc() || p != v.data() + v.size() || v.empty() || !(out >= 0) ||
+      !std::isfinite(out))
+    fail("precision policy '{}': {} must be a non-negative number, got '{}'", spec, key, v);
+  return out;
+}
+
+}  // namespace
+
+std::unique_ptr<PrecisionPolicy> make_slo_policy(std::string_view spec, const PolicyContext& ctx) {
+  if (!ctx.latency)
+    fail("precision policy '{}': this engine has no latency model (internal error)", spec);
+  SloParams p;
+  p.ttft_ms = ctx.slo_ttft_ms;
+  p.tpot_ms = ctx.slo_tpot_ms;
+  std::string_view rest = spec.substr(std::min(spec.size(), spec.find(':')));
+  if (!rest.empty()) {
+    rest.remove_prefix(1);
+    if (rest.empty()) fail("precision policy '{}': nothing after ':'; expected {}", spec, kSloForm);
+    std::array<bool, 4> seen{};
+    while (true) {
+      std::string_view item = rest.substr(0, rest.find(','));
+      auto eq = item.find('=');
+      if (eq == std::string_view::npos)
+        fail("precision policy '{}': '{}' is not key=value; expected {}", spec, item, kSloForm);
+      std::string_view key = item.substr(0, eq), val = item.substr(eq + 1);
+      const std::array<std::string_view, 4> keys = {"ttft", "tpot", "hysteresis", "gain"};
+      auto k = std::find(keys.begin(), keys.end(), key) - keys.begin();
+      if (k == 4 || seen[k])
+        fail("precision policy '{}': unknown or repeated option '{}'; expected {}", spec, key,
+             kSloForm);
+      seen[k] = true;
+      double v = parse_num(spec, key, val);
+      if (k == 0) p.ttft_ms = v;
+      if (k == 1) p.tpot_ms = v;
+      if (k == 2) p.hysteresis = v;
+      if (k == 3) p.gain = v;
+      if (item.size() == rest.size()) break;
+      rest = rest.substr(item.size() + 1);
+    }
+  }
+  if (p.ttft_ms <= 0 && p.tpot_ms <= 0)
+    fail(
+        "precision policy '{}': give a target, e.g. slo:ttft=500,tpot=50 (ms) or serve's "
+        "--slo-ttft/--slo-tpot",
+        spec);
+  if (p.hysteresis >= 1 || p.gain >= 1)
+    fail("precision policy '{}': hysteresis and gain are fractions below 1", spec);
+  return std::make_unique<SloPolicy>(p, ctx.max_num_batched_tokens, *ctx.latency);
+}
+
+}  // namespace nestedfp
