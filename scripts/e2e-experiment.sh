@@ -21,6 +21,8 @@
 #   E2E_SLO_AIM=8           the slo policy's targets, x the unloaded FP16 TTFT/TPOT (SLOs: 10x, 15x)
 #   E2E_DEADLINE_S=500      no run starts (or continues) later than this; the report follows
 #   BIN, MODEL, DEVICE, PORT, TRACES (../shared/data/traces, else .carry/ on the GPU machine)
+#   SERVE_ARGS="..."        extra arguments of every server (scripts/tp-70b.sh: --tensor-parallel-size 4)
+#   E2E_TITLE="..."         the report's title
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -41,6 +43,7 @@ else
   prompts=${E2E_PROMPTS:-16}; load_s=35; title="Llama-3.1-8B config, dummy weights, one H200"
 fi
 OUT=${OUT:-build/e2e}
+title=${E2E_TITLE:-$title}
 # The GPU machine has no ../shared: pack-device.sh carries the traces in .carry/.
 if [ -z "${TRACES:-}" ]; then
   TRACES=$root/../shared/data/traces; [ -d "$TRACES" ] || TRACES=$root/.carry
@@ -83,7 +86,8 @@ t_start=$(date +%s)
 pid=""
 start_server() {  # name, extra serve args...
   local name=$1; shift
-  "$BIN" serve "$MODEL" --device "$DEVICE" "${load_args[@]}" --port "$PORT" \
+  # shellcheck disable=SC2086
+  "$BIN" serve "$MODEL" --device "$DEVICE" "${load_args[@]}" ${SERVE_ARGS:-} --port "$PORT" \
     --max-num-batched-tokens "$budget" --max-num-seqs "$seqs" --max-queue 100000 \
     --no-enable-prefix-caching "$@" > "$OUT/server-$name.log" 2>&1 &
   pid=$!

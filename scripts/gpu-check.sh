@@ -12,6 +12,10 @@
 #   SKIP_ENGINE_BENCH=1, ENGINE_BENCH_ARGS="..."  skip or shape `bench engine` (Llama-3.1-8B, dummy)
 #   SKIP_SPEC_BENCH=1, SPEC_BENCH_ARGS="..."      skip or shape `bench spec` (pystd-16m, then
 #                                                 Llama-3.1-8B dummy projected at pystd's acceptance)
+#   TP_CHECK=1                                   tensor parallelism on 2 GPUs (an nvidia-h200-x2):
+#                                                its GPU tests, pystd-16m perplexity at TP 1 and 2,
+#                                                `bench engine` at TP 2 (TP_ENGINE_BENCH_ARGS;
+#                                                docs/DESIGN.md §3.14)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-build/gpu-check}
@@ -162,6 +166,30 @@ if [ -z "${SKIP_SPEC_BENCH:-}" ] && [ $have_bench = 1 ]; then
   note "bench spec exit $rc in $(( $(date +%s) - t0 )) s"
   [ $rc -eq 0 ] || { tail -20 "$OUT/bench-spec.log"; status=1; }
   cat "$OUT/bench-spec-stdout.txt"
+fi
+
+# ---- tensor parallelism on 2 GPUs (TP_CHECK=1) --------------------------------------------------
+if [ -n "${TP_CHECK:-}" ] && [ $have_bench = 1 ]; then
+  t0=$(date +%s)
+  build/cuda/test_gpu_engine --gtest_color=no --gtest_filter='TensorParallelGpu*' > "$OUT/test_tp.log" 2>&1
+  rc=$?
+  grep -E "^\[  (PASSED|FAILED|SKIPPED) |^\[==========\]|FAILED|SKIPPED|perplexity" "$OUT/test_tp.log" | tail -20
+  note "tensor-parallel GPU tests exit $rc in $(( $(date +%s) - t0 )) s"
+  [ $rc -eq 0 ] || status=1
+  : > "$OUT/tp-ppl.txt"
+  for tp in 1 2; do
+    for p in fp16 fp8; do
+      build/cuda/nestedfp eval ppl models/pystd-16m --device cuda --tensor-parallel-size $tp \
+        --text "$NESTEDFP_PYSTD_TEXT" --chunks 64 --precision $p --json \
+        > "$OUT/tp-ppl-tp$tp-$p.json" 2>> "$OUT/tp-ppl.log" || { note "eval ppl TP $tp $p failed"; status=1; }
+      echo "TP $tp $p: $(grep -o '"ppl": *[0-9.]*' "$OUT/tp-ppl-tp$tp-$p.json")" | tee -a "$OUT/tp-ppl.txt"
+    done
+  done
+  # shellcheck disable=SC2086
+  build/cuda/nestedfp bench engine bench/configs/llama-3.1-8b --device cuda --tensor-parallel-size 2 \
+    --out "$OUT" ${TP_ENGINE_BENCH_ARGS:---batch 1,8,64 --offline-requests 200} > "$OUT/bench-engine-tp2-stdout.txt" \
+    2> "$OUT/bench-engine-tp2.log" || { tail -20 "$OUT/bench-engine-tp2.log"; status=1; }
+  cat "$OUT/bench-engine-tp2-stdout.txt"
 fi
 
 # ---- benchmark ---------------------------------------------------------------------------------

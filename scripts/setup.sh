@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 # Pinned header packages (see README "Dependencies" for why these versions).
 CUTLASS_WHEEL_VERSION=4.2.0.0        # nvidia-cutlass: CUTLASS 4.2.0 headers, compile with CUDA 13.0
 FLASHINFER_WHEEL_VERSION=0.7.2.post1 # flashinfer-python: header-only paged attention (+ CUTLASS 4.5)
+NCCL_WHEEL_VERSION=2.28.9            # nvidia-nccl-cu13: NCCL for tensor parallelism (cuda builds only)
 
 APT_PACKAGES=(build-essential cmake ninja-build pkg-config git python3 python3-pip python3-venv unzip
   clang libclang-rt-14-dev
@@ -65,7 +66,18 @@ if [ ! -f "$stamp" ]; then
   for sub in libcudacxx/include cub/cub thrust/thrust; do
     unpack "$w" "flashinfer/data/cccl/$sub" ".deps/flashinfer/cccl/$sub"
   done
-  rm -f .deps/.stamp-*; touch "$stamp"
+  rm -f .deps/.stamp-cutlass-*; touch "$stamp"
+fi
+# NCCL (headers + libnccl.so.2, ~200 MB): only where the cuda preset can be built, so the CPU-only
+# CI never downloads it. NESTEDFP_NCCL=1 forces it, NESTEDFP_NCCL=0 skips it.
+if [ "${NESTEDFP_NCCL:-}" = 1 ] || { [ "${NESTEDFP_NCCL:-}" != 0 ] && { command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ]; }; }; then
+  nstamp=".deps/.stamp-nccl-${NCCL_WHEEL_VERSION}"
+  if [ ! -f "$nstamp" ]; then
+    echo "setup: fetching nvidia-nccl-cu13==${NCCL_WHEEL_VERSION} (NCCL for tensor parallelism)"
+    w=$(fetch_wheel nvidia-nccl-cu13 "$NCCL_WHEEL_VERSION")
+    unpack "$w" nvidia/nccl .deps/nccl
+    rm -f .deps/.stamp-nccl-*; touch "$nstamp"
+  fi
 fi
 # Python packages the end-to-end tests use (pinned): the official OpenAI client.
 OPENAI_VERSION=3.54.0

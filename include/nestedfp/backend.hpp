@@ -191,6 +191,11 @@ class Backend {
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
   virtual bool is_gpu() const { return false; }
+  // The CUDA device ordinal of a GPU backend (-1 otherwise).
+  virtual int device_ordinal() const { return -1; }
+  // Makes the calling thread run on this backend's device; a tensor-parallel rank's worker
+  // thread calls it before anything else (a no-op on the cpu backend).
+  virtual void bind_thread() {}
 
   // ---- memory -------------------------------------------------------------------------------
   virtual BufferPtr alloc(size_t bytes) = 0;

@@ -13,6 +13,7 @@
 #include <set>
 
 #include "engine/op_names.hpp"
+#include "engine/tp_executor.hpp"
 #include "nestedfp/engine.hpp"
 #include "nestedfp/error.hpp"
 
@@ -123,23 +124,23 @@ GemmBytes gemm_bytes(const io::ModelConfig& c, bool fp8) {
 }
 
 // Mean time per op kind over `steps` profiled eager decode steps (one profile per step).
-json profile_decode(engine::ModelRunner& r, std::vector<Seq>& seqs, Precision p, int steps,
-                    const io::ModelConfig& cfg, double bw) {
+json profile_decode(ModelExecutor& ex, engine::ModelRunner& r, std::vector<Seq>& seqs, Precision p,
+                    int steps, const io::ModelConfig& cfg, double bw) {
   auto& be = r.backend();
   // Unprofiled eager steps first: what the marks themselves cost is profiled - eager.
   std::vector<double> eager;
-  r.pause_graphs(true);
+  for (engine::ModelRunner* rank : engine::ranks_of(ex)) rank->pause_graphs(true);
   for (int it = 0; it <= steps; ++it) {
-    const double ms = decode_step(r, seqs, p);
+    const double ms = decode_step(ex, seqs, p);
     if (it > 0) eager.push_back(ms);
   }
-  r.pause_graphs(false);
+  for (engine::ModelRunner* rank : engine::ranks_of(ex)) rank->pause_graphs(false);
   std::map<std::string, double> sum;
   std::vector<std::string> order;
   std::vector<double> walls;
   for (int it = 0; it <= steps; ++it) {  // the first step warms the eager path up
     be.profile_begin();
-    const double wall = decode_step(r, seqs, p);
+    const double wall = decode_step(ex, seqs, p);
     const std::vector<backend::OpTime> ops = be.profile_end();
     if (it == 0) continue;
     walls.push_back(wall);
@@ -173,7 +174,7 @@ json profile_decode(engine::ModelRunner& r, std::vector<Seq>& seqs, Precision p,
 }
 
 // Decode steps alternating FP16 / FP8 against runs of one precision (all graph replays).
-json switch_cost(engine::ModelRunner& r, std::vector<Seq>& seqs, int steps) {
+json switch_cost(ModelExecutor& r, std::vector<Seq>& seqs, int steps) {
   for (int i = 0; i < 2; ++i)  // graphs of both precisions captured and warm
     decode_step(r, seqs, Precision::FP16), decode_step(r, seqs, Precision::FP8);
   std::vector<double> same16, same8, alt16, alt8;
@@ -217,8 +218,8 @@ class TimedExecutor final : public ModelExecutor {
   ModelExecutor& inner_;
 };
 
-json offline(engine::ModelRunner& r, const EngineBenchOptions& o, Precision p) {
-  TimedExecutor timed(r);
+json offline(ModelExecutor& ex, engine::ModelRunner& r, const EngineBenchOptions& o, Precision p) {
+  TimedExecutor timed(ex);
   EngineConfig ec;
   ec.max_num_batched_tokens = o.max_num_batched_tokens, ec.max_num_seqs = o.max_num_seqs;
   ec.max_queue = size_t(o.offline_requests);
@@ -378,20 +379,23 @@ json run_engine_bench(const EngineBenchOptions& o, const RunnerFactory& factory,
   for (const std::string& w : o.weights) {
     if (w != "fp16" && w != "nested")
       fail("bench engine: weights modes are fp16 and nested, got '{}'", w);
-    auto runner = factory(w, kv_blocks, std::max(max_b, o.max_num_seqs), o.max_num_batched_tokens);
+    auto exec = factory(w, kv_blocks, std::max(max_b, o.max_num_seqs), o.max_num_batched_tokens);
+    engine::ModelRunner* runner = engine::ranks_of(*exec).front();  // rank 0 under TP
+    // Per GPU under tensor parallelism: the shard's heads and intermediate size.
     const io::ModelConfig& cfg = runner->config();
+    const io::ModelConfig& full = runner->full_config();
     if (!result.contains("config"))
-      result["config"] = {{"model_type", cfg.model_type}, {"layers", cfg.num_layers},
-                          {"hidden", cfg.hidden_size},    {"intermediate", cfg.intermediate_size},
-                          {"heads", cfg.num_heads},       {"kv_heads", cfg.num_kv_heads},
-                          {"head_dim", cfg.head_dim},     {"vocab", cfg.vocab_size}},
-      result["memory_from_config"] = memory_from_config(cfg);
+      result["config"] = {{"model_type", full.model_type}, {"layers", full.num_layers},
+                          {"hidden", full.hidden_size},    {"intermediate", full.intermediate_size},
+                          {"heads", full.num_heads},       {"kv_heads", full.num_kv_heads},
+                          {"head_dim", full.head_dim},     {"vocab", full.vocab_size}},
+      result["memory_from_config"] = memory_from_config(full);
     std::vector<Precision> precs = {Precision::FP16};
     if (w == "nested") precs.push_back(Precision::FP8);
     const bool nested = runner->load_report().nested > 0;
     for (Precision p : precs) {
       const double tps =
-          prefill_tok_s(*runner, p, o.prefill_chunk, o.prefill_steps, cfg.vocab_size, rng);
+          prefill_tok_s(*exec, p, o.prefill_chunk, o.prefill_steps, cfg.vocab_size, rng);
       spdlog::info("{}: prefill {:.0f} tok/s ({}-token chunks)", engine_label(w, p), tps,
                    o.prefill_chunk);
       prefill.push_back(
@@ -403,14 +407,14 @@ json run_engine_bench(const EngineBenchOptions& o, const RunnerFactory& factory,
         seqs[size_t(i)].id = i;
         for (int b = 0; b < per_seq; ++b) seqs[size_t(i)].blocks.push_back(i * per_seq + b);
       }
-      prefill_to(*runner, seqs, o.context, o.max_num_batched_tokens, cfg.vocab_size, rng);
+      prefill_to(*exec, seqs, o.context, o.max_num_batched_tokens, cfg.vocab_size, rng);
       if (std::count(o.batches.begin(), o.batches.end(), B))
         for (Precision p : precs) {
           const int ctx0 = seqs[0].len;
           const uint64_t replays0 = runner->graph_replays();
           std::vector<double> ms;
           for (int it = 0; it < o.warmup + o.steps; ++it) {
-            const double t = decode_step(*runner, seqs, p);
+            const double t = decode_step(*exec, seqs, p);
             if (it >= o.warmup) ms.push_back(t);
           }
           const double step = median(ms);
@@ -430,14 +434,14 @@ json run_engine_bench(const EngineBenchOptions& o, const RunnerFactory& factory,
                             {"graph_steps", runner->graph_replays() - replays0}});
         }
       if (w == "nested" && std::count(o.switch_batches.begin(), o.switch_batches.end(), B)) {
-        json s = switch_cost(*runner, seqs, o.switch_steps);
+        json s = switch_cost(*exec, seqs, o.switch_steps);
         spdlog::info("precision switch at batch {}: {:+.4f} ms per step", B,
                      s["cost_ms"].get<double>());
         sw.push_back(s);
       }
       if (std::count(o.profile_batches.begin(), o.profile_batches.end(), B))
         for (Precision p : precs) {
-          json b = profile_decode(*runner, seqs, p, o.profile_steps, cfg, bw);
+          json b = profile_decode(*exec, *runner, seqs, p, o.profile_steps, cfg, bw);
           b["engine"] = engine_label(w, p), b["batch"] = B;
           spdlog::info("{}: batch {}: eager profiled step {:.3f} ms, ops sum {:.3f} ms",
                        engine_label(w, p), B, b["step_ms"].get<double>(),
@@ -447,7 +451,7 @@ json run_engine_bench(const EngineBenchOptions& o, const RunnerFactory& factory,
     }
     if (o.offline_requests > 0)
       for (Precision p : precs) {
-        json r = offline(*runner, o, p);
+        json r = offline(*exec, *runner, o, p);
         r["engine"] = engine_label(w, p);
         spdlog::info("{}: offline {} requests in {:.2f} s ({:.2f} req/s, {:.0f} output tok/s)",
                      engine_label(w, p), o.offline_requests, r["wall_s"].get<double>(),

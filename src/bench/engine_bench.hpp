@@ -33,8 +33,10 @@ struct EngineBenchOptions {
 };
 
 // Builds the runner of one weights mode ("fp16" | "nested") with exactly `kv_blocks` KV blocks,
-// max_num_seqs sequences and max_num_batched_tokens tokens per step.
-using RunnerFactory = std::function<std::unique_ptr<engine::ModelRunner>(
+// max_num_seqs sequences and max_num_batched_tokens tokens per step: a ModelRunner, or a
+// TpExecutor (steps then run on every rank; config, counters, profile and memory are rank 0's,
+// so the floor is one GPU's: its shard of the decoder plus the replicated lm_head).
+using RunnerFactory = std::function<std::unique_ptr<ModelExecutor>(
     const std::string& weights, int kv_blocks, int max_num_seqs, int max_num_batched_tokens)>;
 
 // Runs everything; `header` (model, device, command, commit, ...) is copied into the result.

@@ -80,9 +80,13 @@ int run(EngineBenchArgs& a, const std::string& command) {
   }
 #endif
   const char* commit = std::getenv("NESTEDFP_GIT_COMMIT");
-  nlohmann::json header = {{"model", a.m.model}, {"load_format", a.m.load_format},
-                           {"device", dev},      {"git_commit", commit ? commit : "?"},
-                           {"command", command}, {"enforce_eager", a.m.enforce_eager}};
+  nlohmann::json header = {{"model", a.m.model},
+                           {"load_format", a.m.load_format},
+                           {"device", dev},
+                           {"git_commit", commit ? commit : "?"},
+                           {"command", command},
+                           {"enforce_eager", a.m.enforce_eager},
+                           {"tensor_parallel_size", a.m.tensor_parallel_size}};
   const auto factory = [&](const std::string& weights, int kv_blocks, int max_num_seqs,
                            int max_tokens) {
     ModelArgs m = a.m;
@@ -92,7 +96,9 @@ int run(EngineBenchArgs& a, const std::string& command) {
   };
   const nlohmann::json j = bench::run_engine_bench(o, factory, header);
   std::filesystem::create_directories(a.out);
-  const std::string stem = a.out + (a.m.enforce_eager ? "/engine-eager" : "/engine");
+  const std::string stem =
+      a.out + (a.m.enforce_eager ? "/engine-eager" : "/engine") +
+      (a.m.tensor_parallel_size > 1 ? fmt::format("-tp{}", a.m.tensor_parallel_size) : "");
   std::ofstream(stem + ".json") << j.dump(2) << "\n";
   const std::string md = bench::engine_bench_markdown(j);
   std::ofstream(stem + ".md") << md;
@@ -150,12 +156,12 @@ const BenchRegistration reg(
             "--steps {} --warmup {} --prefill-chunk {} --prefill-steps {} --switch-batch '{}' "
             "--switch-steps {} --profile-batch "
             "'{}' --profile-steps {} --offline-requests {} --offline-input {} --offline-output {} "
-            "--max-num-batched-tokens {} --max-num-seqs {}",
+            "--max-num-batched-tokens {} --max-num-seqs {} --tensor-parallel-size {}",
             a->m.model, a->m.load_format, a->weights_list, a->batches, a->o.context, a->o.steps,
             a->o.warmup, a->o.prefill_chunk, a->o.prefill_steps, a->switch_batches,
             a->o.switch_steps, a->profile_batches, a->o.profile_steps, a->o.offline_requests,
-            a->o.offline_input, a->o.offline_output, a->m.max_num_batched_tokens,
-            a->m.max_num_seqs);
+            a->o.offline_input, a->o.offline_output, a->m.max_num_batched_tokens, a->m.max_num_seqs,
+            a->m.tensor_parallel_size);
         if (a->m.enforce_eager) cmd += " --enforce-eager";
         return run(*a, cmd);
       };

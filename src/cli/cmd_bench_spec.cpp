@@ -247,7 +247,7 @@ int run(const SpecBenchArgs& a, const std::string& command) {
     for (int B : batches) plain16[B] = point(*runner, B, "plain FP16", "fp16", "off");
   }
   auto runner = build_runner(m);
-  backend_name = runner->backend().name();
+  backend_name = engine::ranks_of(*runner).front()->backend().name();
   std::map<int, RunResult> n16, n8;
   for (int B : batches) {
     n16[B] = point(*runner, B, "NestedFP16", "fp16", "off");

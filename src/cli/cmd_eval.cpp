@@ -107,7 +107,7 @@ EvalRegistration ppl{
               {"chunk_len", *chunk_len},
               {"chunk_nll", r.chunk_nll},
               {"seconds", r.seconds},
-              {"backend", runner->backend().name()}};
+              {"backend", runner_of(*runner).backend().name()}};
           std::printf("%s\n", j.dump().c_str());
         } else {
           const std::string what =

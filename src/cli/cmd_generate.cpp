@@ -71,7 +71,7 @@ Registration reg{
         ec.speculative = a->speculative;
         ec.text_decoder = text_decoder_factory(tok);
         ec.eos_token_ids = tok.eos_ids();
-        for (int32_t e : runner->config().eos_token_ids)
+        for (int32_t e : runner_of(*runner).config().eos_token_ids)
           if (std::find(ec.eos_token_ids.begin(), ec.eos_token_ids.end(), e) ==
               ec.eos_token_ids.end())
             ec.eos_token_ids.push_back(e);
@@ -108,7 +108,7 @@ Registration reg{
         const double decode = std::chrono::duration<double>(t2 - t1).count();
         std::fprintf(
             stderr, "[%s: %d generated; first token after %.2f s, then %.1f tok/s; %s, stop: %s]\n",
-            runner->backend().name().c_str(), generated, prefill,
+            runner_of(*runner).backend().name().c_str(), generated, prefill,
             generated > 1 ? (generated - 1) / std::max(decode, 1e-9) : 0.0, a->precision.c_str(),
             to_string(why));
         if (const EngineStats st = eng.stats(); st.spec_cycles > 0)

@@ -7,8 +7,10 @@
 #include <CLI/CLI.hpp>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "engine/model_runner.hpp"
+#include "engine/tp_executor.hpp"
 #include "nestedfp/error.hpp"
 #include "nestedfp/speculative.hpp"
 #include "nestedfp/step.hpp"
@@ -41,6 +43,7 @@ struct ModelArgs {
   double gpu_memory_utilization = 0.90;
   bool enforce_eager = false;
   int max_num_batched_tokens = 2048, max_num_seqs = 256, max_model_len = 0, kv_blocks = 0;
+  int tensor_parallel_size = 1;  // ranks (GPUs --gpu .. --gpu + N - 1; threads on cpu)
 };
 
 // The options every model command shares. `serving`: the scheduler limits too.
@@ -73,6 +76,11 @@ inline void add_model_options(CLI::App& sub, ModelArgs& a, bool serving) {
                  "KV cache blocks of 16 tokens (0: from free GPU memory, or 256 MiB on cpu)");
   sub.add_option("--max-model-len", a.max_model_len,
                  "context length (0: the model's, capped by the KV cache)");
+  sub.add_option("--tensor-parallel-size,--tp", a.tensor_parallel_size,
+                 "ranks the model is split over: GPUs --gpu..--gpu+N-1 (NCCL), or N groups of "
+                 "threads on the cpu backend")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
   if (serving) {
     sub.add_option("--max-num-batched-tokens", a.max_num_batched_tokens, "tokens per engine step")
         ->capture_default_str();
@@ -100,12 +108,12 @@ inline SpeculativeConfig check_speculative(const std::string& spec, const ModelA
   return c;
 }
 
-// The backend and the streamed weights of `a`. storage: FP8 baselines (eval only).
-inline std::unique_ptr<engine::ModelRunner> build_runner(
+// The backend(s) and the streamed weights of `a`: one ModelRunner, or a TpExecutor over
+// --tensor-parallel-size ranks. storage: FP8 baselines (eval only).
+inline std::unique_ptr<ModelExecutor> build_runner(
     const ModelArgs& a, engine::LinearStorage storage = engine::LinearStorage::Nested) {
   backend::BackendOptions bo;
   bo.device = a.device, bo.cpu_threads = a.threads, bo.gpu = a.gpu;
-  auto be = backend::make_backend(bo);
   engine::LoadOptions lo;
   lo.model_dir = a.model;
   lo.dummy = a.load_format == "dummy";
@@ -120,7 +128,29 @@ inline std::unique_ptr<engine::ModelRunner> build_runner(
   ro.max_num_batched_tokens = a.max_num_batched_tokens;
   ro.max_num_seqs = a.max_num_seqs;
   ro.cuda_graphs = !a.enforce_eager;
-  return engine::ModelRunner::load(std::move(be), lo, ro);
+  const int tp = a.tensor_parallel_size;
+  if (tp <= 1) return engine::ModelRunner::load(backend::make_backend(bo), lo, ro);
+  // Every rank on the device kind auto picks for the first GPU, so that a missing GPU is an
+  // error naming it rather than a rank silently on the cpu.
+  if (bo.device == "auto")
+    bo.device = backend::describe_auto_device().starts_with("cuda") ? "cuda" : "cpu";
+  if (bo.device == "cpu") {  // the cores are shared out between the ranks
+    const int cores =
+        a.threads > 0 ? a.threads : int(std::max(1u, std::thread::hardware_concurrency()));
+    bo.cpu_threads = std::max(1, cores / tp);
+  }
+  return engine::load_tensor_parallel(
+      tp,
+      [bo](int r) {
+        backend::BackendOptions o = bo;
+        o.gpu = bo.gpu + r;
+        return backend::make_backend(o);
+      },
+      lo, ro);
 }
+
+// The runner behind an executor of build_runner (rank 0's under tensor parallelism): its backend,
+// config and counters.
+inline engine::ModelRunner& runner_of(ModelExecutor& ex) { return *engine::ranks_of(ex).front(); }
 
 }  // namespace nestedfp::cli

@@ -90,7 +90,12 @@ std::unique_ptr<ModelRunner> ModelRunner::load(std::unique_ptr<backend::Backend>
   io::ModelConfig c = io::load_config(lo.model_dir);
   if (!lo.nested && lo.storage != LinearStorage::Nested)
     fail("--weights fp16 and an FP8 baseline storage exclude each other");
-  std::unique_ptr<ModelRunner> r(new ModelRunner(std::move(be), c, opt));
+  const bool sharded = lo.shard.size > 1;
+  if (sharded && lo.storage != LinearStorage::Nested)
+    fail("FP8 baseline storages (accuracy studies) run with --tensor-parallel-size 1 only");
+  std::unique_ptr<ModelRunner> r(
+      new ModelRunner(std::move(be), sharded ? shard_config(c, lo.shard) : c, opt));
+  if (sharded) r->tp_ = std::make_unique<TpPlan>(TpPlan{c, lo.shard, nullptr});
   const int total = c.num_layers * 9 + 3;
   int done = 0, last_pct = -1;
   auto visit = [&](TensorItem&& t) {
@@ -153,7 +158,15 @@ void ModelRunner::take(TensorItem&& t, const LoadOptions& lo) {
               : lo.storage == LinearStorage::Fp8PerChannel ? backend::RawStorage::Fp8PerChannel
                                                            : backend::RawStorage::Nested;
   s.channel_scale = lo.scale_mode == format::ScaleMode::Channel;
-  auto w = be_->create_linear(s);
+  std::unique_ptr<LinearWeight> w;
+  if (tp_ && split_kind(t.slot) != SplitKind::Replicated) {  // this rank's shard only
+    w = shard_linear(*be_, t, *tp_, lo.nested, lo.scale_mode);
+    if (!w) {  // dummy weights, reshaped to the shard: created below like any random tensor
+      s.out_features = t.rows, s.in_features = t.cols;
+      if (t.random_bias) s.bias = (zero_bias.assign(size_t(t.rows), 0), zero_bias.data());
+    }
+  }
+  if (!w) w = be_->create_linear(s);
   if (nestable) {
     if (w->format == backend::WeightFormat::Nested)
       ++report_.nested;
@@ -182,6 +195,14 @@ void ModelRunner::take(TensorItem&& t, const LoadOptions& lo) {
 }
 
 ModelRunner::~ModelRunner() = default;
+
+void ModelRunner::set_communicator(backend::Communicator* comm) {
+  if (!tp_) fail("internal: set_communicator on a runner that holds the whole model");
+  if (comm && (comm->size() != tp_->shard.size || comm->rank() != tp_->shard.rank))
+    fail("internal: communicator of rank {}/{} given to the runner of rank {}/{}", comm->rank(),
+         comm->size(), tp_->shard.rank, tp_->shard.size);
+  tp_->comm = comm;
+}
 
 void ModelRunner::finish_setup() {
   const auto& c = config_;
@@ -448,6 +469,7 @@ void ModelRunner::forward(Precision precision) {
     be.attention(*kv_, int(li), *s.q, nq, 1.f / std::sqrt(float(hd)), *s.attn);
     a = prepare(nullptr, *s.attn, int64_t(nq) * hd, {L.o.get()});
     linear("o", *L.o, a, *s.o);
+    if (tp_) tp_->reduce(be, *s.o, T * H);  // row-parallel: sum the ranks' partial outputs
     pending = s.o.get();
 
     a = prepare(L.post_norm.get(), *s.h, H, {L.gate.get(), L.up.get()});
@@ -462,6 +484,7 @@ void ModelRunner::forward(Precision precision) {
       a = Activation{s.act.get()};
     }
     linear("down", *L.down, a, *s.o);
+    if (tp_) tp_->reduce(be, *s.o, T * H);
     pending = s.o.get();
   }
   be.profile_mark(op::kFinalNorm);

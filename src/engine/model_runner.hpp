@@ -12,6 +12,7 @@
 #include <string>
 
 #include "engine/model_weights.hpp"
+#include "engine/tensor_parallel.hpp"
 #include "nestedfp/backend.hpp"
 #include "nestedfp/step.hpp"
 
@@ -44,6 +45,9 @@ struct LoadOptions {
   format::ScaleMode scale_mode = format::ScaleMode::None;
   bool nested = true;  // --weights nested|fp16 (fp16: a plain FP16 engine, no planes)
   LinearStorage storage = LinearStorage::Nested;  // FP8 baselines (accuracy studies)
+  // Tensor parallelism: load only this rank's shard (docs/DESIGN.md §3.14; TpExecutor runs the
+  // ranks). size 1: the whole model.
+  TpShard shard;
 };
 
 // Called before each decoder linear with its input (accuracy tools capture activations).
@@ -79,11 +83,15 @@ class ModelRunner final : public ModelExecutor {
   int max_model_len() const override { return max_len_; }
   int max_step_tokens() const override { return opt_.max_num_batched_tokens; }
 
-  const io::ModelConfig& config() const { return config_; }
+  const io::ModelConfig& config() const { return config_; }  // this rank's shard under TP
+  const io::ModelConfig& full_config() const { return tp_ ? tp_->full : config_; }
   const LoadReport& load_report() const { return report_; }
   backend::Backend& backend() { return *be_; }
   static size_t kv_bytes_per_block(const io::ModelConfig& c);
   void set_linear_tap(LinearTap tap) { tap_ = std::move(tap); }
+  // The communicator of a sharded runner (LoadOptions::shard), set before its first step.
+  void set_communicator(backend::Communicator* comm);
+  const TpShard* shard() const { return tp_ ? &tp_->shard : nullptr; }
   // Decode steps that replayed a captured CUDA graph (0 on the cpu backend or with eager steps).
   uint64_t graph_replays() const { return graph_replays_; }
   // true: decode steps run eagerly until set back (bench engine's eager timings); captured
@@ -132,6 +140,7 @@ class ModelRunner final : public ModelExecutor {
   bool graphs_paused_ = false;
   LoadReport report_;
   LinearTap tap_;
+  std::unique_ptr<TpPlan> tp_;  // set when this runner is one rank of a sharded model
 };
 
 // Hands a host linear weight (nested, fp8 or plain) to the backend.

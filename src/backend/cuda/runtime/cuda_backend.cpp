@@ -104,6 +104,9 @@ class CudaBackend final : public Backend {
   }
   std::string name() const override { return name_; }
   bool is_gpu() const override { return true; }
+  int device_ordinal() const override { return gpu_; }
+  void bind_thread() override { NFP_CUDA_CHECK(cudaSetDevice(gpu_)); }
+  cudaStream_t stream() const { return stream_; }
 
   // ---- memory -------------------------------------------------------------------------------
   BufferPtr alloc(size_t bytes) override { return std::make_unique<CudaBuffer>(bytes); }
@@ -674,5 +677,13 @@ std::string cuda_unusable_reason(int gpu) {
 }
 
 std::unique_ptr<Backend> make_cuda_backend(int gpu) { return std::make_unique<CudaBackend>(gpu); }
+
+// For the NCCL communicator (nccl_communicator.cpp), which queues on the backend's stream.
+cudaStream_t cuda_stream_of(Backend& be) {
+  auto* c = dynamic_cast<CudaBackend*>(&be);
+  if (!c) fail("internal: {} is not a cuda backend", be.name());
+  return c->stream();
+}
+void* cuda_data_of(Buffer& b, size_t bytes) { return dptr<void>(b, bytes, "collective"); }
 
 }  // namespace nestedfp::backend

@@ -1,0 +1,212 @@
+// Tensor parallelism on GPUs (docs/DESIGN.md §3.14): pystd-16m split over 2 GPUs with NCCL must
+// give the single-GPU perplexity within 0.1% and the same greedy tokens where the reference
+// margin is clear, with and without CUDA graphs; a rank that fails to start or fails mid-step
+// must end in a clear error, not a hang. Skips (saying why) with fewer than 2 usable GPUs.
+// Run: ctest --test-dir build/cuda -L gpu -R TensorParallelGpu (scripts/gpu-check.sh, TP_CHECK=1).
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <future>
+#include <memory>
+
+#include "cpu/pystd_fixture.hpp"
+#include "engine/model_runner.hpp"
+#include "engine/offline.hpp"
+#include "engine/tp_executor.hpp"
+#include "nestedfp/engine.hpp"
+#include "nestedfp/error.hpp"
+#include "nestedfp/tokenizer.hpp"
+
+using namespace nestedfp;
+using namespace nestedfp::testing_pystd;
+using namespace std::chrono_literals;
+
+namespace {
+
+engine::RunnerOptions opts(bool graphs = true) {
+  engine::RunnerOptions ro;
+  ro.max_num_batched_tokens = 512;
+  ro.max_num_seqs = 8;
+  ro.num_kv_blocks = 512;
+  ro.cuda_graphs = graphs;
+  return ro;
+}
+
+std::unique_ptr<backend::Backend> cuda_backend(int gpu) {
+  backend::BackendOptions bo;
+  bo.device = "cuda", bo.gpu = gpu;
+  return backend::make_backend(bo);
+}
+
+std::unique_ptr<ModelExecutor> load(int tp, bool graphs = true) {
+  engine::LoadOptions lo;
+  lo.model_dir = kModel;
+  if (tp == 1) return engine::ModelRunner::load(cuda_backend(0), lo, opts(graphs));
+  return engine::load_tensor_parallel(tp, cuda_backend, lo, opts(graphs));
+}
+
+// Why two GPUs are not usable here ("" when they are).
+std::string two_gpus_missing() {
+  static const std::string why = [] {
+    try {
+      cuda_backend(1);
+      return std::string();
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+  }();
+  return why;
+}
+
+#define NEED_TWO_GPUS()                                         \
+  if (const std::string why = two_gpus_missing(); !why.empty()) \
+  GTEST_SKIP() << "tensor parallelism needs 2 Hopper GPUs: " << why
+
+ModelExecutor& tp1() {
+  static auto r = load(1);
+  return *r;
+}
+ModelExecutor& tp2() {
+  static auto r = load(2);
+  return *r;
+}
+
+const std::vector<int32_t>& long_ids() {
+  static const std::vector<int32_t> ids = [] {
+    const char* env = std::getenv("NESTEDFP_PYSTD_TEXT");
+    const std::string text = engine::read_text_file(env && *env ? env : kText);
+    auto v = Tokenizer::load(kModel).encode(std::string_view(text).substr(0, 1 << 20), false);
+    if (v.size() < 64u * 512) throw std::runtime_error("text too short for 64 chunks of 512");
+    return v;
+  }();
+  return ids;
+}
+
+std::vector<std::vector<int32_t>> greedy_batch(ModelExecutor& ex, Precision p,
+                                               const std::vector<std::vector<int32_t>>& prompts,
+                                               int max_tokens) {
+  EngineConfig ec;
+  ec.max_num_batched_tokens = 512;
+  ec.max_num_seqs = 8;
+  ec.precision = to_string(p);
+  Engine eng(ex, ec);
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (const auto& pr : prompts) {
+    GenerationRequest req;
+    req.prompt = pr;
+    req.max_tokens = max_tokens;
+    req.ignore_eos = true;
+    req.sampling.temperature = 0.f;
+    streams.push_back(eng.add_request(req));
+  }
+  while (eng.step()) {
+  }
+  std::vector<std::vector<int32_t>> out;
+  for (auto& s : streams) {
+    std::vector<int32_t> t;
+    while (auto ev = s->next(std::chrono::milliseconds(0)))
+      t.insert(t.end(), ev->token_ids.begin(), ev->token_ids.end());
+    out.push_back(t);
+  }
+  return out;
+}
+
+}  // namespace
+
+// 64 chunks of the public text, both precisions: TP 2 within 0.1% of one GPU.
+TEST(TensorParallelGpu, Tp2PerplexityMatchesOneGpu) {
+  NEED_TWO_GPUS();
+  for (Precision p : {Precision::FP16, Precision::FP8}) {
+    const double a = engine::perplexity(tp1(), long_ids(), p, 64).ppl;
+    const double b = engine::perplexity(tp2(), long_ids(), p, 64).ppl;
+    std::printf("[ perplexity %s, 64 chunks: 1 GPU %.5f, TP 2 %.5f ]\n", to_string(p), a, b);
+    EXPECT_NEAR(b / a, 1.0, 1e-3) << to_string(p);
+  }
+}
+
+// Greedy through the engine (device argmax, decode steps as CUDA graphs with NCCL inside)
+// equals REFERENCE.json where its top-2 margin is clear.
+TEST(TensorParallelGpu, Tp2GreedyMatchesReference) {
+  NEED_TWO_GPUS();
+  int prompts = 0;
+  for (const auto& g : reference()["greedy"]) {
+    const auto top5 = g["last_logits_top5"];
+    if (top5[0][1].get<double>() - top5[1][1].get<double>() <= 0.05) continue;
+    ++prompts;
+    const auto want = g["greedy_ids"].get<std::vector<int32_t>>();
+    const auto margin = g["step_top2_margin_fp16"].get<std::vector<double>>();
+    size_t n = 0;
+    while (n < want.size() && margin[n] >= 0.05) ++n;
+    n = std::max<size_t>(n, 8);
+    const auto got =
+        greedy_batch(tp2(), Precision::FP16, {g["prompt_ids"].get<std::vector<int32_t>>()}, int(n));
+    EXPECT_EQ(got[0], std::vector<int32_t>(want.begin(), want.begin() + ptrdiff_t(n)))
+        << "prompt: " << g["prompt"].get<std::string>().substr(0, 60);
+  }
+  EXPECT_GE(prompts, 4);
+}
+
+// Graph replays (NCCL all-reduces captured in the graphs) give the tokens of eager TP 2 steps.
+TEST(TensorParallelGpu, Tp2GraphsMatchEagerSteps) {
+  NEED_TWO_GPUS();
+  auto eager = load(2, /*graphs=*/false);
+  std::vector<std::vector<int32_t>> prompts;
+  for (int i = 0; i < 3; ++i)
+    prompts.emplace_back(text_ids().begin() + 100 * i, text_ids().begin() + 100 * i + 30 + 7 * i);
+  for (Precision p : {Precision::FP16, Precision::FP8}) {
+    const uint64_t before = dynamic_cast<engine::TpExecutor&>(tp2()).rank(0).graph_replays();
+    EXPECT_EQ(greedy_batch(tp2(), p, prompts, 24), greedy_batch(*eager, p, prompts, 24))
+        << to_string(p);
+    EXPECT_GT(dynamic_cast<engine::TpExecutor&>(tp2()).rank(0).graph_replays(), before + 10);
+  }
+}
+
+// A rank on a GPU that does not exist: a clear error naming it, not a hang (needs 1 GPU).
+TEST(TensorParallelGpu, ARankThatFailsToStartIsReported) {
+  auto fut = std::async(std::launch::async, [] {
+    engine::LoadOptions lo;
+    lo.model_dir = kModel;
+    try {
+      engine::load_tensor_parallel(
+          2, [](int r) { return cuda_backend(r == 1 ? 4096 : 0); }, lo, opts());
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  });
+  if (fut.wait_for(120s) != std::future_status::ready) {
+    ADD_FAILURE() << "a rank that failed to start hung the others";
+    std::abort();
+  }
+  const std::string msg = fut.get();
+  EXPECT_NE(msg.find("rank 1:"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("GPU 4096 does not exist"), std::string::npos) << msg;
+}
+
+// Rank 1 throws mid-step while rank 0 waits in an NCCL all-reduce: the executor aborts the
+// communicators, and the step fails with rank 1's reason.
+TEST(TensorParallelGpu, ARankThatFailsMidStepDoesNotHang) {
+  NEED_TWO_GPUS();
+  auto ex = load(2, /*graphs=*/false);
+  auto& tp = dynamic_cast<engine::TpExecutor&>(*ex);
+  tp.rank(1).set_linear_tap([](int layer, const char* name, const backend::Activation&, int64_t) {
+    if (layer == 3 && std::string(name) == "down") fail("injected failure in layer 3");
+  });
+  auto fut = std::async(std::launch::async, [&] {
+    try {
+      engine::SingleSequence s(*ex);
+      s.feed(std::span(text_ids()).first(64), Precision::FP16);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  });
+  if (fut.wait_for(120s) != std::future_status::ready) {
+    ADD_FAILURE() << "rank 0 hung in its all-reduce after rank 1 failed";
+    std::abort();
+  }
+  const std::string msg = fut.get();
+  EXPECT_NE(msg.find("rank 1: injected failure in layer 3"), std::string::npos) << msg;
+}
