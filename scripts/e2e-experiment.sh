@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# End-to-end experiment (issue 16, docs/DESIGN.md §5.6): precision policies fp16, fp8, dynamic
+# End-to-end experiment (issue 16, docs/MEASURING.md §5.6): precision policies fp16, fp8, dynamic
 # (threshold 1024 of a 2048 budget) and slo under Azure trace replays at rising load, plus a closed
 # loop throughput grid for plain FP16, NestedFP16 and NestedFP8; then `nestedfp bench e2e-report`
 # writes <date>-e2e.{md,json,png} and -throughput.png with the goals met or not.

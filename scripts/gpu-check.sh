@@ -131,8 +131,8 @@ fi
 # The engine on Llama-3.1-8B with dummy weights, plain FP16 and nested (two loads): decode step time
 # at batch 1..256 (context 1024) against the copy-bandwidth floor, prefill, the precision-switch
 # cost, a per-op breakdown of eager steps, offline throughput (2000 x 512/128 through the Engine),
-# memory and the goals table: engine.{md,json,png} under $OUT (docs/DESIGN.md §5.5). About 4 min
-# on an H200 with the defaults; ENGINE_BENCH_EAGER=1 adds the same run with --enforce-eager.
+# memory and the goals table: engine.{md,json,png} under $OUT (docs/MEASURING.md §5.5). About 4
+# min on an H200 with the defaults; ENGINE_BENCH_EAGER=1 adds the same run with --enforce-eager.
 if [ -z "${SKIP_ENGINE_BENCH:-}" ] && [ $have_bench = 1 ]; then
   t0=$(date +%s)
   # shellcheck disable=SC2086

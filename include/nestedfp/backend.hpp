@@ -172,8 +172,8 @@ struct NormOut {
   Buffer* scale = nullptr;
 };
 
-// Per-op profiling (`bench engine`, docs/DESIGN.md §5.5): time of one op kind summed over the
-// marks that opened it.
+// Per-op profiling (`bench engine`, docs/MEASURING.md §5.5): time of one op kind summed over
+// the marks that opened it.
 struct OpTime {
   std::string op;
   double ms = 0;

@@ -1,7 +1,7 @@
 #pragma once
 // `nestedfp bench e2e-report`: combines the `bench serve` JSON files of one end-to-end experiment
 // (scripts/e2e-experiment.sh) into a Markdown report with PNG plots and checks the goals of the
-// experiment (docs/DESIGN.md §5.6).
+// experiment (docs/MEASURING.md §5.6).
 //
 // Layout of the experiment directory:
 //   throughput/<engine>/bench_serve_throughput.json   engine: fp16-plain, nested-fp16, nested-fp8

@@ -1,5 +1,5 @@
-// The measurements of `bench engine` (engine_bench.hpp, docs/DESIGN.md §5.5). Everything runs on
-// the calling thread through ModelRunner::execute or Engine::step, so each timing is the wall
+// The measurements of `bench engine` (engine_bench.hpp, docs/MEASURING.md §5.5). Everything runs
+// on the calling thread through ModelRunner::execute or Engine::step, so each timing is the wall
 // time a serving step loop would see.
 #include "bench/engine_bench.hpp"
 

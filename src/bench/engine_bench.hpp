@@ -1,6 +1,6 @@
 #pragma once
-// `nestedfp bench engine` (docs/DESIGN.md §5.5): the engine offline, no HTTP, for the plain FP16
-// engine (--weights fp16), NestedFP16 and NestedFP8 in one run. Measures decode step time per
+// `nestedfp bench engine` (docs/MEASURING.md §5.5): the engine offline, no HTTP, for the plain
+// FP16 engine (--weights fp16), NestedFP16 and NestedFP8 in one run. Measures decode step time per
 // batch against the weight-bytes / copy-bandwidth floor, prefill throughput, the cost of switching
 // precision between graph steps, a per-op breakdown of eager steps, offline throughput through the
 // real Engine (with the executor / host split of its wall time) and the memory each engine holds.

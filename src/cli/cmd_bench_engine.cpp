@@ -1,4 +1,4 @@
-// `nestedfp bench engine MODEL --load-format dummy`: the engine offline, no HTTP (docs/DESIGN.md
+// `nestedfp bench engine MODEL --load-format dummy`: the engine offline, no HTTP (docs/MEASURING.md
 // §5.5). Plain FP16 (--weights fp16), NestedFP16 and NestedFP8 in one run: decode step time per
 // batch against the weight-bytes / copy-bandwidth floor, prefill throughput, the precision-switch
 // cost, a per-op breakdown, offline throughput through the Engine, memory, and a goals table.

@@ -1,6 +1,6 @@
 #pragma once
 // The op kinds ModelRunner marks for per-op profiling (Backend::profile_mark), shared with
-// `bench engine`, which turns GEMM times into achieved weight bandwidth. docs/DESIGN.md §5.5.
+// `bench engine`, which turns GEMM times into achieved weight bandwidth. docs/MEASURING.md §5.5.
 namespace nestedfp::engine::op {
 
 inline constexpr const char* kSetup = "step setup";  // validate, layout, upload, attention plan

@@ -139,7 +139,7 @@ const std::vector<std::string>& nested_fp8_gemm_variant_names() {
 
 int nested_fp8_gemm_heuristic(int M, int N, int K) {
   using fp8gemm::pick;
-  // Fitted to the H200 sweep of 2026-11-22 (bench kernels --all-variants over the docs/DESIGN.md
+  // Fitted to the H200 sweep of 2026-11-22 (bench kernels --all-variants over the docs/MEASURING.md
   // §5.1 shapes, bench/results/2026-11-22-h200-kernels.*), among the variants that meet the 1e-3
   // accuracy bound. Few tokens: the time is streaming the weight; 64-row ping-pong tiles do that
   // best unless the weight has so many rows that 128-row stream-K tiles balance better. Long K with

@@ -1,7 +1,7 @@
 // `nestedfp bench kernels` (issue 5): NestedFP16, cuBLAS FP16, NestedFP8 with and without its
 // activation quantization and cuBLASLt FP8 (per-tensor and, where supported, per-row scales), for
-// the shapes and token counts of DESIGN §4. Each measurement is a CUDA graph that cycles over
-// enough weight copies to exceed L2 several times (cold weights, as in serving), replayed many
+// the shapes and token counts of MEASURING.md §5.1. Each measurement is a CUDA graph that cycles
+// over enough weight copies to exceed L2 several times (cold weights, as in serving), replayed many
 // times; the median replay time divided by the launches per graph is reported.
 #include "bench/cuda/bench_kernels.hpp"
 

@@ -11,8 +11,8 @@
 namespace nestedfp::cuda {
 
 struct BenchKernelsOptions {
-  std::vector<std::pair<int, int>> shapes;  // (N, K); empty: DESIGN §4 defaults
-  std::vector<int> ms;                      // token counts; empty: DESIGN §4 defaults
+  std::vector<std::pair<int, int>> shapes;  // (N, K); empty: MEASURING.md §5.1 defaults
+  std::vector<int> ms;                      // token counts; empty: MEASURING.md §5.1 defaults
   std::string out_dir = "bench/results";
   std::string command;        // the command line, recorded in the results
   bool all_variants = false;  // also time every NestedFP8 configuration (tuning data)
