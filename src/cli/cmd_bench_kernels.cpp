@@ -48,7 +48,7 @@ const BenchRegistration reg(
       };
       auto o = std::make_shared<Opts>();
       app.add_option("--shapes", o->shapes,
-                     "weight shapes NxK, comma separated (default: DESIGN §4 models)");
+                     "weight shapes NxK, comma separated (default: docs/MEASURING.md §5.1 models)");
       app.add_option("--m", o->ms, "token counts, comma separated (default: 1,16,...,8192)");
       app.add_option("--out", o->out, "directory for <date>-<gpu>-kernels.{md,json}")
           ->capture_default_str();
