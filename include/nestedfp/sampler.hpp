@@ -38,6 +38,13 @@ class RequestSampler {
   std::vector<std::pair<float, int32_t>> cand_;
 };
 
+// What sampling at temperature > 0 draws from: `cand` gets the ids in descending logit order
+// (ascending id on ties: a total order, so results are deterministic), cut to top-k, and `w` their
+// unnormalized weights exp((logit - max) / T). Returns how many of them top-p keeps. Shared by
+// sample_with_uniform and speculative decoding's dense distribution (speculative.hpp), so the
+// rejection rule sees exactly the distribution the sampler draws from.
+size_t filtered_candidates(std::span<const float> logits, const SamplingParams& params,
+                           std::vector<std::pair<float, int32_t>>& cand, std::vector<double>& w);
 // The sampling rule of RequestSampler with an explicit uniform draw `u` in [0, 1): top-k, then
 // softmax(logit / T), then the top-p nucleus, then the inverse CDF over the kept tokens in
 // descending-logit order. `cand` is scratch space (reused between calls).

@@ -45,34 +45,36 @@ int32_t RequestSampler::sample(std::span<const float> logits) {
   return sample_with_uniform(logits, params_, u, cand_);
 }
 
-int32_t sample_with_uniform(std::span<const float> logits, const SamplingParams& params, double u,
-                            std::vector<std::pair<float, int32_t>>& cand) {
-  if (params.temperature == 0.f) return argmax(logits);
+size_t filtered_candidates(std::span<const float> logits, const SamplingParams& params,
+                           std::vector<std::pair<float, int32_t>>& cand, std::vector<double>& w) {
   if (logits.empty()) fail("sampling from empty logits");
   cand.clear();
   for (size_t i = 0; i < logits.size(); ++i) cand.emplace_back(logits[i], int32_t(i));
   const size_t k = params.top_k > 0 ? std::min(cand.size(), size_t(params.top_k)) : cand.size();
-  // Descending logit, ascending id on ties: a total order, so the result is deterministic.
   auto better = [](const auto& a, const auto& b) {
     return a.first > b.first || (a.first == b.first && a.second < b.second);
   };
   std::partial_sort(cand.begin(), cand.begin() + ptrdiff_t(k), cand.end(), better);
   cand.resize(k);
   const double inv_t = 1.0 / params.temperature, mx = cand[0].first;
-  std::vector<double> p(k);
+  w.resize(k);
   double sum = 0;
-  for (size_t i = 0; i < k; ++i) sum += (p[i] = std::exp((cand[i].first - mx) * inv_t));
-  size_t keep = k;
+  for (size_t i = 0; i < k; ++i) sum += (w[i] = std::exp((cand[i].first - mx) * inv_t));
   if (params.top_p < 1.f) {  // smallest prefix whose mass reaches top_p
     double acc = 0;
     for (size_t i = 0; i < k; ++i) {
-      acc += p[i] / sum;
-      if (acc >= params.top_p) {
-        keep = i + 1;
-        break;
-      }
+      acc += w[i] / sum;
+      if (acc >= params.top_p) return i + 1;
     }
   }
+  return k;
+}
+
+int32_t sample_with_uniform(std::span<const float> logits, const SamplingParams& params, double u,
+                            std::vector<std::pair<float, int32_t>>& cand) {
+  if (params.temperature == 0.f) return argmax(logits);
+  thread_local std::vector<double> p;  // scratch, like `cand`
+  const size_t keep = filtered_candidates(logits, params, cand, p);
   double mass = 0;
   for (size_t i = 0; i < keep; ++i) mass += p[i];
   double target = u * mass, acc = 0;

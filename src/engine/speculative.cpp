@@ -85,28 +85,8 @@ std::vector<double> sampling_probs(std::span<const float> logits, const Sampling
   }
   // The same candidates, order and cut-offs as sample_with_uniform (sampler.cpp).
   std::vector<std::pair<float, int32_t>> cand;
-  cand.reserve(logits.size());
-  for (size_t i = 0; i < logits.size(); ++i) cand.emplace_back(logits[i], int32_t(i));
-  const size_t k = params.top_k > 0 ? std::min(cand.size(), size_t(params.top_k)) : cand.size();
-  auto better = [](const auto& a, const auto& b) {
-    return a.first > b.first || (a.first == b.first && a.second < b.second);
-  };
-  std::partial_sort(cand.begin(), cand.begin() + ptrdiff_t(k), cand.end(), better);
-  const double inv_t = 1.0 / params.temperature, mx = cand[0].first;
-  std::vector<double> p(k);
-  double sum = 0;
-  for (size_t i = 0; i < k; ++i) sum += (p[i] = std::exp((cand[i].first - mx) * inv_t));
-  size_t keep = k;
-  if (params.top_p < 1.f) {
-    double acc = 0;
-    for (size_t i = 0; i < k; ++i) {
-      acc += p[i] / sum;
-      if (acc >= params.top_p) {
-        keep = i + 1;
-        break;
-      }
-    }
-  }
+  std::vector<double> p;
+  const size_t keep = filtered_candidates(logits, params, cand, p);
   double mass = 0;
   for (size_t i = 0; i < keep; ++i) mass += p[i];
   for (size_t i = 0; i < keep; ++i) out[size_t(cand[i].second)] = p[i] / mass;
