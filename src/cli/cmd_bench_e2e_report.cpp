@@ -7,6 +7,7 @@
 
 #include "bench/e2e_report.hpp"
 #include "cli/bench_command.hpp"
+#include "cli/list_args.hpp"
 #include "nestedfp/error.hpp"
 
 namespace nestedfp::cli {
@@ -17,25 +18,6 @@ struct Opts {
   double scale = 10;
   bench::E2eOptions o;
 };
-
-std::vector<double> doubles(const std::string& s) {
-  std::vector<double> v;
-  size_t p = 0;
-  while (p <= s.size()) {
-    size_t e = s.find(',', p);
-    std::string item = s.substr(p, e == std::string::npos ? std::string::npos : e - p);
-    try {
-      size_t used = 0;
-      v.push_back(std::stod(item, &used));
-      if (used != item.size() || v.back() <= 0) throw std::exception();
-    } catch (const std::exception&) {
-      fail("--slo-scales '{}': expected comma-separated positive numbers", s);
-    }
-    if (e == std::string::npos) break;
-    p = e + 1;
-  }
-  return v;
-}
 
 const BenchRegistration reg(
     "e2e-report", "combine an end-to-end experiment's bench serve JSONs into a report with plots",
@@ -63,7 +45,7 @@ const BenchRegistration reg(
           return 0;
         }
         if (a->dir.empty()) fail("bench e2e-report: give the experiment directory");
-        a->o.slo_scales = doubles(a->scales);
+        a->o.slo_scales = positive_doubles(a->scales, "--slo-scales");
         auto d = bench::load_e2e(a->dir, a->o);
         for (auto& f : bench::write_e2e_report(d, a->o, a->out.empty() ? a->dir + "/e2e" : a->out))
           std::printf("wrote %s\n", f.c_str());

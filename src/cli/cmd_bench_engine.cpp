@@ -13,6 +13,7 @@
 
 #include "bench/engine_bench.hpp"
 #include "cli/bench_command.hpp"
+#include "cli/list_args.hpp"
 #include "cli/model_cli.hpp"
 
 #if NESTEDFP_HAVE_CUDA
@@ -41,19 +42,6 @@ std::vector<std::string> str_list(const std::string& s) {
   return v;
 }
 
-std::vector<int> int_list(const std::string& s, const char* option) {
-  std::vector<int> v;
-  for (const std::string& x : str_list(s)) {
-    try {
-      v.push_back(std::stoi(x));
-    } catch (const std::exception&) {
-      fail("bench engine: bad number '{}' in {} '{}'", x, option, s);
-    }
-    if (v.back() <= 0) fail("bench engine: {} takes positive numbers, got {}", option, v.back());
-  }
-  return v;
-}
-
 int run(EngineBenchArgs& a, const std::string& command) {
   log_to_stderr();
   bench::EngineBenchOptions o = a.o;
@@ -61,11 +49,12 @@ int run(EngineBenchArgs& a, const std::string& command) {
   for (const std::string& w : o.weights)
     if (w != "fp16" && w != "nested")
       fail("bench engine: --weights-list takes fp16 and/or nested, got '{}'", w);
-  o.batches = int_list(a.batches, "--batch");
-  o.switch_batches =
-      a.switch_batches.empty() ? std::vector<int>{} : int_list(a.switch_batches, "--switch-batch");
-  o.profile_batches = a.profile_batches.empty() ? std::vector<int>{}
-                                                : int_list(a.profile_batches, "--profile-batch");
+  o.batches = positive_ints(a.batches, "--batch");
+  o.switch_batches = a.switch_batches.empty() ? std::vector<int>{}
+                                              : positive_ints(a.switch_batches, "--switch-batch");
+  o.profile_batches = a.profile_batches.empty()
+                          ? std::vector<int>{}
+                          : positive_ints(a.profile_batches, "--profile-batch");
   o.max_num_batched_tokens = a.m.max_num_batched_tokens, o.max_num_seqs = a.m.max_num_seqs;
   nlohmann::json dev = {{"name", "cpu"}};
 #if NESTEDFP_HAVE_CUDA

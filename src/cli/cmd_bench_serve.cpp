@@ -28,30 +28,11 @@
 
 #include "bench/bench_client.hpp"
 #include "cli/bench_command.hpp"
+#include "cli/list_args.hpp"
 #include "nestedfp/error.hpp"
 
 namespace nestedfp::cli {
 namespace {
-
-std::vector<int> int_list(const std::string& s, const char* opt) {
-  std::vector<int> out;
-  size_t p = 0;
-  while (p <= s.size()) {
-    size_t e = s.find(',', p);
-    std::string item = s.substr(p, e == std::string::npos ? std::string::npos : e - p);
-    try {
-      size_t used = 0;
-      int v = std::stoi(item, &used);
-      if (used != item.size() || v <= 0) throw std::exception();
-      out.push_back(v);
-    } catch (const std::exception&) {
-      fail("{} '{}': expected comma-separated positive integers", opt, s);
-    }
-    if (e == std::string::npos) break;
-    p = e + 1;
-  }
-  return out;
-}
 
 int median_int(std::vector<int> v) {
   std::sort(v.begin(), v.end());
@@ -97,9 +78,9 @@ int run(const Opts& o) {
   std::vector<Run> runs;
   std::vector<int> all_in, all_out;
   if (o.mode == "throughput") {
-    auto ins = int_list(o.input_lens, "--input-lens"),
-         outs = int_list(o.output_lens, "--output-lens");
-    auto concs = int_list(o.concurrency, "--concurrency");
+    auto ins = positive_ints(o.input_lens, "--input-lens"),
+         outs = positive_ints(o.output_lens, "--output-lens");
+    auto concs = positive_ints(o.concurrency, "--concurrency");
     if (o.num_prompts <= 0) fail("--num-prompts must be positive");
     for (int in : ins)
       for (int out : outs)

@@ -20,6 +20,7 @@
 
 #include "bench/plot_png.hpp"
 #include "cli/bench_command.hpp"
+#include "cli/list_args.hpp"
 #include "cli/model_cli.hpp"
 #include "engine/offline.hpp"
 #include "nestedfp/engine.hpp"
@@ -39,30 +40,6 @@ struct SpecBenchArgs {
   int accept_batch = 8;  // batch of the acceptance sweep (more prompts, less noise)
   bool skip_plain = false;
 };
-
-std::vector<int> int_list(const std::string& s, const char* what) {
-  std::vector<int> v;
-  for (size_t i = 0; i < s.size();) {
-    size_t j = s.find(',', i);
-    if (j == std::string::npos) j = s.size();
-    const std::string item = s.substr(i, j - i);
-    const auto dots = item.find("..");
-    try {
-      if (dots != std::string::npos) {
-        const int lo = std::stoi(item.substr(0, dots)), hi = std::stoi(item.substr(dots + 2));
-        for (int x = lo; x <= hi; ++x) v.push_back(x);
-      } else {
-        v.push_back(std::stoi(item));
-      }
-    } catch (const std::exception&) {
-      fail("bench spec: {} takes numbers or ranges like 1..8, got '{}'", what, item);
-    }
-    if (v.empty() || v.back() <= 0) fail("bench spec: {} must be positive, got '{}'", what, item);
-    i = j + 1;
-  }
-  if (v.empty()) fail("bench spec: {} is empty", what);
-  return v;
-}
 
 // One prompt per sequence of the largest batch: slices of the eval text, or random ids.
 std::vector<std::vector<int32_t>> make_prompts(const SpecBenchArgs& a, int vocab, int n) {
@@ -198,7 +175,8 @@ void save_plots(const std::string& path, const nlohmann::json& accept, const nlo
 
 int run(const SpecBenchArgs& a, const std::string& command) {
   log_to_stderr();
-  const std::vector<int> ks = int_list(a.ks, "--k"), batches = int_list(a.batches, "--batch");
+  const std::vector<int> ks = positive_ints(a.ks, "--k"),
+                         batches = positive_ints(a.batches, "--batch");
   const int max_b = *std::max_element(batches.begin(), batches.end());
   for (int k : ks)
     if (k > kMaxDraftTokens) fail("bench spec: --k {} exceeds {}", k, kMaxDraftTokens);
