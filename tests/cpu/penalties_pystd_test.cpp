@@ -24,16 +24,9 @@ engine::ModelRunner& runner() {
     o.num_kv_blocks = 128;
     o.max_num_seqs = 8;
     o.max_num_batched_tokens = 256;
-    return std::make_unique<engine::ModelRunner>(
-        backend::make_cpu_backend(), engine::ModelWeights::load(kModel, format::ScaleMode::None),
-        o);
+    return make_runner(o);
   }();
   return *r;
-}
-
-const Tokenizer& tokenizer() {
-  static const Tokenizer t = Tokenizer::load(kModel);
-  return t;
 }
 
 // The reference: one sequence fed token by token on the same runner (the cpu backend's logits do

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <fstream>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <span>
@@ -26,6 +27,18 @@ inline const nlohmann::json& reference() {
     return nlohmann::json::parse(f);
   }();
   return j;
+}
+
+// pystd-16m on the cpu backend with `o` (k = 0 planes); one per test binary that asks, kept for
+// the whole run since loading is the slow part.
+inline std::unique_ptr<engine::ModelRunner> make_runner(const engine::RunnerOptions& o) {
+  return std::make_unique<engine::ModelRunner>(
+      backend::make_cpu_backend(), engine::ModelWeights::load(kModel, format::ScaleMode::None), o);
+}
+
+inline const Tokenizer& tokenizer() {
+  static const Tokenizer t = Tokenizer::load(kModel);
+  return t;
 }
 
 // Token ids of the start of the public text: the first 8 chunks need 4096; 64 KB of text is plenty.

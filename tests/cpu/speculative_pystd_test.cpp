@@ -23,16 +23,9 @@ engine::ModelRunner& runner() {
     o.num_kv_blocks = 96;
     o.max_num_seqs = 8;
     o.max_num_batched_tokens = 128;
-    return std::make_unique<engine::ModelRunner>(
-        backend::make_cpu_backend(), engine::ModelWeights::load(kModel, format::ScaleMode::None),
-        o);
+    return make_runner(o);
   }();
   return *r;
-}
-
-const Tokenizer& tokenizer() {
-  static const Tokenizer t = Tokenizer::load(kModel);
-  return t;
 }
 
 const char* const kPrompts[] = {

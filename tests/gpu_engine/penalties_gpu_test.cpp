@@ -11,6 +11,7 @@
 #include "engine/model_runner.hpp"
 #include "engine/offline.hpp"
 #include "engine/penalty_reference.hpp"
+#include "gpu_engine/cuda_pystd.hpp"
 #include "nestedfp/engine.hpp"
 
 using namespace nestedfp;
@@ -20,15 +21,11 @@ namespace {
 
 engine::ModelRunner& gpu_runner() {
   static std::unique_ptr<engine::ModelRunner> r = [] {
-    backend::BackendOptions bo;
-    bo.device = "cuda";
-    engine::LoadOptions lo;
-    lo.model_dir = kModel;
     engine::RunnerOptions ro;
     ro.max_num_batched_tokens = 512;
     ro.max_num_seqs = 8;
     ro.num_kv_blocks = 256;
-    return engine::ModelRunner::load(backend::make_backend(bo), lo, ro);
+    return load_cuda_pystd(ro);
   }();
   return *r;
 }

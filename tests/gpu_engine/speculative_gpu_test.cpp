@@ -11,6 +11,7 @@
 
 #include "cpu/pystd_fixture.hpp"
 #include "engine/model_runner.hpp"
+#include "gpu_engine/cuda_pystd.hpp"
 #include "nestedfp/engine.hpp"
 #include "nestedfp/sampler.hpp"
 
@@ -21,15 +22,11 @@ namespace {
 
 engine::ModelRunner& spec_gpu() {
   static std::unique_ptr<engine::ModelRunner> r = [] {
-    backend::BackendOptions bo;
-    bo.device = "cuda";
-    engine::LoadOptions lo;
-    lo.model_dir = kModel;
     engine::RunnerOptions ro;
     ro.max_num_batched_tokens = 512;
     ro.max_num_seqs = 8;
     ro.num_kv_blocks = 512;
-    return engine::ModelRunner::load(backend::make_backend(bo), lo, ro);
+    return load_cuda_pystd(ro);
   }();
   return *r;
 }

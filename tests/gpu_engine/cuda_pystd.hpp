@@ -1,0 +1,20 @@
+#pragma once
+// pystd-16m streamed onto the cuda backend, for the GPU engine tests.
+#include <memory>
+
+#include "cpu/pystd_fixture.hpp"
+#include "engine/model_runner.hpp"
+
+namespace nestedfp::testing_pystd {
+
+inline std::unique_ptr<engine::ModelRunner> load_cuda_pystd(const engine::RunnerOptions& ro,
+                                                            bool nested = true) {
+  backend::BackendOptions bo;
+  bo.device = "cuda";
+  engine::LoadOptions lo;
+  lo.model_dir = kModel;
+  lo.nested = nested;
+  return engine::ModelRunner::load(backend::make_backend(bo), lo, ro);
+}
+
+}  // namespace nestedfp::testing_pystd
