@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "nestedfp/penalties.hpp"
@@ -62,11 +63,24 @@ class ModelExecutor {
  public:
   virtual ~ModelExecutor() = default;
   virtual StepOutput execute(const StepInput& in) = 0;
+  // The same step in two halves, for host/GPU overlap (docs/DESIGN.md §3.15): launch() queues
+  // the step on the device and returns; collect() waits for it and returns what execute() would.
+  // `in` must stay alive and unchanged in between; one step is in flight at a time. The engine
+  // does the previous step's output work (detokenization, stop strings, streaming) in between.
+  // An executor that cannot return before the step ends runs all of it in launch().
+  virtual void launch(const StepInput& in) { launched_ = execute(in); }
+  virtual StepOutput collect() { return std::exchange(launched_, StepOutput{}); }
+  // Whether launch() returns while the device still runs the step: only then is deferring output
+  // work worth the one step it delays a stop string by.
+  virtual bool overlaps_host() const { return false; }
   virtual int num_kv_blocks() const = 0;  // blocks the executor allocated
   virtual int vocab_size() const = 0;
   virtual int max_model_len() const = 0;
   // Most tokens one step may carry (the scratch buffers are sized for it once).
   virtual int max_step_tokens() const = 0;
+
+ private:
+  StepOutput launched_;  // the default launch()'s result, until collect()
 };
 
 }  // namespace nestedfp

@@ -3,27 +3,12 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
-#include <random>
 #include <span>
-#include <thread>
-#include <unordered_map>
 
-#include "engine/block_manager.hpp"
-#include "engine/metrics.hpp"
-#include "engine/penalty_state.hpp"
-#include "engine/scheduler.hpp"
-#include "engine/spec_decode.hpp"
-#include "engine/stop_checker.hpp"
-#include "nestedfp/latency_model.hpp"
-#include "nestedfp/precision_policy.hpp"
-#include "nestedfp/sampler.hpp"
-#include "nestedfp/speculative.hpp"
+#include "engine/engine_impl.hpp"
 
 namespace nestedfp {
-
-using Clock = std::chrono::steady_clock;
 
 const char* to_string(FinishReason r) {
   switch (r) {
@@ -79,67 +64,8 @@ bool RequestStream::done() const {
 
 // ---- Engine -------------------------------------------------------------------------------
 
-namespace {
-
-struct Record {
-  engine::Sequence seq;
-  GenerationRequest req;
-  std::unique_ptr<RequestSampler> sampler;
-  engine::PenaltyState penalties;  // updated as tokens are committed
-  std::unique_ptr<TextDecoder> decoder;
-  engine::StopChecker stops;
-  std::shared_ptr<RequestStream> stream;
-  Clock::time_point arrival, first_token, last_token;
-  int generated = 0;
-  std::atomic<bool> done{false};  // set under the engine lock; read without it while sampling
-  bool in_flight = false;         // in the step the executor is running (record must stay alive)
-  std::vector<std::optional<LogprobInfo>> prompt_lp;
-  bool prompt_lp_sent = false;
-  AcceptanceEstimate acceptance;  // of its speculative cycles (adaptive k)
-};
-
-double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
-
-}  // namespace
-
-struct Engine::Impl {
-  Impl(ModelExecutor& e, EngineConfig c);
-
-  ModelExecutor& exec;
-  EngineConfig cfg;
-  int vocab = 0;
-  int max_len = 0;
-  mutable std::mutex mu;
-  std::condition_variable work_cv;
-  mutable std::condition_variable idle_cv;
-  std::mutex step_mu;  // one step at a time
-  std::unique_ptr<engine::BlockManager> bm;
-  std::unique_ptr<engine::Scheduler> sched;
-  std::unique_ptr<PrecisionPolicy> policy;
-  LatencyModel latency;  // step times per precision, learnt from every step (§3.12)
-  SpeculativeConfig spec;
-  std::unordered_map<int64_t, std::unique_ptr<Record>> recs;
-  int64_t next_id = 1;
-  uint64_t next_arrival = 0;
-  std::mt19937_64 seed_rng{std::random_device{}()};
-  engine::Metrics metrics;
-  std::thread thread;
-  bool stopping = false;
-  uint64_t aborted = 0;
-
-  bool has_work() const { return sched->num_waiting() + sched->num_running() > 0; }
-  void finish(Record& r, FinishReason why, RequestEvent ev);
-  void commit_token(Record& r, int32_t token, LogprobInfo lp, RequestEvent& ev);
-  int draft_want(const Record& r) const;
-  void commit_verified(Record& r, const engine::SpecSeq& sp, engine::ScheduledChunk chunk);
-  void loop();
-  bool step();
-  PolicyContext policy_context() const {
-    return {cfg.max_num_batched_tokens, cfg.slo_ttft_ms, cfg.slo_tpot_ms, &latency};
-  }
-};
-
 Engine::Impl::Impl(ModelExecutor& e, EngineConfig c) : exec(e), cfg(std::move(c)) {
+  overlap = exec.overlaps_host();
   vocab = exec.vocab_size();
   if (vocab <= 0) fail("model executor reports vocab size {}", vocab);
   int blocks = exec.num_kv_blocks();
@@ -194,92 +120,6 @@ int Engine::Impl::draft_want(const Record& r) const {
   return std::max(0, k);
 }
 
-void Engine::Impl::finish(Record& r, FinishReason why, RequestEvent ev) {
-  ev.finish = why;
-  ev.prompt_tokens = r.seq.prompt_len;
-  ev.completion_tokens = r.generated;
-  r.stream->push(std::move(ev));
-  sched->remove(&r.seq);
-  metrics.request_finished(to_string(why));
-  auto now = Clock::now();
-  if (why != FinishReason::Abort && why != FinishReason::Error) {
-    metrics.request_latency(seconds(now - r.arrival));
-    if (r.generated > 1)
-      metrics.request_tpot(seconds(r.last_token - r.first_token) / (r.generated - 1));
-  }
-  if (why == FinishReason::Abort) ++aborted;
-  r.done = true;
-  if (!r.in_flight) recs.erase(r.seq.id);  // r is gone after this line
-}
-
-void Engine::Impl::commit_token(Record& r, int32_t token, LogprobInfo lp, RequestEvent& ev) {
-  r.seq.tokens.push_back(token);
-  ++r.generated;
-  r.penalties.commit(token, r.generated);
-  metrics.generation_tokens(1);
-  auto now = Clock::now();
-  if (r.generated == 1) {
-    r.first_token = now;
-    metrics.first_token(seconds(now - r.arrival));
-  } else {
-    metrics.inter_token(seconds(now - r.last_token));
-  }
-  r.last_token = now;
-  ev.token_ids.push_back(token);
-  if (r.req.logprobs >= 0) ev.logprobs.push_back(std::move(lp));
-
-  auto has = [](const std::vector<int32_t>& v, int32_t t) {
-    return std::find(v.begin(), v.end(), t) != v.end();
-  };
-  FinishReason why = FinishReason::None;
-  if ((!r.req.ignore_eos && has(cfg.eos_token_ids, token)) || has(r.req.stop_token_ids, token)) {
-    why = FinishReason::Stop;  // the stop token's text is not part of the output
-  } else if (r.decoder) {
-    std::string piece;
-    try {
-      piece = r.decoder->push(token);
-    } catch (const std::exception& e) {
-      spdlog::debug("request {}: token {} has no text: {}", r.seq.id, token, e.what());
-    }
-    if (r.stops.append(piece)) why = FinishReason::Stop;
-  }
-  if (why == FinishReason::None &&
-      (r.generated >= r.req.max_tokens || static_cast<int>(r.seq.tokens.size()) >= max_len))
-    why = FinishReason::Length;
-  if (why == FinishReason::None) {
-    ev.text += r.stops.take_ready();
-    return;
-  }
-  if (r.decoder && !r.stops.stopped() && r.stops.append(r.decoder->finish()))
-    why = FinishReason::Stop;
-  ev.text += r.stops.take_all();
-  finish(r, why, std::move(ev));
-  ev = RequestEvent{};
-  ev.finish = why;  // tells the caller the record may be gone
-}
-
-// The tokens a verify step produced, one by one as plain decoding would emit them: a stop, EOS or
-// the length limit ends the request there and the rest are dropped. Otherwise the KV of the
-// last token and the accepted drafts (all rewritten in FP16 by the verify step) counts as
-// computed; blocks holding only rejected positions go back to the pool (Scheduler::complete).
-void Engine::Impl::commit_verified(Record& r, const engine::SpecSeq& sp,
-                                   engine::ScheduledChunk chunk) {
-  RequestEvent ev;
-  int committed = 0;
-  for (int32_t t : sp.emitted) {
-    ++committed;
-    commit_token(r, t, {}, ev);
-    if (ev.finish != FinishReason::None) break;  // finished (record may be gone)
-  }
-  metrics.speculation(static_cast<int>(sp.drafts.size()), sp.accepted, committed);
-  if (ev.finish != FinishReason::None) return;
-  chunk.num_tokens = sp.accepted + 1;
-  sched->complete(chunk);
-  ev.prompt_tokens = r.seq.prompt_len;
-  ev.completion_tokens = r.generated;
-  r.stream->push(std::move(ev));
-}
-
 bool Engine::Impl::step() {
   std::lock_guard step_lk(step_mu);
   struct Work {
@@ -298,7 +138,10 @@ bool Engine::Impl::step() {
     if (spec.enabled)
       for (auto& [id, r] : recs) r->seq.draft_want = r->done ? 0 : draft_want(*r);
     auto chunks = sched->schedule();
-    if (chunks.empty()) return false;
+    if (chunks.empty()) {
+      flush_emits();
+      return false;
+    }
     StepLoad load;
     for (auto& c : chunks) {
       Record* r = recs.at(c.seq->id).get();
@@ -358,12 +201,25 @@ bool Engine::Impl::step() {
   std::string error;
   std::vector<engine::DraftStep> drafts;
   double draft_seconds = 0;
+  bool launched = false;
   try {
     if (!specs.empty()) {
       drafts = engine::run_drafts(exec, in, specs);
       for (auto& d : drafts) draft_seconds += d.seconds;
     }
-    out = exec.execute(in);
+    exec.launch(in);
+    launched = true;
+  } catch (const std::exception& e) {
+    error = e.what();
+    spdlog::error("engine step failed: {}", error);
+  }
+  if (!emits.empty()) {  // the previous step's output work, while the device runs this one
+    std::lock_guard lk(mu);
+    flush_emits();
+  }
+  try {
+    if (launched) out = exec.collect();
+    if (!error.empty()) fail("{}", error);  // reported above
     if (out.logits.size() != in.seqs.size() || out.tokens.size() != in.seqs.size() ||
         out.logprobs.size() != in.seqs.size())
       fail("executor returned results for {}/{}/{} sequences, expected {}", out.logits.size(),
@@ -382,8 +238,10 @@ bool Engine::Impl::step() {
     }
     if (!specs.empty()) engine::accept_drafts(in, out, vocab, specs);
   } catch (const std::exception& e) {
-    error = e.what();
-    spdlog::error("engine step failed: {}", error);
+    if (error.empty()) {
+      error = e.what();
+      spdlog::error("engine step failed: {}", error);
+    }
   }
   double dt = seconds(Clock::now() - t0) - draft_seconds;
   int total_tokens = 0;
@@ -430,8 +288,8 @@ bool Engine::Impl::step() {
     for (auto& w : work) {
       Record& r = *w.rec;
       r.in_flight = false;
-      if (r.done) {  // aborted while the executor ran; its blocks were freed then
-        recs.erase(r.seq.id);
+      if (r.done) {  // ended while the executor ran; its blocks were freed then
+        release(r);
         continue;
       }
       if (!error.empty()) {
@@ -445,29 +303,30 @@ bool Engine::Impl::step() {
         continue;
       }
       sched->complete(w.chunk);
-      RequestEvent ev;
+      engine::Emit e;
+      e.rec = &r;
       engine::Sequence& s = r.seq;
       for (auto& [pos, lp] : w.prompt_lps) r.prompt_lp[static_cast<size_t>(pos)] = std::move(lp);
       if (w.chunk.need_all_logits)
         s.prompt_logit_rows = std::max(
             s.prompt_logit_rows, std::min(w.chunk.start + w.chunk.num_tokens, s.prompt_len - 1));
       if (s.want_prompt_logits && !r.prompt_lp_sent && s.prompt_logit_rows >= s.prompt_len - 1) {
-        ev.prompt_logprobs = std::move(r.prompt_lp);
+        e.ev.prompt_logprobs = std::move(r.prompt_lp);
         r.prompt_lp_sent = true;
       }
       if (w.token) {
-        commit_token(r, *w.token, std::move(w.token_lp), ev);
-        if (ev.finish != FinishReason::None) continue;  // finished (record may be gone)
+        commit_token(r, *w.token, std::move(w.token_lp), e);
       } else if (!s.samples && s.num_computed == static_cast<int>(s.tokens.size())) {
-        finish(r, FinishReason::Length, std::move(ev));  // max_tokens 0: prompt only
+        finish(r, FinishReason::Length, std::move(e.ev));  // max_tokens 0: prompt only
         continue;
       }
-      if (!ev.token_ids.empty() || !ev.text.empty() || !ev.prompt_logprobs.empty()) {
-        ev.prompt_tokens = s.prompt_len;
-        ev.completion_tokens = r.generated;
-        r.stream->push(std::move(ev));
+      if (!e.tokens.empty() || !e.ev.prompt_logprobs.empty()) {
+        r.owed = true;
+        emits.push_back(std::move(e));
       }
     }
+    // Without overlap, or with nothing left to run, the output work is done now.
+    if (!overlap || !has_work()) flush_emits();
     if (!has_work()) idle_cv.notify_all();
   }
   return true;
@@ -499,6 +358,7 @@ Engine::Engine(ModelExecutor& executor, EngineConfig cfg)
 Engine::~Engine() {
   stop();
   std::lock_guard lk(impl_->mu);
+  impl_->flush_emits();  // tokens already computed reach their streams before the abort
   std::vector<int64_t> ids;
   for (auto& [id, r] : impl_->recs) ids.push_back(id);
   for (int64_t id : ids) {
@@ -585,10 +445,10 @@ std::vector<std::shared_ptr<RequestStream>> Engine::add_requests(GenerationReque
       if (ids)
         for (int32_t t : *ids)
           if (t >= 0 && t < I.vocab) stop_ids.push_back(t);
-    Record* first = nullptr;
+    engine::Record* first = nullptr;
     for (int j = 0; j < count; ++j) {
-      auto rec = std::make_unique<Record>();
-      Record& r = *rec;
+      auto rec = std::make_unique<engine::Record>();
+      engine::Record& r = *rec;
       const int64_t id = I.next_id++;
       r.seq.id = id;
       r.seq.arrival = I.next_arrival++;

@@ -493,7 +493,7 @@ void ModelRunner::forward(Precision precision) {
 
 // Logits in groups of max_logit_rows_ rows: the final norm, lm_head, device sampling of the
 // sampled rows, and a download of the rows a sequence wants on the host.
-void ModelRunner::logits_and_samples(const StepInput& in, StepOutput& out) {
+bool ModelRunner::logits_and_samples(const StepInput& in, StepOutput& out, bool may_defer) {
   const auto& c = config_;
   const int64_t R = int64_t(layout_.logit_rows.size()), V = c.vocab_size, H = c.hidden_size;
   auto& be = *be_;
@@ -507,6 +507,14 @@ void ModelRunner::logits_and_samples(const StepInput& in, StepOutput& out) {
     be.profile_mark(op::kLmHead);
     be.logits(*lm_head_, *s.xl, gn, *s.logits);
     be.profile_mark(op::kSampling);
+    // The last group, when no logits of it go to the host: its samples are read in collect().
+    if (may_defer && g0 + gn == R &&
+        std::all_of(host_rows_.begin() + g0, host_rows_.begin() + R,
+                    [](int32_t i) { return i < 0; })) {
+      be.sample_enqueue(*s.logits, V, g0, gn);
+      collect_begin_ = g0, collect_rows_ = gn, collect_owner_ = next_sample;
+      return true;
+    }
     std::vector<SampledToken> sampled = be.sample(*s.logits, V, g0, gn);
     for (auto& t : sampled) {  // in sample_rows order
       if (next_sample == sample_owner_.size()) fail("internal: more sampled rows than asked for");
@@ -523,6 +531,7 @@ void ModelRunner::logits_and_samples(const StepInput& in, StepOutput& out) {
       be.download(dst.data() + off, *s.logits, size_t((r1 - r) * V) * 4, size_t(r * V) * 4);
     }
   }
+  return false;
 }
 
 // The graph batch size for a step that can replay a CUDA graph, or 0: decode only (one sampled
@@ -571,7 +580,7 @@ void ModelRunner::pad_layout(int B) {
 
 // A decode step through the CUDA graph of its (batch bucket, precision): replayed when captured,
 // else run eagerly (which also warms every kernel configuration up) and captured for next time.
-void ModelRunner::run_graph(const StepInput& in, int B, StepOutput& out) {
+bool ModelRunner::run_graph(const StepInput& in, int B, StepOutput& out) {
   auto& be = *be_;
   Scratch& s = *s_;
   const auto& c = config_;
@@ -586,20 +595,20 @@ void ModelRunner::run_graph(const StepInput& in, int B, StepOutput& out) {
     be.logits(*lm_head_, *s.xl, B, *s.logits);
     be.sample_enqueue(*s.logits, c.vocab_size, 0, B);
   };
-  std::vector<SampledToken> sampled;
   if (be.graph_replay(key)) {
     ++graph_replays_;
-    sampled = be.sample_collect(0, B);
-  } else {
-    enqueue();
-    sampled = be.sample_collect(0, B);
-    be.graph_capture_begin();
-    enqueue();
-    be.graph_capture_end(key);
-    spdlog::debug("captured the decode graph of batch {} ({})", B, to_string(in.precision));
+    collect_begin_ = 0, collect_rows_ = B, collect_owner_ = 0;
+    return true;
   }
+  enqueue();
+  std::vector<SampledToken> sampled = be.sample_collect(0, B);
+  be.graph_capture_begin();
+  enqueue();
+  be.graph_capture_end(key);
+  spdlog::debug("captured the decode graph of batch {} ({})", B, to_string(in.precision));
   for (size_t k = 0; k < sample_owner_.size(); ++k)
     store_sample(in, sample_owner_[k], std::move(sampled.at(k)), out);
+  return false;
 }
 
 void ModelRunner::store_sample(const StepInput& in, SampleOwner o, SampledToken&& t,
@@ -617,25 +626,53 @@ void ModelRunner::store_sample(const StepInput& in, SampleOwner o, SampledToken&
 }
 
 StepOutput ModelRunner::execute(const StepInput& in) {
+  launch(in);
+  return collect();
+}
+
+void ModelRunner::launch(const StepInput& in) {
+  if (in_flight_) fail("internal: ModelRunner::launch while a step is in flight");
   be_->profile_mark(op::kSetup);
   validate(in);
   build_layout(in);
-  StepOutput out;
-  out.logits.resize(in.seqs.size());
-  out.tokens.assign(in.seqs.size(), -1);
-  out.logprobs.resize(in.seqs.size());
-  out.row_tokens.resize(in.seqs.size());
-  if (layout_.tokens() == 0) return out;
-  if (const int B = graph_batch(in); B > 0) {
-    run_graph(in, B, out);
-    return out;
+  out_ = StepOutput{};
+  out_.logits.resize(in.seqs.size());
+  out_.tokens.assign(in.seqs.size(), -1);
+  out_.logprobs.resize(in.seqs.size());
+  out_.row_tokens.resize(in.seqs.size());
+  collect_rows_ = -1;
+  in_flight_ = &in;
+  if (layout_.tokens() == 0) return;
+  try {
+    if (const int B = graph_batch(in); B > 0) {
+      run_graph(in, B, out_);
+      return;
+    }
+    be_->begin_step(layout_);
+    forward(in.precision);
+    if (logits_and_samples(in, out_, true)) return;
+    be_->synchronize();
+    be_->profile_mark(nullptr);
+  } catch (...) {
+    in_flight_ = nullptr;
+    throw;
   }
-  be_->begin_step(layout_);
-  forward(in.precision);
-  logits_and_samples(in, out);
-  be_->synchronize();
-  be_->profile_mark(nullptr);
-  return out;
+}
+
+StepOutput ModelRunner::collect() {
+  if (!in_flight_) fail("internal: ModelRunner::collect without a launched step");
+  const StepInput& in = *in_flight_;
+  in_flight_ = nullptr;
+  if (collect_rows_ >= 0) {
+    std::vector<SampledToken> sampled = be_->sample_collect(collect_begin_, collect_rows_);
+    // The queued rows are the step's sample rows from collect_owner_ on (a graph's pad rows
+    // come after them).
+    for (size_t k = collect_owner_; k < sample_owner_.size(); ++k)
+      store_sample(in, sample_owner_[k], std::move(sampled.at(k - collect_owner_)), out_);
+    collect_rows_ = -1;
+    be_->profile_mark(nullptr);
+  }
+  return std::move(out_);
 }
 
 }  // namespace nestedfp::engine

@@ -78,6 +78,9 @@ class ModelRunner final : public ModelExecutor {
   ~ModelRunner() override;
 
   StepOutput execute(const StepInput& in) override;
+  void launch(const StepInput& in) override;
+  StepOutput collect() override;
+  bool overlaps_host() const override { return be_->is_gpu(); }
   int num_kv_blocks() const override { return num_blocks_; }
   int vocab_size() const override { return config_.vocab_size; }
   int max_model_len() const override { return max_len_; }
@@ -109,10 +112,13 @@ class ModelRunner final : public ModelExecutor {
   void validate(const StepInput& in) const;
   void build_layout(const StepInput& in);
   void forward(Precision precision);
-  void logits_and_samples(const StepInput& in, StepOutput& out);
+  // Logits and samples of the step; with may_defer, the last group's samples may be left queued
+  // for collect() (returns true then).
+  bool logits_and_samples(const StepInput& in, StepOutput& out, bool may_defer);
   int graph_batch(const StepInput& in) const;
   void pad_layout(int B);
-  void run_graph(const StepInput& in, int B, StepOutput& out);
+  // Replays (or captures) the decode graph of batch B; true when its samples are left queued.
+  bool run_graph(const StepInput& in, int B, StepOutput& out);
   struct SampleOwner {
     int32_t seq = 0, row = 0;  // sequence index in the step, row within its chunk
   };
@@ -140,6 +146,13 @@ class ModelRunner final : public ModelExecutor {
   bool graphs_paused_ = false;
   LoadReport report_;
   LinearTap tap_;
+  // The launched step (launch() .. collect()): its input, output so far, and the sample rows
+  // of logits rows [collect_begin_, collect_begin_ + collect_rows_) still queued on the device
+  // (rows < 0: none).
+  const StepInput* in_flight_ = nullptr;
+  StepOutput out_;
+  int64_t collect_begin_ = 0, collect_rows_ = -1;
+  size_t collect_owner_ = 0;    // the first sample_owner_ entry of the queued rows
   std::unique_ptr<TpPlan> tp_;  // set when this runner is one rank of a sharded model
 };
 

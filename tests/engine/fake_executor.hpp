@@ -5,11 +5,13 @@
 // logits (or trip a check), so tests comparing runs catch them. FP8 steps perturb the logits
 // slightly.
 #include <cstdint>
+#include <cstdlib>
 #include <functional>
 #include <map>
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "nestedfp/engine.hpp"
@@ -110,6 +112,25 @@ class FakeExecutor : public ModelExecutor {
     steps.push_back(rec);
     return out;
   }
+  // Like a GPU when `overlap`: launch() returns before the step runs and collect() runs it, so
+  // the engine does the previous step's output work in between (deferred by one step). Set from
+  // NESTEDFP_TEST_OVERLAP=1: ctest runs the engine suite both ways.
+  bool overlap = [] {
+    const char* v = std::getenv("NESTEDFP_TEST_OVERLAP");
+    return v && std::string(v) == "1";
+  }();
+  void launch(const StepInput& in) override {
+    if (!overlap) return ModelExecutor::launch(in);
+    if (pending_) throw std::runtime_error("fake: launch while a step is in flight");
+    pending_ = &in;
+  }
+  StepOutput collect() override {
+    if (!overlap) return ModelExecutor::collect();
+    if (!pending_) throw std::runtime_error("fake: collect without a launched step");
+    const StepInput* in = std::exchange(pending_, nullptr);
+    return execute(*in);
+  }
+  bool overlaps_host() const override { return overlap; }
   int num_kv_blocks() const override { return blocks_; }
   int vocab_size() const override { return vocab_; }
   int max_model_len() const override { return max_len_; }
@@ -129,6 +150,7 @@ class FakeExecutor : public ModelExecutor {
     return cells_[static_cast<size_t>(b) * kKvBlockSize + static_cast<size_t>(p % kKvBlockSize)];
   }
   int vocab_, blocks_, max_len_;
+  const StepInput* pending_ = nullptr;
   std::vector<Cell> cells_;
   std::vector<std::pair<float, int32_t>> cand_;
   std::vector<float> penalized_;
