@@ -19,6 +19,7 @@
 #   E2E_GRID=1              the throughput grid (E2E_IN, E2E_OUT, E2E_CONC, E2E_PROMPTS)
 #   E2E_PLAIN=1             the plain FP16 server for the grid
 #   E2E_SLO_AIM=8           the slo policy's targets, x the unloaded FP16 TTFT/TPOT (SLOs: 10x, 15x)
+#   E2E_SLO_EXTRA=",forecast=0"  appended to the slo spec (e.g. the queue model alone, to compare)
 #   E2E_DEADLINE_S=500      no run starts (or continues) later than this; the report follows
 #   BIN, MODEL, DEVICE, PORT, TRACES (../shared/data/traces, else .carry/ on the GPU machine)
 #   SERVE_ARGS="..."        extra arguments of every server (scripts/tp-70b.sh: --tensor-parallel-size 4)
@@ -131,7 +132,7 @@ replay_trace() {  # trace, start, scales; the first run (fp16) measures the unlo
       if [ -z "$slo_spec" ]; then extra=(--slo-scale 10 --unloaded-requests 3); fi
       case $p in
         dynamic) set_policy "dynamic:threshold=$((budget / 2))" ;;
-        slo) set_policy "$slo_spec" ;;
+        slo) set_policy "$slo_spec${E2E_SLO_EXTRA:-}" ;;
         *) set_policy "$p" ;;
       esac
       note "$trace x$sc $p ($(( $(date +%s) - t_start )) s so far)"

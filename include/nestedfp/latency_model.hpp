@@ -61,6 +61,29 @@ class LatencyModel {
   std::array<State, 2> st_;
 };
 
+// Recent arrivals as exponentially decayed rates (the slo policy's forecast, DESIGN.md §3.12):
+// an arrival of s prompt tokens at time t adds exp(-(now - t) / window) / window to the request
+// rate, s times that to the token rate and s^2 times it to the rate of squared tokens (the second
+// moment that queueing delay grows with). O(1) per arrival and per read.
+class ArrivalRate {
+ public:
+  struct Rates {
+    double requests = 0, tokens = 0, tokens_sq = 0;  // per second
+    double mean_tokens() const { return requests > 0 ? tokens / requests : 0; }
+  };
+  explicit ArrivalRate(double window_s) : window_(window_s) {}
+  // Times may come in any order; one before the latest update is decayed by its age.
+  void add(double t_s, int tokens);
+  Rates at(double now_s) const;
+  double window_s() const { return window_; }
+
+ private:
+  double window_;
+  double t_ = 0;  // time the sums refer to
+  bool started_ = false;
+  Rates sum_;  // decayed sums at t_, already divided by the window
+};
+
 // Timings from a file: either {"steps": [{"precision", "tokens", "seqs", "seconds"}, ...]} (easy
 // to write by hand) or a `nestedfp bench engine` engine.json: its "decode" rows of the
 // nested weights (batch tokens and seqs, step_ms) and "prefill" rows of NestedFP16/NestedFP8 (one

@@ -8,12 +8,15 @@
 //     FP8 when the step schedules more than N tokens; N defaults to half the token budget
 //     (--max-num-batched-tokens / 2). With H > 0 a step that follows an FP8 step stays FP8 until
 //     the token count drops to N - H or below, so load hovering at N does not flip every step.
-//   slo[:ttft=MS,tpot=MS,hysteresis=F,gain=F]
+//   slo[:ttft=MS,tpot=MS,hysteresis=F,gain=F,forecast=F]
 //     FP16 unless the latency model (latency_model.hpp) predicts that FP16 misses the TTFT target
-//     of a waiting request that could still meet it, or the TPOT target of the running ones, and
-//     FP8 would do measurably better (by the fraction `gain`, default 0.05). While in FP8 the
-//     targets are tightened by `hysteresis` (default 0.2) before FP16 is tried again.
-//     Defaults of ttft/tpot: PolicyContext (serve's --slo-ttft / --slo-tpot).
+//     of a waiting request that could still meet it, or of the requests that the recent arrival
+//     rate brings (forecast: rate measured over F x the TTFT target, default 1; 0 turns it off),
+//     or the TPOT target of the running ones, and FP8 would do measurably better (by the fraction
+//     `gain`, default 0.05). While in FP8 the targets are tightened by `hysteresis` (default 0.2)
+//     before FP16 is tried again. Defaults of ttft/tpot: PolicyContext (serve's --slo-ttft /
+//     --slo-tpot).
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -29,6 +32,7 @@ class LatencyModel;
 struct QueuedPrompt {
   double age_s = 0;          // since it arrived
   int remaining_tokens = 0;  // prompt tokens without KV yet, this step's chunk included
+  uint64_t order = 0;        // the engine's arrival counter: a later request has a larger one
 };
 
 struct StepLoad {
@@ -36,8 +40,11 @@ struct StepLoad {
   int num_seqs = 0;
   int num_decode_seqs = 0;  // sequences contributing one decode token
   // Filled only for a policy whose needs_queue() is true: requests without a first token (the
-  // waiting queue and prompts being chunked), oldest first.
+  // waiting queue and prompts being chunked), oldest first, and the engine's clock (seconds, any
+  // origin) at which their ages were taken. Every request is in `prompts` at least at the step
+  // that computes its first chunk, so a policy sees each arrival once, with its time.
   std::vector<QueuedPrompt> prompts;
+  double now_s = 0;
 };
 
 class PrecisionPolicy {

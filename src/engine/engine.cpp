@@ -176,9 +176,11 @@ bool Engine::Impl::step() {
       for (auto& [id, r] : recs)
         if (!r->done && r->generated == 0 && r->seq.prompt_len > r->seq.num_computed)
           q.push_back({r->seq.arrival,
-                       {seconds(now - r->arrival), r->seq.prompt_len - r->seq.num_computed}});
+                       {seconds(now - r->arrival), r->seq.prompt_len - r->seq.num_computed,
+                        r->seq.arrival}});
       std::sort(q.begin(), q.end(), [](auto& a, auto& b) { return a.first < b.first; });
       for (auto& e : q) load.prompts.push_back(e.second);
+      load.now_s = seconds(now.time_since_epoch());  // dates the arrivals (slo's forecast)
     }
     in.precision = policy->choose(load);
     // Speculation verifies in FP16: steps the policy makes FP8 decode plainly (their draft

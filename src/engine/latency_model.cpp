@@ -230,4 +230,25 @@ void render_latency_model(const LatencyModel& m, std::string& o) {
                      to_string(p), m.observed(p));
 }
 
+void ArrivalRate::add(double t_s, int tokens) {
+  const double s = std::max(0, tokens);
+  double w = 1 / window_;
+  if (!started_ || t_s >= t_) {
+    sum_ = at(t_s);  // decay what is there to the arrival, which becomes the reference time
+    t_ = t_s;
+    started_ = true;
+  } else {
+    w *= std::exp(-(t_ - t_s) / window_);
+  }
+  sum_.requests += w;
+  sum_.tokens += w * s;
+  sum_.tokens_sq += w * s * s;
+}
+
+ArrivalRate::Rates ArrivalRate::at(double now_s) const {
+  if (!started_) return {};
+  const double d = std::exp(-std::max(0.0, now_s - t_) / window_);
+  return {sum_.requests * d, sum_.tokens * d, sum_.tokens_sq * d};
+}
+
 }  // namespace nestedfp

@@ -1,11 +1,14 @@
 // The `slo` precision policy (docs/DESIGN.md §3.12): FP8 only while the latency model predicts
-// that FP16 would miss a TTFT or TPOT target and FP8 would do measurably better.
+// that FP16 would miss a TTFT or TPOT target, for the queued requests or for those the recent
+// arrival rate brings, and FP8 would do measurably better.
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <array>
 #include <charconv>
 #include <cmath>
+#include <limits>
+#include <optional>
 
 #include "nestedfp/error.hpp"
 #include "nestedfp/latency_model.hpp"
@@ -14,10 +17,11 @@
 namespace nestedfp {
 namespace {
 
-constexpr const char* kSloForm = "slo[:ttft=MS,tpot=MS,hysteresis=F,gain=F]";
+constexpr const char* kSloForm = "slo[:ttft=MS,tpot=MS,hysteresis=F,gain=F,forecast=F]";
 // Steps over which TPOT is averaged: roughly the next output tokens of a running request.
 constexpr int kTpotHorizon = 32;
 constexpr double kRecentWeight = 1.0 / kTpotHorizon;  // EWMA weight of the latest step's shape
+constexpr double kInf = std::numeric_limits<double>::infinity();
 
 struct SloParams {
   double ttft_ms = 0, tpot_ms = 0;  // 0 = no target (kept in ms so the spec prints back exactly)
@@ -25,24 +29,33 @@ struct SloParams {
   double tpot_s() const { return tpot_ms / 1e3; }
   double hysteresis = 0.2;  // in FP8, FP16 must meet targets x (1 - hysteresis)
   double gain = 0.05;       // FP8 must be predicted at least this much better
+  double forecast = 1;      // arrival-rate window in TTFT targets; 0 = no forecast
 };
 
-enum Reason { kNone, kTtft, kTpot, kNoGain, kReasons };
-constexpr const char* kReasonNames[kReasons] = {"none", "ttft", "tpot", "no_gain"};
+enum Reason { kNone, kTtft, kForecast, kTpot, kNoGain, kReasons };
+constexpr const char* kReasonNames[kReasons] = {"none", "ttft", "forecast", "tpot", "no_gain"};
+bool fp8_reason(int r) { return r == kTtft || r == kForecast || r == kTpot; }
+
+// Prometheus spells infinity +Inf.
+std::string prom(double v) { return std::isinf(v) ? "+Inf" : fmt::format("{}", v); }
 
 class SloPolicy final : public PrecisionPolicy {
  public:
-  SloPolicy(SloParams p, int budget, const LatencyModel& m) : p_(p), budget_(budget), m_(m) {}
+  SloPolicy(SloParams p, int budget, const LatencyModel& m) : p_(p), budget_(budget), m_(m) {
+    if (p_.forecast > 0 && p_.ttft_ms > 0) arrivals_.emplace(p_.forecast * p_.ttft_s());
+  }
 
   bool needs_queue() const override { return true; }
 
   std::string spec() const override {
-    return fmt::format("slo:ttft={},tpot={},hysteresis={},gain={}", p_.ttft_ms, p_.tpot_ms,
-                       p_.hysteresis, p_.gain);
+    return fmt::format("slo:ttft={},tpot={},hysteresis={},gain={},forecast={}", p_.ttft_ms,
+                       p_.tpot_ms, p_.hysteresis, p_.gain, p_.forecast);
   }
 
   Precision choose(const StepLoad& load) override {
     const double tighten = last_ == Precision::FP8 ? 1 - p_.hysteresis : 1;
+    note_arrivals(load);
+    if (arrivals_) rates_ = arrivals_->at(load.now_s);
     for (Precision p : {Precision::FP16, Precision::FP8}) {
       // The recent steps that running requests waited through, at this precision: under steady
       // arrivals each new prompt brings a full step that the current queue does not show yet.
@@ -52,47 +65,80 @@ class SloPolicy final : public PrecisionPolicy {
         r += kRecentWeight * (m_.predict(p, load.num_tokens, load.num_seqs) - r);
       pred_[idx(p)] = predict(p, load);
       if (load.num_decode_seqs > 0) pred_[idx(p)].tpot_s = std::max(pred_[idx(p)].tpot_s, r);
+      forecast(p, load, pred_[idx(p)]);
     }
     const Pred &h = pred_[0], &e = pred_[1];
     const bool miss_ttft = p_.ttft_s() > 0 && h.savable && h.ttft_s > tighten * p_.ttft_s();
     const bool miss_tpot = p_.tpot_s() > 0 && h.tpot_s > 0 && h.tpot_s > tighten * p_.tpot_s();
     const bool help_ttft = e.ttft_s < (1 - p_.gain) * h.ttft_s;
     const bool help_tpot = e.tpot_s < (1 - p_.gain) * h.tpot_s;
+    // The forecast judges only steps that compute prompt tokens: a decode-only step delays a new
+    // arrival by at most its own length. Its hysteresis follows the last such step, so decode-only
+    // steps between the prefills of a surge do not reset it.
+    const bool prefill = load.num_tokens > load.num_decode_seqs;
+    const double fc_tighten = last_prefill_ == Precision::FP8 ? 1 - p_.hysteresis : 1;
+    const bool miss_fc = prefill && h.fc_ttft_s > fc_tighten * p_.ttft_s();
+    // Both saturated: FP8 still drains the backlog faster if its prompt throughput is higher.
+    const bool help_fc = std::isinf(h.fc_ttft_s) && std::isinf(e.fc_ttft_s)
+                             ? e.s_per_token < (1 - p_.gain) * h.s_per_token
+                             : e.fc_ttft_s < (1 - p_.gain) * h.fc_ttft_s;
     Reason why = kNone;
     if (miss_ttft && help_ttft)
       why = kTtft;
+    else if (miss_fc && help_fc)
+      why = kForecast;
     else if (miss_tpot && help_tpot)
       why = kTpot;
-    else if (miss_ttft || miss_tpot)
+    else if (miss_ttft || miss_fc || miss_tpot)
       why = kNoGain;
-    last_ = why == kTtft || why == kTpot ? Precision::FP8 : Precision::FP16;
+    last_ = fp8_reason(why) ? Precision::FP8 : Precision::FP16;
+    if (prefill) last_prefill_ = last_;
     ++decisions_[idx(last_)][why];
     return last_;
   }
 
   void render_metrics(std::string& o) const override {
     o += "# HELP nestedfp_slo_decisions_total Steps chosen by the slo policy, by precision and "
-         "reason (ttft/tpot: FP16 predicted to miss that target; no_gain: it would, but FP8 is "
-         "not predicted to help; none: FP16 meets the targets).\n"
+         "reason (ttft/tpot: FP16 predicted to miss that target for the queued or running "
+         "requests; forecast: FP16 predicted to miss the TTFT target of the requests the recent "
+         "arrival rate brings; no_gain: a miss, but FP8 is not predicted to help; none: FP16 "
+         "meets the targets).\n"
          "# TYPE nestedfp_slo_decisions_total counter\n";
     for (Precision p : {Precision::FP16, Precision::FP8})
       for (int r = 0; r < kReasons; ++r)
-        if (decisions_[idx(p)][r] || (p == Precision::FP8) == (r == kTtft || r == kTpot))
+        if (decisions_[idx(p)][r] || (p == Precision::FP8) == fp8_reason(r))
           o += fmt::format("nestedfp_slo_decisions_total{{precision=\"{}\",reason=\"{}\"}} {}\n",
                            to_string(p), kReasonNames[r], decisions_[idx(p)][r]);
     auto gauge2 = [&](const char* name, const char* help, double Pred::*f) {
       o += fmt::format("# HELP {0} {1}\n# TYPE {0} gauge\n", name, help);
       for (Precision p : {Precision::FP16, Precision::FP8})
-        o += fmt::format("{}{{precision=\"{}\"}} {}\n", name, to_string(p), pred_[idx(p)].*f);
+        o += fmt::format("{}{{precision=\"{}\"}} {}\n", name, to_string(p), prom(pred_[idx(p)].*f));
     };
     gauge2("nestedfp_slo_predicted_ttft_seconds",
            "At the last step: the latest predicted TTFT among waiting requests that can still meet "
-           "the target, if all steps ran at this precision (0: none waiting).",
+           "the target, if all steps ran at this precision; queued requests only, no arrivals (0: "
+           "none waiting).",
            &Pred::ttft_s);
+    gauge2("nestedfp_slo_forecast_ttft_seconds",
+           "At the last step: predicted TTFT of a request arriving at the recent arrival rate, if "
+           "all steps ran at this precision (mean M/G/1 wait plus its own prefill; +Inf: the rate "
+           "exceeds this precision's prompt throughput; 0: no forecast).",
+           &Pred::fc_ttft_s);
+    gauge2("nestedfp_slo_forecast_utilization",
+           "At the last step: recent prompt-token arrival rate / prompt tokens per second of full "
+           "steps at this precision.",
+           &Pred::rho);
     gauge2("nestedfp_slo_predicted_tpot_seconds",
            "At the last step: predicted time per output token of running requests over the next "
            "steps at this precision (0: none decoding).",
            &Pred::tpot_s);
+    o += fmt::format(
+        "# HELP nestedfp_slo_arrival_rate The slo policy's recent arrival rate per second "
+        "(decayed over its forecast window; prompt tokens without KV at arrival).\n"
+        "# TYPE nestedfp_slo_arrival_rate gauge\n"
+        "nestedfp_slo_arrival_rate{{unit=\"requests\"}} {}\n"
+        "nestedfp_slo_arrival_rate{{unit=\"prompt_tokens\"}} {}\n",
+        rates_.requests, rates_.tokens);
     o += fmt::format(
         "# HELP nestedfp_slo_target_seconds The slo policy's targets.\n# TYPE "
         "nestedfp_slo_target_seconds gauge\nnestedfp_slo_target_seconds{{target=\"ttft\"}} "
@@ -103,9 +149,23 @@ class SloPolicy final : public PrecisionPolicy {
  private:
   struct Pred {
     double ttft_s = 0, tpot_s = 0;
-    bool savable = false;  // some waiting request can still meet the TTFT target
+    bool savable = false;    // some waiting request can still meet the TTFT target
+    double fc_ttft_s = 0;    // forecast TTFT of a new arrival (0: none; inf: saturated)
+    double rho = 0;          // arrival rate / prompt throughput
+    double s_per_token = 0;  // full-step seconds per prompt token (1 / throughput)
   };
   static size_t idx(Precision p) { return p == Precision::FP16 ? 0 : 1; }
+
+  // Each request appears in the queue at least at the step that computes its first chunk; those
+  // later in arrival order than any seen before are new (a suffix: the queue is oldest first).
+  void note_arrivals(const StepLoad& load) {
+    const auto& q = load.prompts;
+    if (!arrivals_ || q.empty()) return;
+    size_t i = q.size();
+    while (i > 0 && q[i - 1].order >= next_order_) --i;
+    for (; i < q.size(); ++i) arrivals_->add(load.now_s - q[i].age_s, q[i].remaining_tokens);
+    next_order_ = std::max(next_order_, q.back().order + 1);
+  }
 
   // Drains the prompt queue at this precision: each step keeps its decodes and fills the rest of
   // the token budget with prompt tokens in arrival order; a request's first token comes at the end
@@ -136,12 +196,38 @@ class SloPolicy final : public PrecisionPolicy {
     return out;
   }
 
+  // TTFT of a request arriving at the recent rate, in steady state at this precision. Prompts are
+  // served first come first served at mu prompt tokens/s (full steps beside today's decodes); with
+  // arrival rate lambda and prompt sizes s, the mean work found ahead on arrival is the M/G/1
+  // (Pollaczek-Khinchine) lambda E[s^2] / (2 mu (1 - rho)), rho = lambda E[s] / mu. It grows
+  // without bound as rho -> 1: FP16 near its prompt throughput misses however short the queue
+  // looks now, which is what a queue snapshot cannot see (a burst lands behind full steps).
+  void forecast(Precision p, const StepLoad& load, Pred& out) const {
+    const double s = rates_.mean_tokens();
+    if (!arrivals_ || s <= 0) return;  // nothing arrived lately: nothing to forecast
+    const int decodes = load.num_decode_seqs;
+    const int cap = std::max(1, budget_ - decodes);
+    const int per_step = std::clamp(static_cast<int>(std::ceil(cap / s)), 1, cap);
+    const double t_full = m_.predict(p, decodes + cap, decodes + per_step);
+    out.s_per_token = t_full / cap;
+    out.rho = rates_.tokens * out.s_per_token;
+    if (out.rho >= 1) {
+      out.fc_ttft_s = kInf;
+      return;
+    }
+    const double ahead = rates_.tokens_sq * out.s_per_token / (2 * (1 - out.rho));  // tokens
+    out.fc_ttft_s = std::ceil((ahead + s) / cap) * t_full;
+  }
+
   SloParams p_;
   int budget_;
   const LatencyModel& m_;
-  Precision last_ = Precision::FP16;
+  Precision last_ = Precision::FP16, last_prefill_ = Precision::FP16;
   std::array<Pred, 2> pred_{};
-  std::array<double, 2> recent_{};  // EWMA of predicted step times over the recent steps
+  std::array<double, 2> recent_{};       // EWMA of predicted step times over the recent steps
+  std::optional<ArrivalRate> arrivals_;  // only with a forecast and a TTFT target
+  ArrivalRate::Rates rates_;             // at the last step
+  uint64_t next_order_ = 0;              // arrival orders below this were counted
   std::array<std::array<uint64_t, kReasons>, 2> decisions_{};
 };
 
@@ -166,16 +252,17 @@ std::unique_ptr<PrecisionPolicy> make_slo_policy(std::string_view spec, const Po
   if (!rest.empty()) {
     rest.remove_prefix(1);
     if (rest.empty()) fail("precision policy '{}': nothing after ':'; expected {}", spec, kSloForm);
-    std::array<bool, 4> seen{};
+    std::array<bool, 5> seen{};
     while (true) {
       std::string_view item = rest.substr(0, rest.find(','));
       auto eq = item.find('=');
       if (eq == std::string_view::npos)
         fail("precision policy '{}': '{}' is not key=value; expected {}", spec, item, kSloForm);
       std::string_view key = item.substr(0, eq), val = item.substr(eq + 1);
-      const std::array<std::string_view, 4> keys = {"ttft", "tpot", "hysteresis", "gain"};
+      const std::array<std::string_view, 5> keys = {"ttft", "tpot", "hysteresis", "gain",
+                                                    "forecast"};
       auto k = std::find(keys.begin(), keys.end(), key) - keys.begin();
-      if (k == 4 || seen[k])
+      if (k == 5 || seen[k])
         fail("precision policy '{}': unknown or repeated option '{}'; expected {}", spec, key,
              kSloForm);
       seen[k] = true;
@@ -184,6 +271,7 @@ std::unique_ptr<PrecisionPolicy> make_slo_policy(std::string_view spec, const Po
       if (k == 1) p.tpot_ms = v;
       if (k == 2) p.hysteresis = v;
       if (k == 3) p.gain = v;
+      if (k == 4) p.forecast = v;
       if (item.size() == rest.size()) break;
       rest = rest.substr(item.size() + 1);
     }

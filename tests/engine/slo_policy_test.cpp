@@ -52,7 +52,9 @@ TEST(SloPolicy, StaysFp16AtLightLoad) {
 
 TEST(SloPolicy, GoesFp8ExactlyWhenFp16WouldMissTtftAndFp8WouldNot) {
   auto m = model();
-  auto p = slo(m, "slo:ttft=200,tpot=1000,hysteresis=0");
+  // The queue model alone (forecast=0): these synthetic queues are not arrivals
+  // (slo_forecast_test).
+  auto p = slo(m, "slo:ttft=200,tpot=1000,hysteresis=0,forecast=0");
   // 1500 prompt tokens: two full steps. FP16 2 x 110 ms = 220 ms > 200; FP8 2 x 56 ms = 112 ms.
   EXPECT_EQ(p->choose(queue(3, 500)), Precision::FP8);
   // 1000 tokens: one step, 110 ms under FP16: back to FP16 (no hysteresis).
@@ -66,9 +68,9 @@ TEST(SloPolicy, HysteresisHoldsFp8UntilFp16HasMargin) {
   auto m = model();
   // 170 ms under FP16 (one step of 110 ms after 60 ms of waiting): meets 200, not 0.8 x 200.
   StepLoad near = queue(2, 500, 0.06);
-  auto fresh = slo(m, "slo:ttft=200,tpot=1000,hysteresis=0.2");
+  auto fresh = slo(m, "slo:ttft=200,tpot=1000,hysteresis=0.2,forecast=0");
   EXPECT_EQ(fresh->choose(near), Precision::FP16);
-  auto p = slo(m, "slo:ttft=200,tpot=1000,hysteresis=0.2");
+  auto p = slo(m, "slo:ttft=200,tpot=1000,hysteresis=0.2,forecast=0");
   EXPECT_EQ(p->choose(queue(3, 500)), Precision::FP8);
   EXPECT_EQ(p->choose(near), Precision::FP8);            // held
   EXPECT_EQ(p->choose(near), Precision::FP8);            // still held
@@ -146,20 +148,22 @@ TEST(SloPolicy, TpotCountsTheFullStepsThatSteadyArrivalsBring) {
 TEST(SloPolicy, SpecsDefaultsAndErrors) {
   auto m = model();
   EXPECT_EQ(slo(m, "slo:ttft=250,tpot=40")->spec(),
-            "slo:ttft=250,tpot=40,hysteresis=0.2,gain=0.05");
+            "slo:ttft=250,tpot=40,hysteresis=0.2,gain=0.05,forecast=1");
+  EXPECT_EQ(slo(m, "slo:ttft=100,forecast=2.5")->spec(),
+            "slo:ttft=100,tpot=0,hysteresis=0.2,gain=0.05,forecast=2.5");
   EXPECT_EQ(slo(m, "slo:gain=0.1,hysteresis=0,tpot=7.5")->spec(),
-            "slo:ttft=0,tpot=7.5,hysteresis=0,gain=0.1");
+            "slo:ttft=0,tpot=7.5,hysteresis=0,gain=0.1,forecast=1");
   PolicyContext ctx{512, 300, 30, &m};
   EXPECT_EQ(make_precision_policy("slo", ctx)->spec(),
-            "slo:ttft=300,tpot=30,hysteresis=0.2,gain=0.05");
+            "slo:ttft=300,tpot=30,hysteresis=0.2,gain=0.05,forecast=1");
   EXPECT_EQ(make_precision_policy("slo:tpot=10", ctx)->spec(),
-            "slo:ttft=300,tpot=10,hysteresis=0.2,gain=0.05");
+            "slo:ttft=300,tpot=10,hysteresis=0.2,gain=0.05,forecast=1");
   EXPECT_TRUE(is_slo_spec("slo") && is_slo_spec("slo:ttft=1") && !is_slo_spec("slow"));
   EXPECT_FALSE(make_precision_policy("fp16", ctx)->needs_queue());
   EXPECT_TRUE(make_precision_policy("slo", ctx)->needs_queue());
-  for (const char* bad :
-       {"slo", "slo:", "slo:ttft", "slo:ttft=abc", "slo:ttft=-1", "slo:foo=1", "slo:ttft=1,ttft=2",
-        "slo:ttft=1,hysteresis=1", "slo:ttft=1,gain=2", "slo:ttft=1,", "slo:ttft=inf"}) {
+  for (const char* bad : {"slo", "slo:", "slo:ttft", "slo:ttft=abc", "slo:ttft=-1", "slo:foo=1",
+                          "slo:ttft=1,ttft=2", "slo:ttft=1,hysteresis=1", "slo:ttft=1,gain=2",
+                          "slo:ttft=1,forecast=-1", "slo:ttft=1,", "slo:ttft=inf"}) {
     try {
       slo(m, bad);
       ADD_FAILURE() << bad << " was accepted";
