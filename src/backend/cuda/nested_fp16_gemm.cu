@@ -69,6 +69,10 @@ bool nested_fp16_config_available(int config) {
   return config >= 0 && config < kNfp16_NumConfigs && nfp16::kConfigs[config].run != nullptr;
 }
 
+int nested_fp16_config_tier(int config) {
+  return config >= 0 && config < kNfp16_NumConfigs ? nfp16::kConfigs[config].tier : -1;
+}
+
 // Measured on an H200 (bench/nfp16/NOTES.md): the smallest token tile that covers M (with a K tile
 // of 128 up to M = 64), except that for 64 < M <= 128 on wide layers (N >= 16384) the 256-row
 // tile wins (fewer, fuller waves).

@@ -28,6 +28,8 @@ const std::vector<std::string>& nested_fp16_gemm_variant_names();
 // False for configurations this build leaves out (NESTEDFP_CUDA_KERNEL_SET=default builds the
 // heuristic's picks, ci only t128x16x128_coop_sk, all every one); running one throws.
 bool nested_fp16_config_available(int config);
+// The smallest kernel set that contains a configuration (0 ci, 1 default, 2 all); -1 outside.
+int nested_fp16_config_tier(int config);
 
 // The configuration the heuristic picks for a problem (by token count M, then N and K); both
 // names are the same function.
