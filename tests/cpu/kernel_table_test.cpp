@@ -103,8 +103,11 @@ TEST(KernelTable, MergeReplacesWholeShapes) {
   KernelTable n;
   n.gpu = "NVIDIA H200", n.cuda = "13.1", n.commit = "def5678", n.date = "2026-12-03";
   n.command = "nestedfp tune --tp 4";
-  n.add({GemmFamily::Nfp16, 4096, 4096, 16, "d"});
-  n.add({GemmFamily::Nfp16, 4096, 1024, 16, "e"});
+  for (auto [K, v] : {std::pair{4096, "d"}, {1024, "e"}}) {
+    KernelTable::Entry e;
+    e.N = 4096, e.K = K, e.M = 16, e.variant = v;
+    n.add(e);
+  }
   t.merge(n);
   EXPECT_EQ(t.commit, "def5678");
   EXPECT_EQ(t.command, "nestedfp tune --shapes 4096,4096; nestedfp tune --tp 4");

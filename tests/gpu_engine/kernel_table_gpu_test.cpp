@@ -36,10 +36,13 @@ std::string write_table(const std::string& name, const std::string& v16, const s
   backend::KernelTable t;
   t.gpu = "any", t.cuda = "13.0", t.commit = "test", t.date = "2026-12-02";
   for (auto [N, K] : {std::pair{384, 384}, {128, 384}, {1024, 384}, {384, 1024}})
-    for (int M : {16, 512}) {
-      t.add({backend::GemmFamily::Nfp16, N, K, M, v16});
-      t.add({backend::GemmFamily::Nfp8, N, K, M, v8});
-    }
+    for (int M : {16, 512})
+      for (auto f : {backend::GemmFamily::Nfp16, backend::GemmFamily::Nfp8}) {
+        backend::KernelTable::Entry e;
+        e.family = f, e.N = N, e.K = K, e.M = M;
+        e.variant = f == backend::GemmFamily::Nfp16 ? v16 : v8;
+        t.add(e);
+      }
   const auto path = std::filesystem::temp_directory_path() / name;
   std::ofstream(path) << t.dump();
   return path.string();

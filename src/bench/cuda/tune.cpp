@@ -13,7 +13,6 @@
 #include <fstream>
 #include <optional>
 
-#include "backend/cuda/gemm_kernel_set.hpp"
 #include "backend/cuda/kernels.hpp"
 #include "backend/cuda/nested_fp16_gemm.hpp"
 #include "backend/kernel_table.hpp"
@@ -28,6 +27,9 @@ using backend::GemmFamily;
 // Every configuration is held to 1e-3 of the exact result (tests/gpu), so two correct ones differ
 // by at most 2e-3 from each other; a wrong one (a lost K tail, a race) is off by O(1).
 constexpr double kMaxRelError = 2e-3;
+// NFP_TIER_DEFAULT, as the tier queries return it (gemm_kernel_set.hpp itself is for the kernel
+// library only: it needs that library's NESTEDFP_CUDA_KERNEL_SET_LEVEL).
+constexpr int kDefaultTier = 1;
 
 struct Candidate {
   GemmFamily family;
@@ -48,7 +50,7 @@ std::vector<Candidate> candidates(int M, int N, int K, bool kernel_set_only) {
     for (int v = 0; v < int(names.size()); ++v) {
       if (v != heuristic) {
         if (!built(v)) continue;
-        if (kernel_set_only && tier(v) > NFP_TIER_DEFAULT) continue;
+        if (kernel_set_only && tier(v) > kDefaultTier) continue;
         // Token tiles far too small for M (64+ tiles per weight-row block) are many times slower
         // and only cost time (as in `bench kernels --all-variants`).
         if (tile_tokens(names[v]) * 64 < M) continue;
