@@ -30,6 +30,10 @@ constexpr double kMaxRelError = 2e-3;
 // NFP_TIER_DEFAULT, as the tier queries return it (gemm_kernel_set.hpp itself is for the kernel
 // library only: it needs that library's NESTEDFP_CUDA_KERNEL_SET_LEVEL).
 constexpr int kDefaultTier = 1;
+// Another candidate replaces the heuristic's choice only when it is more than this much faster:
+// medians of one run differ by about 1% between identical kernels, and a table should not churn
+// (or leave the heuristic's better-understood choice) on noise.
+constexpr double kMinGain = 1.01;
 
 struct Candidate {
   GemmFamily family;
@@ -85,8 +89,9 @@ std::string summary_md(const backend::KernelTable& t, const std::vector<Point>& 
       "- method: every candidate checked against the heuristic's output (relative Frobenius error "
       "<= {:.0e}), then timed with the others of its point as in `bench kernels` (CUDA graphs over "
       ">= 4 weight copies, >= 3x L2; 5 interleaved rounds; median; {:.0f} ms per candidate). "
-      "Times in microseconds; gain = heuristic / choice.\n\n",
-      kMaxRelError, target_ms);
+      "The heuristic's choice stays unless another is more than {:.0f}% faster. Times in "
+      "microseconds; gain = heuristic / choice.\n\n",
+      kMaxRelError, target_ms, (kMinGain - 1) * 100);
   std::vector<double> gain[2];
   std::string shape;
   for (const Point& p : points) {
@@ -206,6 +211,8 @@ int tune_kernels(const TuneOptions& o) {
           if (e.variant.empty() || us[i] < e.us) e.variant = ok[i].name, e.us = us[i];
           if (ok[i].variant == heur[f]) e.heuristic = ok[i].name, e.heuristic_us = us[i];
         }
+        if (!e.heuristic.empty() && e.heuristic_us <= kMinGain * e.us)
+          e.variant = e.heuristic, e.us = e.heuristic_us;
         table.add(e);
         line += fmt::format(" {} {} {:.1f} us (heuristic {} {:.1f}, x{:.2f});", to_string(e.family),
                             e.variant, e.us, e.heuristic, e.heuristic_us, e.heuristic_us / e.us);
