@@ -59,7 +59,8 @@ TEST(CudaKernelTable, OtherChoicesComputeTheSameModel) {
   for (Precision p : {Precision::FP16, Precision::FP8}) {
     const double b = mean(first8_chunk_nll(*base, p)), t = mean(first8_chunk_nll(*tuned, p)),
                  m = mean(first8_chunk_nll(*missing, p));
-    EXPECT_NEAR(t, b, p == Precision::FP16 ? 2e-4 : 2e-3) << to_string(p);
+    // The bounds of engine_gpu_test: FP16 as plain cuBLAS vs nested, FP8 as against REFERENCE.json.
+    EXPECT_NEAR(t, b, p == Precision::FP16 ? 2e-4 : 4e-3) << to_string(p);
     EXPECT_NEAR(m, b, 1e-9) << to_string(p) << ": unknown names must fall back to the heuristic";
   }
 }
