@@ -325,6 +325,10 @@ struct BackendOptions {
   std::string device = "auto";  // auto (cuda when a usable GPU is present) | cpu | cuda
   int cpu_threads = 0;          // cpu backend threads (0: NESTEDFP_THREADS or all cores)
   int gpu = 0;                  // CUDA device ordinal
+  // GEMM kernel table of the cuda backend (src/backend/kernel_table.hpp): a file, "auto" (the
+  // table shipped for this GPU, if any) or "none" (the heuristics). The commands default to auto;
+  // the struct to none, so that tests and libraries choose kernels reproducibly.
+  std::string kernel_table = "none";
 };
 // Throws Error when the device is unknown, cuda was asked for in a build without CUDA, there is
 // no GPU, or the GPU is not Hopper (sm_90): the message says what to do.

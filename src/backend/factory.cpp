@@ -9,7 +9,7 @@ namespace nestedfp::backend {
 #ifdef NESTEDFP_HAVE_CUDA
 // src/backend/cuda/runtime: empty when device `gpu` can run the cuda backend, else why not.
 std::string cuda_unusable_reason(int gpu);
-std::unique_ptr<Backend> make_cuda_backend(int gpu);
+std::unique_ptr<Backend> make_cuda_backend(int gpu, const std::string& kernel_table);
 #endif
 
 namespace {
@@ -29,7 +29,13 @@ std::string describe_auto_device() {
 }
 
 std::unique_ptr<Backend> make_backend(const BackendOptions& o) {
-  if (o.device == "cpu") return make_cpu_backend(o.cpu_threads);
+  auto cpu = [&] {
+    if (o.kernel_table != "auto" && o.kernel_table != "none")
+      spdlog::info("--kernel-table {}: the cpu backend has no GEMM variants; ignored",
+                   o.kernel_table);
+    return make_cpu_backend(o.cpu_threads);
+  };
+  if (o.device == "cpu") return cpu();
   if (o.device != "cuda" && o.device != "auto")
     fail("unknown device '{}' (use auto, cpu or cuda)", o.device);
   const std::string why = cuda_reason(o.gpu);
@@ -37,10 +43,10 @@ std::unique_ptr<Backend> make_backend(const BackendOptions& o) {
     if (o.device == "cuda")
       fail("--device cuda: {}; use --device cpu (or auto) to run on the cpu backend", why);
     spdlog::info("device auto: cpu backend ({})", why);
-    return make_cpu_backend(o.cpu_threads);
+    return cpu();
   }
 #ifdef NESTEDFP_HAVE_CUDA
-  return make_cuda_backend(o.gpu);
+  return make_cuda_backend(o.gpu, o.kernel_table);
 #else
   fail("internal: cuda reported usable in a build without CUDA");
 #endif

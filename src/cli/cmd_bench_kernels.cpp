@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "cli/bench_command.hpp"
+#include "cli/model_cli.hpp"
 #include "nestedfp/error.hpp"
 
 #if NESTEDFP_HAVE_CUDA
@@ -42,7 +43,7 @@ const BenchRegistration reg(
     "kernels", "time the NestedFP16/NestedFP8 GEMMs against cuBLAS (needs a Hopper GPU)",
     [](CLI::App& app) {
       struct Opts {
-        std::string shapes, ms, out = "bench/results";
+        std::string shapes, ms, out = "bench/results", kernel_table = "auto";
         bool all_variants = false;
         double target_ms = 60;
       };
@@ -56,6 +57,7 @@ const BenchRegistration reg(
                    "also time every NestedFP8 kernel configuration");
       app.add_option("--target-ms", o->target_ms, "GPU time per measurement")
           ->capture_default_str();
+      add_kernel_table_option(app, o->kernel_table);
       return std::function<int()>([o, &app]() -> int {
         std::vector<std::pair<int, int>> shapes;
         for (const auto& s : split_list(o->shapes)) {
@@ -73,12 +75,14 @@ const BenchRegistration reg(
         opts.out_dir = o->out;
         opts.all_variants = o->all_variants;
         opts.target_ms = o->target_ms;
+        opts.kernel_table = o->kernel_table;
         std::string cmd = "nestedfp bench kernels";
         if (!o->shapes.empty()) cmd += " --shapes " + o->shapes;
         if (!o->ms.empty()) cmd += " --m " + o->ms;
         cmd += " --out " + o->out;
         if (o->all_variants) cmd += " --all-variants";
         if (o->target_ms != 60) cmd += " --target-ms " + std::to_string(o->target_ms);
+        if (o->kernel_table != "auto") cmd += " --kernel-table " + o->kernel_table;
         opts.command = cmd;
         return cuda::bench_kernels(opts);
 #else

@@ -24,6 +24,7 @@ EvalRegistration layers{
       auto chunk_len = std::make_shared<int>(512);
       auto as_json = std::make_shared<bool>(false);
       auto device = std::make_shared<std::string>("auto");
+      auto kernel_table = std::make_shared<std::string>("auto");
       sub.add_option("MODEL", *model, "Hugging Face model directory")->required();
       sub.add_option("--device", *device,
                      "where the FP16 activations are computed: auto | cpu | cuda")
@@ -35,6 +36,7 @@ EvalRegistration layers{
           ->check(CLI::PositiveNumber);
       sub.add_option("--chunk-len", *chunk_len, "tokens per chunk")->check(CLI::Range(2, 1 << 20));
       sub.add_flag("--json", *as_json, "print one JSON object");
+      add_kernel_table_option(sub, *kernel_table);
       return [=] {
         log_to_stderr();
         const std::string content = engine::read_text_file(*text);
@@ -43,6 +45,7 @@ EvalRegistration layers{
         const std::vector<int32_t> ids = tok.encode(content, false);
         backend::BackendOptions bo;
         bo.device = *device;
+        bo.kernel_table = *kernel_table;
         const auto rep = engine::layer_errors(weights, ids, *chunks, *chunk_len, bo);
         const auto& modes = engine::fp8_modes();
         if (*as_json) {

@@ -1,7 +1,6 @@
 // `nestedfp inspect MODEL_DIR`: which weights the nested format can hold, and what it saves.
 #include <fmt/format.h>
 #include <fmt/ranges.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -10,6 +9,7 @@
 #include <optional>
 
 #include "cli/command.hpp"
+#include "cli/progress.hpp"
 #include "nestedfp/config.hpp"
 #include "nestedfp/error.hpp"
 #include "nestedfp/inspect.hpp"
@@ -31,32 +31,6 @@ std::string human_bytes(uint64_t b) {
 std::string shape_str(const std::vector<int64_t>& s) {
   return s.empty() ? std::string("scalar") : fmt::format("{}", fmt::join(s, "x"));
 }
-
-// Progress on stderr: a redrawn bar on a terminal, a line per 10% otherwise. Only for models
-// large enough that the wait is noticeable.
-struct Progress {
-  bool tty = ::isatty(STDERR_FILENO) != 0;
-  int last_decile = -1;
-  bool drawn = false;
-  void operator()(uint64_t done, uint64_t total) {
-    if (total < (uint64_t(256) << 20)) return;
-    const double f = double(done) / double(total);
-    if (tty) {
-      const int width = 40, filled = int(f * width);
-      std::fprintf(stderr, "\rinspect [%s%s] %3d%% %s / %s", std::string(filled, '#').c_str(),
-                   std::string(width - filled, '.').c_str(), int(f * 100),
-                   human_bytes(done).c_str(), human_bytes(total).c_str());
-      drawn = true;
-    } else if (int(f * 10) > last_decile) {
-      last_decile = int(f * 10);
-      std::fprintf(stderr, "inspect: %d%% (%s of %s)\n", last_decile * 10,
-                   human_bytes(done).c_str(), human_bytes(total).c_str());
-    }
-  }
-  void finish() {
-    if (drawn) std::fprintf(stderr, "\n");
-  }
-};
 
 struct ConfigInfo {
   std::optional<io::ModelConfig> config;
@@ -198,9 +172,12 @@ Registration reg{
             broken.push_back(e.what());
           }
         }
-        Progress progress;
-        const io::ModelInspection mi =
-            io::inspect_model(*dir, mode, [&](uint64_t d, uint64_t t) { progress(d, t); });
+        ProgressBar progress("inspect");
+        const io::ModelInspection mi = io::inspect_model(*dir, mode, [&](uint64_t d, uint64_t t) {
+          // Only for models large enough that the wait is noticeable.
+          if (t >= (uint64_t(256) << 20))
+            progress.update(double(d) / double(t), human_bytes(d) + " of " + human_bytes(t));
+        });
         progress.finish();
         if (*as_json)
           std::printf("%s\n", to_json(mi, ci).dump(2).c_str());

@@ -43,8 +43,19 @@ struct ModelArgs {
   double gpu_memory_utilization = 0.90;
   bool enforce_eager = false;
   int max_num_batched_tokens = 2048, max_num_seqs = 256, max_model_len = 0, kv_blocks = 0;
-  int tensor_parallel_size = 1;  // ranks (GPUs --gpu .. --gpu + N - 1; threads on cpu)
+  int tensor_parallel_size = 1;       // ranks (GPUs --gpu .. --gpu + N - 1; threads on cpu)
+  std::string kernel_table = "auto";  // FILE | auto | none (BackendOptions::kernel_table)
 };
+
+// --kernel-table, shared by the model commands and `bench kernels`.
+inline void add_kernel_table_option(CLI::App& sub, std::string& spec) {
+  sub.add_option(
+         "--kernel-table", spec,
+         "GEMM kernel table of `nestedfp tune`: FILE | auto (bench/kernel-tables/<gpu>.json "
+         "near the binary or in $NESTEDFP_KERNEL_TABLE_DIR, if there is one) | none "
+         "(the heuristics)")
+      ->capture_default_str();
+}
 
 // The options every model command shares. `serving`: the scheduler limits too.
 inline void add_model_options(CLI::App& sub, ModelArgs& a, bool serving) {
@@ -81,6 +92,7 @@ inline void add_model_options(CLI::App& sub, ModelArgs& a, bool serving) {
                  "threads on the cpu backend")
       ->check(CLI::Range(1, 64))
       ->capture_default_str();
+  add_kernel_table_option(sub, a.kernel_table);
   if (serving) {
     sub.add_option("--max-num-batched-tokens", a.max_num_batched_tokens, "tokens per engine step")
         ->capture_default_str();
@@ -114,6 +126,7 @@ inline std::unique_ptr<ModelExecutor> build_runner(
     const ModelArgs& a, engine::LinearStorage storage = engine::LinearStorage::Nested) {
   backend::BackendOptions bo;
   bo.device = a.device, bo.cpu_threads = a.threads, bo.gpu = a.gpu;
+  bo.kernel_table = a.kernel_table;
   engine::LoadOptions lo;
   lo.model_dir = a.model;
   lo.dummy = a.load_format == "dummy";

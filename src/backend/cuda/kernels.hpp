@@ -124,6 +124,9 @@ const std::vector<std::string>& nested_fp8_gemm_variant_names();
 // heuristic's picks, ci one kernel, all every one); running one throws an Error saying how to
 // rebuild.
 bool nested_fp8_gemm_variant_built(int variant);
+// The smallest kernel set that contains a variant: NFP_TIER_CI 0, _DEFAULT 1, _ALL 2
+// (gemm_kernel_set.hpp); -1 outside the table.
+int nested_fp8_gemm_variant_tier(int variant);
 int nested_fp8_gemm_heuristic(int M, int N, int K);  // the variant index the heuristic picks
 
 // ---- NestedFP16 GEMM (implemented in nested_fp16_gemm.cu, declared here for all callers) -------
@@ -159,8 +162,8 @@ struct DeviceInfo {
 DeviceInfo device_info();
 
 // Device memory the GEMM wrappers allocated for themselves so far (reported by `bench engine`):
-// cuBLAS handles' workspaces, NestedFP16 stream-K workspaces (outgrown ones included: graphs may
-// still point into them), the NestedFP8 workspace.
+// cuBLAS handles' workspaces, the NestedFP16 stream-K and NestedFP8 workspaces (outgrown ones
+// included: graphs may still point into them).
 size_t cublas_workspace_bytes();
 size_t nested_fp16_workspace_bytes();
 size_t nested_fp8_workspace_bytes();

@@ -28,7 +28,8 @@ constexpr Config kConfigs[] = {
     NFP16_CONFIG(t128x256x64_coop_sk),      NFP16_CONFIG(t128x128x64_pingpong),
     NFP16_CONFIG(t256x128x64_coop_c2x1_sk), NFP16_CONFIG(t256x128x64_coop_sk),
     NFP16_CONFIG(t128x256x64_coop_c1x2_sk), NFP16_CONFIG(t128x64x128_coop_sk),
-    NFP16_CONFIG(t128x128x128_coop_sk),
+    NFP16_CONFIG(t128x128x128_coop_sk),     NFP16_CONFIG(t64x16x128_pingpong),
+    NFP16_CONFIG(t64x32x128_pingpong),      NFP16_CONFIG(t64x64x128_pingpong),
 };
 #undef NFP16_CONFIG
 static_assert(sizeof(kConfigs) / sizeof(kConfigs[0]) == kNfp16_NumConfigs,
@@ -67,6 +68,10 @@ const std::vector<std::string>& nested_fp16_gemm_variant_names() {
 
 bool nested_fp16_config_available(int config) {
   return config >= 0 && config < kNfp16_NumConfigs && nfp16::kConfigs[config].run != nullptr;
+}
+
+int nested_fp16_config_tier(int config) {
+  return config >= 0 && config < kNfp16_NumConfigs ? nfp16::kConfigs[config].tier : -1;
 }
 
 // Measured on an H200 (bench/nfp16/NOTES.md): the smallest token tile that covers M (with a K tile

@@ -21,13 +21,15 @@ namespace nestedfp::cuda {
 // Kernel configurations (tile, schedule, cluster; nested_fp16_gemm_configs.cuh) are addressed by
 // their index in the variant table: 0 .. kNfp16_NumConfigs - 1, named by
 // nested_fp16_gemm_variant_names() (e.g. "t128x16x128_coop_sk").
-inline constexpr int kNfp16_NumConfigs = 11;
+inline constexpr int kNfp16_NumConfigs = 14;
 
 const char* nested_fp16_config_name(int config);  // "unknown" outside the table
 const std::vector<std::string>& nested_fp16_gemm_variant_names();
 // False for configurations this build leaves out (NESTEDFP_CUDA_KERNEL_SET=default builds the
 // heuristic's picks, ci only t128x16x128_coop_sk, all every one); running one throws.
 bool nested_fp16_config_available(int config);
+// The smallest kernel set that contains a configuration (0 ci, 1 default, 2 all); -1 outside.
+int nested_fp16_config_tier(int config);
 
 // The configuration the heuristic picks for a problem (by token count M, then N and K); both
 // names are the same function.

@@ -30,6 +30,13 @@ using t256x128x64_coop_sk      = NestedConfig<Shape<_256, _128, _64>, C1x1,     
 using t128x128x64_pingpong     = NestedConfig<Shape<_128, _128, _64>, C1x1,              Ping, PingEpi, Persistent, 1, 8>;
 using t256x128x64_coop_c2x1_sk = NestedConfig<Shape<_256, _128, _64>, Shape<_2, _1, _1>, Coop, CoopEpi, StreamK,    2, 6>;
 using t128x256x64_coop_c1x2_sk = NestedConfig<Shape<_128, _256, _64>, Shape<_1, _2, _1>, Coop, CoopEpi, StreamK,    2, 6>;
+// 64 weight rows, for narrow layers at small M (N / 128 tiles leave SMs idle). Ping-pong only:
+// CUTLASS's cooperative kernel splits the tile's rows over two consumer warpgroups and needs
+// >= 128 of them (wgmma's M is 64); ping-pong gives each warpgroup a whole tile (one wgmma atom,
+// 128 MMA threads), but has no stream-K scheduler, so these run data-parallel (persistent).
+using t64x16x128_pingpong      = NestedConfig<Shape<_64, _16, _128>, C1x1,               Ping, PingEpi, Persistent, 1, 12>;
+using t64x32x128_pingpong      = NestedConfig<Shape<_64, _32, _128>, C1x1,               Ping, PingEpi, Persistent, 1, 10>;
+using t64x64x128_pingpong      = NestedConfig<Shape<_64, _64, _128>, C1x1,               Ping, PingEpi, Persistent, 1, 8>;
 // clang-format on
 
 }  // namespace nestedfp::cuda::nfp16::configs

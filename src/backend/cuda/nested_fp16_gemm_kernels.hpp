@@ -41,6 +41,9 @@ using RunFn = void (*)(const Problem&);
 #define NFP16_TIER_t128x128x64_pingpong NFP_TIER_ALL
 #define NFP16_TIER_t256x128x64_coop_c2x1_sk NFP_TIER_ALL
 #define NFP16_TIER_t128x256x64_coop_c1x2_sk NFP_TIER_ALL
+#define NFP16_TIER_t64x16x128_pingpong NFP_TIER_ALL  // candidates for `tune` (issue 12)
+#define NFP16_TIER_t64x32x128_pingpong NFP_TIER_ALL
+#define NFP16_TIER_t64x64x128_pingpong NFP_TIER_ALL
 
 void run_t128x16x128_coop_sk(const Problem&);
 void run_t128x32x128_coop_sk(const Problem&);
@@ -53,5 +56,8 @@ void run_t128x128x128_coop_sk(const Problem&);
 void run_t128x128x64_pingpong(const Problem&);
 void run_t256x128x64_coop_c2x1_sk(const Problem&);
 void run_t128x256x64_coop_c1x2_sk(const Problem&);
+void run_t64x16x128_pingpong(const Problem&);
+void run_t64x32x128_pingpong(const Problem&);
+void run_t64x64x128_pingpong(const Problem&);
 
 }  // namespace nestedfp::cuda::nfp16

@@ -94,7 +94,11 @@ DeviceCache& device_cache() {
 
 namespace {
 std::mutex g_ws_mutex;
-size_t g_ws_size = 0;
+size_t g_ws_size = 0, g_ws_total = 0;  // the live workspace; it and the retired ones
+// Outgrown workspaces are kept, not freed: a CUDA graph captured with a smaller one (the engine's
+// batch buckets, `tune` and `bench kernels` capturing variant after variant) still points into
+// it. Growth is rare (a few sizes per process), so this costs little memory.
+std::vector<void*> g_ws_retired;
 }  // namespace
 
 void* workspace_for(size_t bytes, cudaStream_t stream) {
@@ -108,11 +112,12 @@ void* workspace_for(size_t bytes, cudaStream_t stream) {
     cuda_fail("nested_fp8_gemm: needs ", bytes,
               " bytes of workspace during graph capture; run the same "
               "shape once before capturing");
-  if (ptr) NFP_CUDA_CHECK(cudaFree(ptr));
-  ptr = nullptr;
-  size = 0;
-  NFP_CUDA_CHECK(cudaMalloc(&ptr, bytes));
+  void* p = nullptr;
+  NFP_CUDA_CHECK(cudaMalloc(&p, bytes));
+  if (ptr) g_ws_retired.push_back(ptr);
+  ptr = p;
   size = bytes;
+  g_ws_total += bytes;
   return ptr;
 }
 
@@ -120,12 +125,16 @@ void* workspace_for(size_t bytes, cudaStream_t stream) {
 
 size_t nested_fp8_workspace_bytes() {
   std::lock_guard<std::mutex> lock(fp8gemm::g_ws_mutex);
-  return fp8gemm::g_ws_size;
+  return fp8gemm::g_ws_total;
 }
 
 bool nested_fp8_gemm_variant_built(int variant) {
   return variant >= 0 && variant < fp8gemm::kNumVariants &&
          fp8gemm::kVariants[variant].run != nullptr;
+}
+
+int nested_fp8_gemm_variant_tier(int variant) {
+  return variant >= 0 && variant < fp8gemm::kNumVariants ? fp8gemm::kVariants[variant].tier : -1;
 }
 
 const std::vector<std::string>& nested_fp8_gemm_variant_names() {

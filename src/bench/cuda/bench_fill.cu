@@ -1,8 +1,12 @@
-// Random test data for the kernel benchmark, generated on the device (weights of hundreds of MB).
+// Random test data for the kernel benchmark and tune, generated on the device (weights of hundreds
+// of MB), and the output comparison tune checks candidates with (outputs of up to a GB).
 #include <cuda_fp16.h>
 
+#include <cmath>
+#include <limits>
+
 #include "backend/cuda/kernels.hpp"
-#include "bench/cuda/bench_kernels.hpp"
+#include "bench/cuda/gemm_timing.hpp"
 
 namespace nestedfp::cuda {
 namespace {
@@ -29,7 +33,44 @@ __global__ void fill_kernel(__half* p, size_t n, uint64_t seed, float scale) {
   }
 }
 
+// sums[0] += (y - ref)^2, sums[1] += ref^2, sums[2] += 1 for each non-finite y.
+__global__ void diff_kernel(const __half* y, const __half* ref, size_t n, double* sums) {
+  double d2 = 0, r2 = 0, bad = 0;
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
+       i += size_t(gridDim.x) * blockDim.x) {
+    const float a = __half2float(y[i]), b = __half2float(ref[i]);
+    if (!isfinite(a)) bad += 1;
+    d2 += double(a - b) * double(a - b);
+    r2 += double(b) * double(b);
+  }
+  for (int o = 16; o > 0; o >>= 1) {
+    d2 += __shfl_xor_sync(0xffffffffu, d2, o);
+    r2 += __shfl_xor_sync(0xffffffffu, r2, o);
+    bad += __shfl_xor_sync(0xffffffffu, bad, o);
+  }
+  if ((threadIdx.x & 31) == 0) {
+    atomicAdd(&sums[0], d2);
+    atomicAdd(&sums[1], r2);
+    atomicAdd(&sums[2], bad);
+  }
+}
+
 }  // namespace
+
+double relative_error(const __half* y, const __half* ref, size_t n, cudaStream_t stream) {
+  double* sums = nullptr;
+  NFP_CUDA_CHECK(cudaMallocAsync(&sums, 3 * sizeof(double), stream));
+  NFP_CUDA_CHECK(cudaMemsetAsync(sums, 0, 3 * sizeof(double), stream));
+  diff_kernel<<<512, 256, 0, stream>>>(y, ref, n, sums);
+  NFP_CUDA_CHECK_LAUNCH();
+  double h[3];
+  NFP_CUDA_CHECK(cudaMemcpyAsync(h, sums, sizeof h, cudaMemcpyDeviceToHost, stream));
+  NFP_CUDA_CHECK(cudaFreeAsync(sums, stream));
+  NFP_CUDA_CHECK(cudaStreamSynchronize(stream));
+  if (h[2] > 0) return std::numeric_limits<double>::infinity();
+  return h[1] > 0 ? std::sqrt(h[0] / h[1])
+                  : (h[0] > 0 ? std::numeric_limits<double>::infinity() : 0);
+}
 
 void fill_random_half(__half* p, size_t n, uint64_t seed, float scale, cudaStream_t stream) {
   if (n == 0) return;

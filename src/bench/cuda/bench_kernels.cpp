@@ -25,7 +25,9 @@
 #include <optional>
 #include <random>
 
+#include "backend/cuda/gemm_variant_sets.hpp"
 #include "backend/cuda/kernels.hpp"
+#include "bench/cuda/gemm_timing.hpp"
 #include "nestedfp/error.hpp"
 #include "nestedfp/half.hpp"
 
@@ -44,124 +46,6 @@ const std::vector<Shape> kDefaultShapes = {
     {65536, 5120, "Mistral-Small-24B gate_up_proj"}, {5120, 32768, "Mistral-Small-24B down_proj"},
 };
 const std::vector<int> kDefaultMs = {1, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192};
-
-template <typename T>
-struct Dev {
-  T* p = nullptr;
-  explicit Dev(size_t n) { NFP_CUDA_CHECK(cudaMalloc(&p, std::max<size_t>(n, 1) * sizeof(T))); }
-  ~Dev() {
-    if (p) cudaFree(p);
-  }
-  Dev(const Dev&) = delete;
-  Dev& operator=(const Dev&) = delete;
-};
-
-std::string run_text(const char* cmd) {
-  std::string out;
-  if (FILE* f = popen(cmd, "r")) {
-    char buf[256];
-    while (fgets(buf, sizeof buf, f)) out += buf;
-    pclose(f);
-  }
-  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
-  return out;
-}
-
-std::string slug(std::string s) {
-  for (const char* drop : {"NVIDIA ", "nvidia "})
-    if (s.rfind(drop, 0) == 0) s = s.substr(std::strlen(drop));
-  std::string o;
-  for (char c : s) o += std::isalnum(static_cast<unsigned char>(c)) ? char(std::tolower(c)) : '-';
-  while (o.find("--") != std::string::npos) o.erase(o.find("--"), 1);
-  return o;
-}
-
-// Times kernels, each captured in a CUDA graph of `per_graph` launches cycling over `copies`
-// weight copies. The kernels of one point are measured interleaved, in rounds (each round replays
-// every graph once untimed, then times a few replays), so that clock and temperature drift during
-// the run affects them alike; the result is the median over all timed replays / per_graph.
-class Timer {
- public:
-  Timer(cudaStream_t s, double target_ms) : s_(s), target_ms_(target_ms) {
-    ev_.resize(2 * kMaxReps);
-    for (auto& e : ev_) NFP_CUDA_CHECK(cudaEventCreate(&e));
-  }
-  ~Timer() {
-    for (auto& e : ev_) cudaEventDestroy(e);
-  }
-
-  std::vector<double> median_us(const std::vector<std::function<void(int)>>& fs, int copies) {
-    const int per_graph = copies * std::max(1, (8 + copies - 1) / copies);
-    std::vector<cudaGraphExec_t> execs;
-    struct Cleanup {
-      std::vector<cudaGraphExec_t>& e;
-      ~Cleanup() {
-        for (auto x : e) cudaGraphExecDestroy(x);
-      }
-    } cleanup{execs};
-    for (const auto& f : fs) {
-      for (int i = 0; i < copies; ++i) f(i);  // warm-up: handles, workspaces, attributes
-      NFP_CUDA_CHECK(cudaStreamSynchronize(s_));
-      cudaGraph_t graph = nullptr;
-      NFP_CUDA_CHECK(cudaStreamBeginCapture(s_, cudaStreamCaptureModeThreadLocal));
-      try {
-        for (int i = 0; i < per_graph; ++i) f(i % copies);
-      } catch (...) {
-        cudaStreamEndCapture(s_, &graph);
-        if (graph) cudaGraphDestroy(graph);
-        throw;
-      }
-      NFP_CUDA_CHECK(cudaStreamEndCapture(s_, &graph));
-      cudaGraphExec_t exec = nullptr;
-      NFP_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
-      NFP_CUDA_CHECK(cudaGraphDestroy(graph));
-      execs.push_back(exec);
-    }
-    std::vector<float> est(fs.size());
-    for (size_t i = 0; i < fs.size(); ++i) est[i] = replay(execs[i], 1).front();
-    constexpr int kRounds = 5;
-    std::vector<std::vector<float>> t(fs.size());
-    // A new order every round: a kernel that runs right after a power-hungry one (an FP16 GEMM
-    // at large M) was measured up to 30% slower on the H200, so no kernel may keep one position.
-    std::vector<size_t> order(fs.size());
-    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-    std::mt19937 rng(uint32_t(fs.size() * 7919 + copies));
-    for (int r = 0; r < kRounds; ++r) {
-      std::shuffle(order.begin(), order.end(), rng);
-      for (size_t i : order) {
-        const int reps =
-            std::clamp(int(target_ms_ / kRounds / std::max(est[i], 1e-3f)), 2, kMaxReps);
-        NFP_CUDA_CHECK(cudaGraphLaunch(execs[i], s_));  // untimed: the same state for every kernel
-        const auto v = replay(execs[i], reps);
-        t[i].insert(t[i].end(), v.begin(), v.end());
-      }
-    }
-    std::vector<double> out;
-    for (auto& v : t) {
-      std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
-      out.push_back(double(v[v.size() / 2]) * 1000.0 / per_graph);
-    }
-    return out;
-  }
-
- private:
-  static constexpr int kMaxReps = 40;
-  std::vector<float> replay(cudaGraphExec_t exec, int reps) {
-    for (int r = 0; r < reps; ++r) {
-      NFP_CUDA_CHECK(cudaEventRecord(ev_[2 * r], s_));
-      NFP_CUDA_CHECK(cudaGraphLaunch(exec, s_));
-      NFP_CUDA_CHECK(cudaEventRecord(ev_[2 * r + 1], s_));
-    }
-    NFP_CUDA_CHECK(cudaStreamSynchronize(s_));
-    std::vector<float> t(reps);
-    for (int r = 0; r < reps; ++r)
-      NFP_CUDA_CHECK(cudaEventElapsedTime(&t[r], ev_[2 * r], ev_[2 * r + 1]));
-    return t;
-  }
-  cudaStream_t s_;
-  double target_ms_;
-  std::vector<cudaEvent_t> ev_;
-};
 
 struct Record {
   std::string kernel, shape;
@@ -197,21 +81,18 @@ int bench_kernels(const BenchKernelsOptions& opts) {
   const int max_m = *std::max_element(ms.begin(), ms.end());
   if (*std::min_element(ms.begin(), ms.end()) < 1) fail("bench kernels: token counts must be >= 1");
 
-  const std::string driver =
-      run_text("nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null");
-  std::string commit = std::getenv("NESTEDFP_GIT_COMMIT") ? std::getenv("NESTEDFP_GIT_COMMIT") : "";
-  if (commit.empty()) commit = run_text("git rev-parse --short HEAD 2>/dev/null");
-  if (commit.empty()) commit = "unknown";
-  const auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
-  char date[16];
-  std::strftime(date, sizeof date, "%Y-%m-%d", std::gmtime(&now));
+  const RunInfo info = run_info();
+  const std::string &driver = info.driver, &commit = info.commit, &date = info.date;
+  // The kernel table's choice is timed beside the heuristic's ("table" columns).
+  const auto dispatch = make_kernel_dispatch(opts.kernel_table, dev.name);
+  const backend::KernelTable* table = dispatch->table();
   fmt::print(stderr,
              "bench kernels: {} ({} SMs, L2 {} MB), driver {}, CUDA runtime {}, cuBLASLt {}\n",
              dev.name, dev.sms, dev.l2_bytes >> 20, driver, dev.runtime, cublasLtGetVersion());
 
   cudaStream_t stream;
   NFP_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  Timer timer(stream, opts.target_ms);
+  GraphTimer timer(stream, opts.target_ms);
   std::vector<Record> recs;
   std::map<std::tuple<int, int, int>, std::string> best_variant;
   const auto& variants = nested_fp8_gemm_variant_names();
@@ -219,44 +100,29 @@ int bench_kernels(const BenchKernelsOptions& opts) {
   for (const auto& sh : shapes) {
     const int N = sh.N, K = sh.K;
     const size_t nk = size_t(N) * K;
-    // Enough copies that the FP8 plane set is >= 3x L2 (and at least 4 copies).
-    const int copies = std::max<int>(4, int((3 * dev.l2_bytes + nk - 1) / nk));
+    const int copies = ColdWeights::copies_for(N, K, dev.l2_bytes);
     fmt::print(stderr, "bench kernels: {} [{} x {}], {} weight copies ({:.0f} MB of FP8 planes)\n",
                sh.label, N, K, copies, double(copies * nk) / 1e6);
-    Dev<__half> w16(copies * nk);
-    Dev<uint8_t> upper(copies * nk), lower(copies * nk);
-    Dev<int8_t> kk(size_t(copies) * N);
+    const ColdWeights cold(N, K, dev.l2_bytes, true, stream);
     Dev<float> row_scale(size_t(copies) * N), tensor_scale(1);
-    fill_random_half(w16.p, nk, 0x5eed0000ull + N * 131 + K, 0.02f, stream);
-    const auto st = split_weight(w16.p, N, K, true, upper.p, lower.p, kk.p, stream);
-    if (!st.ok) fail("bench kernels: random weight row {} not nestable", st.bad_row);
-    std::vector<int8_t> hk(N);
-    NFP_CUDA_CHECK(cudaMemcpy(hk.data(), kk.p, N, cudaMemcpyDeviceToHost));
     std::vector<float> hrs(N);
-    for (int n = 0; n < N; ++n) hrs[n] = std::ldexp(1.f, -(hk[n] + 8));
+    for (int n = 0; n < N; ++n) hrs[n] = std::ldexp(1.f, -(cold.host_k[n] + 8));
     const float ts = std::ldexp(1.f, -8);
     NFP_CUDA_CHECK(cudaMemcpy(tensor_scale.p, &ts, sizeof ts, cudaMemcpyHostToDevice));
-    for (int c = 0; c < copies; ++c) {
-      NFP_CUDA_CHECK(
-          cudaMemcpyAsync(w16.p + c * nk, w16.p, nk * 2, cudaMemcpyDeviceToDevice, stream));
-      NFP_CUDA_CHECK(
-          cudaMemcpyAsync(upper.p + c * nk, upper.p, nk, cudaMemcpyDeviceToDevice, stream));
-      NFP_CUDA_CHECK(
-          cudaMemcpyAsync(lower.p + c * nk, lower.p, nk, cudaMemcpyDeviceToDevice, stream));
-      NFP_CUDA_CHECK(
-          cudaMemcpyAsync(kk.p + size_t(c) * N, kk.p, N, cudaMemcpyDeviceToDevice, stream));
+    for (int c = 0; c < copies; ++c)
       NFP_CUDA_CHECK(cudaMemcpy(row_scale.p + size_t(c) * N, hrs.data(), N * sizeof(float),
                                 cudaMemcpyHostToDevice));
-    }
+    const __half* w16 = cold.fp16(0);
+    const uint8_t* upper = cold.weight(0).upper;
+    const backend::ShapeDispatch pick16 = dispatch->resolve(backend::GemmFamily::Nfp16, N, K),
+                                 pick8 = dispatch->resolve(backend::GemmFamily::Nfp8, N, K);
     Dev<__half> x(size_t(max_m) * K), y(size_t(max_m) * N);
     Dev<uint8_t> xq(size_t(max_m) * K);
     Dev<float> xs(max_m);
     fill_random_half(x.p, size_t(max_m) * K, 0xacdc0000ull + K, 1.f, stream);
     quantize_e4m3_per_token(x.p, K, max_m, K, xq.p, xs.p, stream);
     NFP_CUDA_CHECK(cudaStreamSynchronize(stream));
-    auto weight = [&](int c) {
-      return NestedWeight{upper.p + c * nk, lower.p + c * nk, kk.p + size_t(c) * N, N, K};
-    };
+    auto weight = [&](int c) { return cold.weight(c); };
 
     for (int M : ms) {
       const double mk = double(M) * K, mn = double(M) * N, dnk = double(nk);
@@ -270,8 +136,7 @@ int bench_kernels(const BenchKernelsOptions& opts) {
         bytes.push_back(b);
       };
       add(
-          "cublas_fp16",
-          [&](int c) { cublas_fp16_gemm(w16.p + c * nk, N, K, x.p, y.p, M, stream); },
+          "cublas_fp16", [&](int c) { cublas_fp16_gemm(w16 + c * nk, N, K, x.p, y.p, M, stream); },
           2 * dnk + 2 * mk + 2 * mn);
       add(
           "nestedfp16", [&](int c) { nested_fp16_gemm(weight(c), x.p, y.p, M, stream); },
@@ -290,16 +155,32 @@ int bench_kernels(const BenchKernelsOptions& opts) {
       add(
           "cublaslt_fp8_tensor",
           [&](int c) {
-            cublaslt_fp8_gemm(upper.p + c * nk, N, K, xq.p, y.p, M, tensor_scale.p, xs.p,
+            cublaslt_fp8_gemm(upper + c * nk, N, K, xq.p, y.p, M, tensor_scale.p, xs.p,
                               LtScaling::PerTensor, stream);
           },
           dnk + mk + 2 * mn);
+      // The table's choices, where it covers this shape (the variant is the same index type the
+      // cuda backend passes; -1 in a bucket is the heuristic again).
+      if (!pick16.buckets.empty()) {
+        const GemmConfig cfg{pick16.variant(M)};
+        add(
+            "nestedfp16_table",
+            [&, cfg](int c) { nested_fp16_gemm(weight(c), x.p, y.p, M, stream, &cfg); },
+            2 * dnk + N + 2 * mk + 2 * mn);
+      }
+      if (!pick8.buckets.empty()) {
+        const GemmConfig cfg{pick8.variant(M)};
+        add(
+            "nestedfp8_table",
+            [&, cfg](int c) { nested_fp8_gemm(weight(c), xq.p, xs.p, y.p, M, stream, &cfg); },
+            fp8_bytes);
+      }
       const bool lt_row = cublaslt_fp8_per_row_supported(N, K, M);
       if (lt_row)
         add(
             "cublaslt_fp8_row",
             [&](int c) {
-              cublaslt_fp8_gemm(upper.p + c * nk, N, K, xq.p, y.p, M, row_scale.p + size_t(c) * N,
+              cublaslt_fp8_gemm(upper + c * nk, N, K, xq.p, y.p, M, row_scale.p + size_t(c) * N,
                                 xs.p, LtScaling::PerRow, stream);
             },
             dnk + mk + 2 * mn + 4.0 * (N + M));
@@ -360,12 +241,19 @@ int bench_kernels(const BenchKernelsOptions& opts) {
     return it == best_variant.end() ? double(NAN) : get("nestedfp8[" + it->second + "]", N, K, M);
   };
   std::vector<double> g_q_lt, g_fp8_lt, g_speed, g_speed_q, g_nfp16, g_q_ltrow, g_best_lt;
+  // With a kernel table, over the points its shapes cover: table and heuristic against cuBLAS.
+  std::vector<double> g_t16, g_h16, g_t8, g_h8;
   std::string md;
   md += fmt::format("# Kernel benchmark: {}\n\n", dev.name);
   md +=
       fmt::format("- GPU: {} ({} SMs, L2 {} MB), driver {}, CUDA runtime {}, cuBLASLt {}\n",
                   dev.name, dev.sms, dev.l2_bytes >> 20, driver, dev.runtime, cublasLtGetVersion());
   md += fmt::format("- commit: {}; date: {}\n- command: `{}`\n", commit, date, opts.command);
+  if (table)
+    md += fmt::format(
+        "- kernel table: {} (tuned on {}, CUDA {}, commit {}, {}); NFP16 tbl / NFP8 tbl = the "
+        "table's choice, n/a where it does not cover the shape\n",
+        table->source, table->gpu, table->cuda, table->commit, table->date);
   md +=
       "- method: per kernel a CUDA graph of >= 8 launches cycling over >= 4 weight copies (FP8 "
       "planes >= 3x "
@@ -380,16 +268,22 @@ int bench_kernels(const BenchKernelsOptions& opts) {
       "speedup = cuBLAS FP16 time / NFP8 time.\n\n";
   for (const auto& sh : shapes) {
     md += fmt::format("## {} (N={}, K={})\n\n", sh.label, sh.N, sh.K);
-    md +=
-        "| M | cuBLAS16 | NFP16 | NFP8 | NFP8+q | Lt8 | Lt8row | NFP8+q/Lt8 | NFP8/Lt8 | speedup "
-        "vs FP16 | NFP16/FP16 | NFP8 TFLOP/s | NFP8 TB/s | best variant |\n";
-    md += "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    md += fmt::format(
+        "| M | cuBLAS16 | NFP16 | NFP8 |{} NFP8+q | Lt8 | Lt8row | NFP8+q/Lt8 | NFP8/Lt8 | speedup "
+        "vs FP16 | NFP16/FP16 | NFP8 TFLOP/s | NFP8 TB/s | best variant |\n",
+        table ? " NFP16 tbl | NFP8 tbl |" : "");
+    md += table ? "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+                : "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     for (int M : ms) {
       const double c16 = get("cublas_fp16", sh.N, sh.K, M), n16 = get("nestedfp16", sh.N, sh.K, M),
                    n8 = get("nestedfp8", sh.N, sh.K, M),
                    n8q = get("nestedfp8+quant", sh.N, sh.K, M),
                    lt = get("cublaslt_fp8_tensor", sh.N, sh.K, M),
-                   ltr = get("cublaslt_fp8_row", sh.N, sh.K, M);
+                   ltr = get("cublaslt_fp8_row", sh.N, sh.K, M),
+                   t16 = get("nestedfp16_table", sh.N, sh.K, M),
+                   t8 = get("nestedfp8_table", sh.N, sh.K, M);
+      if (!std::isnan(t16)) g_t16.push_back(t16 / c16), g_h16.push_back(n16 / c16);
+      if (!std::isnan(t8)) g_t8.push_back(t8 / lt), g_h8.push_back(n8 / lt);
       double bytes8 = 0;
       for (auto& r : recs)
         if (r.kernel == "nestedfp8" && r.N == sh.N && r.K == sh.K && r.M == M) bytes8 = r.bytes;
@@ -409,9 +303,10 @@ int bench_kernels(const BenchKernelsOptions& opts) {
         return std::isnan(v) ? std::string("n/a") : fmt::format("{:.2f}", v);
       };
       auto bv = best_variant.find({sh.N, sh.K, M});
+      const std::string tbl = table ? fmt::format(" {} | {} |", f1(t16), f1(t8)) : "";
       md += fmt::format(
-          "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n", M, f1(c16),
-          f1(n16), f1(n8), f1(n8q), f1(lt), f1(ltr), f2(n8q / lt), f2(n8 / lt), f2(c16 / n8),
+          "| {} | {} | {} | {} |{} {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n", M, f1(c16),
+          f1(n16), f1(n8), tbl, f1(n8q), f1(lt), f1(ltr), f2(n8q / lt), f2(n8 / lt), f2(c16 / n8),
           f2(n16 / c16), f1(flops / n8 * 1e-6), f2(bytes8 / n8 * 1e-6),
           bv == best_variant.end() ? std::string("-") : fmt::format("{} {:.1f}", bv->second, b));
     }
@@ -433,6 +328,16 @@ int bench_kernels(const BenchKernelsOptions& opts) {
   summary +=
       fmt::format("- speedup cuBLAS FP16 / NestedFP8 incl. quantization: {}\n", gm(g_speed_q));
   summary += fmt::format("- NestedFP16 / cuBLAS FP16: {}  (goal <= 1.05)\n", gm(g_nfp16));
+  if (table) {
+    summary += fmt::format(
+        "- with the kernel table, NestedFP16 / cuBLAS FP16: {} (heuristic on the same points: "
+        "{})\n",
+        gm(g_t16), gm(g_h16));
+    summary += fmt::format(
+        "- with the kernel table, NestedFP8 GEMM / cuBLASLt FP8 (per-tensor): {} (heuristic on the "
+        "same points: {})\n",
+        gm(g_t8), gm(g_h8));
+  }
   if (opts.all_variants)
     summary += fmt::format(
         "- best NestedFP8 variant per point / cuBLASLt FP8 (per-tensor), an oracle heuristic over "
@@ -475,10 +380,24 @@ int bench_kernels(const BenchKernelsOptions& opts) {
       {"cublas_fp16_over_nestedfp8", geomean(g_speed)},
       {"cublas_fp16_over_nestedfp8_quant", geomean(g_speed_q)}};
   j["summary"]["nestedfp16_over_cublas_fp16"] = geomean(g_nfp16);
+  if (table) {
+    j["header"]["kernel_table"] = {{"file", table->source},
+                                   {"gpu", table->gpu},
+                                   {"cuda", table->cuda},
+                                   {"commit", table->commit},
+                                   {"date", table->date}};
+    j["summary"]["table_nestedfp16_over_cublas_fp16"] = g_t16.empty() ? NAN : geomean(g_t16);
+    j["summary"]["table_points_heuristic_nestedfp16_over_cublas_fp16"] =
+        g_h16.empty() ? NAN : geomean(g_h16);
+    j["summary"]["table_nestedfp8_over_cublaslt_fp8"] = g_t8.empty() ? NAN : geomean(g_t8);
+    j["summary"]["table_points_heuristic_nestedfp8_over_cublaslt_fp8"] =
+        g_h8.empty() ? NAN : geomean(g_h8);
+  }
   if (opts.all_variants) j["summary"]["best_variant_over_cublaslt_fp8"] = geomean(g_best_lt);
 
   std::filesystem::create_directories(opts.out_dir);
-  const std::string base = fmt::format("{}/{}-{}-kernels", opts.out_dir, date, slug(dev.name));
+  const std::string base =
+      fmt::format("{}/{}-{}-kernels", opts.out_dir, date, backend::gpu_slug(dev.name));
   std::ofstream(base + ".md") << md;
   std::ofstream(base + ".json") << j.dump(1) << "\n";
   fmt::print("{}", md);

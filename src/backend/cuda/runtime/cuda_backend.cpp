@@ -10,6 +10,7 @@
 #include <map>
 
 #include "backend/cuda/attention_flashinfer.hpp"
+#include "backend/cuda/gemm_variant_sets.hpp"
 #include "backend/cuda/kernels.hpp"
 #include "backend/cuda/ops.hpp"
 #include "nestedfp/backend.hpp"
@@ -58,6 +59,8 @@ __half* h16(Buffer& b, int64_t n, const char* what) { return dptr<__half>(b, siz
 class CudaLinear final : public LinearWeight {
  public:
   BufferPtr upper, lower, k, fp16, bias;
+  // The kernel table's choices for this shape, resolved at load time (heuristic without one).
+  ShapeDispatch pick16, pick8;
   cuda::NestedWeight nested() const {
     return {dptr<const uint8_t>(*upper, 0, "upper"), dptr<const uint8_t>(*lower, 0, "lower"),
             dptr<const int8_t>(*k, 0, "k"), int(out_features), int(in_features)};
@@ -86,12 +89,13 @@ struct BlobLayout {
 
 class CudaBackend final : public Backend {
  public:
-  explicit CudaBackend(int gpu) : gpu_(gpu) {
+  CudaBackend(int gpu, const std::string& kernel_table) : gpu_(gpu) {
     NFP_CUDA_CHECK(cudaSetDevice(gpu));
-    NFP_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     const cuda::DeviceInfo d = cuda::device_info();
     name_ =
         fmt::format("cuda (GPU {}: {}, {} SMs, CUDA runtime {})", gpu, d.name, d.sms, d.runtime);
+    dispatch_ = cuda::make_kernel_dispatch(kernel_table, d.name);  // may throw: before the stream
+    NFP_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   }
   ~CudaBackend() override {
     cudaStreamSynchronize(stream_);
@@ -287,6 +291,7 @@ class CudaBackend final : public Backend {
   int gpu_;
   std::string name_;
   cudaStream_t stream_ = nullptr;
+  std::unique_ptr<KernelDispatch> dispatch_;  // --kernel-table, resolved per weight shape
   BufferPtr staging_;  // fp16 of one weight while loading (split on the GPU into the planes)
   int64_t max_tokens_ = 0, T_ = 0, R_ = 0;
   int max_seqs_ = 0, max_rows_ = 0;
@@ -382,6 +387,10 @@ std::unique_ptr<LinearWeight> CudaBackend::create_linear(const LinearSpec& s) {
   } else {
     fail("create_linear: no weights given (nested, fp16, raw fp16 or random)");
   }
+  if (w->format == WeightFormat::Nested) {
+    w->pick16 = dispatch_->resolve(GemmFamily::Nfp16, int(N), int(K));
+    w->pick8 = dispatch_->resolve(GemmFamily::Nfp8, int(N), int(K));
+  }
   if (s.bias) {
     w->has_bias = true;
     w->bias = alloc(size_t(N) * 2);
@@ -403,16 +412,20 @@ void CudaBackend::linear(Precision precision, const LinearWeight& lw, const Acti
       fail(
           "cuda backend: FP8 linear needs per-token quantized activations (weights-only FP8 runs "
           "on the cpu backend)");
+    // The same M picks the same variant when a graph is captured and when it is replayed.
+    const cuda::GemmConfig cfg{w.pick8.variant(int(M))};
     cuda::nested_fp8_gemm(w.nested(), dptr<const uint8_t>(*x.q8, size_t(M * K), "linear q8"),
                           dptr<const float>(*x.scale, size_t(M) * 4, "linear scale"), y, int(M),
-                          stream_);
+                          stream_, &cfg);
   } else {
     if (!x.f16) fail("cuda backend: an FP16 linear needs fp16 activations");
     const __half* a = h16(*x.f16, M * K, "linear x");
-    if (w.format == WeightFormat::Nested)
-      cuda::nested_fp16_gemm(w.nested(), a, y, int(M), stream_);
-    else
+    if (w.format == WeightFormat::Nested) {
+      const cuda::GemmConfig cfg{w.pick16.variant(int(M))};
+      cuda::nested_fp16_gemm(w.nested(), a, y, int(M), stream_, &cfg);
+    } else {
       cuda::cublas_fp16_gemm(h16(*w.fp16, N * K, "weight"), int(N), int(K), a, y, int(M), stream_);
+    }
   }
   if (w.bias) cuda::add_bias_rows(y, h16(*w.bias, N, "bias"), int(M), int(N), stream_);
 }
@@ -676,7 +689,9 @@ std::string cuda_unusable_reason(int gpu) {
   return "";
 }
 
-std::unique_ptr<Backend> make_cuda_backend(int gpu) { return std::make_unique<CudaBackend>(gpu); }
+std::unique_ptr<Backend> make_cuda_backend(int gpu, const std::string& kernel_table) {
+  return std::make_unique<CudaBackend>(gpu, kernel_table);
+}
 
 // For the NCCL communicator (nccl_communicator.cpp), which queues on the backend's stream.
 cudaStream_t cuda_stream_of(Backend& be) {
