@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one GPU command (docs/DESIGN.md §2, CONTRIBUTING.md "GPU workflow"): on a Hopper machine, from
+# The one GPU command (docs/KERNELS.md §2, CONTRIBUTING.md "GPU workflow"): on a Hopper machine, from
 # the repository root, with .carry/ made by scripts/pack-device.sh beside it. Unpacks the carried
 # headers and sysroot, builds the `cuda` preset, runs tests/gpu, the engine on the GPU
 # (test_gpu_engine, serve e2e on cuda, `bench engine`) and `nestedfp bench kernels`, writes every

@@ -1,5 +1,5 @@
 #pragma once
-// GEMM kernel tables (docs/DESIGN.md §2.4): which configuration of each nested GEMM family runs a
+// GEMM kernel tables (docs/KERNELS.md §2.4): which configuration of each nested GEMM family runs a
 // weight shape (N, K) at a token count M, as measured by `nestedfp tune` on one GPU. Host code
 // only (no CUDA): the cuda backend and `bench kernels` resolve a table against their family's
 // variant names; the cpu tests cover parsing, lookups and fallbacks.

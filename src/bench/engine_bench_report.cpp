@@ -92,7 +92,7 @@ std::string explain_offline(const json& r, const std::string& engine) {
   if (!a || !p) return engine + ": offline run missing.";
   std::string s = fmt::format(
       "{} / plain FP16 offline = {:.3f}: executor time {:.2f} s vs {:.2f} s (executor-only ratio "
-      "{:.3f}); host time outside execute {:.2f} s vs {:.2f} s ({:.1f}% / {:.1f}% of wall).",
+      "{:.3f}); host time between steps {:.2f} s vs {:.2f} s ({:.1f}% / {:.1f}% of wall).",
       engine, num(a, "total_tok_s") / num(p, "total_tok_s"), num(a, "executor_s"),
       num(p, "executor_s"), num(p, "executor_s") / std::max(1e-9, num(a, "executor_s")),
       num(a, "host_s"), num(p, "host_s"), 100 * num(a, "host_fraction"),

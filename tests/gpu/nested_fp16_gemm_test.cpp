@@ -1,4 +1,4 @@
-// NestedFP16 GEMM on the GPU against an FP64 CPU reference (docs/DESIGN.md §2.2, issue 5).
+// NestedFP16 GEMM on the GPU against an FP64 CPU reference (docs/KERNELS.md §2.2, issue 5).
 // Fresh random data every case (never zeros), Y poisoned with NaN before every run, and the
 // results of k = 0 planes and per-channel k planes compared bit for bit.
 #include "backend/cuda/nested_fp16_gemm.hpp"

@@ -1,4 +1,4 @@
-// --kernel-table on the cuda backend (DESIGN.md §2.4): a table that moves every pystd-16m GEMM
+// --kernel-table on the cuda backend (KERNELS.md §2.4): a table that moves every pystd-16m GEMM
 // off the heuristic's choice, and one whose names this build lacks, both give the perplexity of
 // the heuristics (every configuration computes the same GEMM within 1e-3). Needs a Hopper GPU.
 #include <gtest/gtest.h>

@@ -1,5 +1,5 @@
 #pragma once
-// NestedFP16 GEMM on Hopper (DESIGN §2): Y[M,N] = X[M,K] · Wᵀ with W[N,K] held as the nested
+// NestedFP16 GEMM on Hopper (KERNELS.md §2): Y[M,N] = X[M,K] · Wᵀ with W[N,K] held as the nested
 // byte planes upper/lower [N,K] and per-row exponents k[N] (planes store W · 2^k_r).
 // Computed as Yᵀ = W·Xᵀ ("swap AB"): the weight is the wgmma A operand, so a small token count
 // M falls into the wgmma N tile. FP32 accumulation; the epilogue multiplies row r by 2^-k_r.

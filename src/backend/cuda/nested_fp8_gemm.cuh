@@ -1,5 +1,5 @@
 #pragma once
-// NestedFP8 GEMM on CUTLASS 4.2 (sm90, TMA warp-specialized), docs/DESIGN.md §2.3. Included only by
+// NestedFP8 GEMM on CUTLASS 4.2 (sm90, TMA warp-specialized), docs/KERNELS.md §2.3. Included only by
 // the nested_fp8_gemm_v*.cu translation units, one kernel configuration each (they compile in
 // parallel).
 //

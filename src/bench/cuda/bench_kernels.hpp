@@ -1,5 +1,5 @@
 #pragma once
-// `nestedfp bench kernels`: times the GEMMs of DESIGN §2 against cuBLAS on the GPU at hand.
+// `nestedfp bench kernels`: times the GEMMs of KERNELS.md §2 against cuBLAS on the GPU at hand.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 

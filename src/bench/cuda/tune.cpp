@@ -60,7 +60,7 @@ std::vector<Candidate> candidates(int M, int N, int K, bool kernel_set_only) {
         // and only cost time (as in `bench kernels --all-variants`).
         if (tile_tokens(names[v]) * 64 < M) continue;
         // Fast-accumulation NestedFP8 kernels ("fa") miss the 1e-3 accuracy bound at long K
-        // (DESIGN.md §2.3): never a table's choice, whatever a short-K check says.
+        // (KERNELS.md §2.3): never a table's choice, whatever a short-K check says.
         if (f == GemmFamily::Nfp8 && names[v].find("fa") != std::string::npos) continue;
       }
       out.push_back({f, v, names[v]});

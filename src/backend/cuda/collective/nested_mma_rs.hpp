@@ -1,5 +1,5 @@
 #pragma once
-// NestedFP16 mainloop for Hopper (sm_90a), docs/DESIGN.md §2.2.
+// NestedFP16 mainloop for Hopper (sm_90a), docs/KERNELS.md §2.2.
 //
 // Operand A is the weight, held as two byte planes (upper, lower) of shape [M', K] (K-major);
 // operand B is the FP16 activation [N', K] (K-major). A producer warp loads the upper, lower and
