@@ -12,6 +12,7 @@
 #include <fstream>
 
 #include "bench/engine_bench.hpp"
+#include "bench/provenance.hpp"
 #include "cli/bench_command.hpp"
 #include "cli/list_args.hpp"
 #include "cli/model_cli.hpp"
@@ -68,11 +69,11 @@ int run(EngineBenchArgs& a, const std::string& command) {
     spdlog::info("copy bandwidth {:.0f} GB/s", o.copy_bandwidth / 1e9);
   }
 #endif
-  const char* commit = std::getenv("NESTEDFP_GIT_COMMIT");
+  const std::string commit = bench::result_commit();
   nlohmann::json header = {{"model", a.m.model},
                            {"load_format", a.m.load_format},
                            {"device", dev},
-                           {"git_commit", commit ? commit : "?"},
+                           {"git_commit", commit},
                            {"command", command},
                            {"enforce_eager", a.m.enforce_eager},
                            {"tensor_parallel_size", a.m.tensor_parallel_size}};

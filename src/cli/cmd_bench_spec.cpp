@@ -19,6 +19,7 @@
 #include <string_view>
 
 #include "bench/plot_png.hpp"
+#include "bench/provenance.hpp"
 #include "cli/bench_command.hpp"
 #include "cli/list_args.hpp"
 #include "cli/model_cli.hpp"
@@ -293,9 +294,9 @@ int run(const SpecBenchArgs& a, const std::string& command) {
                    k);
   }
 
-  const char* commit = std::getenv("NESTEDFP_GIT_COMMIT");
+  const std::string commit = bench::result_commit();
   nlohmann::json j = {{"model", a.m.model},         {"load_format", a.m.load_format},
-                      {"backend", backend_name},    {"git_commit", commit ? commit : ""},
+                      {"backend", backend_name},    {"git_commit", commit},
                       {"command", command},         {"prompt_len", a.prompt_len},
                       {"max_tokens", a.max_tokens}, {"spec_k", k},
                       {"acceptance_by_k", accept},  {"results", rows},
@@ -306,8 +307,7 @@ int run(const SpecBenchArgs& a, const std::string& command) {
       "# bench spec: {} ({})\n\nbackend: {}; commit {}; prompts of {} tokens, {} greedy tokens "
       "each\n\n`{}`\n\n## Acceptance per k (batch {})\n\n| k | acceptance | tokens per cycle | "
       "decode tok/s | cycle ms | identical to NestedFP16 |\n|---|---|---|---|---|---|\n",
-      a.m.model, a.m.load_format, backend_name, commit ? commit : "?", a.prompt_len, a.max_tokens,
-      command, AB);
+      a.m.model, a.m.load_format, backend_name, commit, a.prompt_len, a.max_tokens, command, AB);
   for (const auto& r : accept)
     md += fmt::format("| {} | {:.3f} | {:.2f} | {:.1f} | {:.3f} | {:.2f} |\n", r["k"].get<int>(),
                       r["acceptance"].get<double>(), r["tokens_per_cycle"].get<double>(),

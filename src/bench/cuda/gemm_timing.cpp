@@ -10,6 +10,7 @@
 #include <ctime>
 #include <random>
 
+#include "bench/provenance.hpp"
 #include "nestedfp/error.hpp"
 
 namespace nestedfp::cuda {
@@ -140,10 +141,7 @@ RunInfo run_info() {
   RunInfo r;
   r.driver = run_text("nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null");
   if (const size_t nl = r.driver.find('\n'); nl != std::string::npos) r.driver.resize(nl);
-  const char* env = std::getenv("NESTEDFP_GIT_COMMIT");
-  r.commit = env ? env : "";
-  if (r.commit.empty()) r.commit = run_text("git rev-parse --short HEAD 2>/dev/null");
-  if (r.commit.empty()) r.commit = "unknown";
+  r.commit = bench::result_commit();
   const auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
   char date[16];
   std::strftime(date, sizeof date, "%Y-%m-%d", std::gmtime(&now));
