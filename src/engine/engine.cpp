@@ -140,6 +140,7 @@ bool Engine::Impl::step() {
     auto chunks = sched->schedule();
     if (chunks.empty()) {
       flush_emits();
+      if (!has_work()) idle_cv.notify_all();  // the flush may have ended the last request
       return false;
     }
     StepLoad load;
@@ -174,7 +175,9 @@ bool Engine::Impl::step() {
       auto now = Clock::now();
       std::vector<std::pair<uint64_t, QueuedPrompt>> q;
       for (auto& [id, r] : recs)
-        if (!r->done && r->generated == 0 && r->seq.prompt_len > r->seq.num_computed)
+        // Samples 1.. of an n > 1 request (forks) reuse sample 0's prompt KV: one prompt.
+        if (!r->done && r->generated == 0 && r->seq.prompt_len > r->seq.num_computed &&
+            !r->seq.fork_of)
           q.push_back({r->seq.arrival,
                        {seconds(now - r->arrival), r->seq.prompt_len - r->seq.num_computed,
                         r->seq.arrival}});
@@ -215,9 +218,12 @@ bool Engine::Impl::step() {
     error = e.what();
     spdlog::error("engine step failed: {}", error);
   }
-  if (!emits.empty()) {  // the previous step's output work, while the device runs this one
-    std::lock_guard lk(mu);
-    flush_emits();
+  double flush_seconds = 0;  // host work inside the step's window: not the step's time
+  {                          // the previous step's output work, while the device runs this one
+    const auto f0 = Clock::now();
+    std::lock_guard lk(mu);  // abort() may flush too
+    if (!emits.empty()) flush_emits();
+    flush_seconds = seconds(Clock::now() - f0);
   }
   try {
     if (launched) out = exec.collect();
@@ -245,7 +251,9 @@ bool Engine::Impl::step() {
       spdlog::error("engine step failed: {}", error);
     }
   }
-  double dt = seconds(Clock::now() - t0) - draft_seconds;
+  // The device's time when it outlasts the overlapped output work (the usual case).
+  double dt = seconds(Clock::now() - t0) - draft_seconds - flush_seconds;
+  dt = std::max(dt, 0.0);
   int total_tokens = 0;
   for (auto& s : in.seqs) total_tokens += static_cast<int>(s.tokens.size());
 
@@ -338,7 +346,7 @@ void Engine::Impl::loop() {
   while (true) {
     {
       std::unique_lock lk(mu);
-      work_cv.wait(lk, [&] { return stopping || has_work(); });
+      work_cv.wait(lk, [&] { return stopping || has_work() || !emits.empty(); });
       if (stopping) return;
     }
     bool ran = false;
@@ -495,7 +503,10 @@ bool Engine::abort(int64_t request_id) {
   auto it = I.recs.find(request_id);
   if (it == I.recs.end() || it->second->done) return false;
   I.finish(*it->second, FinishReason::Abort, {});
-  if (!I.has_work()) I.idle_cv.notify_all();
+  if (!I.has_work()) {  // no step will come to emit what other requests are owed
+    I.flush_emits();
+    I.idle_cv.notify_all();
+  }
   return true;
 }
 
@@ -571,7 +582,8 @@ std::string Engine::metrics_text() const {
 
 bool Engine::wait_idle(std::chrono::milliseconds timeout) const {
   std::unique_lock lk(impl_->mu);
-  return impl_->idle_cv.wait_for(lk, timeout, [&] { return !impl_->has_work(); });
+  return impl_->idle_cv.wait_for(lk, timeout,
+                                 [&] { return !impl_->has_work() && impl_->emits.empty(); });
 }
 
 int Engine::max_model_len() const { return impl_->max_len; }

@@ -88,7 +88,22 @@ void Engine::Impl::commit_verified(Record& r, const engine::SpecSeq& sp,
 }
 
 void Engine::Impl::flush_emits() {
-  for (Emit& e : emits) emit(e);
+  for (Emit& e : emits) {
+    try {
+      emit(e);
+    } catch (const std::exception& ex) {  // lose this request's event, not the engine
+      spdlog::error("request {}: output failed: {}", e.rec->seq.id, ex.what());
+      Record& r = *e.rec;  // alive: emit releases it only as its last action
+      r.owed = false;
+      if (r.done) {
+        release(r);
+      } else {
+        RequestEvent ev;
+        ev.error = std::string("output failed: ") + ex.what();
+        finish(r, FinishReason::Error, std::move(ev));
+      }
+    }
+  }
   emits.clear();
 }
 
@@ -122,8 +137,15 @@ void Engine::Impl::emit(Emit& e) {
       r.stream->push(std::move(ev));
     return release(r);
   }
-  if (r.decoder && !r.stops.stopped() && r.stops.append(r.decoder->finish()))
-    why = FinishReason::Stop;
+  if (r.decoder && !r.stops.stopped()) {
+    std::string rest;
+    try {
+      rest = r.decoder->finish();
+    } catch (const std::exception& ex) {
+      spdlog::debug("request {}: no text at the end: {}", r.seq.id, ex.what());
+    }
+    if (r.stops.append(rest)) why = FinishReason::Stop;
+  }
   ev.text += r.stops.take_all();
   ev.finish = why;
   ev.completion_tokens = r.emitted;

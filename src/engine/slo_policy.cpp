@@ -20,6 +20,7 @@ namespace {
 constexpr const char* kSloForm = "slo[:ttft=MS,tpot=MS,hysteresis=F,gain=F,forecast=F]";
 // Steps over which TPOT is averaged: roughly the next output tokens of a running request.
 constexpr int kTpotHorizon = 32;
+constexpr double kMinArrivals = 2;  // (decayed) arrivals in the window before the forecast counts
 constexpr double kRecentWeight = 1.0 / kTpotHorizon;  // EWMA weight of the latest step's shape
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
@@ -205,6 +206,9 @@ class SloPolicy final : public PrecisionPolicy {
   void forecast(Precision p, const StepLoad& load, Pred& out) const {
     const double s = rates_.mean_tokens();
     if (!arrivals_ || s <= 0) return;  // nothing arrived lately: nothing to forecast
+    // Fewer than two arrivals in the window are no rate: one long prompt on an idle server would
+    // forecast its own wait (the queue model already covers a request once it is queued).
+    if (rates_.requests * arrivals_->window_s() < kMinArrivals) return;
     const int decodes = load.num_decode_seqs;
     const int cap = std::max(1, budget_ - decodes);
     const int per_step = std::clamp(static_cast<int>(std::ceil(cap / s)), 1, cap);

@@ -106,3 +106,19 @@ TEST(Overlap, AbortWithOutputOwedEndsTheStreamConsistently) {
   EXPECT_FALSE(e.step());  // the owed output is dropped, the record released
   EXPECT_FALSE(e.abort(s->id()));
 }
+
+// An abort that leaves no work must emit what other requests are owed: no step will come to do
+// it, and wait_idle must not report idle before it is out.
+TEST(Overlap, AbortOfTheLastRunningRequestFlushesOthersOwedOutput) {
+  FakeExecutor ex(kVocab, 64, 1024);
+  ex.overlap = true;
+  Engine e(ex, config());
+  auto a = e.add_request(req(50, 1));
+  auto b = e.add_request(req(3, 2));
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(e.step());  // b ended at commit; its events are owed
+  EXPECT_TRUE(e.abort(a->id()));
+  EXPECT_TRUE(e.wait_idle(std::chrono::milliseconds(0)));
+  RequestEvent got = drain(*b);
+  EXPECT_EQ(got.finish, FinishReason::Length);
+  EXPECT_EQ(got.token_ids.size(), 3u);
+}

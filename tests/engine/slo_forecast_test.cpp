@@ -244,3 +244,21 @@ TEST(SloForecast, SaturatedBothWaysStillPrefersTheFasterPrecision) {
                    "nestedfp_slo_decisions_total{precision=\"fp16\",reason="
                    "\"no_gain\"} 0"));
 }
+
+// A lone long prompt on an idle server: the queue model says FP16 meets the target, and the
+// forecast must not count the request itself as the start of a surge.
+TEST(SloForecast, ALoneLongPromptOnAnIdleServerStaysFp16) {
+  LatencyModel m;
+  m.set_prior(Precision::FP16, LatencyModel::Coeffs{0.010, 1e-4, 0});
+  m.set_prior(Precision::FP8, LatencyModel::Coeffs{0.006, 5e-5, 0});
+  PolicyContext ctx{1000, 0, 0, &m};
+  auto p = make_precision_policy("slo:ttft=500", ctx);
+  StepLoad l;
+  l.now_s = 100;
+  l.prompts.push_back({0, 3000, 0});  // 3 full FP16 steps: 330 ms of a 500 ms target
+  l.num_tokens = 1000;
+  l.num_seqs = 1;
+  EXPECT_EQ(p->choose(l), Precision::FP16);
+  l.now_s = 100.11, l.prompts = {{0.11, 2000, 0}};
+  EXPECT_EQ(p->choose(l), Precision::FP16);
+}

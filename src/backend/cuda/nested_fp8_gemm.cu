@@ -3,6 +3,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <map>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -94,18 +95,26 @@ DeviceCache& device_cache() {
 
 namespace {
 std::mutex g_ws_mutex;
-size_t g_ws_size = 0, g_ws_total = 0;  // the live workspace; it and the retired ones
-// Outgrown workspaces are kept, not freed: a CUDA graph captured with a smaller one (the engine's
-// batch buckets, `tune` and `bench kernels` capturing variant after variant) still points into
-// it. Growth is rare (a few sizes per process), so this costs little memory.
+size_t g_ws_total = 0;  // live and retired workspaces
+// One workspace per (device, stream), as for NestedFP16: GEMMs on one stream are ordered, so they
+// may share it; tensor-parallel ranks (threads of one process, one device and stream each) must
+// not. Outgrown workspaces are kept, not freed: a CUDA graph captured with a smaller one (the
+// engine's batch buckets, `tune` and `bench kernels` capturing variant after variant) still
+// points into it. Growth is rare (a few sizes per process), so this costs little memory.
+struct Workspace {
+  void* ptr = nullptr;
+  size_t size = 0;
+};
+std::map<std::pair<int, cudaStream_t>, Workspace> g_ws;
 std::vector<void*> g_ws_retired;
 }  // namespace
 
 void* workspace_for(size_t bytes, cudaStream_t stream) {
-  static void* ptr = nullptr;
-  size_t& size = g_ws_size;
+  int device = 0;
+  NFP_CUDA_CHECK(cudaGetDevice(&device));
   std::lock_guard<std::mutex> lock(g_ws_mutex);
-  if (bytes <= size) return ptr;
+  Workspace& w = g_ws[{device, stream}];
+  if (bytes <= w.size) return w.ptr;
   cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
   NFP_CUDA_CHECK(cudaStreamIsCapturing(stream, &cap));
   if (cap != cudaStreamCaptureStatusNone)
@@ -114,11 +123,11 @@ void* workspace_for(size_t bytes, cudaStream_t stream) {
               "shape once before capturing");
   void* p = nullptr;
   NFP_CUDA_CHECK(cudaMalloc(&p, bytes));
-  if (ptr) g_ws_retired.push_back(ptr);
-  ptr = p;
-  size = bytes;
+  if (w.ptr) g_ws_retired.push_back(w.ptr);
+  w.ptr = p;
+  w.size = bytes;
   g_ws_total += bytes;
-  return ptr;
+  return w.ptr;
 }
 
 }  // namespace fp8gemm

@@ -302,7 +302,8 @@ class CudaBackend final : public Backend {
   cuda::AttnBatch batch_{};
   std::unique_ptr<cuda::FlashInferAttention> fi_;
   const StepLayout* step_ = nullptr;
-  int pending_top_ = -1;  // of the last sample_enqueue
+  void scan_sample_rows(int64_t row_begin, int64_t rows);
+  int pending_top_ = -1;  // of the sample rows being sampled (scan_sample_rows)
   bool pending_any_ = false;
   std::map<int64_t, cudaGraphExec_t> graphs_;
   bool capturing_ = false;
@@ -527,7 +528,10 @@ void CudaBackend::upload_penalties(const StepLayout& L) {
                 reinterpret_cast<float*>(d + saved)};
 }
 
-void CudaBackend::sample_enqueue(const Buffer& logits, int64_t V, int64_t row_begin, int64_t rows) {
+// Whether the step's sample rows in [row_begin, row_begin + rows) exist and the most top
+// log-probs they want: from the layout, so that a replayed graph (which runs no host code of
+// sample_enqueue) is collected from its own step, not from the last eager one's.
+void CudaBackend::scan_sample_rows(int64_t row_begin, int64_t rows) {
   const StepLayout& L = *step_;
   pending_top_ = -1, pending_any_ = false;
   for (size_t i = 0; i < L.sample_rows.size(); ++i)
@@ -535,6 +539,10 @@ void CudaBackend::sample_enqueue(const Buffer& logits, int64_t V, int64_t row_be
       pending_any_ = true;
       pending_top_ = std::max(pending_top_, L.top_logprobs[i]);
     }
+}
+
+void CudaBackend::sample_enqueue(const Buffer& logits, int64_t V, int64_t row_begin, int64_t rows) {
+  scan_sample_rows(row_begin, rows);
   if (!pending_any_) return;
   const float* lg = dptr<const float>(logits, size_t(rows * V) * 4, "sample logits");
   auto* out = dptr<uint8_t>(*dev_out_, 0, "sample out");
@@ -558,6 +566,7 @@ void CudaBackend::sample_enqueue(const Buffer& logits, int64_t V, int64_t row_be
 std::vector<SampledToken> CudaBackend::sample_collect(int64_t row_begin, int64_t rows) {
   const StepLayout& L = *step_;
   std::vector<SampledToken> res;
+  scan_sample_rows(row_begin, rows);
   if (!pending_any_) return res;
   const int top = pending_top_, n = std::max(top, 0);
   // One copy back: tokens, and the log-probabilities when asked for.
