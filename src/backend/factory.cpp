@@ -1,6 +1,8 @@
 // make_backend: the one place that decides which backend a command runs on.
 #include <spdlog/spdlog.h>
 
+#include <filesystem>
+
 #include "nestedfp/backend.hpp"
 #include "nestedfp/error.hpp"
 
@@ -30,9 +32,16 @@ std::string describe_auto_device() {
 
 std::unique_ptr<Backend> make_backend(const BackendOptions& o) {
   auto cpu = [&] {
-    if (o.kernel_table != "auto" && o.kernel_table != "none")
-      spdlog::info("--kernel-table {}: the cpu backend has no GEMM variants; ignored",
+    if (o.kernel_table != "auto" && o.kernel_table != "none") {
+      // A mistyped path fails here as on the GPU, rather than only where the table is read.
+      if (!std::filesystem::is_regular_file(o.kernel_table))
+        fail(
+            "--kernel-table {}: no such file (give a table written by `nestedfp tune`, auto or "
+            "none)",
+            o.kernel_table);
+      spdlog::warn("--kernel-table {}: the cpu backend has no GEMM variants; ignored",
                    o.kernel_table);
+    }
     return make_cpu_backend(o.cpu_threads);
   };
   if (o.device == "cpu") return cpu();

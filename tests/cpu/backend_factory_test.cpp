@@ -31,6 +31,22 @@ TEST(BackendFactory, CpuAndUnknownDevices) {
   EXPECT_NE(error_of(o).find("unknown device 'tpu'"), std::string::npos) << error_of(o);
 }
 
+// A kernel-table path that does not exist is refused on every backend (a typo must not pass
+// silently on the cpu backend, which has no GEMM variants and otherwise ignores the table).
+TEST(BackendFactory, MissingKernelTableFileIsRefused) {
+  backend::BackendOptions o;
+  o.device = "cpu";
+  o.cpu_threads = 1;
+  o.kernel_table = "/nonexistent/h200.json";
+  EXPECT_NE(error_of(o).find("--kernel-table /nonexistent/h200.json: no such file"),
+            std::string::npos)
+      << error_of(o);
+  o.kernel_table = "auto";
+  EXPECT_EQ(error_of(o), "");
+  o.kernel_table = "none";
+  EXPECT_EQ(error_of(o), "");
+}
+
 #ifndef NESTEDFP_HAVE_CUDA
 // A build without CUDA: auto falls back to the cpu backend; asking for cuda says why not and what
 // to do instead.

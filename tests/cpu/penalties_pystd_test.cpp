@@ -52,18 +52,7 @@ std::vector<std::vector<int32_t>> run(const std::vector<GenerationRequest>& rs,
   cfg.max_num_seqs = 8;
   cfg.eos_token_ids = eos;
   Engine e(runner(), cfg);
-  std::vector<std::shared_ptr<RequestStream>> ss;
-  for (const auto& r : rs) ss.push_back(e.add_request(r));
-  while (e.step()) {
-  }
-  std::vector<std::vector<int32_t>> out;
-  for (auto& s : ss) {
-    std::vector<int32_t> ids;
-    while (auto ev = s->next(std::chrono::milliseconds(0)))
-      ids.insert(ids.end(), ev->token_ids.begin(), ev->token_ids.end());
-    out.push_back(ids);
-  }
-  return out;
+  return run_to_completion(e, rs);
 }
 
 GenerationRequest request(const std::string& prompt, int max_tokens, float temperature,

@@ -1,6 +1,7 @@
 #pragma once
 // Shared by the tests that run the bundled pystd-16m model against its REFERENCE.json.
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <memory>
@@ -14,6 +15,7 @@
 
 #include "engine/model_runner.hpp"
 #include "engine/offline.hpp"
+#include "nestedfp/engine.hpp"
 #include "nestedfp/tokenizer.hpp"
 
 namespace nestedfp::testing_pystd {
@@ -73,6 +75,34 @@ inline std::vector<double> reference_first8(const char* mode) {
 
 inline double mean(const std::vector<double>& v) {
   return std::accumulate(v.begin(), v.end(), 0.0) / double(v.size());
+}
+
+// Adds `reqs` to `eng`, steps it on this thread until it drains, and returns each request's
+// generated token ids (the engine tests' common run).
+inline std::vector<std::vector<int32_t>> run_to_completion(
+    Engine& eng, const std::vector<GenerationRequest>& reqs) {
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (const auto& r : reqs) streams.push_back(eng.add_request(r));
+  while (eng.step()) {
+  }
+  std::vector<std::vector<int32_t>> out;
+  for (auto& s : streams) {
+    std::vector<int32_t> ids;
+    while (auto ev = s->next(std::chrono::milliseconds(0)))
+      ids.insert(ids.end(), ev->token_ids.begin(), ev->token_ids.end());
+    out.push_back(std::move(ids));
+  }
+  return out;
+}
+
+// A greedy request for `max_tokens` tokens that ignores EOS.
+inline GenerationRequest greedy_request(std::vector<int32_t> prompt, int max_tokens) {
+  GenerationRequest r;
+  r.prompt = std::move(prompt);
+  r.max_tokens = max_tokens;
+  r.ignore_eos = true;
+  r.sampling.temperature = 0.f;
+  return r;
 }
 
 }  // namespace nestedfp::testing_pystd

@@ -233,26 +233,13 @@ TEST(CudaEngine, DecodeGraphsMatchEagerSteps) {
         ec.max_num_seqs = 8;
         ec.precision = to_string(p);
         Engine eng(r, ec);
-        std::vector<std::shared_ptr<RequestStream>> streams;
-        for (int i = 0; i < batch; ++i) {
-          GenerationRequest req;
-          req.prompt = std::vector<int32_t>(text_ids().begin() + 100 * i,
-                                            text_ids().begin() + 100 * i + 30 + 7 * i);
-          req.max_tokens = 24;
-          req.ignore_eos = true;
-          req.sampling.temperature = 0.f;
-          streams.push_back(eng.add_request(req));
-        }
-        while (eng.step()) {
-        }
-        std::vector<std::vector<int32_t>> out;
-        for (auto& s : streams) {
-          std::vector<int32_t> t;
-          while (auto ev = s->next(std::chrono::milliseconds(0)))
-            t.insert(t.end(), ev->token_ids.begin(), ev->token_ids.end());
-          out.push_back(t);
-        }
-        return out;
+        std::vector<GenerationRequest> reqs;
+        for (int i = 0; i < batch; ++i)
+          reqs.push_back(
+              greedy_request(std::vector<int32_t>(text_ids().begin() + 100 * i,
+                                                  text_ids().begin() + 100 * i + 30 + 7 * i),
+                             24));
+        return run_to_completion(eng, reqs);
       };
       const uint64_t before = graphs->graph_replays();
       const auto a = run(*graphs), b = run(*eager);

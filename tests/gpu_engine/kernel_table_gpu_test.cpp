@@ -9,8 +9,8 @@
 #include <string>
 
 #include "backend/kernel_table.hpp"
-#include "cpu/pystd_fixture.hpp"
 #include "engine/model_runner.hpp"
+#include "gpu_engine/cuda_pystd.hpp"
 
 using namespace nestedfp;
 using namespace nestedfp::testing_pystd;
@@ -18,16 +18,11 @@ using namespace nestedfp::testing_pystd;
 namespace {
 
 std::unique_ptr<engine::ModelRunner> runner(const std::string& table) {
-  backend::BackendOptions bo;
-  bo.device = "cuda";
-  bo.kernel_table = table;
-  engine::LoadOptions lo;
-  lo.model_dir = kModel;
   engine::RunnerOptions ro;
   ro.max_num_batched_tokens = 512;
   ro.max_num_seqs = 8;
   ro.num_kv_blocks = 512;
-  return engine::ModelRunner::load(backend::make_backend(bo), lo, ro);
+  return load_cuda_pystd(ro, true, table);
 }
 
 // pystd-16m's GEMM shapes (hidden 384, 6 x 64 query heads, 2 KV heads, intermediate 1024), every

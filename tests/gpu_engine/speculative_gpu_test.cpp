@@ -38,25 +38,12 @@ std::vector<std::vector<int32_t>> run(engine::ModelRunner& r, const std::string&
   ec.max_num_seqs = 8;
   ec.speculative = spec;
   Engine eng(r, ec);
-  std::vector<std::shared_ptr<RequestStream>> ss;
-  for (int i = 0; i < batch; ++i) {
-    GenerationRequest req;
-    req.prompt = std::vector<int32_t>(text_ids().begin() + 300 * i,
-                                      text_ids().begin() + 300 * i + 40 + 5 * i);
-    req.max_tokens = 48;
-    req.ignore_eos = true;
-    req.sampling.temperature = 0.f;
-    ss.push_back(eng.add_request(req));
-  }
-  while (eng.step()) {
-  }
-  std::vector<std::vector<int32_t>> out;
-  for (auto& s : ss) {
-    std::vector<int32_t> t;
-    while (auto ev = s->next(std::chrono::milliseconds(0)))
-      t.insert(t.end(), ev->token_ids.begin(), ev->token_ids.end());
-    out.push_back(t);
-  }
+  std::vector<GenerationRequest> reqs;
+  for (int i = 0; i < batch; ++i)
+    reqs.push_back(greedy_request(std::vector<int32_t>(text_ids().begin() + 300 * i,
+                                                       text_ids().begin() + 300 * i + 40 + 5 * i),
+                                  48));
+  auto out = run_to_completion(eng, reqs);
   if (stats) *stats = eng.stats();
   return out;
 }

@@ -92,25 +92,9 @@ std::vector<std::vector<int32_t>> greedy_batch(ModelExecutor& ex, Precision p,
   ec.max_num_seqs = 8;
   ec.precision = to_string(p);
   Engine eng(ex, ec);
-  std::vector<std::shared_ptr<RequestStream>> streams;
-  for (const auto& pr : prompts) {
-    GenerationRequest req;
-    req.prompt = pr;
-    req.max_tokens = max_tokens;
-    req.ignore_eos = true;
-    req.sampling.temperature = 0.f;
-    streams.push_back(eng.add_request(req));
-  }
-  while (eng.step()) {
-  }
-  std::vector<std::vector<int32_t>> out;
-  for (auto& s : streams) {
-    std::vector<int32_t> t;
-    while (auto ev = s->next(std::chrono::milliseconds(0)))
-      t.insert(t.end(), ev->token_ids.begin(), ev->token_ids.end());
-    out.push_back(t);
-  }
-  return out;
+  std::vector<GenerationRequest> reqs;
+  for (const auto& pr : prompts) reqs.push_back(greedy_request(pr, max_tokens));
+  return run_to_completion(eng, reqs);
 }
 
 }  // namespace
