@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `nestedfp tune` and `--kernel-table` from the command line: argument errors are refused before
 # any GPU work with a message naming the option; a build or machine without a Hopper GPU says so;
-# the cpu backend takes any --kernel-table and ignores it (its GEMMs have no variants).
+# the cpu backend ignores an existing --kernel-table (its GEMMs have no variants) and refuses a
+# path that does not exist, as the GPU would.
 set -uo pipefail
 BIN=${1:?usage: tune_cli.sh NESTEDFP_BINARY MODEL_DIR}
 MODEL=${2:?usage: tune_cli.sh NESTEDFP_BINARY MODEL_DIR}
@@ -36,7 +37,10 @@ if ! command -v nvidia-smi >/dev/null || ! nvidia-smi >/dev/null 2>&1; then
     tune --model "$ROOT/bench/configs/llama-3.1-8b" --tp 4 --m 1,16 --out "$work/t.json"
   [ ! -e "$work/t.json" ] || { echo "FAIL: a table was written without a GPU"; exit 1; }
 fi
+echo '{}' > "$work/table.json"
 expect 0 "ignored" "--kernel-table FILE on the cpu backend" -- \
+  generate "$MODEL" --device cpu --kernel-table "$work/table.json" --prompt "def" --max-tokens 2
+expect 1 "no such file" "a --kernel-table path that does not exist" -- \
   generate "$MODEL" --device cpu --kernel-table "$work/none.json" --prompt "def" --max-tokens 2
 expect 0 "" "--kernel-table none on the cpu backend" -- \
   generate "$MODEL" --device cpu --kernel-table none --prompt "def" --max-tokens 2
