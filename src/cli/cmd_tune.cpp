@@ -23,8 +23,9 @@
 namespace nestedfp::cli {
 namespace {
 
-// MEASURING.md §5.1's token counts: `bench kernels` then times every point at a tuned bucket.
-constexpr const char* kDefaultMs = "1,16,32,64,128,256,512,1024,2048,4096,8192";
+// MEASURING.md §5.1's token counts, and 8 (decode batches of 2..8, where a token tile of 8
+// streams the weight once): `bench kernels` then times every point at a tuned bucket.
+constexpr const char* kDefaultMs = "1,8,16,32,64,128,256,512,1024,2048,4096,8192";
 
 struct Args {
   bench::TuneShapeArgs shapes;

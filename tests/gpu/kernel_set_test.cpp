@@ -83,7 +83,7 @@ TEST(KernelSet, LeftOutConfigurationsAreRefusedWithARebuildHint) {
         error_of([&] { cuda::nested_fp8_gemm(w, g_bytes[0], g_scale, Y, 16, nullptr, &cfg); }),
         "nested_fp8_gemm", fp8[v]);
   }
-  // Zero in an `all` build (scripts/gpu-check.sh); a default build leaves out 5 + 5, ci 10 + 18.
+  // Zero in an `all` build (scripts/gpu-check.sh); a default build leaves out 8 + 5, ci 13 + 18.
   std::printf("  %d configurations left out of this build\n", left_out);
 }
 

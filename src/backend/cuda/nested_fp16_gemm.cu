@@ -23,13 +23,24 @@ struct Config {
 // The index is the variant number (GemmConfig::variant, the benchmarks' "per config" columns):
 // append new configurations, do not reorder.
 constexpr Config kConfigs[] = {
-    NFP16_CONFIG(t128x16x128_coop_sk),      NFP16_CONFIG(t128x32x128_coop_sk),
-    NFP16_CONFIG(t128x64x64_coop_sk),       NFP16_CONFIG(t128x128x64_coop_sk),
-    NFP16_CONFIG(t128x256x64_coop_sk),      NFP16_CONFIG(t128x128x64_pingpong),
-    NFP16_CONFIG(t256x128x64_coop_c2x1_sk), NFP16_CONFIG(t256x128x64_coop_sk),
-    NFP16_CONFIG(t128x256x64_coop_c1x2_sk), NFP16_CONFIG(t128x64x128_coop_sk),
-    NFP16_CONFIG(t128x128x128_coop_sk),     NFP16_CONFIG(t64x16x128_pingpong),
-    NFP16_CONFIG(t64x32x128_pingpong),      NFP16_CONFIG(t64x64x128_pingpong),
+    NFP16_CONFIG(t128x16x128_coop_sk),
+    NFP16_CONFIG(t128x32x128_coop_sk),
+    NFP16_CONFIG(t128x64x64_coop_sk),
+    NFP16_CONFIG(t128x128x64_coop_sk),
+    NFP16_CONFIG(t128x256x64_coop_sk),
+    NFP16_CONFIG(t128x128x64_pingpong),
+    NFP16_CONFIG(t256x128x64_coop_c2x1_sk),
+    NFP16_CONFIG(t256x128x64_coop_sk),
+    NFP16_CONFIG(t128x256x64_coop_c1x2_sk),
+    NFP16_CONFIG(t128x64x128_coop_sk),
+    NFP16_CONFIG(t128x128x128_coop_sk),
+    NFP16_CONFIG(t64x16x128_pingpong),
+    NFP16_CONFIG(t64x32x128_pingpong),
+    NFP16_CONFIG(t64x64x128_pingpong),
+    NFP16_CONFIG(mma128x8),
+    NFP16_CONFIG(mma128x16),
+    NFP16_CONFIG(mma128x32),
+    NFP16_CONFIG(mma128x64),
 };
 #undef NFP16_CONFIG
 static_assert(sizeof(kConfigs) / sizeof(kConfigs[0]) == kNfp16_NumConfigs,

@@ -44,6 +44,11 @@ using RunFn = void (*)(const Problem&);
 #define NFP16_TIER_t64x16x128_pingpong NFP_TIER_ALL  // candidates for `tune` (issue 12)
 #define NFP16_TIER_t64x32x128_pingpong NFP_TIER_ALL
 #define NFP16_TIER_t64x64x128_pingpong NFP_TIER_ALL
+// The streaming mma.sync kernels: in every build (one translation unit, seconds of nvcc).
+#define NFP16_TIER_mma128x8 NFP_TIER_CI
+#define NFP16_TIER_mma128x16 NFP_TIER_CI
+#define NFP16_TIER_mma128x32 NFP_TIER_CI
+#define NFP16_TIER_mma128x64 NFP_TIER_CI
 
 void run_t128x16x128_coop_sk(const Problem&);
 void run_t128x32x128_coop_sk(const Problem&);
@@ -59,5 +64,9 @@ void run_t128x256x64_coop_c1x2_sk(const Problem&);
 void run_t64x16x128_pingpong(const Problem&);
 void run_t64x32x128_pingpong(const Problem&);
 void run_t64x64x128_pingpong(const Problem&);
+void run_mma128x8(const Problem&);
+void run_mma128x16(const Problem&);
+void run_mma128x32(const Problem&);
+void run_mma128x64(const Problem&);
 
 }  // namespace nestedfp::cuda::nfp16

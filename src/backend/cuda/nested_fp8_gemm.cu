@@ -50,6 +50,10 @@ constexpr Variant kVariants[] = {
     {"coop128x128fa", NFP8_KERNEL(coop128x128fa), 128, 128, false, 0},
     {"coop128x256fa", NFP8_KERNEL(coop128x256fa), 128, 256, false, 0},
     {"coop128x256fac2", NFP8_KERNEL(coop128x256fac2), 128, 256, false, 0},
+    {"mma128x8", NFP8_KERNEL(mma128x8), 128, 8, false, 0},
+    {"mma128x16", NFP8_KERNEL(mma128x16), 128, 16, false, 0},
+    {"mma128x32", NFP8_KERNEL(mma128x32), 128, 32, false, 0},
+    {"mma128x64", NFP8_KERNEL(mma128x64), 128, 64, false, 0},
 };
 #undef NFP8_KERNEL
 constexpr int kNumVariants = int(sizeof(kVariants) / sizeof(kVariants[0]));

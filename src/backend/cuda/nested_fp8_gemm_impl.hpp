@@ -43,6 +43,11 @@ void* workspace_for(size_t bytes, cudaStream_t stream);
 #define NFP8_TIER_coop128x128fa NFP_TIER_ALL
 #define NFP8_TIER_coop128x256fa NFP_TIER_ALL
 #define NFP8_TIER_coop128x256fac2 NFP_TIER_ALL
+// The streaming mma.sync kernels: in every build (one translation unit, seconds of nvcc).
+#define NFP8_TIER_mma128x8 NFP_TIER_CI
+#define NFP8_TIER_mma128x16 NFP_TIER_CI
+#define NFP8_TIER_mma128x32 NFP_TIER_CI
+#define NFP8_TIER_mma128x64 NFP_TIER_CI
 
 void run_pp64x16(const Problem&);
 void run_pp64x32(const Problem&);
@@ -56,5 +61,9 @@ void run_coop128x128c2(const Problem&);
 void run_coop128x128fa(const Problem&);
 void run_coop128x256fa(const Problem&);
 void run_coop128x256fac2(const Problem&);
+void run_mma128x8(const Problem&);
+void run_mma128x16(const Problem&);
+void run_mma128x32(const Problem&);
+void run_mma128x64(const Problem&);
 
 }  // namespace nestedfp::cuda::fp8gemm

@@ -59,6 +59,9 @@ std::vector<Candidate> candidates(int M, int N, int K, bool kernel_set_only) {
         // Token tiles far too small for M (64+ tiles per weight-row block) are many times slower
         // and only cost time (as in `bench kernels --all-variants`).
         if (tile_tokens(names[v]) * 64 < M) continue;
+        // The streaming mma kernels re-read the weight once per token tile: past a few tiles
+        // they cannot win.
+        if (names[v].rfind("mma", 0) == 0 && tile_tokens(names[v]) * 4 < M) continue;
         // Fast-accumulation NestedFP8 kernels ("fa") miss the 1e-3 accuracy bound at long K
         // (KERNELS.md §2.3): never a table's choice, whatever a short-K check says.
         if (f == GemmFamily::Nfp8 && names[v].find("fa") != std::string::npos) continue;
