@@ -45,12 +45,12 @@ inline constexpr int kRows = 128;     // weight rows per CTA, 16 per warp
 
 // kTokens: the token tile (8, 16, 32 or 64: 1..8 mma n8 tiles). A block is 128 bytes of one
 // activation row: 64 FP16 or 128 FP8 values of k.
-template <int kTokens>
+template <int kTokens, int kStagesWanted = 0>
 struct Shape {
   static_assert(kTokens % 8 == 0 && kTokens >= 8 && kTokens <= 64, "token tile of 8..64");
   static constexpr int kTiles = kTokens / 8;
   // Blocks in flight per warp (16 registers each): fewer where the accumulators need the room.
-  static constexpr int kStages = kTiles >= 8 ? 2 : 4;
+  static constexpr int kStages = kStagesWanted > 0 ? kStagesWanted : kTiles >= 8 ? 2 : 4;
   static constexpr int kChunk = 2 * kStages;             // blocks per staged activation chunk
   static constexpr int kRowBytes = kChunk * 128 + 16;    // smem row stride (+16: no conflicts)
   static constexpr int kBufBytes = kTokens * kRowBytes;  // one of two chunk buffers
@@ -103,9 +103,9 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool va
                "r"(valid ? 16 : 0));
 }
 
-template <Mode kMode, int kTokens>
-__global__ void __launch_bounds__(kThreads, 2) stream_gemm_kernel(Args a) {
-  using S = Shape<kTokens>;
+template <Mode kMode, int kTokens, int kStagesWanted = 0, int kMinBlocks = 2>
+__global__ void __launch_bounds__(kThreads, kMinBlocks) stream_gemm_kernel(Args a) {
+  using S = Shape<kTokens, kStagesWanted>;
   constexpr int kBlockK = kMode == Mode::Fp16 ? 64 : 128;  // k per block
   extern __shared__ __align__(16) uint8_t smem[];
   const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
@@ -277,9 +277,9 @@ __global__ void __launch_bounds__(kThreads, 2) stream_gemm_kernel(Args a) {
 // Cluster size along K: the smallest power of two (<= 8, the portable cluster limit) that gives
 // every SM a CTA, as long as each slice keeps at least kStages blocks. NFP_MMA_SPLITS=S overrides
 // (experiments).
-template <Mode kMode, int kTokens>
+template <Mode kMode, int kTokens, int kStagesWanted = 0>
 int splits_for(const Args& a, int sms) {
-  using S = Shape<kTokens>;
+  using S = Shape<kTokens, kStagesWanted>;
   constexpr int kBlockK = kMode == Mode::Fp16 ? 64 : 128;
   if (const char* env = std::getenv("NFP_MMA_SPLITS")) {
     const int s = std::atoi(env);
@@ -293,10 +293,11 @@ int splits_for(const Args& a, int sms) {
 }
 
 // Enqueues one GEMM; returns the launch's error (the callers turn it into their family's Error).
-template <Mode kMode, int kTokens>
+// kStagesWanted / kMinBlocks: pipeline depth and CTAs per SM other than the defaults (probes).
+template <Mode kMode, int kTokens, int kStagesWanted = 0, int kMinBlocks = 2>
 cudaError_t launch(const Args& a, int sms, cudaStream_t stream) {
-  using S = Shape<kTokens>;
-  auto* kernel = &stream_gemm_kernel<kMode, kTokens>;
+  using S = Shape<kTokens, kStagesWanted>;
+  auto* kernel = &stream_gemm_kernel<kMode, kTokens, kStagesWanted, kMinBlocks>;
   int device = 0;
   if (cudaError_t e = cudaGetDevice(&device); e != cudaSuccess) return e;
   // The shared-memory opt-in is per device; set once per device (bit per ordinal < 64).
@@ -309,7 +310,7 @@ cudaError_t launch(const Args& a, int sms, cudaStream_t stream) {
       return e;
     configured.fetch_or(bit);
   }
-  const int splits = splits_for<kMode, kTokens>(a, sms);
+  const int splits = splits_for<kMode, kTokens, kStagesWanted>(a, sms);
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(unsigned((a.N + kRows - 1) / kRows), unsigned(splits),
                      unsigned((a.M + kTokens - 1) / kTokens));
