@@ -156,7 +156,10 @@ int main() {
         run<ms::Mode::Fp16, 8, 8, 1>(p, s, sms, nullptr);
         run<ms::Mode::Fp16, 8, 2, 2>(p, s, sms, nullptr);
         run<ms::Mode::Fp16, 8, 0, 2>(p, s, sms, "8");
+        run<ms::Mode::Fp16, 8, 0, 2>(p, s, sms, "1");
         run<ms::Mode::Fp8, 8, 0, 2>(p, s, sms, nullptr);
+        run<ms::Mode::Fp8, 8, 2, 2>(p, s, sms, nullptr);
+        run<ms::Mode::Fp8, 8, 0, 2>(p, s, sms, "1");
         run<ms::Mode::Fp8, 8, 8, 1>(p, s, sms, nullptr);
         run<ms::Mode::Fp8, 8, 0, 2>(p, s, sms, "8");
       } else {
@@ -164,6 +167,8 @@ int main() {
         run<ms::Mode::Fp16, 16, 8, 1>(p, s, sms, nullptr);
         run<ms::Mode::Fp8, 16, 0, 2>(p, s, sms, nullptr);
         run<ms::Mode::Fp8, 16, 8, 1>(p, s, sms, nullptr);
+        run<ms::Mode::Fp16, 32, 0, 2>(p, s, sms, nullptr);
+        run<ms::Mode::Fp8, 32, 0, 2>(p, s, sms, nullptr);
       }
       for (int c = 0; c < p.copies; ++c) {
         CK(cudaFree(p.upper[c]));

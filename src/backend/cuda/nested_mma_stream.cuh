@@ -8,8 +8,11 @@
 //    thread-block clusters of S CTAs along K split K when there are too few row blocks to fill the
 //    SMs, and reduce through distributed shared memory in a fixed order (deterministic, no
 //    workspace, nothing to reset between graph replays);
-//  - each lane loads 16-byte pieces of the planes straight into registers, several blocks ahead;
-//    the merge (docs/DESIGN.md §1.3) happens in registers;
+//  - each lane copies its 16-byte pieces of the planes with cp.async into its own slots of a
+//    shared-memory ring, kStages blocks ahead, and reads them back itself (so cp.async.wait_group
+//    is all the ring needs); the merge (docs/DESIGN.md §1.3) happens in registers. A register
+//    ring measured no deeper than one block in flight: ptxas waited for every outstanding load at
+//    each block's branch (bench/nfp16/NOTES.md);
 //  - a dot product does not depend on the order of k, so the k index inside a block is permuted:
 //    lane t holds k = 16t..16t+15 (FP16: 4 mma k16 steps) or 32t..32t+31 (FP8: 4 mma k32 steps)
 //    of its rows, and reads the activations with the same permutation from shared memory, where
@@ -49,14 +52,17 @@ template <int kTokens, int kStagesWanted = 0>
 struct Shape {
   static_assert(kTokens % 8 == 0 && kTokens >= 8 && kTokens <= 64, "token tile of 8..64");
   static constexpr int kTiles = kTokens / 8;
-  // Blocks in flight per warp (16 registers each): fewer where the accumulators need the room.
-  static constexpr int kStages = kStagesWanted > 0 ? kStagesWanted : kTiles >= 8 ? 2 : 4;
+  // Weight blocks in flight per warp (2 KB of shared memory each).
+  static constexpr int kStages = kStagesWanted > 0 ? kStagesWanted : 4;
+  static_assert(kStages >= 2, "the ring needs two stages");
   static constexpr int kChunk = 2 * kStages;             // blocks per staged activation chunk
   static constexpr int kRowBytes = kChunk * 128 + 16;    // smem row stride (+16: no conflicts)
   static constexpr int kBufBytes = kTokens * kRowBytes;  // one of two chunk buffers
-  static constexpr int kRedStride = kRows + 4;           // floats; +4: no conflicts
-  static constexpr int kSmemBytes =
-      2 * kBufBytes > kTokens* kRedStride * 4 ? 2 * kBufBytes : kTokens* kRedStride * 4;
+  static constexpr int kRingBytes = kStages * (kThreads / 32) * 2048;  // weight blocks
+  static constexpr int kRedStride = kRows + 4;                          // floats; +4: no conflicts
+  static constexpr int kMainBytes = 2 * kBufBytes + kRingBytes;
+  static constexpr int kRedBytes = kTokens * kRedStride * 4;
+  static constexpr int kSmemBytes = kMainBytes > kRedBytes ? kMainBytes : kRedBytes;
 };
 
 __device__ __forceinline__ uint4 load_stream(const uint8_t* p) {
@@ -124,24 +130,30 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) stream_gemm_kernel(Args 
   const uint8_t* ub = a.upper + (vb ? rb : 0) * K;
   const uint8_t* la = kMode == Mode::Fp16 ? a.lower + (va ? ra : 0) * K : nullptr;
   const uint8_t* lb = kMode == Mode::Fp16 ? a.lower + (vb ? rb : 0) * K : nullptr;
+  // A block's 4 pieces of 16 bytes per lane go to the lane's own slots of ring stage b % kStages
+  // (piece p at p * 512 + lane * 16 of the warp's 2 KB: conflict-free both ways). Only this thread
+  // reads them back, so cp.async.wait_group is the only synchronization the ring needs.
   // FP16: upper a, upper b, lower a, lower b (16 bytes = k 16t..16t+15 each).
   // FP8: upper a [0, 16), a [16, 32), b [0, 16), b [16, 32) (k 32t..32t+31).
-  auto load_block = [&](int b, uint4(&w)[4]) {
-    const uint4 z = make_uint4(0, 0, 0, 0);
+  uint8_t* ring = smem + 2 * S::kBufBytes + warp * 2048 + lane * 16;
+  auto issue_block = [&](int i) {  // block i of the slice; nothing past the slice
+    if (i >= nb) return;
+    uint8_t* dst = ring + (i % S::kStages) * (kThreads / 32) * 2048;
+    const int b = b_begin + i;
     if constexpr (kMode == Mode::Fp16) {
       const int64_t c = int64_t(b) * 64 + 16 * t;
       const bool in = c < K;
-      w[0] = va && in ? load_stream(ua + c) : z;
-      w[1] = vb && in ? load_stream(ub + c) : z;
-      w[2] = va && in ? load_stream(la + c) : z;
-      w[3] = vb && in ? load_stream(lb + c) : z;
+      cp_async16(dst, ua + (in ? c : 0), va && in);
+      cp_async16(dst + 512, ub + (in ? c : 0), vb && in);
+      cp_async16(dst + 1024, la + (in ? c : 0), va && in);
+      cp_async16(dst + 1536, lb + (in ? c : 0), vb && in);
     } else {
       const int64_t c = int64_t(b) * 128 + 32 * t;
       const bool in0 = c < K, in1 = c + 16 < K;
-      w[0] = va && in0 ? load_stream(ua + c) : z;
-      w[1] = va && in1 ? load_stream(ua + c + 16) : z;
-      w[2] = vb && in0 ? load_stream(ub + c) : z;
-      w[3] = vb && in1 ? load_stream(ub + c + 16) : z;
+      cp_async16(dst, ua + (in0 ? c : 0), va && in0);
+      cp_async16(dst + 512, ua + (in1 ? c + 16 : 0), va && in1);
+      cp_async16(dst + 1024, ub + (in0 ? c : 0), vb && in0);
+      cp_async16(dst + 1536, ub + (in1 ? c + 16 : 0), vb && in1);
     }
   };
 
@@ -160,7 +172,6 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) stream_gemm_kernel(Args 
       const uint8_t* src = valid ? a.x + int64_t(tok0 + tok) * x_row_bytes + byte : a.x;
       cp_async16(buf + tok * S::kRowBytes + bl * 128 + 16 * piece, src, valid);
     }
-    asm volatile("cp.async.commit_group;");
   };
 
   float acc[S::kTiles][4];
@@ -201,34 +212,33 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) stream_gemm_kernel(Args 
     }
   };
 
-  uint4 w[S::kStages][4];
+  // One cp.async group per block: group i holds weight block i; the group issued at the start of
+  // chunk c also carries activation chunk c + 1 (chunk 0 rides with block 0). Waiting until
+  // kStages - 2 groups are pending completes block i and leaves the next ones in flight; the
+  // barrier at each chunk start makes the chunk visible to all and frees the other buffer.
+  stage(0);
 #pragma unroll
-  for (int j = 0; j < S::kStages; ++j)
-    if (j < nb) load_block(b_begin + j, w[j]);
-  const int chunks = (nb + S::kChunk - 1) / S::kChunk;
-  if (chunks > 0) stage(0);
-  for (int ci = 0; ci < chunks; ++ci) {
-    if (ci + 1 < chunks) {
-      stage(ci + 1);
-      asm volatile("cp.async.wait_group 1;");
-    } else {
-      asm volatile("cp.async.wait_group 0;");
-    }
-    __syncthreads();
-    const uint8_t* xs = smem + (ci & 1) * S::kBufBytes;
-#pragma unroll
-    for (int bb = 0; bb < S::kChunk; bb += S::kStages) {
-#pragma unroll
-      for (int j = 0; j < S::kStages; ++j) {
-        const int i = ci * S::kChunk + bb + j;  // block within the slice; ring slot i % kStages = j
-        if (i < nb) {
-          compute(w[j], xs + (bb + j) * 128);
-          if (i + S::kStages < nb) load_block(b_begin + i + S::kStages, w[j]);
-        }
-      }
-    }
-    __syncthreads();  // the buffer is restaged two chunks on
+  for (int i = 0; i < S::kStages - 1; ++i) {
+    issue_block(i);
+    asm volatile("cp.async.commit_group;");
   }
+  for (int i = 0; i < nb; ++i) {
+    const int ci = i / S::kChunk, bl = i % S::kChunk;
+    asm volatile("cp.async.wait_group %0;" ::"n"(S::kStages - 2));
+    if (bl == 0) {
+      __syncthreads();
+      if ((ci + 1) * S::kChunk < nb) stage(ci + 1);
+    }
+    issue_block(i + S::kStages - 1);
+    asm volatile("cp.async.commit_group;");
+    const uint8_t* src = ring + (i % S::kStages) * (kThreads / 32) * 2048;
+    uint4 w[4];
+#pragma unroll
+    for (int q = 0; q < 4; ++q) w[q] = *reinterpret_cast<const uint4*>(src + q * 512);
+    compute(w, smem + (ci & 1) * S::kBufBytes + bl * 128);
+  }
+  asm volatile("cp.async.wait_group 0;");
+  __syncthreads();  // the partial sums below overwrite the staging buffers
 
   // Partial sums to shared memory as [token][row], then the cluster's CTAs each reduce a share of
   // the tile over all S partials in rank order and write it.
