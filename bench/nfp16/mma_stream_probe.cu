@@ -13,13 +13,13 @@
 
 #include "backend/cuda/nested_mma_stream.cuh"
 
-#define CK(x)                                                                          \
-  do {                                                                                 \
-    cudaError_t e_ = (x);                                                              \
-    if (e_ != cudaSuccess) {                                                           \
+#define CK(x)                                                                                 \
+  do {                                                                                        \
+    cudaError_t e_ = (x);                                                                     \
+    if (e_ != cudaSuccess) {                                                                  \
       std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                    \
-    }                                                                                  \
+      std::exit(1);                                                                           \
+    }                                                                                         \
   } while (0)
 
 namespace ms = nestedfp::cuda::mma_stream;
@@ -101,10 +101,11 @@ void run(Problem& p, cudaStream_t s, int sms, const char* splits_env) {
   const double bytes = double(p.N) * p.K * (kMode == ms::Mode::Fp16 ? 2 : 1);
   const ms::Args a0{p.upper[0], p.lower[0], p.k, p.x, p.xs, p.y, p.M, p.N, p.K};
   const int splits = ms::splits_for<kMode, kTokens, kStages>(a0, sms);
-  std::printf("%s tok%-2d stages %d minblk %d splits %d  N=%-6d K=%-6d M=%-3d  %8.2f us  %6.0f GB/s\n",
-              kMode == ms::Mode::Fp16 ? "fp16" : "fp8 ", kTokens,
-              ms::Shape<kTokens, kStages>::kStages, kMinBlocks, splits, p.N, p.K, p.M, us,
-              bytes / us * 1e-3);
+  std::printf(
+      "%s tok%-2d stages %d minblk %d splits %d  N=%-6d K=%-6d M=%-3d  %8.2f us  %6.0f GB/s\n",
+      kMode == ms::Mode::Fp16 ? "fp16" : "fp8 ", kTokens,
+      ms::Shape<kTokens, kStages, kMode == ms::Mode::Fp16>::kStages, kMinBlocks, splits, p.N, p.K,
+      p.M, us, bytes / us * 1e-3);
   std::fflush(stdout);
 }
 
@@ -144,9 +145,9 @@ int main() {
           [&](int i) {
             const int c = i % p.copies;
             stream_read<<<sms * 8, 256, 0, s>>>(reinterpret_cast<const uint4*>(p.upper[c]),
-                                                 plane / 16, sink);
+                                                plane / 16, sink);
             stream_read<<<sms * 8, 256, 0, s>>>(reinterpret_cast<const uint4*>(p.lower[c]),
-                                                 plane / 16, sink);
+                                                plane / 16, sink);
           },
           10);
       std::printf("read both planes (2 kernels)     N=%-6d K=%-6d        %8.2f us  %6.0f GB/s\n",

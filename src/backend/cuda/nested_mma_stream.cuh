@@ -48,18 +48,23 @@ inline constexpr int kRows = 128;     // weight rows per CTA, 16 per warp
 
 // kTokens: the token tile (8, 16, 32 or 64: 1..8 mma n8 tiles). A block is 128 bytes of one
 // activation row: 64 FP16 or 128 FP8 values of k.
-template <int kTokens, int kStagesWanted = 0>
+// kSharedRing: weight blocks through a cp.async ring in shared memory (FP16) or straight into a
+// register ring (FP8); each measured faster for its family (bench/nfp16/NOTES.md).
+template <int kTokens, int kStagesWanted = 0, bool kSharedRing = true>
 struct Shape {
   static_assert(kTokens % 8 == 0 && kTokens >= 8 && kTokens <= 64, "token tile of 8..64");
   static constexpr int kTiles = kTokens / 8;
-  // Weight blocks in flight per warp (2 KB of shared memory each).
-  static constexpr int kStages = kStagesWanted > 0 ? kStagesWanted : 4;
+  // Weight blocks in flight per warp: 2 KB of shared memory, or 16 registers, each (fewer where
+  // the accumulators need the registers).
+  static constexpr int kStages = kStagesWanted > 0               ? kStagesWanted
+                                 : (!kSharedRing && kTiles >= 8) ? 2
+                                                                 : 4;
   static_assert(kStages >= 2, "the ring needs two stages");
   static constexpr int kChunk = 2 * kStages;             // blocks per staged activation chunk
   static constexpr int kRowBytes = kChunk * 128 + 16;    // smem row stride (+16: no conflicts)
   static constexpr int kBufBytes = kTokens * kRowBytes;  // one of two chunk buffers
-  static constexpr int kRingBytes = kStages * (kThreads / 32) * 2048;  // weight blocks
-  static constexpr int kRedStride = kRows + 4;                          // floats; +4: no conflicts
+  static constexpr int kRingBytes = kSharedRing ? kStages * (kThreads / 32) * 2048 : 0;
+  static constexpr int kRedStride = kRows + 4;  // floats; +4: no conflicts
   static constexpr int kMainBytes = 2 * kBufBytes + kRingBytes;
   static constexpr int kRedBytes = kTokens * kRedStride * 4;
   static constexpr int kSmemBytes = kMainBytes > kRedBytes ? kMainBytes : kRedBytes;
@@ -111,7 +116,8 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool va
 
 template <Mode kMode, int kTokens, int kStagesWanted = 0, int kMinBlocks = 2>
 __global__ void __launch_bounds__(kThreads, kMinBlocks) stream_gemm_kernel(Args a) {
-  using S = Shape<kTokens, kStagesWanted>;
+  constexpr bool kShared = kMode == Mode::Fp16;
+  using S = Shape<kTokens, kStagesWanted, kShared>;
   constexpr int kBlockK = kMode == Mode::Fp16 ? 64 : 128;  // k per block
   extern __shared__ __align__(16) uint8_t smem[];
   const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
@@ -135,7 +141,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) stream_gemm_kernel(Args 
   // reads them back, so cp.async.wait_group is the only synchronization the ring needs.
   // FP16: upper a, upper b, lower a, lower b (16 bytes = k 16t..16t+15 each).
   // FP8: upper a [0, 16), a [16, 32), b [0, 16), b [16, 32) (k 32t..32t+31).
-  uint8_t* ring = smem + 2 * S::kBufBytes + warp * 2048 + lane * 16;
+  uint8_t* ring = smem + 2 * S::kBufBytes + warp * 2048 + lane * 16;  // shared ring only
   auto issue_block = [&](int i) {  // block i of the slice; nothing past the slice
     if (i >= nb) return;
     uint8_t* dst = ring + (i % S::kStages) * (kThreads / 32) * 2048;
@@ -155,6 +161,16 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) stream_gemm_kernel(Args 
       cp_async16(dst + 1024, ub + (in0 ? c : 0), vb && in0);
       cp_async16(dst + 1536, ub + (in1 ? c + 16 : 0), vb && in1);
     }
+  };
+
+  auto load_block = [&](int b, uint4(&w)[4]) {  // the register ring's version (FP8)
+    const int64_t c = int64_t(b) * 128 + 32 * t;
+    const bool in0 = c < K, in1 = c + 16 < K;
+    const uint4 z = make_uint4(0, 0, 0, 0);
+    w[0] = va && in0 ? load_stream(ua + c) : z;
+    w[1] = va && in1 ? load_stream(ua + c + 16) : z;
+    w[2] = vb && in0 ? load_stream(ub + c) : z;
+    w[3] = vb && in1 ? load_stream(ub + c + 16) : z;
   };
 
   // Activation chunk ci (blocks b_begin + ci*kChunk ...) into buffer ci & 1: kTokens rows of
@@ -212,30 +228,67 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) stream_gemm_kernel(Args 
     }
   };
 
-  // One cp.async group per block: group i holds weight block i; the group issued at the start of
-  // chunk c also carries activation chunk c + 1 (chunk 0 rides with block 0). Waiting until
-  // kStages - 2 groups are pending completes block i and leaves the next ones in flight; the
-  // barrier at each chunk start makes the chunk visible to all and frees the other buffer.
-  stage(0);
+  if constexpr (!kShared) {
+    // Register ring: block i's loads are issued kStages blocks ahead into w[i % kStages]; the
+    // activation chunks have their own cp.async groups.
+    uint4 w[S::kStages][4];
 #pragma unroll
-  for (int i = 0; i < S::kStages - 1; ++i) {
-    issue_block(i);
-    asm volatile("cp.async.commit_group;");
-  }
-  for (int i = 0; i < nb; ++i) {
-    const int ci = i / S::kChunk, bl = i % S::kChunk;
-    asm volatile("cp.async.wait_group %0;" ::"n"(S::kStages - 2));
-    if (bl == 0) {
-      __syncthreads();
-      if ((ci + 1) * S::kChunk < nb) stage(ci + 1);
+    for (int j = 0; j < S::kStages; ++j)
+      if (j < nb) load_block(b_begin + j, w[j]);
+    const int chunks = (nb + S::kChunk - 1) / S::kChunk;
+    if (chunks > 0) {
+      stage(0);
+      asm volatile("cp.async.commit_group;");
     }
-    issue_block(i + S::kStages - 1);
-    asm volatile("cp.async.commit_group;");
-    const uint8_t* src = ring + (i % S::kStages) * (kThreads / 32) * 2048;
-    uint4 w[4];
+    for (int ci = 0; ci < chunks; ++ci) {
+      if (ci + 1 < chunks) {
+        stage(ci + 1);
+        asm volatile("cp.async.commit_group;");
+        asm volatile("cp.async.wait_group 1;");
+      } else {
+        asm volatile("cp.async.wait_group 0;");
+      }
+      __syncthreads();
+      const uint8_t* xs = smem + (ci & 1) * S::kBufBytes;
 #pragma unroll
-    for (int q = 0; q < 4; ++q) w[q] = *reinterpret_cast<const uint4*>(src + q * 512);
-    compute(w, smem + (ci & 1) * S::kBufBytes + bl * 128);
+      for (int bb = 0; bb < S::kChunk; bb += S::kStages) {
+#pragma unroll
+        for (int j = 0; j < S::kStages; ++j) {
+          const int i = ci * S::kChunk + bb + j;  // ring slot i % kStages = j
+          if (i < nb) {
+            compute(w[j], xs + (bb + j) * 128);
+            if (i + S::kStages < nb) load_block(b_begin + i + S::kStages, w[j]);
+          }
+        }
+      }
+      __syncthreads();  // the buffer is restaged two chunks on
+    }
+  } else {
+    // One cp.async group per block: group i holds weight block i; the group issued at the start of
+    // chunk c also carries activation chunk c + 1 (chunk 0 rides with block 0). Waiting until
+    // kStages - 2 groups are pending completes block i and leaves the next ones in flight; the
+    // barrier at each chunk start makes the chunk visible to all and frees the other buffer.
+    stage(0);
+#pragma unroll
+    for (int i = 0; i < S::kStages - 1; ++i) {
+      issue_block(i);
+      asm volatile("cp.async.commit_group;");
+    }
+    for (int i = 0; i < nb; ++i) {
+      const int ci = i / S::kChunk, bl = i % S::kChunk;
+      asm volatile("cp.async.wait_group %0;" ::"n"(S::kStages - 2));
+      if (bl == 0) {
+        __syncthreads();
+        if ((ci + 1) * S::kChunk < nb) stage(ci + 1);
+      }
+      issue_block(i + S::kStages - 1);
+      asm volatile("cp.async.commit_group;");
+      const uint8_t* src = ring + (i % S::kStages) * (kThreads / 32) * 2048;
+      uint4 w[4];
+#pragma unroll
+      for (int q = 0; q < 4; ++q) w[q] = *reinterpret_cast<const uint4*>(src + q * 512);
+      compute(w, smem + (ci & 1) * S::kBufBytes + bl * 128);
+    }
   }
   asm volatile("cp.async.wait_group 0;");
   __syncthreads();  // the partial sums below overwrite the staging buffers
@@ -289,7 +342,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) stream_gemm_kernel(Args 
 // (experiments).
 template <Mode kMode, int kTokens, int kStagesWanted = 0>
 int splits_for(const Args& a, int sms) {
-  using S = Shape<kTokens, kStagesWanted>;
+  using S = Shape<kTokens, kStagesWanted, kMode == Mode::Fp16>;
   constexpr int kBlockK = kMode == Mode::Fp16 ? 64 : 128;
   if (const char* env = std::getenv("NFP_MMA_SPLITS")) {
     const int s = std::atoi(env);
@@ -306,7 +359,7 @@ int splits_for(const Args& a, int sms) {
 // kStagesWanted / kMinBlocks: pipeline depth and CTAs per SM other than the defaults (probes).
 template <Mode kMode, int kTokens, int kStagesWanted = 0, int kMinBlocks = 2>
 cudaError_t launch(const Args& a, int sms, cudaStream_t stream) {
-  using S = Shape<kTokens, kStagesWanted>;
+  using S = Shape<kTokens, kStagesWanted, kMode == Mode::Fp16>;
   auto* kernel = &stream_gemm_kernel<kMode, kTokens, kStagesWanted, kMinBlocks>;
   int device = 0;
   if (cudaError_t e = cudaGetDevice(&device); e != cudaSuccess) return e;
