@@ -240,6 +240,14 @@ TEST(SloOverload, LateRequestsInTheQueueAreABacklogToDrainInFp8) {
   EXPECT_EQ(make(m, "slo:ttft=200,hysteresis=0")->choose(l), Precision::FP8);
   l.prompts[0].age_s = 0.05;  // not late: FP16
   EXPECT_EQ(make(m, "slo:ttft=200,hysteresis=0")->choose(l), Precision::FP16);
+  StepLoad near;  // a lone prompt near (not past) its target, done in time: 150 + 11 ms
+  near.now_s = 10;
+  near.prompts = {{0.15, 10, 0}};
+  near.num_tokens = 10;
+  near.num_seqs = 1;
+  auto n = make(m, "slo:ttft=200,hysteresis=0");
+  EXPECT_EQ(n->choose(near), Precision::FP16);
+  EXPECT_EQ(value(metrics(*n), "nestedfp_slo_late_prompts"), 0);
   l.prompts[0].age_s = 0.5;
   auto queue_only = make(m, "slo:ttft=200,hysteresis=0,forecast=0");
   EXPECT_EQ(queue_only->choose(l), Precision::FP16);
