@@ -8,14 +8,16 @@
 //     FP8 when the step schedules more than N tokens; N defaults to half the token budget
 //     (--max-num-batched-tokens / 2). With H > 0 a step that follows an FP8 step stays FP8 until
 //     the token count drops to N - H or below, so load hovering at N does not flip every step.
-//   slo[:ttft=MS,tpot=MS,hysteresis=F,gain=F,forecast=F]
+//   slo[:ttft=MS,tpot=MS,hysteresis=F,gain=F,forecast=F,hold=F]
 //     FP16 unless the latency model (latency_model.hpp) predicts that FP16 misses the TTFT target
 //     of a waiting request that could still meet it, or of the requests that the recent arrival
 //     rate brings (forecast: rate measured over F x the TTFT target, default 1; 0 turns it off),
 //     or the TPOT target of the running ones, and FP8 would do measurably better (by the fraction
-//     `gain`, default 0.05). While in FP8 the targets are tightened by `hysteresis` (default 0.2)
-//     before FP16 is tried again. Defaults of ttft/tpot: PolicyContext (serve's --slo-ttft /
-//     --slo-tpot).
+//     `gain`, default 0.05). With the forecast on, overload also runs prefill steps FP8: while a
+//     queued request is past the TTFT target, and after an FP8 prefill step while FP16's forecast
+//     utilization stays at or above `hold` (default 0.8; 0: no hold). While in FP8 the targets
+//     are tightened by `hysteresis` (default 0.2) before FP16 is tried again. Defaults of
+//     ttft/tpot: PolicyContext (serve's --slo-ttft / --slo-tpot).
 #include <cstdint>
 #include <memory>
 #include <string>

@@ -37,7 +37,7 @@ Registration reg{
           ->capture_default_str();
       sub.add_option("--precision", a->precision,
                      "fp16 | fp8 | dynamic[:threshold=N[,hysteresis=H]] | "
-                     "slo[:ttft=MS,tpot=MS,hysteresis=F,gain=F,forecast=F] "
+                     "slo[:ttft=MS,tpot=MS,hysteresis=F,gain=F,forecast=F,hold=F] "
                      "(changeable at run time: POST /admin/precision)")
           ->capture_default_str();
       sub.add_option("--slo-ttft", a->slo_ttft,

@@ -9,7 +9,7 @@ namespace {
 
 constexpr const char* kForms =
     "expected fp16, fp8, dynamic[:threshold=N[,hysteresis=H]] or "
-    "slo[:ttft=MS,tpot=MS,hysteresis=F,gain=F,forecast=F]";
+    "slo[:ttft=MS,tpot=MS,hysteresis=F,gain=F,forecast=F,hold=F]";
 
 class FixedPolicy final : public PrecisionPolicy {
  public:

@@ -1,6 +1,6 @@
 // The `slo` precision policy (docs/DESIGN.md §3.12): FP8 only while the latency model predicts
 // that FP16 would miss a TTFT or TPOT target, for the queued requests or for those the recent
-// arrival rate brings, and FP8 would do measurably better.
+// arrival rate brings, or while arrivals overload FP16, and FP8 would do measurably better.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -17,7 +17,7 @@
 namespace nestedfp {
 namespace {
 
-constexpr const char* kSloForm = "slo[:ttft=MS,tpot=MS,hysteresis=F,gain=F,forecast=F]";
+constexpr const char* kSloForm = "slo[:ttft=MS,tpot=MS,hysteresis=F,gain=F,forecast=F,hold=F]";
 // Steps over which TPOT is averaged: roughly the next output tokens of a running request.
 constexpr int kTpotHorizon = 32;
 constexpr double kMinArrivals = 2;  // (decayed) arrivals in the window before the forecast counts
@@ -31,11 +31,13 @@ struct SloParams {
   double hysteresis = 0.2;  // in FP8, FP16 must meet targets x (1 - hysteresis)
   double gain = 0.05;       // FP8 must be predicted at least this much better
   double forecast = 1;      // arrival-rate window in TTFT targets; 0 = no forecast
+  double hold = 0.8;        // after an FP8 prefill step, FP8 while FP16's rho >= this; 0 = off
 };
 
-enum Reason { kNone, kTtft, kForecast, kTpot, kNoGain, kReasons };
-constexpr const char* kReasonNames[kReasons] = {"none", "ttft", "forecast", "tpot", "no_gain"};
-bool fp8_reason(int r) { return r == kTtft || r == kForecast || r == kTpot; }
+enum Reason { kNone, kTtft, kForecast, kOverload, kTpot, kNoGain, kReasons };
+constexpr const char* kReasonNames[kReasons] = {"none",     "ttft", "forecast",
+                                                "overload", "tpot", "no_gain"};
+bool fp8_reason(int r) { return r == kTtft || r == kForecast || r == kOverload || r == kTpot; }
 
 // Prometheus spells infinity +Inf.
 std::string prom(double v) { return std::isinf(v) ? "+Inf" : fmt::format("{}", v); }
@@ -49,14 +51,17 @@ class SloPolicy final : public PrecisionPolicy {
   bool needs_queue() const override { return true; }
 
   std::string spec() const override {
-    return fmt::format("slo:ttft={},tpot={},hysteresis={},gain={},forecast={}", p_.ttft_ms,
-                       p_.tpot_ms, p_.hysteresis, p_.gain, p_.forecast);
+    return fmt::format("slo:ttft={},tpot={},hysteresis={},gain={},forecast={},hold={}", p_.ttft_ms,
+                       p_.tpot_ms, p_.hysteresis, p_.gain, p_.forecast, p_.hold);
   }
 
   Precision choose(const StepLoad& load) override {
     const double tighten = last_ == Precision::FP8 ? 1 - p_.hysteresis : 1;
     note_arrivals(load);
     if (arrivals_) rates_ = arrivals_->at(load.now_s);
+    late_ = 0;
+    if (p_.ttft_s() > 0)
+      for (const auto& q : load.prompts) late_ += q.age_s >= p_.ttft_s();
     for (Precision p : {Precision::FP16, Precision::FP8}) {
       // The recent steps that running requests waited through, at this precision: under steady
       // arrivals each new prompt brings a full step that the current queue does not show yet.
@@ -80,17 +85,28 @@ class SloPolicy final : public PrecisionPolicy {
     const double fc_tighten = last_prefill_ == Precision::FP8 ? 1 - p_.hysteresis : 1;
     const bool miss_fc = prefill && h.fc_ttft_s > fc_tighten * p_.ttft_s();
     // Both saturated: FP8 still drains the backlog faster if its prompt throughput is higher.
+    const bool faster_prompts = e.s_per_token < (1 - p_.gain) * h.s_per_token;
     const bool help_fc = std::isinf(h.fc_ttft_s) && std::isinf(e.fc_ttft_s)
-                             ? e.s_per_token < (1 - p_.gain) * h.s_per_token
+                             ? faster_prompts
                              : e.fc_ttft_s < (1 - p_.gain) * h.fc_ttft_s;
+    // Overload (with the forecast on): FP8 drains the prompt backlog faster whatever the targets.
+    // Behind: a queued request is past its TTFT target. It cannot be saved, but its tokens delay
+    // every later arrival, and it is a measured miss where the model may be optimistic; a lull
+    // of a window in a bursty overload is no sign that arrivals ended. Held: the last prefill
+    // step ran FP8 and the rate still keeps FP16 near its prompt throughput (a noisy rate dips
+    // below the forecast's miss long before the backlog is gone).
+    const bool held = last_prefill_ == Precision::FP8 && p_.hold > 0 && h.rho >= p_.hold;
+    const bool overload = prefill && arrivals_.has_value() && (held || late_ > 0);
     Reason why = kNone;
     if (miss_ttft && help_ttft)
       why = kTtft;
     else if (miss_fc && help_fc)
       why = kForecast;
+    else if (overload && faster_prompts)
+      why = kOverload;
     else if (miss_tpot && help_tpot)
       why = kTpot;
-    else if (miss_ttft || miss_fc || miss_tpot)
+    else if (miss_ttft || miss_fc || overload || miss_tpot)
       why = kNoGain;
     last_ = fp8_reason(why) ? Precision::FP8 : Precision::FP16;
     if (prefill) last_prefill_ = last_;
@@ -102,8 +118,10 @@ class SloPolicy final : public PrecisionPolicy {
     o += "# HELP nestedfp_slo_decisions_total Steps chosen by the slo policy, by precision and "
          "reason (ttft/tpot: FP16 predicted to miss that target for the queued or running "
          "requests; forecast: FP16 predicted to miss the TTFT target of the requests the recent "
-         "arrival rate brings; no_gain: a miss, but FP8 is not predicted to help; none: FP16 "
-         "meets the targets).\n"
+         "arrival rate brings; overload: a prefill step while a queued request is past the TTFT "
+         "target or, after an FP8 prefill step, while the rate keeps FP16's forecast utilization "
+         "at or above hold; no_gain: a miss or overload, but FP8 is "
+         "not predicted to help; none: FP16 meets the targets).\n"
          "# TYPE nestedfp_slo_decisions_total counter\n";
     for (Precision p : {Precision::FP16, Precision::FP8})
       for (int r = 0; r < kReasons; ++r)
@@ -133,6 +151,11 @@ class SloPolicy final : public PrecisionPolicy {
            "At the last step: predicted time per output token of running requests over the next "
            "steps at this precision (0: none decoding).",
            &Pred::tpot_s);
+    o += fmt::format(
+        "# HELP nestedfp_slo_late_prompts At the last step: requests without a first token that "
+        "are past the TTFT target.\n# TYPE nestedfp_slo_late_prompts gauge\n"
+        "nestedfp_slo_late_prompts {}\n",
+        late_);
     o += fmt::format(
         "# HELP nestedfp_slo_arrival_rate The slo policy's recent arrival rate per second "
         "(decayed over its forecast window; prompt tokens without KV at arrival).\n"
@@ -204,16 +227,24 @@ class SloPolicy final : public PrecisionPolicy {
   // without bound as rho -> 1: FP16 near its prompt throughput misses however short the queue
   // looks now, which is what a queue snapshot cannot see (a burst lands behind full steps).
   void forecast(Precision p, const StepLoad& load, Pred& out) const {
+    if (!arrivals_) return;
     const double s = rates_.mean_tokens();
-    if (!arrivals_ || s <= 0) return;  // nothing arrived lately: nothing to forecast
+    const int decodes = load.num_decode_seqs;
+    const int cap = std::max(1, budget_ - decodes);
+    // Full steps of prompts of the recent mean size, or of the queue's when nothing arrived lately
+    // (the seconds per prompt token a backlog drains at, even without a rate).
+    long pending = 0;
+    for (const auto& q : load.prompts) pending += q.remaining_tokens;
+    const double size = s > 0                  ? s
+                        : load.prompts.empty() ? cap
+                                               : double(pending) / load.prompts.size();
+    const int per_step = std::clamp(static_cast<int>(std::ceil(cap / std::max(1.0, size))), 1, cap);
+    const double t_full = m_.predict(p, decodes + cap, decodes + per_step);
+    out.s_per_token = t_full / cap;
+    if (s <= 0) return;  // nothing arrived lately: nothing to forecast
     // Fewer than two arrivals in the window are no rate: one long prompt on an idle server would
     // forecast its own wait (the queue model already covers a request once it is queued).
     if (rates_.requests * arrivals_->window_s() < kMinArrivals) return;
-    const int decodes = load.num_decode_seqs;
-    const int cap = std::max(1, budget_ - decodes);
-    const int per_step = std::clamp(static_cast<int>(std::ceil(cap / s)), 1, cap);
-    const double t_full = m_.predict(p, decodes + cap, decodes + per_step);
-    out.s_per_token = t_full / cap;
     out.rho = rates_.tokens * out.s_per_token;
     if (out.rho >= 1) {
       out.fc_ttft_s = kInf;
@@ -232,6 +263,7 @@ class SloPolicy final : public PrecisionPolicy {
   std::optional<ArrivalRate> arrivals_;  // only with a forecast and a TTFT target
   ArrivalRate::Rates rates_;             // at the last step
   uint64_t next_order_ = 0;              // arrival orders below this were counted
+  size_t late_ = 0;                      // queued requests past the TTFT target, this step
   std::array<std::array<uint64_t, kReasons>, 2> decisions_{};
 };
 
@@ -256,17 +288,18 @@ std::unique_ptr<PrecisionPolicy> make_slo_policy(std::string_view spec, const Po
   if (!rest.empty()) {
     rest.remove_prefix(1);
     if (rest.empty()) fail("precision policy '{}': nothing after ':'; expected {}", spec, kSloForm);
-    std::array<bool, 5> seen{};
+    constexpr size_t kKeys = 6;
+    std::array<bool, kKeys> seen{};
     while (true) {
       std::string_view item = rest.substr(0, rest.find(','));
       auto eq = item.find('=');
       if (eq == std::string_view::npos)
         fail("precision policy '{}': '{}' is not key=value; expected {}", spec, item, kSloForm);
       std::string_view key = item.substr(0, eq), val = item.substr(eq + 1);
-      const std::array<std::string_view, 5> keys = {"ttft", "tpot", "hysteresis", "gain",
-                                                    "forecast"};
-      auto k = std::find(keys.begin(), keys.end(), key) - keys.begin();
-      if (k == 5 || seen[k])
+      const std::array<std::string_view, kKeys> keys = {"ttft", "tpot",     "hysteresis",
+                                                        "gain", "forecast", "hold"};
+      const size_t k = std::find(keys.begin(), keys.end(), key) - keys.begin();
+      if (k == kKeys || seen[k])
         fail("precision policy '{}': unknown or repeated option '{}'; expected {}", spec, key,
              kSloForm);
       seen[k] = true;
@@ -276,6 +309,7 @@ std::unique_ptr<PrecisionPolicy> make_slo_policy(std::string_view spec, const Po
       if (k == 2) p.hysteresis = v;
       if (k == 3) p.gain = v;
       if (k == 4) p.forecast = v;
+      if (k == 5) p.hold = v;
       if (item.size() == rest.size()) break;
       rest = rest.substr(item.size() + 1);
     }

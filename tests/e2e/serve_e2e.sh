@@ -68,7 +68,7 @@ grep -qi "ttft" "$work/bench.txt" || { echo "serve_e2e: no table printed" >&2; e
 # /metrics after one light request (FP16, nothing to save: reason "none").
 r=$(curl -sf -X POST "http://127.0.0.1:$port/admin/precision" -H 'Content-Type: application/json' \
   -d '{"precision": "slo:ttft=5000"}')
-echo "$r" | grep -q '"slo:ttft=5000,tpot=0,hysteresis=0.2,gain=0.05,forecast=1"' || { echo "serve_e2e: slo policy not set: $r" >&2; exit 1; }
+echo "$r" | grep -q '"slo:ttft=5000,tpot=0,hysteresis=0.2,gain=0.05,forecast=1,hold=0.8"' || { echo "serve_e2e: slo policy not set: $r" >&2; exit 1; }
 curl -sf "http://127.0.0.1:$port/v1/completions" -H 'Content-Type: application/json' \
   -d '{"model": "pystd-16m", "prompt": "x = 1", "max_tokens": 4, "temperature": 0}' >/dev/null
 m=$(curl -sf "http://127.0.0.1:$port/metrics")

@@ -55,7 +55,8 @@ TEST(SloEngine, CalibratesThenUsesFp8OnlyForTheSurge) {
   cfg.precision = "slo";
   cfg.slo_ttft_ms = 100;  // defaults the spec leaves out
   Engine e(ex, cfg);
-  EXPECT_EQ(e.precision_policy(), "slo:ttft=100,tpot=0,hysteresis=0.2,gain=0.05,forecast=1");
+  EXPECT_EQ(e.precision_policy(),
+            "slo:ttft=100,tpot=0,hysteresis=0.2,gain=0.05,forecast=1,hold=0.8");
   // Calibration ran synthetic steps in both precisions before any request.
   size_t calib = ex.steps.size();
   ASSERT_GE(calib, 12u);
@@ -96,9 +97,10 @@ TEST(SloEngine, CalibratesThenUsesFp8OnlyForTheSurge) {
   EXPECT_GE(decode_only, 8);
   m = e.metrics_text();
   // The queue's TTFT prediction or, as the queue shrinks while the surge's rate is still recent,
-  // the arrival forecast: every FP8 step is one of the two.
+  // the arrival forecast and its hold (overload): every FP8 step is one of these.
   EXPECT_EQ(metric(m, "nestedfp_slo_decisions_total{precision=\"fp8\",reason=\"ttft\"}") +
-                metric(m, "nestedfp_slo_decisions_total{precision=\"fp8\",reason=\"forecast\"}"),
+                metric(m, "nestedfp_slo_decisions_total{precision=\"fp8\",reason=\"forecast\"}") +
+                metric(m, "nestedfp_slo_decisions_total{precision=\"fp8\",reason=\"overload\"}"),
             fp8)
       << m;
   EXPECT_GT(metric(m, "nestedfp_slo_arrival_rate{unit=\"requests\"}"), 0) << m;
@@ -111,7 +113,7 @@ TEST(SloEngine, CalibratesThenUsesFp8OnlyForTheSurge) {
   e.set_precision_policy("fp16");
   EXPECT_THROW(e.set_precision_policy("slo:ttft=x"), Error);
   e.set_precision_policy("slo:ttft=100,hysteresis=0");
-  EXPECT_EQ(e.precision_policy(), "slo:ttft=100,tpot=0,hysteresis=0,gain=0.05,forecast=1");
+  EXPECT_EQ(e.precision_policy(), "slo:ttft=100,tpot=0,hysteresis=0,gain=0.05,forecast=1,hold=0.8");
 }
 
 TEST(SloEngine, LatencyModelFileReplacesCalibration) {

@@ -185,7 +185,8 @@ TEST(SloForecast, StaysFp16AtASteadyRateFp16Drains) {
 TEST(SloForecast, HysteresisHoldsFp8AcrossDecodeStepsUntilFp16HasMargin) {
   auto m = model();
   for (double h : {0.2, 0.0}) {
-    auto p = slo(m, "slo:ttft=500,hysteresis=" + std::to_string(h));
+    // hold=0: the forecast's own hysteresis (the hold: slo_overload_test).
+    auto p = slo(m, "slo:ttft=500,hold=0,hysteresis=" + std::to_string(h));
     // Ten 500-token prompts within 10 ms, each step showing only the newest: the queue
     // predicts 60 ms, the rate reaches FP16's throughput.
     Precision last = Precision::FP16;

@@ -95,7 +95,9 @@ TEST(SloPolicy, NeverFp8WhenFp8WouldNotHelp) {
 
 TEST(SloPolicy, RequestsAlreadyPastTheTargetDoNotForceFp8ButTheirTokensCount) {
   auto m = model();
-  auto p = slo(m, "slo:ttft=200,tpot=1000,hysteresis=0");
+  // The queue model alone: with the forecast, late requests are a backlog that does
+  // (slo_overload_test).
+  auto p = slo(m, "slo:ttft=200,tpot=1000,hysteresis=0,forecast=0");
   EXPECT_EQ(p->choose(queue(3, 500, 0.5)), Precision::FP16);  // all late: nothing to save
   StepLoad l = queue(3, 500, 0.5);
   l.prompts.push_back({0.0, 10});  // a new one behind 1500 late tokens: 220 ms under FP16
@@ -148,22 +150,25 @@ TEST(SloPolicy, TpotCountsTheFullStepsThatSteadyArrivalsBring) {
 TEST(SloPolicy, SpecsDefaultsAndErrors) {
   auto m = model();
   EXPECT_EQ(slo(m, "slo:ttft=250,tpot=40")->spec(),
-            "slo:ttft=250,tpot=40,hysteresis=0.2,gain=0.05,forecast=1");
+            "slo:ttft=250,tpot=40,hysteresis=0.2,gain=0.05,forecast=1,hold=0.8");
   EXPECT_EQ(slo(m, "slo:ttft=100,forecast=2.5")->spec(),
-            "slo:ttft=100,tpot=0,hysteresis=0.2,gain=0.05,forecast=2.5");
+            "slo:ttft=100,tpot=0,hysteresis=0.2,gain=0.05,forecast=2.5,hold=0.8");
+  EXPECT_EQ(slo(m, "slo:hold=1.5,ttft=100")->spec(),
+            "slo:ttft=100,tpot=0,hysteresis=0.2,gain=0.05,forecast=1,hold=1.5");
   EXPECT_EQ(slo(m, "slo:gain=0.1,hysteresis=0,tpot=7.5")->spec(),
-            "slo:ttft=0,tpot=7.5,hysteresis=0,gain=0.1,forecast=1");
+            "slo:ttft=0,tpot=7.5,hysteresis=0,gain=0.1,forecast=1,hold=0.8");
   PolicyContext ctx{512, 300, 30, &m};
   EXPECT_EQ(make_precision_policy("slo", ctx)->spec(),
-            "slo:ttft=300,tpot=30,hysteresis=0.2,gain=0.05,forecast=1");
+            "slo:ttft=300,tpot=30,hysteresis=0.2,gain=0.05,forecast=1,hold=0.8");
   EXPECT_EQ(make_precision_policy("slo:tpot=10", ctx)->spec(),
-            "slo:ttft=300,tpot=10,hysteresis=0.2,gain=0.05,forecast=1");
+            "slo:ttft=300,tpot=10,hysteresis=0.2,gain=0.05,forecast=1,hold=0.8");
   EXPECT_TRUE(is_slo_spec("slo") && is_slo_spec("slo:ttft=1") && !is_slo_spec("slow"));
   EXPECT_FALSE(make_precision_policy("fp16", ctx)->needs_queue());
   EXPECT_TRUE(make_precision_policy("slo", ctx)->needs_queue());
-  for (const char* bad : {"slo", "slo:", "slo:ttft", "slo:ttft=abc", "slo:ttft=-1", "slo:foo=1",
-                          "slo:ttft=1,ttft=2", "slo:ttft=1,hysteresis=1", "slo:ttft=1,gain=2",
-                          "slo:ttft=1,forecast=-1", "slo:ttft=1,", "slo:ttft=inf"}) {
+  for (const char* bad :
+       {"slo", "slo:", "slo:ttft", "slo:ttft=abc", "slo:ttft=-1", "slo:foo=1", "slo:ttft=1,ttft=2",
+        "slo:ttft=1,hysteresis=1", "slo:ttft=1,gain=2", "slo:ttft=1,forecast=-1", "slo:ttft=1,",
+        "slo:ttft=inf", "slo:ttft=1,hold=-0.5", "slo:ttft=1,hold=0.8,hold=0.9"}) {
     try {
       slo(m, bad);
       ADD_FAILURE() << bad << " was accepted";
