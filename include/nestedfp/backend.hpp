@@ -164,6 +164,13 @@ struct StepLayout {
   int num_seqs() const { return q_indptr.empty() ? 0 : int(q_indptr.size()) - 1; }
 };
 
+// One destination of Backend::split_columns: the next `cols` columns, as a dense fp16
+// [rows, cols].
+struct ColumnPart {
+  Buffer* dst = nullptr;
+  int64_t cols = 0;
+};
+
 // Optional outputs of the fused normalisations: fp16 `out` and/or its per-token E4M3
 // quantization `q8` + `scale`.
 struct NormOut {
@@ -242,6 +249,13 @@ class Backend {
   // y = fp16(fp16(silu(gate)) * up), gate/up [rows, cols], into o.out and/or o.q8 / o.scale.
   virtual void silu_mul(const Buffer& gate, const Buffer& up, int64_t rows, int64_t cols,
                         const NormOut& o) = 0;
+  // The same on a fused gate_up output [rows, 2 * cols]: gate = columns [0, cols) of each row,
+  // up = columns [cols, 2 * cols).
+  virtual void silu_mul_fused(const Buffer& gate_up, int64_t rows, int64_t cols,
+                              const NormOut& o) = 0;
+  // Copies fp16 x [rows, sum of parts' cols] apart by columns, in order: part i gets the next
+  // parts[i].cols columns of every row (a fused qkv output into q, k, v). Bit copies.
+  virtual void split_columns(const Buffer& x, int64_t rows, std::span<const ColumnPart> parts) = 0;
   // x = fp16(x + y), n elements (residual add).
   virtual void add(Buffer& x, const Buffer& y, int64_t n) = 0;
   // dst[i] = src[logit_rows[row_begin + i]] for i < rows, rows of `cols` fp16 values.

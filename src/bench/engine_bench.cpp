@@ -420,6 +420,8 @@ json run_engine_bench(const EngineBenchOptions& o, const RunnerFactory& factory,
                           {"heads", full.num_heads},       {"kv_heads", full.num_kv_heads},
                           {"head_dim", full.head_dim},     {"vocab", full.vocab_size}},
       result["memory_from_config"] = memory_from_config(full);
+    const engine::ModelRunner::FusedLayers fl = runner->fused_layers();
+    result["fused_layers"][w] = {{"qkv", fl.qkv}, {"gate_up", fl.gate_up}};
     std::vector<Precision> precs = {Precision::FP16};
     if (w == "nested") precs.push_back(Precision::FP8);
     const bool nested = runner->load_report().nested > 0;

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 
 #include "engine/checkpoint.hpp"
 #include "engine/op_names.hpp"
@@ -16,14 +17,17 @@ using backend::BufferPtr;
 using backend::LinearWeight;
 using backend::NormOut;
 
+// A fused qkv (gate_up) replaces q, k, v (gate, up), which are then null (engine/fusion.hpp).
 struct ModelRunner::Layer {
-  std::unique_ptr<LinearWeight> q, k, v, o, gate, up, down;
+  std::unique_ptr<LinearWeight> q, k, v, o, gate, up, down, qkv, gate_up;
   BufferPtr input_norm, post_norm, q_norm, k_norm;
 };
 
-// Allocated once for the largest step: pointers never move between steps.
+// Allocated once for the largest step: pointers never move between steps. `fused` takes the
+// fused GEMMs' outputs (qkv's is split into q, k, v before gate_up's is written); gate and up
+// exist only for layers that run them apart.
 struct ModelRunner::Scratch {
-  BufferPtr h, x, q, k, v, attn, o, gate, up, act, q8, scale, xl, logits;
+  BufferPtr h, x, q, k, v, attn, o, gate, up, fused, act, q8, scale, xl, logits;
 };
 
 static BufferPtr upload_vec(backend::Backend& be, const std::vector<uint16_t>& v) {
@@ -62,6 +66,8 @@ ModelRunner::ModelRunner(std::unique_ptr<backend::Backend> be, io::ModelConfig c
   if (!(opt_.gpu_memory_utilization > 0 && opt_.gpu_memory_utilization <= 1))
     fail("gpu_memory_utilization must be in (0, 1], got {}", opt_.gpu_memory_utilization);
   layers_.resize(size_t(c.num_layers));
+  const char* no_fuse = std::getenv("NESTEDFP_NO_FUSE");
+  fuse_ = opt_.fuse_projections && !(no_fuse && *no_fuse && std::string(no_fuse) != "0");
 }
 
 ModelRunner::ModelRunner(std::unique_ptr<backend::Backend> be, const ModelWeights& w,
@@ -74,10 +80,21 @@ ModelRunner::ModelRunner(std::unique_ptr<backend::Backend> be, const ModelWeight
   for (size_t i = 0; i < w.layers.size(); ++i) {
     const HostLayer& hl = w.layers[i];
     Layer& L = layers_[i];
-    L.q = upload_linear(*be_, hl.q), L.k = upload_linear(*be_, hl.k),
-    L.v = upload_linear(*be_, hl.v);
-    L.o = upload_linear(*be_, hl.o), L.gate = upload_linear(*be_, hl.gate);
-    L.up = upload_linear(*be_, hl.up), L.down = upload_linear(*be_, hl.down);
+    // Fused weights are concatenated on the host one layer at a time.
+    auto group = [&](std::initializer_list<const HostLinear*> parts, const char* name,
+                     std::unique_ptr<LinearWeight>& fused,
+                     std::initializer_list<std::unique_ptr<LinearWeight>*> each) {
+      const std::vector<const HostLinear*> p(parts);
+      if (fuse_ && fuse_refusal(p).empty()) {
+        fused = upload_linear(*be_, concat_linears(p, fmt::format("layers.{}.{}", i, name)));
+      } else {
+        auto it = p.begin();
+        for (auto* dst : each) *dst = upload_linear(*be_, **it++);
+      }
+    };
+    group({&hl.q, &hl.k, &hl.v}, "qkv", L.qkv, {&L.q, &L.k, &L.v});
+    group({&hl.gate, &hl.up}, "gate_up", L.gate_up, {&L.gate, &L.up});
+    L.o = upload_linear(*be_, hl.o), L.down = upload_linear(*be_, hl.down);
     L.input_norm = upload_vec(*be_, hl.input_norm), L.post_norm = upload_vec(*be_, hl.post_norm);
     if (config_.qk_norm)
       L.q_norm = upload_vec(*be_, hl.q_norm), L.k_norm = upload_vec(*be_, hl.k_norm);
@@ -96,6 +113,7 @@ std::unique_ptr<ModelRunner> ModelRunner::load(std::unique_ptr<backend::Backend>
   std::unique_ptr<ModelRunner> r(
       new ModelRunner(std::move(be), sharded ? shard_config(c, lo.shard) : c, opt));
   if (sharded) r->tp_ = std::make_unique<TpPlan>(TpPlan{c, lo.shard, nullptr});
+  r->fusing_.resize(size_t(c.num_layers) * 2);
   const int total = c.num_layers * 9 + 3;
   int done = 0, last_pct = -1;
   auto visit = [&](TensorItem&& t) {
@@ -109,6 +127,9 @@ std::unique_ptr<ModelRunner> ModelRunner::load(std::unique_ptr<backend::Backend>
     walk_dummy(c, lo.seed, visit);
   else
     walk_checkpoint(lo.model_dir, c, visit, &conv);
+  for (const FuseCollector& g : r->fusing_)
+    if (g.size()) fail("internal: the checkpoint walk left {} unfused", g.names().front());
+  r->fusing_.clear();
   r->report_.bf16_overflow = conv.overflow, r->report_.bf16_inexact = conv.inexact,
   r->report_.bf16_underflow = conv.underflow;
   for (const auto& t : r->report_.plain_tensors) spdlog::info("kept plain FP16: {}", t);
@@ -144,6 +165,28 @@ void ModelRunner::take(TensorItem&& t, const LoadOptions& lo) {
     return;
   }
   backend::LinearSpec s;
+  const bool nestable = t.slot != Slot::LmHead;
+  s.storage = !nestable || !lo.nested                      ? backend::RawStorage::Plain
+              : lo.storage == LinearStorage::Fp8PerTensor  ? backend::RawStorage::Fp8PerTensor
+              : lo.storage == LinearStorage::Fp8PerChannel ? backend::RawStorage::Fp8PerChannel
+                                                           : backend::RawStorage::Nested;
+  s.channel_scale = lo.scale_mode == format::ScaleMode::Channel;
+  if (const Fusion f = fusion_of(t.slot);
+      fuse_ && f != Fusion::None && lo.storage == LinearStorage::Nested) {
+    const int layer = t.layer;
+    FuseCollector& g = fusing_[size_t(layer) * 2 + (f == Fusion::GateUp)];
+    std::optional<HostLinear> shard;
+    if (tp_) shard = shard_host_linear(*be_, t, *tp_, lo.nested, lo.scale_mode);
+    const auto& c = config_;
+    if (shard)
+      g.add(std::move(*shard));
+    else
+      g.add(std::move(t), f == Fusion::GateUp
+                              ? 2 * int64_t(c.intermediate_size)
+                              : int64_t(c.num_heads + 2 * c.num_kv_heads) * c.head_dim);
+    if (g.size() == fusion_parts(f)) take_fused(g, f, layer, s, lo.nested);
+    return;
+  }
   s.out_features = t.rows, s.in_features = t.cols;
   s.raw16 = t.values.empty() ? nullptr : t.values.data();
   s.random = t.random ? &*t.random : nullptr;
@@ -152,12 +195,6 @@ void ModelRunner::take(TensorItem&& t, const LoadOptions& lo) {
     s.bias = t.bias.data();
   else if (t.random_bias)
     s.bias = (zero_bias.assign(size_t(t.rows), 0), zero_bias.data());
-  const bool nestable = t.slot != Slot::LmHead;
-  s.storage = !nestable || !lo.nested                      ? backend::RawStorage::Plain
-              : lo.storage == LinearStorage::Fp8PerTensor  ? backend::RawStorage::Fp8PerTensor
-              : lo.storage == LinearStorage::Fp8PerChannel ? backend::RawStorage::Fp8PerChannel
-                                                           : backend::RawStorage::Nested;
-  s.channel_scale = lo.scale_mode == format::ScaleMode::Channel;
   std::unique_ptr<LinearWeight> w;
   if (tp_ && split_kind(t.slot) != SplitKind::Replicated) {  // this rank's shard only
     w = shard_linear(*be_, t, *tp_, lo.nested, lo.scale_mode);
@@ -167,23 +204,48 @@ void ModelRunner::take(TensorItem&& t, const LoadOptions& lo) {
     }
   }
   if (!w) w = be_->create_linear(s);
-  if (nestable) {
-    if (w->format == backend::WeightFormat::Nested)
-      ++report_.nested;
-    else if (w->format == backend::WeightFormat::FP8)
-      ++report_.fp8;
-    else {
-      ++report_.plain;
-      report_.plain_tensors.push_back(t.name +
-                                      (lo.nested ? ": not representable" : ": --weights fp16"));
+  if (nestable) count(*w, t.name, lo.nested);
+  place(t.slot, t.layer, std::move(w));
+}
+
+void ModelRunner::count(const LinearWeight& w, const std::string& name, bool nested_load) {
+  if (w.format == backend::WeightFormat::Nested)
+    ++report_.nested;
+  else if (w.format == backend::WeightFormat::FP8)
+    ++report_.fp8;
+  else {
+    ++report_.plain;
+    report_.plain_tensors.push_back(name +
+                                    (nested_load ? ": not representable" : ": --weights fp16"));
+  }
+}
+
+// The load report counts a fused weight once per part, under the parts' names.
+void ModelRunner::take_fused(FuseCollector& g, Fusion f, int layer, const backend::LinearSpec& spec,
+                             bool nested_load) {
+  FusedWeights fw = g.finish(*be_, spec);
+  const std::vector<std::string>& names = g.names();
+  Layer& L = layers_[size_t(layer)];
+  if (fw.fused) {
+    for (const std::string& n : names) count(*fw.fused, n, nested_load);
+    (f == Fusion::Qkv ? L.qkv : L.gate_up) = std::move(fw.fused);
+  } else {
+    const Slot qkv[] = {Slot::Q, Slot::K, Slot::V}, gate_up[] = {Slot::Gate, Slot::Up};
+    for (size_t i = 0; i < fw.parts.size(); ++i) {
+      count(*fw.parts[i], names[i], nested_load);
+      place(f == Fusion::Qkv ? qkv[i] : gate_up[i], layer, std::move(fw.parts[i]));
     }
   }
-  if (t.slot == Slot::LmHead) {
+  g = FuseCollector{};
+}
+
+void ModelRunner::place(Slot slot, int layer, std::unique_ptr<LinearWeight> w) {
+  if (slot == Slot::LmHead) {
     lm_head_ = std::move(w);
     return;
   }
-  Layer& L = layers_[size_t(t.layer)];
-  switch (t.slot) {
+  Layer& L = layers_[size_t(layer)];
+  switch (slot) {
     case Slot::Q: L.q = std::move(w); break;
     case Slot::K: L.k = std::move(w); break;
     case Slot::V: L.v = std::move(w); break;
@@ -217,10 +279,22 @@ void ModelRunner::finish_setup() {
   const int64_t T = opt_.max_num_batched_tokens, H = c.hidden_size, I = c.intermediate_size;
   const int64_t qd = int64_t(c.num_heads) * c.head_dim, kvd = int64_t(c.num_kv_heads) * c.head_dim;
   max_logit_rows_ = std::max(opt_.max_num_seqs, 64);
+  const FusedLayers fl = fused_layers();
+  spdlog::info("fused projections: q,k,v in {} of {} layers, gate,up in {}{}", fl.qkv,
+               layers_.size(), fl.gate_up, fuse_ ? "" : " (off: NESTEDFP_NO_FUSE or the options)");
   auto f16 = [&](int64_t rows, int64_t n) { return be_->alloc(size_t(rows * n) * 2); };
   Scratch& s = *s_;
   s.h = f16(T, H), s.x = f16(T, H), s.q = f16(T, qd), s.k = f16(T, kvd), s.v = f16(T, kvd);
-  s.attn = f16(T, qd), s.o = f16(T, H), s.gate = f16(T, I), s.up = f16(T, I), s.act = f16(T, I);
+  s.attn = f16(T, qd), s.o = f16(T, H), s.act = f16(T, I);
+  int64_t fused_cols = 0;
+  bool apart = false;  // a layer runs gate and up as two GEMMs
+  for (const Layer& L : layers_) {
+    if (L.qkv) fused_cols = std::max(fused_cols, qd + 2 * kvd);
+    if (L.gate_up) fused_cols = std::max(fused_cols, 2 * I);
+    apart = apart || !L.gate_up;
+  }
+  if (fused_cols) s.fused = f16(T, fused_cols);
+  if (apart) s.gate = f16(T, I), s.up = f16(T, I);
   s.q8 = be_->alloc(size_t(T * std::max({H, I, qd})));
   s.scale = be_->alloc(size_t(T) * 4);
   s.xl = f16(max_logit_rows_, H);
@@ -277,7 +351,7 @@ RunnerMemory ModelRunner::memory() const {
   RunnerMemory m;
   auto bytes = [](const BufferPtr& b) { return b ? b->bytes() : size_t(0); };
   for (const Layer& L : layers_) {
-    for (const auto* w : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down})
+    for (const auto* w : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down, &L.qkv, &L.gate_up})
       if (*w)
         ((*w)->format == backend::WeightFormat::FP16 ? m.plain_linears : m.nested_linears) +=
             (*w)->bytes;
@@ -289,11 +363,17 @@ RunnerMemory ModelRunner::memory() const {
   m.kv_blocks = num_blocks_ + (pad_block_ >= 0 ? 1 : 0);
   m.kv_cache = size_t(m.kv_blocks) * kv_bytes_per_block(config_);
   const Scratch& s = *s_;
-  for (const BufferPtr* b : {&s.h, &s.x, &s.q, &s.k, &s.v, &s.attn, &s.o, &s.gate, &s.up, &s.act,
-                             &s.q8, &s.scale, &s.xl, &s.logits})
+  for (const BufferPtr* b : {&s.h, &s.x, &s.q, &s.k, &s.v, &s.attn, &s.o, &s.gate, &s.up, &s.fused,
+                             &s.act, &s.q8, &s.scale, &s.xl, &s.logits})
     m.scratch += bytes(*b);
   m.backend = be_->workspace_memory();
   return m;
+}
+
+ModelRunner::FusedLayers ModelRunner::fused_layers() const {
+  FusedLayers f;
+  for (const Layer& L : layers_) f.qkv += L.qkv != nullptr, f.gate_up += L.gate_up != nullptr;
+  return f;
 }
 
 void ModelRunner::validate(const StepInput& in) const {
@@ -444,19 +524,29 @@ void ModelRunner::forward(Precision precision) {
   be.embedding(*embed_, c.vocab_size, H, *s.h);
   for (size_t li = 0; li < layers_.size(); ++li) {
     const Layer& L = layers_[li];
-    auto linear = [&](const char* name, const LinearWeight& w, const Activation& a,
-                      backend::Buffer& y) {
-      if (tap_) tap_(int(li), name, a, T);
-      be.profile_mark(&w == L.o.get()                          ? op::kO
-                      : &w == L.down.get()                     ? op::kDown
-                      : &w == L.gate.get() || &w == L.up.get() ? op::kGateUp
-                                                               : op::kQkv);
+    // `taps`: the logical linears this GEMM computes (a fused one reports each part).
+    auto linear = [&](const char* mark, std::initializer_list<const char*> taps,
+                      const LinearWeight& w, const Activation& a, backend::Buffer& y) {
+      if (tap_)
+        for (const char* name : taps) tap_(int(li), name, a, T);
+      be.profile_mark(mark);
       be.linear(precision, w, a, T, y);
     };
-    Activation a = prepare(L.input_norm.get(), *s.h, H, {L.q.get(), L.k.get(), L.v.get()});
-    linear("q", *L.q, a, *s.q);
-    linear("k", *L.k, a, *s.k);
-    linear("v", *L.v, a, *s.v);
+    Activation a;
+    if (L.qkv) {
+      a = prepare(L.input_norm.get(), *s.h, H, {L.qkv.get()});
+      linear(op::kQkv, {"q", "k", "v"}, *L.qkv, a, *s.fused);
+      be.profile_mark(op::kQkvSplit);
+      const backend::ColumnPart parts[] = {{s.q.get(), int64_t(nq) * hd},
+                                           {s.k.get(), int64_t(nkv) * hd},
+                                           {s.v.get(), int64_t(nkv) * hd}};
+      be.split_columns(*s.fused, T, parts);
+    } else {
+      a = prepare(L.input_norm.get(), *s.h, H, {L.q.get(), L.k.get(), L.v.get()});
+      linear(op::kQkv, {"q"}, *L.q, a, *s.q);
+      linear(op::kQkv, {"k"}, *L.k, a, *s.k);
+      linear(op::kQkv, {"v"}, *L.v, a, *s.v);
+    }
     if (c.qk_norm) {
       be.profile_mark(op::kRmsnorm);
       be.rmsnorm(*s.q, nullptr, *L.q_norm, T * nq, hd, eps, NormOut{s.q.get()});
@@ -468,22 +558,27 @@ void ModelRunner::forward(Precision precision) {
     be.profile_mark(op::kAttention);
     be.attention(*kv_, int(li), *s.q, nq, 1.f / std::sqrt(float(hd)), *s.attn);
     a = prepare(nullptr, *s.attn, int64_t(nq) * hd, {L.o.get()});
-    linear("o", *L.o, a, *s.o);
+    linear(op::kO, {"o"}, *L.o, a, *s.o);
     if (tp_) tp_->reduce(be, *s.o, T * H);  // row-parallel: sum the ranks' partial outputs
     pending = s.o.get();
 
-    a = prepare(L.post_norm.get(), *s.h, H, {L.gate.get(), L.up.get()});
-    linear("gate", *L.gate, a, *s.gate);
-    linear("up", *L.up, a, *s.up);
-    be.profile_mark(op::kSiluMul);
-    if (fp8_acts && L.down->runs_fp8()) {
-      be.silu_mul(*s.gate, *s.up, T, I, NormOut{nullptr, s.q8.get(), s.scale.get()});
-      a = Activation{nullptr, s.q8.get(), s.scale.get()};
+    if (L.gate_up) {
+      a = prepare(L.post_norm.get(), *s.h, H, {L.gate_up.get()});
+      linear(op::kGateUp, {"gate", "up"}, *L.gate_up, a, *s.fused);
     } else {
-      be.silu_mul(*s.gate, *s.up, T, I, NormOut{s.act.get()});
-      a = Activation{s.act.get()};
+      a = prepare(L.post_norm.get(), *s.h, H, {L.gate.get(), L.up.get()});
+      linear(op::kGateUp, {"gate"}, *L.gate, a, *s.gate);
+      linear(op::kGateUp, {"up"}, *L.up, a, *s.up);
     }
-    linear("down", *L.down, a, *s.o);
+    be.profile_mark(op::kSiluMul);
+    const bool act8 = fp8_acts && L.down->runs_fp8();
+    const NormOut act = act8 ? NormOut{nullptr, s.q8.get(), s.scale.get()} : NormOut{s.act.get()};
+    if (L.gate_up)
+      be.silu_mul_fused(*s.fused, T, I, act);
+    else
+      be.silu_mul(*s.gate, *s.up, T, I, act);
+    a = act8 ? Activation{nullptr, s.q8.get(), s.scale.get()} : Activation{s.act.get()};
+    linear(op::kDown, {"down"}, *L.down, a, *s.o);
     if (tp_) tp_->reduce(be, *s.o, T * H);
     pending = s.o.get();
   }

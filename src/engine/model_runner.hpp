@@ -11,6 +11,7 @@
 #include <memory>
 #include <string>
 
+#include "engine/fusion.hpp"
 #include "engine/model_weights.hpp"
 #include "engine/tensor_parallel.hpp"
 #include "nestedfp/backend.hpp"
@@ -34,6 +35,10 @@ struct RunnerOptions {
   // Decode steps replay a CUDA graph per (batch bucket, precision) on device backends
   // (--enforce-eager: false).
   bool cuda_graphs = true;
+  // q, k, v run as one GEMM, and gate, up as one, where their weights agree (engine/fusion.hpp,
+  // docs/DESIGN.md §3.4). false, or NESTEDFP_NO_FUSE=1 in the environment: separate GEMMs
+  // (comparisons).
+  bool fuse_projections = true;
 };
 
 // Where the weights come from when the runner loads them itself (streaming: each tensor goes to
@@ -51,7 +56,8 @@ struct LoadOptions {
 };
 
 // Called before each decoder linear with its input (accuracy tools capture activations).
-// `linear` is one of q, k, v, o, gate, up, down; x.f16 is set in FP16 steps.
+// `linear` is one of q, k, v, o, gate, up, down; x.f16 is set in FP16 steps. A fused qkv
+// (gate_up) reports its one input once per part, q, k, v (gate, up), before its GEMM.
 using LinearTap =
     std::function<void(int layer, const char* linear, const backend::Activation& x, int64_t M)>;
 
@@ -101,6 +107,11 @@ class ModelRunner final : public ModelExecutor {
   // graphs are kept.
   void pause_graphs(bool paused) { graphs_paused_ = paused; }
   RunnerMemory memory() const;
+  // Layers whose q, k, v (gate, up) run as one GEMM (engine/fusion.hpp).
+  struct FusedLayers {
+    int qkv = 0, gate_up = 0;
+  };
+  FusedLayers fused_layers() const;
 
  private:
   struct Layer;
@@ -108,7 +119,12 @@ class ModelRunner final : public ModelExecutor {
   ModelRunner(std::unique_ptr<backend::Backend> backend, io::ModelConfig config,
               RunnerOptions options);
   void take(TensorItem&& t, const LoadOptions& load);  // one streamed tensor
-  void finish_setup();                                 // rope, scratch, KV cache
+  void place(Slot slot, int layer, std::unique_ptr<backend::LinearWeight> w);
+  void count(const backend::LinearWeight& w, const std::string& name, bool nested_load);
+  // A layer's fused group whose parts are all in (take); its weights fused or one per part.
+  void take_fused(FuseCollector& g, Fusion f, int layer, const backend::LinearSpec& spec,
+                  bool nested_load);
+  void finish_setup();  // rope, scratch, KV cache
   void validate(const StepInput& in) const;
   void build_layout(const StepInput& in);
   void forward(Precision precision);
@@ -146,6 +162,8 @@ class ModelRunner final : public ModelExecutor {
   bool graphs_paused_ = false;
   LoadReport report_;
   LinearTap tap_;
+  bool fuse_ = true;                   // RunnerOptions::fuse_projections, NESTEDFP_NO_FUSE
+  std::vector<FuseCollector> fusing_;  // while loading: per layer, qkv and gate_up parts
   // The launched step (launch() .. collect()): its input, output so far, and the sample rows
   // of logits rows [collect_begin_, collect_begin_ + collect_rows_) still queued on the device
   // (rows < 0: none).

@@ -8,6 +8,7 @@ inline constexpr const char* kEmbedding = "embedding";
 inline constexpr const char* kRmsnorm = "rmsnorm";    // (+ residual add, + E4M3 quantization)
 inline constexpr const char* kQuantize = "quantize";  // standalone: the o projection's input
 inline constexpr const char* kQkv = "qkv GEMM";
+inline constexpr const char* kQkvSplit = "qkv split";  // a fused qkv output into q, k, v
 inline constexpr const char* kRopeKv = "rope + kv write";
 inline constexpr const char* kAttention = "attention";
 inline constexpr const char* kO = "o GEMM";

@@ -115,9 +115,9 @@ void TpPlan::reduce(backend::Backend& be, backend::Buffer& y, int64_t n) const {
   comm->all_reduce_sum(be, y, n, backend::ElemType::F16);
 }
 
-std::unique_ptr<backend::LinearWeight> shard_linear(backend::Backend& be, TensorItem& t,
-                                                    const TpPlan& plan, bool nested,
-                                                    format::ScaleMode mode) {
+std::optional<HostLinear> shard_host_linear(const backend::Backend& be, TensorItem& t,
+                                            const TpPlan& plan, bool nested,
+                                            format::ScaleMode mode) {
   const SplitKind kind = split_kind(t.slot);
   const auto [first, count] = shard_range(plan.full, t.slot, plan.shard);
   if (t.random) {
@@ -125,7 +125,7 @@ std::unique_ptr<backend::LinearWeight> shard_linear(backend::Backend& be, Tensor
     // numbers as the unsplit dummy model).
     (kind == SplitKind::Rows ? t.rows : t.cols) = count;
     t.random->seed = t.random->seed * 0x9E3779B97F4A7C15ull + uint64_t(plan.shard.rank) + 1;
-    return nullptr;
+    return std::nullopt;
   }
   HostLinear full = make_linear(t.name, std::move(t.values), t.rows, t.cols, mode, nested);
   full.bias = std::move(t.bias);
@@ -137,7 +137,14 @@ std::unique_ptr<backend::LinearWeight> shard_linear(backend::Backend& be, Tensor
     part.fp16 = format::unscale_merge_tensor(*part.nested);
     part.nested.reset();
   }
-  return upload_linear(be, part);
+  return part;
+}
+
+std::unique_ptr<backend::LinearWeight> shard_linear(backend::Backend& be, TensorItem& t,
+                                                    const TpPlan& plan, bool nested,
+                                                    format::ScaleMode mode) {
+  std::optional<HostLinear> part = shard_host_linear(be, t, plan, nested, mode);
+  return part ? upload_linear(be, *part) : nullptr;
 }
 
 }  // namespace nestedfp::engine

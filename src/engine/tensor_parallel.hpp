@@ -7,6 +7,7 @@
 // query heads read).
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <utility>
 
 #include "engine/checkpoint.hpp"
@@ -52,6 +53,11 @@ struct TpPlan {
 // reshaped in place and get their own stream (returns null: the caller creates them as usual);
 // real weights are nested on the host at full size (so eligibility and channel scales are those
 // of the unsplit weight), sliced and uploaded.
+// The same, kept on the host (the runner fuses column-parallel shards before uploading them);
+// nullopt for random weights, reshaped as above.
+std::optional<HostLinear> shard_host_linear(const backend::Backend& be, TensorItem& t,
+                                            const TpPlan& plan, bool nested,
+                                            format::ScaleMode mode);
 std::unique_ptr<backend::LinearWeight> shard_linear(backend::Backend& be, TensorItem& t,
                                                     const TpPlan& plan, bool nested,
                                                     format::ScaleMode mode);

@@ -271,3 +271,54 @@ TEST(CpuOps, EmbeddingAndGather) {
   be->begin_step(bad);
   EXPECT_THROW(be->embedding(*bt, 10, 4, *out), std::exception);
 }
+
+// A fused gate_up [rows, 2 * cols] gives silu_mul of its halves, fp16 and E4M3 outputs bit for bit.
+TEST(CpuOps, SiluMulFusedEqualsSeparateHalves) {
+  auto be = make_cpu_backend(2);
+  std::mt19937 g(5);
+  const int rows = 4, cols = 72;
+  auto ga = rnd16(rows * cols, g, 3.f), u = rnd16(rows * cols, g, 2.f);
+  std::vector<uint16_t> gu;
+  for (int r = 0; r < rows; ++r) {
+    gu.insert(gu.end(), ga.begin() + r * cols, ga.begin() + (r + 1) * cols);
+    gu.insert(gu.end(), u.begin() + r * cols, u.begin() + (r + 1) * cols);
+  }
+  auto bg = up(*be, ga), bu = up(*be, u), bgu = up(*be, gu);
+  auto o1 = be->alloc(rows * cols * 2), o2 = be->alloc(rows * cols * 2);
+  auto q1 = be->alloc(rows * cols), q2 = be->alloc(rows * cols), s1 = be->alloc(rows * 4),
+       s2 = be->alloc(rows * 4);
+  be->silu_mul(*bg, *bu, rows, cols, NormOut{o1.get(), q1.get(), s1.get()});
+  be->silu_mul_fused(*bgu, rows, cols, NormOut{o2.get(), q2.get(), s2.get()});
+  EXPECT_EQ(down(*be, *o1, rows * cols), down(*be, *o2, rows * cols));
+  std::vector<uint8_t> a(rows * cols), b(rows * cols);
+  be->download(a.data(), *q1, a.size());
+  be->download(b.data(), *q2, b.size());
+  EXPECT_EQ(a, b);
+  std::vector<float> sa(rows), sb(rows);
+  be->download(sa.data(), *s1, rows * 4);
+  be->download(sb.data(), *s2, rows * 4);
+  EXPECT_EQ(sa, sb);
+  EXPECT_NE(a, std::vector<uint8_t>(a.size(), 0));
+}
+
+TEST(CpuOps, SplitColumnsCopiesEachPartsColumns) {
+  auto be = make_cpu_backend(2);
+  std::mt19937 g(6);
+  const int rows = 5, w0 = 16, w1 = 3, w2 = 8, W = w0 + w1 + w2;
+  const auto x = rnd16(rows * W, g, 1.f);
+  auto bx = up(*be, x), b0 = be->alloc(rows * w0 * 2), b1 = be->alloc(rows * w1 * 2),
+       b2 = be->alloc(rows * w2 * 2);
+  const ColumnPart parts[] = {{b0.get(), w0}, {b1.get(), w1}, {b2.get(), w2}};
+  be->split_columns(*bx, rows, parts);
+  int c0 = 0;
+  const std::vector<std::pair<Buffer*, int>> want = {
+      {b0.get(), w0}, {b1.get(), w1}, {b2.get(), w2}};
+  for (const auto& [buf, w] : want) {
+    const auto got = down(*be, *buf, size_t(rows * w));
+    for (int r = 0; r < rows; ++r)
+      for (int c = 0; c < w; ++c) ASSERT_EQ(got[r * w + c], x[r * W + c0 + c]) << r << "," << c;
+    c0 += w;
+  }
+  const ColumnPart self[] = {{bx.get(), W}};
+  EXPECT_ANY_THROW(be->split_columns(*bx, rows, self));
+}

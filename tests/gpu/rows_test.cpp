@@ -1,10 +1,12 @@
 // ops.hpp memory kernels against host references on fresh random data: embedding, gather_rows,
-// add_inplace (bit exact, both the 16-byte and the unaligned paths), fill_normal statistics and
-// determinism, fill_constant, the fp32-output lm_head GEMM, and the copy-bandwidth floor.
+// add_inplace and split_columns (bit exact, both the 16-byte and the unaligned paths), fill_normal
+// statistics and determinism, fill_constant, the fp32-output lm_head GEMM, and the copy-bandwidth
+// floor.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 
 #include "backend/cuda/ops.hpp"
 #include "gpu_util.hpp"
@@ -79,6 +81,49 @@ TEST(Rows, AddInplaceRoundsTheFp32SumOnce) {
       EXPECT_EQ(got, want);  // also: nothing outside [off, off + n) was written
     }
   }
+}
+
+// A fused qkv output [M, qd + 2 kvd] apart into q, k, v: bit copies, on the 16-byte path (every
+// width a multiple of 8, aligned) and the scalar one (an odd width or an unaligned part), and
+// nothing written past a part.
+TEST(Rows, SplitColumnsCopiesEachPartsColumns) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE(testing::Message() << "seed " << seed);
+  std::mt19937_64 rng(seed);
+  for (auto [M, w0, w1, w2, off] :
+       {std::tuple{1, 4096, 1024, 1024, 0}, std::tuple{37, 384, 128, 128, 0},
+        std::tuple{5, 24, 8, 8, 1}, std::tuple{9, 40, 12, 5, 0}}) {
+    SCOPED_TRACE(testing::Message() << "M " << M << " widths " << w0 << "/" << w1 << "/" << w2
+                                    << " dst offset " << off);
+    const int64_t widths[] = {w0, w1, w2}, W = w0 + w1 + w2;
+    const auto x = random_halves(rng, size_t(M) * W);
+    DeviceBuffer<uint16_t> dx(x);
+    std::vector<std::unique_ptr<DeviceBuffer<uint16_t>>> parts;
+    __half* dst[3];
+    for (int p = 0; p < 3; ++p) {
+      parts.push_back(std::make_unique<DeviceBuffer<uint16_t>>(size_t(M) * widths[p] + 8));
+      parts.back()->poison();
+      dst[p] = as_half(parts.back()->get() + (p == 1 ? off : 0));
+    }
+    cuda::split_columns(as_half(dx.get()), M, 3, dst, widths, nullptr);
+    int64_t c0 = 0;
+    for (int p = 0; p < 3; ++p) {
+      const auto got = parts[size_t(p)]->download();
+      const int o = p == 1 ? off : 0;
+      for (int m = 0; m < M; ++m)
+        for (int64_t c = 0; c < widths[p]; ++c)
+          ASSERT_EQ(got[size_t(o + m * widths[p] + c)], x[size_t(m * W + c0 + c)])
+              << "part " << p << " row " << m << " col " << c;
+      for (size_t i = size_t(o + M * widths[p]); i < got.size(); ++i)
+        ASSERT_EQ(got[i], 0xFFFF) << "part " << p << " written past its end";
+      c0 += widths[p];
+    }
+  }
+  DeviceBuffer<uint16_t> b(64);
+  __half* self[] = {as_half(b.get())};
+  const int64_t w[] = {8};
+  EXPECT_THROW(cuda::split_columns(as_half(b.get()), 1, 1, self, w, nullptr), Error);
+  EXPECT_THROW(cuda::split_columns(as_half(b.get()), 1, 0, self, w, nullptr), Error);
 }
 
 TEST(Rows, FillConstant) {

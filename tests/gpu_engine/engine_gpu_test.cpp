@@ -14,6 +14,7 @@
 #include "cpu/pystd_fixture.hpp"
 #include "engine/model_runner.hpp"
 #include "engine/offline.hpp"
+#include "gpu_engine/cuda_pystd.hpp"
 #include "nestedfp/engine.hpp"
 #include "nestedfp/sampler.hpp"
 #include "nestedfp/tokenizer.hpp"
@@ -104,6 +105,25 @@ TEST(CudaEngine, NestedFp16MatchesPlainFp16Engine) {
   const double a = ppl(first8_chunk_nll(gpu(), Precision::FP16)),
                b = ppl(first8_chunk_nll(*plain, Precision::FP16));
   EXPECT_NEAR(a / b, 1.0, 2e-4) << "nested " << a << " plain " << b;
+}
+
+// Fused qkv / gate_up GEMMs (the default) against separate ones: the GEMMs pick their
+// configurations by shape, so summation order may differ, but the model is the same: FP16
+// perplexity as NestedFp16MatchesPlainFp16Engine, NestedFP8 over 64 chunks as the cpu comparison.
+TEST(CudaEngine, FusedProjectionsMatchSeparateGemms) {
+  engine::RunnerOptions ro;
+  ro.max_num_batched_tokens = 512, ro.max_num_seqs = 8, ro.num_kv_blocks = 512;
+  ro.fuse_projections = false;
+  auto apart = load_cuda_pystd(ro);
+  EXPECT_EQ(apart->fused_layers().qkv, 0);
+  EXPECT_EQ(gpu().fused_layers().qkv, 6);
+  EXPECT_EQ(gpu().fused_layers().gate_up, 6);
+  const double a = ppl(first8_chunk_nll(gpu(), Precision::FP16)),
+               b = ppl(first8_chunk_nll(*apart, Precision::FP16));
+  EXPECT_NEAR(a / b, 1.0, 2e-4) << "fused " << a << " separate " << b;
+  const double f8 = engine::perplexity(gpu(), long_ids(), Precision::FP8, 64).ppl,
+               s8 = engine::perplexity(*apart, long_ids(), Precision::FP8, 64).ppl;
+  EXPECT_NEAR(f8 / s8, 1.0, 1e-3) << "fused " << f8 << " separate " << s8;
 }
 
 namespace {
@@ -285,9 +305,9 @@ TEST(CudaEngine, ProfiledStepsRunEagerAndCoverTheStep) {
     std::set<std::string> names;
     double sum = 0;
     for (const auto& o : ops) names.insert(o.op), sum += o.ms;
-    for (const char* op :
-         {"step setup", "embedding", "rmsnorm", "qkv GEMM", "rope + kv write", "attention",
-          "o GEMM", "gate_up GEMM", "silu_mul", "down GEMM", "final norm", "lm_head", "sampling"})
+    for (const char* op : {"step setup", "embedding", "rmsnorm", "qkv GEMM", "qkv split",
+                           "rope + kv write", "attention", "o GEMM", "gate_up GEMM", "silu_mul",
+                           "down GEMM", "final norm", "lm_head", "sampling"})
       EXPECT_TRUE(names.count(op)) << op << " " << to_string(p);
     EXPECT_EQ(names.count("quantize"), p == Precision::FP8 ? 1u : 0u);
     EXPECT_GT(sum, 0.5 * wall);

@@ -449,6 +449,36 @@ class CpuBackend final : public Backend {
     });
   }
 
+  void silu_mul_fused(const Buffer& gate_up, int64_t rows, int64_t cols,
+                      const NormOut& o) override {
+    const uint16_t* g = ptr<uint16_t>(gate_up, size_t(rows * cols * 2), "silu gate_up");
+    Outputs out(o, rows, cols);
+    pool_.parallel_for(rows, [&](int64_t r, int) {
+      const uint16_t* row = g + r * cols * 2;
+      out.write_row(r, [&](uint16_t* y) { silu_mul_row(row, row + cols, cols, y); });
+    });
+  }
+
+  void split_columns(const Buffer& x, int64_t rows, std::span<const ColumnPart> parts) override {
+    int64_t width = 0;
+    for (const ColumnPart& p : parts) {
+      if (!p.dst || p.cols <= 0) fail("split_columns: a part without a buffer or columns");
+      width += p.cols;
+    }
+    const uint16_t* src = ptr<uint16_t>(x, size_t(rows * width), "split_columns x");
+    std::vector<uint16_t*> dst;
+    for (const ColumnPart& p : parts) {
+      dst.push_back(ptr<uint16_t>(*p.dst, size_t(rows * p.cols), "split_columns part"));
+      if (static_cast<const void*>(dst.back()) == static_cast<const void*>(src))
+        fail("split_columns: a part is the source buffer");
+    }
+    pool_.parallel_for(rows, [&](int64_t r, int) {
+      const uint16_t* row = src + r * width;
+      for (size_t i = 0; i < parts.size(); row += parts[i].cols, ++i)
+        std::memcpy(dst[i] + r * parts[i].cols, row, size_t(parts[i].cols) * 2);
+    });
+  }
+
   static void silu_mul_row(const uint16_t* g, const uint16_t* u, int64_t n, uint16_t* o) {
     for (int64_t i = 0; i < n; ++i)
       o[i] = float_to_fp16(fp16_to_float(float_to_fp16(silu(fp16_to_float(g[i])))) *

@@ -27,6 +27,12 @@ void gather_rows(const __half* src, int64_t cols, const int32_t* rows, int R, __
                  cudaStream_t stream);
 // y[m, n] = fp16(y[m, n] + bias[n]) for M rows of N (the q/k/v biases of qwen2).
 void add_bias_rows(__half* y, const __half* bias, int M, int N, cudaStream_t stream);
+// Copies x [M, sum of widths] apart by columns: dst[i] [M, widths[i]] gets the next widths[i]
+// columns of every row (a fused qkv GEMM output into q, k, v). 1..kMaxColumnParts parts, each
+// dst apart from x. 16-byte accesses when every width is a multiple of 8 and the pointers allow.
+inline constexpr int kMaxColumnParts = 4;
+void split_columns(const __half* x, int M, int nparts, __half* const* dst, const int64_t* widths,
+                   cudaStream_t stream);
 // x = fp16(x + y), n elements (fp32 sum, one rounding).
 void add_inplace(__half* x, const __half* y, int64_t n, cudaStream_t stream);
 

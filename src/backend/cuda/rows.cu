@@ -1,5 +1,5 @@
-// Row copies (embedding lookup, row gather) and the residual add: memory-bound, grid-stride,
-// 16-byte accesses whenever the row length and the pointers allow them.
+// Row copies (embedding lookup, row gather, column split) and the residual add: memory-bound,
+// grid-stride, 16-byte accesses whenever the row length and the pointers allow them.
 #include <cuda_fp16.h>
 
 #include <algorithm>
@@ -83,7 +83,53 @@ __global__ void add_kernel(__half* __restrict__ x, const __half* __restrict__ y,
   for (int64_t i = body + first; i < n; i += stride) x[i] = add_round(x[i], y[i]);
 }
 
+// Destinations of split_columns, by value in the kernel's parameters: part p owns the columns
+// [end[p-1], end[p]) of a row (in access units; end[-1] = 0).
+struct ColumnSplit {
+  void* dst[kMaxColumnParts];
+  int64_t end[kMaxColumnParts];
+  int n;
+};
+
+template <typename T>
+__global__ void split_columns_kernel(const T* __restrict__ x, int64_t rows, ColumnSplit a) {
+  const int64_t width = a.end[a.n - 1], total = rows * width;
+  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total;
+       t += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = t / width, c = t - r * width;
+    int p = 0;
+    while (c >= a.end[p]) ++p;
+    const int64_t c0 = p ? a.end[p - 1] : 0;
+    static_cast<T*>(a.dst[p])[r * (a.end[p] - c0) + (c - c0)] = x[t];
+  }
+}
+
 }  // namespace
+
+void split_columns(const __half* x, int M, int nparts, __half* const* dst, const int64_t* widths,
+                   cudaStream_t stream) {
+  if (nparts < 1 || nparts > kMaxColumnParts)
+    cuda_fail("split_columns: ", nparts, " parts (1 to ", kMaxColumnParts, ")");
+  if (M < 0) cuda_fail("split_columns: negative row count ", M);
+  if (!x) cuda_fail("split_columns: null source");
+  bool vec = aligned16(x);
+  for (int p = 0; p < nparts; ++p) {
+    if (!dst[p] || widths[p] <= 0) cuda_fail("split_columns: part ", p, " has no buffer or width");
+    if (dst[p] == x) cuda_fail("split_columns: part ", p, " is the source buffer");
+    vec = vec && widths[p] % 8 == 0 && aligned16(dst[p]);
+  }
+  if (M == 0) return;
+  ColumnSplit a{};
+  a.n = nparts;
+  int64_t end = 0;
+  for (int p = 0; p < nparts; ++p) a.dst[p] = dst[p], a.end[p] = end += widths[p] / (vec ? 8 : 1);
+  if (vec)
+    split_columns_kernel<<<grid_for(M * end), kThreads, 0, stream>>>(
+        reinterpret_cast<const uint4*>(x), M, a);
+  else
+    split_columns_kernel<<<grid_for(M * end), kThreads, 0, stream>>>(x, M, a);
+  NFP_CUDA_CHECK_LAUNCH();
+}
 
 void embedding(const __half* table, int64_t hidden, const int32_t* ids, int M, __half* out,
                cudaStream_t stream) {

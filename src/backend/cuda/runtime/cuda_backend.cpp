@@ -248,6 +248,28 @@ class CudaBackend final : public Backend {
                    o.q8 ? dptr<uint8_t>(*o.q8, size_t(n), "q8") : nullptr,
                    o.q8 ? dptr<float>(*o.scale, size_t(rows) * 4, "scale") : nullptr, stream_);
   }
+  void silu_mul_fused(const Buffer& gate_up, int64_t rows, int64_t cols,
+                      const NormOut& o) override {
+    const int64_t n = rows * cols;
+    const __half* g = h16(gate_up, 2 * n, "silu gate_up");
+    cuda::silu_mul(g, g + cols, 2 * cols, int(rows), int(cols),
+                   o.out ? h16(*o.out, n, "silu out") : nullptr,
+                   o.q8 ? dptr<uint8_t>(*o.q8, size_t(n), "q8") : nullptr,
+                   o.q8 ? dptr<float>(*o.scale, size_t(rows) * 4, "scale") : nullptr, stream_);
+  }
+  void split_columns(const Buffer& x, int64_t rows, std::span<const ColumnPart> parts) override {
+    if (parts.empty() || parts.size() > size_t(cuda::kMaxColumnParts))
+      fail("split_columns: {} parts (1 to {})", parts.size(), cuda::kMaxColumnParts);
+    __half* dst[cuda::kMaxColumnParts] = {};
+    int64_t widths[cuda::kMaxColumnParts] = {}, width = 0;
+    for (size_t i = 0; i < parts.size(); ++i) {
+      if (!parts[i].dst) fail("split_columns: part {} has no buffer", i);
+      dst[i] = h16(*parts[i].dst, rows * parts[i].cols, "split_columns part");
+      widths[i] = parts[i].cols, width += parts[i].cols;
+    }
+    cuda::split_columns(h16(x, rows * width, "split_columns x"), int(rows), int(parts.size()), dst,
+                        widths, stream_);
+  }
   void add(Buffer& x, const Buffer& y, int64_t n) override {
     cuda::add_inplace(h16(x, n, "add x"), h16(y, n, "add y"), n, stream_);
   }
