@@ -21,7 +21,9 @@
 #   E2E_PLAIN=1             the plain FP16 server for the grid
 #   E2E_SLO_AIM=8           the slo policy's targets, x the unloaded FP16 TTFT/TPOT (SLOs: 10x, 15x)
 #   E2E_SLO_EXTRA=",forecast=0"  appended to the slo spec (e.g. the queue model alone, to compare)
-#   E2E_DEADLINE_S=500      no run starts (or continues) later than this; the report follows
+#   E2E_DEADLINE_S=720      no run starts (or continues) later than this; the report follows
+#                           (the full H200 run takes ~650 s: longer than one device command, so
+#                           start it detached, CONTRIBUTING.md "GPU workflow" step 6)
 #   BIN, MODEL, DEVICE, PORT, TRACES (../shared/data/traces, else .carry/ on the GPU machine)
 #   SERVE_ARGS="..."        extra arguments of every server (scripts/tp-70b.sh: --tensor-parallel-size 4)
 #   E2E_TITLE="..."         the report's title
@@ -53,7 +55,7 @@ fi
 PORT=${PORT:-18431}
 shrink=${E2E_SHRINK:-1}
 aim=${E2E_SLO_AIM:-8}
-deadline=${E2E_DEADLINE_S:-$([ "$small" = 1 ] && echo 300 || echo 500)}  # s after start; then the report
+deadline=${E2E_DEADLINE_S:-$([ "$small" = 1 ] && echo 300 || echo 720)}  # s after start; then the report
 replay=$(awk -v r="$replay" -v s="$shrink" 'BEGIN { printf "%.1f", r * s }')
 do_code=${E2E_CODE:-1}; do_grid=${E2E_GRID:-1}; do_plain=${E2E_PLAIN:-1}
 policies="fp16 fp8 dynamic slo"
