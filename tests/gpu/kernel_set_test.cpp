@@ -55,6 +55,17 @@ TEST(KernelSet, CiConfigurationsAreInEveryBuild) {
   const int c8 = index_of(cuda::nested_fp8_gemm_variant_names(), "pp64x16");
   ASSERT_GE(c8, 0);
   EXPECT_TRUE(cuda::nested_fp8_gemm_variant_built(c8));
+  // The streaming mma kernels are in every build, and the heuristics send narrow layers at small M
+  // to them (KERNELS.md §2.4).
+  const int m16 = index_of(fp16, "mma128x8"),
+            m8 = index_of(cuda::nested_fp8_gemm_variant_names(), "mma128x16");
+  ASSERT_GE(m16, 0);
+  ASSERT_GE(m8, 0);
+  EXPECT_TRUE(cuda::nested_fp16_config_available(m16));
+  EXPECT_TRUE(cuda::nested_fp8_gemm_variant_built(m8));
+  EXPECT_EQ(cuda::nested_fp16_gemm_heuristic(1, 1024, 4096), m16);
+  EXPECT_EQ(cuda::nested_fp8_gemm_heuristic(16, 1024, 4096), m8);
+  EXPECT_NE(cuda::nested_fp8_gemm_heuristic(16, 4096, 4096), m8);
   EXPECT_FALSE(cuda::nested_fp16_config_available(cuda::kNfp16_NumConfigs));
   EXPECT_FALSE(cuda::nested_fp8_gemm_variant_built(-1));
 }

@@ -85,12 +85,21 @@ int nested_fp16_config_tier(int config) {
   return config >= 0 && config < kNfp16_NumConfigs ? nfp16::kConfigs[config].tier : -1;
 }
 
-// Measured on an H200 (bench/nfp16/NOTES.md): the smallest token tile that covers M (with a K tile
-// of 128 up to M = 64), except that for 64 < M <= 128 on wide layers (N >= 16384) the 256-row
-// tile wins (fewer, fuller waves).
+// Narrow layers at small M (k/v projections, tensor-parallel shards) go to the streaming mma
+// kernels: fitted to the H200 kernel table of 2026-12-02 (bench/kernel-tables/h200.md), where they
+// are 1.6-2.8x faster for N <= 1536 at every M <= 64, and 1.2-1.4x for weights of <= 15 Mi
+// elements at M <= 16.
+// Otherwise, measured on an H200 (bench/nfp16/NOTES.md): the smallest token tile that covers M
+// (with a K tile of 128 up to M = 64), except that for 64 < M <= 128 on wide layers (N >= 16384)
+// the 256-row tile wins (fewer, fuller waves).
 int nested_fp16_pick_config(int M, int N, int K) {
   using nfp16::pick;
-  (void)K;
+  const bool narrow = N <= 2048, small = int64_t(N) * K <= 15 * (int64_t(1) << 20);
+  if ((narrow && M <= 64) || (small && M <= 16)) {
+    if (M <= 8) return pick("mma128x8");
+    if (M <= 16) return pick("mma128x16");
+    return M <= 32 ? pick("mma128x32") : pick("mma128x64");
+  }
   if (M <= 16) return pick("t128x16x128_coop_sk");
   if (M <= 32) return pick("t128x32x128_coop_sk");
   if (M <= 64) return pick("t128x64x128_coop_sk");

@@ -168,6 +168,9 @@ int nested_fp8_gemm_heuristic(int M, int N, int K) {
   // few rows: stream-K keeps every SM busy. Otherwise 128x128 cooperative tiles. Promoting every 8
   // k-blocks (p8) instead of 4 is 5-15% faster at the same accuracy class.
   const int sms = fp8gemm::device_cache().sms;
+  // Narrow layers at small M: the streaming mma kernels, 1.06-1.47x faster for N <= 1536 at
+  // M <= 16 in the H200 kernel table of 2026-12-02 (bench/kernel-tables/h200.md).
+  if (N <= 2048 && M <= 16) return M <= 8 ? pick("mma128x8") : pick("mma128x16");
   const bool many_rows = (N + 63) / 64 >= 2 * sms;
   if (M <= 16) return many_rows ? pick("sk128x16") : pick("pp64x16p8");
   if (M <= 32) {
