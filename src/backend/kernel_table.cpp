@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -227,6 +228,10 @@ ShapeDispatch KernelDispatch::resolve(GemmFamily f, int N, int K) const {
     }
     d.buckets.emplace_back(e.M, v);
   }
+  // The last bucket covers every larger M, except for the streaming mma kernels, which read the
+  // weight once per token tile (KERNELS.md §2.6): past their bucket the heuristic chooses.
+  if (!b->empty() && b->back().variant.rfind("mma", 0) == 0)
+    d.buckets.emplace_back(std::numeric_limits<int>::max(), -1);
   return d;
 }
 

@@ -95,8 +95,11 @@ class SloPolicy final : public PrecisionPolicy {
     // of a window in a bursty overload is no sign that arrivals ended. Held: the last prefill
     // step ran FP8 and the rate still keeps FP16 near its prompt throughput (a noisy rate dips
     // below the forecast's miss long before the backlog is gone).
+    // One late request alone is no backlog (a lone prompt whose prefill is longer than the
+    // target, on an idle server): behind needs two, or one while the rate keeps FP16 busy.
     const bool held = last_prefill_ == Precision::FP8 && p_.hold > 0 && h.rho >= p_.hold;
-    const bool overload = prefill && arrivals_.has_value() && (held || late_ > 0);
+    const bool behind = late_ > 1 || (late_ > 0 && p_.hold > 0 && h.rho >= p_.hold);
+    const bool overload = prefill && arrivals_.has_value() && (held || behind);
     Reason why = kNone;
     if (miss_ttft && help_ttft)
       why = kTtft;

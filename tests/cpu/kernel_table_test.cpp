@@ -164,6 +164,30 @@ TEST(ShapeDispatch, EmptyMeansTheHeuristic) {
   EXPECT_EQ(d.variant(5000), 7);
 }
 
+// A streaming mma kernel reads the weight once per token tile: a table whose last bucket names
+// one must not send every larger M to it (a short tune --m list, then a long prefill).
+TEST(KernelDispatch, AnMmaKernelInTheLastBucketStopsThere) {
+  const char* table = R"({
+ "format": "nestedfp-kernel-table/1", "gpu": "NVIDIA H200", "cuda": "13.0",
+ "commit": "abc1234", "date": "2026-12-02", "command": "nestedfp tune --m 1,16",
+ "entries": [
+  {"family": "nfp16", "N": 1024, "K": 4096, "M": 1, "variant": "mma128x8"},
+  {"family": "nfp16", "N": 1024, "K": 4096, "M": 16, "variant": "mma128x16"},
+  {"family": "nfp8", "N": 1024, "K": 4096, "M": 16, "variant": "pp64x16"}
+ ]})";
+  auto t = std::make_shared<const KernelTable>(KernelTable::parse(table, "t.json"));
+  VariantSet v16{{"t128x16", "mma128x8", "mma128x16"}, {true, true, true}};
+  VariantSet v8{{"pp64x16"}, {true}};
+  const KernelDispatch kd(t, v16, v8);
+  const ShapeDispatch d16 = kd.resolve(GemmFamily::Nfp16, 1024, 4096);
+  EXPECT_EQ(d16.variant(1), 1);
+  EXPECT_EQ(d16.variant(16), 2);
+  EXPECT_EQ(d16.variant(17), -1);
+  EXPECT_EQ(d16.variant(8192), -1);
+  // Other kernels still cover every larger M.
+  EXPECT_EQ(kd.resolve(GemmFamily::Nfp8, 1024, 4096).variant(8192), 0);
+}
+
 TEST(KernelDispatch, ResolvesNamesAndFallsBackOncePerCause) {
   auto t = std::make_shared<const KernelTable>(KernelTable::parse(kTable, "t.json"));
   // nfp16: "c" exists but is not built; nfp8: "gone" does not exist in this build.

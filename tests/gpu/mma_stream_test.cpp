@@ -20,7 +20,8 @@ struct Shape {
 };
 // 264 = 2 x 128 + 8 rows; 4112 = 64 x 64 + 16 (FP16 blocks of 64 k) = 32 x 128 + 16 (FP8);
 // M = 70 > every token tile; K = 16: one partial block, so splits > 1 leave slices empty.
-const Shape kShapes[] = {{1, 264, 4112}, {13, 136, 1040}, {70, 8, 16}, {33, 1000, 14336}};
+const Shape kShapes[] = {
+    {1, 264, 4112}, {13, 136, 1040}, {70, 8, 16}, {33, 1000, 14336}, {2, 16, 28672}};
 const char* const kNames[] = {"mma128x8", "mma128x16", "mma128x32", "mma128x64"};
 
 int index_of(const std::vector<std::string>& names, const std::string& name) {

@@ -68,6 +68,7 @@ struct Shape {
   static constexpr int kMainBytes = 2 * kBufBytes + kRingBytes;
   static constexpr int kRedBytes = kTokens * kRedStride * 4;
   static constexpr int kSmemBytes = kMainBytes > kRedBytes ? kMainBytes : kRedBytes;
+  static_assert(kSmemBytes <= 227 * 1024, "more shared memory than an sm_90 CTA may have");
 };
 
 __device__ __forceinline__ uint4 load_stream(const uint8_t* p) {
@@ -110,8 +111,10 @@ __device__ __forceinline__ void mma_e4m3(float (&d)[4], uint32_t a0, uint32_t a1
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
   const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
   // src-size 0 writes 16 zero bytes and reads nothing.
+  // "memory": the compiler must not move shared-memory reads across the copies and waits.
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(gmem),
-               "r"(valid ? 16 : 0));
+               "r"(valid ? 16 : 0)
+               : "memory");
 }
 
 template <Mode kMode, int kTokens, int kStagesWanted = 0, int kMinBlocks = 2>
@@ -136,31 +139,21 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) stream_gemm_kernel(Args 
   const uint8_t* ub = a.upper + (vb ? rb : 0) * K;
   const uint8_t* la = kMode == Mode::Fp16 ? a.lower + (va ? ra : 0) * K : nullptr;
   const uint8_t* lb = kMode == Mode::Fp16 ? a.lower + (vb ? rb : 0) * K : nullptr;
-  // A block's 4 pieces of 16 bytes per lane go to the lane's own slots of ring stage b % kStages
-  // (piece p at p * 512 + lane * 16 of the warp's 2 KB: conflict-free both ways). Only this thread
-  // reads them back, so cp.async.wait_group is the only synchronization the ring needs.
-  // FP16: upper a, upper b, lower a, lower b (16 bytes = k 16t..16t+15 each).
-  // FP8: upper a [0, 16), a [16, 32), b [0, 16), b [16, 32) (k 32t..32t+31).
+  // Shared ring (FP16): a block's 4 pieces of 16 bytes per lane go to the lane's own slots of ring
+  // stage i % kStages (piece p at p * 512 + lane * 16 of the warp's 2 KB: conflict-free both
+  // ways); only this thread reads them back, so cp.async.wait_group is the only synchronization
+  // the ring needs. Pieces: upper a, upper b, lower a, lower b (16 bytes = k 16t..16t+15 each).
+  // Register ring (FP8): upper a [0, 16), a [16, 32), b [0, 16), b [16, 32) (k 32t..32t+31).
   uint8_t* ring = smem + 2 * S::kBufBytes + warp * 2048 + lane * 16;  // shared ring only
   auto issue_block = [&](int i) {  // block i of the slice; nothing past the slice
     if (i >= nb) return;
     uint8_t* dst = ring + (i % S::kStages) * (kThreads / 32) * 2048;
-    const int b = b_begin + i;
-    if constexpr (kMode == Mode::Fp16) {
-      const int64_t c = int64_t(b) * 64 + 16 * t;
-      const bool in = c < K;
-      cp_async16(dst, ua + (in ? c : 0), va && in);
-      cp_async16(dst + 512, ub + (in ? c : 0), vb && in);
-      cp_async16(dst + 1024, la + (in ? c : 0), va && in);
-      cp_async16(dst + 1536, lb + (in ? c : 0), vb && in);
-    } else {
-      const int64_t c = int64_t(b) * 128 + 32 * t;
-      const bool in0 = c < K, in1 = c + 16 < K;
-      cp_async16(dst, ua + (in0 ? c : 0), va && in0);
-      cp_async16(dst + 512, ua + (in1 ? c + 16 : 0), va && in1);
-      cp_async16(dst + 1024, ub + (in0 ? c : 0), vb && in0);
-      cp_async16(dst + 1536, ub + (in1 ? c + 16 : 0), vb && in1);
-    }
+    const int64_t c = int64_t(b_begin + i) * 64 + 16 * t;
+    const bool in = c < K;
+    cp_async16(dst, ua + (in ? c : 0), va && in);
+    cp_async16(dst + 512, ub + (in ? c : 0), vb && in);
+    cp_async16(dst + 1024, la + (in ? c : 0), va && in);
+    cp_async16(dst + 1536, lb + (in ? c : 0), vb && in);
   };
 
   auto load_block = [&](int b, uint4(&w)[4]) {  // the register ring's version (FP8)
@@ -238,15 +231,15 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) stream_gemm_kernel(Args 
     const int chunks = (nb + S::kChunk - 1) / S::kChunk;
     if (chunks > 0) {
       stage(0);
-      asm volatile("cp.async.commit_group;");
+      asm volatile("cp.async.commit_group;" ::: "memory");
     }
     for (int ci = 0; ci < chunks; ++ci) {
       if (ci + 1 < chunks) {
         stage(ci + 1);
-        asm volatile("cp.async.commit_group;");
-        asm volatile("cp.async.wait_group 1;");
+        asm volatile("cp.async.commit_group;" ::: "memory");
+        asm volatile("cp.async.wait_group 1;" ::: "memory");
       } else {
-        asm volatile("cp.async.wait_group 0;");
+        asm volatile("cp.async.wait_group 0;" ::: "memory");
       }
       __syncthreads();
       const uint8_t* xs = smem + (ci & 1) * S::kBufBytes;
@@ -272,17 +265,17 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) stream_gemm_kernel(Args 
 #pragma unroll
     for (int i = 0; i < S::kStages - 1; ++i) {
       issue_block(i);
-      asm volatile("cp.async.commit_group;");
+      asm volatile("cp.async.commit_group;" ::: "memory");
     }
     for (int i = 0; i < nb; ++i) {
       const int ci = i / S::kChunk, bl = i % S::kChunk;
-      asm volatile("cp.async.wait_group %0;" ::"n"(S::kStages - 2));
+      asm volatile("cp.async.wait_group %0;" ::"n"(S::kStages - 2) : "memory");
       if (bl == 0) {
         __syncthreads();
         if ((ci + 1) * S::kChunk < nb) stage(ci + 1);
       }
       issue_block(i + S::kStages - 1);
-      asm volatile("cp.async.commit_group;");
+      asm volatile("cp.async.commit_group;" ::: "memory");
       const uint8_t* src = ring + (i % S::kStages) * (kThreads / 32) * 2048;
       uint4 w[4];
 #pragma unroll
@@ -290,7 +283,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) stream_gemm_kernel(Args 
       compute(w, smem + (ci & 1) * S::kBufBytes + bl * 128);
     }
   }
-  asm volatile("cp.async.wait_group 0;");
+  asm volatile("cp.async.wait_group 0;" ::: "memory");
   __syncthreads();  // the partial sums below overwrite the staging buffers
 
   // Partial sums to shared memory as [token][row], then the cluster's CTAs each reduce a share of
@@ -373,6 +366,9 @@ cudaError_t launch(const Args& a, int sms, cudaStream_t stream) {
       return e;
     configured.fetch_or(bit);
   }
+  // Grid z holds the token tiles (at most 65535: M <= 65535 * kTokens; the tuner and the
+  // heuristics use these kernels at a few tiles only).
+  if ((a.M + kTokens - 1) / kTokens > 65535) return cudaErrorInvalidConfiguration;
   const int splits = splits_for<kMode, kTokens, kStagesWanted>(a, sms);
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(unsigned((a.N + kRows - 1) / kRows), unsigned(splits),
@@ -387,8 +383,7 @@ cudaError_t launch(const Args& a, int sms, cudaStream_t stream) {
   attr[0].val.clusterDim.z = 1;
   cfg.attrs = attr;
   cfg.numAttrs = 1;
-  if (cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, a); e != cudaSuccess) return e;
-  return cudaGetLastError();
+  return cudaLaunchKernelEx(&cfg, kernel, a);
 }
 
 }  // namespace nestedfp::cuda::mma_stream
