@@ -10,7 +10,11 @@ cd "$(dirname "$0")/.."
 [ -f .deps/cutlass/include/cutlass/cutlass.h ] || { echo "pack-device: run scripts/setup.sh first" >&2; exit 1; }
 
 out=.carry
+# Device chain scripts kept in .carry/ (*.sh, CONTRIBUTING.md "GPU workflow" step 6) survive a
+# repack; everything else is made anew.
+keep=$(mktemp -d); cp "$out"/*.sh "$keep"/ 2>/dev/null || true
 rm -rf "$out"; mkdir -p "$out"
+cp "$keep"/*.sh "$out"/ 2>/dev/null || true; rm -rf "$keep"
 [ -d .deps/flashinfer/cccl/libcudacxx/include ] || { echo "pack-device: .deps/flashinfer/cccl missing: run scripts/setup.sh again" >&2; exit 1; }
 tar -C .deps -cJf "$out/deps-headers.tar.xz" cutlass/include flashinfer/include flashinfer/cccl
 
