@@ -12,8 +12,16 @@ INC="-I$T/include -I$T/inc -Iinclude -Isrc"
 NV="nvcc -DNESTEDFP_CUDA_KERNEL_SET_LEVEL=2 -std=c++20 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -O3 -DNDEBUG -diag-suppress 2908 -Xptxas -v"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv > $OUT/env.txt 2>&1
 t0=$(date +%s)
+# One translation unit per NFP16_CUTLASS row of gemm_configs.def, as cmake/GemmConfigs.cmake makes them.
+mkdir -p $T/gen
+sed -nE 's/^NFP16_CUTLASS\(([A-Za-z0-9_]+), *(CI|DEFAULT|ALL),.*/\1 \2/p' $SRC/gemm_configs.def |
+  while read -r name tier; do
+    sed -e "s/@NAME@/$name/g; s/@TIER@/$tier/g; s/@FAMILY_TITLE@/NestedFP16/g; s/@NAMESPACE@/nfp16/g" \
+        -e "s/@KERNELS_HEADER@/nested_fp16_gemm_kernels.hpp/g; s/@CONFIGS_HEADER@/nested_fp16_gemm_configs.cuh/g" \
+        $SRC/gemm_config_tu.cu.in > $T/gen/nested_fp16_gemm_v_$name.cu
+  done
 pids=()
-for f in $SRC/nested_fp16_gemm*.cu; do
+for f in $SRC/nested_fp16_gemm*.cu $T/gen/nested_fp16_gemm_v_*.cu; do
   ( $NV $INC -c $f -o $B/$(basename $f).o > $B/$(basename $f).log 2>&1 || echo "FAILED $f" ) & pids+=($!)
 done
 for f in src/format/*.cpp $SRC/nested_fp16_gemm_host.cpp tests/gpu/nested_fp16_gemm_test.cpp src/bench/nfp16/nested_fp16_bench.cpp; do

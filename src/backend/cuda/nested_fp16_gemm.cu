@@ -1,6 +1,7 @@
 // NestedFP16 GEMM: the variant table, the heuristic, argument checks and dispatch, and the
-// NestedWeight overload of kernels.hpp. The kernels are instantiated one per translation unit
-// (nested_fp16_gemm_v_<config>.cu); this build's kernel set decides which (gemm_kernel_set.hpp).
+// NestedWeight overload of kernels.hpp. The configurations are the NFP16_* rows of
+// gemm_configs.def, instantiated one per translation unit (nested_fp16_gemm_v_<config>.cu,
+// generated); this build's kernel set decides which (gemm_kernel_set.hpp).
 #include <string>
 #include <string_view>
 #include <vector>
@@ -18,33 +19,15 @@ struct Config {
   int tier;   // the smallest kernel set that contains it
   RunFn run;  // nullptr where this build leaves the configuration out
 };
-#define NFP16_CONFIG(id) \
-  Config { #id, NFP16_TIER_##id, NFP_KERNEL_OR_NULL(NFP16_TIER_##id, run_##id) }
-// The index is the variant number (GemmConfig::variant, the benchmarks' "per config" columns):
-// append new configurations, do not reorder.
+// The index is the variant number (GemmConfig::variant, the benchmarks' "per config" columns): the
+// row order of gemm_configs.def, append-only.
 constexpr Config kConfigs[] = {
-    NFP16_CONFIG(t128x16x128_coop_sk),
-    NFP16_CONFIG(t128x32x128_coop_sk),
-    NFP16_CONFIG(t128x64x64_coop_sk),
-    NFP16_CONFIG(t128x128x64_coop_sk),
-    NFP16_CONFIG(t128x256x64_coop_sk),
-    NFP16_CONFIG(t128x128x64_pingpong),
-    NFP16_CONFIG(t256x128x64_coop_c2x1_sk),
-    NFP16_CONFIG(t256x128x64_coop_sk),
-    NFP16_CONFIG(t128x256x64_coop_c1x2_sk),
-    NFP16_CONFIG(t128x64x128_coop_sk),
-    NFP16_CONFIG(t128x128x128_coop_sk),
-    NFP16_CONFIG(t64x16x128_pingpong),
-    NFP16_CONFIG(t64x32x128_pingpong),
-    NFP16_CONFIG(t64x64x128_pingpong),
-    NFP16_CONFIG(mma128x8),
-    NFP16_CONFIG(mma128x16),
-    NFP16_CONFIG(mma128x32),
-    NFP16_CONFIG(mma128x64),
+#define NFP16_CUTLASS(name, tier, ...) \
+  Config{#name, NFP_TIER_##tier, NFP_KERNEL_OR_NULL(NFP_TIER_##tier, run_##name)},
+#define NFP16_MMA(name, tier, tokens) \
+  Config{#name, NFP_TIER_##tier, NFP_KERNEL_OR_NULL(NFP_TIER_##tier, run_##name)},
+#include "backend/cuda/gemm_configs.def"
 };
-#undef NFP16_CONFIG
-static_assert(sizeof(kConfigs) / sizeof(kConfigs[0]) == kNfp16_NumConfigs,
-              "kNfp16_NumConfigs (nested_fp16_gemm.hpp) must equal the number of configurations");
 
 // Resolved at compile time: a misspelt name, or a pick outside the default kernel set (which would
 // make a default build throw on an ordinary shape), is a compile error.

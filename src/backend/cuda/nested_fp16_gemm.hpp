@@ -18,10 +18,14 @@
 
 namespace nestedfp::cuda {
 
-// Kernel configurations (tile, schedule, cluster; nested_fp16_gemm_configs.cuh) are addressed by
-// their index in the variant table: 0 .. kNfp16_NumConfigs - 1, named by
-// nested_fp16_gemm_variant_names() (e.g. "t128x16x128_coop_sk").
-inline constexpr int kNfp16_NumConfigs = 18;
+// Kernel configurations (the NFP16_* rows of gemm_configs.def: tile, schedule, cluster) are
+// addressed by their index in the variant table: 0 .. kNfp16_NumConfigs - 1 (the row count), named
+// by nested_fp16_gemm_variant_names() (e.g. "t128x16x128_coop_sk").
+inline constexpr int kNfp16_NumConfigs = 0
+#define NFP16_CUTLASS(...) +1
+#define NFP16_MMA(...) +1
+#include "backend/cuda/gemm_configs.def"
+    ;
 
 const char* nested_fp16_config_name(int config);  // "unknown" outside the table
 const std::vector<std::string>& nested_fp16_gemm_variant_names();

@@ -1,7 +1,8 @@
 #pragma once
 // Internal plumbing between the NestedFP16 dispatcher (nested_fp16_gemm.cu) and its configuration
-// translation units (nested_fp16_gemm_v_<config>.cu, one CUTLASS instantiation each; the tile,
-// schedule and cluster types are in nested_fp16_gemm_configs.cuh). Not part of the kernel API.
+// translation units (nested_fp16_gemm_v_<config>.cu, one CUTLASS instantiation each, generated
+// from gemm_configs.def; the types are in nested_fp16_gemm_configs.cuh). Not part of the kernel
+// API.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -28,45 +29,11 @@ struct Problem {
 };
 using RunFn = void (*)(const Problem&);
 
-// The configurations: each one's tier (gemm_kernel_set.hpp) and entry point, defined in its
-// translation unit only in builds that contain that tier. The dispatcher's table lists them.
-#define NFP16_TIER_t128x16x128_coop_sk NFP_TIER_CI
-#define NFP16_TIER_t128x32x128_coop_sk NFP_TIER_DEFAULT
-#define NFP16_TIER_t128x64x128_coop_sk NFP_TIER_DEFAULT
-#define NFP16_TIER_t128x128x64_coop_sk NFP_TIER_DEFAULT
-#define NFP16_TIER_t256x128x64_coop_sk NFP_TIER_DEFAULT
-#define NFP16_TIER_t128x256x64_coop_sk NFP_TIER_DEFAULT
-#define NFP16_TIER_t128x64x64_coop_sk NFP_TIER_ALL  // replaced by the K tile 128 version
-#define NFP16_TIER_t128x128x128_coop_sk NFP_TIER_ALL
-#define NFP16_TIER_t128x128x64_pingpong NFP_TIER_ALL
-#define NFP16_TIER_t256x128x64_coop_c2x1_sk NFP_TIER_ALL
-#define NFP16_TIER_t128x256x64_coop_c1x2_sk NFP_TIER_ALL
-#define NFP16_TIER_t64x16x128_pingpong NFP_TIER_ALL  // candidates for `tune` (issue 12)
-#define NFP16_TIER_t64x32x128_pingpong NFP_TIER_ALL
-#define NFP16_TIER_t64x64x128_pingpong NFP_TIER_ALL
-// The streaming mma.sync kernels: in every build (one translation unit, seconds of nvcc).
-#define NFP16_TIER_mma128x8 NFP_TIER_CI
-#define NFP16_TIER_mma128x16 NFP_TIER_CI
-#define NFP16_TIER_mma128x32 NFP_TIER_CI
-#define NFP16_TIER_mma128x64 NFP_TIER_CI
-
-void run_t128x16x128_coop_sk(const Problem&);
-void run_t128x32x128_coop_sk(const Problem&);
-void run_t128x64x128_coop_sk(const Problem&);
-void run_t128x128x64_coop_sk(const Problem&);
-void run_t256x128x64_coop_sk(const Problem&);
-void run_t128x256x64_coop_sk(const Problem&);
-void run_t128x64x64_coop_sk(const Problem&);
-void run_t128x128x128_coop_sk(const Problem&);
-void run_t128x128x64_pingpong(const Problem&);
-void run_t256x128x64_coop_c2x1_sk(const Problem&);
-void run_t128x256x64_coop_c1x2_sk(const Problem&);
-void run_t64x16x128_pingpong(const Problem&);
-void run_t64x32x128_pingpong(const Problem&);
-void run_t64x64x128_pingpong(const Problem&);
-void run_mma128x8(const Problem&);
-void run_mma128x16(const Problem&);
-void run_mma128x32(const Problem&);
-void run_mma128x64(const Problem&);
+// One entry point per configuration of gemm_configs.def, defined in its translation unit only in
+// builds that contain its tier (the generated nested_fp16_gemm_v_<name>.cu; the mma ones in
+// nested_fp16_gemm_v_mma.cu). The dispatcher's table (nested_fp16_gemm.cu) lists them.
+#define NFP16_CUTLASS(name, ...) void run_##name(const Problem&);
+#define NFP16_MMA(name, ...) void run_##name(const Problem&);
+#include "backend/cuda/gemm_configs.def"
 
 }  // namespace nestedfp::cuda::nfp16

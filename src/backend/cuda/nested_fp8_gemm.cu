@@ -1,5 +1,6 @@
-// NestedFP8 GEMM: argument checks, the variant table and the M-bucket heuristic. The kernels
-// themselves live in nested_fp8_gemm_v_*.cu (one CUTLASS instantiation each).
+// NestedFP8 GEMM: argument checks, the variant table and the M-bucket heuristic. The kernels and
+// variants are the NFP8_* rows of gemm_configs.def; each CUTLASS kernel is instantiated in its
+// generated translation unit nested_fp8_gemm_v_<kernel>.cu.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -24,38 +25,31 @@ struct Variant {
   bool split_k;   // a stream-K kernel run as split-K (K slices chosen from the SM count)
   int promotion;  // k-blocks of 32 between FP32 promotions; 0 = CUTLASS default (4 = one K tile)
 };
-#define NFP8_KERNEL(id) NFP8_TIER_##id, NFP_KERNEL_OR_NULL(NFP8_TIER_##id, run_##id)
-
-// "p8": the same kernel promoting every 8 k-blocks (256 K) instead of 4: fewer pipeline stalls
-// for the FP32 promotion, accumulation still exact to ~1e-4 (tests/gpu holds every variant to
-// 1e-3). The index is the variant number (GemmConfig::variant): append, do not reorder.
-constexpr Variant kVariants[] = {
-    {"pp64x16", NFP8_KERNEL(pp64x16), 64, 16, false, 0},
-    {"pp64x32", NFP8_KERNEL(pp64x32), 64, 32, false, 0},
-    {"pp64x64", NFP8_KERNEL(pp64x64), 64, 64, false, 0},
-    {"pp64x128", NFP8_KERNEL(pp64x128), 64, 128, false, 0},
-    {"sk128x16", NFP8_KERNEL(sk128x16), 128, 16, false, 0},
-    {"sk128x32", NFP8_KERNEL(sk128x32), 128, 32, false, 0},
-    {"sk128x64", NFP8_KERNEL(sk128x64), 128, 64, false, 0},
-    {"spk128x16", NFP8_KERNEL(sk128x16), 128, 16, true, 0},
-    {"spk128x32", NFP8_KERNEL(sk128x32), 128, 32, true, 0},
-    {"spk128x64", NFP8_KERNEL(sk128x64), 128, 64, true, 0},
-    {"coop128x128", NFP8_KERNEL(coop128x128), 128, 128, false, 0},
-    {"coop128x128c2", NFP8_KERNEL(coop128x128c2), 128, 128, false, 0},
-    {"pp64x16p8", NFP8_KERNEL(pp64x16), 64, 16, false, 8},
-    {"pp64x64p8", NFP8_KERNEL(pp64x64), 64, 64, false, 8},
-    {"sk128x64p8", NFP8_KERNEL(sk128x64), 128, 64, false, 8},
-    {"coop128x128p8", NFP8_KERNEL(coop128x128), 128, 128, false, 8},
-    {"coop128x128p16", NFP8_KERNEL(coop128x128), 128, 128, false, 16},
-    {"coop128x128fa", NFP8_KERNEL(coop128x128fa), 128, 128, false, 0},
-    {"coop128x256fa", NFP8_KERNEL(coop128x256fa), 128, 256, false, 0},
-    {"coop128x256fac2", NFP8_KERNEL(coop128x256fac2), 128, 256, false, 0},
-    {"mma128x8", NFP8_KERNEL(mma128x8), 128, 8, false, 0},
-    {"mma128x16", NFP8_KERNEL(mma128x16), 128, 16, false, 0},
-    {"mma128x32", NFP8_KERNEL(mma128x32), 128, 32, false, 0},
-    {"mma128x64", NFP8_KERNEL(mma128x64), 128, 64, false, 0},
+// The kernels (NFP8_CUTLASS / NFP8_MMA rows of gemm_configs.def): tier, entry point, tile.
+struct Kernel {
+  int tier;
+  void (*run)(const Problem&);
+  int tile_rows, tile_tokens;
 };
-#undef NFP8_KERNEL
+#define NFP8_CUTLASS(name, tier, tile_rows, tile_tokens, ...) \
+  constexpr Kernel kKernel_##name{                            \
+      NFP_TIER_##tier, NFP_KERNEL_OR_NULL(NFP_TIER_##tier, run_##name), tile_rows, tile_tokens};
+#define NFP8_MMA(name, tier, tokens)               \
+  constexpr Kernel kKernel_##name{NFP_TIER_##tier, \
+                                  NFP_KERNEL_OR_NULL(NFP_TIER_##tier, run_##name), 128, tokens};
+#include "backend/cuda/gemm_configs.def"
+
+constexpr Variant variant(const char* name, const Kernel& k, bool split_k, int promotion) {
+  return {name, k.tier, k.run, k.tile_rows, k.tile_tokens, split_k, promotion};
+}
+
+// The variants (NFP8_VARIANT rows of gemm_configs.def). The index is the variant number
+// (GemmConfig::variant): the row order, append-only.
+constexpr Variant kVariants[] = {
+#define NFP8_VARIANT(name, kernel, split_k, promotion) \
+  variant(#name, kKernel_##kernel, split_k, promotion),
+#include "backend/cuda/gemm_configs.def"
+};
 constexpr int kNumVariants = int(sizeof(kVariants) / sizeof(kVariants[0]));
 
 // K slices for split-K: enough output tiles x slices to give every SM work, each slice >= 2 K

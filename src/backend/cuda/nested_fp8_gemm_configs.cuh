@@ -1,0 +1,27 @@
+#pragma once
+// The NestedFP8 GEMM kernels as types, from the NFP8_CUTLASS rows of gemm_configs.def: tile
+// (weight rows x tokens x K), cluster, mainloop/epilogue schedule, tile scheduler. Each is
+// instantiated in its generated translation unit nested_fp8_gemm_v_<name>.cu (in the build tree;
+// cmake/GemmConfigs.cmake).
+#include "backend/cuda/nested_fp8_gemm.cuh"
+
+namespace nestedfp::cuda::fp8gemm::configs {
+
+using Coop = cutlass::gemm::KernelTmaWarpSpecializedCooperative;
+using CoopEpi = cutlass::epilogue::TmaWarpSpecializedCooperative;
+using CoopFA = cutlass::gemm::KernelTmaWarpSpecializedCooperativeFP8FastAccum;
+using CoopFAEpi = cutlass::epilogue::TmaWarpSpecializedCooperative;
+using Ping = cutlass::gemm::KernelTmaWarpSpecializedPingpong;
+using PingEpi = cutlass::epilogue::TmaWarpSpecialized;
+using StreamK = cutlass::gemm::StreamKScheduler;
+using Persistent = cutlass::gemm::PersistentScheduler;
+
+// One type per NFP8_CUTLASS row of gemm_configs.def, named like the row.
+#define NFP8_CUTLASS(name, tier, tile_rows, tile_tokens, tile_k, cluster_rows, cluster_tokens, \
+                     schedule, scheduler)                                                      \
+  using name = Config<cute::Shape<cute::_##tile_rows, cute::_##tile_tokens, cute::_##tile_k>,  \
+                      cute::Shape<cute::_##cluster_rows, cute::_##cluster_tokens, cute::_1>,   \
+                      schedule, schedule##Epi, scheduler>;
+#include "backend/cuda/gemm_configs.def"
+
+}  // namespace nestedfp::cuda::fp8gemm::configs
