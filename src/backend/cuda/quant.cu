@@ -6,6 +6,7 @@
 #include <cuda_fp8.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 
 #include "backend/cuda/kernels.hpp"
@@ -235,12 +236,16 @@ void allow_big_smem(Kernel k) {
                                       int(kMaxK * sizeof(__half))));
 }
 
+// Once per kernel and device: the attribute is per device, and tensor-parallel ranks (threads of
+// one process) drive several (bit d of `done`: device d).
 template <typename Kernel>
-void prepare(Kernel k, bool& done) {
-  if (!done) {
-    allow_big_smem(k);
-    done = true;
-  }
+void prepare(Kernel k, std::atomic<uint64_t>& done) {
+  int device = 0;
+  NFP_CUDA_CHECK(cudaGetDevice(&device));
+  const uint64_t bit = device < 64 ? uint64_t(1) << device : 0;
+  if (bit && (done.load() & bit)) return;
+  allow_big_smem(k);
+  done.fetch_or(bit);
 }
 
 }  // namespace
@@ -253,11 +258,11 @@ void quantize_e4m3_per_token(const __half* X, int64_t ld, int M, int K, uint8_t*
       K % 8 == 0 && ld % 8 == 0 && aligned16(X) && (reinterpret_cast<uintptr_t>(q) & 7) == 0;
   const size_t smem = size_t(K) * sizeof(__half);
   if (vec) {
-    static bool done = false;
+    static std::atomic<uint64_t> done{0};
     prepare(quant_kernel<true>, done);
     quant_kernel<true><<<M, threads_for(K), smem, stream>>>(X, ld, K, q, scale);
   } else {
-    static bool done = false;
+    static std::atomic<uint64_t> done{0};
     prepare(quant_kernel<false>, done);
     quant_kernel<false><<<M, threads_for(K), smem, stream>>>(X, ld, K, q, scale);
   }
@@ -274,12 +279,12 @@ void rmsnorm(const __half* X, int64_t ld, const __half* weight, float eps, int M
                    aligned16(residual) && (reinterpret_cast<uintptr_t>(q) & 7) == 0;
   const size_t smem = size_t(K) * sizeof(__half);
   if (vec) {
-    static bool done = false;
+    static std::atomic<uint64_t> done{0};
     prepare(rmsnorm_kernel<true>, done);
     rmsnorm_kernel<true>
         <<<M, threads_for(K), smem, stream>>>(X, ld, weight, eps, K, Y, q, scale, residual);
   } else {
-    static bool done = false;
+    static std::atomic<uint64_t> done{0};
     prepare(rmsnorm_kernel<false>, done);
     rmsnorm_kernel<false>
         <<<M, threads_for(K), smem, stream>>>(X, ld, weight, eps, K, Y, q, scale, residual);
@@ -297,11 +302,11 @@ void silu_mul(const __half* gate, const __half* up, int64_t ld, int M, int I, __
                    (reinterpret_cast<uintptr_t>(q) & 7) == 0;
   const size_t smem = size_t(I) * sizeof(__half);
   if (vec) {
-    static bool done = false;
+    static std::atomic<uint64_t> done{0};
     prepare(silu_mul_kernel<true>, done);
     silu_mul_kernel<true><<<M, threads_for(I), smem, stream>>>(gate, up, ld, I, Y, q, scale);
   } else {
-    static bool done = false;
+    static std::atomic<uint64_t> done{0};
     prepare(silu_mul_kernel<false>, done);
     silu_mul_kernel<false><<<M, threads_for(I), smem, stream>>>(gate, up, ld, I, Y, q, scale);
   }
