@@ -86,7 +86,7 @@ double time_graph(cudaStream_t s, F launch_one, int launches) {
   return ms_[ms_.size() / 2] * 1000.0 / launches;  // us per launch
 }
 
-template <ms::Mode kMode, int kTokens, int kStages, int kMinBlocks>
+template <ms::Mode kMode, int kTokens, int kStages, int kMinBlocks, bool kBranchFree = false>
 void run(Problem& p, cudaStream_t s, int sms, const char* splits_env) {
   if (splits_env)
     setenv("NFP_MMA_SPLITS", splits_env, 1);
@@ -95,15 +95,15 @@ void run(Problem& p, cudaStream_t s, int sms, const char* splits_env) {
   auto one = [&](int i) {
     const int c = i % p.copies;
     const ms::Args a{p.upper[c], p.lower[c], p.k, p.x, p.xs, p.y, p.M, p.N, p.K};
-    CK((ms::launch<kMode, kTokens, kStages, kMinBlocks>(a, sms, s)));
+    CK((ms::launch<kMode, kTokens, kStages, kMinBlocks, kBranchFree>(a, sms, s)));
   };
   const double us = time_graph(s, one, 20);
   const double bytes = double(p.N) * p.K * (kMode == ms::Mode::Fp16 ? 2 : 1);
   const ms::Args a0{p.upper[0], p.lower[0], p.k, p.x, p.xs, p.y, p.M, p.N, p.K};
   const int splits = ms::splits_for<kMode, kTokens, kStages>(a0, sms);
   std::printf(
-      "%s tok%-2d stages %d minblk %d splits %d  N=%-6d K=%-6d M=%-3d  %8.2f us  %6.0f GB/s\n",
-      kMode == ms::Mode::Fp16 ? "fp16" : "fp8 ", kTokens,
+      "%s%s tok%-2d stages %d minblk %d splits %d  N=%-6d K=%-6d M=%-3d  %8.2f us  %6.0f GB/s\n",
+      kMode == ms::Mode::Fp16 ? "fp16" : "fp8 ", kBranchFree ? " branch-free" : "", kTokens,
       ms::Shape<kTokens, kStages, kMode == ms::Mode::Fp16>::kStages, kMinBlocks, splits, p.N, p.K,
       p.M, us, bytes / us * 1e-3);
   std::fflush(stdout);
@@ -161,6 +161,8 @@ int main() {
         run<ms::Mode::Fp8, 8, 0, 2>(p, s, sms, nullptr);
         run<ms::Mode::Fp8, 8, 2, 2>(p, s, sms, nullptr);
         run<ms::Mode::Fp8, 8, 0, 2>(p, s, sms, "1");
+        run<ms::Mode::Fp8, 8, 0, 2, true>(p, s, sms, nullptr);
+        run<ms::Mode::Fp8, 8, 8, 1, true>(p, s, sms, nullptr);
         run<ms::Mode::Fp8, 8, 8, 1>(p, s, sms, nullptr);
         run<ms::Mode::Fp8, 8, 0, 2>(p, s, sms, "8");
       } else {

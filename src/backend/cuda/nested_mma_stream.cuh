@@ -117,7 +117,11 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool va
                : "memory");
 }
 
-template <Mode kMode, int kTokens, int kStagesWanted = 0, int kMinBlocks = 2>
+// kBranchFree (register ring only; a probe, bench/nfp16/NOTES.md v3): every block of the last
+// chunk is computed (past the slice on zeros) and only the loads are predicated, so no branch
+// separates a block's loads from its use.
+template <Mode kMode, int kTokens, int kStagesWanted = 0, int kMinBlocks = 2,
+          bool kBranchFree = false>
 __global__ void __launch_bounds__(kThreads, kMinBlocks) stream_gemm_kernel(Args a) {
   constexpr bool kShared = kMode == Mode::Fp16;
   using S = Shape<kTokens, kStagesWanted, kShared>;
@@ -156,9 +160,9 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) stream_gemm_kernel(Args 
     cp_async16(dst + 1536, lb + (in ? c : 0), vb && in);
   };
 
-  auto load_block = [&](int b, uint4(&w)[4]) {  // the register ring's version (FP8)
+  auto load_block = [&](int b, uint4(&w)[4], bool ok = true) {  // the register ring (FP8)
     const int64_t c = int64_t(b) * 128 + 32 * t;
-    const bool in0 = c < K, in1 = c + 16 < K;
+    const bool in0 = ok && c < K, in1 = ok && c + 16 < K;
     const uint4 z = make_uint4(0, 0, 0, 0);
     w[0] = va && in0 ? load_stream(ua + c) : z;
     w[1] = va && in1 ? load_stream(ua + c + 16) : z;
@@ -226,8 +230,12 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) stream_gemm_kernel(Args 
     // activation chunks have their own cp.async groups.
     uint4 w[S::kStages][4];
 #pragma unroll
-    for (int j = 0; j < S::kStages; ++j)
-      if (j < nb) load_block(b_begin + j, w[j]);
+    for (int j = 0; j < S::kStages; ++j) {
+      if constexpr (kBranchFree)
+        load_block(b_begin + j, w[j], j < nb);  // zeros past the slice: they are computed
+      else if (j < nb)
+        load_block(b_begin + j, w[j]);
+    }
     const int chunks = (nb + S::kChunk - 1) / S::kChunk;
     if (chunks > 0) {
       stage(0);
@@ -248,7 +256,10 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) stream_gemm_kernel(Args 
 #pragma unroll
         for (int j = 0; j < S::kStages; ++j) {
           const int i = ci * S::kChunk + bb + j;  // ring slot i % kStages = j
-          if (i < nb) {
+          if constexpr (kBranchFree) {
+            compute(w[j], xs + (bb + j) * 128);  // zeros past the slice: weights and activations
+            load_block(b_begin + i + S::kStages, w[j], i + S::kStages < nb);
+          } else if (i < nb) {
             compute(w[j], xs + (bb + j) * 128);
             if (i + S::kStages < nb) load_block(b_begin + i + S::kStages, w[j]);
           }
@@ -350,10 +361,11 @@ int splits_for(const Args& a, int sms) {
 
 // Enqueues one GEMM; returns the launch's error (the callers turn it into their family's Error).
 // kStagesWanted / kMinBlocks: pipeline depth and CTAs per SM other than the defaults (probes).
-template <Mode kMode, int kTokens, int kStagesWanted = 0, int kMinBlocks = 2>
+template <Mode kMode, int kTokens, int kStagesWanted = 0, int kMinBlocks = 2,
+          bool kBranchFree = false>
 cudaError_t launch(const Args& a, int sms, cudaStream_t stream) {
   using S = Shape<kTokens, kStagesWanted, kMode == Mode::Fp16>;
-  auto* kernel = &stream_gemm_kernel<kMode, kTokens, kStagesWanted, kMinBlocks>;
+  auto* kernel = &stream_gemm_kernel<kMode, kTokens, kStagesWanted, kMinBlocks, kBranchFree>;
   int device = 0;
   if (cudaError_t e = cudaGetDevice(&device); e != cudaSuccess) return e;
   // The shared-memory opt-in is per device; set once per device (bit per ordinal < 64).
