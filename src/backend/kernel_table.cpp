@@ -168,12 +168,19 @@ const std::vector<KernelTable::Entry>* KernelTable::buckets(GemmFamily f, int N,
   return it == shapes.end() || it->second.empty() ? nullptr : &it->second;
 }
 
+namespace {
+// Whether a shape's last bucket also covers every larger M: not for the streaming mma kernels,
+// which read the weight once per token tile (KERNELS.md §2.6); past their bucket the heuristic
+// chooses.
+bool covers_larger_m(const KernelTable::Entry& last) { return last.variant.rfind("mma", 0) != 0; }
+}  // namespace
+
 const KernelTable::Entry* KernelTable::lookup(GemmFamily f, int N, int K, int m) const {
   const auto* b = buckets(f, N, K);
   if (!b) return nullptr;
   for (const Entry& e : *b)
     if (m <= e.M) return &e;
-  return &b->back();
+  return covers_larger_m(b->back()) ? &b->back() : nullptr;
 }
 
 int ShapeDispatch::variant(int m) const {
@@ -228,9 +235,7 @@ ShapeDispatch KernelDispatch::resolve(GemmFamily f, int N, int K) const {
     }
     d.buckets.emplace_back(e.M, v);
   }
-  // The last bucket covers every larger M, except for the streaming mma kernels, which read the
-  // weight once per token tile (KERNELS.md §2.6): past their bucket the heuristic chooses.
-  if (!b->empty() && b->back().variant.rfind("mma", 0) == 0)
+  if (!b->empty() && !covers_larger_m(b->back()))  // past the last bucket: the heuristic
     d.buckets.emplace_back(std::numeric_limits<int>::max(), -1);
   return d;
 }

@@ -50,7 +50,8 @@ struct KernelTable {
 
   // The buckets of (family, N, K), ascending by M; nullptr when the shape was not tuned.
   const std::vector<Entry>* buckets(GemmFamily f, int N, int K) const;
-  // The entry of the smallest tuned M >= m (the largest beyond the last); nullptr when untuned.
+  // The entry of the smallest tuned M >= m (the largest beyond the last, unless it names a
+  // streaming mma kernel); nullptr when untuned or not covered.
   const Entry* lookup(GemmFamily f, int N, int K, int m) const;
 };
 

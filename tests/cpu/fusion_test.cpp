@@ -22,23 +22,14 @@ namespace {
 const std::string kPystd = NESTEDFP_SOURCE_DIR "/models/pystd-16m";
 
 engine::RunnerOptions opts(bool fuse, bool fp8_activations = true) {
-  engine::RunnerOptions o;
+  engine::RunnerOptions o = testing_pystd::small_runner_options(fp8_activations);
   o.fuse_projections = fuse;
-  o.fp8_activations = fp8_activations;
-  o.num_kv_blocks = 48;
-  o.max_num_batched_tokens = 256;
-  o.max_num_seqs = 8;
   return o;
 }
 
 std::unique_ptr<ModelExecutor> load(const std::string& dir, int tp, format::ScaleMode mode,
                                     bool fuse, bool fp8_activations = true, bool dummy = false) {
-  engine::LoadOptions lo;
-  lo.model_dir = dir, lo.scale_mode = mode, lo.dummy = dummy;
-  const auto o = opts(fuse, fp8_activations);
-  if (tp == 1) return engine::ModelRunner::load(backend::make_cpu_backend(2), lo, o);
-  return engine::load_tensor_parallel(
-      tp, [](int) { return backend::make_cpu_backend(1); }, lo, o);
+  return testing_pystd::load_cpu_executor(dir, tp, mode, opts(fuse, fp8_activations), dummy, 2);
 }
 
 // Logits of every row of a 40-token prefill, then of 4 decode steps.

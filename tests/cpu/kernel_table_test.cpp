@@ -184,8 +184,11 @@ TEST(KernelDispatch, AnMmaKernelInTheLastBucketStopsThere) {
   EXPECT_EQ(d16.variant(16), 2);
   EXPECT_EQ(d16.variant(17), -1);
   EXPECT_EQ(d16.variant(8192), -1);
-  // Other kernels still cover every larger M.
+  // Other kernels still cover every larger M; lookups follow the same rule.
   EXPECT_EQ(kd.resolve(GemmFamily::Nfp8, 1024, 4096).variant(8192), 0);
+  EXPECT_EQ(t->lookup(GemmFamily::Nfp16, 1024, 4096, 16)->variant, "mma128x16");
+  EXPECT_EQ(t->lookup(GemmFamily::Nfp16, 1024, 4096, 17), nullptr);
+  EXPECT_EQ(t->lookup(GemmFamily::Nfp8, 1024, 4096, 8192)->variant, "pp64x16");
 }
 
 TEST(KernelDispatch, ResolvesNamesAndFallsBackOncePerCause) {

@@ -15,6 +15,7 @@
 
 #include "engine/model_runner.hpp"
 #include "engine/offline.hpp"
+#include "engine/tp_executor.hpp"
 #include "nestedfp/engine.hpp"
 #include "nestedfp/tokenizer.hpp"
 
@@ -36,6 +37,29 @@ inline const nlohmann::json& reference() {
 inline std::unique_ptr<engine::ModelRunner> make_runner(const engine::RunnerOptions& o) {
   return std::make_unique<engine::ModelRunner>(
       backend::make_cpu_backend(), engine::ModelWeights::load(kModel, format::ScaleMode::None), o);
+}
+
+// Small step limits for the exactness tests (48 KV blocks, 256-token steps, 8 sequences).
+inline engine::RunnerOptions small_runner_options(bool fp8_activations = true) {
+  engine::RunnerOptions o;
+  o.fp8_activations = fp8_activations;
+  o.num_kv_blocks = 48;
+  o.max_num_batched_tokens = 256;
+  o.max_num_seqs = 8;
+  return o;
+}
+
+// The model in `dir` streamed from its checkpoint: whole on a cpu backend of `threads` threads
+// (tp 1), or sharded over `tp` in-process ranks of one thread each.
+inline std::unique_ptr<ModelExecutor> load_cpu_executor(const std::string& dir, int tp,
+                                                        format::ScaleMode mode,
+                                                        const engine::RunnerOptions& o,
+                                                        bool dummy = false, int threads = 1) {
+  engine::LoadOptions lo;
+  lo.model_dir = dir, lo.scale_mode = mode, lo.dummy = dummy;
+  if (tp == 1) return engine::ModelRunner::load(backend::make_cpu_backend(threads), lo, o);
+  return engine::load_tensor_parallel(
+      tp, [](int) { return backend::make_cpu_backend(1); }, lo, o);
 }
 
 inline const Tokenizer& tokenizer() {

@@ -22,23 +22,13 @@ namespace {
 const std::string kPystd = NESTEDFP_SOURCE_DIR "/models/pystd-16m";
 
 engine::RunnerOptions small_opts(bool fp8_activations = true) {
-  engine::RunnerOptions o;
-  o.fp8_activations = fp8_activations;
-  o.num_kv_blocks = 48;
-  o.max_num_batched_tokens = 256;
-  o.max_num_seqs = 8;
-  return o;
+  return testing_pystd::small_runner_options(fp8_activations);
 }
 
 // fp8_activations = false: FP8 steps run weights-only FP8 (fp16 activations x the upper planes).
 std::unique_ptr<ModelExecutor> load(const std::string& dir, int tp, format::ScaleMode mode,
                                     bool dummy = false, bool fp8_activations = true) {
-  engine::LoadOptions lo;
-  lo.model_dir = dir, lo.scale_mode = mode, lo.dummy = dummy;
-  const auto o = small_opts(fp8_activations);
-  if (tp == 1) return engine::ModelRunner::load(backend::make_cpu_backend(1), lo, o);
-  return engine::load_tensor_parallel(
-      tp, [](int) { return backend::make_cpu_backend(1); }, lo, o);
+  return testing_pystd::load_cpu_executor(dir, tp, mode, small_opts(fp8_activations), dummy);
 }
 
 std::vector<int32_t> prompt(int n, int salt, int vocab) {

@@ -8,23 +8,18 @@
 
 #include "nestedfp/latency_model.hpp"
 #include "nestedfp/precision_policy.hpp"
+#include "slo_synthetic.hpp"
 
 using namespace nestedfp;
 
 namespace {
 
-// FP16: 10 ms + 0.1 ms/token (a full 1000-token step 110 ms: 9091 prompt tokens/s); FP8: 6 ms +
-// 0.05 ms/token (56 ms: 17857 tokens/s).
-LatencyModel model() {
-  LatencyModel m;
-  m.set_prior(Precision::FP16, LatencyModel::Coeffs{0.010, 1e-4, 0});
-  m.set_prior(Precision::FP8, LatencyModel::Coeffs{0.006, 5e-5, 0});
-  return m;
-}
+// The synthetic model of slo_synthetic.hpp: full 1000-token steps of 110 ms (FP16, 9091 prompt
+// tokens/s) and 56 ms (FP8, 17857 tokens/s).
+LatencyModel model() { return slotest::synthetic_model(); }
 
 std::unique_ptr<PrecisionPolicy> slo(const LatencyModel& m, const std::string& spec) {
-  PolicyContext ctx{1000, 0, 0, &m};
-  return make_precision_policy(spec, ctx);
+  return slotest::make_policy(m, spec);
 }
 
 // A prefill step at `now` computing the one queued prompt (`len` tokens, `age` old).

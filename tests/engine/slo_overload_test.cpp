@@ -12,6 +12,7 @@
 
 #include "nestedfp/latency_model.hpp"
 #include "nestedfp/precision_policy.hpp"
+#include "slo_synthetic.hpp"
 
 using namespace nestedfp;
 
@@ -22,17 +23,10 @@ constexpr int kBudget = 1000;
 // (17857 tokens/s).
 constexpr double kFp16TokS = 1000 / 0.110;
 
-LatencyModel model(bool fp8_faster = true) {
-  LatencyModel m;
-  m.set_prior(Precision::FP16, LatencyModel::Coeffs{0.010, 1e-4, 0});
-  m.set_prior(Precision::FP8, fp8_faster ? LatencyModel::Coeffs{0.006, 5e-5, 0}
-                                         : LatencyModel::Coeffs{0.010, 1e-4, 0});
-  return m;
-}
+LatencyModel model(bool fp8_faster = true) { return slotest::synthetic_model(fp8_faster); }
 
 std::unique_ptr<PrecisionPolicy> make(const LatencyModel& m, const std::string& spec) {
-  PolicyContext ctx{kBudget, 0, 0, &m};
-  return make_precision_policy(spec, ctx);
+  return slotest::make_policy(m, spec, kBudget);
 }
 
 std::string metrics(const PrecisionPolicy& p) {
@@ -186,7 +180,7 @@ TEST(SloOverload, SurgeThenLullReturnsToFp16) {
   poisson(a, 0.3, 5, 15, 12);  // after a 3 s lull
   auto p = make(m, "slo:ttft=500");
   Replay r(m, *p, a, 0.5);
-  ASSERT_GT(r.count(2, 5), 5);                // the backlog outlasts the arrivals
+  ASSERT_GT(r.count(2, 5), 5);  // the backlog outlasts the arrivals
   // FP8 through it, and through its remnants (past the target), but for at most one step: the
   // last late request alone, once the rate has decayed, is no backlog (DESIGN.md §3.12).
   EXPECT_LE(r.count(0.5, 5, true, true), 1);

@@ -10,24 +10,17 @@
 #include "nestedfp/error.hpp"
 #include "nestedfp/latency_model.hpp"
 #include "nestedfp/precision_policy.hpp"
+#include "slo_synthetic.hpp"
 
 using namespace nestedfp;
 
 namespace {
 
-// FP16: 10 ms + 0.1 ms/token; FP8: 6 ms + 0.05 ms/token (per-sequence cost 0).
-LatencyModel model(bool fp8_faster = true) {
-  LatencyModel m;
-  m.set_prior(Precision::FP16, LatencyModel::Coeffs{0.010, 1e-4, 0});
-  m.set_prior(Precision::FP8, fp8_faster ? LatencyModel::Coeffs{0.006, 5e-5, 0}
-                                         : LatencyModel::Coeffs{0.010, 1e-4, 0});
-  return m;
-}
+LatencyModel model(bool fp8_faster = true) { return slotest::synthetic_model(fp8_faster); }
 
 std::unique_ptr<PrecisionPolicy> slo(const LatencyModel& m, const std::string& spec,
                                      int budget = 1000) {
-  PolicyContext ctx{budget, 0, 0, &m};
-  return make_precision_policy(spec, ctx);
+  return slotest::make_policy(m, spec, budget);
 }
 
 // `n` waiting prompts of `len` tokens, all `age` seconds old, plus `decodes` running sequences.

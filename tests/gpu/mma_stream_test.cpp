@@ -109,5 +109,28 @@ TEST(MmaStreamGemm, RepeatsBitIdenticallyWithClusterSplits) {
   }
 }
 
+// Token tiles run on grid z (at most 65535): a forced configuration past that is refused with a
+// message, before anything is launched.
+TEST(MmaStreamGemm, RefusesMoreTokensThanItsGrid) {
+  std::mt19937_64 rng(fresh_seed());
+  Weight w(rng, 16, 64, true);
+  Activations a(rng, 1, 64);
+  DeviceBuffer<uint16_t> y(16);
+  const int M = 65535 * 8 + 1;  // buffers are never read: the check comes first
+  cuda::GemmConfig c16{index_of(cuda::nested_fp16_gemm_variant_names(), "mma128x8")};
+  cuda::GemmConfig c8{index_of(cuda::nested_fp8_gemm_variant_names(), "mma128x8")};
+  for (bool fp8 : {false, true}) {
+    try {
+      if (fp8)
+        cuda::nested_fp8_gemm(w.view(), a.dq.get(), a.ds.get(), as_half(y.get()), M, nullptr, &c8);
+      else
+        cuda::nested_fp16_gemm(w.view(), as_half(a.dx.get()), as_half(y.get()), M, nullptr, &c16);
+      ADD_FAILURE() << (fp8 ? "NestedFP8" : "NestedFP16") << ": no error for M = " << M;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("65535 token tiles"), std::string::npos) << e.what();
+    }
+  }
+}
+
 }  // namespace
 }  // namespace nestedfp::gputest

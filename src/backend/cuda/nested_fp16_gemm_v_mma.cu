@@ -14,6 +14,10 @@ namespace {
 template <int kTokens, bool kBuilt>
 void run_mma(const Problem& p) {
   if constexpr (kBuilt) {
+    if (p.M > mma_stream::max_tokens(kTokens))
+      raise("mma128x" + std::to_string(kTokens) + ": M = " + std::to_string(p.M) +
+            " is more than its " + std::to_string(mma_stream::max_tokens(kTokens)) +
+            " tokens (65535 token tiles); use another configuration or the heuristic");
     int device = 0;
     if (cudaError_t e = cudaGetDevice(&device); e != cudaSuccess)
       raise(std::string("cudaGetDevice failed: ") + cudaGetErrorString(e));

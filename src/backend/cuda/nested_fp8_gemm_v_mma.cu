@@ -10,6 +10,10 @@ namespace {
 template <int kTokens, bool kBuilt>
 void run_mma(const Problem& p) {
   if constexpr (kBuilt) {
+    if (p.M > mma_stream::max_tokens(kTokens))
+      cuda_fail("nested_fp8_gemm: mma128x", kTokens, ": M = ", p.M, " is more than its ",
+                mma_stream::max_tokens(kTokens),
+                " tokens (65535 token tiles); use another variant or the heuristic");
     const NestedWeight& w = *p.w;
     const mma_stream::Args a{w.upper, nullptr, w.k, p.xq, p.x_scale, p.Y, p.M, w.N, w.K};
     if (cudaError_t e = mma_stream::launch<mma_stream::Mode::Fp8, kTokens>(a, p.sm_count, p.stream);

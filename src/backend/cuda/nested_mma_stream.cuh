@@ -359,6 +359,10 @@ int splits_for(const Args& a, int sms) {
   return s;
 }
 
+// The most tokens one call takes: grid z holds the token tiles (at most 65535). The tuner and
+// the heuristics use these kernels at a few tiles only; a forced configuration may go further.
+constexpr int64_t max_tokens(int tokens) { return int64_t(65535) * tokens; }
+
 // Enqueues one GEMM; returns the launch's error (the callers turn it into their family's Error).
 // kStagesWanted / kMinBlocks: pipeline depth and CTAs per SM other than the defaults (probes).
 template <Mode kMode, int kTokens, int kStagesWanted = 0, int kMinBlocks = 2,
@@ -378,9 +382,8 @@ cudaError_t launch(const Args& a, int sms, cudaStream_t stream) {
       return e;
     configured.fetch_or(bit);
   }
-  // Grid z holds the token tiles (at most 65535: M <= 65535 * kTokens; the tuner and the
-  // heuristics use these kernels at a few tiles only).
-  if ((a.M + kTokens - 1) / kTokens > 65535) return cudaErrorInvalidConfiguration;
+  // Grid z holds the token tiles; the callers refuse larger M with a message (max_tokens).
+  if (a.M > max_tokens(kTokens)) return cudaErrorInvalidConfiguration;
   const int splits = splits_for<kMode, kTokens, kStagesWanted>(a, sms);
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(unsigned((a.N + kRows - 1) / kRows), unsigned(splits),
