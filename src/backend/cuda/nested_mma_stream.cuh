@@ -8,11 +8,12 @@
 //    thread-block clusters of S CTAs along K split K when there are too few row blocks to fill the
 //    SMs, and reduce through distributed shared memory in a fixed order (deterministic, no
 //    workspace, nothing to reset between graph replays);
-//  - each lane copies its 16-byte pieces of the planes with cp.async into its own slots of a
-//    shared-memory ring, kStages blocks ahead, and reads them back itself (so cp.async.wait_group
-//    is all the ring needs); the merge (docs/DESIGN.md §1.3) happens in registers. A register
-//    ring measured no deeper than one block in flight: ptxas waited for every outstanding load at
-//    each block's branch (bench/nfp16/NOTES.md);
+//  - weight blocks stream kStages ahead of the math. FP16 (two planes): each lane copies its
+//    16-byte pieces with cp.async into its own slots of a shared-memory ring and reads them back
+//    itself (so cp.async.wait_group is all the ring needs). FP8 (one plane): each lane loads its
+//    pieces into a register ring. Each measured faster for its family; neither reaches the depth
+//    written (depths 2, 4 and 8 time the same; likely waits at each block's branch, see
+//    kBranchFree and bench/nfp16/NOTES.md v3). FP16 merges (docs/DESIGN.md §1.3) in registers;
 //  - a dot product does not depend on the order of k, so the k index inside a block is permuted:
 //    lane t holds k = 16t..16t+15 (FP16: 4 mma k16 steps) or 32t..32t+31 (FP8: 4 mma k32 steps)
 //    of its rows, and reads the activations with the same permutation from shared memory, where
