@@ -125,7 +125,8 @@ bench() {  # need_s, bench serve args...
   # whole report with it).
   if [ "$rc" != 0 ]; then
     tail -20 "$OUT/bench.log"; note "bench serve $* failed (exit $rc)"
-    echo "exit $rc: bench serve $*" >> "$OUT/failed-runs.txt"; return 1
+    echo "exit $rc: bench serve $*" >> "$OUT/failed-runs.txt"
+    cp "$OUT/bench.log" "$OUT/failed-run-$(wc -l < "$OUT/failed-runs.txt").log"; return 1
   fi
   tail -2 "$OUT/bench.log" | head -1 >&2
 }

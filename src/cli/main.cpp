@@ -2,6 +2,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <csignal>
 #include <cstdio>
 #include <exception>
 
@@ -17,6 +18,10 @@ std::vector<Command>& registry() {
 
 int main(int argc, char** argv) {
   using namespace nestedfp;
+  // A peer that closes its socket (a server refusing a connection under load, a client going away)
+  // must turn writes into EPIPE errors, not kill the process: `bench serve` once died of SIGPIPE
+  // (exit 141) mid-replay when the server answered 503 to a connection past --max-connections.
+  std::signal(SIGPIPE, SIG_IGN);
   CLI::App app{"nestedfp: one copy of FP16 weights, served in FP16 or FP8 per step"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("nestedfp 0.1.0"));

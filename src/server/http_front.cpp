@@ -172,6 +172,7 @@ class WorkQueue {
 struct HttpFront::Impl {
   FrontLimits lim;
   int wake_fd = -1;
+  int listen_fd = -1;  // the socket httplib binds (recorded by the socket-options hook)
   std::thread poller;
   std::vector<std::thread> workers, probes;
   WorkQueue work, probe;
@@ -391,6 +392,13 @@ HttpFront::HttpFront(FrontLimits limits) : impl_(std::make_unique<Impl>()) {
   if (I.wake_fd < 0)
     fail("cannot create an eventfd for the HTTP front end: {}", std::strerror(errno));
   new_task_queue = [] { return new InlineQueue; };
+  // Replaces httplib's default (SO_REUSEPORT), which would let a second server bind the same port
+  // silently; SO_REUSEADDR still allows a restart while old connections sit in TIME_WAIT.
+  set_socket_options([this](socket_t s) {
+    int yes = 1;
+    ::setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    impl_->listen_fd = s;
+  });
   I.poller = std::thread([this] { impl_->poll_loop(this); });
   auto worker = [this](WorkQueue& q) {
     while (Conn* c = q.pop()) serve(c);
@@ -413,6 +421,14 @@ void HttpFront::shutdown_front() {
   I.probe.stop();
   for (auto& t : I.workers) t.join();
   for (auto& t : I.probes) t.join();
+}
+
+void HttpFront::widen_listen_backlog() {
+  const int fd = impl_->listen_fd;
+  if (fd < 0) fail("widen_listen_backlog: the HTTP server has no bound socket");
+  if (::listen(fd, impl_->lim.listen_backlog) != 0)
+    fail("cannot set the listen backlog to {}: {}", impl_->lim.listen_backlog,
+         std::strerror(errno));
 }
 
 bool HttpFront::process_and_close_socket(socket_t sock) {

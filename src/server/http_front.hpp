@@ -42,6 +42,10 @@ struct FrontLimits {
   size_t max_head_bytes = 64u << 10;
   size_t max_body_bytes = 16u << 20;
   std::function<bool(std::string_view method, std::string_view path)> is_probe;
+  // Pending connects the kernel queues before accept(). httplib listens with a backlog of 5
+  // (compiled into the Debian library): connects past it lose their handshake and the client's
+  // kernel retries after 1 s, which reads as 1 s TTFTs in any burst of new requests.
+  int listen_backlog = 4096;  // the kernel caps it at net.core.somaxconn
 };
 
 struct FrontCounters {
@@ -59,6 +63,10 @@ class HttpFront : public httplib::Server {
   // Workers finish the request they are running first.
   void shutdown_front();
   FrontCounters counters() const;
+  // Call after bind_to_port / bind_to_any_port succeeded: re-listens the bound socket with
+  // limits.listen_backlog (Linux applies a second listen() to a listening socket). Throws Error
+  // when nothing is bound or the kernel refuses.
+  void widen_listen_backlog();
 
   struct Impl;
 

@@ -513,6 +513,7 @@ int OpenAIServer::bind() {
   if (impl_->bound_port < 0)
     fail("cannot listen on {}:{} (address in use or not available): pick another --host/--port",
          o.host, o.port);
+  impl_->front->widen_listen_backlog();
   return impl_->bound_port;
 }
 
