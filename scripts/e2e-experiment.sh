@@ -17,12 +17,14 @@
 #                           H200 FP16 still met both SLOs at x4: 2026-12-02-e2e.md)
 #   E2E_REPLAY_S=14         seconds of replay per run (the trace window is scale x this)
 #   E2E_CODE=1              also replay the code trace (bursty) at E2E_CODE_SCALE, one window
-#   E2E_GRID=1              the throughput grid (E2E_IN, E2E_OUT, E2E_CONC, E2E_PROMPTS)
+#   E2E_GRID=1              the throughput grid (E2E_IN, E2E_OUT, E2E_CONC, E2E_PROMPTS=32 per cell:
+#                           at 16 a cell lasted 0.2-7 s on the H200)
 #   E2E_PLAIN=1             the plain FP16 server for the grid
 #   E2E_SLO_AIM=8           the slo policy's targets, x the unloaded FP16 TTFT/TPOT (SLOs: 10x, 15x)
 #   E2E_SLO_EXTRA=",forecast=0"  appended to the slo spec (e.g. the queue model alone, to compare)
 #   E2E_DEADLINE_S=720      no run starts (or continues) later than this; the report follows
-#                           (the full H200 run takes ~650 s: longer than one device command, so
+#                           (the full H200 run took 506 s with 16 prompts per grid cell, ~580 s
+#                           with 32, estimated: longer than one device command, so
 #                           start it detached, CONTRIBUTING.md "GPU workflow" step 6)
 #   BIN, MODEL, DEVICE, PORT, TRACES (../shared/data/traces, else .carry/ on the GPU machine)
 #   SERVE_ARGS="..."        extra arguments of every server (scripts/tp-70b.sh: --tensor-parallel-size 4)
@@ -44,7 +46,7 @@ else
   scales=${E2E_SCALES:-"1 4 8 12"}; replay=${E2E_REPLAY_S:-14}; code_scale=${E2E_CODE_SCALE:-1.5}
   lens=(--max-input-len 4096 --max-output-len 512)
   grid_in=${E2E_IN:-128,512,2048}; grid_out=${E2E_OUT:-32,512}; grid_conc=${E2E_CONC:-8,16}
-  prompts=${E2E_PROMPTS:-16}; load_s=35; title="Llama-3.1-8B config, dummy weights, one H200"
+  prompts=${E2E_PROMPTS:-32}; load_s=35; title="Llama-3.1-8B config, dummy weights, one H200"
 fi
 OUT=${OUT:-build/e2e}
 title=${E2E_TITLE:-$title}

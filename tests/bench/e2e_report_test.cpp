@@ -107,7 +107,16 @@ TEST(E2eReport, RecomputesAttainmentAndJudgesTheGoals) {
   EXPECT_FALSE(goals[0].met);
   EXPECT_FALSE(goals[1].met);
   EXPECT_NE(goals[1].detail.find("2 of 2"), std::string::npos) << goals[1].detail;
+  // Each miss is set against sampling noise: slo (the policy with >= 50% FP16 steps) has 4 of 7
+  // against fp8's 6 of 7; 2 s.e. = 200 sqrt((6/7)(1/7)/7 + (4/7)(3/7)/7) = 45.8 points.
+  EXPECT_NE(goals[1].detail.find("[slo: gap 28.6 points = 2 of 7 requests, 2 s.e. 45.8]"),
+            std::string::npos)
+      << goals[1].detail;
+  EXPECT_NE(goals[1].detail.find("(2 of them within 2 standard errors"), std::string::npos)
+      << goals[1].detail;
   EXPECT_FALSE(goals[2].met);
+  EXPECT_NE(goals[2].detail.find("slo 57.1% < dynamic 85.7% [gap 28.6 points"), std::string::npos)
+      << goals[2].detail;
 
   EXPECT_EQ(slo_spec_from((d / "trace-conv/fp16-x2/bench_serve_trace.json").string(), 10),
             "slo:ttft=1000.0,tpot=100.00");
