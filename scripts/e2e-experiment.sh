@@ -136,8 +136,9 @@ bench() {  # need_s, bench serve args...
 # The nested server starts with an slo policy so its latency model is calibrated once, at start;
 # the placeholder targets are replaced after the unloaded latency is measured.
 start_server nested --precision slo:ttft=1000,tpot=100
-replay_trace() {  # trace, start, scales; the first run (fp16) measures the unloaded latency
-  local trace=$1 start=$2 sc p dir extra slo_spec=""
+declare -A slo_specs  # per trace: the slo spec from its unloaded latency (set by its first run)
+replay_trace() {  # trace, start, scales; the trace's first run (fp16) measures the unloaded latency
+  local trace=$1 start=$2 sc p dir extra slo_spec=${slo_specs[$1]:-}
   for sc in $3; do
     for p in $policies; do
       dir=$OUT/trace-$trace/$p-x$sc; extra=()
@@ -154,6 +155,7 @@ replay_trace() {  # trace, start, scales; the first run (fp16) measures the unlo
       [ "$p" = slo ] && { curl -s "$url/metrics" | grep -E "^nestedfp_(slo|latency_model)" > "$dir/slo-metrics.txt" || true; }
       if [ -z "$slo_spec" ]; then  # slo aims inside the stricter SLO (10x): a margin for misprediction
         slo_spec=$("$BIN" bench e2e-report --slo-spec-from "$dir/bench_serve_trace.json" --scale "$aim")
+        slo_specs[$trace]=$slo_spec
         note "slo policy: $slo_spec"
       fi
     done
@@ -166,8 +168,12 @@ if [ "$do_grid" = 1 ]; then
   set_policy fp16; note "grid nested-fp16"; bench "$grid_s" "${grid[@]}" --out "$OUT/throughput/nested-fp16" || rm -rf "$OUT/throughput/nested-fp16"
   set_policy fp8; note "grid nested-fp8"; bench "$grid_s" "${grid[@]}" --out "$OUT/throughput/nested-fp8" || rm -rf "$OUT/throughput/nested-fp8"
 fi
-replay_trace conv 60 "$scales"
+# The highest conv scale last: past every policy's capacity it tells least, so when the deadline
+# is near it is the one to lose (a late deadline once skipped the code window's slo run instead).
+read -r -a conv_scales <<< "$scales"
+replay_trace conv 60 "${conv_scales[*]:0:${#conv_scales[@]}-1}"
 [ "$do_code" = 1 ] && replay_trace code 186 "$code_scale"  # 196-200 s: ~25 requests/s of ~2k tokens
+replay_trace conv 60 "${conv_scales[-1]}"
 stop_server
 if [ "$do_grid" = 1 ] && [ "$do_plain" = 1 ] && [ "$(left)" -gt $((load_s + grid_s)) ]; then
   start_server plain --weights fp16 --precision fp16

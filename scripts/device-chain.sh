@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# One detached chain of GPU work on the device machine (CONTRIBUTING.md "GPU workflow" step 6):
+# scripts/gpu-check.sh, then the stages asked for, each stamped with its start time in
+# $CHAIN/chain.log; $CHAIN/DONE is written last. Start it detached and poll with device-poll.sh:
+#
+#   setsid nohup env E2E=1 NCU_POINTS="4096x4096:16" bash scripts/device-chain.sh \
+#     > /dev/null 2>&1 < /dev/null &
+#   bash scripts/device-poll.sh 540        # again, within 30 s, until it prints DONE
+#
+# Stages (environment; gpu-check.sh's own knobs pass through, e.g. SKIP_TESTS=1, GTEST_ARGS):
+#   CHAIN=build/chain         where everything goes (gpu-check logs in $CHAIN/gc)
+#   NESTEDFP_CUDA_KERNEL_SET  default here (gpu-check's own default is all: ~5x the build time)
+#   E2E=1                     scripts/e2e-experiment.sh into $CHAIN/e2e (its E2E_* knobs pass
+#                             through; full run ~10 min)
+#   PROBE=1                   bench/nfp16/mma_stream_probe.cu, built with nvcc alone (~20 s)
+#   NCU_POINTS="NxK:M ..."    Nsight Compute on `bench kernels --shapes NxK --m M` per point, then
+#                             bench/ncu_summary.py into $CHAIN/ncu.md (~7 s per point)
+set -u
+cd "$(dirname "$0")/.."
+CHAIN=${CHAIN:-build/chain}
+rm -rf "$CHAIN"; mkdir -p "$CHAIN"
+exec > "$CHAIN/chain.log" 2>&1
+t0=$(date +%s)
+stamp() { echo "== $(( $(date +%s) - t0 )) s: $*"; }
+
+stamp "gpu-check"
+OUT=$CHAIN/gc NESTEDFP_CUDA_KERNEL_SET=${NESTEDFP_CUDA_KERNEL_SET:-default} bash scripts/gpu-check.sh
+stamp "gpu-check exit $?"
+# Commands outside gpu-check need the carried sysroot's libraries (httplib, Brotli).
+sysroot_lib=$(ls -td /tmp/nfp-sysroot.*/sysroot/lib 2>/dev/null | head -1)
+[ -n "$sysroot_lib" ] && export LD_LIBRARY_PATH=$sysroot_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+
+if [ -n "${E2E:-}" ]; then
+  stamp "e2e"
+  OUT=$CHAIN/e2e bash scripts/e2e-experiment.sh > "$CHAIN/e2e.log" 2>&1
+  stamp "e2e exit $?"
+fi
+
+if [ -n "${PROBE:-}" ]; then
+  stamp "mma probe"
+  nvcc -std=c++20 -O3 -gencode=arch=compute_90a,code=sm_90a -Isrc -DNESTEDFP_CUDA_KERNEL_SET_LEVEL=1 \
+    bench/nfp16/mma_stream_probe.cu -o /tmp/mma_probe > "$CHAIN/probe-build.txt" 2>&1 &&
+    timeout 150 /tmp/mma_probe > "$CHAIN/probe.txt" 2>&1
+  stamp "mma probe exit $?"
+fi
+
+if [ -n "${NCU_POINTS:-}" ]; then
+  ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  if [ -z "$ncu" ]; then
+    stamp "ncu: not found"
+  else
+    "$ncu" --version > "$CHAIN/ncu-version.txt" 2>&1
+    for pt in $NCU_POINTS; do
+      shape=${pt%:*}; m=${pt#*:}
+      # The second launch of every distinct kernel; clocks left alone (METHOD.md).
+      timeout 150 "$ncu" --clock-control none --graph-profiling node --kernel-name-base mangled \
+        --kernel-id '::regex:.*:2' --section SpeedOfLight --section MemoryWorkloadAnalysis \
+        --section Occupancy --section WarpStateStats --section LaunchStats \
+        --section ComputeWorkloadAnalysis --csv --page details \
+        build/cuda/nestedfp bench kernels --shapes "$shape" --m "$m" --target-ms 1 --out /tmp/ncu-bk \
+        > "$CHAIN/ncu-$shape-m$m.csv" 2> "$CHAIN/ncu-$shape-m$m.log"
+      stamp "ncu $pt exit $?"
+    done
+    python3 bench/ncu_summary.py "$CHAIN"/ncu-*.csv > "$CHAIN/ncu.md" 2>&1
+  fi
+fi
+stamp "done"
+touch "$CHAIN/DONE"
