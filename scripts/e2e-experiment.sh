@@ -13,8 +13,9 @@
 #   OUT=build/e2e           where runs, server logs and the report go (report: $OUT/results/)
 #   E2E_SMALL=1             the cpu backend with models/pystd-16m, tiny sizes (a ~1 minute check)
 #   E2E_SHRINK=F            multiply every replay duration by F (e.g. 0.5) to save time
-#   E2E_SCALES="1 4 8 12"   conv-trace time scales, light load to past FP16 saturation (on the
-#                           H200 FP16 still met both SLOs at x4: 2026-12-02-e2e.md)
+#   E2E_SCALES="1 4 6 8 12" conv-trace time scales, light load to past FP16 saturation (on the
+#                           H200 FP16 met 98.5% at x4 and 14% at x8, FP8-only 84% at x8 and 10% at
+#                           x12: 2026-12-02-e2e-final.md; x6 is where FP16 starts to fail)
 #   E2E_REPLAY_S=14         seconds of replay per run (the trace window is scale x this)
 #   E2E_CODE=1              also replay the code trace (bursty) at E2E_CODE_SCALE, one window
 #   E2E_GRID=1              the throughput grid (E2E_IN, E2E_OUT, E2E_CONC, E2E_PROMPTS=32 per cell:
@@ -22,9 +23,9 @@
 #   E2E_PLAIN=1             the plain FP16 server for the grid
 #   E2E_SLO_AIM=8           the slo policy's targets, x the unloaded FP16 TTFT/TPOT (SLOs: 10x, 15x)
 #   E2E_SLO_EXTRA=",forecast=0"  appended to the slo spec (e.g. the queue model alone, to compare)
-#   E2E_DEADLINE_S=720      no run starts (or continues) later than this; the report follows
-#                           (the full H200 run took 506 s with 16 prompts per grid cell, ~580 s
-#                           with 32, estimated: longer than one device command, so
+#   E2E_DEADLINE_S=800      no run starts (or continues) later than this; the report follows
+#                           (the full H200 run took 506 s with scales 1 4 8 12 and 16 prompts per
+#                           grid cell; ~680 s estimated with x6 and 32: longer than one command, so
 #                           start it detached, CONTRIBUTING.md "GPU workflow" step 6)
 #   BIN, MODEL, DEVICE, PORT, TRACES (../shared/data/traces, else .carry/ on the GPU machine)
 #   SERVE_ARGS="..."        extra arguments of every server (scripts/tp-70b.sh: --tensor-parallel-size 4)
@@ -43,7 +44,7 @@ if [ "$small" = 1 ]; then
 else
   BIN=${BIN:-build/cuda/nestedfp}; MODEL=${MODEL:-bench/configs/llama-3.1-8b}; DEVICE=${DEVICE:-cuda}
   load_args=(--load-format dummy); budget=2048; seqs=256
-  scales=${E2E_SCALES:-"1 4 8 12"}; replay=${E2E_REPLAY_S:-14}; code_scale=${E2E_CODE_SCALE:-1.5}
+  scales=${E2E_SCALES:-"1 4 6 8 12"}; replay=${E2E_REPLAY_S:-14}; code_scale=${E2E_CODE_SCALE:-1.5}
   lens=(--max-input-len 4096 --max-output-len 512)
   grid_in=${E2E_IN:-128,512,2048}; grid_out=${E2E_OUT:-32,512}; grid_conc=${E2E_CONC:-8,16}
   prompts=${E2E_PROMPTS:-32}; load_s=35; title="Llama-3.1-8B config, dummy weights, one H200"
@@ -57,7 +58,7 @@ fi
 PORT=${PORT:-18431}
 shrink=${E2E_SHRINK:-1}
 aim=${E2E_SLO_AIM:-8}
-deadline=${E2E_DEADLINE_S:-$([ "$small" = 1 ] && echo 300 || echo 720)}  # s after start; then the report
+deadline=${E2E_DEADLINE_S:-$([ "$small" = 1 ] && echo 300 || echo 800)}  # s after start; then the report
 replay=$(awk -v r="$replay" -v s="$shrink" 'BEGIN { printf "%.1f", r * s }')
 do_code=${E2E_CODE:-1}; do_grid=${E2E_GRID:-1}; do_plain=${E2E_PLAIN:-1}
 policies="fp16 fp8 dynamic slo"
