@@ -2,12 +2,13 @@
 """One Markdown table from Nsight Compute CSV exports of `nestedfp bench kernels` runs.
 
 Each input is `ncu --csv --page details ... nestedfp bench kernels --shapes NxK --m M` saved as
-`ncu-<NxK>-m<M>.csv` (scripts/gpu-check.sh's ncu step; docs/MEASURING.md §5.8). Prints, per
+`ncu-<NxK>-m<M>.csv` (the NCU_POINTS stage of scripts/device-chain.sh; docs/KERNELS.md §2.7),
+optionally gzipped. Prints, per
 profiled kernel: family (cuBLAS FP16, cuBLASLt FP8, NestedFP16, NestedFP8, quantize), CUTLASS tile
 / stages / schedule, duration (cold L2: ncu flushes caches between passes), DRAM and SM
 throughput as % of peak, issue-slot use, achieved occupancy and L2 hit rate.
 
-    python3 bench/ncu_summary.py build/r/ncu-*.csv > bench/results/<date>-h200-ncu.md
+    python3 bench/ncu_summary.py build/chain/ncu-*.csv > bench/results/<date>-h200-ncu.md
 """
 import csv
 import gzip

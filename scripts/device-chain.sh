@@ -3,9 +3,10 @@
 # scripts/gpu-check.sh, then the stages asked for, each stamped with its start time in
 # $CHAIN/chain.log; $CHAIN/DONE is written last. Start it detached and poll with device-poll.sh:
 #
-#   setsid nohup env E2E=1 NCU_POINTS="4096x4096:16" bash scripts/device-chain.sh \
-#     > /dev/null 2>&1 < /dev/null &
+#   rm -rf build/chain; setsid nohup env E2E=1 NCU_POINTS="4096x4096:16" \
+#     bash scripts/device-chain.sh > /dev/null 2>&1 < /dev/null &
 #   bash scripts/device-poll.sh 540        # again, within 30 s, until it prints DONE
+# (removing build/chain first keeps a poll in the same command from seeing the last chain's DONE)
 #
 # Stages (environment; gpu-check.sh's own knobs pass through, e.g. SKIP_TESTS=1, GTEST_ARGS):
 #   CHAIN=build/chain         where everything goes (gpu-check logs in $CHAIN/gc)
@@ -20,12 +21,19 @@ cd "$(dirname "$0")/.."
 CHAIN=${CHAIN:-build/chain}
 rm -rf "$CHAIN"; mkdir -p "$CHAIN"
 exec > "$CHAIN/chain.log" 2>&1
+echo $$ > "$CHAIN/pid"  # device-poll.sh stops waiting when this process is gone without DONE
 t0=$(date +%s)
 stamp() { echo "== $(( $(date +%s) - t0 )) s: $*"; }
 
 stamp "gpu-check"
 OUT=$CHAIN/gc NESTEDFP_CUDA_KERNEL_SET=${NESTEDFP_CUDA_KERNEL_SET:-default} bash scripts/gpu-check.sh
 stamp "gpu-check exit $?"
+# A failed build leaves an older nestedfp on a warm machine: the later stages would measure it.
+if grep -q "nestedfp failed to build" "$CHAIN/chain.log"; then
+  stamp "nestedfp did not build: the later stages are skipped"
+  touch "$CHAIN/DONE"
+  exit 1
+fi
 # Commands outside gpu-check need the carried sysroot's libraries (httplib, Brotli).
 sysroot_lib=$(ls -td /tmp/nfp-sysroot.*/sysroot/lib 2>/dev/null | head -1)
 [ -n "$sysroot_lib" ] && export LD_LIBRARY_PATH=$sysroot_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}

@@ -5,7 +5,7 @@
 # writes <date>-e2e.{md,json,png} and -throughput.png with the goals met or not.
 #
 # On the H200, after the build (e.g. `SKIP_TESTS=1 SKIP_BENCH=1 NESTEDFP_CUDA_KERNEL_SET=default
-# bash scripts/gpu-check.sh`): `bash scripts/e2e-experiment.sh`. Must finish in ~9 minutes: it
+# bash scripts/gpu-check.sh`): `bash scripts/e2e-experiment.sh`. Takes ~11 minutes (detach it): it
 # prints an estimate first. One nested server serves every policy (POST /admin/precision, no
 # reload); a second, plain FP16 server (--weights fp16) serves its throughput grid.
 #
@@ -15,7 +15,7 @@
 #   E2E_SHRINK=F            multiply every replay duration by F (e.g. 0.5) to save time
 #   E2E_SCALES="1 4 6 8 12" conv-trace time scales, light load to past FP16 saturation (on the
 #                           H200 FP16 met 98.5% at x4 and 14% at x8, FP8-only 84% at x8 and 10% at
-#                           x12: 2026-12-02-e2e-final.md; x6 is where FP16 starts to fail)
+#                           x12: 2026-12-02-e2e-final.md; x6 lies between x4 and x8)
 #   E2E_REPLAY_S=14         seconds of replay per run (the trace window is scale x this)
 #   E2E_CODE=1              also replay the code trace (bursty) at E2E_CODE_SCALE, one window
 #   E2E_GRID=1              the throughput grid (E2E_IN, E2E_OUT, E2E_CONC, E2E_PROMPTS=32 per cell:
@@ -65,6 +65,9 @@ policies="fp16 fp8 dynamic slo"
 url=http://127.0.0.1:$PORT
 note() { echo "e2e: $*" >&2; }
 
+# Ascending, so the highest load runs last (see the replays below).
+read -r -a conv_scales <<< "$(echo $scales | tr ' ' '\n' | sort -g | tr '\n' ' ')"
+[ "${#conv_scales[@]}" -gt 0 ] || { note "E2E_SCALES is empty: give at least one conv-trace time scale"; exit 1; }
 [ -x "$BIN" ] || { note "$BIN missing: build it first (scripts/gpu-check.sh, or cmake --build build/cpu --target nestedfp)"; exit 1; }
 [ -f "$TRACES/azure_llm_2023_conv.csv" ] || { note "$TRACES/azure_llm_2023_conv.csv missing (../shared beside the checkout, .carry/ from pack-device.sh, or TRACES=)"; exit 1; }
 if [ "$do_code" = 1 ] && [ ! -f "$TRACES/azure_llm_2023_code.csv" ]; then
@@ -171,7 +174,6 @@ if [ "$do_grid" = 1 ]; then
 fi
 # The highest conv scale last: past every policy's capacity it tells least, so when the deadline
 # is near it is the one to lose (a late deadline once skipped the code window's slo run instead).
-read -r -a conv_scales <<< "$scales"
 replay_trace conv 60 "${conv_scales[*]:0:${#conv_scales[@]}-1}"
 [ "$do_code" = 1 ] && replay_trace code 186 "$code_scale"  # 196-200 s: ~25 requests/s of ~2k tokens
 replay_trace conv 60 "${conv_scales[-1]}"

@@ -155,9 +155,10 @@ E2eData load_e2e(const std::string& dir, const E2eOptions& o) {
 
 namespace {
 
-// How far attainment b falls short of a, in points and requests, against the sampling error of
-// the difference (two independent binomials, each over its run's middle requests). Verdicts stay
-// strict; this says whether a miss is larger than what re-running the same load could change.
+// How far attainment b falls short of a, in points and requests, beside the sampling error of the
+// difference as if the two runs were independent binomials over their middle requests. Verdicts
+// stay strict. A yardstick, not a test: both runs replay the same requests (paired) and misses
+// cluster in bursts.
 struct Gap {
   double points = 0, two_se = 0;
   long requests = 0;

@@ -172,7 +172,6 @@ class WorkQueue {
 struct HttpFront::Impl {
   FrontLimits lim;
   int wake_fd = -1;
-  int listen_fd = -1;  // the socket httplib binds (recorded by the socket-options hook)
   std::thread poller;
   std::vector<std::thread> workers, probes;
   WorkQueue work, probe;
@@ -379,6 +378,8 @@ HttpFront::HttpFront(FrontLimits limits) : impl_(std::make_unique<Impl>()) {
   if (I.lim.worker_threads < 1 || I.lim.probe_threads < 1)
     fail("the HTTP server needs at least one worker and one probe thread (got {} and {})",
          I.lim.worker_threads, I.lim.probe_threads);
+  if (I.lim.listen_backlog < 1)
+    fail("the listen backlog must be at least 1 (got {})", I.lim.listen_backlog);
   if (I.lim.max_connections < 2 || I.lim.max_connections > 900)
     fail(
         "--max-connections must be between 2 and 900 (got {}): the HTTP library handles "
@@ -394,10 +395,9 @@ HttpFront::HttpFront(FrontLimits limits) : impl_(std::make_unique<Impl>()) {
   new_task_queue = [] { return new InlineQueue; };
   // Replaces httplib's default (SO_REUSEPORT), which would let a second server bind the same port
   // silently; SO_REUSEADDR still allows a restart while old connections sit in TIME_WAIT.
-  set_socket_options([this](socket_t s) {
+  set_socket_options([](socket_t s) {
     int yes = 1;
     ::setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
-    impl_->listen_fd = s;
   });
   I.poller = std::thread([this] { impl_->poll_loop(this); });
   auto worker = [this](WorkQueue& q) {
@@ -409,6 +409,12 @@ HttpFront::HttpFront(FrontLimits limits) : impl_(std::make_unique<Impl>()) {
 
 HttpFront::~HttpFront() {
   shutdown_front();
+  // Bound but never served (or a start that failed after bind): httplib closes its listening
+  // socket only in stop() while running.
+  if (!is_running()) {
+    const socket_t fd = svr_sock_.exchange(INVALID_SOCKET);
+    if (fd != INVALID_SOCKET) ::close(fd);
+  }
   if (impl_->wake_fd >= 0) ::close(impl_->wake_fd);
 }
 
@@ -424,11 +430,22 @@ void HttpFront::shutdown_front() {
 }
 
 void HttpFront::widen_listen_backlog() {
-  const int fd = impl_->listen_fd;
-  if (fd < 0) fail("widen_listen_backlog: the HTTP server has no bound socket");
+  // httplib's own listening socket: INVALID_SOCKET until a bind succeeds and after stop().
+  const socket_t fd = svr_sock_;
+  if (fd == INVALID_SOCKET) fail("widen_listen_backlog: the HTTP server has no bound socket");
   if (::listen(fd, impl_->lim.listen_backlog) != 0)
     fail("cannot set the listen backlog to {}: {}", impl_->lim.listen_backlog,
          std::strerror(errno));
+}
+
+int HttpFront::listen_backlog() const {
+  const socket_t fd = svr_sock_;
+  if (fd == INVALID_SOCKET) return -1;
+  // For a listening socket Linux reports the accept queue's limit in tcpi_sacked.
+  tcp_info info{};
+  socklen_t len = sizeof info;
+  if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0) return -1;
+  return int(info.tcpi_sacked);
 }
 
 bool HttpFront::process_and_close_socket(socket_t sock) {

@@ -67,6 +67,9 @@ class HttpFront : public httplib::Server {
   // limits.listen_backlog (Linux applies a second listen() to a listening socket). Throws Error
   // when nothing is bound or the kernel refuses.
   void widen_listen_backlog();
+  // The bound socket's accept-queue limit as the kernel holds it (min(backlog, somaxconn));
+  // -1 when nothing is bound.
+  int listen_backlog() const;
 
   struct Impl;
 

@@ -505,16 +505,15 @@ OpenAIServer::~OpenAIServer() { stop(); }
 int OpenAIServer::bind() {
   if (impl_->bound_port >= 0) return impl_->bound_port;
   auto& o = impl_->opts;
-  if (o.port == 0) {
-    impl_->bound_port = impl_->http.bind_to_any_port(o.host);
-  } else {
-    impl_->bound_port = impl_->http.bind_to_port(o.host, o.port) ? o.port : -1;
-  }
-  if (impl_->bound_port < 0)
+  const int port = o.port == 0                                ? impl_->http.bind_to_any_port(o.host)
+                   : impl_->http.bind_to_port(o.host, o.port) ? o.port
+                                                              : -1;
+  if (port < 0)
     fail("cannot listen on {}:{} (address in use or not available): pick another --host/--port",
          o.host, o.port);
-  impl_->front->widen_listen_backlog();
-  return impl_->bound_port;
+  impl_->front->widen_listen_backlog();  // before the port counts as bound: a retry widens again
+  impl_->bound_port = port;
+  return port;
 }
 
 void OpenAIServer::run() {

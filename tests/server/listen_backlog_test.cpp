@@ -1,8 +1,8 @@
 // The listening socket's backlog (http_front.hpp, FrontLimits::listen_backlog). httplib listens
 // with a backlog of 5; connects past the backlog lose their handshake and the client's kernel
 // retries after 1 s, so bursts of new requests saw 1 s TTFTs (H200 trace replays, 2026-12-02).
-// With no accept loop running, the kernel completes exactly as many handshakes as the backlog
-// allows (Linux: backlog + 1), which makes the backlog observable without timing.
+// The backlog is read back through TCP_INFO; one behavioural test checks that a burst of connects
+// completes with no accept loop running (Linux queues up to backlog + 1 handshakes).
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -11,7 +11,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <fstream>
 #include <thread>
 #include <vector>
 
@@ -54,6 +56,13 @@ int bound_front(HttpFront& f) {
   return port;
 }
 
+int somaxconn() {
+  std::ifstream f("/proc/sys/net/core/somaxconn");
+  int v = 4096;
+  f >> v;
+  return v;
+}
+
 TEST(ListenBacklog, WideningLetsABurstOfConnectsCompleteWithoutAccept) {
   HttpFront f(FrontLimits{});
   const int port = bound_front(f);
@@ -61,27 +70,29 @@ TEST(ListenBacklog, WideningLetsABurstOfConnectsCompleteWithoutAccept) {
   EXPECT_EQ(completed_connects(port, 64, std::chrono::milliseconds(200)), 64);
 }
 
-TEST(ListenBacklog, HttplibsOwnBacklogDropsTheRestOfTheBurst) {
-  // The control: without widening, the burst stalls past the library's backlog of 5.
+TEST(ListenBacklog, TheKernelHoldsTheConfiguredBacklog) {
+  // Read back through TCP_INFO (no timing): httplib's own 5 until widened, then the limit.
   HttpFront f(FrontLimits{});
-  const int port = bound_front(f);
-  EXPECT_LE(completed_connects(port, 64, std::chrono::milliseconds(200)), 8);
-}
+  EXPECT_EQ(f.listen_backlog(), -1);  // nothing bound yet
+  bound_front(f);
+  EXPECT_EQ(f.listen_backlog(), 5);
+  f.widen_listen_backlog();
+  EXPECT_EQ(f.listen_backlog(), std::min(4096, somaxconn()));
 
-TEST(ListenBacklog, TheConfiguredBacklogIsTheOneApplied) {
   FrontLimits lim;
   lim.listen_backlog = 16;
-  HttpFront f(lim);
-  const int port = bound_front(f);
-  f.widen_listen_backlog();
-  const int done = completed_connects(port, 64, std::chrono::milliseconds(200));
-  EXPECT_GE(done, 16);
-  EXPECT_LE(done, 20);
+  HttpFront g(lim);
+  bound_front(g);
+  g.widen_listen_backlog();
+  EXPECT_EQ(g.listen_backlog(), 16);
 }
 
-TEST(ListenBacklog, WideningBeforeBindIsAnError) {
+TEST(ListenBacklog, WideningBeforeBindOrANonPositiveBacklogIsAnError) {
   HttpFront f(FrontLimits{});
   EXPECT_THROW(f.widen_listen_backlog(), Error);
+  FrontLimits lim;
+  lim.listen_backlog = 0;
+  EXPECT_THROW(HttpFront{lim}, Error);
 }
 
 TEST(ListenBacklog, ASecondServerCannotBindAPortInUse) {
@@ -91,6 +102,7 @@ TEST(ListenBacklog, ASecondServerCannotBindAPortInUse) {
   const int port = bound_front(a);
   HttpFront b(FrontLimits{});
   EXPECT_FALSE(b.bind_to_port("127.0.0.1", port));
+  EXPECT_EQ(b.listen_backlog(), -1);
 }
 
 }  // namespace
