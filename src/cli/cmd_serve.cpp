@@ -19,7 +19,7 @@ struct ServeArgs {
   std::string host = "127.0.0.1", precision = "fp16", speculative = "off", api_key, admin_key,
               served_name;
   int port = 8000, http_threads = 0;  // 0: max_num_seqs + 64 (see below)
-  int max_connections = 512;
+  int max_connections = 0;
   double header_timeout = 10, body_timeout = 30;
   size_t max_queue = 256;
   bool prefix_caching = true;
@@ -63,7 +63,9 @@ Registration reg{
       sub.add_option("--admin-key", a->admin_key,
                      "require 'Authorization: Bearer KEY' on /admin/* (without it and --api-key, "
                      "/admin/* answers loopback clients only)");
-      sub.add_option("--max-connections", a->max_connections, "open HTTP connections (2..900)")
+      sub.add_option("--max-connections", a->max_connections,
+                     "open HTTP connections, each a file descriptor (2..65536; 0: up to 4096 as "
+                     "the open-file hard limit allows)")
           ->capture_default_str();
       sub.add_option("--header-timeout", a->header_timeout,
                      "seconds for a request's headers to arrive")
@@ -105,9 +107,12 @@ Registration reg{
         // neither the scheduler nor the precision policy sees them (measured on the H200: with 64
         // threads, conv-trace requests arriving at 64 in flight waited 1.3 s for their first
         // token).
-        cfg.server.http_threads = a->http_threads > 0
-                                      ? a->http_threads
-                                      : std::min(a->max_connections, a->m.max_num_seqs + 64);
+        cfg.server.http_threads =
+            a->http_threads > 0
+                ? a->http_threads
+                : std::min(a->max_connections > 0 ? a->max_connections
+                                                  : server::default_max_connections(),
+                           a->m.max_num_seqs + 64);
         cfg.executor = [a](const EngineConfig&) -> std::unique_ptr<ModelExecutor> {
           return build_runner(a->m);
         };

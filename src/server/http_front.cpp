@@ -6,6 +6,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -39,6 +40,23 @@ struct Conn {
   HeadScan head;
   bool busy = false;  // handed to a worker; the poll thread does not touch it
 };
+
+// Raises the soft open-file limit to `need` descriptors (never lowers it); Error when the hard
+// limit is lower.
+void raise_fd_limit(int need) {
+  rlimit r{};
+  if (::getrlimit(RLIMIT_NOFILE, &r) != 0)
+    fail("cannot read the open-file limit: {}", std::strerror(errno));
+  if (r.rlim_cur != RLIM_INFINITY && r.rlim_cur >= rlim_t(need)) return;
+  if (r.rlim_max != RLIM_INFINITY && r.rlim_max < rlim_t(need))
+    fail(
+        "--max-connections {} needs {} open files but the hard limit is {}: raise it (ulimit -Hn, "
+        "or LimitNOFILE= in a systemd unit) or lower --max-connections",
+        need - kFdReserve, need, (long long)r.rlim_max);
+  r.rlim_cur = rlim_t(need);
+  if (::setrlimit(RLIMIT_NOFILE, &r) != 0)
+    fail("cannot raise the open-file limit to {}: {}", need, std::strerror(errno));
+}
 
 bool peer_gone(int fd) {
   pollfd p{fd, static_cast<short>(POLLIN | POLLRDHUP), 0};
@@ -380,11 +398,10 @@ HttpFront::HttpFront(FrontLimits limits) : impl_(std::make_unique<Impl>()) {
          I.lim.worker_threads, I.lim.probe_threads);
   if (I.lim.listen_backlog < 1)
     fail("the listen backlog must be at least 1 (got {})", I.lim.listen_backlog);
-  if (I.lim.max_connections < 2 || I.lim.max_connections > 900)
-    fail(
-        "--max-connections must be between 2 and 900 (got {}): the HTTP library handles "
-        "descriptors below 1024 only",
-        I.lim.max_connections);
+  if (I.lim.max_connections < 2 || I.lim.max_connections > kMaxConnectionsCap)
+    fail("--max-connections must be between 2 and {} (got {})", kMaxConnectionsCap,
+         I.lim.max_connections);
+  raise_fd_limit(I.lim.max_connections + kFdReserve);
   if (I.lim.header_timeout.count() <= 0 || I.lim.body_timeout.count() <= 0 ||
       I.lim.idle_timeout.count() <= 0 || I.lim.write_timeout.count() <= 0)
     fail("HTTP timeouts must be positive (header {} ms, body {} ms)", I.lim.header_timeout.count(),
@@ -489,6 +506,11 @@ FrontCounters HttpFront::counters() const {
   const auto& I = *impl_;
   return {I.accepted.load(), I.refused.load(),  I.evicted.load(),
           I.timeouts.load(), I.rejected.load(), I.open.load()};
+}
+
+int connections_for_fd_limit(long long hard_limit) {
+  if (hard_limit < 0) return 4096;  // RLIM_INFINITY
+  return int(std::clamp<long long>(hard_limit - kFdReserve, 64, 4096));
 }
 
 bool current_client_gone() { return tl_client_fd >= 0 && peer_gone(tl_client_fd); }

@@ -34,7 +34,10 @@ namespace nestedfp::server {
 struct FrontLimits {
   int worker_threads = 64;
   int probe_threads = 2;
-  int max_connections = 512;  // each is a file descriptor; httplib needs them below FD_SETSIZE
+  // Each is a file descriptor: the constructor raises the soft open-file limit to
+  // max_connections + kFdReserve and fails when the hard limit is lower. Every path polls (this
+  // front end, and Debian's httplib 0.11 is built with poll), so descriptors past 1024 are fine.
+  int max_connections = 4096;
   std::chrono::milliseconds header_timeout{10'000};
   std::chrono::milliseconds body_timeout{30'000};
   std::chrono::milliseconds idle_timeout{5'000};
@@ -47,6 +50,13 @@ struct FrontLimits {
   // kernel retries after 1 s, which reads as 1 s TTFTs in any burst of new requests.
   int listen_backlog = 4096;  // the kernel caps it at net.core.somaxconn
 };
+
+// Descriptors kept for everything else (model files, logs, NCCL, the engine's threads).
+inline constexpr int kFdReserve = 256;
+inline constexpr int kMaxConnectionsCap = 65536;
+// The default --max-connections for an open-file hard limit: up to 4096, fewer when the limit is
+// lower (at least 64), leaving kFdReserve descriptors.
+int connections_for_fd_limit(long long hard_limit);
 
 struct FrontCounters {
   uint64_t connections_accepted = 0, connections_refused = 0, connections_evicted = 0;

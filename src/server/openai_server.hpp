@@ -29,16 +29,21 @@ namespace nestedfp::server {
 
 struct ServerOptions {
   std::string host = "127.0.0.1";
-  int port = 8000;               // 0: any free port (see port())
-  std::string model_name;        // the id in /v1/models; requests naming another model get 404
-  std::string api_key;           // empty: no auth
-  std::string admin_key;         // empty: /admin/* takes api_key, or loopback only without one
-  int http_threads = 64;         // concurrent HTTP requests (a streaming request holds one)
-  int max_connections = 512;     // open connections (idle and slow ones are evicted first)
+  int port = 8000;          // 0: any free port (see port())
+  std::string model_name;   // the id in /v1/models; requests naming another model get 404
+  std::string api_key;      // empty: no auth
+  std::string admin_key;    // empty: /admin/* takes api_key, or loopback only without one
+  int http_threads = 64;    // concurrent HTTP requests (a streaming request holds one)
+  int max_connections = 0;  // open connections (idle and slow ones are evicted first); 0: up to
+                            // 4096 as the open-file hard limit allows (default_max_connections)
   double header_timeout_s = 10;  // a request head must arrive within this of its first byte
   double body_timeout_s = 30;    // and its body within this after the head
   size_t max_body_bytes = 16u << 20;
 };
+
+// ServerOptions::max_connections 0 resolves to this: up to 4096 connections, fewer when this
+// process's open-file hard limit is lower (each connection is a descriptor).
+int default_max_connections();
 
 // 127.0.0.0/8, ::1 and IPv4-mapped 127.x (the admin rule without a key).
 bool is_loopback_address(std::string_view ip);

@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <httplib.h>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 
@@ -51,7 +52,7 @@ bool is_probe(std::string_view method, std::string_view path) {
 FrontLimits front_limits(const ServerOptions& o) {
   FrontLimits l;
   l.worker_threads = std::max(1, o.http_threads);
-  l.max_connections = o.max_connections;
+  l.max_connections = o.max_connections > 0 ? o.max_connections : default_max_connections();
   l.header_timeout = std::chrono::milliseconds(static_cast<int64_t>(o.header_timeout_s * 1000));
   l.body_timeout = std::chrono::milliseconds(static_cast<int64_t>(o.body_timeout_s * 1000));
   l.max_body_bytes = o.max_body_bytes;
@@ -318,6 +319,12 @@ void OpenAIServer::Impl::routes() {
            [this](const httplib::Request& q, httplib::Response& r) { admin_precision(q, r); });
   http.Post("/admin/precision",
             [this](const httplib::Request& q, httplib::Response& r) { admin_precision(q, r); });
+}
+
+int default_max_connections() {
+  rlimit r{};
+  if (::getrlimit(RLIMIT_NOFILE, &r) != 0) return 512;
+  return connections_for_fd_limit(r.rlim_max == RLIM_INFINITY ? -1 : (long long)r.rlim_max);
 }
 
 }  // namespace nestedfp::server
