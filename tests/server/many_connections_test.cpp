@@ -108,6 +108,22 @@ TEST(ManyConnections, TheDefaultFollowsTheHardOpenFileLimit) {
   EXPECT_EQ(connections_for_fd_limit(100), 64);  // a floor; the front end then says what is wrong
 }
 
+TEST(ManyConnections, TheFrontEndRaisesTheSoftLimitItNeeds) {
+  rlimit r{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &r), 0);
+  const rlimit saved = r;
+  if (r.rlim_max != RLIM_INFINITY && r.rlim_max < rlim_t(1000 + kFdReserve))
+    GTEST_SKIP() << "the open-file hard limit " << r.rlim_max << " is too low";
+  r.rlim_cur = 512;  // as a shell with `ulimit -Sn 512` would start it
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &r), 0);
+  FrontLimits lim;
+  lim.max_connections = 1000;
+  { HttpFront f(lim); }
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &r), 0);
+  EXPECT_GE(r.rlim_cur, rlim_t(1000 + kFdReserve));
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &saved), 0);
+}
+
 TEST(ManyConnections, ImpossibleLimitsAreRefusedWithAReason) {
   FrontLimits lim;
   lim.max_connections = kMaxConnectionsCap + 1;
