@@ -48,6 +48,15 @@ double step_share(const std::vector<MetricsSample>& m) {
   return d16 + d8 > 0 ? d16 / (d16 + d8) : NAN;
 }
 
+// The same over the tokens the steps computed: FP8 steps are the large ones under load, so a
+// policy's FP16 share of tokens is below its share of steps.
+double token_share(const std::vector<MetricsSample>& m) {
+  if (m.size() < 2) return NAN;
+  double d16 = m.back().tokens_fp16 - m.front().tokens_fp16;
+  double d8 = m.back().tokens_fp8 - m.front().tokens_fp8;
+  return d16 + d8 > 0 ? d16 / (d16 + d8) : NAN;
+}
+
 std::string pct(double v) { return std::isnan(v) ? "n/a" : fmt::format("{:.1f}%", 100 * v); }
 
 }  // namespace
@@ -94,6 +103,7 @@ E2eData load_e2e(const std::string& dir, const E2eOptions& o) {
                              m.at("steps_fp8").get<double>(), m.at("tokens_fp16").get<double>(),
                              m.at("tokens_fp8").get<double>()});
       r.fp16_step_share = step_share(r.metrics);
+      r.fp16_token_share = token_share(r.metrics);
       if (std::ifstream sm(rd / "slo-metrics.txt"); sm) {  // written by the script after slo runs
         std::string line;
         while (std::getline(sm, line)) {

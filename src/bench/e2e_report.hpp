@@ -30,6 +30,7 @@ struct TraceRun {
   std::vector<RequestResult> requests;
   std::vector<MetricsSample> metrics;
   double fp16_step_share = 0;             // over the whole replay (NaN: no metrics)
+  double fp16_token_share = 0;            // of the tokens those steps computed (NaN: none)
   double slo_ttft_s = 0, slo_tpot_s = 0;  // the slo policy's targets (its slo-metrics.txt)
   std::vector<Summary> at_scale;          // one per E2eOptions::slo_scales, middle ratio applied
 };

@@ -174,8 +174,10 @@ std::vector<std::string> write_e2e_report(const E2eData& d, const E2eOptions& o,
         "| time scale | offered req/s | policy |",
         t.name, t.unloaded_ttft_s * 1e3, t.unloaded_tpot_s * 1e3);
     for (double k : o.slo_scales) md += fmt::format(" SLO {}x |", k);
-    md += " FP16 steps | TTFT ms p50/p90/p99 | TPOT ms p50/p90/p99 | output tok/s | ok/sent |\n|";
-    for (size_t i = 0; i < 8 + o.slo_scales.size(); ++i) md += "---|";
+    md +=
+        " FP16 steps | FP16 tokens | TTFT ms p50/p90/p99 | TPOT ms p50/p90/p99 | output tok/s | "
+        "ok/sent |\n|";
+    for (size_t i = 0; i < 9 + o.slo_scales.size(); ++i) md += "---|";
     md += "\n";
     for (auto& r : t.runs) {
       const Summary& s = r.at_scale[0];
@@ -185,8 +187,9 @@ std::vector<std::string> write_e2e_report(const E2eData& d, const E2eOptions& o,
         md += fmt::format(" {} |", pct(a.slo_attainment)), ja.push_back(a.slo_attainment);
       size_t ok = std::count_if(r.requests.begin(), r.requests.end(),
                                 [](const RequestResult& q) { return q.ok; });
-      md += fmt::format(" {} | {} | {} | {:.0f} | {}/{} |\n", pct(r.fp16_step_share), ms3(s.ttft),
-                        ms3f(s.tpot), s.output_token_throughput, ok, r.requests.size());
+      md += fmt::format(" {} | {} | {} | {} | {:.0f} | {}/{} |\n", pct(r.fp16_step_share),
+                        pct(r.fp16_token_share), ms3(s.ttft), ms3f(s.tpot),
+                        s.output_token_throughput, ok, r.requests.size());
       jt.push_back(
           {{"trace", t.name},
            {"policy", r.policy},
@@ -195,6 +198,8 @@ std::vector<std::string> write_e2e_report(const E2eData& d, const E2eOptions& o,
            {"slo_attainment", ja},
            {"fp16_step_share",
             std::isnan(r.fp16_step_share) ? nlohmann::json() : nlohmann::json(r.fp16_step_share)},
+           {"fp16_token_share",
+            std::isnan(r.fp16_token_share) ? nlohmann::json() : nlohmann::json(r.fp16_token_share)},
            {"summary", to_json(s)}});
     }
     for (auto& r : t.runs)

@@ -17,7 +17,7 @@ namespace {
 
 // A trace run of 10 requests sent at t = 0..9 s; the middle 70% keeps t = 1..7. Request t misses
 // both SLOs (TTFT 5 s) when t < `late`, otherwise TTFT 0.2 s and TPOT 20 ms (unloaded: 100 ms and
-// 10 ms, so 10x = 1 s and 100 ms). Steps: `fp16` FP16 and `fp8` FP8 ones.
+// 10 ms, so 10x = 1 s and 100 ms). Steps: `fp16` FP16 and `fp8` FP8 ones, of 10 and 100 tokens.
 void trace_run(const fs::path& dir, int late, double fp16, double fp8, bool unloaded = false) {
   fs::create_directories(dir);
   nlohmann::json reqs = nlohmann::json::array();
@@ -39,8 +39,8 @@ void trace_run(const fs::path& dir, int late, double fp16, double fp8, bool unlo
         {{"t_s", 5},
          {"steps_fp16", fp16},
          {"steps_fp8", fp8},
-         {"tokens_fp16", 0},
-         {"tokens_fp8", 0}}}}};
+         {"tokens_fp16", 10 * fp16},  // FP8 steps are the large ones: 100 tokens against 10
+         {"tokens_fp8", 100 * fp8}}}}};
   if (unloaded) j["unloaded"] = {{"ttft_ms", 100.0}, {"tpot_ms", 10.0}};
   std::ofstream(dir / "bench_serve_trace.json") << j.dump();
 }
@@ -96,7 +96,10 @@ TEST(E2eReport, RecomputesAttainmentAndJudgesTheGoals) {
   std::string text((std::istreambuf_iterator<char>(md)), std::istreambuf_iterator<char>());
   EXPECT_NE(text.find("TTFT 800.0 ms, TPOT 80.00 ms (8.0x and 8.0x unloaded)"), std::string::npos)
       << text;
-  EXPECT_NE(text.find("| 2 | 1.00 | slo | 100.0% | 100.0% | 70.0% |"), std::string::npos) << text;
+  // FP16 steps 70 of 100, FP16 tokens 700 of 3700.
+  EXPECT_NE(text.find("| 2 | 1.00 | slo | 100.0% | 100.0% | 70.0% | 18.9% |"), std::string::npos)
+      << text;
+  EXPECT_NEAR(t.runs[3].fp16_token_share, 700.0 / 3700, 1e-12);
   EXPECT_EQ(files.size(), 4u);  // md, json, trace png, throughput png
 
   // slo below fp8 and dynamic short of FP16 steps: goal 2 fails; slo < dynamic: goal 3 fails.
