@@ -9,6 +9,8 @@ profiled kernel: family (cuBLAS FP16, cuBLASLt FP8, NestedFP16, NestedFP8, quant
 throughput as % of peak, issue-slot use, achieved occupancy and L2 hit rate.
 
     python3 bench/ncu_summary.py build/chain/ncu-*.csv > bench/results/<date>-h200-ncu.md
+    python3 bench/ncu_summary.py --rules build/chain/ncu-*.csv   # also ncu's rule texts (with
+                                                                 # --set full: the stall reasons)
 """
 import csv
 import gzip
@@ -81,16 +83,24 @@ def read(path):
         return []
     h = rows[head]
     kernels = {}
+    rule_col = h.index("Rule Description") if "Rule Description" in h else None
     for r in rows[head + 1:]:
         d = dict(zip(h, r))
-        k = kernels.setdefault(d["ID"], {"name": d["Kernel Name"], "m": {}})
+        k = kernels.setdefault(d["ID"], {"name": d["Kernel Name"], "m": {}, "rules": []})
         k["m"][d["Metric Name"]] = (d["Metric Value"], d["Metric Unit"])
+        # Rule rows carry their text in the columns after the metric (not named in the header).
+        text = r[rule_col] if rule_col is not None and len(r) > rule_col else (r[17] if len(r) > 17 else "")
+        if text and (d["Section Name"], text) not in k["rules"]:
+            k["rules"].append((d["Section Name"], text))
     return list(kernels.values())
 
 
-def main(paths):
+def main(args):
+    rules = "--rules" in args
+    paths = [a for a in args if a != "--rules"]
     if not paths:
-        sys.exit("usage: ncu_summary.py ncu-<NxK>-m<M>.csv ...")
+        sys.exit("usage: ncu_summary.py [--rules] ncu-<NxK>-m<M>.csv ...")
+    notes = []
     print("| shape | M | kernel | configuration | " + " | ".join(t for _, t in FIELDS) + " |")
     print("|---|---|---|---|" + "---|" * len(FIELDS))
     for p in paths:
@@ -112,6 +122,12 @@ def main(paths):
                 else:
                     cells.append(f"{x:.1f}")
             print(f"| {shape} | {tokens} | {fam} | {config(k['name'])} | " + " | ".join(cells) + " |")
+            if rules:
+                notes.append((f"{shape} M={tokens} {fam} {config(k['name'])}", k["rules"]))
+    for title, rs in notes:
+        print(f"\n### {title}\n")
+        for section, text in rs:
+            print(f"- {section}: {text}")
 
 
 if __name__ == "__main__":

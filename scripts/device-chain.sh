@@ -16,6 +16,9 @@
 #   PROBE=1                   bench/nfp16/mma_stream_probe.cu, built with nvcc alone (~20 s)
 #   NCU_POINTS="NxK:M ..."    Nsight Compute on `bench kernels --shapes NxK --m M` per point, then
 #                             bench/ncu_summary.py into $CHAIN/ncu.md (~7 s per point)
+#   NCU_SET=full              every section with PC sampling (the stall reasons appear in the rule
+#                             texts of the details page), for the kernels matching NCU_KERNELS
+#                             (a regex of mangled names, default NestedFp16): tens of passes each
 set -u
 cd "$(dirname "$0")/.."
 CHAIN=${CHAIN:-build/chain}
@@ -61,10 +64,15 @@ if [ -n "${NCU_POINTS:-}" ]; then
     for pt in $NCU_POINTS; do
       shape=${pt%:*}; m=${pt#*:}
       # The second launch of every distinct kernel; clocks left alone (METHOD.md).
-      timeout 150 "$ncu" --clock-control none --graph-profiling node --kernel-name-base mangled \
-        --kernel-id '::regex:.*:2' --section SpeedOfLight --section MemoryWorkloadAnalysis \
-        --section Occupancy --section WarpStateStats --section LaunchStats \
-        --section ComputeWorkloadAnalysis --csv --page details \
+      if [ "${NCU_SET:-}" = full ]; then
+        what=(--set full --import-source yes --kernel-id "::regex:${NCU_KERNELS:-NestedFp16}:2")
+      else
+        what=(--kernel-id '::regex:.*:2' --section SpeedOfLight --section MemoryWorkloadAnalysis
+          --section Occupancy --section WarpStateStats --section LaunchStats
+          --section ComputeWorkloadAnalysis)
+      fi
+      timeout 300 "$ncu" --clock-control none --graph-profiling node --kernel-name-base mangled \
+        "${what[@]}" --csv --page details \
         build/cuda/nestedfp bench kernels --shapes "$shape" --m "$m" --target-ms 1 --out /tmp/ncu-bk \
         > "$CHAIN/ncu-$shape-m$m.csv" 2> "$CHAIN/ncu-$shape-m$m.log"
       stamp "ncu $pt exit $?"
