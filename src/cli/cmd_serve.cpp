@@ -110,8 +110,8 @@ Registration reg{
         cfg.server.http_threads =
             a->http_threads > 0
                 ? a->http_threads
-                : std::min(a->max_connections > 0 ? a->max_connections
-                                                  : server::default_max_connections(),
+                : std::min(a->max_connections != 0 ? a->max_connections
+                                                   : server::default_max_connections(),
                            a->m.max_num_seqs + 64);
         cfg.executor = [a](const EngineConfig&) -> std::unique_ptr<ModelExecutor> {
           return build_runner(a->m);

@@ -52,7 +52,8 @@ bool is_probe(std::string_view method, std::string_view path) {
 FrontLimits front_limits(const ServerOptions& o) {
   FrontLimits l;
   l.worker_threads = std::max(1, o.http_threads);
-  l.max_connections = o.max_connections > 0 ? o.max_connections : default_max_connections();
+  // 0 is the default; a negative value reaches HttpFront, which refuses it with the range.
+  l.max_connections = o.max_connections != 0 ? o.max_connections : default_max_connections();
   l.header_timeout = std::chrono::milliseconds(static_cast<int64_t>(o.header_timeout_s * 1000));
   l.body_timeout = std::chrono::milliseconds(static_cast<int64_t>(o.body_timeout_s * 1000));
   l.max_body_bytes = o.max_body_bytes;

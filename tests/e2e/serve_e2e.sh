@@ -12,6 +12,13 @@ trace=${NESTEDFP_TRACE:-$root/../shared/data/traces/azure_llm_2023_conv.csv}
 if [ -n "${SERVE_E2E_NO_OPENAI:-}" ]; then py=python3; fi
 [ -x "$py" ] || command -v "$py" >/dev/null || { echo "serve_e2e: $py missing: run scripts/setup.sh" >&2; exit 1; }
 [ -f "$trace" ] || { echo "serve_e2e: $trace missing (../shared beside the checkout)" >&2; exit 1; }
+# A bad --max-connections is refused with its range before anything listens (0 is the default:
+# up to 4096 as the open-file limit allows; a negative value must not fall back to it silently).
+if bad=$(timeout 20 "$bin" serve "$root/models/pystd-16m" --port 0 --max-connections -5 2>&1); then
+  echo "serve_e2e: --max-connections -5 was accepted" >&2; exit 1
+fi
+echo "$bad" | grep -q "max-connections must be between 2 and" ||
+  { echo "serve_e2e: --max-connections -5 failed without the range: $bad" >&2; exit 1; }
 work=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$bin" serve "$root/models/pystd-16m" --port "$port" --precision dynamic:threshold=64 \

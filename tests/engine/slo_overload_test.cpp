@@ -240,19 +240,21 @@ TEST(SloOverload, LateRequestsInTheQueueAreABacklogToDrainInFp8) {
   EXPECT_EQ(make(m, "slo:ttft=200,hysteresis=0")->choose(l), Precision::FP16);
   // A lone long prompt on an idle server, past its target only because its own prefill is longer
   // than the target: FP8 would not save it and costs FP16 steps, so FP16.
-  StepLoad lone;
-  lone.now_s = 10;
-  lone.prompts = {{0.3, 6000, 0}};
-  lone.num_tokens = 2048;
-  lone.num_seqs = 1;
+  // One prompt of `age` s with `left` tokens to compute on an otherwise idle server, at t = 10 s.
+  auto one_prompt = [](double age, int left, int step_tokens) {
+    StepLoad x;
+    x.now_s = 10;
+    x.prompts = {{age, left, 0}};
+    x.num_tokens = step_tokens;
+    x.num_seqs = 1;
+    return x;
+  };
+  const StepLoad lone = one_prompt(0.3, 6000, 2048);
   auto lp = make(m, "slo:ttft=200,hysteresis=0");
   EXPECT_EQ(lp->choose(lone), Precision::FP16);
   EXPECT_EQ(value(metrics(*lp), "nestedfp_slo_late_prompts"), 1);
-  StepLoad near;  // a lone prompt near (not past) its target, done in time: 150 + 11 ms
-  near.now_s = 10;
-  near.prompts = {{0.15, 10, 0}};
-  near.num_tokens = 10;
-  near.num_seqs = 1;
+  // A lone prompt near (not past) its target, done in time: 150 + 11 ms.
+  const StepLoad near = one_prompt(0.15, 10, 10);
   auto n = make(m, "slo:ttft=200,hysteresis=0");
   EXPECT_EQ(n->choose(near), Precision::FP16);
   EXPECT_EQ(value(metrics(*n), "nestedfp_slo_late_prompts"), 0);

@@ -4,16 +4,12 @@
 // atoms along the weight rows, and the most pipeline stages wanted (fewer when shared memory runs
 // out). Each is instantiated in its generated translation unit nested_fp16_gemm_v_<name>.cu (in
 // the build tree; cmake/GemmConfigs.cmake).
+#include "backend/cuda/gemm_schedules.cuh"
 #include "backend/cuda/nested_fp16_gemm_impl.cuh"
 
 namespace nestedfp::cuda::nfp16::configs {
 
-using Coop = cutlass::gemm::KernelTmaWarpSpecializedCooperative;
-using CoopEpi = cutlass::epilogue::TmaWarpSpecializedCooperative;
-using Ping = cutlass::gemm::KernelTmaWarpSpecializedPingpong;
-using PingEpi = cutlass::epilogue::TmaWarpSpecialized;
-using StreamK = cutlass::gemm::StreamKScheduler;
-using Persistent = cutlass::gemm::PersistentScheduler;
+using namespace gemm_schedules;  // Coop, Ping, StreamK, ... as the rows spell them
 
 // One type per NFP16_CUTLASS row of gemm_configs.def, named like the row.
 #define NFP16_CUTLASS(name, tier, tile_rows, tile_tokens, tile_k, cluster_rows, cluster_tokens, \

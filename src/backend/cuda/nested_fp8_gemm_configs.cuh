@@ -3,18 +3,12 @@
 // (weight rows x tokens x K), cluster, mainloop/epilogue schedule, tile scheduler. Each is
 // instantiated in its generated translation unit nested_fp8_gemm_v_<name>.cu (in the build tree;
 // cmake/GemmConfigs.cmake).
+#include "backend/cuda/gemm_schedules.cuh"
 #include "backend/cuda/nested_fp8_gemm.cuh"
 
 namespace nestedfp::cuda::fp8gemm::configs {
 
-using Coop = cutlass::gemm::KernelTmaWarpSpecializedCooperative;
-using CoopEpi = cutlass::epilogue::TmaWarpSpecializedCooperative;
-using CoopFA = cutlass::gemm::KernelTmaWarpSpecializedCooperativeFP8FastAccum;
-using CoopFAEpi = cutlass::epilogue::TmaWarpSpecializedCooperative;
-using Ping = cutlass::gemm::KernelTmaWarpSpecializedPingpong;
-using PingEpi = cutlass::epilogue::TmaWarpSpecialized;
-using StreamK = cutlass::gemm::StreamKScheduler;
-using Persistent = cutlass::gemm::PersistentScheduler;
+using namespace gemm_schedules;  // Coop, Ping, StreamK, ... as the rows spell them
 
 // One type per NFP8_CUTLASS row of gemm_configs.def, named like the row.
 #define NFP8_CUTLASS(name, tier, tile_rows, tile_tokens, tile_k, cluster_rows, cluster_tokens, \

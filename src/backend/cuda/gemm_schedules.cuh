@@ -1,0 +1,20 @@
+#pragma once
+// The schedule and tile-scheduler names that gemm_configs.def rows spell (`schedule`,
+// `schedule##Epi`, `scheduler`), shared by both families' configuration headers so a row reads the
+// same whichever family it belongs to. CoopFA (FP8 fast accumulation) exists for NestedFP8 only.
+#include <cutlass/epilogue/dispatch_policy.hpp>
+#include <cutlass/gemm/dispatch_policy.hpp>
+#include <cutlass/gemm/kernel/tile_scheduler.hpp>
+
+namespace nestedfp::cuda::gemm_schedules {
+
+using Coop = cutlass::gemm::KernelTmaWarpSpecializedCooperative;
+using CoopEpi = cutlass::epilogue::TmaWarpSpecializedCooperative;
+using CoopFA = cutlass::gemm::KernelTmaWarpSpecializedCooperativeFP8FastAccum;
+using CoopFAEpi = cutlass::epilogue::TmaWarpSpecializedCooperative;
+using Ping = cutlass::gemm::KernelTmaWarpSpecializedPingpong;
+using PingEpi = cutlass::epilogue::TmaWarpSpecialized;
+using StreamK = cutlass::gemm::StreamKScheduler;
+using Persistent = cutlass::gemm::PersistentScheduler;
+
+}  // namespace nestedfp::cuda::gemm_schedules
