@@ -16,6 +16,10 @@
 #   PROBE=1                   bench/nfp16/mma_stream_probe.cu, built with nvcc alone (~20 s)
 #   NCU_POINTS="NxK:M ..."    Nsight Compute on `bench kernels --shapes NxK --m M` per point, then
 #                             bench/ncu_summary.py into $CHAIN/ncu.md (~7 s per point)
+#   TUNE_ARGS="..."           `nestedfp tune $TUNE_ARGS --out $CHAIN/tune/table.json` (e.g. "--shapes
+#                             4096x4096 --m 64,256"; with NESTEDFP_CUDA_KERNEL_SET=all every candidate)
+#   KBENCH_ARGS="..."         `nestedfp bench kernels $KBENCH_ARGS` into $CHAIN/kb, with the table
+#                             TUNE_ARGS wrote when it ran
 #   NCU_SET=full              every section with PC sampling (the stall reasons appear in the rule
 #                             texts of the details page), for the kernels matching NCU_KERNELS
 #                             (a regex of mangled names, default NestedFp16): tens of passes each
@@ -40,6 +44,25 @@ fi
 # Commands outside gpu-check need the carried sysroot's libraries (httplib, Brotli).
 sysroot_lib=$(ls -td /tmp/nfp-sysroot.*/sysroot/lib 2>/dev/null | head -1)
 [ -n "$sysroot_lib" ] && export LD_LIBRARY_PATH=$sysroot_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+# Results name the commit that was built (the device copy's git may answer another one).
+[ -f .carry/git-commit ] && export NESTEDFP_GIT_COMMIT=$(cat .carry/git-commit)
+
+if [ -n "${TUNE_ARGS:-}" ]; then
+  stamp "tune $TUNE_ARGS"
+  mkdir -p "$CHAIN/tune"
+  # shellcheck disable=SC2086
+  build/cuda/nestedfp tune $TUNE_ARGS --out "$CHAIN/tune/table.json" > "$CHAIN/tune/stdout.txt" 2> "$CHAIN/tune/tune.log"
+  stamp "tune exit $?"
+fi
+
+if [ -n "${KBENCH_ARGS:-}" ]; then
+  table=(); [ -f "$CHAIN/tune/table.json" ] && table=(--kernel-table "$CHAIN/tune/table.json")
+  stamp "bench kernels $KBENCH_ARGS ${table[*]}"
+  mkdir -p "$CHAIN/kb"
+  # shellcheck disable=SC2086
+  build/cuda/nestedfp bench kernels --out "$CHAIN/kb" $KBENCH_ARGS "${table[@]}" > "$CHAIN/kb/stdout.txt" 2> "$CHAIN/kb/bench.log"
+  stamp "bench kernels exit $?"
+fi
 
 if [ -n "${E2E:-}" ]; then
   stamp "e2e"

@@ -9,6 +9,7 @@
 #   BENCH_ARGS="--shapes 4096x4096 --m 1,128"  extra arguments for the benchmark
 #   GTEST_ARGS="--gtest_filter=Split*"         extra arguments for test_gpu
 #   SKIP_BENCH=1 / SKIP_TESTS=1                 skip the kernel benchmark / all tests
+#   SKIP_ENGINE_TESTS=1                          run test_gpu only (not test_gpu_engine, serve e2e)
 #   SKIP_ENGINE_BENCH=1, ENGINE_BENCH_ARGS="..."  skip or shape `bench engine` (Llama-3.1-8B, dummy)
 #   SKIP_SPEC_BENCH=1, SPEC_BENCH_ARGS="..."      skip or shape `bench spec` (pystd-16m, then
 #                                                 Llama-3.1-8B dummy projected at pystd's acceptance)
@@ -110,7 +111,7 @@ fi
 # ---- the engine on the GPU: pystd-16m against the cpu backend, then HTTP + bench serve ---------
 # The device has no ../shared: the eval text and the trace travel in .carry (pack-device.sh).
 export NESTEDFP_PYSTD_TEXT=${NESTEDFP_PYSTD_TEXT:-$PWD/.carry/pystd_public.txt.gz}
-if [ -z "${SKIP_TESTS:-}" ] && [ $have_engine_tests = 1 ]; then
+if [ -z "${SKIP_TESTS:-}${SKIP_ENGINE_TESTS:-}" ] && [ $have_engine_tests = 1 ]; then
   t0=$(date +%s)
   build/cuda/test_gpu_engine --gtest_color=no > "$OUT/test_gpu_engine.log" 2>&1
   rc=$?
@@ -118,7 +119,7 @@ if [ -z "${SKIP_TESTS:-}" ] && [ $have_engine_tests = 1 ]; then
   note "test_gpu_engine exit $rc in $(( $(date +%s) - t0 )) s"
   [ $rc -eq 0 ] || status=1
 fi
-if [ -z "${SKIP_TESTS:-}" ] && [ $have_bench = 1 ]; then
+if [ -z "${SKIP_TESTS:-}${SKIP_ENGINE_TESTS:-}" ] && [ $have_bench = 1 ]; then
   t0=$(date +%s)
   # The openai client is not installed there; curl and `bench serve` exercise the same server.
   SERVE_E2E_NO_OPENAI=1 SERVE_E2E_ARGS="--device cuda" NESTEDFP_TRACE=$PWD/.carry/azure_llm_2023_conv.csv \
