@@ -12,10 +12,12 @@
 # Knobs (environment):
 #   OUT=build/e2e           where runs, server logs and the report go (report: $OUT/results/)
 #   E2E_SMALL=1             the cpu backend with models/pystd-16m, tiny sizes (a ~1 minute check)
-#   E2E_SHRINK=F            multiply every replay duration by F (e.g. 0.5) to save time
+#   E2E_SHRINK=F            multiply every replay duration by F (e.g. 0.5) to save time; past
+#                           capacity attainment rises with shorter windows (less queue builds up),
+#                           so compare runs only at the same F
 #   E2E_SCALES="1 4 6 8 12" conv-trace time scales, light load to past FP16 saturation (on the
-#                           H200 FP16 met 98.5% at x4 and 14% at x8, FP8-only 84% at x8 and 10% at
-#                           x12: 2026-12-02-e2e-final.md; x6 lies between x4 and x8)
+#                           H200 FP16 met 99.4% at x4, 71% at x6, 7% at x8; FP8-only 54% at x8,
+#                           1.3% at x12: 2026-12-02-e2e-complete.md)
 #   E2E_REPLAY_S=14         seconds of replay per run (the trace window is scale x this)
 #   E2E_CODE=1              also replay the code trace (bursty) at E2E_CODE_SCALE, one window
 #   E2E_GRID=1              the throughput grid (E2E_IN, E2E_OUT, E2E_CONC, E2E_PROMPTS=32 per cell:
@@ -24,9 +26,9 @@
 #   E2E_SLO_AIM=8           the slo policy's targets, x the unloaded FP16 TTFT/TPOT (SLOs: 10x, 15x)
 #   E2E_SLO_EXTRA=",forecast=0"  appended to the slo spec (e.g. the queue model alone, to compare)
 #   E2E_DEADLINE_S=800      no run starts (or continues) later than this; the report follows
-#                           (the full H200 run took 506 s with scales 1 4 8 12 and 16 prompts per
-#                           grid cell; ~680 s estimated with x6 and 32: longer than one command, so
-#                           start it detached, CONTRIBUTING.md "GPU workflow" step 6)
+#                           (the complete H200 run with these defaults took 737 s, estimate 689 s:
+#                           longer than one command, so start it detached, CONTRIBUTING.md "GPU
+#                           workflow" step 6)
 #   BIN, MODEL, DEVICE, PORT, TRACES (../shared/data/traces, else .carry/ on the GPU machine)
 #   SERVE_ARGS="..."        extra arguments of every server (scripts/tp-70b.sh: --tensor-parallel-size 4)
 #   E2E_TITLE="..."         the report's title
