@@ -132,7 +132,10 @@ SimResult simulate(const std::vector<SimRequest>& requests, const LatencyModel& 
     }
     StepLoad load;
     load.now_s = now;
-    const int decodes = std::min<int>(static_cast<int>(running.size()), o.max_num_seqs);
+    // Decodes first, each one token, within both limits (the rest wait a step, as in the
+    // scheduler); prompts get what is left.
+    const int decodes =
+        std::min({static_cast<int>(running.size()), o.max_num_seqs, o.max_num_batched_tokens});
     int budget = o.max_num_batched_tokens - decodes;
     load.num_tokens = load.num_seqs = load.num_decode_seqs = decodes;
     std::vector<std::pair<size_t, int>> chunks;
