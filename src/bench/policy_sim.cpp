@@ -33,8 +33,10 @@ std::vector<SimRequest> read_sim_requests(const std::string& path) {
       s.output_tokens = r.value("max_tokens", 0);
       if (s.output_tokens <= 0) s.output_tokens = r.value("output_tokens", 0);
     } catch (const std::exception& e) {
-      fail("policy-sim: {}: request {} lacks start_s/prompt_tokens: {}", path, out.size(),
-           e.what());
+      fail(
+          "policy-sim: {}: request {}: start_s, prompt_tokens or max_tokens missing or not a "
+          "number: {}",
+          path, out.size(), e.what());
     }
     if (s.prompt_tokens < 1 || s.output_tokens < 1)
       fail("policy-sim: {}: request {} has {} prompt and {} output tokens (need >= 1 each)", path,
@@ -99,7 +101,8 @@ LatencyModel read_latency_model(const std::string& path) {
 SimResult simulate(const std::vector<SimRequest>& requests, const LatencyModel& model,
                    const std::string& spec, const SimOptions& o) {
   if (o.max_num_batched_tokens < 1 || o.max_num_seqs < 1)
-    fail("policy-sim: the token budget and max_num_seqs must be >= 1");
+    fail("policy-sim: --max-num-batched-tokens ({}) and --max-num-seqs ({}) must be >= 1",
+         o.max_num_batched_tokens, o.max_num_seqs);
   PolicyContext ctx{o.max_num_batched_tokens, o.slo_ttft_ms, o.slo_tpot_ms, &model};
   auto policy = make_precision_policy(spec, ctx);
   SimResult res;
@@ -108,7 +111,7 @@ SimResult simulate(const std::vector<SimRequest>& requests, const LatencyModel& 
   struct Live {
     int left = 0;       // prompt tokens without KV
     int generated = 0;  // output tokens so far
-    double first = 0, last = 0;
+    double last = 0;    // when its latest token came
   };
   std::vector<Live> st(requests.size());
   res.requests.resize(requests.size());
@@ -173,7 +176,7 @@ SimResult simulate(const std::vector<SimRequest>& requests, const LatencyModel& 
     running.swap(still);
     for (auto [w, take] : chunks) {
       if ((st[w].left -= take) > 0) continue;
-      st[w].first = st[w].last = now;
+      st[w].last = now;
       st[w].generated = 1;
       res.requests[w].ttft_s = now - requests[w].send_s;
       if (requests[w].output_tokens <= 1)

@@ -6,7 +6,8 @@
 // of the token budget with prompt chunks, first come first served; a request's first token comes
 // at the end of the step that computes its last prompt token. Step times come from the latency
 // model (a + b·tokens + c·seqs per precision, DESIGN.md §3.12), fixed for the whole replay. Not
-// modelled: attention's cost in the context length, KV-cache limits and preemption, HTTP.
+// modelled: attention's cost in the context length, KV-cache limits and preemption, HTTP; every
+// recorded request is replayed as served, also one that failed in the recording.
 #include <string>
 #include <vector>
 

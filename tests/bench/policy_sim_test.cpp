@@ -3,9 +3,11 @@
 #include "bench/policy_sim.hpp"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
+#include <string>
 
 #include "nestedfp/error.hpp"
 
@@ -57,8 +59,26 @@ TEST(PolicySim, LongPromptsAreChunkedAndDecodesShareTheBudget) {
   // Step 2 starts at 0.011 (the second has arrived): 1 decode + 999 prompt tokens.
   const double step2 = 0.010 + 1000 * 1e-4;
   EXPECT_NEAR(r.requests[0].itl_s[0], step2, 1e-12);
-  EXPECT_GT(r.requests[1].ttft_s, step2 + 0.010 + 1000 * 1e-4 - 1e-9);  // needs a third step
+  // Step 3 (1 decode + 999 prompt tokens) leaves 2 prompt tokens for step 4 (1 decode + 2).
+  EXPECT_NEAR(r.requests[1].ttft_s, 0.011 + 2 * step2 + (0.010 + 3 * 1e-4) - r.requests[1].start_s,
+              1e-12);
   EXPECT_EQ(r.tokens, 10 + 2000 + 4 + 1);  // prompts, 4 decodes of the first, 1 of the second
+}
+
+TEST(PolicySim, OneTokenOutputsAndTheSequenceLimit) {
+  // max_num_seqs 1: the second prompt waits until the first has finished decoding.
+  SimOptions o = opts();
+  o.max_num_seqs = 1;
+  const auto r = simulate({{0, 100, 3}, {0, 100, 1}}, model(), "fp16", o);
+  const double prefill = 0.010 + 100 * 1e-4, decode = 0.010 + 1e-4;
+  EXPECT_NEAR(r.requests[0].e2e_s, prefill + 2 * decode, 1e-12);
+  EXPECT_NEAR(r.requests[1].ttft_s, 2 * prefill + 2 * decode, 1e-12);
+  // One output token: done at the first token, no inter-token gaps.
+  EXPECT_DOUBLE_EQ(r.requests[1].e2e_s, r.requests[1].ttft_s);
+  EXPECT_TRUE(r.requests[1].itl_s.empty());
+  EXPECT_EQ(r.steps, 4);
+  o.max_num_seqs = 0;
+  EXPECT_THROW(simulate({{0, 100, 3}}, model(), "fp16", o), Error);
 }
 
 TEST(PolicySim, FasterPrecisionServesAnOverloadBetterAndDynamicSitsBetween) {
@@ -114,7 +134,8 @@ TEST(PolicySim, LatencyModelFromAMetricsDump) {
 }
 
 TEST(PolicySim, RequestsFromABenchServeJsonAndItsErrors) {
-  const auto dir = std::filesystem::temp_directory_path() / "nestedfp_policy_sim_test";
+  const auto dir = std::filesystem::path(::testing::TempDir()) /
+                   ("nestedfp_policy_sim_test_" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   auto write = [&](const std::string& name, const std::string& text) {
     std::ofstream(dir / name) << text;
