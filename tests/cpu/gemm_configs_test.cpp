@@ -21,7 +21,7 @@ struct Row {
 std::vector<Row> nfp16_variants() {
   return {
 #define NFP16_CUTLASS(name, tier, ...) Row{#name, #tier},
-#define NFP16_MMA(name, tier, tokens) Row{#name, #tier},
+#define NFP16_MMA(name, tier, tokens, stages) Row{#name, #tier},
 #include "backend/cuda/gemm_configs.def"
   };
 }
@@ -63,6 +63,8 @@ const std::vector<Row> kNfp16Frozen = {
     {"mma128x16", "CI"},
     {"mma128x32", "CI"},
     {"mma128x64", "CI"},
+    {"mma128x8s2", "CI"},
+    {"mma128x16s2", "CI"},
 };
 const std::vector<Row> kNfp8Frozen = {
     {"pp64x16", "CI"},

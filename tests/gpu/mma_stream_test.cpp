@@ -1,4 +1,5 @@
-// The streaming mma.sync GEMMs (mma128x{8,16,32,64} in both families, nested_mma_stream.cuh)
+// The streaming mma.sync GEMMs (mma128x{8,16,32,64} in both families, mma128x{8,16}s2 in
+// NestedFP16; nested_mma_stream.cuh)
 // against FP64 references on fresh random data, at every cluster split of K (NFP_MMA_SPLITS):
 // row, K and token tails, more tokens than the tile (grid z), slices with no K block at all, and
 // bit-identical repeats (the cluster reduction sums in rank order).
@@ -23,6 +24,8 @@ struct Shape {
 const Shape kShapes[] = {
     {1, 264, 4112}, {13, 136, 1040}, {70, 8, 16}, {33, 1000, 14336}, {2, 16, 28672}};
 const char* const kNames[] = {"mma128x8", "mma128x16", "mma128x32", "mma128x64"};
+// NestedFP16 only: the same kernels with two weight blocks in flight per warp.
+const char* const kFp16OnlyNames[] = {"mma128x8s2", "mma128x16s2"};
 
 int index_of(const std::vector<std::string>& names, const std::string& name) {
   for (int i = 0; i < int(names.size()); ++i)
@@ -71,6 +74,20 @@ TEST(MmaStreamGemm, BothFamiliesMatchReferencesAtEverySplit) {
         std::printf("  fp8  %-10s M=%-3d N=%-5d K=%-6d splits %d rel err %.3g\n", name, c.M, c.N,
                     c.K, splits, rel_error(o8, ref8));
         expect_close(o8, ref8, 1e-3, "NestedFP8 " + what);
+      }
+    }
+    for (const char* name : kFp16OnlyNames) {
+      const int v16 = index_of(cuda::nested_fp16_gemm_variant_names(), name);
+      ASSERT_GE(v16, 0) << name;
+      ASSERT_TRUE(cuda::nested_fp16_config_available(v16)) << name << " not built";
+      for (int splits : {1, 2, 4, 8}) {
+        SplitsEnv env(splits);
+        y.poison();
+        cuda::GemmConfig cfg16{v16};
+        cuda::nested_fp16_gemm(w.view(), as_half(a.dx.get()), as_half(y.get()), c.M, nullptr,
+                               &cfg16);
+        expect_close(y.download(), ref16, 1e-3,
+                     "NestedFP16 " + std::string(name) + " splits " + std::to_string(splits));
       }
     }
   }

@@ -24,7 +24,7 @@ struct Config {
 constexpr Config kConfigs[] = {
 #define NFP16_CUTLASS(name, tier, ...) \
   Config{#name, NFP_TIER_##tier, NFP_KERNEL_OR_NULL(NFP_TIER_##tier, run_##name)},
-#define NFP16_MMA(name, tier, tokens) \
+#define NFP16_MMA(name, tier, tokens, stages) \
   Config{#name, NFP_TIER_##tier, NFP_KERNEL_OR_NULL(NFP_TIER_##tier, run_##name)},
 #include "backend/cuda/gemm_configs.def"
 };

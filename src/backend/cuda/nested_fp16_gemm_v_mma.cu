@@ -1,5 +1,5 @@
-// NestedFP16 GEMM configurations mma128x<tokens>: the streaming mma.sync kernels for few tokens
-// (nested_mma_stream.cuh), one per NFP16_MMA row of gemm_configs.def. A row whose tier this
+// NestedFP16 GEMM configurations mma128x<tokens>[s<stages>]: the streaming mma.sync kernels for few
+// tokens (nested_mma_stream.cuh), one per NFP16_MMA row of gemm_configs.def. A row whose tier this
 // build's kernel set leaves out gets an entry point that launches nothing (its table entry holds
 // no kernel, so it is never called) and no kernel instantiation.
 #include <string>
@@ -11,7 +11,7 @@ namespace nestedfp::cuda::nfp16 {
 int sm_count(int device);  // nested_fp16_gemm_host.cpp
 
 namespace {
-template <int kTokens, bool kBuilt>
+template <int kTokens, int kStages, bool kBuilt>
 void run_mma(const Problem& p) {
   if constexpr (kBuilt) {
     if (p.M > mma_stream::max_tokens(kTokens))
@@ -23,15 +23,17 @@ void run_mma(const Problem& p) {
       raise(std::string("cudaGetDevice failed: ") + cudaGetErrorString(e));
     const mma_stream::Args a{
         p.upper, p.lower, p.k, reinterpret_cast<const uint8_t*>(p.X), nullptr, p.Y, p.M, p.N, p.K};
-    if (cudaError_t e =
-            mma_stream::launch<mma_stream::Mode::Fp16, kTokens>(a, sm_count(device), p.stream);
+    if (cudaError_t e = mma_stream::launch<mma_stream::Mode::Fp16, kTokens, kStages>(
+            a, sm_count(device), p.stream);
         e != cudaSuccess)
       raise("mma128x" + std::to_string(kTokens) + " launch failed: " + cudaGetErrorString(e));
   }
 }
 }  // namespace
 
-#define NFP16_MMA(name, tier, tokens) \
-  void run_##name(const Problem& p) { run_mma<tokens, NFP_KERNEL_BUILT(NFP_TIER_##tier)>(p); }
+#define NFP16_MMA(name, tier, tokens, stages)                      \
+  void run_##name(const Problem& p) {                              \
+    run_mma<tokens, stages, NFP_KERNEL_BUILT(NFP_TIER_##tier)>(p); \
+  }
 #include "backend/cuda/gemm_configs.def"
 }  // namespace nestedfp::cuda::nfp16
