@@ -65,6 +65,9 @@ const std::vector<Row> kNfp16Frozen = {
     {"mma128x64", "CI"},
     {"mma128x8s2", "CI"},
     {"mma128x16s2", "CI"},
+    {"t128x128x64_coopsm_sk", "ALL"},
+    {"t128x256x64_coopsm_sk", "ALL"},
+    {"t128x64x128_coopsm_sk", "ALL"},
 };
 const std::vector<Row> kNfp8Frozen = {
     {"pp64x16", "CI"},

@@ -12,6 +12,10 @@ using Coop = cutlass::gemm::KernelTmaWarpSpecializedCooperative;
 using CoopEpi = cutlass::epilogue::TmaWarpSpecializedCooperative;
 using CoopFA = cutlass::gemm::KernelTmaWarpSpecializedCooperativeFP8FastAccum;
 using CoopFAEpi = cutlass::epilogue::TmaWarpSpecializedCooperative;
+// NestedFP16 only: the cooperative kernel whose consumer warpgroups merge the planes into shared
+// memory and multiply with SS wgmma (collective/nested_mma_ss.hpp) instead of RS.
+struct CoopSm {};
+using CoopSmEpi = cutlass::epilogue::TmaWarpSpecializedCooperative;
 using Ping = cutlass::gemm::KernelTmaWarpSpecializedPingpong;
 using PingEpi = cutlass::epilogue::TmaWarpSpecialized;
 using StreamK = cutlass::gemm::StreamKScheduler;

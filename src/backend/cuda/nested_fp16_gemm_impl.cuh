@@ -10,7 +10,8 @@
 #include <cstdint>
 #include <string>
 
-#include "backend/cuda/collective/nested_mma_rs.hpp"
+#include "backend/cuda/collective/nested_mma_ss.hpp"
+#include "backend/cuda/gemm_schedules.cuh"
 #include "backend/cuda/nested_fp16_gemm_kernels.hpp"
 #include "cute/tensor.hpp"
 #include "cutlass/cutlass.h"
@@ -101,24 +102,42 @@ struct NestedConfig {
   using SmemAtomB =
       decltype(cutlass::gemm::collective::detail::ss_smem_selector<GMMA::Major::K, cutlass::half_t,
                                                                    Int<BN>, Int<BK>>());
-  using TiledMma =
+  // Schedule CoopSm: the planes merged into shared memory, SS wgmma (collective/nested_mma_ss.hpp)
+  // on the cooperative kernel; otherwise the RS mainloop (collective/nested_mma_rs.hpp).
+  static constexpr bool kSmemMerge = cute::is_same_v<MainloopSchedule, gemm_schedules::CoopSm>;
+  using KernelSchedule =
+      cute::conditional_t<kSmemMerge, cutlass::gemm::KernelTmaWarpSpecializedCooperative,
+                          MainloopSchedule>;
+  using SmemAtomA16 =  // the merged FP16 weight tile (BM x BK, K-major)
+      decltype(cutlass::gemm::collective::detail::ss_smem_selector<GMMA::Major::K, cutlass::half_t,
+                                                                   Int<BM>, Int<BK>>());
+  using MmaShape = Shape<Int<BM / AtomM>, Int<BN>, Int<BK>>;
+  using TiledMma = cute::conditional_t<
+      kSmemMerge,
+      decltype(make_tiled_mma(GMMA::ss_op_selector<cutlass::half_t, cutlass::half_t, float,
+                                                   MmaShape, GMMA::Major::K, GMMA::Major::K>(),
+                              Layout<Shape<Int<AtomM>, _1, _1>>{})),
       decltype(make_tiled_mma(GMMA::rs_op_selector<cutlass::half_t, cutlass::half_t, float,
-                                                   Shape<Int<BM / AtomM>, Int<BN>, Int<BK>>,
-                                                   GMMA::Major::K, GMMA::Major::K>(),
-                              Layout<Shape<Int<AtomM>, _1, _1>>{}));
+                                                   MmaShape, GMMA::Major::K, GMMA::Major::K>(),
+                              Layout<Shape<Int<AtomM>, _1, _1>>{}))>;
 
   static constexpr int StageBytes = 2 * BM * BK + 2 * BN * BK;
   static constexpr int EpiBytes = int(sizeof(typename CollectiveEpilogue::SharedStorage));
+  static constexpr int MergeBytes = kSmemMerge ? 2 * (2 * BM * BK) : 0;  // two FP16 A tiles
   static constexpr int Stages =
-      cute::min(MaxStages, (kSmemBytes - EpiBytes - 4096) / (StageBytes + 64));
+      cute::min(MaxStages, (kSmemBytes - EpiBytes - MergeBytes - 4096) / (StageBytes + 64));
   static_assert(Stages >= 2, "tile too large for shared memory");
 
   using GmemCopyA =
       cute::conditional_t<size<1>(ClusterShape{}) == 1, SM90_TMA_LOAD, SM90_TMA_LOAD_MULTICAST>;
   using GmemCopyB =
       cute::conditional_t<size<0>(ClusterShape{}) == 1, SM90_TMA_LOAD, SM90_TMA_LOAD_MULTICAST>;
-  using Mainloop = NestedFp16MmaRs<MainloopNestedFp16Rs<Stages, ClusterShape, MainloopSchedule>,
-                                   TileShape, TiledMma, SmemAtomA, SmemAtomB, GmemCopyA, GmemCopyB>;
+  using Policy = MainloopNestedFp16Rs<Stages, ClusterShape, KernelSchedule>;
+  using Mainloop = cute::conditional_t<
+      kSmemMerge,
+      NestedFp16MmaSs<Policy, TileShape, TiledMma, SmemAtomA, SmemAtomB, GmemCopyA, GmemCopyB,
+                      SmemAtomA16>,
+      NestedFp16MmaRs<Policy, TileShape, TiledMma, SmemAtomA, SmemAtomB, GmemCopyA, GmemCopyB>>;
   using Kernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop,
                                                       CollectiveEpilogue, TileScheduler>;
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;

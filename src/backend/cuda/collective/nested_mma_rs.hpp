@@ -80,11 +80,6 @@ struct NestedFp16MmaRs {
   static_assert(cute::is_same_v<typename TiledMma::ValTypeA, cutlass::half_t> &&
                     cute::is_same_v<typename TiledMma::ValTypeB, cutlass::half_t>,
                 "NestedFP16 merges to FP16 and multiplies FP16 x FP16");
-  static_assert(
-      !cute::is_base_of<cute::GMMA::DescriptorIterator, typename TiledMma::FrgTypeA>::value &&
-          cute::is_base_of<cute::GMMA::DescriptorIterator, typename TiledMma::FrgTypeB>::value,
-      "A must come from registers (RS wgmma), B from shared memory");
-
   using SmemLayoutA = decltype(cute::tile_to_shape(
       SmemLayoutAtomA{},
       cute::make_shape(cute::shape<0>(TileShape{}), cute::shape<2>(TileShape{}),
@@ -191,14 +186,15 @@ struct NestedFp16MmaRs {
     return cute::make_tuple(gA, gB);
   }
 
-  // Producer: one elected thread issues the three TMA loads of each stage.
-  template <class TensorA, class TensorB, class KTileIterator, class BlockCoord>
+  // Producer: one elected thread issues the three TMA loads of each stage. `Storage`: this
+  // collective's TensorStorage or a derived collective's (nested_mma_ss.hpp adds a buffer).
+  template <class TensorA, class TensorB, class KTileIterator, class BlockCoord, class Storage>
   CUTLASS_DEVICE void load(Params const& params, MainloopPipeline pipeline,
                            PipelineState smem_pipe_write,
                            cute::tuple<TensorA, TensorB> const& load_inputs,
                            BlockCoord const& blk_coord, KTileIterator k_tile_iter, int k_tile_count,
                            int /*thread_idx*/, uint32_t block_rank_in_cluster,
-                           TensorStorage& shared_tensors) {
+                           Storage& shared_tensors) {
     using namespace cute;
     if (!cute::elect_one_sync()) return;
     Tensor sU = make_tensor(make_smem_ptr(shared_tensors.smem_U.data()), SmemLayoutA{});
@@ -261,6 +257,10 @@ struct NestedFp16MmaRs {
                           TensorStorage& shared_tensors, Params const& /*params*/) {
     using namespace cute;
     static_assert(is_rmem<FrgTensorC>::value, "C tensor must be rmem resident.");
+    static_assert(
+        !cute::is_base_of<cute::GMMA::DescriptorIterator, typename TiledMma::FrgTypeA>::value &&
+            cute::is_base_of<cute::GMMA::DescriptorIterator, typename TiledMma::FrgTypeB>::value,
+        "A must come from registers (RS wgmma), B from shared memory");
     if (k_tile_count <= 0) return;
 
     Tensor sU = as_position_independent_swizzle_tensor(make_tensor(
