@@ -10,6 +10,7 @@
 #   GTEST_ARGS="--gtest_filter=Split*"         extra arguments for test_gpu
 #   SKIP_BENCH=1 / SKIP_TESTS=1                 skip the kernel benchmark / all tests
 #   SKIP_ENGINE_TESTS=1                          run test_gpu only (not test_gpu_engine, serve e2e)
+#   TEST_TIMEOUT_S=300                           each test binary is killed past this (a hang)
 #   SKIP_ENGINE_BENCH=1, ENGINE_BENCH_ARGS="..."  skip or shape `bench engine` (Llama-3.1-8B, dummy)
 #   SKIP_SPEC_BENCH=1, SPEC_BENCH_ARGS="..."      skip or shape `bench spec` (pystd-16m, then
 #                                                 Llama-3.1-8B dummy projected at pystd's acceptance)
@@ -83,8 +84,10 @@ tests_state="not run (SKIP_TESTS set)"
 [ $have_tests = 1 ] || tests_state="not run: test_gpu failed to build (build.log)"
 if [ -z "${SKIP_TESTS:-}" ] && [ $have_tests = 1 ]; then
   t0=$(date +%s)
-  build/cuda/test_gpu --gtest_color=no ${GTEST_ARGS:-} > "$OUT/test_gpu.log" 2>&1
+  # A kernel that deadlocks must not eat the device time: test_gpu takes ~1 min (kernel set all).
+  timeout "${TEST_TIMEOUT_S:-300}" build/cuda/test_gpu --gtest_color=no ${GTEST_ARGS:-} > "$OUT/test_gpu.log" 2>&1
   rc=$?
+  [ $rc -eq 124 ] && echo "test_gpu: killed after ${TEST_TIMEOUT_S:-300} s (a hang: see the last test started in test_gpu.log)" | tee -a "$OUT/test_gpu.log"
   grep -E "^\[  (PASSED|FAILED) |^\[==========\]|FAILED" "$OUT/test_gpu.log" | tail -20
   note "test_gpu exit $rc in $(( $(date +%s) - t0 )) s"
   [ $rc -eq 0 ] || status=1
@@ -113,8 +116,9 @@ fi
 export NESTEDFP_PYSTD_TEXT=${NESTEDFP_PYSTD_TEXT:-$PWD/.carry/pystd_public.txt.gz}
 if [ -z "${SKIP_TESTS:-}${SKIP_ENGINE_TESTS:-}" ] && [ $have_engine_tests = 1 ]; then
   t0=$(date +%s)
-  build/cuda/test_gpu_engine --gtest_color=no > "$OUT/test_gpu_engine.log" 2>&1
+  timeout "${TEST_TIMEOUT_S:-300}" build/cuda/test_gpu_engine --gtest_color=no > "$OUT/test_gpu_engine.log" 2>&1
   rc=$?
+  [ $rc -eq 124 ] && echo "test_gpu_engine: killed after ${TEST_TIMEOUT_S:-300} s (a hang)" | tee -a "$OUT/test_gpu_engine.log"
   grep -E "^\[  (PASSED|FAILED) |^\[==========\]|FAILED|perplexity" "$OUT/test_gpu_engine.log" | tail -20
   note "test_gpu_engine exit $rc in $(( $(date +%s) - t0 )) s"
   [ $rc -eq 0 ] || status=1
