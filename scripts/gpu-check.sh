@@ -85,7 +85,7 @@ tests_state="not run (SKIP_TESTS set)"
 if [ -z "${SKIP_TESTS:-}" ] && [ $have_tests = 1 ]; then
   t0=$(date +%s)
   # A kernel that deadlocks must not eat the device time: test_gpu takes ~1 min (kernel set all).
-  timeout "${TEST_TIMEOUT_S:-300}" build/cuda/test_gpu --gtest_color=no ${GTEST_ARGS:-} > "$OUT/test_gpu.log" 2>&1
+  timeout -k 30 "${TEST_TIMEOUT_S:-300}" build/cuda/test_gpu --gtest_color=no ${GTEST_ARGS:-} > "$OUT/test_gpu.log" 2>&1
   rc=$?
   [ $rc -eq 124 ] && echo "test_gpu: killed after ${TEST_TIMEOUT_S:-300} s (a hang: see the last test started in test_gpu.log)" | tee -a "$OUT/test_gpu.log"
   grep -E "^\[  (PASSED|FAILED) |^\[==========\]|FAILED" "$OUT/test_gpu.log" | tail -20
@@ -116,7 +116,7 @@ fi
 export NESTEDFP_PYSTD_TEXT=${NESTEDFP_PYSTD_TEXT:-$PWD/.carry/pystd_public.txt.gz}
 if [ -z "${SKIP_TESTS:-}${SKIP_ENGINE_TESTS:-}" ] && [ $have_engine_tests = 1 ]; then
   t0=$(date +%s)
-  timeout "${TEST_TIMEOUT_S:-300}" build/cuda/test_gpu_engine --gtest_color=no > "$OUT/test_gpu_engine.log" 2>&1
+  timeout -k 30 "${TEST_TIMEOUT_S:-300}" build/cuda/test_gpu_engine --gtest_color=no > "$OUT/test_gpu_engine.log" 2>&1
   rc=$?
   [ $rc -eq 124 ] && echo "test_gpu_engine: killed after ${TEST_TIMEOUT_S:-300} s (a hang)" | tee -a "$OUT/test_gpu_engine.log"
   grep -E "^\[  (PASSED|FAILED) |^\[==========\]|FAILED|perplexity" "$OUT/test_gpu_engine.log" | tail -20

@@ -67,7 +67,7 @@ const std::vector<Row> kNfp16Frozen = {
     {"mma128x16s2", "CI"},
     {"t128x128x64_coopsm_sk", "ALL"},
     {"t128x256x64_coopsm_sk", "ALL"},
-    {"t128x64x128_coopsm_sk", "ALL"},
+    {"t128x64x64_coopsm_sk", "ALL"},
 };
 const std::vector<Row> kNfp8Frozen = {
     {"pp64x16", "CI"},

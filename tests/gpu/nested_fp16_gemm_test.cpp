@@ -204,6 +204,30 @@ TEST(NestedFp16Gemm, EveryConfig) {
   }
 }
 
+// The shared-memory merge configurations (CoopSm, collective/nested_mma_ss.hpp) over more output
+// tiles than SMs, so that CTAs run mma() for several work units (A buffers and pipeline state
+// carried across units), and under forced stream-K, whose units start in the middle of K.
+TEST(NestedFp16Gemm, SmemMergeConfigsOverManyUnitsAndStreamK) {
+  struct SchedEnv {  // NFP16_SCHED for one scope (read by every call)
+    explicit SchedEnv(const char* v) { setenv("NFP16_SCHED", v, 1); }
+    ~SchedEnv() { unsetenv("NFP16_SCHED"); }
+  };
+  uint32_t seed = fresh_seed();
+  SCOPED_TRACE(testing::Message() << "first seed " << seed);
+  int tested = 0;
+  for (int cfg = 0; cfg < nc::kNfp16_NumConfigs; ++cfg) {
+    if (std::string(nc::nested_fp16_config_name(cfg)).find("coopsm") == std::string::npos) continue;
+    if (!nc::nested_fp16_config_available(cfg)) continue;
+    ++tested;
+    std::printf("config %d: %s\n", cfg, nc::nested_fp16_config_name(cfg));
+    check_case({1152, 2176, 272, cfg}, seed++);  // 17 x 9 tiles of 128 x 128 > 132 SMs; 5 K tiles
+    SchedEnv stream_k("decomp=3");
+    check_case({640, 1040, 1040, cfg}, seed++);  // stream-K over 17 K tiles
+  }
+  if (tested == 0)
+    GTEST_SKIP() << "no CoopSm configuration in this build (kernel set all has them)";
+}
+
 TEST(NestedFp16Gemm, RejectsUnalignedShapes) {
   DevBuf<uint8_t> u(4096), l(4096);
   DevBuf<__half> x(4096), y(4096);

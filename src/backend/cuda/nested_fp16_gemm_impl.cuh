@@ -127,6 +127,8 @@ struct NestedConfig {
   static constexpr int Stages =
       cute::min(MaxStages, (kSmemBytes - EpiBytes - MergeBytes - 4096) / (StageBytes + 64));
   static_assert(Stages >= 2, "tile too large for shared memory");
+  static_assert(!kSmemMerge || Stages >= 3,
+                "the shared-memory merge holds two stages at once: it needs >= 3 to prefetch");
 
   using GmemCopyA =
       cute::conditional_t<size<1>(ClusterShape{}) == 1, SM90_TMA_LOAD, SM90_TMA_LOAD_MULTICAST>;

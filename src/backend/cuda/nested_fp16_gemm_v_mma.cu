@@ -14,9 +14,11 @@ namespace {
 template <int kTokens, int kStages, bool kBuilt>
 void run_mma(const Problem& p) {
   if constexpr (kBuilt) {
+    const std::string name = "mma128x" + std::to_string(kTokens) +
+                             (kStages ? "s" + std::to_string(kStages) : std::string());
     if (p.M > mma_stream::max_tokens(kTokens))
-      raise("mma128x" + std::to_string(kTokens) + ": M = " + std::to_string(p.M) +
-            " is more than its " + std::to_string(mma_stream::max_tokens(kTokens)) +
+      raise(name + ": M = " + std::to_string(p.M) + " is more than its " +
+            std::to_string(mma_stream::max_tokens(kTokens)) +
             " tokens (65535 token tiles); use another configuration or the heuristic");
     int device = 0;
     if (cudaError_t e = cudaGetDevice(&device); e != cudaSuccess)
@@ -26,7 +28,7 @@ void run_mma(const Problem& p) {
     if (cudaError_t e = mma_stream::launch<mma_stream::Mode::Fp16, kTokens, kStages>(
             a, sm_count(device), p.stream);
         e != cudaSuccess)
-      raise("mma128x" + std::to_string(kTokens) + " launch failed: " + cudaGetErrorString(e));
+      raise(name + " launch failed: " + cudaGetErrorString(e));
   }
 }
 }  // namespace

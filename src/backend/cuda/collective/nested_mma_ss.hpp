@@ -12,8 +12,11 @@
 //   issue the wgmma of tile i on A buffer b and the stage of tile i; commit;
 //   wait until at most that batch is in flight (tile i-1's wgmma retired): tile i-1's stage and
 //   A buffer b^1 are free; release the stage;
-//   wait for tile i+1's stage, merge it into A buffer b^1, fence.proxy.async (the generic-proxy
-//   stores become visible to wgmma), and sync the warpgroup (a named barrier per warpgroup).
+//   sync the warpgroup (each warp's wait covers only its own share of tile i-1's wgmma), wait for
+//   tile i+1's stage, merge it into A buffer b^1, fence.proxy.async (the generic-proxy stores
+//   become visible to wgmma), and sync the warpgroup again (a named barrier per warpgroup).
+// The consumer holds two stages at once (tile i's B, tile i+1 being merged), so TMA runs
+// Stages - 2 tiles ahead: the configurations need >= 3 stages.
 // A warpgroup's wgmma read only its own rows of A (tile rows = 64 x warpgroups), so no barrier
 // spans both warpgroups. Cooperative schedule only: ping-pong warpgroups work on different tiles
 // at once and would need an A buffer each.
@@ -170,6 +173,10 @@ struct NestedFp16MmaSs : NestedFp16MmaRs<DispatchPolicy_, TileShape_, TiledMma_,
         ++smem_pipe_release;
       }
       if (i + 1 < k_tile_count) {
+        // wgmma.wait_group speaks for the executing warp's share of the batch only, and a warp
+        // merges rows that other warps' shares of tile i-1 read: all four must have waited
+        // before anyone overwrites buffer buf^1.
+        cutlass::arch::NamedBarrier::sync(cutlass::NumThreadsPerWarpGroup, warp_group_idx);
         wait(smem_pipe_read);
         merge_tile(smem_pipe_read.index(), buf ^ 1);
       }
