@@ -21,6 +21,7 @@
 // spans both warpgroups. Cooperative schedule only: ping-pong warpgroups work on different tiles
 // at once and would need an A buffer each.
 #include "backend/cuda/collective/nested_mma_rs.hpp"
+#include "cute/arch/util.hpp"
 #include "cutlass/arch/barrier.h"
 
 namespace nestedfp::cuda {
@@ -38,6 +39,21 @@ CUTLASS_DEVICE void merge16(uint4 u, uint4 l, uint4& lo, uint4& hi) {
   }
   lo = make_uint4(out[0], out[1], out[2], out[3]);
   hi = make_uint4(out[4], out[5], out[6], out[7]);
+}
+
+// 16-byte shared-memory load and store through 32-bit shared addresses (a generic pointer into
+// shared memory would make ptxas use 64-bit generic ld/st).
+CUTLASS_DEVICE uint4 lds128(void const* p) {
+  uint4 v;
+  asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "r"(cute::cast_smem_ptr_to_uint(p)));
+  return v;
+}
+CUTLASS_DEVICE void sts128(void* p, uint4 v) {
+  asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};" ::"r"(cute::cast_smem_ptr_to_uint(p)),
+               "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w)
+               : "memory");
 }
 
 template <class DispatchPolicy_, class TileShape_, class TiledMma_, class SmemLayoutAtomA_,
@@ -130,12 +146,12 @@ struct NestedFp16MmaSs : NestedFp16MmaRs<DispatchPolicy_, TileShape_, TiledMma_,
       for (int j = 0; j < kUnits / cutlass::NumThreadsPerWarpGroup; ++j) {
         const int unit = j * cutlass::NumThreadsPerWarpGroup + wg_thread;
         const int r = row0 + unit / kUnitsPerRow, k0 = (unit % kUnitsPerRow) * 16;
-        const uint4 u = *reinterpret_cast<uint4 const*>(&sU(r, k0, stage));
-        const uint4 l = *reinterpret_cast<uint4 const*>(&sL(r, k0, stage));
+        const uint4 u = lds128(&sU(r, k0, stage));
+        const uint4 l = lds128(&sL(r, k0, stage));
         uint4 lo, hi;
         merge16(u, l, lo, hi);
-        *reinterpret_cast<uint4*>(&sA(r, k0, buf)) = lo;
-        *reinterpret_cast<uint4*>(&sA(r, k0 + 8, buf)) = hi;
+        sts128(&sA(r, k0, buf), lo);
+        sts128(&sA(r, k0 + 8, buf), hi);
       }
       // The stores came from the generic proxy; wgmma reads through the async proxy.
       cutlass::arch::fence_view_async_shared();
