@@ -165,6 +165,9 @@ struct NestedFp16MmaSs : NestedFp16MmaRs<DispatchPolicy_, TileShape_, TiledMma_,
     PipelineState smem_pipe_release = smem_pipe_read;
     tiled_mma.accumulate_ = GMMA::ScaleOut::Zero;  // the first MMA overwrites the accumulators
     warpgroup_fence_operand(accum);
+    // A CTA runs mma() once per work unit: the previous unit's last wgmma read buffer 0 or 1, and
+    // each warp's wait in mma_tail covered only its own share, so sync before the first merge.
+    cutlass::arch::NamedBarrier::sync(cutlass::NumThreadsPerWarpGroup, warp_group_idx);
     wait(smem_pipe_read);
     merge_tile(smem_pipe_read.index(), 0);
 
