@@ -23,6 +23,9 @@
 #   E2E_GRID=1              the throughput grid (E2E_IN, E2E_OUT, E2E_CONC, E2E_PROMPTS=32 per cell:
 #                           at 16 a cell lasted 0.2-7 s on the H200)
 #   E2E_PLAIN=1             the plain FP16 server for the grid
+#   E2E_POLICIES="fp16 fp8 dynamic slo"  the policies replayed, fp16 first (its run measures the
+#                           unloaded FP16 latency the SLOs are multiples of); e.g. "fp16 fp8 slo"
+#                           with E2E_SLO_EXTRA to try an slo variant in less time
 #   E2E_SLO_AIM=8           the slo policy's targets, x the unloaded FP16 TTFT/TPOT (SLOs: 10x, 15x)
 #   E2E_SLO_EXTRA=",forecast=0"  appended to the slo spec (e.g. the queue model alone, to compare)
 #   E2E_DEADLINE_S=800      no run starts (or continues) later than this; the report follows
@@ -63,13 +66,19 @@ aim=${E2E_SLO_AIM:-8}
 deadline=${E2E_DEADLINE_S:-$([ "$small" = 1 ] && echo 300 || echo 800)}  # s after start; then the report
 replay=$(awk -v r="$replay" -v s="$shrink" 'BEGIN { printf "%.1f", r * s }')
 do_code=${E2E_CODE:-1}; do_grid=${E2E_GRID:-1}; do_plain=${E2E_PLAIN:-1}
-policies="fp16 fp8 dynamic slo"
+policies=${E2E_POLICIES:-"fp16 fp8 dynamic slo"}
 url=http://127.0.0.1:$PORT
 note() { echo "e2e: $*" >&2; }
 
 # Ascending, so the highest load runs last (see the replays below).
 read -r -a conv_scales <<< "$(echo $scales | tr ' ' '\n' | sort -g | tr '\n' ' ')"
 [ "${#conv_scales[@]}" -gt 0 ] || { note "E2E_SCALES is empty: give at least one conv-trace time scale"; exit 1; }
+read -r -a policy_list <<< "$policies"
+[ "${policy_list[0]:-}" = fp16 ] || { note "E2E_POLICIES must start with fp16 (its first run measures the unloaded FP16 latency); got '$policies'"; exit 1; }
+for p in "${policy_list[@]}"; do
+  case $p in fp16|fp8|dynamic|slo) ;; *) note "E2E_POLICIES: unknown policy '$p' (fp16, fp8, dynamic, slo)"; exit 1 ;; esac
+done
+n_policies=${#policy_list[@]}
 [ -x "$BIN" ] || { note "$BIN missing: build it first (scripts/gpu-check.sh, or cmake --build build/cpu --target nestedfp)"; exit 1; }
 [ -f "$TRACES/azure_llm_2023_conv.csv" ] || { note "$TRACES/azure_llm_2023_conv.csv missing (../shared beside the checkout, .carry/ from pack-device.sh, or TRACES=)"; exit 1; }
 if [ "$do_code" = 1 ] && [ ! -f "$TRACES/azure_llm_2023_code.csv" ]; then
@@ -87,11 +96,11 @@ device=$([ "$DEVICE" = cpu ] && echo "cpu ($(nproc) cores)" || nvidia-smi --quer
 # Estimate: each replay runs its window plus a drain; the grid one wave per prompts/conc.
 n_scales=$(echo $scales | wc -w)
 est=$(awk -v ns="$n_scales" -v r="$replay" -v code="$do_code" -v grid="$do_grid" -v plain="$do_plain" \
-  -v load="$load_s" -v small="$small" 'BEGIN {
-    drain = small ? 2 : 7; t = load + 4 * ns * (r + drain) + (code ? 4 * (r + drain) : 0)
+  -v load="$load_s" -v small="$small" -v np="$n_policies" 'BEGIN {
+    drain = small ? 2 : 7; t = load + np * ns * (r + drain) + (code ? np * (r + drain) : 0)
     if (grid) t += (small ? 6 : 35) * (plain ? 3 : 2) + (plain ? load : 0)
     printf "%d", t + 10 }')
-note "estimate: ~${est} s, deadline ${deadline} s + report ($n_scales conv scales x 4 policies x ${replay} s replays, code trace: $do_code, grid: $do_grid, plain FP16: $do_plain)"
+note "estimate: ~${est} s, deadline ${deadline} s + report ($n_scales conv scales x $n_policies policies x ${replay} s replays, code trace: $do_code, grid: $do_grid, plain FP16: $do_plain)"
 rm -rf "$OUT"; mkdir -p "$OUT/results"
 t_start=$(date +%s)
 
