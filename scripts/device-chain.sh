@@ -19,7 +19,8 @@
 #   TUNE_ARGS="..."           `nestedfp tune $TUNE_ARGS --out $CHAIN/tune/table.json` (e.g. "--shapes
 #                             4096x4096 --m 64,256"; with NESTEDFP_CUDA_KERNEL_SET=all every candidate)
 #   KBENCH_ARGS="..."         `nestedfp bench kernels $KBENCH_ARGS` into $CHAIN/kb, with the table
-#                             TUNE_ARGS wrote when it ran
+#                             TUNE_ARGS wrote when it ran (TUNE_TIMEOUT_S / KBENCH_TIMEOUT_S, 600 s
+#                             each: a hanging kernel ends its stage, exit 124)
 #   NCU_SET=full              every section with PC sampling (the stall reasons appear in the rule
 #                             texts of the details page), for the kernels matching NCU_KERNELS
 #                             (a regex of mangled names, default NestedFp16): tens of passes each
@@ -51,7 +52,10 @@ if [ -n "${TUNE_ARGS:-}" ]; then
   stamp "tune $TUNE_ARGS"
   mkdir -p "$CHAIN/tune"
   # shellcheck disable=SC2086
-  build/cuda/nestedfp tune $TUNE_ARGS --out "$CHAIN/tune/table.json" > "$CHAIN/tune/stdout.txt" 2> "$CHAIN/tune/tune.log"
+  # A candidate that hangs must not hold the machine: the Llama-3.1-8B tune over every candidate
+  # took 73 s on the H200.
+  timeout -k 30 "${TUNE_TIMEOUT_S:-600}" build/cuda/nestedfp tune $TUNE_ARGS --out "$CHAIN/tune/table.json" \
+    > "$CHAIN/tune/stdout.txt" 2> "$CHAIN/tune/tune.log"
   stamp "tune exit $?"
 fi
 
@@ -60,7 +64,8 @@ if [ -n "${KBENCH_ARGS:-}" ]; then
   stamp "bench kernels $KBENCH_ARGS ${table[*]}"
   mkdir -p "$CHAIN/kb"
   # shellcheck disable=SC2086
-  build/cuda/nestedfp bench kernels --out "$CHAIN/kb" $KBENCH_ARGS "${table[@]}" > "$CHAIN/kb/stdout.txt" 2> "$CHAIN/kb/bench.log"
+  timeout -k 30 "${KBENCH_TIMEOUT_S:-600}" build/cuda/nestedfp bench kernels --out "$CHAIN/kb" $KBENCH_ARGS "${table[@]}" \
+    > "$CHAIN/kb/stdout.txt" 2> "$CHAIN/kb/bench.log"
   stamp "bench kernels exit $?"
 fi
 
