@@ -101,6 +101,27 @@ std::vector<std::vector<int32_t>> greedy_batch(ModelExecutor& ex, Precision p,
   return run_to_completion(eng, reqs);
 }
 
+// FP16 greedy tokens through the engine equal REFERENCE.json's where its top-2 margin is clear
+// (the tokens up to the first step whose margin is under 0.05, at least 8), on >= 4 prompts.
+void expect_greedy_matches_reference(ModelExecutor& ex) {
+  int prompts = 0;
+  for (const auto& g : reference()["greedy"]) {
+    const auto top5 = g["last_logits_top5"];
+    if (top5[0][1].get<double>() - top5[1][1].get<double>() <= 0.05) continue;
+    ++prompts;
+    const auto want = g["greedy_ids"].get<std::vector<int32_t>>();
+    const auto margin = g["step_top2_margin_fp16"].get<std::vector<double>>();
+    size_t n = 0;
+    while (n < want.size() && margin[n] >= 0.05) ++n;
+    n = std::max<size_t>(n, 8);
+    const auto got =
+        greedy_batch(ex, Precision::FP16, {g["prompt_ids"].get<std::vector<int32_t>>()}, int(n));
+    EXPECT_EQ(got[0], std::vector<int32_t>(want.begin(), want.begin() + ptrdiff_t(n)))
+        << "prompt: " << g["prompt"].get<std::string>().substr(0, 60);
+  }
+  EXPECT_GE(prompts, 4);
+}
+
 }  // namespace
 
 // 64 chunks of the public text, both precisions: TP 2 within 0.1% of one GPU.
@@ -118,22 +139,7 @@ TEST(TensorParallelGpu, Tp2PerplexityMatchesOneGpu) {
 // equals REFERENCE.json where its top-2 margin is clear.
 TEST(TensorParallelGpu, Tp2GreedyMatchesReference) {
   NEED_TWO_GPUS();
-  int prompts = 0;
-  for (const auto& g : reference()["greedy"]) {
-    const auto top5 = g["last_logits_top5"];
-    if (top5[0][1].get<double>() - top5[1][1].get<double>() <= 0.05) continue;
-    ++prompts;
-    const auto want = g["greedy_ids"].get<std::vector<int32_t>>();
-    const auto margin = g["step_top2_margin_fp16"].get<std::vector<double>>();
-    size_t n = 0;
-    while (n < want.size() && margin[n] >= 0.05) ++n;
-    n = std::max<size_t>(n, 8);
-    const auto got =
-        greedy_batch(tp2(), Precision::FP16, {g["prompt_ids"].get<std::vector<int32_t>>()}, int(n));
-    EXPECT_EQ(got[0], std::vector<int32_t>(want.begin(), want.begin() + ptrdiff_t(n)))
-        << "prompt: " << g["prompt"].get<std::string>().substr(0, 60);
-  }
-  EXPECT_GE(prompts, 4);
+  expect_greedy_matches_reference(tp2());
 }
 
 // Graph replays (NCCL all-reduces captured in the graphs) give the tokens of eager TP 2 steps.
@@ -187,22 +193,7 @@ TEST(TensorParallelOneGpu, ShardedPerplexityMatchesUnsharded) {
 // clear.
 TEST(TensorParallelOneGpu, ShardedGreedyMatchesReference) {
   auto tp = load_tp2_one_gpu();
-  int prompts = 0;
-  for (const auto& g : reference()["greedy"]) {
-    const auto top5 = g["last_logits_top5"];
-    if (top5[0][1].get<double>() - top5[1][1].get<double>() <= 0.05) continue;
-    ++prompts;
-    const auto want = g["greedy_ids"].get<std::vector<int32_t>>();
-    const auto margin = g["step_top2_margin_fp16"].get<std::vector<double>>();
-    size_t n = 0;
-    while (n < want.size() && margin[n] >= 0.05) ++n;
-    n = std::max<size_t>(n, 8);
-    const auto got =
-        greedy_batch(*tp, Precision::FP16, {g["prompt_ids"].get<std::vector<int32_t>>()}, int(n));
-    EXPECT_EQ(got[0], std::vector<int32_t>(want.begin(), want.begin() + ptrdiff_t(n)))
-        << "prompt: " << g["prompt"].get<std::string>().substr(0, 60);
-  }
-  EXPECT_GE(prompts, 4);
+  expect_greedy_matches_reference(*tp);
 }
 
 // A rank on a GPU that does not exist: a clear error naming it, not a hang (needs 1 GPU).
