@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <deque>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -73,6 +74,8 @@ LatencyModel parse_latency_model(const std::string& text, const std::string& nam
     } catch (const std::exception&) {
       fail("policy-sim: {}: bad value in '{}'", name, line);
     }
+    if (!std::isfinite(v[p][term]))  // a NaN step time would stall the simulated clock
+      fail("policy-sim: {}: '{}' is not a finite number of seconds", name, line);
     seen[p][term] = true;
   }
   LatencyModel m;

@@ -120,6 +120,9 @@ TEST(PolicySim, LatencyModelFromAMetricsDump) {
       "nestedfp_latency_model_coefficient{precision=\"fp8\",term=\"c\"} 2e-05\n"
       "nestedfp_latency_model_observed_steps_total{precision=\"fp16\"} 12\n";
   const auto m = parse_latency_model(dump, "dump");
+  std::string nan_dump = dump;
+  nan_dump.replace(nan_dump.find("0.004\n"), 5, "NaN");
+  EXPECT_THROW(parse_latency_model(nan_dump, "nan"), Error);
   EXPECT_NEAR(m.predict(Precision::FP16, 2048, 4), 0.006 + 2048 * 2.5e-5 + 4e-5, 1e-12);
   EXPECT_NEAR(m.predict(Precision::FP8, 2048, 4), 0.004 + 2048 * 1.8e-5 + 8e-5, 1e-12);
   try {

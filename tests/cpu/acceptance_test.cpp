@@ -67,27 +67,16 @@ TEST(Acceptance, NestedFp8ChunkNll) {
 
 TEST(Acceptance, GreedyMatchesReference) {
   auto& r = runner(format::ScaleMode::None);
-  int prompts = 0;
-  for (const auto& g : reference()["greedy"]) {
-    const auto top5 = g["last_logits_top5"];
-    if (top5[0][1].get<double>() - top5[1][1].get<double>() <= 0.05) continue;
-    ++prompts;
-    const auto prompt = g["prompt_ids"].get<std::vector<int32_t>>();
-    const auto want = g["greedy_ids"].get<std::vector<int32_t>>();
-    const auto margin = g["step_top2_margin_fp16"].get<std::vector<double>>();
-    // Compare up to the first near-tie (where fp16 summation order may pick either), at least 8.
-    size_t n = 0;
-    while (n < want.size() && margin[n] >= 0.05) ++n;
-    n = std::max<size_t>(n, 8);
+  const auto cases = clear_margin_greedy_cases();
+  for (const auto& c : cases) {
     engine::SingleSequence seq(r);
-    std::vector<float> logits = seq.feed(prompt, Precision::FP16);
+    std::vector<float> logits = seq.feed(c.prompt, Precision::FP16);
     std::vector<int32_t> got;
-    for (size_t i = 0; i < n; ++i) {
+    for (size_t i = 0; i < c.want.size(); ++i) {
       got.push_back(argmax(logits));
       logits = seq.feed(std::span(&got.back(), 1), Precision::FP16);
     }
-    EXPECT_EQ(got, std::vector<int32_t>(want.begin(), want.begin() + ptrdiff_t(n)))
-        << "prompt: " << g["prompt"].get<std::string>().substr(0, 60);
+    EXPECT_EQ(got, c.want) << "prompt: " << c.label;
   }
-  EXPECT_GE(prompts, 4);
+  EXPECT_GE(cases.size(), 4u);
 }

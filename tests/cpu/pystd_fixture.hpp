@@ -32,6 +32,30 @@ inline const nlohmann::json& reference() {
   return j;
 }
 
+// REFERENCE.json's greedy prompts whose top-2 margin at the last prompt token is clear (> 0.05),
+// each with its FP16 greedy tokens up to the first near-tie (margin < 0.05, where summation order
+// may pick either), at least 8.
+struct GreedyCase {
+  std::vector<int32_t> prompt, want;
+  std::string label;  // the prompt's first 60 characters, for failure messages
+};
+inline std::vector<GreedyCase> clear_margin_greedy_cases() {
+  std::vector<GreedyCase> out;
+  for (const auto& g : reference()["greedy"]) {
+    const auto top5 = g["last_logits_top5"];
+    if (top5[0][1].get<double>() - top5[1][1].get<double>() <= 0.05) continue;
+    const auto want = g["greedy_ids"].get<std::vector<int32_t>>();
+    const auto margin = g["step_top2_margin_fp16"].get<std::vector<double>>();
+    size_t n = 0;
+    while (n < want.size() && margin[n] >= 0.05) ++n;
+    n = std::max<size_t>(n, 8);
+    out.push_back({g["prompt_ids"].get<std::vector<int32_t>>(),
+                   std::vector<int32_t>(want.begin(), want.begin() + ptrdiff_t(n)),
+                   g["prompt"].get<std::string>().substr(0, 60)});
+  }
+  return out;
+}
+
 // pystd-16m on the cpu backend with `o` (k = 0 planes); one per test binary that asks, kept for
 // the whole run since loading is the slow part.
 inline std::unique_ptr<engine::ModelRunner> make_runner(const engine::RunnerOptions& o) {

@@ -148,26 +148,11 @@ TEST(CudaEngine, GreedyMatchesReference) {
   ec.max_num_batched_tokens = 512;
   ec.max_num_seqs = 8;
   Engine eng(gpu(), ec);
-  int prompts = 0;
-  for (const auto& g : reference()["greedy"]) {
-    const auto top5 = g["last_logits_top5"];
-    if (top5[0][1].get<double>() - top5[1][1].get<double>() <= 0.05) continue;
-    ++prompts;
-    const auto want = g["greedy_ids"].get<std::vector<int32_t>>();
-    const auto margin = g["step_top2_margin_fp16"].get<std::vector<double>>();
-    size_t n = 0;
-    while (n < want.size() && margin[n] >= 0.05) ++n;
-    n = std::max<size_t>(n, 8);
-    GenerationRequest req;
-    req.prompt = g["prompt_ids"].get<std::vector<int32_t>>();
-    req.max_tokens = int(n);
-    req.sampling.temperature = 0.f;
-    req.ignore_eos = true;
-    EXPECT_EQ(run_request(eng, req),
-              std::vector<int32_t>(want.begin(), want.begin() + ptrdiff_t(n)))
-        << "prompt: " << g["prompt"].get<std::string>().substr(0, 60);
-  }
-  EXPECT_GE(prompts, 4);
+  const auto cases = clear_margin_greedy_cases();
+  for (const auto& c : cases)
+    EXPECT_EQ(run_request(eng, greedy_request(c.prompt, int(c.want.size()))), c.want)
+        << "prompt: " << c.label;
+  EXPECT_GE(cases.size(), 4u);
 }
 
 // On the cuda backend a seeded request is reproducible for the same batch composition: alone

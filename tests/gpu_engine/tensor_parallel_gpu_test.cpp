@@ -104,22 +104,11 @@ std::vector<std::vector<int32_t>> greedy_batch(ModelExecutor& ex, Precision p,
 // FP16 greedy tokens through the engine equal REFERENCE.json's where its top-2 margin is clear
 // (the tokens up to the first step whose margin is under 0.05, at least 8), on >= 4 prompts.
 void expect_greedy_matches_reference(ModelExecutor& ex) {
-  int prompts = 0;
-  for (const auto& g : reference()["greedy"]) {
-    const auto top5 = g["last_logits_top5"];
-    if (top5[0][1].get<double>() - top5[1][1].get<double>() <= 0.05) continue;
-    ++prompts;
-    const auto want = g["greedy_ids"].get<std::vector<int32_t>>();
-    const auto margin = g["step_top2_margin_fp16"].get<std::vector<double>>();
-    size_t n = 0;
-    while (n < want.size() && margin[n] >= 0.05) ++n;
-    n = std::max<size_t>(n, 8);
-    const auto got =
-        greedy_batch(ex, Precision::FP16, {g["prompt_ids"].get<std::vector<int32_t>>()}, int(n));
-    EXPECT_EQ(got[0], std::vector<int32_t>(want.begin(), want.begin() + ptrdiff_t(n)))
-        << "prompt: " << g["prompt"].get<std::string>().substr(0, 60);
-  }
-  EXPECT_GE(prompts, 4);
+  const auto cases = clear_margin_greedy_cases();
+  for (const auto& c : cases)
+    EXPECT_EQ(greedy_batch(ex, Precision::FP16, {c.prompt}, int(c.want.size()))[0], c.want)
+        << "prompt: " << c.label;
+  EXPECT_GE(cases.size(), 4u);
 }
 
 }  // namespace
