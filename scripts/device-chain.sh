@@ -21,6 +21,11 @@
 #   KBENCH_ARGS="..."         `nestedfp bench kernels $KBENCH_ARGS` into $CHAIN/kb, with the table
 #                             TUNE_ARGS wrote when it ran (TUNE_TIMEOUT_S / KBENCH_TIMEOUT_S, 600 s
 #                             each: a hanging kernel ends its stage, exit 124)
+#   RETUNE=bench/kernel-tables/h200.json   runs that table's "command" field again (its tune
+#                             commands, from an empty table) and copies the new table (.json, .md,
+#                             .candidates.csv) to $CHAIN/retune; it replaces the table there, so
+#                             later stages load it (before KBENCH_ARGS, after TUNE_ARGS)
+#   KBENCH_TABLE=FILE         the table KBENCH_ARGS loads (default TUNE_ARGS's, else auto)
 #   NCU_SET=full              every section with PC sampling (the stall reasons appear in the rule
 #                             texts of the details page), for the kernels matching NCU_KERNELS
 #                             (a regex of mangled names, default NestedFp16): tens of passes each
@@ -59,8 +64,33 @@ if [ -n "${TUNE_ARGS:-}" ]; then
   stamp "tune exit $?"
 fi
 
+if [ -n "${RETUNE:-}" ]; then
+  # The table's own "command" field, run again in this checkout: the same models, --tp sizes and
+  # options, the same --out path (bench/kernel-tables/...), from an empty table, so the command
+  # field stays as it was. The old table is kept in $CHAIN/retune/old.json.
+  stamp "retune $RETUNE"
+  mkdir -p "$CHAIN/retune"
+  cmds=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["command"])' "$RETUNE")
+  if [ -z "$cmds" ]; then
+    stamp "retune: $RETUNE has no command field"
+  else
+    mv "$RETUNE" "$CHAIN/retune/old.json"
+    rm -f "${RETUNE%.json}.md" "${RETUNE%.json}.candidates.csv"
+    IFS=';' read -ra parts <<< "$cmds"
+    for c in "${parts[@]}"; do
+      c=$(echo "$c")  # trims
+      if [[ $c != "nestedfp tune "* ]]; then stamp "retune: not a tune command: $c"; continue; fi
+      timeout -k 30 "${TUNE_TIMEOUT_S:-600}" bash -c "build/cuda/nestedfp ${c#nestedfp }" \
+        >> "$CHAIN/retune/stdout.txt" 2>> "$CHAIN/retune/tune.log"
+      stamp "retune exit $?: $c"
+    done
+    cp "${RETUNE%.json}".* "$CHAIN/retune/" 2>/dev/null
+  fi
+fi
+
 if [ -n "${KBENCH_ARGS:-}" ]; then
   table=(); [ -f "$CHAIN/tune/table.json" ] && table=(--kernel-table "$CHAIN/tune/table.json")
+  [ -n "${KBENCH_TABLE:-}" ] && table=(--kernel-table "$KBENCH_TABLE")
   stamp "bench kernels $KBENCH_ARGS ${table[*]}"
   mkdir -p "$CHAIN/kb"
   # shellcheck disable=SC2086

@@ -109,6 +109,17 @@ std::string name(const Case& c) {
   return buf;
 }
 
+// k=0 and per-channel planes give bit-identical FP16 results, except at a near tie (seen on the
+// H200, docs/DESIGN.md §1.4): the FP64 result within 2^-20 of its magnitude sum from the
+// midpoint of two adjacent FP16 values, where the tensor cores' FP32 sums of the two encodings
+// (one with many FP16-subnormal weights, the other scaled up to normal ones) round apart.
+bool near_tie(uint16_t a, uint16_t b, double ref, double mag) {
+  if ((a ^ b) & 0x8000) return false;          // signs differ
+  if (a + 1 != b && b + 1 != a) return false;  // not adjacent
+  const double mid = 0.5 * (double(fp16_to_float(a)) + double(fp16_to_float(b)));
+  return std::fabs(ref - mid) <= std::ldexp(mag, -20);
+}
+
 void check_case(const Case& c, uint32_t seed) {
   SCOPED_TRACE(testing::Message() << name(c) << " seed " << seed);
   std::mt19937 rng(seed);
@@ -133,7 +144,7 @@ void check_case(const Case& c, uint32_t seed) {
   for (size_t i = 0; i < w.size(); ++i) wd[i] = fp16_to_float(w[i]);
   for (size_t i = 0; i < x.size(); ++i) xd[i] = fp16_to_float(x[i]);
   double err2 = 0, ref2 = 0;
-  size_t bad = 0, mismatch = 0;
+  size_t bad = 0, mismatch = 0, differ = 0;
   for (int m = 0; m < c.M; ++m) {
     for (int n = 0; n < c.N; ++n) {
       double ref = 0, mag = 0;
@@ -144,6 +155,7 @@ void check_case(const Case& c, uint32_t seed) {
         mag += std::fabs(xr[k] * wr[k]);
       }
       const size_t i = size_t(m) * c.N + n;
+      differ += y_none[i] != y_chan[i];
       const double y = fp16_to_float(y_none[i]);
       err2 += (y - ref) * (y - ref);
       ref2 += ref * ref;
@@ -157,7 +169,7 @@ void check_case(const Case& c, uint32_t seed) {
                         << y_none[i] << std::dec << "), reference " << ref << ", tol " << tol;
         ++bad;
       }
-      if (y_none[i] != y_chan[i]) {
+      if (y_none[i] != y_chan[i] && !near_tie(y_none[i], y_chan[i], ref, mag)) {
         if (mismatch < 5)
           ADD_FAILURE() << "k=0 and per-channel results differ at [" << m << "," << n << "]: 0x"
                         << std::hex << y_none[i] << " vs 0x" << y_chan[i] << std::dec;
@@ -168,8 +180,11 @@ void check_case(const Case& c, uint32_t seed) {
   const double rel = std::sqrt(err2 / ref2);
   EXPECT_EQ(bad, 0u);
   EXPECT_EQ(mismatch, 0u);
+  // Near ties are rare (two outputs in all runs so far): many would mean a real difference.
+  EXPECT_LE(differ, 2u) << "outputs that differ between k=0 and per-channel at near ties";
   EXPECT_LT(rel, 1e-3) << "relative Frobenius error";
-  std::printf("  %-28s rel_err %.3e  nonzero k rows %d/%d\n", name(c).c_str(), rel, nonzero_k, c.N);
+  std::printf("  %-28s rel_err %.3e  nonzero k rows %d/%d%s\n", name(c).c_str(), rel, nonzero_k,
+              c.N, differ ? "  (a near tie differs between k=0 and per-channel)" : "");
 }
 
 // A fresh seed per test run, printed with every failure (SCOPED_TRACE) to reproduce it.

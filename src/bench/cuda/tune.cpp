@@ -158,6 +158,9 @@ int tune_kernels(const TuneOptions& o) {
   NFP_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   GraphTimer timer(stream, o.target_ms);
   std::vector<Point> points;
+  // Every timed candidate, not only the winners: how far the others are (a schedule that never
+  // wins still shows its distance), one CSV row each.
+  std::string csv;
   const int total = int(o.shapes.size() * o.ms.size());
   int done = 0;
   std::string line;
@@ -218,6 +221,11 @@ int tune_kernels(const TuneOptions& o) {
         if (!e.heuristic.empty() && e.heuristic_us <= kMinGain * e.us)
           e.variant = e.heuristic, e.us = e.heuristic_us;
         table.add(e);
+        for (size_t i = 0; i < ok.size(); ++i)
+          if (ok[i].family == e.family)
+            csv += fmt::format("\"{}\",{},{},{},{},{},{:.2f},{},{}\n", sh.label, N, K, M,
+                               to_string(e.family), ok[i].name, us[i],
+                               int(ok[i].variant == heur[f]), int(ok[i].name == e.variant));
         line += fmt::format(" {} {} {:.1f} us (heuristic {} {:.1f}, x{:.2f});", to_string(e.family),
                             e.variant, e.us, e.heuristic, e.heuristic_us, e.heuristic_us / e.us);
       }
@@ -240,9 +248,14 @@ int tune_kernels(const TuneOptions& o) {
   const std::string md = summary_md(table, points, dev, info, o.target_ms);
   std::ofstream(md_path, merged ? std::ios::app : std::ios::trunc)
       << (merged ? "\n---\n\n" : "") << md;
+  std::filesystem::path csv_path = out;
+  csv_path.replace_extension(".candidates.csv");
+  const bool append = merged && std::filesystem::exists(csv_path);
+  std::ofstream(csv_path, append ? std::ios::app : std::ios::trunc)
+      << (append ? "" : "shape,N,K,M,family,variant,us,heuristic,chosen\n") << csv;
   fmt::print("{}", md);
-  fmt::print(stderr, "tune: wrote {} ({} entries) and {}\n", out.string(),
-             merged ? merged->size() : table.size(), md_path.string());
+  fmt::print(stderr, "tune: wrote {} ({} entries), {} and {}\n", out.string(),
+             merged ? merged->size() : table.size(), md_path.string(), csv_path.string());
   return 0;
 }
 
