@@ -78,7 +78,7 @@ if [ -n "${RETUNE:-}" ]; then
     rm -f "${RETUNE%.json}.md" "${RETUNE%.json}.candidates.csv"
     IFS=';' read -ra parts <<< "$cmds"
     for c in "${parts[@]}"; do
-      c=$(echo "$c")  # trims
+      c=$(echo $c)  # trims (unquoted on purpose: the fields are plain words)
       if [[ $c != "nestedfp tune "* ]]; then stamp "retune: not a tune command: $c"; continue; fi
       timeout -k 30 "${TUNE_TIMEOUT_S:-600}" bash -c "build/cuda/nestedfp ${c#nestedfp }" \
         >> "$CHAIN/retune/stdout.txt" 2>> "$CHAIN/retune/tune.log"

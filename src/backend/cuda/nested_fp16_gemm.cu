@@ -2,10 +2,12 @@
 // NestedWeight overload of kernels.hpp. The configurations are the NFP16_* rows of
 // gemm_configs.def, instantiated one per translation unit (nested_fp16_gemm_v_<config>.cu,
 // generated); this build's kernel set decides which (gemm_kernel_set.hpp).
+#include <array>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "backend/cuda/gemm_heuristics.hpp"
 #include "backend/cuda/kernels.hpp"
 #include "backend/cuda/nested_fp16_gemm.hpp"
 #include "backend/cuda/nested_fp16_gemm_kernels.hpp"
@@ -68,26 +70,24 @@ int nested_fp16_config_tier(int config) {
   return config >= 0 && config < kNfp16_NumConfigs ? nfp16::kConfigs[config].tier : -1;
 }
 
-// Narrow layers at small M (k/v projections, tensor-parallel shards) go to the streaming mma
-// kernels: fitted to the H200 kernel table of 2026-12-02 (bench/kernel-tables/h200.md), where they
-// are 1.6-2.8x faster for N <= 1536 at every M <= 64, and 1.2-1.4x for weights of <= 15 Mi
-// elements at M <= 16.
-// Otherwise, measured on an H200 (bench/nfp16/NOTES.md): the smallest token tile that covers M
-// (with a K tile of 128 up to M = 64), except that for 64 < M <= 128 on wide layers (N >= 16384)
-// the 256-row tile wins (fewer, fuller waves).
+// gemm_heuristics.hpp's rules, with each name it may return resolved (and checked to be in the
+// default kernel set) at compile time.
+namespace nfp16 {
+namespace {
+consteval std::array<int, heuristic::kNfp16Choices.size()> resolve_choices() {
+  std::array<int, heuristic::kNfp16Choices.size()> a{};
+  for (size_t i = 0; i < a.size(); ++i) a[i] = pick(heuristic::kNfp16Choices[i]);
+  return a;
+}
+constexpr auto kChoiceConfig = resolve_choices();
+}  // namespace
+}  // namespace nfp16
+
 int nested_fp16_pick_config(int M, int N, int K) {
-  using nfp16::pick;
-  const bool narrow = N <= 2048, small = int64_t(N) * K <= 15 * (int64_t(1) << 20);
-  if ((narrow && M <= 64) || (small && M <= 16)) {
-    if (M <= 8) return pick("mma128x8");
-    if (M <= 16) return pick("mma128x16");
-    return M <= 32 ? pick("mma128x32") : pick("mma128x64");
-  }
-  if (M <= 16) return pick("t128x16x128_coop_sk");
-  if (M <= 32) return pick("t128x32x128_coop_sk");
-  if (M <= 64) return pick("t128x64x128_coop_sk");
-  if (M <= 128) return N >= 16384 ? pick("t256x128x64_coop_sk") : pick("t128x128x64_coop_sk");
-  return pick("t128x256x64_coop_sk");
+  int device = 0;
+  if (cudaError_t e = cudaGetDevice(&device); e != cudaSuccess)
+    nfp16::raise(std::string("cudaGetDevice failed: ") + cudaGetErrorString(e));
+  return nfp16::kChoiceConfig[heuristic::nfp16_choice(M, N, K, nfp16::sm_count(device))];
 }
 
 int nested_fp16_gemm_heuristic(int M, int N, int K) { return nested_fp16_pick_config(M, N, K); }

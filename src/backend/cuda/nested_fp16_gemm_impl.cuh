@@ -31,7 +31,6 @@ inline std::string shape_str(int M, int N, int K) {
 inline void check_cuda(cudaError_t e, const char* what) {
   if (e != cudaSuccess) raise(std::string(what) + " failed: " + cudaGetErrorString(e));
 }
-int sm_count(int device);
 void* workspace(int device, size_t bytes, cudaStream_t stream);
 
 // Tile-scheduler choices (nested_fp16_gemm_host.cpp): rasterization, swizzle, and for the stream-K

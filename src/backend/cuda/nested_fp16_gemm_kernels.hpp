@@ -17,6 +17,9 @@ namespace nestedfp::cuda::nfp16 {
 // because nvcc cannot compile the fmt headers that nestedfp/error.hpp uses.
 [[noreturn]] void raise(const std::string& msg);
 
+// The SM count of a device, cached (nested_fp16_gemm_host.cpp).
+int sm_count(int device);
+
 // One GEMM call, already checked by the dispatcher (Y[M, N] = X[M, K] · Wᵀ, W as byte planes).
 struct Problem {
   const uint8_t* upper;

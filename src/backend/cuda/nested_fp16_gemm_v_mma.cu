@@ -8,8 +8,6 @@
 #include "backend/cuda/nested_mma_stream.cuh"
 
 namespace nestedfp::cuda::nfp16 {
-int sm_count(int device);  // nested_fp16_gemm_host.cpp
-
 namespace {
 template <int kTokens, int kStages, bool kBuilt>
 void run_mma(const Problem& p) {

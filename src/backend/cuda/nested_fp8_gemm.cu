@@ -4,12 +4,14 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <array>
 #include <map>
 #include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "backend/cuda/gemm_heuristics.hpp"
 #include "backend/cuda/kernels.hpp"
 #include "backend/cuda/nested_fp8_gemm_impl.hpp"
 
@@ -153,30 +155,21 @@ const std::vector<std::string>& nested_fp8_gemm_variant_names() {
   return names;
 }
 
+namespace fp8gemm {
+namespace {
+// gemm_heuristics.hpp's names, resolved (and checked to be in the default kernel set) at compile
+// time.
+consteval std::array<int, heuristic::kNfp8Choices.size()> resolve_choices() {
+  std::array<int, heuristic::kNfp8Choices.size()> a{};
+  for (size_t i = 0; i < a.size(); ++i) a[i] = pick(heuristic::kNfp8Choices[i]);
+  return a;
+}
+constexpr auto kChoiceVariant = resolve_choices();
+}  // namespace
+}  // namespace fp8gemm
+
 int nested_fp8_gemm_heuristic(int M, int N, int K) {
-  using fp8gemm::pick;
-  // Fitted to the H200 sweep of 2026-11-22 (bench kernels --all-variants over the docs/MEASURING.md
-  // §5.1 shapes, bench/results/2026-11-22-h200-kernels.*), among the variants that meet the 1e-3
-  // accuracy bound. Few tokens: the time is streaming the weight; 64-row ping-pong tiles do that
-  // best unless the weight has so many rows that 128-row stream-K tiles balance better. Long K with
-  // few rows: stream-K keeps every SM busy. Otherwise 128x128 cooperative tiles. Promoting every 8
-  // k-blocks (p8) instead of 4 is 5-15% faster at the same accuracy class.
-  const int sms = fp8gemm::device_cache().sms;
-  // Narrow layers at small M: the streaming mma kernels, 1.06-1.47x faster for N <= 1536 at
-  // M <= 16 in the H200 kernel table of 2026-12-02 (bench/kernel-tables/h200.md).
-  if (N <= 2048 && M <= 16) return M <= 8 ? pick("mma128x8") : pick("mma128x16");
-  const bool many_rows = (N + 63) / 64 >= 2 * sms;
-  if (M <= 16) return many_rows ? pick("sk128x16") : pick("pp64x16p8");
-  if (M <= 32) {
-    if (many_rows) return pick("sk128x32");
-    return N <= 4096 ? pick("pp64x16p8") : K >= 24576 ? pick("pp64x32") : pick("sk128x16");
-  }
-  if (M <= 64) return pick("pp64x64p8");
-  if (M <= 128)
-    return many_rows ? pick("coop128x128p8") : N <= 4096 ? pick("pp64x64p8") : pick("sk128x64p8");
-  if (M <= 256) return !many_rows && N <= 4096 ? pick("sk128x64p8") : pick("coop128x128p8");
-  if (M <= 512 && !many_rows && K >= 24576) return pick("sk128x64p8");
-  return pick("coop128x128p8");
+  return fp8gemm::kChoiceVariant[heuristic::nfp8_choice(M, N, K, fp8gemm::device_cache().sms)];
 }
 
 void nested_fp8_gemm(const NestedWeight& w, const uint8_t* xq, const float* x_scale, __half* Y,

@@ -30,6 +30,8 @@
 #include <cstdint>
 #include <cstdlib>
 
+#include "backend/cuda/gemm_heuristics.hpp"
+
 namespace nestedfp::cuda::mma_stream {
 
 enum class Mode { Fp16, Fp8 };
@@ -355,9 +357,7 @@ int splits_for(const Args& a, int sms) {
   }
   const int64_t ctas = int64_t((a.N + kRows - 1) / kRows) * ((a.M + kTokens - 1) / kTokens);
   const int blocks = (a.K + kBlockK - 1) / kBlockK;
-  int s = 1;
-  while (s < 8 && ctas * s < sms && blocks / (2 * s) >= S::kStages) s *= 2;
-  return s;
+  return heuristic::mma_stream_splits(ctas, blocks, S::kStages, sms);
 }
 
 // The most tokens one call takes: grid z holds the token tiles (at most 65535). The tuner and

@@ -1,0 +1,124 @@
+#pragma once
+// The configuration each nested GEMM family runs where the kernel table has no entry (another
+// GPU, a model nobody tuned, `--kernel-table none`). Plain C++ with no CUDA: the dispatchers
+// (nested_fp16_gemm.cu, nested_fp8_gemm.cu) resolve the names at compile time, and
+// tests/cpu/gemm_heuristics_test.cpp scores the rules against every candidate that `tune` timed
+// on the H200 (bench/kernel-tables/h200.candidates.csv; docs/KERNELS.md §2.4).
+//
+// Fitted to that file (2026-12-02: 25 weight shapes of Llama-3.1-8B and Mistral-Small-24B at
+// TP 1 and 4, 12 token counts each). Fitted on one model, the other model's points run within
+// 0.5% (NestedFP8 both ways; NestedFP16 fitted on Llama, 1.3% the other way) of their fastest
+// candidate (geometric mean; docs/KERNELS.md §2.4). The rules, in words:
+//  - few weight rows: the streaming mma kernels, whose token tiles each re-read the weight,
+//    win up to M = 64 (N <= 2048) or M = 256 (N <= 512, tiles of M/4);
+//  - few tokens on weights up to 64 MB: the mma kernels too (they keep more loads in flight than
+//    a 128-row TMA tile on 132 SMs);
+//  - otherwise the largest CUTLASS tile that still gives enough tiles to fill the SMs: the
+//    NestedFP16 stream-K tiles need fewer at long K (stream-K splits K), the NestedFP8 tiles
+//    about 0.6 per SM.
+#include <array>
+#include <cstdint>
+#include <string_view>
+
+namespace nestedfp::cuda::heuristic {
+
+// Cluster size along K of a streaming mma launch (nested_mma_stream.cuh): the smallest power of
+// two up to 8 that gives every SM a CTA, while each K slice keeps at least `stages` blocks.
+constexpr int mma_stream_splits(int64_t ctas, int k_blocks, int stages, int sms) {
+  int s = 1;
+  while (s < 8 && ctas * s < sms && k_blocks / (2 * s) >= stages) s *= 2;
+  return s;
+}
+
+constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+constexpr int pow2_at_least(int x) {
+  int t = 1;
+  while (t < x) t *= 2;
+  return t;
+}
+
+// What the heuristics may return; every name must be in the default kernel set (the dispatchers
+// check this at compile time, the CPU test against gemm_configs.def).
+inline constexpr std::array<std::string_view, 12> kNfp16Choices = {"mma128x8",
+                                                                   "mma128x16",
+                                                                   "mma128x32",
+                                                                   "mma128x64",
+                                                                   "mma128x8s2",
+                                                                   "mma128x16s2",
+                                                                   "t128x16x128_coop_sk",
+                                                                   "t128x32x128_coop_sk",
+                                                                   "t128x64x128_coop_sk",
+                                                                   "t128x128x64_coop_sk",
+                                                                   "t128x256x64_coop_sk",
+                                                                   "t256x128x64_coop_sk"};
+inline constexpr std::array<std::string_view, 9> kNfp8Choices = {
+    "mma128x8", "mma128x16", "mma128x32",  "mma128x64",     "pp64x16p8",
+    "pp64x32",  "pp64x64p8", "sk128x64p8", "coop128x128p16"};
+
+constexpr int mma_index(int tokens) {  // 8, 16, 32, 64 -> 0..3 in both lists
+  return tokens <= 8 ? 0 : tokens <= 16 ? 1 : tokens <= 32 ? 2 : 3;
+}
+
+// NestedFP16: an index into kNfp16Choices.
+constexpr int nfp16_choice(int M, int N, int K, int sms) {
+  auto mma = [&](int tokens) {
+    tokens = tokens < 8 ? 8 : tokens > 64 ? 64 : tokens;
+    // mma128x8 / x16 keep 4 weight blocks in flight (~80 KB of shared memory: 2 CTAs per SM).
+    // When their K-split clusters of 4 or 8 CTAs need more than ~1.8 CTAs per SM, the clusters
+    // no longer fit at once and a second wave starts; the 2-stage variants fit more CTAs per SM
+    // (N = 4096 and 8192 at M <= 16 on the H200: 1.1-1.3x).
+    const int64_t ctas = ceil_div(N, 128) * ceil_div(M, tokens);
+    const int s = mma_stream_splits(ctas, int(ceil_div(K, 64)), 4, sms);
+    if (tokens <= 16 && s >= 4 && 10 * ctas * s > 18 * int64_t(sms)) return tokens <= 8 ? 4 : 5;
+    return mma_index(tokens);
+  };
+  if (N <= 512 && M <= 256) return mma(pow2_at_least(M) / 4);
+  if (N <= 2048 && M <= 64) return mma(pow2_at_least(M));
+  if (M <= 16 && int64_t(N) * K <= (int64_t(32) << 20)) return mma(M <= 8 ? 8 : 16);
+  // Very wide layers at 64 < M <= 128: the 256-row tile (fewer, fuller waves).
+  if (M > 64 && M <= 128 && N >= 24576) return 11;
+  // Tiles wanted: 0.3 per SM (40 of 132) at K = 4096, times sqrt(4096 / K): more at short K
+  // (less for stream-K to split), fewer at long K. An integer square root keeps this constexpr.
+  int64_t want = 0;
+  {
+    const int64_t sq = int64_t(40 * 40) * sms * sms * 4096 / (int64_t(132 * 132) * K);
+    while ((want + 1) * (want + 1) <= sq) ++want;
+  }
+  const int64_t rows = ceil_div(N, 128);
+  int t = pow2_at_least(M);
+  t = t < 16 ? 16 : t > 256 ? 256 : t;
+  while (t > 16 && rows * ceil_div(M, t) < want) t /= 2;
+  switch (t) {
+    case 16: return 6;
+    case 32: return 7;
+    case 64: return 8;
+    case 128: return 9;
+    default: return 10;
+  }
+}
+
+// NestedFP8: an index into kNfp8Choices.
+constexpr int nfp8_choice(int M, int N, int K, int sms) {
+  (void)K;  // the fit found no gain in a K term
+  if (N <= 512 && M <= 128) return mma_index(pow2_at_least(M) / 4);
+  if (N <= 2048 && M <= 16) return mma_index(M);
+  // The largest tile (64x16, 64x32, 64x64, 128x64 stream-K, 128x128) whose tile count reaches
+  // 0.6 per SM, and whose token tile is at least M / 64 (more tiles per row block are slow).
+  struct Tile {
+    int rows, tokens, choice;
+  };
+  constexpr Tile tiles[] = {{64, 16, 4}, {64, 32, 5}, {64, 64, 6}, {128, 64, 7}, {128, 128, 8}};
+  const int64_t want = (int64_t(6) * sms + 9) / 10;
+  const int cap = pow2_at_least(M) < 16 ? 16 : pow2_at_least(M);
+  int pick = 0;
+  for (int i = 0; i < 5; ++i) {
+    const Tile& t = tiles[i];
+    if (t.tokens > cap) break;
+    if (ceil_div(N, t.rows) * ceil_div(M, t.tokens) < want) break;
+    pick = i;
+  }
+  while (pick < 4 && int64_t(tiles[pick].tokens) * 64 < M) ++pick;
+  return tiles[pick].choice;
+}
+
+}  // namespace nestedfp::cuda::heuristic
