@@ -24,7 +24,9 @@
 #   RETUNE=bench/kernel-tables/h200.json   runs that table's "command" field again (its tune
 #                             commands, from an empty table) and copies the new table (.json, .md,
 #                             .candidates.csv) to $CHAIN/retune; it replaces the table there, so
-#                             later stages load it (before KBENCH_ARGS, after TUNE_ARGS)
+#                             later stages load it (before KBENCH_ARGS, after TUNE_ARGS); the
+#                             next device command gets a fresh copy of this checkout, so bring the
+#                             table back from $CHAIN/retune and commit it
 #   KBENCH_TABLE=FILE         the table KBENCH_ARGS loads (default TUNE_ARGS's, else auto)
 #   NCU_SET=full              every section with PC sampling (the stall reasons appear in the rule
 #                             texts of the details page), for the kernels matching NCU_KERNELS
