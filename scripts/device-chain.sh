@@ -69,24 +69,40 @@ fi
 if [ -n "${RETUNE:-}" ]; then
   # The table's own "command" field, run again in this checkout: the same models, --tp sizes and
   # options, the same --out path (bench/kernel-tables/...), from an empty table, so the command
-  # field stays as it was. The old table is kept in $CHAIN/retune/old.json.
+  # field stays as it was. The old table is kept in $CHAIN/retune/old.json; a command that fails
+  # stops the stage and puts the old table (.json, .md, .candidates.csv) back.
   stamp "retune $RETUNE"
-  mkdir -p "$CHAIN/retune"
-  cmds=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["command"])' "$RETUNE")
+  mkdir -p "$CHAIN/retune/old"
+  base=${RETUNE%.json}
+  cmds=""
+  if [ -f "$RETUNE" ]; then
+    cmds=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1])).get("command", ""))' "$RETUNE")
+  fi
   if [ -z "$cmds" ]; then
-    stamp "retune: $RETUNE has no command field"
+    stamp "retune: $RETUNE is missing, unreadable or has no command field"
   else
-    mv "$RETUNE" "$CHAIN/retune/old.json"
-    rm -f "${RETUNE%.json}.md" "${RETUNE%.json}.candidates.csv"
+    cp "$base".* "$CHAIN/retune/old/" 2>/dev/null
+    cp "$RETUNE" "$CHAIN/retune/old.json"
+    rm -f "$RETUNE" "$base.md" "$base.candidates.csv"
+    ok=1
     IFS=';' read -ra parts <<< "$cmds"
     for c in "${parts[@]}"; do
-      c=$(echo $c)  # trims (unquoted on purpose: the fields are plain words)
-      if [[ $c != "nestedfp tune "* ]]; then stamp "retune: not a tune command: $c"; continue; fi
+      read -ra words <<< "$c"; c="${words[*]}"  # trimmed
+      [ -z "$c" ] && continue
+      if [[ $c != "nestedfp tune "* ]]; then stamp "retune: not a tune command: $c"; ok=0; break; fi
       timeout -k 30 "${TUNE_TIMEOUT_S:-600}" bash -c "build/cuda/nestedfp ${c#nestedfp }" \
         >> "$CHAIN/retune/stdout.txt" 2>> "$CHAIN/retune/tune.log"
-      stamp "retune exit $?: $c"
+      rc=$?
+      stamp "retune exit $rc: $c"
+      [ "$rc" = 0 ] || { ok=0; break; }
     done
-    cp "${RETUNE%.json}".* "$CHAIN/retune/" 2>/dev/null
+    if [ "$ok" = 1 ]; then
+      cp "$base".* "$CHAIN/retune/" 2>/dev/null
+    else
+      rm -f "$RETUNE" "$base.md" "$base.candidates.csv"
+      cp "$CHAIN/retune/old/"* "$(dirname "$RETUNE")/"
+      stamp "retune failed: the old table is back in place"
+    fi
   fi
 fi
 

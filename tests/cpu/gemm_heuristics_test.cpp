@@ -7,12 +7,14 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <set>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <vector>
 
@@ -62,6 +64,35 @@ TEST(GemmHeuristics, MmaSplitsFillTheSmsAndKeepTheirPipeline) {
   EXPECT_EQ(h::mma_stream_splits(200, 64, 4, 132), 1);  // already more CTAs than SMs
   EXPECT_EQ(h::mma_stream_splits(8, 16, 4, 132), 4);    // K = 1024: 16 blocks, 4 per slice
   EXPECT_EQ(h::mma_stream_splits(8, 7, 4, 132), 1);
+}
+
+// The token tile of a configuration name ("mma128x16s2", "t128x64x128_coop_sk", "pp64x32": the
+// number after the first x), as `tune` reads it.
+int tile_tokens(std::string_view name) {
+  const size_t x = name.find('x');
+  return x == std::string_view::npos ? 0 : std::atoi(std::string(name.substr(x + 1)).c_str());
+}
+
+// Over shapes far beyond the fitted ones, every choice stays inside what `tune` would time: a
+// streaming mma tile re-reads the weight at most 4 times, a CUTLASS tile at most 64 times.
+TEST(GemmHeuristics, ChoicesStayWithinTheTunersCandidateFilter) {
+  int checked = 0;
+  for (int sms : {78, 114, 132, 148})
+    for (int N : {8, 64, 128, 200, 256, 512, 520, 1024, 2048, 3072, 4096, 8192, 28672, 131072})
+      for (int K : {16, 336, 1024, 4096, 14336, 65536})
+        for (int M = 1; M <= 65536; M = M < 8 ? M + 1 : M * 3 / 2) {
+          for (int fam = 0; fam < 2; ++fam) {
+            const std::string_view name = fam == 0 ? h::kNfp16Choices[h::nfp16_choice(M, N, K, sms)]
+                                                   : h::kNfp8Choices[h::nfp8_choice(M, N, K, sms)];
+            const int t = tile_tokens(name);
+            const bool mma = name.substr(0, 3) == "mma";
+            const bool ok = mma ? t * 4 >= M : (t * 64 >= M || t >= 128);
+            EXPECT_TRUE(ok) << name << " at M=" << M << " N=" << N << " K=" << K << " sms=" << sms;
+            if (!ok) return;
+            ++checked;
+          }
+        }
+  EXPECT_GT(checked, 10000);
 }
 
 struct Point {
@@ -119,9 +150,15 @@ Score score(const std::map<Key, Point>& pts, const std::string& family, Choose c
                     << pick << ", which the tune did not time there";
       continue;
     }
+    const auto old = p.us.find(p.old_choice);
+    if (old == p.us.end()) {
+      ADD_FAILURE() << family << " N=" << N << " K=" << K << " M=" << M
+                    << ": no row is flagged as the tune's heuristic";
+      continue;
+    }
     const double loss = it->second / best;
     log_sum += std::log(loss);
-    old_log_sum += std::log(p.us.at(p.old_choice) / best);
+    old_log_sum += std::log(old->second / best);
     s.worst = std::max(s.worst, loss);
     ++s.points;
   }
@@ -132,7 +169,8 @@ Score score(const std::map<Key, Point>& pts, const std::string& family, Choose c
 
 // Bounds a little above what the rules reach on this file (2026-12-02: NestedFP16 1.005 geomean,
 // worst 1.16; NestedFP8 1.004, worst 1.10; the heuristics before them 1.083 / 3.69 and 1.049 /
-// 1.96): a change that makes untuned shapes slower fails here.
+// 1.96): a change that makes these shapes slower fails here. The score is in-sample (the rules
+// were fitted to this file); KERNELS.md §2.4 gives the held-out-model figures.
 TEST(GemmHeuristics, WithinAFewPercentOfTheFastestH200Candidate) {
   const auto pts = load_candidates(std::filesystem::path(NESTEDFP_SOURCE_DIR) /
                                    "bench/kernel-tables/h200.candidates.csv");

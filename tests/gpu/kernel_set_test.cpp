@@ -51,7 +51,8 @@ TEST(KernelSet, CiConfigurationsAreInEveryBuild) {
   ASSERT_GE(c16, 0);
   EXPECT_TRUE(cuda::nested_fp16_config_available(c16));
   EXPECT_STREQ(cuda::nested_fp16_config_name(c16), "t128x16x128_coop_sk");
-  EXPECT_EQ(cuda::nested_fp16_gemm_heuristic(1, 4096, 4096), c16);  // the ci build's M <= 16 path
+  // The ci build's CUTLASS tile at M <= 16, on a weight too large for the streaming kernels.
+  EXPECT_EQ(cuda::nested_fp16_gemm_heuristic(1, 4096, 14336), c16);
   const int c8 = index_of(cuda::nested_fp8_gemm_variant_names(), "pp64x16");
   ASSERT_GE(c8, 0);
   EXPECT_TRUE(cuda::nested_fp8_gemm_variant_built(c8));

@@ -9,10 +9,11 @@
 // TP 1 and 4, 12 token counts each). Fitted on one model, the other model's points run within
 // 0.5% (NestedFP8 both ways; NestedFP16 fitted on Llama, 1.3% the other way) of their fastest
 // candidate (geometric mean; docs/KERNELS.md §2.4). The rules, in words:
-//  - few weight rows: the streaming mma kernels, whose token tiles each re-read the weight,
-//    win up to M = 64 (N <= 2048) or M = 256 (N <= 512, tiles of M/4);
-//  - few tokens on weights up to 64 MB: the mma kernels too (they keep more loads in flight than
-//    a 128-row TMA tile on 132 SMs);
+//  - few weight rows: the streaming mma kernels, whose token tiles each re-read the weight, win
+//    at small M (NestedFP16: up to M = 64 for N <= 2048, M = 256 for N <= 512; NestedFP8: up to
+//    M = 16 and 128);
+//  - NestedFP16 only, few tokens on weights up to 64 MB: the mma kernels too (they keep more
+//    loads in flight than a 128-row TMA tile on 132 SMs);
 //  - otherwise the largest CUTLASS tile that still gives enough tiles to fill the SMs: the
 //    NestedFP16 stream-K tiles need fewer at long K (stream-K splits K), the NestedFP8 tiles
 //    about 0.6 per SM.
@@ -31,9 +32,9 @@ constexpr int mma_stream_splits(int64_t ctas, int k_blocks, int stages, int sms)
 }
 
 constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-constexpr int pow2_at_least(int x) {
+constexpr int pow2_at_least(int x) {  // capped at 2^20: no tile is larger
   int t = 1;
-  while (t < x) t *= 2;
+  while (t < x && t < (1 << 20)) t *= 2;
   return t;
 }
 
@@ -61,12 +62,13 @@ constexpr int mma_index(int tokens) {  // 8, 16, 32, 64 -> 0..3 in both lists
 
 // NestedFP16: an index into kNfp16Choices.
 constexpr int nfp16_choice(int M, int N, int K, int sms) {
+  if (M < 1 || N < 1 || K < 1 || sms < 1) return 6;  // the callers refuse such shapes anyway
   auto mma = [&](int tokens) {
     tokens = tokens < 8 ? 8 : tokens > 64 ? 64 : tokens;
     // mma128x8 / x16 keep 4 weight blocks in flight (~80 KB of shared memory: 2 CTAs per SM).
     // When their K-split clusters of 4 or 8 CTAs need more than ~1.8 CTAs per SM, the clusters
     // no longer fit at once and a second wave starts; the 2-stage variants fit more CTAs per SM
-    // (N = 4096 and 8192 at M <= 16 on the H200: 1.1-1.3x).
+    // (N = 4096 and 8192 at M <= 16 on the H200: 1.06-1.3x).
     const int64_t ctas = ceil_div(N, 128) * ceil_div(M, tokens);
     const int s = mma_stream_splits(ctas, int(ceil_div(K, 64)), 4, sms);
     if (tokens <= 16 && s >= 4 && 10 * ctas * s > 18 * int64_t(sms)) return tokens <= 8 ? 4 : 5;
@@ -88,6 +90,9 @@ constexpr int nfp16_choice(int M, int N, int K, int sms) {
   int t = pow2_at_least(M);
   t = t < 16 ? 16 : t > 256 ? 256 : t;
   while (t > 16 && rows * ceil_div(M, t) < want) t /= 2;
+  // At most 64 token tiles per row block (as `tune` filters its candidates): more re-read the
+  // weight too often.
+  while (t < 256 && int64_t(t) * 64 < M) t *= 2;
   switch (t) {
     case 16: return 6;
     case 32: return 7;
@@ -99,7 +104,8 @@ constexpr int nfp16_choice(int M, int N, int K, int sms) {
 
 // NestedFP8: an index into kNfp8Choices.
 constexpr int nfp8_choice(int M, int N, int K, int sms) {
-  (void)K;  // the fit found no gain in a K term
+  (void)K;                                  // the fit found no gain in a K term
+  if (M < 1 || N < 1 || sms < 1) return 4;  // the callers refuse such shapes anyway
   if (N <= 512 && M <= 128) return mma_index(pow2_at_least(M) / 4);
   if (N <= 2048 && M <= 16) return mma_index(M);
   // The largest tile (64x16, 64x32, 64x64, 128x64 stream-K, 128x128) whose tile count reaches

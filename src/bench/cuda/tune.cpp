@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -250,9 +251,22 @@ int tune_kernels(const TuneOptions& o) {
       << (merged ? "\n---\n\n" : "") << md;
   std::filesystem::path csv_path = out;
   csv_path.replace_extension(".candidates.csv");
-  const bool append = merged && std::filesystem::exists(csv_path);
-  std::ofstream(csv_path, append ? std::ios::app : std::ios::trunc)
-      << (append ? "" : "shape,N,K,M,family,variant,us,heuristic,chosen\n") << csv;
+  std::string kept;  // --merge: the other shapes' rows; a re-tuned shape's are replaced whole
+  if (merged && std::filesystem::exists(csv_path)) {
+    std::ifstream in(csv_path);
+    std::string row;
+    std::getline(in, row);  // header
+    while (std::getline(in, row)) {
+      const size_t q = row.find('"', 1);  // the quoted shape label, then N,K,...
+      int N = 0, K = 0;
+      if (q == std::string::npos || std::sscanf(row.c_str() + q + 1, ",%d,%d", &N, &K) != 2)
+        continue;
+      const bool retuned = std::any_of(o.shapes.begin(), o.shapes.end(),
+                                       [&](const TuneShape& sh) { return sh.N == N && sh.K == K; });
+      if (!retuned) kept += row + "\n";
+    }
+  }
+  std::ofstream(csv_path) << "shape,N,K,M,family,variant,us,heuristic,chosen\n" << kept << csv;
   fmt::print("{}", md);
   fmt::print(stderr, "tune: wrote {} ({} entries), {} and {}\n", out.string(),
              merged ? merged->size() : table.size(), md_path.string(), csv_path.string());
