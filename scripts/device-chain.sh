@@ -28,6 +28,11 @@
 #                             next device command gets a fresh copy of this checkout, so bring the
 #                             table back from $CHAIN/retune and commit it
 #   KBENCH_TABLE=FILE         the table KBENCH_ARGS loads (default TUNE_ARGS's, else auto)
+#   SPLITS_SHAPES="NxK,..."   `tune --shapes ... --m 1,8,16 --kernel-set-only` once with the mma
+#                             launch's own cluster split and once per forced split
+#                             (NFP_MMA_SPLITS=1,2,4,8), then bench/mma_splits.py into
+#                             $CHAIN/splits.md: does a smaller split of the 4-stage kernel match
+#                             the 2-stage one (KERNELS.md §2.4)? (~10-20 s per run and shape)
 #   NCU_SET=full              every section with PC sampling (the stall reasons appear in the rule
 #                             texts of the details page), for the kernels matching NCU_KERNELS
 #                             (a regex of mangled names, default NestedFp16): tens of passes each
@@ -115,6 +120,19 @@ if [ -n "${KBENCH_ARGS:-}" ]; then
   timeout -k 30 "${KBENCH_TIMEOUT_S:-600}" build/cuda/nestedfp bench kernels --out "$CHAIN/kb" $KBENCH_ARGS "${table[@]}" \
     > "$CHAIN/kb/stdout.txt" 2> "$CHAIN/kb/bench.log"
   stamp "bench kernels exit $?"
+fi
+
+if [ -n "${SPLITS_SHAPES:-}" ]; then
+  mkdir -p "$CHAIN/splits"
+  for run in auto s1 s2 s4 s8; do
+    stamp "splits $run: tune --shapes $SPLITS_SHAPES"
+    if [ "$run" = auto ]; then env=(env -u NFP_MMA_SPLITS); else env=(env NFP_MMA_SPLITS=${run#s}); fi
+    timeout -k 30 "${TUNE_TIMEOUT_S:-600}" "${env[@]}" build/cuda/nestedfp tune --shapes "$SPLITS_SHAPES" \
+      --m 1,8,16 --kernel-set-only --target-ms 10 --out "$CHAIN/splits/$run.json" \
+      > /dev/null 2>> "$CHAIN/splits/tune.log"
+    stamp "splits $run exit $?"
+  done
+  python3 bench/mma_splits.py "$CHAIN/splits" > "$CHAIN/splits.md" 2>&1
 fi
 
 if [ -n "${E2E:-}" ]; then

@@ -1,0 +1,54 @@
+#!/usr/bin/env python3
+"""Sums up the SPLITS_SHAPES stage of scripts/device-chain.sh: `nestedfp tune` run once per forced
+cluster split of the streaming mma kernels (NFP_MMA_SPLITS) and once with the launch's own choice.
+Prints, per family, shape and M, each mma candidate's time at every split, and the fastest CUTLASS
+candidate of the same run for scale (it ignores the variable), as a markdown table.
+
+    python3 bench/mma_splits.py DIR     # DIR holds auto.candidates.csv, s1.candidates.csv, ...
+
+The question it answers (docs/KERNELS.md §2.4): is the 2-stage kernels' win on 4096-row layers a
+second wave of K-split clusters, i.e. does the 4-stage kernel at a smaller split match it?
+"""
+import csv
+import os
+import sys
+from collections import defaultdict
+
+RUNS = ["auto", "s1", "s2", "s4", "s8"]
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    d = sys.argv[1]
+    times = defaultdict(dict)  # (family, N, K, M, variant) -> {run: us}
+    cutlass = defaultdict(dict)  # (family, N, K, M) -> {run: fastest non-mma us}
+    found = []
+    for run in RUNS:
+        path = os.path.join(d, run + ".candidates.csv")
+        if not os.path.exists(path):
+            continue
+        found.append(run)
+        with open(path, newline="") as f:
+            for r in csv.DictReader(f):
+                key = (r["family"], int(r["N"]), int(r["K"]), int(r["M"]))
+                us = float(r["us"])
+                if r["variant"].startswith("mma"):
+                    times[key + (r["variant"],)][run] = us
+                else:
+                    best = cutlass[key].get(run)
+                    cutlass[key][run] = us if best is None else min(best, us)
+    if not found:
+        sys.exit(f"mma_splits: no <run>.candidates.csv in {d} (runs: {', '.join(RUNS)})")
+    print("| family | N x K | M | variant | " + " | ".join(found) + " | best CUTLASS |")
+    print("|---" * (5 + len(found)) + "|")
+    for key in sorted(times):
+        fam, n, k, m, v = key
+        cells = [f"{times[key][r]:.1f}" if r in times[key] else "-" for r in found]
+        c = cutlass.get((fam, n, k, m), {})
+        ref = f"{min(c.values()):.1f}" if c else "-"
+        print(f"| {fam} | {n} x {k} | {m} | {v} | " + " | ".join(cells) + f" | {ref} |")
+
+
+if __name__ == "__main__":
+    main()
