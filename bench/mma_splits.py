@@ -1,20 +1,22 @@
 #!/usr/bin/env python3
 """Sums up the SPLITS_SHAPES stage of scripts/device-chain.sh: `nestedfp tune` run once per forced
-cluster split of the streaming mma kernels (NFP_MMA_SPLITS) and once with the launch's own choice.
+cluster split of the streaming mma kernels (NFP_MMA_SPLITS), once with the launch's own choice and
+once with NFP_MMA_SPLITS=resident (the split halved until all clusters fit at once).
 Prints, per family, shape and M, each mma candidate's time at every split, and the fastest CUTLASS
 candidate of the same run for scale (it ignores the variable), as a markdown table.
 
     python3 bench/mma_splits.py DIR     # DIR holds auto.candidates.csv, s1.candidates.csv, ...
 
 The question it answers (docs/KERNELS.md §2.4): is the 2-stage kernels' win on 4096-row layers a
-second wave of K-split clusters, i.e. does the 4-stage kernel at a smaller split match it?
+second wave of K-split clusters, i.e. does the 4-stage kernel at a smaller split (or `resident`)
+match it?
 """
 import csv
 import os
 import sys
 from collections import defaultdict
 
-RUNS = ["auto", "s1", "s2", "s4", "s8"]
+RUNS = ["auto", "resident", "s1", "s2", "s4", "s8"]
 
 
 def main():

@@ -29,7 +29,8 @@
 #                             table back from $CHAIN/retune and commit it
 #   KBENCH_TABLE=FILE         the table KBENCH_ARGS loads (default TUNE_ARGS's, else auto)
 #   SPLITS_SHAPES="NxK,..."   `tune --shapes ... --m 1,8,16 --kernel-set-only` once with the mma
-#                             launch's own cluster split and once per forced split
+#                             launch's own cluster split, once with NFP_MMA_SPLITS=resident (split
+#                             halved until every cluster is resident) and once per forced split
 #                             (NFP_MMA_SPLITS=1,2,4,8), then bench/mma_splits.py into
 #                             $CHAIN/splits.md: does a smaller split of the 4-stage kernel match
 #                             the 2-stage one (KERNELS.md §2.4)? (~10-20 s per run and shape)
@@ -124,9 +125,13 @@ fi
 
 if [ -n "${SPLITS_SHAPES:-}" ]; then
   mkdir -p "$CHAIN/splits"
-  for run in auto s1 s2 s4 s8; do
+  for run in auto resident s1 s2 s4 s8; do
     stamp "splits $run: tune --shapes $SPLITS_SHAPES"
-    if [ "$run" = auto ]; then env=(env -u NFP_MMA_SPLITS); else env=(env NFP_MMA_SPLITS=${run#s}); fi
+    case $run in
+      auto) env=(env -u NFP_MMA_SPLITS) ;;
+      resident) env=(env NFP_MMA_SPLITS=resident) ;;
+      *) env=(env NFP_MMA_SPLITS=${run#s}) ;;
+    esac
     timeout -k 30 "${TUNE_TIMEOUT_S:-600}" "${env[@]}" build/cuda/nestedfp tune --shapes "$SPLITS_SHAPES" \
       --m 1,8,16 --kernel-set-only --target-ms 10 --out "$CHAIN/splits/$run.json" \
       > /dev/null 2>> "$CHAIN/splits/tune.log"

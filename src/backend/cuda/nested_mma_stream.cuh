@@ -29,6 +29,7 @@
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
+#include <string_view>
 
 #include "backend/cuda/gemm_heuristics.hpp"
 
@@ -346,7 +347,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) stream_gemm_kernel(Args 
 
 // Cluster size along K: the smallest power of two (<= 8, the portable cluster limit) that gives
 // every SM a CTA, as long as each slice keeps at least kStages blocks. NFP_MMA_SPLITS=S overrides
-// (experiments).
+// (experiments; "resident" is handled in launch()).
 template <Mode kMode, int kTokens, int kStagesWanted = 0>
 int splits_for(const Args& a, int sms) {
   using S = Shape<kTokens, kStagesWanted, kMode == Mode::Fp16>;
@@ -399,6 +400,21 @@ cudaError_t launch(const Args& a, int sms, cudaStream_t stream) {
   attr[0].val.clusterDim.z = 1;
   cfg.attrs = attr;
   cfg.numAttrs = 1;
+  // NFP_MMA_SPLITS=resident (an experiment, docs/KERNELS.md §2.4): halve the split while the
+  // grid's clusters cannot all be resident at once, so no second wave of clusters starts (the
+  // hypothesis behind the 2-stage kernels' wins on 4096-row layers).
+  if (const char* env = std::getenv("NFP_MMA_SPLITS"); env && std::string_view(env) == "resident") {
+    const int64_t clusters = int64_t(cfg.gridDim.x) * cfg.gridDim.z;
+    for (int s = splits; s > 1; s /= 2) {
+      attr[0].val.clusterDim.y = unsigned(s);
+      cfg.gridDim.y = unsigned(s);
+      int resident = 0;
+      if (cudaError_t e = cudaOccupancyMaxActiveClusters(&resident, kernel, &cfg); e != cudaSuccess)
+        return e;
+      if (clusters <= resident) break;
+      if (s == 2) attr[0].val.clusterDim.y = cfg.gridDim.y = 1;
+    }
+  }
   return cudaLaunchKernelEx(&cfg, kernel, a);
 }
 
