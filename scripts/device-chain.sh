@@ -32,7 +32,8 @@
 #                             launch's own cluster split, once with NFP_MMA_SPLITS=resident (split
 #                             halved until every cluster is resident) and once per forced split
 #                             (NFP_MMA_SPLITS=1,2,4,8), then bench/mma_splits.py into
-#                             $CHAIN/splits.md: does a smaller split of the 4-stage kernel match
+#                             $CHAIN/splits/splits.md (scripts/mma-splits-probe.sh): does a
+#                             smaller split of the 4-stage kernel match
 #                             the 2-stage one (KERNELS.md §2.4)? (~10-20 s per run and shape)
 #   NCU_SET=full              every section with PC sampling (the stall reasons appear in the rule
 #                             texts of the details page), for the kernels matching NCU_KERNELS
@@ -124,20 +125,9 @@ if [ -n "${KBENCH_ARGS:-}" ]; then
 fi
 
 if [ -n "${SPLITS_SHAPES:-}" ]; then
-  mkdir -p "$CHAIN/splits"
-  for run in auto resident s1 s2 s4 s8; do
-    stamp "splits $run: tune --shapes $SPLITS_SHAPES"
-    case $run in
-      auto) env=(env -u NFP_MMA_SPLITS) ;;
-      resident) env=(env NFP_MMA_SPLITS=resident) ;;
-      *) env=(env NFP_MMA_SPLITS=${run#s}) ;;
-    esac
-    timeout -k 30 "${TUNE_TIMEOUT_S:-600}" "${env[@]}" build/cuda/nestedfp tune --shapes "$SPLITS_SHAPES" \
-      --m 1,8,16 --kernel-set-only --target-ms 10 --out "$CHAIN/splits/$run.json" \
-      > /dev/null 2>> "$CHAIN/splits/tune.log"
-    stamp "splits $run exit $?"
-  done
-  python3 bench/mma_splits.py "$CHAIN/splits" > "$CHAIN/splits.md" 2>&1
+  stamp "mma splits probe: $SPLITS_SHAPES"
+  bash scripts/mma-splits-probe.sh build/cuda/nestedfp "$CHAIN/splits" "$SPLITS_SHAPES" > "$CHAIN/splits.log" 2>&1
+  stamp "mma splits probe exit $?"
 fi
 
 if [ -n "${E2E:-}" ]; then
