@@ -68,7 +68,8 @@ constexpr int nfp16_choice(int M, int N, int K, int sms) {
     // mma128x8 / x16 keep 4 weight blocks in flight (~80 KB of shared memory: 2 CTAs per SM).
     // When their K-split clusters of 4 or 8 CTAs need more than ~1.8 CTAs per SM, the clusters
     // no longer fit at once and a second wave starts; the 2-stage variants fit more CTAs per SM
-    // (N = 4096 and 8192 at M <= 16 on the H200: 1.06-1.3x).
+    // (N = 4096 and 8192 at M <= 16 on the H200: 1.06-1.3x; the second wave measured in
+    // bench/results/2026-12-02-h200-mma-splits.md).
     const int64_t ctas = ceil_div(N, 128) * ceil_div(M, tokens);
     const int s = mma_stream_splits(ctas, int(ceil_div(K, 64)), 4, sms);
     if (tokens <= 16 && s >= 4 && 10 * ctas * s > 18 * int64_t(sms)) return tokens <= 8 ? 4 : 5;
