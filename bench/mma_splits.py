@@ -3,7 +3,7 @@
 cluster split of the streaming mma kernels (NFP_MMA_SPLITS), once with the launch's own choice and
 once with NFP_MMA_SPLITS=resident (the split halved until all clusters fit at once).
 Prints, per family, shape and M, each mma candidate's time at every split, and the fastest CUTLASS
-candidate of the same run for scale (it ignores the variable), as a markdown table.
+candidate of the `auto` run for scale (the variable does not touch it), as a markdown table.
 
     python3 bench/mma_splits.py DIR     # DIR holds auto.candidates.csv, s1.candidates.csv, ...
 
@@ -21,7 +21,8 @@ RUNS = ["auto", "resident", "s1", "s2", "s4", "s8"]
 
 def main():
     if len(sys.argv) != 2:
-        sys.exit(__doc__)
+        print(__doc__, file=sys.stderr)
+        sys.exit(2)
     d = sys.argv[1]
     times = defaultdict(dict)  # (family, N, K, M, variant) -> {run: us}
     cutlass = defaultdict(dict)  # (family, N, K, M) -> {run: fastest non-mma us}
@@ -41,14 +42,21 @@ def main():
                     best = cutlass[key].get(run)
                     cutlass[key][run] = us if best is None else min(best, us)
     if not found:
-        sys.exit(f"mma_splits: no <run>.candidates.csv in {d} (runs: {', '.join(RUNS)})")
+        print(f"mma_splits: no <run>.candidates.csv in {d} (runs: {', '.join(RUNS)})", file=sys.stderr)
+        sys.exit(2)
     print("| family | N x K | M | variant | " + " | ".join(found) + " | best CUTLASS |")
     print("|---" * (5 + len(found)) + "|")
-    for key in sorted(times):
+    def order(key):  # mma128x8 before mma128x16 ...; the 2-stage variant after its 4-stage one
+        fam, n, k, m, v = key
+        tokens = int(v.split("x", 1)[1].split("s")[0])
+        return (fam, n, k, m, tokens, v)
+
+    for key in sorted(times, key=order):
         fam, n, k, m, v = key
         cells = [f"{times[key][r]:.1f}" if r in times[key] else "-" for r in found]
         c = cutlass.get((fam, n, k, m), {})
-        ref = f"{min(c.values()):.1f}" if c else "-"
+        ref_us = c.get("auto", min(c.values())) if c else None
+        ref = f"{ref_us:.1f}" if ref_us is not None else "-"
         print(f"| {fam} | {n} x {k} | {m} | {v} | " + " | ".join(cells) + f" | {ref} |")
 
 
