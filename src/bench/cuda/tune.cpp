@@ -243,12 +243,19 @@ int tune_kernels(const TuneOptions& o) {
     merged = backend::KernelTable::load(out.string());  // as it is now
     merged->merge(table);
   }
-  std::ofstream(out) << (merged ? merged->dump() : table.dump());
+  // A minute of GPU time per shape is in these files: a write that fails must say so.
+  auto write = [](const std::filesystem::path& path, std::ios::openmode mode,
+                  const std::string& text) {
+    std::ofstream f(path, mode);
+    f << text;
+    f.close();
+    if (!f) fail("tune: cannot write {} (disk full, or no permission?)", path.string());
+  };
+  write(out, std::ios::trunc, merged ? merged->dump() : table.dump());
   std::filesystem::path md_path = out;
   md_path.replace_extension(".md");
   const std::string md = summary_md(table, points, dev, info, o.target_ms);
-  std::ofstream(md_path, merged ? std::ios::app : std::ios::trunc)
-      << (merged ? "\n---\n\n" : "") << md;
+  write(md_path, merged ? std::ios::app : std::ios::trunc, (merged ? "\n---\n\n" : "") + md);
   std::filesystem::path csv_path = out;
   csv_path.replace_extension(".candidates.csv");
   std::string kept;  // --merge: the other shapes' rows; a re-tuned shape's are replaced whole
@@ -266,7 +273,7 @@ int tune_kernels(const TuneOptions& o) {
       if (!retuned) kept += row + "\n";
     }
   }
-  std::ofstream(csv_path) << "shape,N,K,M,family,variant,us,heuristic,chosen\n" << kept << csv;
+  write(csv_path, std::ios::trunc, "shape,N,K,M,family,variant,us,heuristic,chosen\n" + kept + csv);
   fmt::print("{}", md);
   fmt::print(stderr, "tune: wrote {} ({} entries), {} and {}\n", out.string(),
              merged ? merged->size() : table.size(), md_path.string(), csv_path.string());
