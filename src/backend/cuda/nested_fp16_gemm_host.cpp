@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "backend/cuda/sched_env.hpp"
 #include "nestedfp/error.hpp"
 
 namespace nestedfp::cuda::nfp16 {
@@ -53,33 +54,16 @@ SchedChoice sched_choice(int tile_m, int tile_n, int tile_k, int M, int N, int K
     c.decomposition = 2;
     c.splits = int(std::min<long>(std::min<long>(8, sms / tiles), k_tiles / 4));
   }
-  if (const char* env = std::getenv("NFP16_SCHED")) {
-    const int default_splits = c.splits;
-    c.splits = -1;
-    std::string s(env);
-    size_t pos = 0;
-    while (pos < s.size()) {
-      size_t end = s.find(',', pos);
-      if (end == std::string::npos) end = s.size();
-      const std::string kv = s.substr(pos, end - pos);
-      const size_t eq = kv.find('=');
-      if (eq != std::string::npos) {
-        const std::string key = kv.substr(0, eq);
-        const int v = std::atoi(kv.c_str() + eq + 1);
-        if (key == "raster")
-          c.raster = v;
-        else if (key == "swizzle")
-          c.swizzle = v;
-        else if (key == "decomp")
-          c.decomposition = v;
-        else if (key == "splits")
-          c.splits = v;
-      }
-      pos = end + 1;
-    }
+  // Read on every call: tests and the benchmark set it per scope.
+  const SchedOverride o = sched_override("NFP16_SCHED");
+  if (o.raster >= 0) c.raster = o.raster;
+  if (o.swizzle >= 0) c.swizzle = o.swizzle;
+  if (o.decomp >= 0) {
+    c.decomposition = o.decomp;
     // Splits belong to split-K only: data-parallel and stream-K reject splits > 1.
-    if (c.splits < 0) c.splits = c.decomposition == 2 || c.decomposition == 0 ? default_splits : 1;
+    if (c.decomposition != 2 && c.decomposition != 0) c.splits = 1;
   }
+  if (o.splits >= 0) c.splits = o.splits;
   return c;
 }
 

@@ -14,6 +14,7 @@
 #include "backend/cuda/gemm_heuristics.hpp"
 #include "backend/cuda/kernels.hpp"
 #include "backend/cuda/nested_fp8_gemm_impl.hpp"
+#include "backend/cuda/sched_env.hpp"
 
 namespace nestedfp::cuda {
 namespace fp8gemm {
@@ -189,9 +190,17 @@ void nested_fp8_gemm(const NestedWeight& w, const uint8_t* xq, const float* x_sc
   const auto& var = fp8gemm::kVariants[v];
   if (!var.run) cuda_fail("nested_fp8_gemm: ", kernel_set::not_built_message(var.name, var.tier));
   const auto& dc = fp8gemm::device_cache();
-  const int splits = var.split_k ? fp8gemm::split_count(var, M, w.N, w.K, dc.sms) : 0;
-  fp8gemm::Problem p{&w,       xq,     x_scale,      Y, M, stream, dc.device, dc.sms,
-                     var.name, splits, var.promotion};
+  int splits = var.split_k ? fp8gemm::split_count(var, M, w.N, w.K, dc.sms) : 0;
+  int decomposition = 0;
+  // NFP8_SCHED="decomp=1" (data-parallel), "decomp=2,splits=3", "decomp=3" (stream-K): tuning
+  // experiments on the stream-K kernels, read on every call like NFP16_SCHED.
+  const SchedOverride o = sched_override("NFP8_SCHED");
+  if (o.decomp >= 0) decomposition = o.decomp;
+  if (decomposition == 2) splits = o.splits > 1 ? o.splits : std::max(splits, 2);
+  if (decomposition == 1 || decomposition == 3) splits = 0;
+  fp8gemm::Problem p{&w,       xq,     x_scale,       Y,
+                     M,        stream, dc.device,     dc.sms,
+                     var.name, splits, decomposition, var.promotion};
   var.run(p);
 }
 

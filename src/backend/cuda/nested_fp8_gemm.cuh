@@ -1,6 +1,6 @@
 #pragma once
-// NestedFP8 GEMM on CUTLASS 4.2 (sm90, TMA warp-specialized), docs/KERNELS.md §2.3. Included only by
-// the nested_fp8_gemm_v*.cu translation units, one kernel configuration each (they compile in
+// NestedFP8 GEMM on CUTLASS 4.2 (sm90, TMA warp-specialized), docs/KERNELS.md §2.3. Included only
+// by the nested_fp8_gemm_v*.cu translation units, one kernel configuration each (they compile in
 // parallel).
 //
 // Swap AB: the CUTLASS problem is Yᵀ[N, M] = W_upper[N, K] · Xq[M, K]ᵀ, so the weight rows fill
@@ -140,7 +140,11 @@ void run(const Problem& p) {
   args.hw_info.sm_count = p.sm_count;
   if constexpr (cute::is_same_v<typename Cfg::TileScheduler, cutlass::gemm::StreamKScheduler>) {
     using Mode = decltype(args.scheduler.decomposition_mode);
-    if (p.splits > 1) {
+    if (p.decomposition == 1) {
+      args.scheduler.decomposition_mode = Mode::DataParallel;
+    } else if (p.decomposition == 3) {
+      args.scheduler.decomposition_mode = Mode::StreamK;
+    } else if (p.splits > 1) {
       args.scheduler.splits = p.splits;
       args.scheduler.decomposition_mode = Mode::SplitK;
     }

@@ -21,6 +21,7 @@ struct Problem {
   int device, sm_count;
   const char* variant_name;
   int splits;  // stream-K kernels only: > 1 forces split-K with this many K slices, else stream-K
+  int decomposition;  // stream-K kernels only: 0 as above, 1 data-parallel, 2 split-K, 3 stream-K
   int promotion;  // promoted (non-"fa") mainloops: k-blocks between FP32 promotions (0: CUTLASS's
                   // 4)
 };

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Nsight Compute stall breakdown of `nestedfp bench kernels` points (docs/KERNELS.md §2.7): per
+# point "NxK:M", the second launch of every distinct kernel with the WarpStateStats,
+# SpeedOfLight, ComputeWorkloadAnalysis and MemoryWorkloadAnalysis sections, exported as the raw
+# page (every metric, including the per-reason stall counters the details page leaves out), then
+# bench/ncu_stalls.py into OUT/stalls.md. Clocks are left alone (METHOD.md).
+#
+#   bash scripts/ncu-stalls.sh build/cuda/nestedfp OUTDIR "4096x4096:256 4096x4096:64"
+#   (with binaries built here: bash scripts/device-prebuilt.sh bash scripts/ncu-stalls.sh ...)
+set -u
+[ $# -eq 3 ] || { sed -n '2,9p' "$0"; exit 2; }
+bin=$1 out=$2 points=$3
+mkdir -p "$out"
+ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+[ -n "$ncu" ] || { echo "ncu-stalls: ncu not found (PATH, /opt/nvidia/nsight-compute)" >&2; exit 1; }
+"$ncu" --version > "$out/ncu-version.txt" 2>&1
+rc=0
+for pt in $points; do
+  shape=${pt%:*} m=${pt#*:}
+  timeout 300 "$ncu" --clock-control none --graph-profiling node --kernel-name-base mangled \
+    --kernel-id '::regex:.*:2' --section WarpStateStats --section SpeedOfLight \
+    --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis --csv --page raw \
+    "$bin" bench kernels --shapes "$shape" --m "$m" --target-ms 1 --out "/tmp/ncu-stalls-bk" \
+    > "$out/raw-$shape-m$m.csv" 2> "$out/raw-$shape-m$m.log" || { rc=1; echo "ncu-stalls: $pt failed (see $out/raw-$shape-m$m.log)" >&2; }
+done
+python3 "$(dirname "$0")/../bench/ncu_stalls.py" "$out"/raw-*.csv > "$out/stalls.md" || rc=1
+exit $rc
