@@ -1,7 +1,8 @@
 # One translation unit per CUTLASS GEMM configuration, generated from the table
 # src/backend/cuda/gemm_configs.def (its NFP16_CUTLASS and NFP8_CUTLASS rows) into the build tree,
 # so that adding a configuration is one row there. The C++ side reads the same table through
-# X-macros (types, entry points, variant tables); only the name and tier are needed here.
+# X-macros (types, entry points, variant tables). Each TU holds its own row's text and expands
+# only that row (NFP_GEMM_ONE_ROW), so editing the table recompiles only the TUs whose row changed.
 # Each TU compiles to nothing unless the build's kernel set contains its tier (gemm_kernel_set.hpp).
 function(nestedfp_generate_gemm_tus out_var)
   set(def "${CMAKE_CURRENT_SOURCE_DIR}/src/backend/cuda/gemm_configs.def")
@@ -15,6 +16,7 @@ function(nestedfp_generate_gemm_tus out_var)
     if(NOT row MATCHES "^NFP(16|8)_CUTLASS\\(([A-Za-z0-9_]+), *(CI|DEFAULT|ALL),")
       message(FATAL_ERROR "gemm_configs.def: cannot read the name and tier (CI | DEFAULT | ALL) of: ${row}")
     endif()
+    set(ROW "${row}")
     set(NAME "${CMAKE_MATCH_2}")
     set(TIER "${CMAKE_MATCH_3}")
     if(CMAKE_MATCH_1 STREQUAL "16")

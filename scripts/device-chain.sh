@@ -74,43 +74,11 @@ if [ -n "${TUNE_ARGS:-}" ]; then
 fi
 
 if [ -n "${RETUNE:-}" ]; then
-  # The table's own "command" field, run again in this checkout: the same models, --tp sizes and
-  # options, the same --out path (bench/kernel-tables/...), from an empty table, so the command
-  # field stays as it was. The old table is kept in $CHAIN/retune/old.json; a command that fails
-  # stops the stage and puts the old table (.json, .md, .candidates.csv) back.
+  # The table's own "command" field, run again (scripts/retune-table.sh): a failed command stops
+  # the stage and puts the old table back.
   stamp "retune $RETUNE"
-  mkdir -p "$CHAIN/retune/old"
-  base=${RETUNE%.json}
-  cmds=""
-  if [ -f "$RETUNE" ]; then
-    cmds=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1])).get("command", ""))' "$RETUNE")
-  fi
-  if [ -z "$cmds" ]; then
-    stamp "retune: $RETUNE is missing, unreadable or has no command field"
-  else
-    cp "$base".* "$CHAIN/retune/old/" 2>/dev/null
-    cp "$RETUNE" "$CHAIN/retune/old.json"
-    rm -f "$RETUNE" "$base.md" "$base.candidates.csv"
-    ok=1
-    IFS=';' read -ra parts <<< "$cmds"
-    for c in "${parts[@]}"; do
-      read -ra words <<< "$c"; c="${words[*]}"  # trimmed
-      [ -z "$c" ] && continue
-      if [[ $c != "nestedfp tune "* ]]; then stamp "retune: not a tune command: $c"; ok=0; break; fi
-      timeout -k 30 "${TUNE_TIMEOUT_S:-600}" bash -c "build/cuda/nestedfp ${c#nestedfp }" \
-        >> "$CHAIN/retune/stdout.txt" 2>> "$CHAIN/retune/tune.log"
-      rc=$?
-      stamp "retune exit $rc: $c"
-      [ "$rc" = 0 ] || { ok=0; break; }
-    done
-    if [ "$ok" = 1 ]; then
-      cp "$base".* "$CHAIN/retune/" 2>/dev/null
-    else
-      rm -f "$RETUNE" "$base.md" "$base.candidates.csv"
-      cp "$CHAIN/retune/old/"* "$(dirname "$RETUNE")/"
-      stamp "retune failed: the old table is back in place"
-    fi
-  fi
+  bash scripts/retune-table.sh build/cuda/nestedfp "$RETUNE" "$CHAIN/retune"
+  stamp "retune exit $?"
 fi
 
 if [ -n "${KBENCH_ARGS:-}" ]; then

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "gemm_fixture.hpp"
@@ -75,6 +76,46 @@ TEST(NestedFp8Gemm, AllVariantsMatchExactFp8Emulation) {
       expect_close(out, ref, tol, name);
     }
   }
+}
+
+// The stream-K kernels under every decomposition NFP8_SCHED can force (data-parallel, split-K
+// into 3 K slices, stream-K), on shapes with more tiles than SMs and with K tails, so that work
+// units start in the middle of K and partials are reduced.
+TEST(NestedFp8Gemm, StreamKKernelsUnderEveryDecomposition) {
+  struct SchedEnv {  // NFP8_SCHED for one scope (read by every call)
+    explicit SchedEnv(const char* v) { setenv("NFP8_SCHED", v, 1); }
+    ~SchedEnv() { unsetenv("NFP8_SCHED"); }
+  };
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE(testing::Message() << "seed " << seed);
+  std::mt19937_64 rng(seed);
+  const auto& names = cuda::nested_fp8_gemm_variant_names();
+  const Case cases[] = {{300, 2200, 1040},
+                        {9, 1000, 4112}};  // 18 x 3 tiles of 128 x 128; 33 K tiles
+  int tested = 0;
+  for (const auto& c : cases) {
+    SCOPED_TRACE(testing::Message() << "M=" << c.M << " N=" << c.N << " K=" << c.K);
+    Weight w(rng, c.N, c.K, true);
+    Activations a(rng, c.M, c.K);
+    const auto ref = fp8_reference(a, w);
+    DeviceBuffer<uint16_t> y(size_t(c.M) * c.N);
+    for (int v = 0; v < int(names.size()); ++v) {
+      if (names[v].rfind("sk", 0) != 0 || !cuda::nested_fp8_gemm_variant_built(v)) continue;
+      for (const char* sched : {"decomp=1", "decomp=2,splits=3", "decomp=3"}) {
+        SchedEnv env(sched);
+        y.poison();
+        cuda::GemmConfig cfg{v};
+        cuda::nested_fp8_gemm(w.view(), a.dq.get(), a.ds.get(), as_half(y.get()), c.M, nullptr,
+                              &cfg);
+        const auto out = y.download();
+        std::printf("  fp8 %-12s %-18s M=%-4d rel err %.3g\n", names[v].c_str(), sched, c.M,
+                    rel_error(out, ref));
+        expect_close(out, ref, 1e-3, names[v] + " " + sched);
+        ++tested;
+      }
+    }
+  }
+  if (tested == 0) GTEST_SKIP() << "no stream-K NestedFP8 kernel in this build";
 }
 
 TEST(NestedFp8Gemm, RejectsUnalignedShapes) {

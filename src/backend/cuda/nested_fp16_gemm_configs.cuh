@@ -17,6 +17,9 @@ using namespace gemm_schedules;  // Coop, Ping, StreamK, ... as the rows spell t
   using name = NestedConfig<Shape<_##tile_rows, _##tile_tokens, _##tile_k>,                     \
                             Shape<_##cluster_rows, _##cluster_tokens, _1>, schedule,            \
                             schedule##Epi, scheduler, atoms, stages>;
+// A generated configuration TU (NFP_GEMM_ONE_ROW) expands only its own row, after this header.
+#ifndef NFP_GEMM_ONE_ROW
 #include "backend/cuda/gemm_configs.def"
+#endif
 
 }  // namespace nestedfp::cuda::nfp16::configs

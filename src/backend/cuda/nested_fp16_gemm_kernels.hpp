@@ -35,8 +35,12 @@ using RunFn = void (*)(const Problem&);
 // One entry point per configuration of gemm_configs.def, defined in its translation unit only in
 // builds that contain its tier (the generated nested_fp16_gemm_v_<name>.cu; the mma ones in
 // nested_fp16_gemm_v_mma.cu). The dispatcher's table (nested_fp16_gemm.cu) lists them.
+// A generated configuration TU (NFP_GEMM_ONE_ROW) defines only its own entry point and reads no
+// other row, so that adding a row recompiles one TU.
+#ifndef NFP_GEMM_ONE_ROW
 #define NFP16_CUTLASS(name, ...) void run_##name(const Problem&);
 #define NFP16_MMA(name, ...) void run_##name(const Problem&);
 #include "backend/cuda/gemm_configs.def"
+#endif
 
 }  // namespace nestedfp::cuda::nfp16

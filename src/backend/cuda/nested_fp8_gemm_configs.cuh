@@ -16,6 +16,9 @@ using namespace gemm_schedules;  // Coop, Ping, StreamK, ... as the rows spell t
   using name = Config<cute::Shape<cute::_##tile_rows, cute::_##tile_tokens, cute::_##tile_k>,  \
                       cute::Shape<cute::_##cluster_rows, cute::_##cluster_tokens, cute::_1>,   \
                       schedule, schedule##Epi, scheduler>;
+// A generated configuration TU (NFP_GEMM_ONE_ROW) expands only its own row, after this header.
+#ifndef NFP_GEMM_ONE_ROW
 #include "backend/cuda/gemm_configs.def"
+#endif
 
 }  // namespace nestedfp::cuda::fp8gemm::configs

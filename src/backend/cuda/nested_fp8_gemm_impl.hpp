@@ -33,8 +33,12 @@ void* workspace_for(size_t bytes, cudaStream_t stream);
 // translation unit only in builds whose kernel set contains its tier (the generated
 // nested_fp8_gemm_v_<kernel>.cu; the mma ones in nested_fp8_gemm_v_mma.cu). The variant table in
 // nested_fp8_gemm.cu runs each kernel under one or more variant names (NFP8_VARIANT rows).
+// A generated configuration TU (NFP_GEMM_ONE_ROW) defines only its own entry point and reads no
+// other row, so that adding a row recompiles one TU.
+#ifndef NFP_GEMM_ONE_ROW
 #define NFP8_CUTLASS(name, ...) void run_##name(const Problem&);
 #define NFP8_MMA(name, ...) void run_##name(const Problem&);
 #include "backend/cuda/gemm_configs.def"
+#endif
 
 }  // namespace nestedfp::cuda::fp8gemm
