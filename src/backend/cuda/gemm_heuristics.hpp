@@ -16,7 +16,8 @@
 //    loads in flight than a 128-row TMA tile on 132 SMs);
 //  - otherwise the largest CUTLASS tile that still gives enough tiles to fill the SMs: the
 //    NestedFP16 stream-K tiles need fewer at long K (stream-K splits K), the NestedFP8 tiles
-//    about 0.6 per SM.
+//    about 0.6 per SM; NestedFP8 then runs the 64x32 and 128x64 tiles as clusters of 2 along
+//    the tokens (`t2`) where their CTAs fit in one wave (re-fitted 2026-12-02, session 25).
 #include <array>
 #include <cstdint>
 #include <string_view>
@@ -52,9 +53,9 @@ inline constexpr std::array<std::string_view, 12> kNfp16Choices = {"mma128x8",
                                                                    "t128x128x64_coop_sk",
                                                                    "t128x256x64_coop_sk",
                                                                    "t256x128x64_coop_sk"};
-inline constexpr std::array<std::string_view, 9> kNfp8Choices = {
-    "mma128x8", "mma128x16", "mma128x32",  "mma128x64",     "pp64x16p8",
-    "pp64x32",  "pp64x64p8", "sk128x64p8", "coop128x128p16"};
+inline constexpr std::array<std::string_view, 11> kNfp8Choices = {
+    "mma128x8",  "mma128x16",  "mma128x32",      "mma128x64",   "pp64x16p8",     "pp64x32",
+    "pp64x64p8", "sk128x64p8", "coop128x128p16", "pp64x32t2p8", "coop128x64t2p8"};
 
 constexpr int mma_index(int tokens) {  // 8, 16, 32, 64 -> 0..3 in both lists
   return tokens <= 8 ? 0 : tokens <= 16 ? 1 : tokens <= 32 ? 2 : 3;
@@ -125,7 +126,14 @@ constexpr int nfp8_choice(int M, int N, int K, int sms) {
     pick = i;
   }
   while (pick < 4 && int64_t(tiles[pick].tokens) * 64 < M) ++pick;
-  return tiles[pick].choice;
+  // Two token tiles or more that fit in one wave as clusters of 2 along the tokens: the `t2`
+  // kernel, which multicasts each weight tile to both CTAs (4-10% faster on the H200 at
+  // M = 64-256 on 3584-7168-row layers, bench/results/2026-12-02-h200-nfp8-t2.md).
+  const Tile& t = tiles[pick];
+  if ((t.choice == 5 || t.choice == 7) && M > t.tokens &&
+      ceil_div(N, t.rows) * ceil_div(M, t.tokens) <= sms)
+    return t.choice == 5 ? 9 : 10;
+  return t.choice;
 }
 
 }  // namespace nestedfp::cuda::heuristic
