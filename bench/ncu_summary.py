@@ -56,6 +56,8 @@ def config(name):
         return m.group(1) if m else ""
     tile = re.search(r">, cute::tuple<cute::C<(\d+)>, cute::C<(\d+)>, cute::C<(\d+)>>", name)
     stages = re.search(r"Mainloop\w*?<(\d+),", name)
+    # The mainloop's first template tuple after the stage count is the cluster shape.
+    cluster = re.search(r"Mainloop\w*?<\d+, cute::tuple<cute::C<(\d+)>, cute::C<(\d+)>, cute::C<1>>", name)
     sched = "stream-K" if "StreamK" in name else ""
     for s in ("Pingpong", "Cooperative"):
         if "KernelTmaWarpSpecialized" + s in name:
@@ -65,6 +67,8 @@ def config(name):
         parts.append("x".join(tile.groups()))
     if stages:
         parts.append(f"{stages.group(1)} stages")
+    if cluster and cluster.groups() != ("1", "1"):
+        parts.append("cluster " + "x".join(cluster.groups()))
     if sched:
         parts.append(sched)
     return ", ".join(parts)
