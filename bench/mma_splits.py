@@ -11,10 +11,10 @@ The question it answers (docs/KERNELS.md §2.4): is the 2-stage kernels' win on 
 second wave of K-split clusters, i.e. does the 4-stage kernel at a smaller split (or `resident`)
 match it?
 """
-import csv
-import os
 import sys
 from collections import defaultdict
+
+import candidates
 
 RUNS = ["auto", "resident", "s1", "s2", "s4", "s8"]
 
@@ -27,20 +27,14 @@ def main():
     times = defaultdict(dict)  # (family, N, K, M, variant) -> {run: us}
     cutlass = defaultdict(dict)  # (family, N, K, M) -> {run: fastest non-mma us}
     found = []
-    for run in RUNS:
-        path = os.path.join(d, run + ".candidates.csv")
-        if not os.path.exists(path):
-            continue
-        found.append(run)
-        with open(path, newline="") as f:
-            for r in csv.DictReader(f):
-                key = (r["family"], int(r["N"]), int(r["K"]), int(r["M"]))
-                us = float(r["us"])
-                if r["variant"].startswith("mma"):
-                    times[key + (r["variant"],)][run] = us
-                else:
-                    best = cutlass[key].get(run)
-                    cutlass[key][run] = us if best is None else min(best, us)
+    for run, key, variant, us in candidates.runs(d, RUNS):
+        if run not in found:
+            found.append(run)
+        if variant.startswith("mma"):
+            times[key + (variant,)][run] = us
+        else:
+            best = cutlass[key].get(run)
+            cutlass[key][run] = us if best is None else min(best, us)
     if not found:
         print(f"mma_splits: no <run>.candidates.csv in {d} (runs: {', '.join(RUNS)})", file=sys.stderr)
         sys.exit(2)

@@ -11,14 +11,12 @@ Profiling Guide, "Warp Scheduler States".
 
     python3 bench/ncu_stalls.py OUT/raw-*.csv > bench/results/<date>-h200-ncu-stalls.md
 """
-import csv
-import gzip
 import os
 import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ncu_summary import config, family  # noqa: E402
+from ncu_summary import config, csv_from_id, family  # noqa: E402
 
 STALL = re.compile(r"^smsp__average_warps_issue_stalled_(\w+?)_per_issue_active\.ratio$")
 # (column title, metric names tried in order: ncu versions name some differently)
@@ -45,15 +43,12 @@ def number(v):
 
 
 def read(path):
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rt", newline="") as f:
-        rows = list(csv.reader(f))
-    head = next((i for i, r in enumerate(rows) if r and r[0] == "ID"), None)
-    if head is None:
+    rows = csv_from_id(path)
+    if len(rows) < 2:
         return []
-    h, units = rows[head], rows[head + 1]
+    h, units = rows[0], rows[1]
     out = []
-    for r in rows[head + 2:]:
+    for r in rows[2:]:
         if len(r) != len(h):
             continue  # the benchmark's own output between ncu's lines
         out.append({"name": r[h.index("Kernel Name")],

@@ -78,14 +78,22 @@ def number(v):
     return float(v.replace(",", "")) if v not in ("", "n/a") else float("nan")
 
 
-def read(path):
+def csv_from_id(path):
+    """The rows of an `ncu --csv` export (optionally gzipped) from its header row ("ID", ...) on,
+    skipping the profiled program's own output before it; [] when there is none."""
     opener = gzip.open if path.endswith(".gz") else open
     with opener(path, "rt", newline="") as f:
         rows = list(csv.reader(f))
     head = next((i for i, r in enumerate(rows) if r and r[0] == "ID"), None)
-    if head is None:
+    return [] if head is None else rows[head:]
+
+
+def read(path):
+    rows = csv_from_id(path)
+    if not rows:
         return []
-    h = rows[head]
+    h = rows[0]
+    head = 0
     kernels = {}
     rule_col = h.index("Rule Description") if "Rule Description" in h else None
     for r in rows[head + 1:]:

@@ -10,11 +10,11 @@ geometric mean of that saving per family, as markdown.
 The question it answers (docs/KERNELS.md §2.8): would tuning the decomposition at run time (no new
 kernel instantiations) close part of the mid-M gap?
 """
-import csv
 import math
-import os
 import sys
 from collections import defaultdict
+
+import candidates
 
 RUNS = ["auto", "dp", "sk", "k2", "k4"]
 
@@ -26,17 +26,11 @@ def main():
     d = sys.argv[1]
     best = defaultdict(dict)  # (family, N, K, M) -> {run: (us, variant)}
     found = []
-    for run in RUNS:
-        path = os.path.join(d, run + ".candidates.csv")
-        if not os.path.exists(path):
-            continue
-        found.append(run)
-        with open(path, newline="") as f:
-            for r in csv.DictReader(f):
-                key = (r["family"], int(r["N"]), int(r["K"]), int(r["M"]))
-                us = float(r["us"])
-                if run not in best[key] or us < best[key][run][0]:
-                    best[key][run] = (us, r["variant"])
+    for run, key, variant, us in candidates.runs(d, RUNS):
+        if run not in found:
+            found.append(run)
+        if run not in best[key] or us < best[key][run][0]:
+            best[key][run] = (us, variant)
     if "auto" not in found:
         sys.exit("sched_probe.py: no auto.candidates.csv in " + d)
     print("| family | N x K | M | " + " | ".join(found) + " | best / auto |")
