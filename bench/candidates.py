@@ -2,19 +2,22 @@
 shape,N,K,M,family,variant,us,heuristic,chosen) for the probe summaries (mma_splits.py,
 sched_probe.py), which compare one tune run per setting."""
 import csv
+import glob
 import gzip
 import os
 
 
 def runs(directory, names):
-    """Yields (run, key, variant, us) for every row of DIR/<run>.candidates.csv[.gz] that exists,
-    in the order of `names`; key = (family, N, K, M). Missing runs are skipped."""
+    """Yields (run, key, variant, us) for every row of DIR/<run>.candidates.csv, or of a committed
+    copy DIR/<prefix>-<run>.candidates.csv.gz (bench/results/<probe>/<date>-<run>...), in the
+    order of `names`; key = (family, N, K, M). Missing runs are skipped."""
     for run in names:
-        path = os.path.join(directory, run + ".candidates.csv")
-        if not os.path.exists(path) and os.path.exists(path + ".gz"):
-            path += ".gz"
-        if not os.path.exists(path):
+        found = [os.path.join(directory, run + ".candidates.csv" + gz) for gz in ("", ".gz")]
+        found += sorted(glob.glob(os.path.join(directory, "*-" + run + ".candidates.csv*")))
+        found = [p for p in found if os.path.exists(p)]
+        if not found:
             continue
+        path = found[0]
         opener = gzip.open if path.endswith(".gz") else open
         with opener(path, "rt", newline="") as f:
             for r in csv.DictReader(f):

@@ -7,7 +7,7 @@ geometric mean of that saving per family, as markdown.
 
     python3 bench/sched_probe.py DIR     # DIR holds auto.candidates.csv, dp.candidates.csv, ...
 
-The question it answers (docs/KERNELS.md §2.8): would tuning the decomposition at run time (no new
+The question it answers (docs/KERNELS.md §2.7): would tuning the decomposition at run time (no new
 kernel instantiations) close part of the mid-M gap?
 """
 import math

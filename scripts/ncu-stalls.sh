@@ -3,7 +3,7 @@
 # point "NxK:M", the second launch of every distinct kernel with the WarpStateStats,
 # SpeedOfLight, ComputeWorkloadAnalysis and MemoryWorkloadAnalysis sections, exported as the raw
 # page (every metric, including the per-reason stall counters the details page leaves out), then
-# bench/ncu_stalls.py into OUT/stalls.md. Clocks are left alone (METHOD.md).
+# bench/ncu_stalls.py into OUT/stalls.md. Clocks are left alone (`--clock-control none`; the device rules forbid changing them).
 #
 #   bash scripts/ncu-stalls.sh build/cuda/nestedfp OUTDIR "4096x4096:256 4096x4096:64"
 #   (with binaries built here: bash scripts/device-prebuilt.sh bash scripts/ncu-stalls.sh ...)
@@ -17,6 +17,7 @@ ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -
 rc=0
 for pt in $points; do
   shape=${pt%:*} m=${pt#*:}
+  rm -f "$out/raw-$shape-m$m".*  # no earlier run's export in the summary
   timeout 300 "$ncu" --clock-control none --graph-profiling node --kernel-name-base mangled \
     --kernel-id '::regex:.*:2' --section WarpStateStats --section SpeedOfLight \
     --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis --csv --page raw \

@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 [ $# = 3 ] || { sed -n '2,12p' "$0"; exit 2; }
 bin=$1 table=$2 dir=$3
 base=${table%.json}
-mkdir -p "$dir/old"
+rm -rf "$dir/old"; mkdir -p "$dir/old"
 cmds=""
 [ -f "$table" ] && cmds=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1])).get("command", ""))' "$table")
 if [ -z "$cmds" ]; then
@@ -23,6 +23,12 @@ if [ -z "$cmds" ]; then
   exit 1
 fi
 cp "$base".* "$dir/old/" 2>/dev/null
+restore() {
+  rm -f "$table" "$base.md" "$base.candidates.csv"
+  cp "$dir/old/"* "$(dirname "$table")/"
+  echo "retune failed: $1; the old table is back in place" >&2
+  exit 1
+}
 rm -f "$table" "$base.md" "$base.candidates.csv"
 IFS=';' read -ra parts <<< "$cmds"
 for c in "${parts[@]}"; do
@@ -37,11 +43,7 @@ for c in "${parts[@]}"; do
     rc=$?
     echo "retune exit $rc: $c"
   fi
-  if [ "$rc" != 0 ]; then
-    rm -f "$table" "$base.md" "$base.candidates.csv"
-    cp "$dir/old/"* "$(dirname "$table")/"
-    echo "retune failed: the old table is back in place" >&2
-    exit 1
-  fi
+  [ "$rc" = 0 ] || restore "exit $rc"
 done
+[ -f "$table" ] || restore "the commands wrote no $table"
 cp "$base".* "$dir/"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The tile-scheduler probe (docs/KERNELS.md §2.8): `nestedfp tune` of SHAPES at the M values MS,
+# The tile-scheduler probe (docs/KERNELS.md §2.7): `nestedfp tune` of SHAPES at the M values MS,
 # once per decomposition of the CUTLASS stream-K kernels (NFP16_SCHED and NFP8_SCHED: the
 # heuristic `auto`, data-parallel `dp`, stream-K `sk`, split-K into 2 and 4 slices `k2` `k4`),
 # then bench/sched_probe.py's table into DIR/sched.md. Run on the GPU machine:
@@ -22,6 +22,7 @@ for run in auto dp sk k2 k4; do
     k2) s=decomp=2,splits=2 ;;
     k4) s=decomp=2,splits=4 ;;
   esac
+  rm -f "$dir/$run".*  # a run that fails must not leave an earlier run's file to be summarised
   if [ -z "$s" ]; then env=(env -u NFP16_SCHED -u NFP8_SCHED); else env=(env NFP16_SCHED=$s NFP8_SCHED=$s); fi
   timeout -k 30 "${TUNE_TIMEOUT_S:-600}" "${env[@]}" "$bin" tune --shapes "$shapes" --m "$ms" \
     --kernel-set-only --target-ms "${TARGET_MS:-5}" --out "$dir/$run.json" > /dev/null 2>> "$dir/tune.log"

@@ -79,8 +79,9 @@ TEST(NestedFp8Gemm, AllVariantsMatchExactFp8Emulation) {
 }
 
 // The stream-K kernels under every decomposition NFP8_SCHED can force (data-parallel, split-K
-// into 3 K slices, stream-K), on shapes with more tiles than SMs and with K tails, so that work
-// units start in the middle of K and partials are reduced.
+// into 3 K slices, stream-K), with N, M and K tails; stream-K and split-K units start in the
+// middle of K and their partials are reduced. M = 300: 18 x 19 tiles of 128 x 16 down to 18 x 3 of
+// 128 x 128, 9 K tiles; M = 9: one token tile, 33 K tiles.
 TEST(NestedFp8Gemm, StreamKKernelsUnderEveryDecomposition) {
   struct SchedEnv {  // NFP8_SCHED for one scope (read by every call)
     explicit SchedEnv(const char* v) { setenv("NFP8_SCHED", v, 1); }
@@ -90,8 +91,7 @@ TEST(NestedFp8Gemm, StreamKKernelsUnderEveryDecomposition) {
   SCOPED_TRACE(testing::Message() << "seed " << seed);
   std::mt19937_64 rng(seed);
   const auto& names = cuda::nested_fp8_gemm_variant_names();
-  const Case cases[] = {{300, 2200, 1040},
-                        {9, 1000, 4112}};  // 18 x 3 tiles of 128 x 128; 33 K tiles
+  const Case cases[] = {{300, 2200, 1040}, {9, 1000, 4112}};
   int tested = 0;
   for (const auto& c : cases) {
     SCOPED_TRACE(testing::Message() << "M=" << c.M << " N=" << c.N << " K=" << c.K);

@@ -130,8 +130,9 @@ constexpr int nfp8_choice(int M, int N, int K, int sms) {
   // kernel, which multicasts each weight tile to both CTAs (4-10% faster on the H200 at
   // M = 64-256 on 3584-7168-row layers, bench/results/2026-12-02-h200-nfp8-t2.md).
   const Tile& t = tiles[pick];
+  // (an odd number of token tiles still launches whole clusters)
   if ((t.choice == 5 || t.choice == 7) && M > t.tokens &&
-      ceil_div(N, t.rows) * ceil_div(M, t.tokens) <= sms)
+      ceil_div(N, t.rows) * 2 * ceil_div(ceil_div(M, t.tokens), 2) <= sms)
     return t.choice == 5 ? 9 : 10;
   // 128x128 tiles just over one wave (at most a quarter of the SMs in the second; 5120 rows at
   // M = 512: 160 tiles for 132 SMs) at K >= 2048: stream-K spreads the remainder over every SM

@@ -192,11 +192,14 @@ void nested_fp8_gemm(const NestedWeight& w, const uint8_t* xq, const float* x_sc
   const auto& dc = fp8gemm::device_cache();
   int splits = var.split_k ? fp8gemm::split_count(var, M, w.N, w.K, dc.sms) : 0;
   int decomposition = 0;
-  // NFP8_SCHED="decomp=1" (data-parallel), "decomp=2,splits=3", "decomp=3" (stream-K): tuning
-  // experiments on the stream-K kernels, read on every call like NFP16_SCHED.
+  // NFP8_SCHED="decomp=1" (data-parallel), "decomp=2,splits=3", "decomp=3" (stream-K), "splits=3"
+  // (split-K): tuning experiments on the stream-K kernels (the others ignore them), read on every
+  // call like NFP16_SCHED. decomp=2 without splits takes the split-K variants' count, at least 2;
+  // raster and swizzle are NestedFP16's only.
   const SchedOverride o = sched_override("NFP8_SCHED");
   if (o.decomp >= 0) decomposition = o.decomp;
-  if (decomposition == 2) splits = o.splits > 1 ? o.splits : std::max(splits, 2);
+  if (o.splits >= 0) splits = o.splits;
+  if (decomposition == 2 && o.splits < 0) splits = std::max(splits, 2);
   if (decomposition == 1 || decomposition == 3) splits = 0;
   fp8gemm::Problem p{&w,       xq,     x_scale,       Y,
                      M,        stream, dc.device,     dc.sms,

@@ -2,7 +2,8 @@
 // Tile-scheduler overrides for tuning experiments, read from an environment variable such as
 // NFP16_SCHED="raster=2,swizzle=8,decomp=2,splits=4" or NFP8_SCHED="decomp=1"
 // (decomp: 0 heuristic, 1 data-parallel, 2 split-K, 3 stream-K). Keys left out keep the caller's
-// values; unknown keys are ignored. Host-only, no device compiler needed.
+// values; unknown keys are ignored; each family documents which keys it reads (NestedFP8: decomp
+// and splits). Host-only, no device compiler needed.
 #include <cstdlib>
 #include <string>
 
