@@ -16,6 +16,11 @@ ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -
 "$ncu" --version > "$out/ncu-version.txt" 2>&1
 rc=0
 for pt in $points; do
+  if [[ ! $pt =~ ^[0-9]+x[0-9]+:[0-9]+$ ]]; then
+    echo "ncu-stalls: point '$pt' is not NxK:M (e.g. 4096x4096:256); skipped" >&2
+    rc=1
+    continue
+  fi
   shape=${pt%:*} m=${pt#*:}
   rm -f "$out/raw-$shape-m$m".*  # no earlier run's export in the summary
   timeout 300 "$ncu" --clock-control none --graph-profiling node --kernel-name-base mangled \

@@ -2,9 +2,13 @@
 // Tile-scheduler overrides for tuning experiments, read from an environment variable such as
 // NFP16_SCHED="raster=2,swizzle=8,decomp=2,splits=4" or NFP8_SCHED="decomp=1"
 // (decomp: 0 heuristic, 1 data-parallel, 2 split-K, 3 stream-K). Keys left out keep the caller's
-// values; unknown keys are ignored; each family documents which keys it reads (NestedFP8: decomp
-// and splits). Host-only, no device compiler needed.
+// values; each family documents which keys it reads (NestedFP8: decomp and splits). An entry that
+// is not key=non-negative integer with a known key is ignored with a warning on stderr (once per
+// variable value), so a typo does not silently run the default. Host-only, no device compiler.
+#include <cstdio>
 #include <cstdlib>
+#include <mutex>
+#include <set>
 #include <string>
 
 namespace nestedfp::cuda {
@@ -18,25 +22,39 @@ inline SchedOverride sched_override(const char* env_name) {
   const char* env = std::getenv(env_name);
   if (!env) return o;
   const std::string s(env);
+  std::string bad;
   size_t pos = 0;
   while (pos < s.size()) {
     size_t end = s.find(',', pos);
     if (end == std::string::npos) end = s.size();
     const std::string kv = s.substr(pos, end - pos);
-    const size_t eq = kv.find('=');
-    if (eq != std::string::npos) {
-      const std::string key = kv.substr(0, eq);
-      const int v = std::atoi(kv.c_str() + eq + 1);
-      if (key == "raster")
-        o.raster = v;
-      else if (key == "swizzle")
-        o.swizzle = v;
-      else if (key == "decomp")
-        o.decomp = v;
-      else if (key == "splits")
-        o.splits = v;
-    }
     pos = end + 1;
+    const size_t eq = kv.find('=');
+    const std::string key = kv.substr(0, eq),
+                      val = eq == std::string::npos ? "" : kv.substr(eq + 1);
+    char* stop = nullptr;
+    const long v = val.empty() ? -1 : std::strtol(val.c_str(), &stop, 10);
+    int* field = key == "raster"    ? &o.raster
+                 : key == "swizzle" ? &o.swizzle
+                 : key == "decomp"  ? &o.decomp
+                 : key == "splits"  ? &o.splits
+                                    : nullptr;
+    if (!field || v < 0 || v > 1024 || *stop != '\0') {
+      bad += (bad.empty() ? "" : ", ") + ("'" + kv + "'");
+      continue;
+    }
+    *field = int(v);
+  }
+  if (!bad.empty()) {
+    static std::mutex m;
+    static std::set<std::string> warned;
+    std::lock_guard<std::mutex> lock(m);
+    if (warned.insert(std::string(env_name) + "=" + s).second)
+      std::fprintf(
+          stderr,
+          "warning: %s: ignoring %s (expected key=value with keys raster, swizzle, decomp, "
+          "splits and non-negative integer values, e.g. decomp=2,splits=4)\n",
+          env_name, bad.c_str());
   }
   return o;
 }
