@@ -7,6 +7,8 @@
 #
 #   bash scripts/ncu-stalls.sh build/cuda/nestedfp OUTDIR "4096x4096:256 4096x4096:64"
 #   (with binaries built here: bash scripts/device-prebuilt.sh bash scripts/ncu-stalls.sh ...)
+# BENCH_EXTRA: more `bench kernels` options, e.g. BENCH_EXTRA=--all-variants (every NestedFP8
+# variant of the point is then profiled too).
 set -u
 [ $# -eq 3 ] || { sed -n '2,9p' "$0"; exit 2; }
 bin=$1 out=$2 points=$3
@@ -26,7 +28,7 @@ for pt in $points; do
   timeout 300 "$ncu" --clock-control none --graph-profiling node --kernel-name-base mangled \
     --kernel-id '::regex:.*:2' --section WarpStateStats --section SpeedOfLight \
     --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis --csv --page raw \
-    "$bin" bench kernels --shapes "$shape" --m "$m" --target-ms 1 --out "/tmp/ncu-stalls-bk" \
+    "$bin" bench kernels --shapes "$shape" --m "$m" --target-ms 1 --out "/tmp/ncu-stalls-bk" ${BENCH_EXTRA:-} \
     > "$out/raw-$shape-m$m.csv" 2> "$out/raw-$shape-m$m.log" || { rc=1; echo "ncu-stalls: $pt failed (see $out/raw-$shape-m$m.log)" >&2; }
 done
 python3 "$(dirname "$0")/../bench/ncu_stalls.py" "$out"/raw-*.csv > "$out/stalls.md" || rc=1

@@ -86,7 +86,8 @@ double time_graph(cudaStream_t s, F launch_one, int launches) {
   return ms_[ms_.size() / 2] * 1000.0 / launches;  // us per launch
 }
 
-template <ms::Mode kMode, int kTokens, int kStages, int kMinBlocks, bool kBranchFree = false>
+template <ms::Mode kMode, int kTokens, int kStages, int kMinBlocks, bool kBranchFree = false,
+          bool kSpan64 = false>
 void run(Problem& p, cudaStream_t s, int sms, const char* splits_env) {
   if (splits_env)
     setenv("NFP_MMA_SPLITS", splits_env, 1);
@@ -95,15 +96,16 @@ void run(Problem& p, cudaStream_t s, int sms, const char* splits_env) {
   auto one = [&](int i) {
     const int c = i % p.copies;
     const ms::Args a{p.upper[c], p.lower[c], p.k, p.x, p.xs, p.y, p.M, p.N, p.K};
-    CK((ms::launch<kMode, kTokens, kStages, kMinBlocks, kBranchFree>(a, sms, s)));
+    CK((ms::launch<kMode, kTokens, kStages, kMinBlocks, kBranchFree, kSpan64>(a, sms, s)));
   };
   const double us = time_graph(s, one, 20);
   const double bytes = double(p.N) * p.K * (kMode == ms::Mode::Fp16 ? 2 : 1);
   const ms::Args a0{p.upper[0], p.lower[0], p.k, p.x, p.xs, p.y, p.M, p.N, p.K};
   const int splits = ms::splits_for<kMode, kTokens, kStages>(a0, sms);
   std::printf(
-      "%s%s tok%-2d stages %d minblk %d splits %d  N=%-6d K=%-6d M=%-3d  %8.2f us  %6.0f GB/s\n",
-      kMode == ms::Mode::Fp16 ? "fp16" : "fp8 ", kBranchFree ? " branch-free" : "", kTokens,
+      "%s%s%s tok%-2d stages %d minblk %d splits %d  N=%-6d K=%-6d M=%-3d  %8.2f us  %6.0f GB/s\n",
+      kMode == ms::Mode::Fp16 ? "fp16" : "fp8 ", kBranchFree ? " branch-free" : "",
+      kSpan64 ? " span64" : "", kTokens,
       ms::Shape<kTokens, kStages, kMode == ms::Mode::Fp16>::kStages, kMinBlocks, splits, p.N, p.K,
       p.M, us, bytes / us * 1e-3);
   std::fflush(stdout);
@@ -165,6 +167,12 @@ int main() {
         run<ms::Mode::Fp8, 8, 8, 1, true>(p, s, sms, nullptr);
         run<ms::Mode::Fp8, 8, 8, 1>(p, s, sms, nullptr);
         run<ms::Mode::Fp8, 8, 0, 2>(p, s, sms, "8");
+        // session 26: whole-sector loads (kSpan64), and 4 CTAs per SM (2 stages: no spills)
+        run<ms::Mode::Fp8, 8, 0, 2, false, true>(p, s, sms, nullptr);
+        run<ms::Mode::Fp8, 8, 2, 2, false, true>(p, s, sms, nullptr);
+        run<ms::Mode::Fp8, 8, 0, 2, false, true>(p, s, sms, "resident");
+        run<ms::Mode::Fp8, 8, 2, 4, false, true>(p, s, sms, "8");
+        run<ms::Mode::Fp8, 8, 2, 4, false, true>(p, s, sms, nullptr);
       } else {
         run<ms::Mode::Fp16, 16, 0, 2>(p, s, sms, nullptr);
         run<ms::Mode::Fp16, 16, 8, 1>(p, s, sms, nullptr);
@@ -172,6 +180,9 @@ int main() {
         run<ms::Mode::Fp8, 16, 8, 1>(p, s, sms, nullptr);
         run<ms::Mode::Fp16, 32, 0, 2>(p, s, sms, nullptr);
         run<ms::Mode::Fp8, 32, 0, 2>(p, s, sms, nullptr);
+        run<ms::Mode::Fp8, 16, 0, 2, false, true>(p, s, sms, nullptr);
+        run<ms::Mode::Fp8, 16, 0, 2, false, true>(p, s, sms, "resident");
+        run<ms::Mode::Fp8, 32, 0, 2, false, true>(p, s, sms, nullptr);
       }
       for (int c = 0; c < p.copies; ++c) {
         CK(cudaFree(p.upper[c]));

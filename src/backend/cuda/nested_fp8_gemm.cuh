@@ -13,11 +13,12 @@
 // schedules (no promotion: fewer registers, so 128x256 tiles fit, at lower accumulation precision).
 // Epilogue (FP32, an epilogue visitor tree):
 //   D[n, m] = fp16( x_scale[m] · (acc[n, m] · 2^-(k[n] + 8)) )
-// k is read as int8 by a column broadcast (one value per CUTLASS row = weight row); x_scale by a
-// row broadcast (one value per CUTLASS column = token). Multiplying by a power of two is exact, so
+// k is read as int8 by a column broadcast (one value per CUTLASS row = weight row); x_scale by
+// TokenScaleBroadcast (one value per CUTLASS column = token, straight into registers). Multiplying by a power of two is exact, so
 // the only roundings are acc·x_scale to fp32 and the final fp16 conversion.
 #include <cuda_runtime.h>
 
+#include "backend/cuda/epilogue_token_scale.hpp"
 #include "backend/cuda/kernels.hpp"
 #include "backend/cuda/nested_fp8_gemm_impl.hpp"
 #include "cute/tensor.hpp"
@@ -61,7 +62,13 @@ struct Config {
   using TileScheduler = TileScheduler_;
 };
 
-template <class Cfg>
+// The epilogue's per-token scale: in registers (TokenScaleBroadcast, the default) or staged
+// through shared memory per tile (CUTLASS's Sm90RowBroadcast, the kernels' first version; kept
+// for bench/nfp8/epilogue_probe.cu). KOnly leaves the per-token scale out: wrong results, a
+// probe's timing bound only.
+enum class Epi { RegisterRowScale, SharedRowScale, KOnly };
+
+template <class Cfg, Epi kEpi = Epi::RegisterRowScale>
 struct Kernel {
   using ElementA = cutlass::float_e4m3_t;
   using ElementB = cutlass::float_e4m3_t;
@@ -78,15 +85,22 @@ struct Kernel {
   using ColK =
       cutlass::epilogue::fusion::Sm90ColBroadcast<0, TileShape, int8_t, float,
                                                   cute::Stride<cute::_1, cute::_0, int64_t>, 1>;
-  using RowS =
+  using RowS = cute::conditional_t<
+      kEpi == Epi::SharedRowScale,
       cutlass::epilogue::fusion::Sm90RowBroadcast<0, TileShape, float, float,
-                                                  cute::Stride<cute::_0, cute::_1, int64_t>>;
+                                                  cute::Stride<cute::_0, cute::_1, int64_t>>,
+      TokenScaleBroadcast<TileShape>>;
   using KScaled = cutlass::epilogue::fusion::Sm90EVT<
       cutlass::epilogue::fusion::Sm90Compute<ScaleByNegPow2K, float, float, RN>,
       cutlass::epilogue::fusion::Sm90AccFetch, ColK>;
-  using Fusion = cutlass::epilogue::fusion::Sm90EVT<
+  using Scaled = cutlass::epilogue::fusion::Sm90EVT<
       cutlass::epilogue::fusion::Sm90Compute<cutlass::multiplies, ElementD, float, RN>, RowS,
       KScaled>;
+  // Epi::KOnly (probe): the NestedFP16 epilogue's shape, without the per-token scale.
+  using KOnly = cutlass::epilogue::fusion::Sm90EVT<
+      cutlass::epilogue::fusion::Sm90Compute<ScaleByNegPow2K, ElementD, float, RN>,
+      cutlass::epilogue::fusion::Sm90AccFetch, ColK>;
+  using Fusion = cute::conditional_t<kEpi == Epi::KOnly, KOnly, Scaled>;
 
   using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, typename Cfg::ClusterShape,
@@ -105,9 +119,9 @@ struct Kernel {
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<GemmKernel>;
 };
 
-template <class Cfg>
+template <class Cfg, Epi kEpi = Epi::RegisterRowScale>
 void run(const Problem& p) {
-  using K = Kernel<Cfg>;
+  using K = Kernel<Cfg, kEpi>;
   using Gemm = typename K::Gemm;
   using StrideA = typename Gemm::GemmKernel::StrideA;
   using StrideB = typename Gemm::GemmKernel::StrideB;
@@ -129,9 +143,15 @@ void run(const Problem& p) {
     if (p.promotion > 0) args.mainloop.mma_promotion_interval = uint32_t(p.promotion);
   }
   auto& th = args.epilogue.thread;
-  th = {{p.x_scale, 0.f, {cute::_0{}, cute::_1{}, int64_t(0)}},               // RowS: per token
-        {{}, {p.w->k, int8_t(0), {cute::_1{}, cute::_0{}, int64_t(0)}}, {}},  // acc · 2^-(k+8)
-        {}};
+  const typename K::KScaled::Arguments k_scaled{
+      {}, {p.w->k, int8_t(0), {cute::_1{}, cute::_0{}, int64_t(0)}}, {}};  // acc · 2^-(k+8)
+  if constexpr (kEpi == Epi::KOnly) {
+    th = {{}, {p.w->k, int8_t(0), {cute::_1{}, cute::_0{}, int64_t(0)}}, {}};
+  } else if constexpr (kEpi == Epi::SharedRowScale) {
+    th = {{p.x_scale, 0.f, {cute::_0{}, cute::_1{}, int64_t(0)}}, k_scaled, {}};  // per token
+  } else {
+    th = {{p.x_scale}, k_scaled, {}};  // per token
+  }
   args.epilogue.ptr_C = nullptr;
   args.epilogue.dC = sD;
   args.epilogue.ptr_D = reinterpret_cast<typename K::ElementD*>(p.Y);

@@ -124,8 +124,12 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool va
 // kBranchFree (register ring only; a probe, bench/nfp16/NOTES.md v3): every block of the last
 // chunk is computed (past the slice on zeros) and only the loads are predicated, so no branch
 // separates a block's loads from its use.
+// kSpan64 (FP8 register ring; a probe): lane t's 32 bytes of a 128-byte block are k 16t..16t+15
+// and 64+16t..64+16t+15 instead of 32t..32t+31, so each 16-byte load instruction of a warp reads
+// 64 contiguous bytes of each of its 8 rows (whole 32-byte sectors) instead of every other half
+// sector; the activations are read with the same permutation.
 template <Mode kMode, int kTokens, int kStagesWanted = 0, int kMinBlocks = 2,
-          bool kBranchFree = false>
+          bool kBranchFree = false, bool kSpan64 = false>
 __global__ void __launch_bounds__(kThreads, kMinBlocks) stream_gemm_kernel(Args a) {
   constexpr bool kShared = kMode == Mode::Fp16;
   using S = Shape<kTokens, kStagesWanted, kShared>;
@@ -165,13 +169,14 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) stream_gemm_kernel(Args 
   };
 
   auto load_block = [&](int b, uint4(&w)[4], bool ok = true) {  // the register ring (FP8)
-    const int64_t c = int64_t(b) * 128 + 32 * t;
-    const bool in0 = ok && c < K, in1 = ok && c + 16 < K;
+    const int64_t c = int64_t(b) * 128 + (kSpan64 ? 16 * t : 32 * t);
+    const int64_t c1 = c + (kSpan64 ? 64 : 16);  // K % 16 == 0: a piece is all in or all out
+    const bool in0 = ok && c < K, in1 = ok && c1 < K;
     const uint4 z = make_uint4(0, 0, 0, 0);
     w[0] = va && in0 ? load_stream(ua + c) : z;
-    w[1] = va && in1 ? load_stream(ua + c + 16) : z;
+    w[1] = va && in1 ? load_stream(ua + c1) : z;
     w[2] = vb && in0 ? load_stream(ub + c) : z;
-    w[3] = vb && in1 ? load_stream(ub + c + 16) : z;
+    w[3] = vb && in1 ? load_stream(ub + c1) : z;
   };
 
   // Activation chunk ci (blocks b_begin + ci*kChunk ...) into buffer ci & 1: kTokens rows of
@@ -202,7 +207,9 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) stream_gemm_kernel(Args 
       uint4 xf[S::kTiles];
 #pragma unroll
       for (int j = 0; j < S::kTiles; ++j)
-        xf[j] = *reinterpret_cast<const uint4*>(xs + (j * 8 + g) * S::kRowBytes + 32 * t + 16 * h);
+        xf[j] = *reinterpret_cast<const uint4*>(xs + (j * 8 + g) * S::kRowBytes +
+                                                (kSpan64 && kMode == Mode::Fp8 ? 16 * t + 64 * h
+                                                                               : 32 * t + 16 * h));
 #pragma unroll
       for (int c = 2 * h; c < 2 * h + 2; ++c) {
         uint32_t a0, a1, a2, a3;
@@ -368,10 +375,11 @@ constexpr int64_t max_tokens(int tokens) { return int64_t(65535) * tokens; }
 // Enqueues one GEMM; returns the launch's error (the callers turn it into their family's Error).
 // kStagesWanted / kMinBlocks: pipeline depth and CTAs per SM other than the defaults (probes).
 template <Mode kMode, int kTokens, int kStagesWanted = 0, int kMinBlocks = 2,
-          bool kBranchFree = false>
+          bool kBranchFree = false, bool kSpan64 = false>
 cudaError_t launch(const Args& a, int sms, cudaStream_t stream) {
   using S = Shape<kTokens, kStagesWanted, kMode == Mode::Fp16>;
-  auto* kernel = &stream_gemm_kernel<kMode, kTokens, kStagesWanted, kMinBlocks, kBranchFree>;
+  auto* kernel =
+      &stream_gemm_kernel<kMode, kTokens, kStagesWanted, kMinBlocks, kBranchFree, kSpan64>;
   int device = 0;
   if (cudaError_t e = cudaGetDevice(&device); e != cudaSuccess) return e;
   // The shared-memory opt-in is per device; set once per device (bit per ordinal < 64).

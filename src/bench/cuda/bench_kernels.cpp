@@ -187,6 +187,21 @@ int bench_kernels(const BenchKernelsOptions& opts) {
             [&, cfg](int c) { nested_fp8_gemm(weight(c), xq.p, xs.p, y.p, M, stream, &cfg); },
             fp8_bytes);
       }
+      // M <= 64: the weight-read floor, what any kernel that reads the weight once needs here
+      // (the FP8 plane; both planes for NestedFP16 and cuBLAS FP16's byte count).
+      if (M <= 64) {
+        add(
+            "read_fp8_plane",
+            [&](int c) { stream_read(cold.weight(c).upper, nk, nullptr, 0, dev.sms, stream); },
+            dnk);
+        add(
+            "read_both_planes",
+            [&](int c) {
+              const NestedWeight w = cold.weight(c);
+              stream_read(w.upper, nk, w.lower, nk, dev.sms, stream);
+            },
+            2 * dnk);
+      }
       const bool lt_row = cublaslt_fp8_per_row_supported(N, K, M);
       if (lt_row)
         add(
@@ -280,16 +295,17 @@ int bench_kernels(const BenchKernelsOptions& opts) {
       "- NFP8 = NestedFP8 GEMM alone (heuristic variant); NFP8+q = per-token quantization kernel + "
       "NFP8 "
       "(the unfused worst case); Lt8 = cuBLASLt FP8 per-tensor scales, Lt8row = per-row (outer "
-      "vector) scales; "
+      "vector) scales; read8 (M <= 64) = a kernel that only reads the FP8 plane once, the floor of "
+      "any FP8 GEMM there; "
       "speedup = cuBLAS FP16 time / NFP8 time.\n\n";
   for (const auto& sh : shapes) {
     md += fmt::format("## {} (N={}, K={})\n\n", sh.label, sh.N, sh.K);
     md += fmt::format(
-        "| M | cuBLAS16 | NFP16 | NFP8 |{} NFP8+q | Lt8 | Lt8row | NFP8+q/Lt8 | NFP8/Lt8 | speedup "
-        "vs FP16 | NFP16/FP16 | NFP8 TFLOP/s | NFP8 TB/s | best variant |\n",
+        "| M | cuBLAS16 | NFP16 | NFP8 |{} NFP8+q | Lt8 | Lt8row | read8 | NFP8+q/Lt8 | NFP8/Lt8 | "
+        "speedup vs FP16 | NFP16/FP16 | NFP8 TFLOP/s | NFP8 TB/s | best variant |\n",
         table ? " NFP16 tbl | NFP8 tbl |" : "");
-    md += table ? "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
-                : "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    md += table ? "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+                : "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     for (int M : ms) {
       const double c16 = get("cublas_fp16", sh.N, sh.K, M), n16 = get("nestedfp16", sh.N, sh.K, M),
                    n8 = get("nestedfp8", sh.N, sh.K, M),
@@ -321,8 +337,9 @@ int bench_kernels(const BenchKernelsOptions& opts) {
       auto bv = best_variant.find({sh.N, sh.K, M});
       const std::string tbl = table ? fmt::format(" {} | {} |", f1(t16), f1(t8)) : "";
       md += fmt::format(
-          "| {} | {} | {} | {} |{} {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n", M, f1(c16),
-          f1(n16), f1(n8), tbl, f1(n8q), f1(lt), f1(ltr), f2(n8q / lt), f2(n8 / lt), f2(c16 / n8),
+          "| {} | {} | {} | {} |{} {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n", M,
+          f1(c16), f1(n16), f1(n8), tbl, f1(n8q), f1(lt), f1(ltr),
+          f1(get("read_fp8_plane", sh.N, sh.K, M)), f2(n8q / lt), f2(n8 / lt), f2(c16 / n8),
           f2(n16 / c16), f1(flops / n8 * 1e-6), f2(bytes8 / n8 * 1e-6),
           bv == best_variant.end() ? std::string("-") : fmt::format("{} {:.1f}", bv->second, b));
     }
@@ -391,6 +408,43 @@ int bench_kernels(const BenchKernelsOptions& opts) {
                     *hi, s.size(), nested ? (*lo >= 0.90 ? " (met)" : " (missed)") : "");
     shares[kernel] = {{"min", *lo}, {"geomean", geomean(s)}, {"max", *hi}, {"points", s.size()}};
   }
+  // How much of the copy bandwidth a weight read alone reaches at these sizes, and each kernel's
+  // time against it (the FP8 kernels against the one-plane read, the FP16 ones against both).
+  nlohmann::json floors = nlohmann::json::object();
+  const std::tuple<const char*, const char*, const char*> floor_kernels[] = {
+      {"nestedfp16", "read_both_planes", "NestedFP16 (heuristic)"},
+      {"nestedfp16_table", "read_both_planes", "NestedFP16 (table)"},
+      {"cublas_fp16", "read_both_planes", "cuBLAS FP16"},
+      {"nestedfp8", "read_fp8_plane", "NestedFP8 GEMM (heuristic)"},
+      {"nestedfp8_table", "read_fp8_plane", "NestedFP8 GEMM (table)"},
+      {"cublaslt_fp8_tensor", "read_fp8_plane", "cuBLASLt FP8"}};
+  std::vector<double> read_share;
+  for (const auto& r : recs)
+    if ((r.kernel == "read_fp8_plane" || r.kernel == "read_both_planes") && r.us > 0 &&
+        !std::isnan(copy_bps))
+      read_share.push_back(r.bytes / (r.us * 1e-6) / copy_bps);
+  if (!read_share.empty()) {
+    const auto [lo, hi] = std::minmax_element(read_share.begin(), read_share.end());
+    summary += fmt::format(
+        "- M <= 64, the weight read alone (a kernel that only streams the weight bytes, same "
+        "protocol) reaches {:.2f} / {:.2f} / {:.2f} of the copy bandwidth (min / geomean / max over "
+        "{} points): the most any GEMM could reach at these sizes. Time / that read's time, "
+        "min / geomean / max:\n",
+        *lo, geomean(read_share), *hi, read_share.size());
+    floors["read_share_of_copy"] = {{"min", *lo}, {"geomean", geomean(read_share)}, {"max", *hi}};
+  }
+  for (const auto& [kernel, floor, label] : floor_kernels) {
+    std::vector<double> v;
+    for (const auto& r : recs)
+      if (r.kernel == kernel && r.M <= 64 && r.us > 0) {
+        const double f = get(floor, r.N, r.K, r.M);
+        if (f > 0) v.push_back(r.us / f);
+      }
+    if (v.empty()) continue;
+    const auto [lo, hi] = std::minmax_element(v.begin(), v.end());
+    summary += fmt::format("  - {}: {:.2f} / {:.2f} / {:.2f}\n", label, *lo, geomean(v), *hi);
+    floors[kernel] = {{"min", *lo}, {"geomean", geomean(v)}, {"max", *hi}, {"floor", floor}};
+  }
   md += summary;
 
   nlohmann::json j;
@@ -443,6 +497,7 @@ int bench_kernels(const BenchKernelsOptions& opts) {
   }
   if (opts.all_variants) j["summary"]["best_variant_over_cublaslt_fp8"] = geomean(g_best_lt);
   j["summary"]["m64_copy_bandwidth_share"] = shares;
+  j["summary"]["m64_over_weight_read"] = floors;
 
   std::filesystem::create_directories(opts.out_dir);
   const std::string base =

@@ -65,6 +65,12 @@ class GraphTimer {
 // Random FP16 values N(0,1)·scale (hash-based, deterministic per seed), never exactly zero.
 void fill_random_half(__half* p, size_t n, uint64_t seed, float scale, cudaStream_t stream);
 
+// The weight-read floor of `bench kernels` at M <= 64: reads the na bytes at a and the nb bytes at
+// b (b may be null) once, 16 bytes per load, from every SM, and does nothing else. Sizes are
+// multiples of 16 and pointers 16-byte aligned (weight planes: K % 16 == 0, cudaMalloc).
+void stream_read(const uint8_t* a, size_t na, const uint8_t* b, size_t nb, int sms,
+                 cudaStream_t stream);
+
 // ||y - ref|| / ||ref|| over n values (Frobenius, in double on the device); +inf when y holds a
 // NaN or an infinity. Synchronizes the stream.
 double relative_error(const __half* y, const __half* ref, size_t n, cudaStream_t stream);

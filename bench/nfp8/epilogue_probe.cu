@@ -1,0 +1,218 @@
+// Probe of the NestedFP8 epilogue's per-output-tile cost (docs/KERNELS.md §2.3). Fitting
+// `bench kernels` times over K (4096 against 14336 rows of K, same N and M) gives cuBLASLt FP8 and
+// NestedFP8 the same time per 128-deep K tile, but NestedFP8 a fixed ~3.6 µs more per output tile
+// (NestedFP16, whose epilogue has no per-token scale, none). This times one CUTLASS kernel under
+// three epilogues over several K, so the per-tile cost can be read off the fit:
+//   shared = CUTLASS's Sm90RowBroadcast for x_scale (the kernels' first version),
+//   reg    = TokenScaleBroadcast (epilogue_token_scale.hpp: straight into registers),
+//   konly  = no per-token scale at all (wrong results; the bound).
+// It also checks that `reg` and `shared` write bit-identical outputs on random data.
+// Not part of the CMake build (scripts/device-prebuilt.sh builds it when PROBE_NFP8_EPI=1):
+//   nvcc -std=c++20 -O3 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr \
+//        -DNESTEDFP_CUDA_KERNEL_SET_LEVEL=1 -Isrc -Iinclude -I.deps/cutlass/include \
+//        bench/nfp8/epilogue_probe.cu -o nfp8-epi-probe -lcuda
+// Timing as `bench kernels`: a CUDA graph of launches cycling over weight copies of >= 3x L2, the
+// variants of a point interleaved in rounds, median of the rounds.
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "backend/cuda/nested_fp8_gemm.cuh"
+
+#define CK(x)                                                                                 \
+  do {                                                                                        \
+    cudaError_t e_ = (x);                                                                     \
+    if (e_ != cudaSuccess) {                                                                  \
+      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
+      std::exit(1);                                                                           \
+    }                                                                                         \
+  } while (0)
+
+namespace nestedfp::cuda {
+void throw_cuda_error(cudaError_t e, const char* expr, const char* file, int line) {
+  throw std::runtime_error(std::string(file) + ":" + std::to_string(line) + " " + expr + ": " +
+                           cudaGetErrorString(e));
+}
+void throw_error(const std::string& msg) { throw std::runtime_error(msg); }
+namespace fp8gemm {
+void* workspace_for(size_t bytes, cudaStream_t) {  // persistent kernels: none needed
+  static void* p = nullptr;
+  static size_t have = 0;
+  if (bytes > have) {
+    if (p) CK(cudaFree(p));
+    CK(cudaMalloc(&p, bytes));
+    have = bytes;
+  }
+  return p;
+}
+}  // namespace fp8gemm
+}  // namespace nestedfp::cuda
+
+namespace f8 = nestedfp::cuda::fp8gemm;
+using Coop128 = f8::Config<cute::Shape<cute::_128, cute::_128, cute::_128>,
+                           cute::Shape<cute::_1, cute::_1, cute::_1>,
+                           cutlass::gemm::KernelTmaWarpSpecializedCooperative,
+                           cutlass::epilogue::TmaWarpSpecializedCooperative>;
+using Sk128x64 = f8::Config<cute::Shape<cute::_128, cute::_64, cute::_128>,
+                            cute::Shape<cute::_1, cute::_1, cute::_1>,
+                            cutlass::gemm::KernelTmaWarpSpecializedCooperative,
+                            cutlass::epilogue::TmaWarpSpecializedCooperative,
+                            cutlass::gemm::StreamKScheduler>;
+
+struct Variant {
+  const char* name;
+  void (*run)(const f8::Problem&);
+  int promotion;
+};
+const Variant kVariants[] = {
+    {"coop128x128p16/shared", &f8::run<Coop128, f8::Epi::SharedRowScale>, 16},
+    {"coop128x128p16/reg", &f8::run<Coop128, f8::Epi::RegisterRowScale>, 16},
+    {"coop128x128p16/konly", &f8::run<Coop128, f8::Epi::KOnly>, 16},
+    {"sk128x64p8/shared", &f8::run<Sk128x64, f8::Epi::SharedRowScale>, 8},
+    {"sk128x64p8/reg", &f8::run<Sk128x64, f8::Epi::RegisterRowScale>, 8},
+};
+constexpr int kNumVariants = sizeof(kVariants) / sizeof(kVariants[0]);
+
+__global__ void fill_bytes(uint8_t* p, size_t n, uint32_t seed, uint8_t mask) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
+       i += size_t(gridDim.x) * blockDim.x) {
+    uint32_t x = uint32_t(i) * 2654435761u ^ seed;
+    x ^= x >> 13;
+    x *= 0x5bd1e995u;
+    x ^= x >> 15;
+    p[i] = uint8_t(x >> 24) & mask;  // 0xBF: finite E4M3 (no exponent-all-ones NaN pattern)
+  }
+}
+__global__ void fill_scales(float* p, int n, uint32_t seed) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
+    p[i] = 1e-3f * float(1 + ((uint32_t(i) * 2654435761u ^ seed) >> 22));
+}
+
+int main(int argc, char** argv) {
+  int dev = 0, sms = 0;
+  CK(cudaGetDevice(&dev));
+  CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  int l2 = 0;
+  CK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, dev));
+  const double target_ms = argc > 1 ? std::atof(argv[1]) : 10.0;
+  struct Shape {
+    int N, K;
+  };
+  const Shape shapes[] = {{4096, 1024}, {4096, 4096}, {4096, 14336}, {28672, 4096}, {6144, 4096}};
+  const int ms_list[] = {256, 512, 1024, 4096, 8192};
+  cudaStream_t s;
+  CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  std::printf("| N | K | M | %s |\n|---|---|---|", "variant times in µs, median of rounds");
+  std::printf("\n");
+  std::printf("variants:");
+  for (const auto& v : kVariants) std::printf(" %s", v.name);
+  std::printf("\n");
+  int mismatches = 0;
+  for (const Shape& sh : shapes) {
+    const size_t wbytes = size_t(sh.N) * sh.K;
+    const int copies = std::max<int>(2, int((3.0 * l2 + wbytes - 1) / wbytes) + 1);
+    std::vector<uint8_t*> up(copies);
+    for (int c = 0; c < copies; ++c) {
+      CK(cudaMalloc(&up[c], wbytes));
+      fill_bytes<<<1024, 256, 0, s>>>(up[c], wbytes, 17u + c, 0xBF);
+    }
+    int8_t* k;
+    CK(cudaMalloc(&k, sh.N));
+    fill_bytes<<<64, 256, 0, s>>>(reinterpret_cast<uint8_t*>(k), sh.N, 5u, 0x03);
+    for (int M : ms_list) {
+      uint8_t* xq;
+      float* xs;
+      __half *y, *y_ref;
+      CK(cudaMalloc(&xq, size_t(M) * sh.K));
+      CK(cudaMalloc(&xs, size_t(M) * 4));
+      CK(cudaMalloc(&y, size_t(M) * sh.N * 2));
+      CK(cudaMalloc(&y_ref, size_t(M) * sh.N * 2));
+      fill_bytes<<<1024, 256, 0, s>>>(xq, size_t(M) * sh.K, 99u + M, 0xBF);
+      fill_scales<<<64, 256, 0, s>>>(xs, M, 7u + M);
+      std::vector<nestedfp::cuda::NestedWeight> w(copies);
+      for (int c = 0; c < copies; ++c) w[c] = {up[c], nullptr, k, sh.N, sh.K};
+      auto problem = [&](int v, int c, __half* out) {
+        return f8::Problem{&w[c], xq, xs, out, M, s, dev, sms, kVariants[v].name, 0, 0,
+                           kVariants[v].promotion};
+      };
+      // Bitwise check: reg against shared, same kernel (both orders of multiplication agree).
+      for (int base : {0, 3}) {
+        kVariants[base].run(problem(base, 0, y_ref));
+        kVariants[base + 1].run(problem(base + 1, 0, y));
+        CK(cudaStreamSynchronize(s));
+        std::vector<uint16_t> a(size_t(M) * sh.N), b(a.size());
+        CK(cudaMemcpy(a.data(), y_ref, a.size() * 2, cudaMemcpyDeviceToHost));
+        CK(cudaMemcpy(b.data(), y, b.size() * 2, cudaMemcpyDeviceToHost));
+        size_t bad = 0;
+        for (size_t i = 0; i < a.size(); ++i) bad += a[i] != b[i];
+        if (bad) {
+          ++mismatches;
+          std::printf("MISMATCH %s vs %s at %dx%d M=%d: %zu of %zu values differ\n",
+                      kVariants[base + 1].name, kVariants[base].name, sh.N, sh.K, M, bad,
+                      a.size());
+        }
+      }
+      // One graph per variant: `launches` calls cycling over the weight copies.
+      std::vector<cudaGraphExec_t> exec(kNumVariants);
+      std::vector<int> launches(kNumVariants);
+      for (int v = 0; v < kNumVariants; ++v) {
+        cudaEvent_t e0, e1;
+        CK(cudaEventCreate(&e0));
+        CK(cudaEventCreate(&e1));
+        CK(cudaEventRecord(e0, s));
+        for (int c = 0; c < copies; ++c) kVariants[v].run(problem(v, c, y));
+        CK(cudaEventRecord(e1, s));
+        CK(cudaEventSynchronize(e1));
+        float ms = 0;
+        CK(cudaEventElapsedTime(&ms, e0, e1));
+        const int per = std::max(copies, int(target_ms / 5 / std::max(ms / copies, 1e-3f)));
+        launches[v] = std::min(per, 400);
+        cudaGraph_t g;
+        CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+        for (int i = 0; i < launches[v]; ++i) kVariants[v].run(problem(v, i % copies, y));
+        CK(cudaStreamEndCapture(s, &g));
+        CK(cudaGraphInstantiate(&exec[v], g, 0));
+        CK(cudaGraphDestroy(g));
+        CK(cudaGraphLaunch(exec[v], s));  // warm
+      }
+      std::vector<std::vector<float>> t(kNumVariants);
+      std::vector<int> order(kNumVariants);
+      for (int v = 0; v < kNumVariants; ++v) order[v] = v;
+      cudaEvent_t e0, e1;
+      CK(cudaEventCreate(&e0));
+      CK(cudaEventCreate(&e1));
+      for (int round = 0; round < 5; ++round) {
+        std::rotate(order.begin(), order.begin() + 2, order.end());
+        if (round % 2) std::reverse(order.begin(), order.end());
+        for (int v : order) {
+          CK(cudaEventRecord(e0, s));
+          CK(cudaGraphLaunch(exec[v], s));
+          CK(cudaEventRecord(e1, s));
+          CK(cudaEventSynchronize(e1));
+          float ms = 0;
+          CK(cudaEventElapsedTime(&ms, e0, e1));
+          t[v].push_back(1000.f * ms / launches[v]);
+        }
+      }
+      std::printf("| %d | %d | %d |", sh.N, sh.K, M);
+      for (int v = 0; v < kNumVariants; ++v) {
+        std::sort(t[v].begin(), t[v].end());
+        std::printf(" %.2f |", t[v][t[v].size() / 2]);
+        CK(cudaGraphExecDestroy(exec[v]));
+      }
+      std::printf("\n");
+      std::fflush(stdout);
+      CK(cudaFree(xq));
+      CK(cudaFree(xs));
+      CK(cudaFree(y));
+      CK(cudaFree(y_ref));
+    }
+    for (auto* p : up) CK(cudaFree(p));
+    CK(cudaFree(k));
+  }
+  std::printf("bitwise reg == shared: %s\n", mismatches ? "FAILED" : "ok");
+  return mismatches ? 1 : 0;
+}
