@@ -1,21 +1,30 @@
-// Probe of the NestedFP8 epilogue's per-output-tile cost (docs/KERNELS.md §2.3). Fitting
-// `bench kernels` times over K (4096 against 14336 rows of K, same N and M) gives cuBLASLt FP8 and
-// NestedFP8 the same time per 128-deep K tile, but NestedFP8 a fixed ~3.6 µs more per output tile
-// (NestedFP16, whose epilogue has no per-token scale, none). This times one CUTLASS kernel under
-// three epilogues over several K, so the per-tile cost can be read off the fit:
-//   shared = CUTLASS's Sm90RowBroadcast for x_scale (the kernels' first version),
-//   reg    = TokenScaleBroadcast (epilogue_token_scale.hpp: straight into registers),
-//   konly  = no per-token scale at all (wrong results; the bound).
-// It also checks that `reg` and `shared` write bit-identical outputs on random data.
-// Not part of the CMake build (scripts/device-prebuilt.sh builds it when PROBE_NFP8_EPI=1):
-//   nvcc -std=c++20 -O3 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr \
+// Probes of the NestedFP8 CUTLASS kernels at large M (docs/KERNELS.md §2.3, §2.7), two sets:
+//
+// `epilogue` (session 26): the per-output-tile cost of the epilogue. One CUTLASS kernel under three
+// epilogues: shared = CUTLASS's Sm90RowBroadcast for x_scale (the kernels' first version), reg =
+// TokenScaleBroadcast (epilogue_token_scale.hpp: straight into registers), konly = no per-token
+// scale at all (wrong results; the bound). Checks that `reg` and `shared` write bit-identical
+// outputs on random data. Result: bench/results/2026-12-02-h200-nfp8-epilogue-probe.md.
+//
+// `mainloop`: what separates coop128x128p16 from cuBLASLt's kernel of the same tile: tile order
+// (raster, swizzle), a 2x1 cluster (cuBLASLt's), FP32 promotion every K tile (p4), never (fa), or
+// every K tile from two temporaries in turn (collective/nested_fp8_mma_db.hpp). The mainloop set
+// checks the double-buffered kernel's outputs against the CUTLASS p4 kernel's (same sums; they
+// may differ only in the last place of a few values).
+//
+// Not part of the CMake build; built here and run on the device. -DNDEBUG matters: with CUTLASS's
+// asserts compiled in, ptxas serializes every wgmma (C7510, "wgmma pipeline crossing function
+// boundary"), and the first runs (session 26) timed such serialized kernels:
+//   nvcc -std=c++20 -O3 -DNDEBUG -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr \
 //        -DNESTEDFP_CUDA_KERNEL_SET_LEVEL=1 -Isrc -Iinclude -I.deps/cutlass/include \
 //        bench/nfp8/epilogue_probe.cu -o nfp8-epi-probe -lcuda
+//   nfp8-epi-probe [target_ms] [epilogue|mainloop]
 // Timing as `bench kernels`: a CUDA graph of launches cycling over weight copies of >= 3x L2, the
 // variants of a point interleaved in rounds, median of the rounds.
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <iterator>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -62,19 +71,44 @@ using Sk128x64 = f8::Config<cute::Shape<cute::_128, cute::_64, cute::_128>,
                             cutlass::epilogue::TmaWarpSpecializedCooperative,
                             cutlass::gemm::StreamKScheduler>;
 
+using Coop128c2 = f8::Config<cute::Shape<cute::_128, cute::_128, cute::_128>,
+                             cute::Shape<cute::_2, cute::_1, cute::_1>,
+                             cutlass::gemm::KernelTmaWarpSpecializedCooperative,
+                             cutlass::epilogue::TmaWarpSpecializedCooperative>;
+using Coop128fa = f8::Config<cute::Shape<cute::_128, cute::_128, cute::_128>,
+                             cute::Shape<cute::_1, cute::_1, cute::_1>,
+                             cutlass::gemm::KernelTmaWarpSpecializedCooperativeFP8FastAccum,
+                             cutlass::epilogue::TmaWarpSpecializedCooperative>;
+
 struct Variant {
   const char* name;
   void (*run)(const f8::Problem&);
-  int promotion;
+  int promotion, raster = 0, swizzle = 1;
 };
-const Variant kVariants[] = {
+const Variant kEpilogue[] = {
     {"coop128x128p16/shared", &f8::run<Coop128, f8::Epi::SharedRowScale>, 16},
     {"coop128x128p16/reg", &f8::run<Coop128, f8::Epi::RegisterRowScale>, 16},
     {"coop128x128p16/konly", &f8::run<Coop128, f8::Epi::KOnly>, 16},
     {"sk128x64p8/shared", &f8::run<Sk128x64, f8::Epi::SharedRowScale>, 8},
     {"sk128x64p8/reg", &f8::run<Sk128x64, f8::Epi::RegisterRowScale>, 8},
 };
-constexpr int kNumVariants = sizeof(kVariants) / sizeof(kVariants[0]);
+constexpr auto kReg = f8::Epi::RegisterRowScale;
+constexpr auto kDb = f8::Promotion::DoubleBuffered;
+const Variant kMainloop[] = {
+    {"coop128x128p16", &f8::run<Coop128>, 16},
+    {"p16 raster-rows", &f8::run<Coop128>, 16, 1},
+    {"p16 raster-tokens", &f8::run<Coop128>, 16, 2},
+    {"p16 swizzle4", &f8::run<Coop128>, 16, 0, 4},
+    {"c2x1 p16", &f8::run<Coop128c2>, 16},
+    {"p4", &f8::run<Coop128>, 4},
+    {"fa (no promotion)", &f8::run<Coop128fa>, 0},
+    {"double-buffered p4", &f8::run<Coop128, kReg, kDb>, 4},
+    {"double-buffered p8", &f8::run<Coop128, kReg, kDb>, 8},
+    {"double-buffered p16", &f8::run<Coop128, kReg, kDb>, 16},
+    {"p8", &f8::run<Coop128>, 8},
+    {"sk128x64p8", &f8::run<Sk128x64>, 8},
+    {"sk128x64p8 double-buffered", &f8::run<Sk128x64, kReg, kDb>, 8},
+};
 
 __global__ void fill_bytes(uint8_t* p, size_t n, uint32_t seed, uint8_t mask) {
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
@@ -98,17 +132,25 @@ int main(int argc, char** argv) {
   int l2 = 0;
   CK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, dev));
   const double target_ms = argc > 1 ? std::atof(argv[1]) : 10.0;
+  const bool epilogue_set = argc <= 2 || std::string(argv[2]) == "epilogue";
+  const Variant* kVariants = epilogue_set ? kEpilogue : kMainloop;
+  const int kNumVariants = epilogue_set ? int(std::size(kEpilogue)) : int(std::size(kMainloop));
   struct Shape {
     int N, K;
   };
-  const Shape shapes[] = {{4096, 1024}, {4096, 4096}, {4096, 14336}, {28672, 4096}, {6144, 4096}};
-  const int ms_list[] = {256, 512, 1024, 4096, 8192};
+  std::vector<Shape> shapes = {{4096, 1024}, {4096, 4096}, {4096, 14336}, {28672, 4096}, {6144, 4096}};
+  std::vector<int> ms_list = {256, 512, 1024, 4096, 8192};
+  if (!epilogue_set) {
+    // 4096 x 4288: 33.5 K tiles (a partial one, and a run shorter than the interval at the end).
+    shapes = {{4096, 4096}, {6144, 4096}, {28672, 4096}, {4096, 4288}};
+    ms_list = {256, 1024, 4096, 8192};
+  }
   cudaStream_t s;
   CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   std::printf("| N | K | M | %s |\n|---|---|---|", "variant times in µs, median of rounds");
   std::printf("\n");
   std::printf("variants:");
-  for (const auto& v : kVariants) std::printf(" %s", v.name);
+  for (int v = 0; v < kNumVariants; ++v) std::printf(" %s;", kVariants[v].name);
   std::printf("\n");
   int mismatches = 0;
   for (const Shape& sh : shapes) {
@@ -135,13 +177,17 @@ int main(int argc, char** argv) {
       std::vector<nestedfp::cuda::NestedWeight> w(copies);
       for (int c = 0; c < copies; ++c) w[c] = {up[c], nullptr, k, sh.N, sh.K};
       auto problem = [&](int v, int c, __half* out) {
-        return f8::Problem{&w[c], xq, xs, out, M, s, dev, sms, kVariants[v].name, 0, 0,
-                           kVariants[v].promotion};
+        return f8::Problem{&w[c],  xq, xs, out, M, s, dev, sms, kVariants[v].name, 0, 0,
+                           kVariants[v].promotion, kVariants[v].raster, kVariants[v].swizzle};
       };
-      // Bitwise check: reg against shared, same kernel (both orders of multiplication agree).
-      for (int base : {0, 3}) {
-        kVariants[base].run(problem(base, 0, y_ref));
-        kVariants[base + 1].run(problem(base + 1, 0, y));
+      // Bitwise checks: reg against shared (epilogue set), double-buffered against CUTLASS's p4
+      // (mainloop set: both promote after every K tile, in the same order).
+      const std::vector<std::pair<int, int>> pairs =
+          epilogue_set ? std::vector<std::pair<int, int>>{{0, 1}, {3, 4}}
+                       : std::vector<std::pair<int, int>>{{5, 7}, {10, 8}, {0, 9}, {11, 12}};
+      for (const auto& [ref, v] : pairs) {
+        kVariants[ref].run(problem(ref, 0, y_ref));
+        kVariants[v].run(problem(v, 0, y));
         CK(cudaStreamSynchronize(s));
         std::vector<uint16_t> a(size_t(M) * sh.N), b(a.size());
         CK(cudaMemcpy(a.data(), y_ref, a.size() * 2, cudaMemcpyDeviceToHost));
@@ -151,8 +197,7 @@ int main(int argc, char** argv) {
         if (bad) {
           ++mismatches;
           std::printf("MISMATCH %s vs %s at %dx%d M=%d: %zu of %zu values differ\n",
-                      kVariants[base + 1].name, kVariants[base].name, sh.N, sh.K, M, bad,
-                      a.size());
+                      kVariants[v].name, kVariants[ref].name, sh.N, sh.K, M, bad, a.size());
         }
       }
       // One graph per variant: `launches` calls cycling over the weight copies.
@@ -213,6 +258,8 @@ int main(int argc, char** argv) {
     for (auto* p : up) CK(cudaFree(p));
     CK(cudaFree(k));
   }
-  std::printf("bitwise reg == shared: %s\n", mismatches ? "FAILED" : "ok");
+  std::printf("bitwise checks (%s): %s\n",
+              epilogue_set ? "reg == shared" : "double-buffered pN == CUTLASS pN",
+              mismatches ? "FAILED" : "ok");
   return mismatches ? 1 : 0;
 }

@@ -5,8 +5,8 @@
 //
 // Why not CUTLASS's Sm90RowBroadcast: it stages the vector through shared memory at the start of
 // every output tile (a global load, a shared store and a barrier across the epilogue's threads)
-// before any accumulator can leave. Loading into registers is bit-identical and 1.5% faster in
-// geometric mean on the H200 (bench/results/2026-12-02-h200-nfp8-epilogue-probe.md). A thread
+// before any accumulator can leave. Loading into registers is bit-identical and 2.4% faster in
+// geometric mean on the H200 (up to 8% at short K) (bench/results/2026-12-02-h200-nfp8-epilogue-probe.md). A thread
 // of a wgmma accumulator holds few distinct columns (32 of a 128-column tile), so the registers
 // are cheap here.
 #include "cute/tensor.hpp"

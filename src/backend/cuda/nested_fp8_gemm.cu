@@ -194,8 +194,8 @@ void nested_fp8_gemm(const NestedWeight& w, const uint8_t* xq, const float* x_sc
   int decomposition = 0;
   // NFP8_SCHED="decomp=1" (data-parallel), "decomp=2,splits=3", "decomp=3" (stream-K), "splits=3"
   // (split-K): tuning experiments on the stream-K kernels (the others ignore them), read on every
-  // call like NFP16_SCHED. decomp=2 without splits takes the split-K variants' count, at least 2;
-  // raster and swizzle are NestedFP16's only.
+  // call like NFP16_SCHED. decomp=2 without splits takes the split-K variants' count, at least 2.
+  // raster (1 along the weight rows, 2 along the tokens) and swizzle apply to every CUTLASS kernel.
   const SchedOverride o = sched_override("NFP8_SCHED");
   if (o.decomp >= 0) decomposition = o.decomp;
   if (o.splits >= 0) splits = o.splits;
@@ -204,6 +204,8 @@ void nested_fp8_gemm(const NestedWeight& w, const uint8_t* xq, const float* x_sc
   fp8gemm::Problem p{&w,       xq,     x_scale,       Y,
                      M,        stream, dc.device,     dc.sms,
                      var.name, splits, decomposition, var.promotion};
+  if (o.raster >= 0) p.raster = o.raster;
+  if (o.swizzle >= 0) p.swizzle = o.swizzle;
   var.run(p);
 }
 

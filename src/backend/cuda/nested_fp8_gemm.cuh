@@ -18,6 +18,7 @@
 // the only roundings are acc·x_scale to fp32 and the final fp16 conversion.
 #include <cuda_runtime.h>
 
+#include "backend/cuda/collective/nested_fp8_mma_db.hpp"
 #include "backend/cuda/epilogue_token_scale.hpp"
 #include "backend/cuda/kernels.hpp"
 #include "backend/cuda/nested_fp8_gemm_impl.hpp"
@@ -68,7 +69,12 @@ struct Config {
 // probe's timing bound only.
 enum class Epi { RegisterRowScale, SharedRowScale, KOnly };
 
-template <class Cfg, Epi kEpi = Epi::RegisterRowScale>
+// How the promoted mainloop moves partial sums into FP32: CUTLASS's (every kernel), or through
+// two temporaries in turn (collective/nested_fp8_mma_db.hpp; cooperative kernels only, opt-in for
+// bench/nfp8/epilogue_probe.cu).
+enum class Promotion { Cutlass, DoubleBuffered };
+
+template <class Cfg, Epi kEpi = Epi::RegisterRowScale, Promotion kPromotion = Promotion::Cutlass>
 struct Kernel {
   using ElementA = cutlass::float_e4m3_t;
   using ElementB = cutlass::float_e4m3_t;
@@ -107,21 +113,28 @@ struct Kernel {
       cutlass::epilogue::collective::EpilogueTileAuto, ElementAcc, ElementCompute, void, LayoutD,
       kAlignD, ElementD, LayoutD, kAlignD, typename Cfg::EpilogueSchedule, Fusion>::CollectiveOp;
 
-  using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
+  using BuiltMainloop = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, ElementA, LayoutA, kAlignA, ElementB,
       LayoutB, kAlignB, ElementAcc, TileShape, typename Cfg::ClusterShape,
       cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(
           sizeof(typename Epilogue::SharedStorage))>,
       typename Cfg::KernelSchedule>::CollectiveOp;
+  static constexpr bool kDoubleBuffered = kPromotion == Promotion::DoubleBuffered;
+  static_assert(!kDoubleBuffered ||
+                    cute::is_same_v<typename Cfg::KernelSchedule,
+                                    cutlass::gemm::KernelTmaWarpSpecializedCooperative>,
+                "the double-buffered promotion is written for the cooperative kernel");
+  using Mainloop = cute::conditional_t<kDoubleBuffered, NestedFp8MmaDoubleBuffered<BuiltMainloop>,
+                                       BuiltMainloop>;
 
   using GemmKernel = cutlass::gemm::kernel::GemmUniversal<cute::Shape<int, int, int, int>, Mainloop,
                                                           Epilogue, typename Cfg::TileScheduler>;
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<GemmKernel>;
 };
 
-template <class Cfg, Epi kEpi = Epi::RegisterRowScale>
+template <class Cfg, Epi kEpi = Epi::RegisterRowScale, Promotion kPromotion = Promotion::Cutlass>
 void run(const Problem& p) {
-  using K = Kernel<Cfg, kEpi>;
+  using K = Kernel<Cfg, kEpi, kPromotion>;
   using Gemm = typename K::Gemm;
   using StrideA = typename Gemm::GemmKernel::StrideA;
   using StrideB = typename Gemm::GemmKernel::StrideB;
@@ -158,6 +171,11 @@ void run(const Problem& p) {
   args.epilogue.dD = sD;
   args.hw_info.device_id = p.device;
   args.hw_info.sm_count = p.sm_count;
+  using Raster = decltype(args.scheduler.raster_order);
+  args.scheduler.raster_order = p.raster == 1   ? Raster::AlongM
+                                : p.raster == 2 ? Raster::AlongN
+                                                : Raster::Heuristic;
+  args.scheduler.max_swizzle_size = p.swizzle > 0 ? p.swizzle : 1;
   if constexpr (cute::is_same_v<typename Cfg::TileScheduler, cutlass::gemm::StreamKScheduler>) {
     using Mode = decltype(args.scheduler.decomposition_mode);
     if (p.decomposition == 1) {

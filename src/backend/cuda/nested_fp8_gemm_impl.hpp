@@ -24,6 +24,8 @@ struct Problem {
   int decomposition;  // stream-K kernels only: 0 as above, 1 data-parallel, 2 split-K, 3 stream-K
   int promotion;  // promoted (non-"fa") mainloops: k-blocks between FP32 promotions (0: CUTLASS's
                   // 4)
+  int raster = 0;   // tile order: 0 CUTLASS's heuristic, 1 along the weight rows, 2 along tokens
+  int swizzle = 1;  // CUTLASS's max_swizzle_size
 };
 
 // Grow-only device workspace (stream-K partials); throws if it must grow during graph capture.

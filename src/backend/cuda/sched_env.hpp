@@ -2,7 +2,7 @@
 // Tile-scheduler overrides for tuning experiments, read from an environment variable such as
 // NFP16_SCHED="raster=2,swizzle=8,decomp=2,splits=4" or NFP8_SCHED="decomp=1"
 // (decomp: 0 heuristic, 1 data-parallel, 2 split-K, 3 stream-K). Keys left out keep the caller's
-// values; each family documents which keys it reads (NestedFP8: decomp and splits). An entry that
+// values; each family documents which keys it reads (both read all four). An entry that
 // is not key=non-negative integer with a known key is ignored with a warning on stderr (once per
 // variable value), so a typo does not silently run the default. Host-only, no device compiler.
 #include <cstdio>
