@@ -85,28 +85,30 @@ struct Variant {
   void (*run)(const f8::Problem&);
   int promotion, raster = 0, swizzle = 1;
 };
-const Variant kEpilogue[] = {
-    {"coop128x128p16/shared", &f8::run<Coop128, f8::Epi::SharedRowScale>, 16},
-    {"coop128x128p16/reg", &f8::run<Coop128, f8::Epi::RegisterRowScale>, 16},
-    {"coop128x128p16/konly", &f8::run<Coop128, f8::Epi::KOnly>, 16},
-    {"sk128x64p8/shared", &f8::run<Sk128x64, f8::Epi::SharedRowScale>, 8},
-    {"sk128x64p8/reg", &f8::run<Sk128x64, f8::Epi::RegisterRowScale>, 8},
-};
-constexpr auto kReg = f8::Epi::RegisterRowScale;
+// Every variant names its promotion (the kernels use CUTLASS's; nested_fp8_gemm.cuh).
+constexpr auto kCut = f8::Promotion::Cutlass;
 constexpr auto kDb = f8::Promotion::DoubleBuffered;
+constexpr auto kReg = f8::Epi::RegisterRowScale;
+const Variant kEpilogue[] = {
+    {"coop128x128p16/shared", &f8::run<Coop128, f8::Epi::SharedRowScale, kCut>, 16},
+    {"coop128x128p16/reg", &f8::run<Coop128, kReg, kCut>, 16},
+    {"coop128x128p16/konly", &f8::run<Coop128, f8::Epi::KOnly, kCut>, 16},
+    {"sk128x64p8/shared", &f8::run<Sk128x64, f8::Epi::SharedRowScale, kCut>, 8},
+    {"sk128x64p8/reg", &f8::run<Sk128x64, kReg, kCut>, 8},
+};
 const Variant kMainloop[] = {
-    {"coop128x128p16", &f8::run<Coop128>, 16},
-    {"p16 raster-rows", &f8::run<Coop128>, 16, 1},
-    {"p16 raster-tokens", &f8::run<Coop128>, 16, 2},
-    {"p16 swizzle4", &f8::run<Coop128>, 16, 0, 4},
-    {"c2x1 p16", &f8::run<Coop128c2>, 16},
-    {"p4", &f8::run<Coop128>, 4},
+    {"coop128x128p16", &f8::run<Coop128, kReg, kCut>, 16},
+    {"p16 raster-rows", &f8::run<Coop128, kReg, kCut>, 16, 1},
+    {"p16 raster-tokens", &f8::run<Coop128, kReg, kCut>, 16, 2},
+    {"p16 swizzle4", &f8::run<Coop128, kReg, kCut>, 16, 0, 4},
+    {"c2x1 p16", &f8::run<Coop128c2, kReg, kCut>, 16},
+    {"p4", &f8::run<Coop128, kReg, kCut>, 4},
     {"fa (no promotion)", &f8::run<Coop128fa>, 0},
     {"double-buffered p4", &f8::run<Coop128, kReg, kDb>, 4},
     {"double-buffered p8", &f8::run<Coop128, kReg, kDb>, 8},
     {"double-buffered p16", &f8::run<Coop128, kReg, kDb>, 16},
-    {"p8", &f8::run<Coop128>, 8},
-    {"sk128x64p8", &f8::run<Sk128x64>, 8},
+    {"p8", &f8::run<Coop128, kReg, kCut>, 8},
+    {"sk128x64p8", &f8::run<Sk128x64, kReg, kCut>, 8},
     {"sk128x64p8 double-buffered", &f8::run<Sk128x64, kReg, kDb>, 8},
 };
 

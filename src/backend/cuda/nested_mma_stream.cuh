@@ -131,6 +131,7 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool va
 template <Mode kMode, int kTokens, int kStagesWanted = 0, int kMinBlocks = 2,
           bool kBranchFree = false, bool kSpan64 = false>
 __global__ void __launch_bounds__(kThreads, kMinBlocks) stream_gemm_kernel(Args a) {
+  static_assert(!kSpan64 || kMode == Mode::Fp8, "kSpan64 permutes the FP8 register ring only");
   constexpr bool kShared = kMode == Mode::Fp16;
   using S = Shape<kTokens, kStagesWanted, kShared>;
   constexpr int kBlockK = kMode == Mode::Fp16 ? 64 : 128;  // k per block

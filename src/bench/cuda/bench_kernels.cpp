@@ -434,6 +434,7 @@ int bench_kernels(const BenchKernelsOptions& opts) {
     floors["read_share_of_copy"] = {{"min", *lo}, {"geomean", geomean(read_share)}, {"max", *hi}};
   }
   for (const auto& [kernel, floor, label] : floor_kernels) {
+    if (read_share.empty()) break;  // no copy bandwidth: the heading above was not printed
     std::vector<double> v;
     for (const auto& r : recs)
       if (r.kernel == kernel && r.M <= 64 && r.us > 0) {

@@ -44,7 +44,9 @@ struct NestedFp8MmaDoubleBuffered : Base {
     static_assert(is_rmem<FrgTensorC>::value, "the accumulators must be in registers");
     clear(accum);
     if (k_tile_count <= 0) return;
-    // The interval in K tiles, a compile-time constant inside run(): ptxas serializes every
+    // The interval in K tiles, a compile-time constant inside run(): 4, 8 and 16 k-blocks (every
+    // NestedFP8 variant's) are exact; other intervals round down to 1, 2 or 4 K tiles (valid sums,
+    // but not CUTLASS's order then). ptxas serializes every
     // wgmma (C7514) unless each addition provably follows the wait that retires its registers,
     // which it cannot follow through loops of run-time length.
     constexpr int kBlocks = size<2>(typename Base::TileShape{}) / 32;  // wgmma k-blocks per K tile
