@@ -39,7 +39,8 @@ inline SchedOverride sched_override(const char* env_name) {
                  : key == "decomp"  ? &o.decomp
                  : key == "splits"  ? &o.splits
                                     : nullptr;
-    if (!field || v < 0 || v > 1024 || *stop != '\0') {
+    // raster is 0 (heuristic), 1 or 2: a larger value would silently run the heuristic order.
+    if (!field || v < 0 || v > (field == &o.raster ? 2 : 1024) || *stop != '\0') {
       bad += (bad.empty() ? "" : ", ") + ("'" + kv + "'");
       continue;
     }
@@ -53,7 +54,7 @@ inline SchedOverride sched_override(const char* env_name) {
       std::fprintf(
           stderr,
           "warning: %s: ignoring %s (expected key=value with keys raster, swizzle, decomp, "
-          "splits and non-negative integer values, e.g. decomp=2,splits=4)\n",
+          "splits, non-negative integer values and raster <= 2, e.g. decomp=2,splits=4)\n",
           env_name, bad.c_str());
   }
   return o;
