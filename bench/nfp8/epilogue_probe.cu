@@ -12,13 +12,18 @@
 // checks the double-buffered kernel's outputs against the CUTLASS p4 kernel's (same sums; they
 // may differ only in the last place of a few values).
 //
+// `db` (session 27): CUTLASS's promotion against the double-buffered one on each cooperative
+// kernel of the variant list, at that variant's interval, from small to large M: which rows of
+// gemm_configs.def run as CoopDb. Checks each pair bit-identical. `dbping`: the same for the
+// ping-pong kernels (PingDb).
+//
 // Not part of the CMake build; built here and run on the device. -DNDEBUG matters: with CUTLASS's
 // asserts compiled in, ptxas serializes every wgmma (C7510, "wgmma pipeline crossing function
 // boundary"), and the first runs (session 26) timed such serialized kernels:
 //   nvcc -std=c++20 -O3 -DNDEBUG -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr \
 //        -DNESTEDFP_CUDA_KERNEL_SET_LEVEL=1 -Isrc -Iinclude -I.deps/cutlass/include \
 //        bench/nfp8/epilogue_probe.cu -o nfp8-epi-probe -lcuda
-//   nfp8-epi-probe [target_ms] [epilogue|mainloop]
+//   nfp8-epi-probe [target_ms] [epilogue|mainloop|db|dbping]
 // Timing as `bench kernels`: a CUDA graph of launches cycling over weight copies of >= 3x L2, the
 // variants of a point interleaved in rounds, median of the rounds.
 #include <algorithm>
@@ -65,11 +70,23 @@ using Coop128 = f8::Config<cute::Shape<cute::_128, cute::_128, cute::_128>,
                            cute::Shape<cute::_1, cute::_1, cute::_1>,
                            cutlass::gemm::KernelTmaWarpSpecializedCooperative,
                            cutlass::epilogue::TmaWarpSpecializedCooperative>;
-using Sk128x64 = f8::Config<cute::Shape<cute::_128, cute::_64, cute::_128>,
-                            cute::Shape<cute::_1, cute::_1, cute::_1>,
-                            cutlass::gemm::KernelTmaWarpSpecializedCooperative,
-                            cutlass::epilogue::TmaWarpSpecializedCooperative,
-                            cutlass::gemm::StreamKScheduler>;
+using Sk128x64 =
+    f8::Config<cute::Shape<cute::_128, cute::_64, cute::_128>,
+               cute::Shape<cute::_1, cute::_1, cute::_1>,
+               cutlass::gemm::KernelTmaWarpSpecializedCooperative,
+               cutlass::epilogue::TmaWarpSpecializedCooperative, cutlass::gemm::StreamKScheduler>;
+
+template <int Tokens, class Scheduler = cutlass::gemm::StreamKScheduler, int ClusterTokens = 1>
+using Coop128xT = f8::Config<cute::Shape<cute::_128, cute::Int<Tokens>, cute::_128>,
+                             cute::Shape<cute::_1, cute::Int<ClusterTokens>, cute::_1>,
+                             cutlass::gemm::KernelTmaWarpSpecializedCooperative,
+                             cutlass::epilogue::TmaWarpSpecializedCooperative, Scheduler>;
+using Coop128x64t2 = Coop128xT<64, cutlass::gemm::PersistentScheduler, 2>;
+template <int Tokens, int ClusterTokens = 1>
+using Ping64xT = f8::Config<cute::Shape<cute::_64, cute::Int<Tokens>, cute::_128>,
+                            cute::Shape<cute::_1, cute::Int<ClusterTokens>, cute::_1>,
+                            cutlass::gemm::KernelTmaWarpSpecializedPingpong,
+                            cutlass::epilogue::TmaWarpSpecialized>;
 
 using Coop128c2 = f8::Config<cute::Shape<cute::_128, cute::_128, cute::_128>,
                              cute::Shape<cute::_2, cute::_1, cute::_1>,
@@ -112,6 +129,35 @@ const Variant kMainloop[] = {
     {"sk128x64p8 double-buffered", &f8::run<Sk128x64, kReg, kDb>, 8},
 };
 
+// Pairs (CUTLASS, double-buffered) at the interval each variant runs (0: CUTLASS's 4).
+const Variant kDbSet[] = {
+    {"sk128x16", &f8::run<Coop128xT<16>, kReg, kCut>, 0},
+    {"sk128x16 db", &f8::run<Coop128xT<16>, kReg, kDb>, 0},
+    {"sk128x32", &f8::run<Coop128xT<32>, kReg, kCut>, 0},
+    {"sk128x32 db", &f8::run<Coop128xT<32>, kReg, kDb>, 0},
+    {"sk128x64", &f8::run<Sk128x64, kReg, kCut>, 0},
+    {"sk128x64 db", &f8::run<Sk128x64, kReg, kDb>, 0},
+    {"sk128x64p8", &f8::run<Sk128x64, kReg, kCut>, 8},
+    {"sk128x64p8 db", &f8::run<Sk128x64, kReg, kDb>, 8},
+    {"sk128x128p16", &f8::run<Coop128xT<128>, kReg, kCut>, 16},
+    {"sk128x128p16 db", &f8::run<Coop128xT<128>, kReg, kDb>, 16},
+    {"coop128x64t2p8", &f8::run<Coop128x64t2, kReg, kCut>, 8},
+    {"coop128x64t2p8 db", &f8::run<Coop128x64t2, kReg, kDb>, 8},
+};
+
+const Variant kDbPingSet[] = {
+    {"pp64x16p8", &f8::run<Ping64xT<16>, kReg, kCut>, 8},
+    {"pp64x16p8 db", &f8::run<Ping64xT<16>, kReg, kDb>, 8},
+    {"pp64x32", &f8::run<Ping64xT<32>, kReg, kCut>, 0},
+    {"pp64x32 db", &f8::run<Ping64xT<32>, kReg, kDb>, 0},
+    {"pp64x64p8", &f8::run<Ping64xT<64>, kReg, kCut>, 8},
+    {"pp64x64p8 db", &f8::run<Ping64xT<64>, kReg, kDb>, 8},
+    {"pp64x16t2p8", &f8::run<Ping64xT<16, 2>, kReg, kCut>, 8},
+    {"pp64x16t2p8 db", &f8::run<Ping64xT<16, 2>, kReg, kDb>, 8},
+    {"pp64x32t2p8", &f8::run<Ping64xT<32, 2>, kReg, kCut>, 8},
+    {"pp64x32t2p8 db", &f8::run<Ping64xT<32, 2>, kReg, kDb>, 8},
+};
+
 __global__ void fill_bytes(uint8_t* p, size_t n, uint32_t seed, uint8_t mask) {
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
        i += size_t(gridDim.x) * blockDim.x) {
@@ -134,15 +180,30 @@ int main(int argc, char** argv) {
   int l2 = 0;
   CK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, dev));
   const double target_ms = argc > 1 ? std::atof(argv[1]) : 10.0;
-  const bool epilogue_set = argc <= 2 || std::string(argv[2]) == "epilogue";
-  const Variant* kVariants = epilogue_set ? kEpilogue : kMainloop;
-  const int kNumVariants = epilogue_set ? int(std::size(kEpilogue)) : int(std::size(kMainloop));
+  const std::string set = argc > 2 ? argv[2] : "epilogue";
+  if (set != "epilogue" && set != "mainloop" && set != "db" && set != "dbping") {
+    std::fprintf(stderr, "unknown set %s: epilogue, mainloop, db or dbping\n", set.c_str());
+    return 2;
+  }
+  const bool epilogue_set = set == "epilogue", db_set = set == "db" || set == "dbping";
+  const Variant* kVariants = epilogue_set      ? kEpilogue
+                             : set == "db"     ? kDbSet
+                             : set == "dbping" ? kDbPingSet
+                                               : kMainloop;
+  const int kNumVariants = epilogue_set      ? int(std::size(kEpilogue))
+                           : set == "db"     ? int(std::size(kDbSet))
+                           : set == "dbping" ? int(std::size(kDbPingSet))
+                                             : int(std::size(kMainloop));
   struct Shape {
     int N, K;
   };
-  std::vector<Shape> shapes = {{4096, 1024}, {4096, 4096}, {4096, 14336}, {28672, 4096}, {6144, 4096}};
+  std::vector<Shape> shapes = {
+      {4096, 1024}, {4096, 4096}, {4096, 14336}, {28672, 4096}, {6144, 4096}};
   std::vector<int> ms_list = {256, 512, 1024, 4096, 8192};
-  if (!epilogue_set) {
+  if (db_set) {
+    shapes = {{4096, 4096}, {6144, 4096}, {5120, 4096}, {4096, 14336}, {28672, 4096}};
+    ms_list = {16, 64, 128, 256, 512, 1024, 4096};
+  } else if (!epilogue_set) {
     // 4096 x 4288: 33.5 K tiles (a partial one, and a run shorter than the interval at the end).
     shapes = {{4096, 4096}, {6144, 4096}, {28672, 4096}, {4096, 4288}};
     ms_list = {256, 1024, 4096, 8192};
@@ -179,14 +240,30 @@ int main(int argc, char** argv) {
       std::vector<nestedfp::cuda::NestedWeight> w(copies);
       for (int c = 0; c < copies; ++c) w[c] = {up[c], nullptr, k, sh.N, sh.K};
       auto problem = [&](int v, int c, __half* out) {
-        return f8::Problem{&w[c],  xq, xs, out, M, s, dev, sms, kVariants[v].name, 0, 0,
-                           kVariants[v].promotion, kVariants[v].raster, kVariants[v].swizzle};
+        return f8::Problem{&w[c],
+                           xq,
+                           xs,
+                           out,
+                           M,
+                           s,
+                           dev,
+                           sms,
+                           kVariants[v].name,
+                           0,
+                           0,
+                           kVariants[v].promotion,
+                           kVariants[v].raster,
+                           kVariants[v].swizzle};
       };
       // Bitwise checks: reg against shared (epilogue set), double-buffered against CUTLASS's p4
       // (mainloop set: both promote after every K tile, in the same order).
-      const std::vector<std::pair<int, int>> pairs =
+      std::vector<std::pair<int, int>> pairs =
           epilogue_set ? std::vector<std::pair<int, int>>{{0, 1}, {3, 4}}
                        : std::vector<std::pair<int, int>>{{5, 7}, {10, 8}, {0, 9}, {11, 12}};
+      if (db_set) {
+        pairs.clear();
+        for (int v = 0; v + 1 < kNumVariants; v += 2) pairs.push_back({v, v + 1});
+      }
       for (const auto& [ref, v] : pairs) {
         kVariants[ref].run(problem(ref, 0, y_ref));
         kVariants[v].run(problem(v, 0, y));
@@ -261,7 +338,7 @@ int main(int argc, char** argv) {
     CK(cudaFree(k));
   }
   std::printf("bitwise checks (%s): %s\n",
-              epilogue_set ? "reg == shared" : "double-buffered pN == CUTLASS pN",
+              epilogue_set ? "reg == shared" : "double-buffered == CUTLASS at the same interval",
               mismatches ? "FAILED" : "ok");
   return mismatches ? 1 : 0;
 }

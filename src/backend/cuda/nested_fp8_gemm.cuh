@@ -14,12 +14,14 @@
 // Epilogue (FP32, an epilogue visitor tree):
 //   D[n, m] = fp16( x_scale[m] · (acc[n, m] · 2^-(k[n] + 8)) )
 // k is read as int8 by a column broadcast (one value per CUTLASS row = weight row); x_scale by
-// TokenScaleBroadcast (one value per CUTLASS column = token, straight into registers). Multiplying by a power of two is exact, so
-// the only roundings are acc·x_scale to fp32 and the final fp16 conversion.
+// TokenScaleBroadcast (one value per CUTLASS column = token, straight into registers). Multiplying
+// by a power of two is exact, so the only roundings are acc·x_scale to fp32 and the final fp16
+// conversion.
 #include <cuda_runtime.h>
 
 #include "backend/cuda/collective/nested_fp8_mma_db.hpp"
 #include "backend/cuda/epilogue_token_scale.hpp"
+#include "backend/cuda/gemm_schedules.cuh"
 #include "backend/cuda/kernels.hpp"
 #include "backend/cuda/nested_fp8_gemm_impl.hpp"
 #include "cute/tensor.hpp"
@@ -69,9 +71,10 @@ struct Config {
 // probe's timing bound only.
 enum class Epi { RegisterRowScale, SharedRowScale, KOnly };
 
-// How the promoted mainloop moves partial sums into FP32: CUTLASS's (every kernel), or through
-// two temporaries in turn (collective/nested_fp8_mma_db.hpp; cooperative kernels only, opt-in for
-// bench/nfp8/epilogue_probe.cu).
+// How the promoted mainloop moves partial sums into FP32: CUTLASS's, or through two temporaries
+// in turn (collective/nested_fp8_mma_db.hpp; cooperative and ping-pong kernels). A configuration
+// row asks for the second with the schedule CoopDb or PingDb (gemm_schedules.cuh); the probes pass
+// DoubleBuffered.
 enum class Promotion { Cutlass, DoubleBuffered };
 
 template <class Cfg, Epi kEpi = Epi::RegisterRowScale, Promotion kPromotion = Promotion::Cutlass>
@@ -86,6 +89,17 @@ struct Kernel {
   using LayoutD = cutlass::layout::ColumnMajor;
   static constexpr int kAlignA = 16, kAlignB = 16, kAlignD = 8;
   using TileShape = typename Cfg::TileShape;
+  // CoopDb / PingDb: CUTLASS's cooperative / ping-pong kernel with the double-buffered promotion.
+  static constexpr bool kCoopDb =
+      cute::is_same_v<typename Cfg::KernelSchedule, gemm_schedules::CoopDb>;
+  static constexpr bool kPingDb =
+      cute::is_same_v<typename Cfg::KernelSchedule, gemm_schedules::PingDb>;
+  static constexpr bool kDoubleBuffered =
+      kCoopDb || kPingDb || kPromotion == Promotion::DoubleBuffered;
+  using KernelSchedule = cute::conditional_t<
+      kCoopDb, cutlass::gemm::KernelTmaWarpSpecializedCooperative,
+      cute::conditional_t<kPingDb, cutlass::gemm::KernelTmaWarpSpecializedPingpong,
+                          typename Cfg::KernelSchedule>>;
   static constexpr auto RN = cutlass::FloatRoundStyle::round_to_nearest;
 
   using ColK =
@@ -118,12 +132,13 @@ struct Kernel {
       LayoutB, kAlignB, ElementAcc, TileShape, typename Cfg::ClusterShape,
       cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(
           sizeof(typename Epilogue::SharedStorage))>,
-      typename Cfg::KernelSchedule>::CollectiveOp;
-  static constexpr bool kDoubleBuffered = kPromotion == Promotion::DoubleBuffered;
-  static_assert(!kDoubleBuffered ||
-                    cute::is_same_v<typename Cfg::KernelSchedule,
-                                    cutlass::gemm::KernelTmaWarpSpecializedCooperative>,
-                "the double-buffered promotion is written for the cooperative kernel");
+      KernelSchedule>::CollectiveOp;
+  static_assert(
+      !kDoubleBuffered ||
+          cute::is_same_v<KernelSchedule, cutlass::gemm::KernelTmaWarpSpecializedCooperative> ||
+          cute::is_same_v<KernelSchedule, cutlass::gemm::KernelTmaWarpSpecializedPingpong>,
+      "the double-buffered promotion replaces the promoted FP8 mainloop of the cooperative and "
+      "ping-pong kernels");
   using Mainloop = cute::conditional_t<kDoubleBuffered, NestedFp8MmaDoubleBuffered<BuiltMainloop>,
                                        BuiltMainloop>;
 

@@ -10,11 +10,15 @@
 // (3 x 64 floats per thread for 128x128 tiles on two consumer warpgroups: fits the cooperative
 // kernel's 232). Bit-identical to CUTLASS's mainloop at the same interval.
 // Only the consumer side changes: the producer, shared storage and pipeline are the base's.
-// Opt-in (fp8gemm::Kernel's kPromotion = Promotion::DoubleBuffered), used by
-// bench/nfp8/epilogue_probe.cu only: on the H200 without wgmma serialization it runs at the speed
-// of CUTLASS's mainloop at the same interval (within 1%), and promoting after every K tile costs
-// the same as CUTLASS's every four (`p16`) while CUTLASS's own every-tile promotion is 14% slower
-// (bench/results/2026-12-02-h200-nfp8-mainloop-probe.md): an accuracy option, not a speed-up.
+// Used by the gemm_configs.def rows whose schedule is CoopDb or PingDb (fp8gemm::Kernel), and by
+// bench/nfp8/epilogue_probe.cu (Promotion::DoubleBuffered). Measured on the H200: within 1% of
+// CUTLASS's mainloop on 128x128 tiles at p16, but 0.84-0.94 of its time in geometric mean on the
+// cooperative tiles of 16-64 tokens (bench/results/2026-12-02-h200-nfp8-db-probe.md), and
+// promoting after every K tile costs the same as CUTLASS's every four (`p16`, where CUTLASS's own
+// every-tile promotion is 14% slower; -nfp8-mainloop-probe.md).
+// The ping-pong kernel calls mma() for one warpgroup (thread_idx < 128): the same code with one
+// warpgroup's slice; mma() retires every wgmma before it returns, so the next warpgroup's turn
+// (the kernel's math order barrier) starts after this one's last K tile has finished.
 #include "cute/tensor.hpp"
 #include "cutlass/cutlass.h"
 #include "cutlass/gemm/collective/collective_builder.hpp"
