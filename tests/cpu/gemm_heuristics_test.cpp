@@ -170,7 +170,10 @@ Score score(const std::map<Key, Point>& pts, const std::string& family, Choose c
 // Bounds a little above what the rules reach on this file (2026-12-02: NestedFP16 1.005 geomean,
 // worst 1.16; NestedFP8 1.004, worst 1.10; the heuristics before them 1.083 / 3.69 and 1.049 /
 // 1.96; re-tuned twice in session 25 with the NestedFP8 `t2` and `sk128x128` kernels: NestedFP16
-// 1.005 / 1.16, NestedFP8 1.0067 / 1.10, 1.0086 / 1.35 without the `sk128x128p16` rule): a change
+// 1.005 / 1.16, NestedFP8 1.0067 / 1.10, 1.0086 / 1.35 without the `sk128x128p16` rule; re-tuned in
+// session 27 with the double-buffered promotion (CoopDb / PingDb): NestedFP16 1.0060 / 1.17,
+// NestedFP8 1.0057 / 1.126 with the rules refitted, 1.0115 / 1.21 with the old ones; the NestedFP8
+// bounds are tight enough that dropping any one of its rules fails, scripts/mutants.tsv): a change
 // that makes these shapes slower fails here. The score is in-sample (the rules
 // were fitted to this file); KERNELS.md §2.4 gives the held-out-model figures.
 TEST(GemmHeuristics, WithinAFewPercentOfTheFastestH200Candidate) {
@@ -191,8 +194,8 @@ TEST(GemmHeuristics, WithinAFewPercentOfTheFastestH200Candidate) {
   EXPECT_GE(s8.points, 250u);
   EXPECT_LE(s16.geomean, 1.01);
   EXPECT_LE(s16.worst, 1.20);
-  EXPECT_LE(s8.geomean, 1.01);
-  EXPECT_LE(s8.worst, 1.15);
+  EXPECT_LE(s8.geomean, 1.006);
+  EXPECT_LE(s8.worst, 1.13);
   EXPECT_LE(s16.geomean, s16.old_geomean);
   EXPECT_LE(s8.geomean, s8.old_geomean);
 }

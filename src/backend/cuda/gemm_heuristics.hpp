@@ -108,8 +108,10 @@ constexpr int nfp16_choice(int M, int N, int K, int sms) {
 // NestedFP8: an index into kNfp8Choices.
 constexpr int nfp8_choice(int M, int N, int K, int sms) {
   if (M < 1 || N < 1 || sms < 1) return 4;  // the callers refuse such shapes anyway
-  if (N <= 512 && M <= 128) return mma_index(pow2_at_least(M) / 4);
-  if (N <= 2048 && M <= 16) return mma_index(M);
+  // The streaming mma kernels on narrow layers at few tokens; above, the ping-pong kernels with
+  // the double-buffered promotion (PingDb, session 27) are as fast or faster.
+  if (N <= 512 && M <= 32) return mma_index(pow2_at_least(M) / 4);
+  if (N <= 2048 && M <= 8) return mma_index(M);
   // The largest tile (64x16, 64x32, 64x64, 128x64 stream-K, 128x128) whose tile count reaches
   // 0.6 per SM, and whose token tile is at least M / 64 (more tiles per row block are slow).
   struct Tile {
@@ -126,19 +128,26 @@ constexpr int nfp8_choice(int M, int N, int K, int sms) {
     pick = i;
   }
   while (pick < 4 && int64_t(tiles[pick].tokens) * 64 < M) ++pick;
+  // Up to 64 tokens the 64-row ping-pong tiles stay (128x64 stream-K is 3-9% slower there).
+  if (M <= 64 && pick > 2) pick = 2;
   // Two token tiles or more that fit in one wave as clusters of 2 along the tokens: the `t2`
   // kernel, which multicasts each weight tile to both CTAs (4-10% faster on the H200 at
   // M = 64-256 on 3584-7168-row layers, bench/results/2026-12-02-h200-nfp8-t2.md).
   const Tile& t = tiles[pick];
-  // (an odd number of token tiles still launches whole clusters)
-  if ((t.choice == 5 || t.choice == 7) && M > t.tokens &&
+  // (an odd number of token tiles still launches whole clusters). Up to 8 token tiles: with more
+  // (narrow layers at M >= 1024) the stream-K / plain kernels are 6-16% faster.
+  if ((t.choice == 5 || t.choice == 7) && M > t.tokens && M <= 8 * t.tokens &&
       ceil_div(N, t.rows) * 2 * ceil_div(ceil_div(M, t.tokens), 2) <= sms)
     return t.choice == 5 ? 9 : 10;
   // 128x128 tiles just over one wave (at most a quarter of the SMs in the second; 5120 rows at
   // M = 512: 160 tiles for 132 SMs) at K >= 2048: stream-K spreads the remainder over every SM
   // (1.2-1.35x faster than the persistent kernel on 5120x8192 and 5120x32768).
+  // At K >= 16384 (Mistral-Small's down_proj) up to three waves of 128x128 tiles: stream-K, on
+  // 128x64 tiles below one wave (1.07-1.18x faster than the persistent kernel).
   if (t.choice == 8) {
     const int64_t n = ceil_div(N, 128) * ceil_div(M, 128);
+    if (K >= 16384 && n < sms && M <= 64 * 64) return 7;  // (at most 64 token tiles)
+    if (K >= 16384 && n <= 3 * int64_t(sms)) return 11;
     if (K >= 2048 && n > sms && 4 * (n - sms) <= sms) return 11;
   }
   return t.choice;
