@@ -59,14 +59,17 @@ TEST(KernelSet, CiConfigurationsAreInEveryBuild) {
   // The streaming mma kernels are in every build, and the heuristics send narrow layers at small M
   // to them (KERNELS.md §2.4).
   const int m16 = index_of(fp16, "mma128x8"),
-            m8 = index_of(cuda::nested_fp8_gemm_variant_names(), "mma128x16");
+            m8 = index_of(cuda::nested_fp8_gemm_variant_names(), "mma128x8");
   ASSERT_GE(m16, 0);
   ASSERT_GE(m8, 0);
   EXPECT_TRUE(cuda::nested_fp16_config_available(m16));
   EXPECT_TRUE(cuda::nested_fp8_gemm_variant_built(m8));
   EXPECT_EQ(cuda::nested_fp16_gemm_heuristic(1, 1024, 4096), m16);
-  EXPECT_EQ(cuda::nested_fp8_gemm_heuristic(16, 1024, 4096), m8);
-  EXPECT_NE(cuda::nested_fp8_gemm_heuristic(16, 4096, 4096), m8);
+  EXPECT_EQ(cuda::nested_fp8_gemm_heuristic(8, 1024, 4096), m8);
+  EXPECT_NE(cuda::nested_fp8_gemm_heuristic(8, 4096, 4096), m8);
+  // Above 8 tokens the ping-pong 64x16 tile (a ci configuration) takes over there.
+  EXPECT_EQ(cuda::nested_fp8_gemm_heuristic(16, 1024, 4096),
+            index_of(cuda::nested_fp8_gemm_variant_names(), "pp64x16p8"));
   EXPECT_FALSE(cuda::nested_fp16_config_available(cuda::kNfp16_NumConfigs));
   EXPECT_FALSE(cuda::nested_fp8_gemm_variant_built(-1));
 }
