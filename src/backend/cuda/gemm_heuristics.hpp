@@ -6,19 +6,22 @@
 // on the H200 (bench/kernel-tables/h200.candidates.csv; docs/KERNELS.md §2.4).
 //
 // Fitted to that file (2026-12-02: 25 weight shapes of Llama-3.1-8B and Mistral-Small-24B at
-// TP 1 and 4, 12 token counts each). Fitted on one model, the other model's points run within
+// TP 1 and 4, 12 token counts each). Fitted on one model, the other model's points ran within
 // 0.5% (NestedFP8 both ways; NestedFP16 fitted on Llama, 1.3% the other way) of their fastest
-// candidate (geometric mean; docs/KERNELS.md §2.4). The rules, in words:
+// candidate (geometric mean; docs/KERNELS.md §2.4); the NestedFP8 refit of session 27 (the
+// double-buffered kernels) used both models, and its K >= 16384 rules rest on Mistral's
+// down_proj alone. The rules, in words:
 //  - few weight rows: the streaming mma kernels, whose token tiles each re-read the weight, win
 //    at small M (NestedFP16: up to M = 64 for N <= 2048, M = 256 for N <= 512; NestedFP8: up to
-//    M = 16 and 128);
+//    M = 8 and 32, above which the ping-pong tiles with the double-buffered promotion win);
 //  - NestedFP16 only, few tokens on weights up to 64 MB: the mma kernels too (they keep more
 //    loads in flight than a 128-row TMA tile on 132 SMs);
 //  - otherwise the largest CUTLASS tile that still gives enough tiles to fill the SMs: the
 //    NestedFP16 stream-K tiles need fewer at long K (stream-K splits K), the NestedFP8 tiles
 //    about 0.6 per SM; NestedFP8 then runs the 64x32 and 128x64 tiles as clusters of 2 along
-//    the tokens (`t2`) where their CTAs fit in one wave, and the 128x128 tile under stream-K
-//    where its tiles just overflow one wave (re-fitted 2026-12-02, session 25).
+//    the tokens (`t2`) where their CTAs fit in one wave (up to 8 token tiles), keeps 64-row tiles
+//    up to 64 tokens, and runs the 128x128 tile under stream-K where its tiles just overflow one
+//    wave or K >= 16384 (re-fitted in sessions 25 and 27).
 #include <array>
 #include <cstdint>
 #include <string_view>
@@ -110,7 +113,7 @@ constexpr int nfp8_choice(int M, int N, int K, int sms) {
   if (M < 1 || N < 1 || sms < 1) return 4;  // the callers refuse such shapes anyway
   // The streaming mma kernels on narrow layers at few tokens; above, the ping-pong kernels with
   // the double-buffered promotion (PingDb, session 27) are as fast or faster.
-  if (N <= 512 && M <= 32) return mma_index(pow2_at_least(M) / 4);
+  if (N <= 512 && M <= 32) return 0;  // mma128x8
   if (N <= 2048 && M <= 8) return mma_index(M);
   // The largest tile (64x16, 64x32, 64x64, 128x64 stream-K, 128x128) whose tile count reaches
   // 0.6 per SM, and whose token tile is at least M / 64 (more tiles per row block are slow).
@@ -142,8 +145,9 @@ constexpr int nfp8_choice(int M, int N, int K, int sms) {
   // 128x128 tiles just over one wave (at most a quarter of the SMs in the second; 5120 rows at
   // M = 512: 160 tiles for 132 SMs) at K >= 2048: stream-K spreads the remainder over every SM
   // (1.2-1.35x faster than the persistent kernel on 5120x8192 and 5120x32768).
-  // At K >= 16384 (Mistral-Small's down_proj) up to three waves of 128x128 tiles: stream-K, on
-  // 128x64 tiles below one wave (1.07-1.18x faster than the persistent kernel).
+  // At K >= 16384 up to three waves of 128x128 tiles: stream-K, on 128x64 tiles below one wave
+  // (1.07-1.18x faster than the persistent kernel). Fitted to one layer, Mistral-Small's
+  // down_proj (5120x32768 at M = 256 and 1024): the only K >= 16384 shape tuned.
   if (t.choice == 8) {
     const int64_t n = ceil_div(N, 128) * ceil_div(M, 128);
     if (K >= 16384 && n < sms && M <= 64 * 64) return 7;  // (at most 64 token tiles)

@@ -74,7 +74,8 @@ enum class Epi { RegisterRowScale, SharedRowScale, KOnly };
 // How the promoted mainloop moves partial sums into FP32: CUTLASS's, or through two temporaries
 // in turn (collective/nested_fp8_mma_db.hpp; cooperative and ping-pong kernels). A configuration
 // row asks for the second with the schedule CoopDb or PingDb (gemm_schedules.cuh); the probes pass
-// DoubleBuffered.
+// DoubleBuffered. A CoopDb / PingDb configuration is double-buffered whatever kPromotion says
+// (compare with CUTLASS's through a Coop / Ping configuration of the same tile).
 enum class Promotion { Cutlass, DoubleBuffered };
 
 template <class Cfg, Epi kEpi = Epi::RegisterRowScale, Promotion kPromotion = Promotion::Cutlass>

@@ -13,7 +13,8 @@
 // Used by the gemm_configs.def rows whose schedule is CoopDb or PingDb (fp8gemm::Kernel), and by
 // bench/nfp8/epilogue_probe.cu (Promotion::DoubleBuffered). Measured on the H200: within 1% of
 // CUTLASS's mainloop on 128x128 tiles at p16, but 0.84-0.94 of its time in geometric mean on the
-// cooperative tiles of 16-64 tokens (bench/results/2026-12-02-h200-nfp8-db-probe.md), and
+// cooperative tiles of 16-64 tokens and 0.74-0.90 on the 64-row ping-pong tiles (pp64x64p8 up to
+// 1.16x slower at M >= 1024 on wide layers; bench/results/2026-12-02-h200-nfp8-db-probe.md), and
 // promoting after every K tile costs the same as CUTLASS's every four (`p16`, where CUTLASS's own
 // every-tile promotion is 14% slower; -nfp8-mainloop-probe.md).
 // The ping-pong kernel calls mma() for one warpgroup (thread_idx < 128): the same code with one
