@@ -114,7 +114,7 @@ constexpr int nfp8_choice(int M, int N, int K, int sms) {
   // The streaming mma kernels on narrow layers at few tokens; above, the ping-pong kernels with
   // the double-buffered promotion (PingDb, session 27) are as fast or faster.
   if (N <= 512 && M <= 32) return 0;  // mma128x8
-  if (N <= 2048 && M <= 8) return mma_index(M);
+  if (N <= 2048 && M <= 8) return 0;  // mma128x8
   // The largest tile (64x16, 64x32, 64x64, 128x64 stream-K, 128x128) whose tile count reaches
   // 0.6 per SM, and whose token tile is at least M / 64 (more tiles per row block are slow).
   struct Tile {

@@ -5,9 +5,9 @@
 //
 // Swap AB: the CUTLASS problem is Yᵀ[N, M] = W_upper[N, K] · Xq[M, K]ᵀ, so the weight rows fill
 // the 64/128-wide wgmma M dimension and a few tokens fit the narrow N tile (16..256).
-//   A = upper plane, e4m3, [N, K] K-major (RowMajor)        -> TMA, 16-byte aligned rows: K % 16 ==
-//   0 B = quantized activations, e4m3, [M, K] K-major (ColumnMajor as CUTLASS's K×M operand) D = Y,
-//   fp16, column-major [N, M] == row-major Y[M, N]   -> N % 8 == 0
+//   A = upper plane, e4m3, [N, K] K-major (RowMajor): TMA, 16-byte aligned rows, K % 16 == 0
+//   B = quantized activations, e4m3, [M, K] K-major (ColumnMajor, CUTLASS's K×M operand)
+//   D = Y, fp16, column-major [N, M] == row-major Y[M, N]: N % 8 == 0
 // Kernel schedules: the default FP8 mainloops promote the wgmma accumulators into a second FP32
 // accumulator every 4 k-blocks (exact FP32 sums); "fa" variants use the FP8 fast-accumulation
 // schedules (no promotion: fewer registers, so 128x256 tiles fit, at lower accumulation precision).
