@@ -4,7 +4,9 @@
 # 2048. Run on an nvidia-h200-x4 machine from the repository root after scripts/gpu-check.sh has
 # built build/cuda (or with BUILD=1 to build nestedfp here first).
 #   1. `bench engine`: decode step time per batch for plain FP16, NestedFP16, NestedFP8 against the
-#      per-GPU floor (decoder weights / 4 + the replicated lm_head, at the measured copy bandwidth);
+#      per-GPU floor (decoder weights / 4 + the replicated lm_head, at the measured copy bandwidth),
+#      with the default one-GPU FP8 numerics, then NestedFP8 alone with --tp-fp8-numerics per-rank
+#      (their cost: engine-tp4.* against engine-tp4-per-rank.*);
 #   2. scripts/e2e-experiment.sh with the 70B model at TP 4: Azure conv/code trace replays under
 #      the fp16, fp8, dynamic and slo policies and the throughput grid (its E2E_* knobs apply).
 # Knobs: OUT (default build/tp-70b), TP (4), PARTS ("bench e2e": run them as two commands where a
@@ -41,6 +43,12 @@ t0=$(date +%s)
   2> "$OUT/bench-engine.log" || { tail -20 "$OUT/bench-engine.log"; status=1; }
 note "bench engine exit $status in $(( $(date +%s) - t0 )) s"
 cat "$OUT/bench-engine-stdout.txt"
+# shellcheck disable=SC2086
+"$BIN" bench engine "$CONFIG" --device cuda --tensor-parallel-size "$TP" --max-num-batched-tokens 2048 \
+  --tp-fp8-numerics per-rank --weights-list nested --out "$OUT" \
+  ${ENGINE_BENCH_ARGS:---batch 1,8,64 --context 1024 --offline-requests 500} \
+  > "$OUT/bench-engine-per-rank-stdout.txt" 2> "$OUT/bench-engine-per-rank.log" \
+  || { tail -20 "$OUT/bench-engine-per-rank.log"; status=1; }
 fi
 [[ " $PARTS " == *" e2e "* ]] || exit $status
 

@@ -235,9 +235,25 @@ class Backend {
                        int64_t cols, float eps, const NormOut& o) = 0;
   // Standalone per-token E4M3 quantization of fp16 x [rows, cols].
   virtual void quantize(const Buffer& x, int64_t rows, int64_t cols, Buffer& q8, Buffer& scale) = 0;
+  // The two halves of quantize, for a tensor-parallel rank that holds a slice of each row: the
+  // per-token scales of its slice (scale[r] = max|x[r, :]| / 448, as quantize computes them),
+  // then, once the ranks have taken the max of their scales, the E4M3 values of the slice under
+  // the given (whole-row) scales. token_scales then quantize_scaled on a whole row give
+  // quantize's bits.
+  virtual void token_scales(const Buffer& x, int64_t rows, int64_t cols, Buffer& scale) = 0;
+  virtual void quantize_scaled(const Buffer& x, int64_t rows, int64_t cols, const Buffer& scale,
+                               Buffer& q8) = 0;
   // out[M, N] = x[M, K] · Wᵀ (+ bias), in `precision` (see the numerics note above).
   virtual void linear(Precision precision, const LinearWeight& w, const Activation& x, int64_t M,
                       Buffer& out) = 0;
+  // The FP8 linear left unrounded: out fp32 [M, N] = the fp32 value linear() rounds to fp16
+  // (accumulator · per-token scale · per-row scale; no bias). A tensor-parallel rank's partial
+  // sum of a row-parallel linear, summed in fp32 over the ranks and rounded once (round_to_f16),
+  // so that the sum is the one GPU's up to fp32 summation order. FP8 steps on weights with an
+  // E4M3 plane only.
+  virtual void linear_f32(const LinearWeight& w, const Activation& x, int64_t M, Buffer& out) = 0;
+  // dst fp16 [n] = fp16(src fp32 [n]) (round to nearest even).
+  virtual void round_to_f16(const Buffer& src, Buffer& dst, int64_t n) = 0;
   // In place on q [T, nq, hd] and k [T, nkv, hd] (neox/HF rotate_half layout) at the step's
   // positions.
   virtual void rope(const Rope& rope, Buffer& q, Buffer& k, int nq, int nkv, int head_dim) = 0;

@@ -27,6 +27,9 @@ class Communicator {
   // buf[0, n) = the element-wise sum of every rank's buf[0, n), in place. `be` is this rank's
   // backend: on a device the reduction is queued on its stream after the ops queued before.
   virtual void all_reduce_sum(Backend& be, Buffer& buf, int64_t n, ElemType type) = 0;
+  // buf[0, n) (fp32) = the element-wise max over the ranks, in place (exact: every rank gets the
+  // same bits). The per-token FP8 scales of a row-parallel input shared by its slices.
+  virtual void all_reduce_max(Backend& be, Buffer& buf, int64_t n) = 0;
   // Returns when every rank has called it.
   virtual void barrier() = 0;
   // Makes every rank's collectives fail with `why` (the first reason wins). Thread-safe.

@@ -2,6 +2,8 @@
 // picks it or NCCL. docs/DESIGN.md §3.14.
 #include "nestedfp/communicator.hpp"
 
+#include <algorithm>
+#include <cmath>
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
@@ -19,8 +21,11 @@ std::vector<std::unique_ptr<Communicator>> make_nccl_communicators(
 
 namespace {
 
-// What the ranks share. A collective completes when the last rank arrives: it sums the posted
-// contributions in rank order and bumps `generation`, which wakes the others. A rank reads the
+enum class Op { Sum, Max };
+
+// What the ranks share. A collective completes when the last rank arrives: it combines (sums or
+// takes the max of) the posted contributions in rank order and bumps `generation`, which wakes
+// the others. A rank reads the
 // result before it can arrive at the next collective, and the next one cannot complete without
 // it, so one result buffer suffices.
 struct Group {
@@ -44,8 +49,9 @@ struct Group {
     fail("tensor-parallel rank {}: collective aborted: {}", rank, why);
   }
 
-  // Posts `data` for `rank` and returns the rank-order sum once every rank has posted.
-  std::vector<float> reduce(int rank, std::vector<float> data, const char* what) {
+  // Posts `data` for `rank` and returns the rank-order sum (max) once every rank has posted.
+  std::vector<float> reduce(int rank, std::vector<float> data, const char* what,
+                            Op op = Op::Sum) {
     std::unique_lock lk(m);
     if (aborted) throw_aborted(rank);
     const uint64_t gen = generation;
@@ -58,10 +64,11 @@ struct Group {
                                    count[0], r, count[size_t(r)]));
           throw_aborted(rank);
         }
-      result.assign(size_t(count[0]), 0.f);
+      result.assign(size_t(count[0]), op == Op::Sum ? 0.f : -INFINITY);
       for (int r = 0; r < size; ++r) {  // fixed rank order: the same bits whatever the timing
         const std::vector<float>& c = contrib[size_t(r)];
-        for (size_t i = 0; i < c.size(); ++i) result[i] += c[i];
+        for (size_t i = 0; i < c.size(); ++i)
+          result[i] = op == Op::Sum ? result[i] + c[i] : std::max(result[i], c[i]);
       }
       arrived = 0, ++generation;
       cv.notify_all();
@@ -100,6 +107,14 @@ class InProcessCommunicator final : public Communicator {
       const std::vector<float> sum = g_->reduce(rank_, std::move(v), "all_reduce_sum");
       be.upload(buf, sum.data(), size_t(n) * 4);
     }
+  }
+  void all_reduce_max(Backend& be, Buffer& buf, int64_t n) override {
+    if (n < 0 || size_t(n) * 4 > buf.bytes())
+      fail("all_reduce_max: {} elements do not fit a buffer of {} bytes", n, buf.bytes());
+    std::vector<float> v(static_cast<size_t>(n));
+    be.download(v.data(), buf, size_t(n) * 4);
+    const std::vector<float> mx = g_->reduce(rank_, std::move(v), "all_reduce_max", Op::Max);
+    be.upload(buf, mx.data(), size_t(n) * 4);
   }
   void barrier() override { g_->reduce(rank_, {}, "barrier"); }
   void abort(const std::string& why) override {

@@ -76,7 +76,8 @@ int run(EngineBenchArgs& a, const std::string& command) {
                            {"git_commit", commit},
                            {"command", command},
                            {"enforce_eager", a.m.enforce_eager},
-                           {"tensor_parallel_size", a.m.tensor_parallel_size}};
+                           {"tensor_parallel_size", a.m.tensor_parallel_size},
+                           {"tp_fp8_numerics", a.m.tp_fp8_numerics}};
   const auto factory = [&](const std::string& weights, int kv_blocks, int max_num_seqs,
                            int max_tokens) {
     ModelArgs m = a.m;
@@ -88,7 +89,9 @@ int run(EngineBenchArgs& a, const std::string& command) {
   std::filesystem::create_directories(a.out);
   const std::string stem =
       a.out + (a.m.enforce_eager ? "/engine-eager" : "/engine") +
-      (a.m.tensor_parallel_size > 1 ? fmt::format("-tp{}", a.m.tensor_parallel_size) : "");
+      (a.m.tensor_parallel_size > 1 ? fmt::format("-tp{}", a.m.tensor_parallel_size) : "") +
+      (a.m.tensor_parallel_size > 1 && a.m.tp_fp8_numerics != "one-gpu" ? "-" + a.m.tp_fp8_numerics
+                                                                        : "");
   std::ofstream(stem + ".json") << j.dump(2) << "\n";
   const std::string md = bench::engine_bench_markdown(j);
   std::ofstream(stem + ".md") << md;
@@ -153,6 +156,7 @@ const BenchRegistration reg(
             a->o.offline_input, a->o.offline_output, a->m.max_num_batched_tokens, a->m.max_num_seqs,
             a->m.tensor_parallel_size);
         if (a->m.enforce_eager) cmd += " --enforce-eager";
+        if (a->m.tensor_parallel_size > 1) cmd += " --tp-fp8-numerics " + a->m.tp_fp8_numerics;
         return run(*a, cmd);
       };
     },

@@ -44,6 +44,7 @@ struct ModelArgs {
   bool enforce_eager = false;
   int max_num_batched_tokens = 2048, max_num_seqs = 256, max_model_len = 0, kv_blocks = 0;
   int tensor_parallel_size = 1;       // ranks (GPUs --gpu .. --gpu + N - 1; threads on cpu)
+  std::string tp_fp8_numerics = "one-gpu";  // one-gpu | per-rank (RunnerOptions)
   std::string kernel_table = "auto";  // FILE | auto | none (BackendOptions::kernel_table)
 };
 
@@ -91,6 +92,13 @@ inline void add_model_options(CLI::App& sub, ModelArgs& a, bool serving) {
                  "ranks the model is split over: GPUs --gpu..--gpu+N-1 (NCCL), or N groups of "
                  "threads on the cpu backend")
       ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+  sub.add_option("--tp-fp8-numerics", a.tp_fp8_numerics,
+                 "FP8 steps under tensor parallelism: one-gpu (o's and down's split inputs take "
+                 "the whole row's per-token scale, partial sums added in fp32: what one GPU "
+                 "computes) | per-rank (each slice its own scale, fp16 partial sums, as vLLM: "
+                 "fewer and smaller collectives)")
+      ->check(CLI::IsMember({"one-gpu", "per-rank"}))
       ->capture_default_str();
   add_kernel_table_option(sub, a.kernel_table);
   if (serving) {
@@ -141,6 +149,7 @@ inline std::unique_ptr<ModelExecutor> build_runner(
   ro.max_num_batched_tokens = a.max_num_batched_tokens;
   ro.max_num_seqs = a.max_num_seqs;
   ro.cuda_graphs = !a.enforce_eager;
+  ro.tp_fp8_one_gpu_numerics = a.tp_fp8_numerics == "one-gpu";
   const int tp = a.tensor_parallel_size;
   if (tp <= 1) return engine::ModelRunner::load(backend::make_backend(bo), lo, ro);
   // Every rank on the device kind auto picks for the first GPU, so that a missing GPU is an

@@ -69,6 +69,7 @@ void ModelRunner::finish_setup() {
   Scratch& s = *s_;
   s.h = f16(T, H), s.x = f16(T, H), s.q = f16(T, qd), s.k = f16(T, kvd), s.v = f16(T, kvd);
   s.attn = f16(T, qd), s.o = f16(T, H), s.act = f16(T, I);
+  if (tp_ && opt_.tp_fp8_one_gpu_numerics) s.o32 = be_->alloc(size_t(T * H) * 4);
   int64_t fused_cols = 0;
   bool apart = false;  // a layer runs gate and up as two GEMMs
   for (const Layer& L : layers_) {
@@ -147,7 +148,7 @@ RunnerMemory ModelRunner::memory() const {
   m.kv_cache = size_t(m.kv_blocks) * kv_bytes_per_block(config_);
   const Scratch& s = *s_;
   for (const BufferPtr* b : {&s.h, &s.x, &s.q, &s.k, &s.v, &s.attn, &s.o, &s.gate, &s.up, &s.fused,
-                             &s.act, &s.q8, &s.scale, &s.xl, &s.logits})
+                             &s.act, &s.q8, &s.scale, &s.xl, &s.logits, &s.o32})
     m.scratch += bytes(*b);
   m.backend = be_->workspace_memory();
   return m;
@@ -276,6 +277,16 @@ void ModelRunner::forward(Precision precision) {
   Scratch& s = *s_;
   const float eps = float(c.rms_norm_eps);
 
+  // Per-token E4M3 of a row-parallel linear's input (this rank's columns of each row): with
+  // one-GPU numerics the slices take the whole row's scale, so the ranks quantize as one GPU does.
+  const bool share = tp_ && opt_.tp_fp8_one_gpu_numerics;
+  auto quantize_row_parallel = [&](const backend::Buffer& src, int64_t cols) {
+    if (!share) return be.quantize(src, T, cols, *s.q8, *s.scale);
+    be.token_scales(src, T, cols, *s.scale);
+    tp_->share_scales(be, *s.scale, T);
+    be.quantize_scaled(src, T, cols, *s.scale, *s.q8);
+  };
+
   // The activation form the consumers need: fp16 when any consumer runs FP16, E4M3 when any
   // runs FP8. With a norm, `pending` (a branch output not yet added) is added into the residual
   // stream h by the norm itself (fused residual add).
@@ -296,7 +307,7 @@ void ModelRunner::forward(Precision precision) {
       pending = nullptr;
       a.f16 = o.out;
     } else {
-      if (need8) be.profile_mark(op::kQuantize), be.quantize(src, T, cols, *s.q8, *s.scale);
+      if (need8) be.profile_mark(op::kQuantize), quantize_row_parallel(src, cols);
       a.f16 = need16 ? &src : nullptr;
     }
     if (need8) a.q8 = s.q8.get(), a.scale = s.scale.get();
@@ -314,6 +325,21 @@ void ModelRunner::forward(Precision precision) {
         for (const char* name : taps) tap_(int(li), name, a, T);
       be.profile_mark(mark);
       be.linear(precision, w, a, T, y);
+    };
+    // o and down (row-parallel under tensor parallelism): the ranks' partial outputs summed into
+    // s.o, in fp32 before one rounding when the step runs the weight in FP8 and `share`.
+    auto row_parallel = [&](const char* mark, const char* name, const LinearWeight& w,
+                            const Activation& a) {
+      if (!(share && fp8 && w.runs_fp8())) {
+        linear(mark, {name}, w, a, *s.o);
+        if (tp_) tp_->reduce(be, *s.o, T * H);
+        return;
+      }
+      if (tap_) tap_(int(li), name, a, T);
+      be.profile_mark(mark);
+      be.linear_f32(w, a, T, *s.o32);
+      tp_->reduce_f32(be, *s.o32, T * H);
+      be.round_to_f16(*s.o32, *s.o, T * H);
     };
     Activation a;
     if (L.qkv) {
@@ -341,8 +367,7 @@ void ModelRunner::forward(Precision precision) {
     be.profile_mark(op::kAttention);
     be.attention(*kv_, int(li), *s.q, nq, 1.f / std::sqrt(float(hd)), *s.attn);
     a = prepare(nullptr, *s.attn, int64_t(nq) * hd, {L.o.get()});
-    linear(op::kO, {"o"}, *L.o, a, *s.o);
-    if (tp_) tp_->reduce(be, *s.o, T * H);  // row-parallel: sum the ranks' partial outputs
+    row_parallel(op::kO, "o", *L.o, a);
     pending = s.o.get();
 
     if (L.gate_up) {
@@ -355,14 +380,16 @@ void ModelRunner::forward(Precision precision) {
     }
     be.profile_mark(op::kSiluMul);
     const bool act8 = fp8_acts && L.down->runs_fp8();
-    const NormOut act = act8 ? NormOut{nullptr, s.q8.get(), s.scale.get()} : NormOut{s.act.get()};
+    // Shared scales need the whole row's max first: SiLU·mul to fp16, then quantize.
+    const bool fuse8 = act8 && !share;
+    const NormOut act = fuse8 ? NormOut{nullptr, s.q8.get(), s.scale.get()} : NormOut{s.act.get()};
     if (L.gate_up)
       be.silu_mul_fused(*s.fused, T, I, act);
     else
       be.silu_mul(*s.gate, *s.up, T, I, act);
+    if (act8 && share) be.profile_mark(op::kQuantize), quantize_row_parallel(*s.act, I);
     a = act8 ? Activation{nullptr, s.q8.get(), s.scale.get()} : Activation{s.act.get()};
-    linear(op::kDown, {"down"}, *L.down, a, *s.o);
-    if (tp_) tp_->reduce(be, *s.o, T * H);
+    row_parallel(op::kDown, "down", *L.down, a);
     pending = s.o.get();
   }
   be.profile_mark(op::kFinalNorm);

@@ -32,6 +32,14 @@ struct RunnerOptions {
   // FP8 steps quantize activations per token (NestedFP8). false: weights-only FP8 with fp16
   // activations, the "nested_fp8_weights_only" mode of REFERENCE.json (accuracy studies).
   bool fp8_activations = true;
+  // Tensor parallelism, FP8 steps (docs/DESIGN.md §3.14). true (--tp-fp8-numerics one-gpu):
+  // o's and down's split inputs are quantized with the whole row's per-token scale (the max of
+  // the ranks', one small all-reduce), and their partial outputs are summed in fp32 and rounded
+  // to fp16 once, so the ranks compute what one GPU does up to fp32 summation order. false
+  // (per-rank, as vLLM): each slice its own scale, partial sums rounded to fp16 before the sum:
+  // half the collectives' bytes and two fewer per layer, at ~0.1% perplexity on pystd-16m (FP8
+  // amplifies the extra fp16 rounding).
+  bool tp_fp8_one_gpu_numerics = true;
   // Decode steps replay a CUDA graph per (batch bucket, precision) on device backends
   // (--enforce-eager: false).
   bool cuda_graphs = true;

@@ -16,6 +16,7 @@ struct ModelRunner::Layer {
 // exist only for layers that run them apart.
 struct ModelRunner::Scratch {
   backend::BufferPtr h, x, q, k, v, attn, o, gate, up, fused, act, q8, scale, xl, logits;
+  backend::BufferPtr o32;  // tensor parallelism, one-GPU FP8 numerics: fp32 partial sums
 };
 
 }  // namespace nestedfp::engine

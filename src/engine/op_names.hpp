@@ -6,7 +6,7 @@ namespace nestedfp::engine::op {
 inline constexpr const char* kSetup = "step setup";  // validate, layout, upload, attention plan
 inline constexpr const char* kEmbedding = "embedding";
 inline constexpr const char* kRmsnorm = "rmsnorm";    // (+ residual add, + E4M3 quantization)
-inline constexpr const char* kQuantize = "quantize";  // standalone: the o projection's input
+inline constexpr const char* kQuantize = "quantize";  // standalone: o's input (and down's, TP)
 inline constexpr const char* kQkv = "qkv GEMM";
 inline constexpr const char* kQkvSplit = "qkv split";  // a fused qkv output into q, k, v
 inline constexpr const char* kRopeKv = "rope + kv write";

@@ -108,11 +108,23 @@ HostLinear slice_linear(const HostLinear& l, SplitKind kind, int64_t first, int6
   return o;
 }
 
-void TpPlan::reduce(backend::Backend& be, backend::Buffer& y, int64_t n) const {
+backend::Communicator& TpPlan::communicator() const {
   if (!comm)
     fail("internal: tensor-parallel rank {} of {} runs a step without a communicator", shard.rank,
          shard.size);
-  comm->all_reduce_sum(be, y, n, backend::ElemType::F16);
+  return *comm;
+}
+
+void TpPlan::reduce(backend::Backend& be, backend::Buffer& y, int64_t n) const {
+  communicator().all_reduce_sum(be, y, n, backend::ElemType::F16);
+}
+
+void TpPlan::reduce_f32(backend::Backend& be, backend::Buffer& y, int64_t n) const {
+  communicator().all_reduce_sum(be, y, n, backend::ElemType::F32);
+}
+
+void TpPlan::share_scales(backend::Backend& be, backend::Buffer& scale, int64_t n) const {
+  communicator().all_reduce_max(be, scale, n);
 }
 
 std::optional<HostLinear> shard_host_linear(const backend::Backend& be, TensorItem& t,

@@ -47,6 +47,12 @@ struct TpPlan {
   backend::Communicator* comm = nullptr;
   // Sums a row-parallel output (fp16 [n]) over the ranks, in place.
   void reduce(backend::Backend& be, backend::Buffer& y, int64_t n) const;
+  // The same on fp32 partial sums (one-GPU FP8 numerics: rounded to fp16 after the sum).
+  void reduce_f32(backend::Backend& be, backend::Buffer& y, int64_t n) const;
+  // The per-token FP8 scales of a row-parallel input (fp32 [n]): each rank's from its slice, in
+  // place becomes the max over the ranks, the whole row's scale.
+  void share_scales(backend::Backend& be, backend::Buffer& scale, int64_t n) const;
+  backend::Communicator& communicator() const;  // Error when none was set
 };
 
 // The rank's share of a streamed linear weight `t` of slot Q..Down: random weights (dummy) are

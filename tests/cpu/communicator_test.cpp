@@ -67,6 +67,23 @@ TEST(InProcessCommunicator, Fp32SumsInRankOrder) {
   }
 }
 
+TEST(InProcessCommunicator, MaxIsTheSameOnEveryRank) {
+  const int n = 3, len = 5;
+  auto comms = backend::make_inprocess_group(n);
+  std::vector<std::vector<float>> got(n);
+  const auto errs = on_ranks(n, [&](int r) {
+    auto be = backend::make_cpu_backend(1);
+    auto buf = be->alloc(len * 4);
+    const float x[len] = {float(r), -float(r), r == 1 ? 7.f : 0.f, 0.5f, r == 2 ? 1e-30f : 0.f};
+    be->upload(*buf, x, sizeof x);
+    comms[size_t(r)]->all_reduce_max(*be, *buf, len);
+    got[size_t(r)].resize(len);
+    be->download(got[size_t(r)].data(), *buf, len * 4);
+  });
+  for (const auto& e : errs) ASSERT_EQ(e, "");
+  for (const auto& g : got) EXPECT_EQ(g, (std::vector<float>{2.f, 0.f, 7.f, 0.5f, 1e-30f}));
+}
+
 TEST(InProcessCommunicator, Fp16SumsRoundOnce) {
   // Each rank holds 64 fp16 values; the result is fp16 of the fp32 rank-order sum.
   const int n = 4, len = 64;

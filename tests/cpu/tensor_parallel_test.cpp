@@ -21,14 +21,19 @@ namespace {
 
 const std::string kPystd = NESTEDFP_SOURCE_DIR "/models/pystd-16m";
 
-engine::RunnerOptions small_opts(bool fp8_activations = true) {
-  return testing_pystd::small_runner_options(fp8_activations);
+engine::RunnerOptions small_opts(bool fp8_activations, bool shared_scales) {
+  engine::RunnerOptions o = testing_pystd::small_runner_options(fp8_activations);
+  o.tp_fp8_one_gpu_numerics = shared_scales;
+  return o;
 }
 
 // fp8_activations = false: FP8 steps run weights-only FP8 (fp16 activations x the upper planes).
+// shared_scales = false: --tp-fp8-scales per-rank.
 std::unique_ptr<ModelExecutor> load(const std::string& dir, int tp, format::ScaleMode mode,
-                                    bool dummy = false, bool fp8_activations = true) {
-  return testing_pystd::load_cpu_executor(dir, tp, mode, small_opts(fp8_activations), dummy);
+                                    bool dummy = false, bool fp8_activations = true,
+                                    bool shared_scales = true) {
+  return testing_pystd::load_cpu_executor(dir, tp, mode, small_opts(fp8_activations, shared_scales),
+                                          dummy);
 }
 
 std::vector<int32_t> prompt(int n, int salt, int vocab) {
@@ -53,6 +58,7 @@ std::vector<float> run_logits(ModelExecutor& ex, Precision p, int salt) {
 struct Diff {
   float max_abs = 0, max_ref = 0;
   int argmax_mismatch = 0;  // rows whose argmax differs while the reference margin is > 0.05
+  int rows = 0, close_rows = 0;  // rows, and those whose max |dlogit| is below 0.05
 };
 Diff compare(const std::vector<float>& ref, const std::vector<float>& got, int vocab) {
   Diff d;
@@ -61,8 +67,11 @@ Diff compare(const std::vector<float>& ref, const std::vector<float>& got, int v
     d.max_abs = std::max(d.max_abs, std::abs(ref[i] - got[i]));
     d.max_ref = std::max(d.max_ref, std::abs(ref[i]));
   }
-  for (size_t r = 0; r + size_t(vocab) <= ref.size(); r += size_t(vocab)) {
+  for (size_t r = 0; r + size_t(vocab) <= std::min(ref.size(), got.size()); r += size_t(vocab)) {
     auto a = ref.begin() + long(r), b = got.begin() + long(r);
+    float row_max = 0;
+    for (int i = 0; i < vocab; ++i) row_max = std::max(row_max, std::abs(a[i] - b[i]));
+    ++d.rows, d.close_rows += row_max < 0.05f;
     const auto ia = std::max_element(a, a + vocab) - a, ib = std::max_element(b, b + vocab) - b;
     std::vector<float> sorted(a, a + vocab);
     std::partial_sort(sorted.begin(), sorted.begin() + 2, sorted.end(), std::greater<>());
@@ -112,33 +121,48 @@ TEST(TensorParallel, Pystd16mTp2GivesTheTp1Logits) {
   }
 }
 
-// NestedFP8 quantizes each linear's input per token. The inputs of o and down are split across
-// the ranks, so each rank scales its slice by the slice's own max (as vLLM does): the E4M3
-// activations differ from TP 1's, by quantization noise. TP 2 must stay closer to TP 1 FP8 than
-// FP8 is to FP16, and score the text as well (mean NLL within 0.1%; measured 0.03%).
-TEST(TensorParallel, Pystd16mTp2Fp8StaysWithinFp8Noise) {
+// NestedFP8 quantizes each linear's input per token, and the inputs of o and down are split
+// across the ranks. One-GPU numerics (the default): each slice takes the whole row's scale and
+// the partial outputs are summed in fp32 before one rounding, so a row's logits are TP 1's up to
+// fp32 summation order: a rare fp16 rounding that this flips is amplified by the later layers'
+// quantization, so a few rows may move (measured 45 and 46 of 46 rows within 0.05). Per-rank (as
+// vLLM): each slice its own scale and fp16 partial sums, so every row moves by quantization noise
+// (0 of 46; the test asks only that it stays below FP8's own distance from FP16). Both score the
+// text as TP 1 does (mean NLL within 0.1%; measured 0.02% and 0.03% on these two chunks, 0.008%
+// and 0.10% in perplexity over 32 chunks).
+TEST(TensorParallel, Pystd16mTp2Fp8OneGpuNumerics) {
   auto tp1 = load(kPystd, 1, format::ScaleMode::None);
-  auto tp2 = load(kPystd, 2, format::ScaleMode::None);
-  for (int salt : {1, 2}) {
-    const auto f16 = run_logits(*tp1, Precision::FP16, salt);
-    const auto ref = run_logits(*tp1, Precision::FP8, salt);
-    const auto got = run_logits(*tp2, Precision::FP8, salt);
-    const Diff noise = compare(f16, ref, tp1->vocab_size()),
-               d = compare(ref, got, tp1->vocab_size());
-    std::printf("pystd TP2 fp8 salt %d: max |dlogit| %.4g; fp8 vs fp16 at TP 1: %.4g\n", salt,
-                d.max_abs, noise.max_abs);
-    EXPECT_LT(d.max_abs, noise.max_abs);
+  for (bool one_gpu : {true, false}) {
+    auto tp2 = load(kPystd, 2, format::ScaleMode::None, false, true, one_gpu);
+    const char* mode = one_gpu ? "one-gpu" : "per-rank";
+    for (int salt : {1, 2}) {
+      const auto f16 = run_logits(*tp1, Precision::FP16, salt);
+      const auto ref = run_logits(*tp1, Precision::FP8, salt);
+      const auto got = run_logits(*tp2, Precision::FP8, salt);
+      const Diff noise = compare(f16, ref, tp1->vocab_size()),
+                 d = compare(ref, got, tp1->vocab_size());
+      std::printf(
+          "pystd TP2 fp8 %s salt %d: max |dlogit| %.4g, %d of %d rows within 0.05 (fp8 vs fp16 "
+          "at TP 1: %.4g)\n",
+          mode, salt, d.max_abs, d.close_rows, d.rows, noise.max_abs);
+      EXPECT_LT(d.max_abs, noise.max_abs) << mode;
+      if (one_gpu) {  // per-rank flips 3 and 5 argmaxes with a margin above 0.05
+        EXPECT_GE(d.close_rows, d.rows * 9 / 10);
+        EXPECT_EQ(d.argmax_mismatch, 0);
+      }
+    }
+    // The first two 512-id chunks of the public text (the REFERENCE.json protocol).
+    double a = 0, b = 0, f = 0;
+    for (int c = 0; c < 2; ++c) {
+      const auto ids = std::span(testing_pystd::text_ids()).subspan(size_t(c) * 512, 512);
+      a += engine::chunk_mean_nll(*tp1, ids, Precision::FP8) / 2;
+      b += engine::chunk_mean_nll(*tp2, ids, Precision::FP8) / 2;
+      f += engine::chunk_mean_nll(*tp1, ids, Precision::FP16) / 2;
+    }
+    std::printf("pystd mean NLL, 2 chunks: fp8 TP 1 %.5f, fp8 TP 2 %s %.5f (fp16 TP 1 %.5f)\n",
+                a, mode, b, f);
+    EXPECT_NEAR(b, a, 0.001 * a) << mode;
   }
-  // The first two 512-id chunks of the public text (the REFERENCE.json protocol).
-  double a = 0, b = 0, f = 0;
-  for (int c = 0; c < 2; ++c) {
-    const auto ids = std::span(testing_pystd::text_ids()).subspan(size_t(c) * 512, 512);
-    a += engine::chunk_mean_nll(*tp1, ids, Precision::FP8) / 2;
-    b += engine::chunk_mean_nll(*tp2, ids, Precision::FP8) / 2;
-    f += engine::chunk_mean_nll(*tp1, ids, Precision::FP16) / 2;
-  }
-  std::printf("pystd mean NLL, 2 chunks: fp8 TP 1 %.5f, fp8 TP 2 %.5f (fp16 TP 1 %.5f)\n", a, b, f);
-  EXPECT_NEAR(b, a, 0.001 * a);
 }
 
 TEST(TensorParallel, Pystd16mTp2GreedyMatchesTp1) {
@@ -211,7 +235,7 @@ TEST(TensorParallel, ARankThatFailsToLoadIsReportedNotHung) {
         if (r == 1) fail("GPU 1 does not exist (1 GPU found)");
         engine::LoadOptions mine = lo;
         mine.shard = {r, 2};
-        return engine::ModelRunner::load(backend::make_cpu_backend(1), mine, small_opts());
+        return engine::ModelRunner::load(backend::make_cpu_backend(1), mine, small_opts(true, true));
       });
     } catch (const Error& e) {
       return std::string(e.what());

@@ -55,6 +55,42 @@ TEST(Quant, StandaloneMatchesCpuReference) {
   }
 }
 
+// Tensor parallelism's two halves: token scales then quantization under given scales are the
+// standalone kernel's bits on whole rows; on a column slice with the whole row's scale, the
+// slice of the whole row's quantization.
+TEST(Quant, TokenScalesThenScaledQuantizeMatchStandalone) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE(testing::Message() << "seed " << seed);
+  std::mt19937_64 rng(seed);
+  for (auto [M, K] : kShapes) {
+    SCOPED_TRACE(testing::Message() << "M=" << M << " K=" << K);
+    auto x = random_rows(rng, M, K, -6.f, 6.f);
+    if (M > 2) std::fill(x.begin() + K, x.begin() + 2 * K, 0);  // one all-zero row
+    std::vector<uint8_t> rq;
+    std::vector<float> rs;
+    cpu_quantize(x, M, K, K, rq, rs);
+    DeviceBuffer<uint16_t> dx(x);
+    DeviceBuffer<uint8_t> q(size_t(M) * K);
+    DeviceBuffer<float> s(M);
+    q.poison();
+    s.poison();
+    cuda::token_scales_e4m3(as_half(dx.get()), K, M, K, s.get(), nullptr);
+    EXPECT_EQ(s.download(), rs);
+    cuda::quantize_e4m3_scaled(as_half(dx.get()), K, M, K, s.get(), q.get(), nullptr);
+    EXPECT_EQ(q.download(), rq);
+    // The second half of each row under the whole row's scale (vectorized where aligned).
+    const int first = K / 2, width = K - first;
+    DeviceBuffer<uint8_t> qs(size_t(M) * width);
+    qs.poison();
+    cuda::quantize_e4m3_scaled(as_half(dx.get()) + first, K, M, width, s.get(), qs.get(), nullptr);
+    const std::vector<uint8_t> got = qs.download();
+    for (int m = 0; m < M; ++m)
+      for (int c = 0; c < width; ++c)
+        ASSERT_EQ(got[size_t(m) * width + c], rq[size_t(m) * K + first + c])
+            << "row " << m << " column " << first + c;
+  }
+}
+
 // Runs the standalone quantization on y (dense [M, K]) on the GPU.
 void standalone(const std::vector<uint16_t>& y, int M, int K, std::vector<uint8_t>& q,
                 std::vector<float>& s) {

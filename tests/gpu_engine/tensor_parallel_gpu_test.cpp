@@ -148,22 +148,27 @@ TEST(TensorParallelGpu, Tp2GraphsMatchEagerSteps) {
 
 // Two ranks on GPU 0, eager (the in-process all-reduce synchronizes with the host, so it cannot
 // be captured in a graph).
-std::unique_ptr<ModelExecutor> load_tp2_one_gpu() {
+// one_gpu_numerics = false: --tp-fp8-numerics per-rank.
+std::unique_ptr<ModelExecutor> load_tp2_one_gpu(bool one_gpu_numerics = true) {
   engine::LoadOptions lo;
   lo.model_dir = kModel;
+  engine::RunnerOptions ro = opts(/*graphs=*/false);
+  ro.tp_fp8_one_gpu_numerics = one_gpu_numerics;
   return std::make_unique<engine::TpExecutor>(
       2,
       [&](int r) {
         engine::LoadOptions l = lo;
         l.shard = {r, 2};
-        return engine::ModelRunner::load(cuda_backend(0), l, opts(/*graphs=*/false));
+        return engine::ModelRunner::load(cuda_backend(0), l, ro);
       },
       [](const std::vector<backend::Backend*>& b) {
         return backend::make_inprocess_group(int(b.size()));
       });
 }
 
-// 64 chunks of the public text at both precisions: sharded on one GPU within 0.1% of unsharded.
+// 64 chunks of the public text at both precisions: sharded on one GPU within 0.1% of unsharded
+// (FP8 with the default one-GPU numerics; per-rank FP8, vLLM's way, is printed for the record:
+// 1.00107 of unsharded in session 27, at the bound).
 TEST(TensorParallelOneGpu, ShardedPerplexityMatchesUnsharded) {
   auto tp = load_tp2_one_gpu();
   auto one = load(1, /*graphs=*/false);
@@ -171,10 +176,16 @@ TEST(TensorParallelOneGpu, ShardedPerplexityMatchesUnsharded) {
   for (Precision p : {Precision::FP16, Precision::FP8}) {
     const double a = engine::perplexity(*one, long_ids(), p, 64).ppl;
     const double b = engine::perplexity(*tp, long_ids(), p, 64).ppl;
-    std::printf("[ perplexity %s, 64 chunks: unsharded %.5f, 2 shards on one GPU %.5f ]\n",
-                to_string(p), a, b);
+    std::printf("[ perplexity %s, 64 chunks: unsharded %.5f, 2 shards on one GPU %.5f (%.5f) ]\n",
+                to_string(p), a, b, b / a);
     EXPECT_NEAR(b / a, 1.0, 1e-3) << to_string(p);
     EXPECT_GT(a, 1.0);
+    if (p == Precision::FP8) {
+      auto per_rank = load_tp2_one_gpu(false);
+      const double c = engine::perplexity(*per_rank, long_ids(), p, 64).ppl;
+      std::printf("[ perplexity fp8 per-rank numerics, 2 shards on one GPU %.5f (%.5f) ]\n", c,
+                  c / a);
+    }
   }
 }
 

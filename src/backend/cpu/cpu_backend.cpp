@@ -288,32 +288,65 @@ class CpuBackend final : public Backend {
       cpu::quantize_row_fp16(xp + r * cols, cols, qp + r * cols, sp + r);
     });
   }
+  void token_scales(const Buffer& x, int64_t rows, int64_t cols, Buffer& scale) override {
+    const uint16_t* xp = ptr<uint16_t>(x, size_t(rows * cols), "token_scales x");
+    float* sp = ptr<float>(scale, size_t(rows), "scale");
+    pool_.parallel_for(rows,
+                       [&](int64_t r, int) { sp[r] = cpu::token_scale_fp16(xp + r * cols, cols); });
+  }
+  void quantize_scaled(const Buffer& x, int64_t rows, int64_t cols, const Buffer& scale,
+                       Buffer& q8) override {
+    const uint16_t* xp = ptr<uint16_t>(x, size_t(rows * cols), "quantize_scaled x");
+    const float* sp = ptr<float>(scale, size_t(rows), "scale");
+    uint8_t* qp = ptr<uint8_t>(q8, size_t(rows * cols), "q8");
+    pool_.parallel_for(rows, [&](int64_t r, int) {
+      cpu::quantize_row_fp16_scaled(xp + r * cols, cols, sp[r], qp + r * cols);
+    });
+  }
 
   void linear(Precision precision, const LinearWeight& lw, const Activation& x, int64_t M,
               Buffer& out) override {
     const auto& w = static_cast<const CpuLinear&>(lw).packed;
+    gemm_into(precision, lw, x, M, ptr<uint16_t>(out, size_t(M * w.N), "linear out"), nullptr);
+  }
+  void linear_f32(const LinearWeight& lw, const Activation& x, int64_t M, Buffer& out) override {
+    const auto& w = static_cast<const CpuLinear&>(lw).packed;
+    if (!lw.runs_fp8()) fail("linear_f32: an FP16 weight (only FP8 steps run unrounded)");
+    if (!w.bias.empty()) fail("linear_f32: a weight with a bias (row-parallel weights have none)");
+    gemm_into(Precision::FP8, lw, x, M, nullptr, ptr<float>(out, size_t(M * w.N), "linear out"));
+  }
+  void round_to_f16(const Buffer& src, Buffer& dst, int64_t n) override {
+    const float* s = ptr<float>(src, size_t(n), "round_to_f16 src");
+    uint16_t* d = ptr<uint16_t>(dst, size_t(n), "round_to_f16 dst");
+    for (int64_t i = 0; i < n; ++i) d[i] = float_to_fp16(s[i]);
+  }
+
+  // linear's GEMM into fp16 y, or unrounded into fp32 y32.
+  void gemm_into(Precision precision, const LinearWeight& lw, const Activation& x, int64_t M,
+                 uint16_t* y, float* y32) {
+    const auto& w = static_cast<const CpuLinear&>(lw).packed;
     const int64_t K = w.K;
-    uint16_t* y = ptr<uint16_t>(out, size_t(M * w.N), "linear out");
     act_.resize(size_t(M * K));
     const bool fp8 = precision == Precision::FP8 && lw.runs_fp8();
     if (fp8 && !x.q8 && x.f16) {  // weights-only FP8 (accuracy studies)
       const uint16_t* a = ptr<uint16_t>(*x.f16, size_t(M * K), "linear x");
       pool_.parallel_for(
           M, [&](int64_t m, int) { cpu::fp16_to_f32(a + m * K, act_.data() + m * K, K); });
-      cpu::gemm(pool_, act_.data(), M, w, true, nullptr, y);
+      cpu::gemm(pool_, act_.data(), M, w, true, nullptr, y, y32);
     } else if (fp8) {
       if (!x.q8 || !x.scale)
         fail("linear: FP8 on a {} weight needs quantized activations", to_string(lw.format));
       const uint8_t* q = ptr<uint8_t>(*x.q8, size_t(M * K), "linear q8");
       const float* lut = cpu::e4m3_values();
       for (int64_t i = 0; i < M * K; ++i) act_[i] = lut[q[i]];
-      cpu::gemm(pool_, act_.data(), M, w, true, ptr<float>(*x.scale, size_t(M), "linear scale"), y);
+      cpu::gemm(pool_, act_.data(), M, w, true, ptr<float>(*x.scale, size_t(M), "linear scale"), y,
+                y32);
     } else {  // FP16 (FP8 baseline weights: weights-only, gemm decodes their E4M3 bytes)
       if (!x.f16) fail("linear: an FP16 linear needs fp16 activations");
       const uint16_t* a = ptr<uint16_t>(*x.f16, size_t(M * K), "linear x");
       pool_.parallel_for(
           M, [&](int64_t m, int) { cpu::fp16_to_f32(a + m * K, act_.data() + m * K, K); });
-      cpu::gemm(pool_, act_.data(), M, w, false, nullptr, y);
+      cpu::gemm(pool_, act_.data(), M, w, false, nullptr, y, y32);
     }
   }
 

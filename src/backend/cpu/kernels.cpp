@@ -74,11 +74,14 @@ const float* e4m3_values() {
 }
 
 template <typename Load>
-static void quantize_row(Load load, int64_t n, uint8_t* q, float* scale) {
+static float row_scale(Load load, int64_t n) {
   float mx = 0.f;
   for (int64_t i = 0; i < n; ++i) mx = std::max(mx, std::fabs(load(i)));
-  const float s = mx / 448.f;
-  *scale = s;
+  return mx / 448.f;
+}
+
+template <typename Load>
+static void quantize_with(Load load, int64_t n, float s, uint8_t* q) {
   if (s == 0.f) {
     std::memset(q, 0, size_t(n));
     return;
@@ -86,11 +89,25 @@ static void quantize_row(Load load, int64_t n, uint8_t* q, float* scale) {
   for (int64_t i = 0; i < n; ++i) q[i] = e4m3_rne(load(i) / s);
 }
 
+template <typename Load>
+static void quantize_row(Load load, int64_t n, uint8_t* q, float* scale) {
+  *scale = row_scale(load, n);
+  quantize_with(load, n, *scale, q);
+}
+
+static auto fp16_loader(const uint16_t* x) {
+  return [x](int64_t i) { return fp16_to_float(x[i]); };
+}
+
 void quantize_row_fp16(const uint16_t* x, int64_t n, uint8_t* q, float* scale) {
-  quantize_row([x](int64_t i) { return fp16_to_float(x[i]); }, n, q, scale);
+  quantize_row(fp16_loader(x), n, q, scale);
 }
 void quantize_row_f32(const float* x, int64_t n, uint8_t* q, float* scale) {
   quantize_row([x](int64_t i) { return x[i]; }, n, q, scale);
+}
+float token_scale_fp16(const uint16_t* x, int64_t n) { return row_scale(fp16_loader(x), n); }
+void quantize_row_fp16_scaled(const uint16_t* x, int64_t n, float scale, uint8_t* q) {
+  quantize_with(fp16_loader(x), n, scale, q);
 }
 
 // ---- packing -----------------------------------------------------------------------------------
@@ -164,7 +181,7 @@ void micro_scalar(const float* A, int64_t lda, const float* B, int64_t kc, float
 
 // ---- GEMM driver -------------------------------------------------------------------------------
 void gemm(ThreadPool& pool, const float* A, int64_t M, const PackedWeight& w, bool fp8,
-          const float* row_scale, uint16_t* Y) {
+          const float* row_scale, uint16_t* Y, float* Y32) {
   constexpr int64_t kKc = 256, kMb = 96, kMr = 6;
   const int64_t K = w.K, N = w.N;
   if (M <= 0 || N <= 0) return;
@@ -200,7 +217,10 @@ void gemm(ThreadPool& pool, const float* A, int64_t M, const PackedWeight& w, bo
         if (n >= N) break;
         float v = ctile[size_t(r * ldc + c)] * rs * w.col_scale[n];
         if (!w.bias.empty()) v += w.bias[n];
-        Y[(m0 + r) * N + n] = float_to_fp16(v);
+        if (Y32)
+          Y32[(m0 + r) * N + n] = v;
+        else
+          Y[(m0 + r) * N + n] = float_to_fp16(v);
       }
     }
   });

@@ -28,6 +28,10 @@ const float* e4m3_values();  // 256 exact decoded values (0x7F/0xFF, NaN, decode
 // An all-zero row gets scale 0 and q = 0.
 void quantize_row_fp16(const uint16_t* x, int64_t n, uint8_t* q, float* scale);
 void quantize_row_f32(const float* x, int64_t n, uint8_t* q, float* scale);
+// Its two halves (a tensor-parallel rank's slice of a row takes the whole row's scale):
+// rowmax / 448 alone, and q = e4m3_rne(x / scale) under a given scale (q = 0 when it is 0).
+float token_scale_fp16(const uint16_t* x, int64_t n);
+void quantize_row_fp16_scaled(const uint16_t* x, int64_t n, float scale, uint8_t* q);
 
 // ---- GEMM ------------------------------------------------------------------------------------
 inline constexpr int kPanel = 16;  // output columns per packed panel
@@ -57,9 +61,10 @@ PackedWeight pack_plain(const uint16_t* w, int64_t N, int64_t K);
 // Y[M, N] (fp16 bits) = fp16((A · Bᵀ) * row_scale[m] * col_scale[n] + bias[n]), with
 // A fp32 [M, K] and B the packed weight decoded exactly to fp32: merged fp16 (fp8 = false) or
 // e4m3(upper) * 2^-8 (fp8 = true on nested weights, always on FP8 weights; plain weights always
-// decode fp16). row_scale may be null (1).
+// decode fp16). row_scale may be null (1). With Y32, Y32[M, N] gets the fp32 values instead
+// (unrounded; Y unused).
 void gemm(ThreadPool& pool, const float* A, int64_t M, const PackedWeight& w, bool fp8,
-          const float* row_scale, uint16_t* Y);
+          const float* row_scale, uint16_t* Y, float* Y32 = nullptr);
 
 // ---- vector helpers (attention) ----------------------------------------------------------------
 float dot_f32(const float* a, const float* b, int64_t n);

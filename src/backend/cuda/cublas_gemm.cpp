@@ -45,8 +45,9 @@ struct Handles {
   cublasHandle_t blas = nullptr;
   cublasLtHandle_t lt = nullptr;
   void* workspace = nullptr;
-  // (N, K, M, per_row) -> plan; the scale pointers are set per call on the cached descriptor.
-  std::map<std::tuple<int, int, int, bool>, std::unique_ptr<LtPlan>> plans;
+  // (N, K, M, per_row, fp32 out) -> plan; the scale pointers are set per call on the cached
+  // descriptor (fp32 out: none, scales 1).
+  std::map<std::tuple<int, int, int, bool, bool>, std::unique_ptr<LtPlan>> plans;
 };
 
 Handles& handles() {
@@ -65,8 +66,8 @@ Handles& handles() {
   return h;
 }
 
-LtPlan& lt_plan(Handles& h, int N, int K, int M, bool per_row) {
-  auto key = std::make_tuple(N, K, M, per_row);
+LtPlan& lt_plan(Handles& h, int N, int K, int M, bool per_row, bool f32_out = false) {
+  auto key = std::make_tuple(N, K, M, per_row, f32_out);
   auto it = h.plans.find(key);
   if (it != h.plans.end()) return *it->second;
   auto p = std::make_unique<LtPlan>();
@@ -86,7 +87,7 @@ LtPlan& lt_plan(Handles& h, int N, int K, int M, bool per_row) {
   // Column-major view: A = Wᵀ stored K×N (ld K), B = Xqᵀ stored K×M (ld K), D = Yᵀ N×M (ld N).
   NFP_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->a, CUDA_R_8F_E4M3, K, N, K));
   NFP_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->b, CUDA_R_8F_E4M3, K, M, K));
-  NFP_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->d, CUDA_R_16F, N, M, N));
+  NFP_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->d, f32_out ? CUDA_R_32F : CUDA_R_16F, N, M, N));
   cublasLtMatmulPreference_t pref = nullptr;
   NFP_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
   const size_t ws = kWorkspaceBytes;
@@ -154,6 +155,20 @@ void cublaslt_fp8_gemm(const uint8_t* wq, int N, int K, const uint8_t* xq, __hal
   const float alpha = 1.f, beta = 0.f;
   NFP_CUBLAS_CHECK(cublasLtMatmul(h.lt, p.desc, &alpha, wq, p.a, xq, p.b, &beta, Y, p.d, Y, p.d,
                                   &p.algo, h.workspace, kWorkspaceBytes, stream));
+}
+
+bool cublaslt_fp8_gemm_f32(const uint8_t* wq, int N, int K, const uint8_t* xq, float* Y, int M,
+                           cudaStream_t stream) {
+  if (M < 1 || N < 1 || K < 1 || K % 16 != 0 || N % 8 != 0)
+    fail("cublaslt_fp8_gemm_f32: unsupported shape M={} N={} K={} (FP8 needs K % 16 == 0, N % 8 == 0)",
+         M, N, K);
+  auto& h = handles();
+  LtPlan& p = lt_plan(h, N, K, M, false, true);
+  if (!p.ok) return false;
+  const float alpha = 1.f, beta = 0.f;
+  NFP_CUBLAS_CHECK(cublasLtMatmul(h.lt, p.desc, &alpha, wq, p.a, xq, p.b, &beta, Y, p.d, Y, p.d,
+                                  &p.algo, h.workspace, kWorkspaceBytes, stream));
+  return true;
 }
 
 bool cublaslt_fp8_per_row_supported(int N, int K, int M) {

@@ -97,6 +97,12 @@ void merge_planes(const uint8_t* upper, const uint8_t* lower, __half* out, int64
 // K <= 65536 for all three kernels (a row is kept in shared memory).
 void quantize_e4m3_per_token(const __half* X, int64_t ld, int M, int K, uint8_t* q, float* scale,
                              cudaStream_t stream);
+// Its two halves, for a tensor-parallel rank's slice of each row: scale[m] = amax_m / 448 alone,
+// and q under given scales (the max over the ranks'); together on whole rows, the same bits.
+void token_scales_e4m3(const __half* X, int64_t ld, int M, int K, float* scale,
+                       cudaStream_t stream);
+void quantize_e4m3_scaled(const __half* X, int64_t ld, int M, int K, const float* scale,
+                          uint8_t* q, cudaStream_t stream);
 
 // RMSNorm (Llama): if residual != nullptr, first x = fp16(x + residual) and residual := x.
 // Then r = 1 / sqrt(mean_fp32(x²) + eps), y = fp16(fp16(x · r) · w). Writes y to Y (if not null,
@@ -152,6 +158,21 @@ void cublaslt_fp8_gemm(const uint8_t* wq, int N, int K, const uint8_t* xq, __hal
                        const float* a_scale, const float* b_scale, LtScaling scaling,
                        cudaStream_t stream);
 bool cublaslt_fp8_per_row_supported(int N, int K, int M);  // probes once per shape class
+// The same GEMM unscaled into fp32, Y[M, N] = xq · wqᵀ (exact FP32 accumulation); false, with
+// nothing launched, when this cuBLASLt has no kernel for E4M3 x E4M3 -> FP32.
+bool cublaslt_fp8_gemm_f32(const uint8_t* wq, int N, int K, const uint8_t* xq, float* Y, int M,
+                           cudaStream_t stream);
+
+// ---- tensor-parallel partial sums (one-GPU FP8 numerics, docs/DESIGN.md §3.14) -----------------
+// nested_fp8_gemm's value before its rounding to fp16: Y[M, N] fp32 =
+// (Σ_c e4m3(xq[m,c]) · e4m3(upper[n,c])) · 2^-(k[n]+8) · x_scale[m]. cuBLASLt FP8 into fp32 (a
+// plain kernel where cuBLASLt has none), then both scales in place: the power of two is exact, so
+// the value is nested_fp8_gemm's unrounded one up to the order of the FP32 sum. Returns false
+// when it ran the plain kernel (slow: the caller says so).
+bool nested_fp8_gemm_f32(const NestedWeight& w, const uint8_t* xq, const float* x_scale, float* Y,
+                         int M, cudaStream_t stream);
+// dst[i] = fp16(src[i]), round to nearest even.
+void round_f32_to_f16(const float* src, __half* dst, int64_t n, cudaStream_t stream);
 
 // ---- device info ---------------------------------------------------------------------------
 struct DeviceInfo {

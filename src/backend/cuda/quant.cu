@@ -101,6 +101,50 @@ __global__ void quant_kernel(const __half* __restrict__ X, int64_t ld, int K,
   quantize_row<kVec>(s, K, amax, red, q + m * K, scale + m);
 }
 
+// The halves of quant_kernel for a tensor-parallel rank's slice of each row (kernels.hpp).
+template <bool kVec>
+__global__ void token_scale_kernel(const __half* __restrict__ X, int64_t ld, int K,
+                                   float* __restrict__ scale) {
+  __shared__ float red[32];
+  const __half* x = X + int64_t(blockIdx.x) * ld;
+  float amax = 0.f;
+  if constexpr (kVec) {
+    for (int v = threadIdx.x; v < K / 8; v += blockDim.x) {
+      H8 t;
+      t.u = reinterpret_cast<const uint4*>(x)[v];
+#pragma unroll
+      for (int j = 0; j < 8; ++j) amax = fmaxf(amax, fabsf(__half2float(t.h[j])));
+    }
+  } else {
+    for (int c = threadIdx.x; c < K; c += blockDim.x) amax = fmaxf(amax, fabsf(__half2float(x[c])));
+  }
+  amax = block_reduce(amax, red, true);
+  if (threadIdx.x == 0) scale[blockIdx.x] = __fdiv_rn(amax, kE4M3Max);
+}
+
+template <bool kVec>
+__global__ void quant_scaled_kernel(const __half* __restrict__ X, int64_t ld, int K,
+                                    const float* __restrict__ scale, uint8_t* __restrict__ Q) {
+  const int64_t m = blockIdx.x;
+  const __half* x = X + m * ld;
+  uint8_t* q = Q + m * K;
+  const float s = scale[m];
+  if constexpr (kVec) {
+    for (int v = threadIdx.x; v < K / 8; v += blockDim.x) {
+      H8 t;
+      t.u = reinterpret_cast<const uint4*>(x)[v];
+      uint32_t lo = 0, hi = 0;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) lo |= uint32_t(to_e4m3(__half2float(t.h[j]), s)) << (8 * j);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) hi |= uint32_t(to_e4m3(__half2float(t.h[4 + j]), s)) << (8 * j);
+      reinterpret_cast<uint2*>(q)[v] = make_uint2(lo, hi);
+    }
+  } else {
+    for (int c = threadIdx.x; c < K; c += blockDim.x) q[c] = to_e4m3(__half2float(x[c]), s);
+  }
+}
+
 template <bool kVec>
 __global__ void rmsnorm_kernel(const __half* __restrict__ X, int64_t ld,
                                const __half* __restrict__ w, float eps, int K,
@@ -266,6 +310,28 @@ void quantize_e4m3_per_token(const __half* X, int64_t ld, int M, int K, uint8_t*
     prepare(quant_kernel<false>, done);
     quant_kernel<false><<<M, threads_for(K), smem, stream>>>(X, ld, K, q, scale);
   }
+  NFP_CUDA_CHECK_LAUNCH();
+}
+
+void token_scales_e4m3(const __half* X, int64_t ld, int M, int K, float* scale,
+                       cudaStream_t stream) {
+  check_row_args("token_scales_e4m3", M, K, ld);
+  if (M == 0) return;
+  if (K % 8 == 0 && ld % 8 == 0 && aligned16(X))
+    token_scale_kernel<true><<<M, threads_for(K), 0, stream>>>(X, ld, K, scale);
+  else
+    token_scale_kernel<false><<<M, threads_for(K), 0, stream>>>(X, ld, K, scale);
+  NFP_CUDA_CHECK_LAUNCH();
+}
+
+void quantize_e4m3_scaled(const __half* X, int64_t ld, int M, int K, const float* scale,
+                          uint8_t* q, cudaStream_t stream) {
+  check_row_args("quantize_e4m3_scaled", M, K, ld);
+  if (M == 0) return;
+  if (K % 8 == 0 && ld % 8 == 0 && aligned16(X) && (reinterpret_cast<uintptr_t>(q) & 7) == 0)
+    quant_scaled_kernel<true><<<M, threads_for(K), 0, stream>>>(X, ld, K, scale, q);
+  else
+    quant_scaled_kernel<false><<<M, threads_for(K), 0, stream>>>(X, ld, K, scale, q);
   NFP_CUDA_CHECK_LAUNCH();
 }
 

@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <map>
 
@@ -214,8 +215,23 @@ class CudaBackend final : public Backend {
                                   dptr<uint8_t>(q8, size_t(rows * cols), "q8"),
                                   dptr<float>(scale, size_t(rows) * 4, "scale"), stream_);
   }
+  void token_scales(const Buffer& x, int64_t rows, int64_t cols, Buffer& scale) override {
+    cuda::token_scales_e4m3(h16(x, rows * cols, "token_scales x"), cols, int(rows), int(cols),
+                            dptr<float>(scale, size_t(rows) * 4, "scale"), stream_);
+  }
+  void quantize_scaled(const Buffer& x, int64_t rows, int64_t cols, const Buffer& scale,
+                       Buffer& q8) override {
+    cuda::quantize_e4m3_scaled(h16(x, rows * cols, "quantize_scaled x"), cols, int(rows),
+                               int(cols), dptr<float>(scale, size_t(rows) * 4, "scale"),
+                               dptr<uint8_t>(q8, size_t(rows * cols), "q8"), stream_);
+  }
   void linear(Precision precision, const LinearWeight& lw, const Activation& x, int64_t M,
               Buffer& out) override;
+  void linear_f32(const LinearWeight& lw, const Activation& x, int64_t M, Buffer& out) override;
+  void round_to_f16(const Buffer& src, Buffer& dst, int64_t n) override {
+    cuda::round_f32_to_f16(dptr<const float>(src, size_t(n) * 4, "round_to_f16 src"),
+                           h16(dst, n, "round_to_f16 dst"), n, stream_);
+  }
   void rope(const Rope& r, Buffer& q, Buffer& k, int nq, int nkv, int hd) override {
     const auto& rp = static_cast<const CudaRope&>(r);
     if (hd != rp.head_dim) fail("rope: head_dim {} != {}", hd, rp.head_dim);
@@ -451,6 +467,29 @@ void CudaBackend::linear(Precision precision, const LinearWeight& lw, const Acti
     }
   }
   if (w.bias) cuda::add_bias_rows(y, h16(*w.bias, N, "bias"), int(M), int(N), stream_);
+}
+
+void CudaBackend::linear_f32(const LinearWeight& lw, const Activation& x, int64_t M,
+                             Buffer& out) {
+  const auto& w = static_cast<const CudaLinear&>(lw);
+  const int64_t N = w.out_features, K = w.in_features;
+  float* y = dptr<float>(out, size_t(M * N) * 4, "linear_f32 out");
+  if (w.format != WeightFormat::Nested)
+    fail("cuda backend: linear_f32 runs nested weights only (this one is {})",
+         to_string(w.format));
+  if (!x.q8 || !x.scale)
+    fail("cuda backend: linear_f32 is an FP8 linear and needs per-token quantized activations");
+  if (w.bias) fail("cuda backend: linear_f32 on a weight with a bias (row-parallel ones have none)");
+  if (M == 0) return;
+  const bool lt =
+      cuda::nested_fp8_gemm_f32(w.nested(), dptr<const uint8_t>(*x.q8, size_t(M * K), "linear q8"),
+                                dptr<const float>(*x.scale, size_t(M) * 4, "linear scale"), y,
+                                int(M), stream_);
+  static std::atomic<bool> warned{false};
+  if (!lt && !warned.exchange(true))
+    spdlog::warn(
+        "cuBLASLt has no E4M3 x E4M3 -> FP32 kernel: the tensor-parallel FP8 partial sums run a "
+        "plain CUDA GEMM (slow; --tp-fp8-numerics per-rank avoids it)");
 }
 
 void CudaBackend::begin_step(const StepLayout& L) {

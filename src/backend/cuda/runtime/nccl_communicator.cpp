@@ -74,6 +74,13 @@ class NcclCommunicator final : public Communicator {
                "ncclAllReduce", comm());
   }
 
+  void all_reduce_max(Backend& be, Buffer& buf, int64_t n) override {
+    check_alive();
+    void* p = cuda_data_of(buf, size_t(n) * 4);
+    check_nccl(ncclAllReduce(p, p, size_t(n), ncclFloat32, ncclMax, comm(), cuda_stream_of(be)),
+               "ncclAllReduce (max)", comm());
+  }
+
   // A one-element all-reduce on a private stream, waited for with a timeout (never forever).
   void barrier() override {
     check_alive();
