@@ -129,6 +129,7 @@ int bench_kernels(const BenchKernelsOptions& opts) {
     const backend::ShapeDispatch pick16 = dispatch->resolve(backend::GemmFamily::Nfp16, N, K),
                                  pick8 = dispatch->resolve(backend::GemmFamily::Nfp8, N, K);
     Dev<__half> x(size_t(max_m) * K), y(size_t(max_m) * N);
+    Dev<float> y32(size_t(max_m) * N);
     Dev<uint8_t> xq(size_t(max_m) * K);
     Dev<float> xs(max_m);
     fill_random_half(x.p, size_t(max_m) * K, 0xacdc0000ull + K, 1.f, stream);
@@ -171,6 +172,16 @@ int bench_kernels(const BenchKernelsOptions& opts) {
                               LtScaling::PerTensor, stream);
           },
           dnk + mk + 2 * mn);
+      // Tensor parallelism's one-GPU FP8 numerics (DESIGN §3.14): a row-parallel linear
+      // unrounded (cuBLASLt into fp32, then the nested scales) and its rounding after the
+      // all-reduce (not timed here): against "nestedfp8", what a rank's GEMM costs more.
+      add(
+          "tp_partial_fp32",
+          [&](int c) {
+            nested_fp8_gemm_f32(weight(c), xq.p, xs.p, y32.p, M, stream);
+            round_f32_to_f16(y32.p, y.p, int64_t(M) * N, stream);
+          },
+          dnk + mk + 4.0 * M + 4 * mn + 8 * mn + 4 * mn + 2 * mn);
       // The table's choices, where it covers this shape (the variant is the same index type the
       // cuda backend passes; -1 in a bucket is the heuristic again).
       if (!pick16.buckets.empty()) {
@@ -249,10 +260,10 @@ int bench_kernels(const BenchKernelsOptions& opts) {
       };
       fmt::print(stderr,
                  "  M={:5d}: cuBLAS16 {:8.1f}  NFP8 {:8.1f} ({})  NFP8+q {:8.1f}  LtFP8 {:8.1f}  "
-                 "LtFP8row {:8.1f} us\n",
+                 "LtFP8row {:8.1f}  TP fp32 partial {:8.1f} us\n",
                  M, find("cublas_fp16"), find("nestedfp8"),
                  variants[nested_fp8_gemm_heuristic(M, N, K)], find("nestedfp8+quant"),
-                 find("cublaslt_fp8_tensor"), find("cublaslt_fp8_row"));
+                 find("cublaslt_fp8_tensor"), find("cublaslt_fp8_row"), find("tp_partial_fp32"));
     }
   }
   NFP_CUDA_CHECK(cudaStreamDestroy(stream));
@@ -268,6 +279,7 @@ int bench_kernels(const BenchKernelsOptions& opts) {
     return it == best_variant.end() ? double(NAN) : get("nestedfp8[" + it->second + "]", N, K, M);
   };
   std::vector<double> g_q_lt, g_fp8_lt, g_speed, g_speed_q, g_nfp16, g_q_ltrow, g_best_lt;
+  std::vector<double> g_tp_partial;  // tp_partial_fp32 / nestedfp8
   // With a kernel table, over the points its shapes cover: table and heuristic against cuBLAS.
   std::vector<double> g_t16, g_h16, g_t8, g_h8;
   std::string md;
@@ -322,6 +334,7 @@ int bench_kernels(const BenchKernelsOptions& opts) {
       const double flops = 2.0 * M * double(sh.N) * sh.K;
       g_q_lt.push_back(n8q / lt);
       g_fp8_lt.push_back(n8 / lt);
+      g_tp_partial.push_back(get("tp_partial_fp32", sh.N, sh.K, M) / n8);
       g_speed.push_back(c16 / n8);
       g_speed_q.push_back(c16 / n8q);
       if (!std::isnan(ltr)) g_q_ltrow.push_back(n8q / ltr);
@@ -355,6 +368,10 @@ int bench_kernels(const BenchKernelsOptions& opts) {
       "- NestedFP8 incl. quantization / cuBLASLt FP8 (per-tensor): {}  (goal <= 1.05)\n",
       gm(g_q_lt));
   summary += fmt::format("- NestedFP8 GEMM alone / cuBLASLt FP8 (per-tensor): {}\n", gm(g_fp8_lt));
+  summary += fmt::format(
+      "- Tensor-parallel FP8 partial in fp32 (cuBLASLt into fp32, nested scales, rounding) / "
+      "NestedFP8 GEMM: {}\n",
+      gm(g_tp_partial));
   summary +=
       fmt::format("- NestedFP8 incl. quantization / cuBLASLt FP8 (per-row): {}\n", gm(g_q_ltrow));
   summary += fmt::format("- speedup cuBLAS FP16 / NestedFP8: {}  (goal >= 1.7)\n", gm(g_speed));
@@ -479,6 +496,7 @@ int bench_kernels(const BenchKernelsOptions& opts) {
   j["summary"] = {
       {"nestedfp8_quant_over_cublaslt_fp8", geomean(g_q_lt)},
       {"nestedfp8_over_cublaslt_fp8", geomean(g_fp8_lt)},
+      {"tp_partial_fp32_over_nestedfp8", geomean(g_tp_partial)},
       {"nestedfp8_quant_over_cublaslt_fp8_row", g_q_ltrow.empty() ? NAN : geomean(g_q_ltrow)},
       {"cublas_fp16_over_nestedfp8", geomean(g_speed)},
       {"cublas_fp16_over_nestedfp8_quant", geomean(g_speed_q)}};
