@@ -246,14 +246,16 @@ class Backend {
   // out[M, N] = x[M, K] · Wᵀ (+ bias), in `precision` (see the numerics note above).
   virtual void linear(Precision precision, const LinearWeight& w, const Activation& x, int64_t M,
                       Buffer& out) = 0;
-  // The FP8 linear left unrounded: out fp32 [M, N] = the fp32 value linear() rounds to fp16
-  // (accumulator · per-token scale · per-row scale; no bias). A tensor-parallel rank's partial
-  // sum of a row-parallel linear, summed in fp32 over the ranks and rounded once (round_to_f16),
-  // so that the sum is the one GPU's up to fp32 summation order. FP8 steps on weights with an
-  // E4M3 plane only.
-  virtual void linear_f32(const LinearWeight& w, const Activation& x, int64_t M, Buffer& out) = 0;
-  // dst fp16 [n] = fp16(src fp32 [n]) (round to nearest even).
-  virtual void round_to_f16(const Buffer& src, Buffer& dst, int64_t n) = 0;
+  // The FP8 linear in two halves, for a tensor-parallel rank's partial sum of a row-parallel
+  // linear (docs/DESIGN.md §3.14): acc fp32 [M, N] = x · Wᵀ on the E4M3 values before the
+  // per-token and per-row scales (constant factors are the backend's own: only finish_acc reads
+  // acc), which the ranks sum in fp32; then out fp16 [M, N] = linear()'s epilogue on the summed
+  // accumulators (the scales, one rounding). The two on one rank
+  // give linear()'s output up to the accumulation order (fp32 on the cpu; on Hopper the FP8
+  // tensor cores' own). FP8 steps on weights with an E4M3 plane and no bias only.
+  virtual void linear_acc(const LinearWeight& w, const Activation& x, int64_t M, Buffer& acc) = 0;
+  virtual void finish_acc(const LinearWeight& w, const Activation& x, int64_t M, const Buffer& acc,
+                          Buffer& out) = 0;
   // In place on q [T, nq, hd] and k [T, nkv, hd] (neox/HF rotate_half layout) at the step's
   // positions.
   virtual void rope(const Rope& rope, Buffer& q, Buffer& k, int nq, int nkv, int head_dim) = 0;

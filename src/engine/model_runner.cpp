@@ -337,9 +337,9 @@ void ModelRunner::forward(Precision precision) {
       }
       if (tap_) tap_(int(li), name, a, T);
       be.profile_mark(mark);
-      be.linear_f32(w, a, T, *s.o32);
+      be.linear_acc(w, a, T, *s.o32);
       tp_->reduce_f32(be, *s.o32, T * H);
-      be.round_to_f16(*s.o32, *s.o, T * H);
+      be.finish_acc(w, a, T, *s.o32, *s.o);
     };
     Activation a;
     if (L.qkv) {

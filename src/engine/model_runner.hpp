@@ -35,7 +35,7 @@ struct RunnerOptions {
   // Tensor parallelism, FP8 steps (docs/DESIGN.md §3.14). true (--tp-fp8-numerics one-gpu):
   // o's and down's split inputs are quantized with the whole row's per-token scale (the max of
   // the ranks', one small all-reduce), and their partial outputs are summed in fp32 and rounded
-  // to fp16 once, so the ranks compute what one GPU does up to fp32 summation order. false
+  // to fp16 once, so the ranks compute what one GPU does up to the accumulation order. false
   // (per-rank, as vLLM): each slice its own scale, partial sums rounded to fp16 before the sum:
   // half the collectives' bytes and two fewer per layer, at ~0.1% perplexity on pystd-16m (FP8
   // amplifies the extra fp16 rounding).

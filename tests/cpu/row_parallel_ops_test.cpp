@@ -1,7 +1,8 @@
 // The ops behind tensor parallelism's one-GPU FP8 numerics (docs/DESIGN.md §3.14) on the cpu
 // backend: per-token quantization split into its scales and its values (a slice of a row with the
-// whole row's scale quantizes as the whole row does), and the FP8 linear left unrounded in fp32
-// (rounded, it is linear()'s output; two column slices summed in fp32 and rounded once are too).
+// whole row's scale quantizes as the whole row does), and the FP8 linear in two halves: its bare
+// fp32 accumulators, then the epilogue (finished, they are linear()'s output; two column slices'
+// accumulators summed in fp32 and finished once are too, up to fp32 summation order).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -89,7 +90,7 @@ TEST(RowParallelOps, ScalesThenScaledQuantizeAreQuantize) {
   EXPECT_NE(down<uint8_t>(*be, *qh, size_t(rows) * half), columns(want_q, rows, cols, 0, half));
 }
 
-TEST(RowParallelOps, UnroundedLinearRoundsToLinear) {
+TEST(RowParallelOps, AccumulatorsFinishedAreLinear) {
   auto be = make_cpu_backend(2);
   std::mt19937 g(12);
   const int M = 5, N = 48, K = 256, half = K / 2;
@@ -103,13 +104,21 @@ TEST(RowParallelOps, UnroundedLinearRoundsToLinear) {
   ASSERT_EQ(whole->format, WeightFormat::Nested);
   auto bx = up(*be, x), q = be->alloc(size_t(M) * K), s = be->alloc(M * 4);
   be->quantize(*bx, M, K, *q, *s);
-  auto y16 = be->alloc(size_t(M) * N * 2), y32 = be->alloc(size_t(M) * N * 4),
+  const Activation a{nullptr, q.get(), s.get()};
+  auto y16 = be->alloc(size_t(M) * N * 2), acc = be->alloc(size_t(M) * N * 4),
        r16 = be->alloc(size_t(M) * N * 2);
-  be->linear(Precision::FP8, *whole, Activation{nullptr, q.get(), s.get()}, M, *y16);
-  be->linear_f32(*whole, Activation{nullptr, q.get(), s.get()}, M, *y32);
-  be->round_to_f16(*y32, *r16, int64_t(M) * N);
+  be->linear(Precision::FP8, *whole, a, M, *y16);
+  be->linear_acc(*whole, a, M, *acc);
+  be->finish_acc(*whole, a, M, *acc, *r16);
   const auto want = down<uint16_t>(*be, *y16, size_t(M) * N);
   EXPECT_EQ(down<uint16_t>(*be, *r16, size_t(M) * N), want);
+  // The accumulators come before the token scale (k = 0 here; the cpu's decode of the upper
+  // plane carries its 2^-8): times the scale, they are the output.
+  const auto bare = down<float>(*be, *acc, size_t(M) * N);
+  const auto sc = down<float>(*be, *s, M);
+  EXPECT_NE(float_to_fp16(bare[0]), want[0]);
+  EXPECT_NEAR(fp16_to_float(want[0]), bare[0] * sc[0],
+              std::abs(fp16_to_float(want[0])) * 1e-3f + 1e-6f);
 
   // Two column slices, as two ranks hold the weight (no channel scales: k = 0 on every row, whole
   // or sliced), under the whole rows' activation scales.
@@ -118,23 +127,25 @@ TEST(RowParallelOps, UnroundedLinearRoundsToLinear) {
   for (int h = 0; h < 2; ++h) {
     auto part = make(columns(w, N, K, h * half, half), half);
     auto qp = up(*be, columns(q_all, M, K, h * half, half));
-    be->linear_f32(*part, Activation{nullptr, qp.get(), s.get()}, M, *y32);
-    const auto p = down<float>(*be, *y32, size_t(M) * N);
+    be->linear_acc(*part, Activation{nullptr, qp.get(), s.get()}, M, *acc);
+    const auto p = down<float>(*be, *acc, size_t(M) * N);
     for (size_t i = 0; i < sum.size(); ++i) sum[i] += p[i];
   }
+  auto bsum = up(*be, sum);
+  be->finish_acc(*whole, a, M, *bsum, *r16);
+  const auto got = down<uint16_t>(*be, *r16, size_t(M) * N);
   size_t differ = 0;
   for (size_t i = 0; i < sum.size(); ++i) {
-    const uint16_t got = float_to_fp16(sum[i]);
-    EXPECT_LE(std::abs(fp16_to_float(got) - fp16_to_float(want[i])),
+    EXPECT_LE(std::abs(fp16_to_float(got[i]) - fp16_to_float(want[i])),
               std::ldexp(std::abs(fp16_to_float(want[i])), -10) + 1e-7f)
         << i;
-    differ += got != want[i];
+    differ += got[i] != want[i];
   }
   EXPECT_LE(differ, sum.size() / 50);  // fp32 order only: rarely across a rounding boundary
 
   LinearSpec spec;
   spec.out_features = N, spec.in_features = K, spec.fp16 = w.data();
   auto fp16_weight = be->create_linear(spec);
-  EXPECT_THROW(be->linear_f32(*fp16_weight, Activation{nullptr, q.get(), s.get()}, M, *y32),
-               Error);
+  EXPECT_THROW(be->linear_acc(*fp16_weight, a, M, *acc), Error);
+  EXPECT_THROW(be->finish_acc(*fp16_weight, a, M, *acc, *r16), Error);
 }

@@ -309,16 +309,22 @@ class CpuBackend final : public Backend {
     const auto& w = static_cast<const CpuLinear&>(lw).packed;
     gemm_into(precision, lw, x, M, ptr<uint16_t>(out, size_t(M * w.N), "linear out"), nullptr);
   }
-  void linear_f32(const LinearWeight& lw, const Activation& x, int64_t M, Buffer& out) override {
-    const auto& w = static_cast<const CpuLinear&>(lw).packed;
-    if (!lw.runs_fp8()) fail("linear_f32: an FP16 weight (only FP8 steps run unrounded)");
-    if (!w.bias.empty()) fail("linear_f32: a weight with a bias (row-parallel weights have none)");
-    gemm_into(Precision::FP8, lw, x, M, nullptr, ptr<float>(out, size_t(M * w.N), "linear out"));
+  void linear_acc(const LinearWeight& lw, const Activation& x, int64_t M, Buffer& acc) override {
+    const auto& w = row_parallel_fp8(lw, "linear_acc");
+    gemm_into(Precision::FP8, lw, x, M, nullptr, ptr<float>(acc, size_t(M * w.N), "linear acc"));
   }
-  void round_to_f16(const Buffer& src, Buffer& dst, int64_t n) override {
-    const float* s = ptr<float>(src, size_t(n), "round_to_f16 src");
-    uint16_t* d = ptr<uint16_t>(dst, size_t(n), "round_to_f16 dst");
-    for (int64_t i = 0; i < n; ++i) d[i] = float_to_fp16(s[i]);
+  void finish_acc(const LinearWeight& lw, const Activation& x, int64_t M, const Buffer& acc,
+                  Buffer& out) override {
+    const auto& w = row_parallel_fp8(lw, "finish_acc");
+    const float* rs = x.q8 ? ptr<float>(*x.scale, size_t(M), "linear scale") : nullptr;
+    cpu::finish_gemm(pool_, ptr<float>(acc, size_t(M * w.N), "finish_acc acc"), M, w, rs,
+                     ptr<uint16_t>(out, size_t(M * w.N), "finish_acc out"));
+  }
+  static const cpu::PackedWeight& row_parallel_fp8(const LinearWeight& lw, const char* what) {
+    if (!lw.runs_fp8()) fail("{}: an FP16 weight (only FP8 steps sum accumulators)", what);
+    const auto& w = static_cast<const CpuLinear&>(lw).packed;
+    if (!w.bias.empty()) fail("{}: a weight with a bias (row-parallel weights have none)", what);
+    return w;
   }
 
   // linear's GEMM into fp16 y, or unrounded into fp32 y32.

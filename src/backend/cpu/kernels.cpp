@@ -180,6 +180,13 @@ void micro_scalar(const float* A, int64_t lda, const float* B, int64_t kc, float
 }  // namespace detail
 
 // ---- GEMM driver -------------------------------------------------------------------------------
+// The fp32 value an output rounds from: accumulator, per-token scale, per-row scale, bias.
+static float epilogue(float acc, float row_scale, const PackedWeight& w, int64_t n) {
+  float v = acc * row_scale * w.col_scale[size_t(n)];
+  if (!w.bias.empty()) v += w.bias[size_t(n)];
+  return v;
+}
+
 void gemm(ThreadPool& pool, const float* A, int64_t M, const PackedWeight& w, bool fp8,
           const float* row_scale, uint16_t* Y, float* Y32) {
   constexpr int64_t kKc = 256, kMb = 96, kMr = 6;
@@ -209,20 +216,28 @@ void gemm(ThreadPool& pool, const float* A, int64_t M, const PackedWeight& w, bo
           micro(A + (m0 + r) * K + k0, K, bbuf.data() + p * kKc * kPanel, kc,
                 ctile.data() + r * ldc + p * kPanel, ldc, int(std::min(kMr, rows - r)), k0 == 0);
     }
-    // Epilogue: per-token scale, per-row 2^-k, bias, round to fp16.
+    // Epilogue: per-token scale, per-row 2^-k, bias, round to fp16 (or the bare accumulators).
     for (int64_t r = 0; r < rows; ++r) {
       const float rs = row_scale ? row_scale[m0 + r] : 1.f;
       for (int64_t c = 0; c < ldc; ++c) {
         const int64_t n = p0 * kPanel + c;
         if (n >= N) break;
-        float v = ctile[size_t(r * ldc + c)] * rs * w.col_scale[n];
-        if (!w.bias.empty()) v += w.bias[n];
-        if (Y32)
-          Y32[(m0 + r) * N + n] = v;
-        else
-          Y[(m0 + r) * N + n] = float_to_fp16(v);
+        if (Y32) {
+          Y32[(m0 + r) * N + n] = ctile[size_t(r * ldc + c)];
+          continue;
+        }
+        Y[(m0 + r) * N + n] = float_to_fp16(epilogue(ctile[size_t(r * ldc + c)], rs, w, n));
       }
     }
+  });
+}
+
+void finish_gemm(ThreadPool& pool, const float* acc, int64_t M, const PackedWeight& w,
+                 const float* row_scale, uint16_t* Y) {
+  const int64_t N = w.N;
+  pool.parallel_for(M, [&](int64_t m, int) {
+    const float rs = row_scale ? row_scale[m] : 1.f;
+    for (int64_t n = 0; n < N; ++n) Y[m * N + n] = float_to_fp16(epilogue(acc[m * N + n], rs, w, n));
   });
 }
 

@@ -61,10 +61,13 @@ PackedWeight pack_plain(const uint16_t* w, int64_t N, int64_t K);
 // Y[M, N] (fp16 bits) = fp16((A · Bᵀ) * row_scale[m] * col_scale[n] + bias[n]), with
 // A fp32 [M, K] and B the packed weight decoded exactly to fp32: merged fp16 (fp8 = false) or
 // e4m3(upper) * 2^-8 (fp8 = true on nested weights, always on FP8 weights; plain weights always
-// decode fp16). row_scale may be null (1). With Y32, Y32[M, N] gets the fp32 values instead
-// (unrounded; Y unused).
+// decode fp16). row_scale may be null (1). With Y32, Y32[M, N] gets the accumulators A · Bᵀ
+// instead (no scales, no bias, unrounded; Y unused): finish_gemm completes them.
 void gemm(ThreadPool& pool, const float* A, int64_t M, const PackedWeight& w, bool fp8,
           const float* row_scale, uint16_t* Y, float* Y32 = nullptr);
+// gemm's epilogue on accumulators acc [M, N]: Y = fp16(acc * row_scale[m] * col_scale[n] + bias).
+void finish_gemm(ThreadPool& pool, const float* acc, int64_t M, const PackedWeight& w,
+                 const float* row_scale, uint16_t* Y);
 
 // ---- vector helpers (attention) ----------------------------------------------------------------
 float dot_f32(const float* a, const float* b, int64_t n);

@@ -158,21 +158,24 @@ void cublaslt_fp8_gemm(const uint8_t* wq, int N, int K, const uint8_t* xq, __hal
                        const float* a_scale, const float* b_scale, LtScaling scaling,
                        cudaStream_t stream);
 bool cublaslt_fp8_per_row_supported(int N, int K, int M);  // probes once per shape class
-// The same GEMM unscaled into fp32, Y[M, N] = xq · wqᵀ (exact FP32 accumulation); false, with
-// nothing launched, when this cuBLASLt has no kernel for E4M3 x E4M3 -> FP32.
+// The same GEMM unscaled into fp32, Y[M, N] = xq · wqᵀ (FP32 accumulation, with the FP8 tensor
+// cores' ~14 bits between promotions); false, with nothing launched, when this cuBLASLt has no
+// kernel for E4M3 x E4M3 -> FP32. One cached plan per (N, K, M).
 bool cublaslt_fp8_gemm_f32(const uint8_t* wq, int N, int K, const uint8_t* xq, float* Y, int M,
                            cudaStream_t stream);
 
 // ---- tensor-parallel partial sums (one-GPU FP8 numerics, docs/DESIGN.md §3.14) -----------------
-// nested_fp8_gemm's value before its rounding to fp16: Y[M, N] fp32 =
-// (Σ_c e4m3(xq[m,c]) · e4m3(upper[n,c])) · 2^-(k[n]+8) · x_scale[m]. cuBLASLt FP8 into fp32 (a
-// plain kernel where cuBLASLt has none), then both scales in place: the power of two is exact, so
-// the value is nested_fp8_gemm's unrounded one up to the order of the FP32 sum. Returns false
-// when it ran the plain kernel (slow: the caller says so).
-bool nested_fp8_gemm_f32(const NestedWeight& w, const uint8_t* xq, const float* x_scale, float* Y,
-                         int M, cudaStream_t stream);
-// dst[i] = fp16(src[i]), round to nearest even.
-void round_f32_to_f16(const float* src, __half* dst, int64_t n, cudaStream_t stream);
+// nested_fp8_gemm in two halves. The accumulators: acc[M, N] fp32 = Σ_c e4m3(xq[m,c]) ·
+// e4m3(upper[n,c]), cuBLASLt FP8 into fp32 (a plain kernel where cuBLASLt has none, or with
+// use_cublaslt = false: tests); returns false when it ran the plain kernel (slow: the caller says
+// so). cuBLASLt groups the products otherwise than the NestedFP8 kernels, so the two agree within
+// the tensor cores' accumulation (~2e-4 of the largest output measured on the H200), not bit for
+// bit. The epilogue on (summed) accumulators: Y[m, n] = fp16((acc · 2^-(k[n]+8)) · x_scale[m]),
+// nested_fp8_gemm's operations (the power of two is exact).
+bool nested_fp8_gemm_acc(const NestedWeight& w, const uint8_t* xq, float* acc, int M,
+                         cudaStream_t stream, bool use_cublaslt = true);
+void nested_fp8_finish(const float* acc, const int8_t* k, const float* x_scale, __half* Y, int M,
+                       int N, cudaStream_t stream);
 
 // ---- device info ---------------------------------------------------------------------------
 struct DeviceInfo {

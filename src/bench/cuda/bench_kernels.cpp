@@ -172,16 +172,18 @@ int bench_kernels(const BenchKernelsOptions& opts) {
                               LtScaling::PerTensor, stream);
           },
           dnk + mk + 2 * mn);
-      // Tensor parallelism's one-GPU FP8 numerics (DESIGN §3.14): a row-parallel linear
-      // unrounded (cuBLASLt into fp32, then the nested scales) and its rounding after the
-      // all-reduce (not timed here): against "nestedfp8", what a rank's GEMM costs more.
+      // Tensor parallelism's one-GPU FP8 numerics (DESIGN §3.14): a row-parallel linear's bare
+      // fp32 accumulators (cuBLASLt) and, after the all-reduce (not timed here), the pass that
+      // scales and rounds them: against "nestedfp8", what a rank's GEMM costs more.
       add(
           "tp_partial_fp32",
           [&](int c) {
-            nested_fp8_gemm_f32(weight(c), xq.p, xs.p, y32.p, M, stream);
-            round_f32_to_f16(y32.p, y.p, int64_t(M) * N, stream);
+            if (!nested_fp8_gemm_acc(weight(c), xq.p, y32.p, M, stream) && c == 0)
+              fmt::print(stderr, "  (tp_partial_fp32 at M={}: cuBLASLt has no FP8 -> FP32 "
+                                 "kernel; this times the plain fallback)\n", M);
+            nested_fp8_finish(y32.p, weight(c).k, xs.p, y.p, M, N, stream);
           },
-          dnk + mk + 4.0 * M + 4 * mn + 8 * mn + 4 * mn + 2 * mn);
+          dnk + mk + 4.0 * M + 4 * mn + 4 * mn + 2 * mn);
       // The table's choices, where it covers this shape (the variant is the same index type the
       // cuda backend passes; -1 in a bucket is the heuristic again).
       if (!pick16.buckets.empty()) {
@@ -369,7 +371,7 @@ int bench_kernels(const BenchKernelsOptions& opts) {
       gm(g_q_lt));
   summary += fmt::format("- NestedFP8 GEMM alone / cuBLASLt FP8 (per-tensor): {}\n", gm(g_fp8_lt));
   summary += fmt::format(
-      "- Tensor-parallel FP8 partial in fp32 (cuBLASLt into fp32, nested scales, rounding) / "
+      "- Tensor-parallel FP8 partial in fp32 (cuBLASLt accumulators, then scales and rounding) / "
       "NestedFP8 GEMM: {}\n",
       gm(g_tp_partial));
   summary +=

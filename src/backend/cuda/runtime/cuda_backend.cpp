@@ -222,16 +222,14 @@ class CudaBackend final : public Backend {
   void quantize_scaled(const Buffer& x, int64_t rows, int64_t cols, const Buffer& scale,
                        Buffer& q8) override {
     cuda::quantize_e4m3_scaled(h16(x, rows * cols, "quantize_scaled x"), cols, int(rows),
-                               int(cols), dptr<float>(scale, size_t(rows) * 4, "scale"),
+                               int(cols), dptr<const float>(scale, size_t(rows) * 4, "scale"),
                                dptr<uint8_t>(q8, size_t(rows * cols), "q8"), stream_);
   }
   void linear(Precision precision, const LinearWeight& lw, const Activation& x, int64_t M,
               Buffer& out) override;
-  void linear_f32(const LinearWeight& lw, const Activation& x, int64_t M, Buffer& out) override;
-  void round_to_f16(const Buffer& src, Buffer& dst, int64_t n) override {
-    cuda::round_f32_to_f16(dptr<const float>(src, size_t(n) * 4, "round_to_f16 src"),
-                           h16(dst, n, "round_to_f16 dst"), n, stream_);
-  }
+  void linear_acc(const LinearWeight& lw, const Activation& x, int64_t M, Buffer& acc) override;
+  void finish_acc(const LinearWeight& lw, const Activation& x, int64_t M, const Buffer& acc,
+                  Buffer& out) override;
   void rope(const Rope& r, Buffer& q, Buffer& k, int nq, int nkv, int hd) override {
     const auto& rp = static_cast<const CudaRope&>(r);
     if (hd != rp.head_dim) fail("rope: head_dim {} != {}", hd, rp.head_dim);
@@ -469,27 +467,40 @@ void CudaBackend::linear(Precision precision, const LinearWeight& lw, const Acti
   if (w.bias) cuda::add_bias_rows(y, h16(*w.bias, N, "bias"), int(M), int(N), stream_);
 }
 
-void CudaBackend::linear_f32(const LinearWeight& lw, const Activation& x, int64_t M,
-                             Buffer& out) {
+// The nested FP8 weight of a row-parallel partial sum (linear_acc / finish_acc), checked.
+static const CudaLinear& row_parallel_fp8(const LinearWeight& lw, const Activation& x,
+                                          const char* what) {
   const auto& w = static_cast<const CudaLinear&>(lw);
-  const int64_t N = w.out_features, K = w.in_features;
-  float* y = dptr<float>(out, size_t(M * N) * 4, "linear_f32 out");
   if (w.format != WeightFormat::Nested)
-    fail("cuda backend: linear_f32 runs nested weights only (this one is {})",
-         to_string(w.format));
+    fail("cuda backend: {} runs nested weights only (this one is {})", what, to_string(w.format));
   if (!x.q8 || !x.scale)
-    fail("cuda backend: linear_f32 is an FP8 linear and needs per-token quantized activations");
-  if (w.bias) fail("cuda backend: linear_f32 on a weight with a bias (row-parallel ones have none)");
+    fail("cuda backend: {} is an FP8 linear and needs per-token quantized activations", what);
+  if (w.bias) fail("cuda backend: {} on a weight with a bias (row-parallel ones have none)", what);
+  return w;
+}
+
+void CudaBackend::linear_acc(const LinearWeight& lw, const Activation& x, int64_t M,
+                             Buffer& acc) {
+  const CudaLinear& w = row_parallel_fp8(lw, x, "linear_acc");
+  const int64_t N = w.out_features, K = w.in_features;
+  float* y = dptr<float>(acc, size_t(M * N) * 4, "linear_acc out");
   if (M == 0) return;
-  const bool lt =
-      cuda::nested_fp8_gemm_f32(w.nested(), dptr<const uint8_t>(*x.q8, size_t(M * K), "linear q8"),
-                                dptr<const float>(*x.scale, size_t(M) * 4, "linear scale"), y,
-                                int(M), stream_);
+  const bool lt = cuda::nested_fp8_gemm_acc(
+      w.nested(), dptr<const uint8_t>(*x.q8, size_t(M * K), "linear q8"), y, int(M), stream_);
   static std::atomic<bool> warned{false};
   if (!lt && !warned.exchange(true))
     spdlog::warn(
         "cuBLASLt has no E4M3 x E4M3 -> FP32 kernel: the tensor-parallel FP8 partial sums run a "
         "plain CUDA GEMM (slow; --tp-fp8-numerics per-rank avoids it)");
+}
+
+void CudaBackend::finish_acc(const LinearWeight& lw, const Activation& x, int64_t M,
+                             const Buffer& acc, Buffer& out) {
+  const CudaLinear& w = row_parallel_fp8(lw, x, "finish_acc");
+  const int64_t N = w.out_features;
+  cuda::nested_fp8_finish(dptr<const float>(acc, size_t(M * N) * 4, "finish_acc acc"),
+                          w.nested().k, dptr<const float>(*x.scale, size_t(M) * 4, "scale"),
+                          h16(out, M * N, "finish_acc out"), int(M), int(N), stream_);
 }
 
 void CudaBackend::begin_step(const StepLayout& L) {
