@@ -37,6 +37,7 @@ struct Group {
   int arrived = 0;
   std::vector<std::vector<float>> contrib;  // per rank, of the collective in progress
   std::vector<int64_t> count;               // elements each rank posted (must agree)
+  std::vector<std::string> kind;            // the collective each rank called (must agree)
   std::vector<float> result;
   bool aborted = false;
   std::string why;
@@ -50,14 +51,20 @@ struct Group {
   }
 
   // Posts `data` for `rank` and returns the rank-order sum (max) once every rank has posted.
-  std::vector<float> reduce(int rank, std::vector<float> data, const char* what,
-                            Op op = Op::Sum) {
+  std::vector<float> reduce(int rank, std::vector<float> data, const char* what, Op op = Op::Sum) {
     std::unique_lock lk(m);
     if (aborted) throw_aborted(rank);
     const uint64_t gen = generation;
     count[size_t(rank)] = int64_t(data.size());
     contrib[size_t(rank)] = std::move(data);
+    kind[size_t(rank)] = what;
     if (++arrived == size) {
+      for (int r = 1; r < size; ++r)
+        if (kind[size_t(r)] != kind[0]) {
+          abort_locked(
+              fmt::format("rank 0 called {} while rank {} called {}", kind[0], r, kind[size_t(r)]));
+          throw_aborted(rank);
+        }
       for (int r = 1; r < size; ++r)
         if (count[size_t(r)] != count[0]) {
           abort_locked(fmt::format("{}: rank 0 reduces {} elements but rank {} reduces {}", what,
@@ -99,12 +106,12 @@ class InProcessCommunicator final : public Communicator {
       std::vector<uint16_t> h(static_cast<size_t>(n));
       be.download(h.data(), buf, size_t(n) * 2);
       for (size_t i = 0; i < h.size(); ++i) v[i] = fp16_to_float(h[i]);
-      const std::vector<float> sum = g_->reduce(rank_, std::move(v), "all_reduce_sum");
+      const std::vector<float> sum = g_->reduce(rank_, std::move(v), "all_reduce_sum (fp16)");
       for (size_t i = 0; i < h.size(); ++i) h[i] = float_to_fp16(sum[i]);  // rounded once
       be.upload(buf, h.data(), size_t(n) * 2);
     } else {
       be.download(v.data(), buf, size_t(n) * 4);
-      const std::vector<float> sum = g_->reduce(rank_, std::move(v), "all_reduce_sum");
+      const std::vector<float> sum = g_->reduce(rank_, std::move(v), "all_reduce_sum (fp32)");
       be.upload(buf, sum.data(), size_t(n) * 4);
     }
   }
@@ -134,7 +141,7 @@ std::vector<std::unique_ptr<Communicator>> make_inprocess_group(int size,
   if (size < 1) fail("a communicator group needs at least one rank, got {}", size);
   auto g = std::make_shared<Group>();
   g->size = size, g->timeout = timeout;
-  g->contrib.resize(size_t(size)), g->count.assign(size_t(size), 0);
+  g->contrib.resize(size_t(size)), g->count.assign(size_t(size), 0), g->kind.resize(size_t(size));
   std::vector<std::unique_ptr<Communicator>> out;
   for (int r = 0; r < size; ++r) out.push_back(std::make_unique<InProcessCommunicator>(g, r));
   return out;

@@ -69,7 +69,10 @@ void ModelRunner::finish_setup() {
   Scratch& s = *s_;
   s.h = f16(T, H), s.x = f16(T, H), s.q = f16(T, qd), s.k = f16(T, kvd), s.v = f16(T, kvd);
   s.attn = f16(T, qd), s.o = f16(T, H), s.act = f16(T, I);
-  if (tp_ && opt_.tp_fp8_one_gpu_numerics) s.o32 = be_->alloc(size_t(T * H) * 4);
+  const bool fp8_rows = std::any_of(layers_.begin(), layers_.end(), [](const Layer& L) {
+    return L.o->runs_fp8() || L.down->runs_fp8();
+  });
+  if (tp_ && opt_.tp_fp8_one_gpu_numerics && fp8_rows) s.o32 = be_->alloc(size_t(T * H) * 4);
   int64_t fused_cols = 0;
   bool apart = false;  // a layer runs gate and up as two GEMMs
   for (const Layer& L : layers_) {

@@ -84,6 +84,26 @@ TEST(InProcessCommunicator, MaxIsTheSameOnEveryRank) {
   for (const auto& g : got) EXPECT_EQ(g, (std::vector<float>{2.f, 0.f, 7.f, 0.5f, 1e-30f}));
 }
 
+// Ranks that call different collectives (a sum and a max, fp16 and fp32) fail, naming both,
+// instead of mixing their data.
+TEST(InProcessCommunicator, RanksMustCallTheSameCollective) {
+  auto comms = backend::make_inprocess_group(2);
+  const auto errs = on_ranks(2, [&](int r) {
+    auto be = backend::make_cpu_backend(1);
+    auto buf = be->alloc(16);
+    const float x[4] = {1, 2, 3, 4};
+    be->upload(*buf, x, sizeof x);
+    if (r == 0)
+      comms[0]->all_reduce_max(*be, *buf, 4);
+    else
+      comms[1]->all_reduce_sum(*be, *buf, 4, backend::ElemType::F32);
+  });
+  for (const auto& e : errs) {
+    EXPECT_NE(e.find("all_reduce_max"), std::string::npos) << e;
+    EXPECT_NE(e.find("all_reduce_sum (fp32)"), std::string::npos) << e;
+  }
+}
+
 TEST(InProcessCommunicator, Fp16SumsRoundOnce) {
   // Each rank holds 64 fp16 values; the result is fp16 of the fp32 rank-order sum.
   const int n = 4, len = 64;

@@ -28,7 +28,7 @@ engine::RunnerOptions small_opts(bool fp8_activations, bool shared_scales) {
 }
 
 // fp8_activations = false: FP8 steps run weights-only FP8 (fp16 activations x the upper planes).
-// shared_scales = false: --tp-fp8-scales per-rank.
+// shared_scales = false: --tp-fp8-numerics per-rank.
 std::unique_ptr<ModelExecutor> load(const std::string& dir, int tp, format::ScaleMode mode,
                                     bool dummy = false, bool fp8_activations = true,
                                     bool shared_scales = true) {
@@ -93,9 +93,10 @@ std::vector<int32_t> greedy(ModelExecutor& ex, std::vector<int32_t> p, int n) {
 }
 
 // Limit on the logits' deviation from TP 1, relative to the largest logit (docs/DESIGN.md §3.14;
-// measured 0.4% on pystd-16m, 0.1% on the random model): the partial sums of o and down are
-// rounded to fp16 per rank before they are added, one extra rounding per layer and branch. A
-// wrong slice, a missed reduction or a doubled one moves logits by a large share of their range.
+// measured 0.4% on pystd-16m, 0.1% on the random model): in FP16 steps the partial sums of o and
+// down are rounded to fp16 per rank before they are added, one extra rounding per layer and
+// branch (FP8 steps, weights-only too, add fp32 accumulators: 0.1%). A wrong slice, a missed
+// reduction or a doubled one moves logits by a large share of their range.
 constexpr float kTolerance = 0.01f;
 
 }  // namespace
@@ -159,8 +160,8 @@ TEST(TensorParallel, Pystd16mTp2Fp8OneGpuNumerics) {
       b += engine::chunk_mean_nll(*tp2, ids, Precision::FP8) / 2;
       f += engine::chunk_mean_nll(*tp1, ids, Precision::FP16) / 2;
     }
-    std::printf("pystd mean NLL, 2 chunks: fp8 TP 1 %.5f, fp8 TP 2 %s %.5f (fp16 TP 1 %.5f)\n",
-                a, mode, b, f);
+    std::printf("pystd mean NLL, 2 chunks: fp8 TP 1 %.5f, fp8 TP 2 %s %.5f (fp16 TP 1 %.5f)\n", a,
+                mode, b, f);
     EXPECT_NEAR(b, a, 0.001 * a) << mode;
   }
 }
@@ -235,7 +236,8 @@ TEST(TensorParallel, ARankThatFailsToLoadIsReportedNotHung) {
         if (r == 1) fail("GPU 1 does not exist (1 GPU found)");
         engine::LoadOptions mine = lo;
         mine.shard = {r, 2};
-        return engine::ModelRunner::load(backend::make_cpu_backend(1), mine, small_opts(true, true));
+        return engine::ModelRunner::load(backend::make_cpu_backend(1), mine,
+                                         small_opts(true, true));
       });
     } catch (const Error& e) {
       return std::string(e.what());

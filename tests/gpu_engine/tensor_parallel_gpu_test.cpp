@@ -185,6 +185,7 @@ TEST(TensorParallelOneGpu, ShardedPerplexityMatchesUnsharded) {
       const double c = engine::perplexity(*per_rank, long_ids(), p, 64).ppl;
       std::printf("[ perplexity fp8 per-rank numerics, 2 shards on one GPU %.5f (%.5f) ]\n", c,
                   c / a);
+      EXPECT_NEAR(c / a, 1.0, 1e-2);  // a working model: within FP8's noise, not the 0.1%
     }
   }
 }

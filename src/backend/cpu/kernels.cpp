@@ -237,7 +237,8 @@ void finish_gemm(ThreadPool& pool, const float* acc, int64_t M, const PackedWeig
   const int64_t N = w.N;
   pool.parallel_for(M, [&](int64_t m, int) {
     const float rs = row_scale ? row_scale[m] : 1.f;
-    for (int64_t n = 0; n < N; ++n) Y[m * N + n] = float_to_fp16(epilogue(acc[m * N + n], rs, w, n));
+    for (int64_t n = 0; n < N; ++n)
+      Y[m * N + n] = float_to_fp16(epilogue(acc[m * N + n], rs, w, n));
   });
 }
 

@@ -101,8 +101,8 @@ void quantize_e4m3_per_token(const __half* X, int64_t ld, int M, int K, uint8_t*
 // and q under given scales (the max over the ranks'); together on whole rows, the same bits.
 void token_scales_e4m3(const __half* X, int64_t ld, int M, int K, float* scale,
                        cudaStream_t stream);
-void quantize_e4m3_scaled(const __half* X, int64_t ld, int M, int K, const float* scale,
-                          uint8_t* q, cudaStream_t stream);
+void quantize_e4m3_scaled(const __half* X, int64_t ld, int M, int K, const float* scale, uint8_t* q,
+                          cudaStream_t stream);
 
 // RMSNorm (Llama): if residual != nullptr, first x = fp16(x + residual) and residual := x.
 // Then r = 1 / sqrt(mean_fp32(x²) + eps), y = fp16(fp16(x · r) · w). Writes y to Y (if not null,

@@ -3,6 +3,7 @@
 // once, so the sum is one GPU's. cuBLASLt runs the upper plane as a plain E4M3 matrix.
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
+
 #include "backend/cuda/kernels.hpp"
 
 namespace nestedfp::cuda {
@@ -61,7 +62,7 @@ void nested_fp8_finish(const float* acc, const int8_t* k, const float* x_scale, 
     cuda_fail("nested_fp8_finish: a null pointer (accumulators, k, token scales or out)");
   const int64_t n = int64_t(M) * N;
   finish_kernel<<<unsigned((n + kThreads - 1) / kThreads), kThreads, 0, stream>>>(acc, k, x_scale,
-                                                                                   Y, M, N);
+                                                                                  Y, M, N);
   NFP_CUDA_CHECK_LAUNCH();
 }
 

@@ -324,8 +324,8 @@ void token_scales_e4m3(const __half* X, int64_t ld, int M, int K, float* scale,
   NFP_CUDA_CHECK_LAUNCH();
 }
 
-void quantize_e4m3_scaled(const __half* X, int64_t ld, int M, int K, const float* scale,
-                          uint8_t* q, cudaStream_t stream) {
+void quantize_e4m3_scaled(const __half* X, int64_t ld, int M, int K, const float* scale, uint8_t* q,
+                          cudaStream_t stream) {
   check_row_args("quantize_e4m3_scaled", M, K, ld);
   if (M == 0) return;
   if (K % 8 == 0 && ld % 8 == 0 && aligned16(X) && (reinterpret_cast<uintptr_t>(q) & 7) == 0)

@@ -179,8 +179,10 @@ int bench_kernels(const BenchKernelsOptions& opts) {
           "tp_partial_fp32",
           [&](int c) {
             if (!nested_fp8_gemm_acc(weight(c), xq.p, y32.p, M, stream) && c == 0)
-              fmt::print(stderr, "  (tp_partial_fp32 at M={}: cuBLASLt has no FP8 -> FP32 "
-                                 "kernel; this times the plain fallback)\n", M);
+              fmt::print(stderr,
+                         "  (tp_partial_fp32 at M={}: cuBLASLt has no FP8 -> FP32 "
+                         "kernel; this times the plain fallback)\n",
+                         M);
             nested_fp8_finish(y32.p, weight(c).k, xs.p, y.p, M, N, stream);
           },
           dnk + mk + 4.0 * M + 4 * mn + 4 * mn + 2 * mn);

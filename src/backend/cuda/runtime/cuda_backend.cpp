@@ -221,8 +221,8 @@ class CudaBackend final : public Backend {
   }
   void quantize_scaled(const Buffer& x, int64_t rows, int64_t cols, const Buffer& scale,
                        Buffer& q8) override {
-    cuda::quantize_e4m3_scaled(h16(x, rows * cols, "quantize_scaled x"), cols, int(rows),
-                               int(cols), dptr<const float>(scale, size_t(rows) * 4, "scale"),
+    cuda::quantize_e4m3_scaled(h16(x, rows * cols, "quantize_scaled x"), cols, int(rows), int(cols),
+                               dptr<const float>(scale, size_t(rows) * 4, "scale"),
                                dptr<uint8_t>(q8, size_t(rows * cols), "q8"), stream_);
   }
   void linear(Precision precision, const LinearWeight& lw, const Activation& x, int64_t M,
@@ -479,8 +479,7 @@ static const CudaLinear& row_parallel_fp8(const LinearWeight& lw, const Activati
   return w;
 }
 
-void CudaBackend::linear_acc(const LinearWeight& lw, const Activation& x, int64_t M,
-                             Buffer& acc) {
+void CudaBackend::linear_acc(const LinearWeight& lw, const Activation& x, int64_t M, Buffer& acc) {
   const CudaLinear& w = row_parallel_fp8(lw, x, "linear_acc");
   const int64_t N = w.out_features, K = w.in_features;
   float* y = dptr<float>(acc, size_t(M * N) * 4, "linear_acc out");
@@ -498,8 +497,8 @@ void CudaBackend::finish_acc(const LinearWeight& lw, const Activation& x, int64_
                              const Buffer& acc, Buffer& out) {
   const CudaLinear& w = row_parallel_fp8(lw, x, "finish_acc");
   const int64_t N = w.out_features;
-  cuda::nested_fp8_finish(dptr<const float>(acc, size_t(M * N) * 4, "finish_acc acc"),
-                          w.nested().k, dptr<const float>(*x.scale, size_t(M) * 4, "scale"),
+  cuda::nested_fp8_finish(dptr<const float>(acc, size_t(M * N) * 4, "finish_acc acc"), w.nested().k,
+                          dptr<const float>(*x.scale, size_t(M) * 4, "scale"),
                           h16(out, M * N, "finish_acc out"), int(M), int(N), stream_);
 }
 
