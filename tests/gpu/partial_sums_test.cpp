@@ -19,6 +19,20 @@ struct Shape {
 };
 const Shape kShapes[] = {{1, 1024, 512}, {7, 384, 1024}, {64, 4096, 4096}, {300, 1536, 2048}};
 
+// fn(w, a, M, N, K) on each shape with fresh random data (the seed printed on failure).
+template <typename F>
+void on_shapes(F fn) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE(testing::Message() << "seed " << seed);
+  std::mt19937_64 rng(seed);
+  for (auto [M, N, K] : kShapes) {
+    SCOPED_TRACE(testing::Message() << "M=" << M << " N=" << N << " K=" << K);
+    Weight w(rng, N, K, /*channel=*/true);
+    Activations a(rng, M, K);
+    fn(w, a, M, N, K);
+  }
+}
+
 // Ordered-integer distance of two fp16 values (1 = adjacent).
 int ulps(uint16_t a, uint16_t b) {
   auto ord = [](uint16_t h) { return (h & 0x8000) ? -int(h & 0x7FFF) : int(h); };
@@ -37,13 +51,7 @@ std::vector<double> exact_accumulators(const Activations& a, const Weight& w) {
 // The accumulators against the exact sums (cuBLASLt, and the plain kernel that stands in where
 // cuBLASLt has no FP8 -> FP32 kernel), and finished: nested_fp8_gemm's output within its bound.
 TEST(PartialSums, AccumulatorsMatchExactSumsAndFinishLikeTheGemm) {
-  const uint64_t seed = fresh_seed();
-  SCOPED_TRACE(testing::Message() << "seed " << seed);
-  std::mt19937_64 rng(seed);
-  for (auto [M, N, K] : kShapes) {
-    SCOPED_TRACE(testing::Message() << "M=" << M << " N=" << N << " K=" << K);
-    Weight w(rng, N, K, /*channel=*/true);
-    Activations a(rng, M, K);
+  on_shapes([](const Weight& w, const Activations& a, int M, int N, int K) {
     const std::vector<double> ref = exact_accumulators(a, w);
     double mx = 0;
     for (double r : ref) mx = std::max(mx, std::abs(r));
@@ -73,7 +81,7 @@ TEST(PartialSums, AccumulatorsMatchExactSumsAndFinishLikeTheGemm) {
     for (size_t i = 0; i < f.size(); ++i) differ += f[i] != g[i];
     std::printf("[ M=%d N=%d K=%d: finished accumulators vs nested_fp8_gemm: %zu of %zu differ ]\n",
                 M, N, K, differ, f.size());
-  }
+  });
 }
 
 // Each half of K as one rank holds it (the upper plane's columns, k whole, activations quantized
@@ -82,13 +90,7 @@ TEST(PartialSums, AccumulatorsMatchExactSumsAndFinishLikeTheGemm) {
 // rounded to fp16 before their sum (the per-rank way) do, over all shapes.
 TEST(PartialSums, TwoSlicesSummedInFp32RoundLikeOneGemm) {
   size_t total = 0, total16 = 0;
-  const uint64_t seed = fresh_seed();
-  SCOPED_TRACE(testing::Message() << "seed " << seed);
-  std::mt19937_64 rng(seed);
-  for (auto [M, N, K] : kShapes) {
-    SCOPED_TRACE(testing::Message() << "M=" << M << " N=" << N << " K=" << K);
-    Weight w(rng, N, K, /*channel=*/true);
-    Activations a(rng, M, K);
+  on_shapes([&](const Weight& w, const Activations& a, int M, int N, int K) {
     DeviceBuffer<uint16_t> whole(size_t(M) * N);
     cuda::nested_fp8_gemm(w.view(), a.dq.get(), a.ds.get(), as_half(whole.get()), M, nullptr);
     const int Kh = K / 2;
@@ -135,7 +137,7 @@ TEST(PartialSums, TwoSlicesSummedInFp32RoundLikeOneGemm) {
         M, N, K, sum.size(), differ, far, worst, differ16);
     EXPECT_LT(worst, 1e-3);
     total += differ, total16 += differ16;
-  }
+  });
   EXPECT_LT(total, total16);
 }
 

@@ -49,6 +49,27 @@ union H8 {
   __half h[8];
 };
 
+// q[0, K) = E4M3 of x[0, K) / scale by the block's threads, 8 elements per step where kVec,
+// with the producers' index mapping below (a thread reads back what it wrote to shared memory).
+template <bool kVec>
+__device__ void quantize_with(const __half* x, int K, float scale, uint8_t* q) {
+  if constexpr (kVec) {
+    for (int v = threadIdx.x; v < K / 8; v += blockDim.x) {
+      H8 t;
+      t.u = reinterpret_cast<const uint4*>(x)[v];
+      uint32_t lo = 0, hi = 0;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) lo |= uint32_t(to_e4m3(__half2float(t.h[j]), scale)) << (8 * j);
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+        hi |= uint32_t(to_e4m3(__half2float(t.h[4 + j]), scale)) << (8 * j);
+      reinterpret_cast<uint2*>(q)[v] = make_uint2(lo, hi);
+    }
+  } else {
+    for (int c = threadIdx.x; c < K; c += blockDim.x) q[c] = to_e4m3(__half2float(x[c]), scale);
+  }
+}
+
 // Quantizes the row held in shared memory. Each thread reads back exactly the elements it wrote
 // (same index mapping as the producers below), so only the reduction needs barriers.
 template <bool kVec>
@@ -58,21 +79,7 @@ __device__ void quantize_row(const __half* s, int K, float local_amax, float* re
   // An all-zero row gets scale 0 and q = 0 (as the CPU backend); x / 0 is never evaluated.
   const float scale = __fdiv_rn(amax, kE4M3Max);
   if (threadIdx.x == 0) *scale_out = scale;
-  if constexpr (kVec) {
-    for (int v = threadIdx.x; v < K / 8; v += blockDim.x) {
-      H8 x;
-      x.u = reinterpret_cast<const uint4*>(s)[v];
-      uint32_t lo = 0, hi = 0;
-#pragma unroll
-      for (int j = 0; j < 4; ++j) lo |= uint32_t(to_e4m3(__half2float(x.h[j]), scale)) << (8 * j);
-#pragma unroll
-      for (int j = 0; j < 4; ++j)
-        hi |= uint32_t(to_e4m3(__half2float(x.h[4 + j]), scale)) << (8 * j);
-      reinterpret_cast<uint2*>(q)[v] = make_uint2(lo, hi);
-    }
-  } else {
-    for (int c = threadIdx.x; c < K; c += blockDim.x) q[c] = to_e4m3(__half2float(s[c]), scale);
-  }
+  quantize_with<kVec>(s, K, scale, q);
 }
 
 template <bool kVec>
@@ -126,23 +133,7 @@ template <bool kVec>
 __global__ void quant_scaled_kernel(const __half* __restrict__ X, int64_t ld, int K,
                                     const float* __restrict__ scale, uint8_t* __restrict__ Q) {
   const int64_t m = blockIdx.x;
-  const __half* x = X + m * ld;
-  uint8_t* q = Q + m * K;
-  const float s = scale[m];
-  if constexpr (kVec) {
-    for (int v = threadIdx.x; v < K / 8; v += blockDim.x) {
-      H8 t;
-      t.u = reinterpret_cast<const uint4*>(x)[v];
-      uint32_t lo = 0, hi = 0;
-#pragma unroll
-      for (int j = 0; j < 4; ++j) lo |= uint32_t(to_e4m3(__half2float(t.h[j]), s)) << (8 * j);
-#pragma unroll
-      for (int j = 0; j < 4; ++j) hi |= uint32_t(to_e4m3(__half2float(t.h[4 + j]), s)) << (8 * j);
-      reinterpret_cast<uint2*>(q)[v] = make_uint2(lo, hi);
-    }
-  } else {
-    for (int c = threadIdx.x; c < K; c += blockDim.x) q[c] = to_e4m3(__half2float(x[c]), s);
-  }
+  quantize_with<kVec>(X + m * ld, K, scale[m], Q + m * K);
 }
 
 template <bool kVec>
