@@ -25,9 +25,8 @@ enum class Op { Sum, Max };
 
 // What the ranks share. A collective completes when the last rank arrives: it combines (sums or
 // takes the max of) the posted contributions in rank order and bumps `generation`, which wakes
-// the others. A rank reads the
-// result before it can arrive at the next collective, and the next one cannot complete without
-// it, so one result buffer suffices.
+// the others. A rank reads the result before it can arrive at the next collective, and the next
+// one cannot complete without it, so one result buffer suffices.
 struct Group {
   int size = 0;
   std::chrono::milliseconds timeout{0};

@@ -160,8 +160,10 @@ void cublaslt_fp8_gemm(const uint8_t* wq, int N, int K, const uint8_t* xq, __hal
 bool cublaslt_fp8_gemm_f32(const uint8_t* wq, int N, int K, const uint8_t* xq, float* Y, int M,
                            cudaStream_t stream) {
   if (M < 1 || N < 1 || K < 1 || K % 16 != 0 || N % 8 != 0)
-    fail("cublaslt_fp8_gemm_f32: unsupported shape M={} N={} K={} (needs K % 16, N % 8 == 0)", M, N,
-         K);
+    fail(
+        "cublaslt_fp8_gemm_f32: unsupported shape M={} N={} K={} (FP8 needs K % 16 == 0, N % 8 "
+        "== 0)",
+        M, N, K);
   auto& h = handles();
   LtPlan& p = lt_plan(h, N, K, M, false, true);
   if (!p.ok) return false;
